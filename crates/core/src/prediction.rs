@@ -1,0 +1,354 @@
+//! The prediction record as stored, and the small value types it carries.
+//!
+//! This is the domain record, not the wire format: `api` renders it as Replicate's JSON (adding
+//! absolute `urls`), stores serialize it as they see fit. Fields that only Augur needs (owner,
+//! attempts, stream token) live here too; `api` decides what the public sees.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::id::{AccountId, ModelName, PredictionId};
+use crate::state::Status;
+use crate::time::Timestamp;
+
+/// A prediction: one run of a model on one input, from creation until it settles.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Unique id.
+    pub id: PredictionId,
+    /// The account that created it; every read and write is scoped to it.
+    pub owner: AccountId,
+    /// The model, `owner/name`.
+    pub model: ModelName,
+    /// The model version id (Replicate's `version`).
+    pub version: String,
+    /// The validated input object. `Null` once the data was removed.
+    pub input: Value,
+    /// The output so far (progress) or the final output.
+    #[serde(default)]
+    pub output: Option<Value>,
+    /// Everything the model logged, capped at [`MAX_LOGS_BYTES`] (the head is dropped).
+    #[serde(default)]
+    pub logs: String,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Where it is in its lifecycle.
+    pub status: Status,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When a provider started running it.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    /// When it settled.
+    #[serde(default)]
+    pub completed_at: Option<Timestamp>,
+    /// Timings and model-reported metrics.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// True once retention removed the input, output and logs.
+    #[serde(default)]
+    pub data_removed: bool,
+    /// Where to POST updates, if anywhere.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Which updates to send to `webhook`.
+    #[serde(default)]
+    pub webhook_events_filter: WebhookEvents,
+    /// Cancel the prediction if it has not settled by then (`Cancel-After`).
+    #[serde(default)]
+    pub deadline: Option<Timestamp>,
+    /// When retention removes its data (set when it settles).
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    /// How many times a worker has claimed its job.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Secret part of the unauthenticated stream URL.
+    #[serde(default)]
+    pub stream_token: String,
+}
+
+/// Logs longer than this lose their oldest part, so a chatty model cannot grow a record without
+/// bound.
+pub const MAX_LOGS_BYTES: usize = 1 << 20;
+
+impl Prediction {
+    /// A new prediction in `starting`, created now.
+    pub fn new(
+        id: PredictionId,
+        owner: AccountId,
+        model: ModelName,
+        version: String,
+        input: Value,
+    ) -> Self {
+        Self {
+            id,
+            owner,
+            model,
+            version,
+            input,
+            output: None,
+            logs: String::new(),
+            error: None,
+            status: Status::Starting,
+            created_at: Timestamp::now(),
+            started_at: None,
+            completed_at: None,
+            metrics: Metrics::default(),
+            data_removed: false,
+            webhook: None,
+            webhook_events_filter: WebhookEvents::ALL,
+            deadline: None,
+            expires_at: None,
+            attempts: 0,
+            stream_token: new_secret_token(),
+        }
+    }
+
+    /// True once the prediction has settled.
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_terminal()
+    }
+
+    /// True if retention should have removed its data by `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        !self.data_removed && self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Turns the record into the tombstone retention leaves behind: no input, output or logs.
+    pub fn remove_data(&mut self) {
+        self.input = Value::Null;
+        self.output = None;
+        self.logs = String::new();
+        self.data_removed = true;
+    }
+
+    /// The record as a reader at `now` must see it: a tombstone if retention is overdue (the
+    /// sweeper may lag), the record otherwise.
+    pub fn as_seen_at(mut self, now: Timestamp) -> Prediction {
+        if self.is_expired(now) {
+            self.remove_data();
+        }
+        self
+    }
+}
+
+/// Secrets never reach `Debug` output (the stream token grants read access).
+impl fmt::Debug for Prediction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prediction")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("model", &self.model)
+            .field("status", &self.status)
+            .field("created_at", &self.created_at)
+            .field("started_at", &self.started_at)
+            .field("completed_at", &self.completed_at)
+            .field("error", &self.error)
+            .field("attempts", &self.attempts)
+            .field("data_removed", &self.data_removed)
+            .field("stream_token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random 128-bit token in lowercase hex, for unguessable URLs.
+pub fn new_secret_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Timings (seconds) plus any metrics the model reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Time the model spent running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predict_time: Option<f64>,
+    /// Time from creation to settlement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_time: Option<f64>,
+    /// Model-reported metrics (Cog's `record_metric`).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The set of webhook events a prediction's owner asked for: `start`, `output`, `logs`,
+/// `completed` (Replicate's `webhook_events_filter`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WebhookEvents(u8);
+
+/// One kind of webhook event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    /// The prediction started running.
+    Start,
+    /// New output.
+    Output,
+    /// New logs.
+    Logs,
+    /// The prediction settled.
+    Completed,
+}
+
+impl WebhookEvent {
+    const ALL: [WebhookEvent; 4] = [
+        WebhookEvent::Start,
+        WebhookEvent::Output,
+        WebhookEvent::Logs,
+        WebhookEvent::Completed,
+    ];
+
+    fn bit(self) -> u8 {
+        match self {
+            WebhookEvent::Start => 1,
+            WebhookEvent::Output => 2,
+            WebhookEvent::Logs => 4,
+            WebhookEvent::Completed => 8,
+        }
+    }
+}
+
+impl WebhookEvents {
+    /// Every event (Replicate's default).
+    pub const ALL: WebhookEvents = WebhookEvents(15);
+    /// No event.
+    pub const NONE: WebhookEvents = WebhookEvents(0);
+
+    /// Whether `event` is in the set.
+    pub fn contains(self, event: WebhookEvent) -> bool {
+        self.0 & event.bit() != 0
+    }
+
+    /// The events in the set, in canonical order.
+    pub fn iter(self) -> impl Iterator<Item = WebhookEvent> {
+        WebhookEvent::ALL
+            .into_iter()
+            .filter(move |e| self.contains(*e))
+    }
+}
+
+impl FromIterator<WebhookEvent> for WebhookEvents {
+    fn from_iter<I: IntoIterator<Item = WebhookEvent>>(iter: I) -> Self {
+        WebhookEvents(iter.into_iter().fold(0, |acc, e| acc | e.bit()))
+    }
+}
+
+impl Default for WebhookEvents {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl fmt::Debug for WebhookEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for WebhookEvents {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookEvents {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<WebhookEvent>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+/// The compare-and-set version of a stored record. Every successful write increments it; an
+/// update names the revision it read and fails with a conflict if another write came first.
+///
+/// It is called a revision so that it is never confused with a prediction's `version` field,
+/// which is Replicate's model version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Revision(pub u64);
+
+impl Revision {
+    /// The revision of a freshly created record.
+    pub const FIRST: Revision = Revision(1);
+
+    /// The revision after this one.
+    pub fn next(self) -> Revision {
+        Revision(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A stored value together with the revision it was read at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its revision.
+    pub revision: Revision,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Prediction {
+        Prediction::new(
+            PredictionId::parse("p1").unwrap(),
+            AccountId::admin(),
+            ModelName::parse("augur/echo").unwrap(),
+            "v1".into(),
+            serde_json::json!({"text": "hi"}),
+        )
+    }
+
+    #[test]
+    fn webhook_filter_round_trips_and_defaults_to_all() {
+        let f: WebhookEvents = serde_json::from_str(r#"["completed","start"]"#).unwrap();
+        assert!(f.contains(WebhookEvent::Start) && f.contains(WebhookEvent::Completed));
+        assert!(!f.contains(WebhookEvent::Logs));
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"["start","completed"]"#
+        );
+        assert!(serde_json::from_str::<WebhookEvents>(r#"["bogus"]"#).is_err());
+        assert_eq!(WebhookEvents::default(), WebhookEvents::ALL);
+    }
+
+    #[test]
+    fn debug_output_hides_the_stream_token() {
+        let p = sample();
+        let dbg = format!("{p:?}");
+        assert!(!dbg.contains(&p.stream_token));
+        assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn tombstone_drops_data_but_keeps_identity() {
+        let mut p = sample();
+        p.output = Some(serde_json::json!("x"));
+        p.logs = "log".into();
+        p.expires_at = Some(Timestamp::from_micros(10));
+        assert!(p.is_expired(Timestamp::from_micros(10)));
+        let t = p.clone().as_seen_at(Timestamp::from_micros(11));
+        assert!(t.data_removed && t.output.is_none() && t.logs.is_empty() && t.input.is_null());
+        assert_eq!(t.id, p.id);
+        assert!(!t.is_expired(Timestamp::from_micros(11)));
+        assert_eq!(p.clone().as_seen_at(Timestamp::from_micros(9)), p);
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let mut p = sample();
+        p.metrics.extra.insert("steps".into(), serde_json::json!(3));
+        p.metrics.predict_time = Some(1.5);
+        let text = serde_json::to_string(&p).unwrap();
+        let back: Prediction = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+    }
+}

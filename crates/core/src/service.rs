@@ -1,0 +1,537 @@
+//! [`Predictions`]: the business operations on predictions, over any [`Store`].
+//!
+//! This is where a request becomes a stored prediction with its job, and where a report
+//! becomes a transition: read, apply the state machine, compare-and-set with the transition's
+//! side effects, retry on conflict, publish the change. The HTTP API and the workers both go
+//! through here; nothing else writes predictions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::hub::{Hub, Watch};
+use crate::id::{AccountId, ModelName, PredictionId};
+use crate::prediction::{Prediction, Versioned, WebhookEvents};
+use crate::state::{Applied, Event};
+use crate::store::{Created, DynStore, Effect, IdempotencyRecord, ListQuery, NewPrediction, Page};
+use crate::time::Timestamp;
+
+/// Settings of the prediction service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// How long a settled prediction keeps its input, output and logs.
+    pub retention: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Names of the durable counters the service maintains.
+pub mod counters {
+    /// Predictions created.
+    pub const CREATED: &str = "predictions_created_total";
+    /// Predictions that reached a terminal state. Each prediction adds exactly one.
+    pub const SETTLED: &str = "predictions_settled_total";
+
+    /// The counter for predictions that settled with `status`.
+    pub fn settled_as(status: crate::state::Status) -> String {
+        format!("predictions_{status}_total")
+    }
+}
+
+/// A validated request to create a prediction.
+#[derive(Clone, Debug)]
+pub struct CreateRequest {
+    /// A client-supplied id, or `None` to generate one.
+    pub id: Option<PredictionId>,
+    /// Who creates it.
+    pub owner: AccountId,
+    /// Which model runs it.
+    pub model: ModelName,
+    /// The model version id.
+    pub version: String,
+    /// The validated input.
+    pub input: Value,
+    /// Where to send updates.
+    pub webhook: Option<String>,
+    /// Which updates to send.
+    pub webhook_events_filter: WebhookEvents,
+    /// Cancel if not settled by then.
+    pub deadline: Option<Timestamp>,
+    /// The client's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+}
+
+impl CreateRequest {
+    /// A digest of everything that defines the prediction, to recognise a retried request.
+    fn fingerprint(&self) -> String {
+        let canonical = serde_json::json!({
+            "model": self.model,
+            "version": self.version,
+            "input": self.input,
+            "webhook": self.webhook,
+            "webhook_events_filter": self.webhook_events_filter,
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn same_parameters(&self, p: &Prediction) -> bool {
+        p.owner == self.owner
+            && p.model == self.model
+            && p.version == self.version
+            && (p.input == self.input || p.data_removed)
+            && p.webhook == self.webhook
+            && p.webhook_events_filter == self.webhook_events_filter
+    }
+}
+
+/// What [`Predictions::create`] did.
+#[derive(Clone, Debug)]
+pub enum Creation {
+    /// A new prediction was stored and queued.
+    Created(Versioned<Prediction>),
+    /// The request repeated an earlier one (same id or idempotency key, same parameters);
+    /// this is the prediction it created.
+    Replayed(Versioned<Prediction>),
+}
+
+impl Creation {
+    /// The prediction, new or replayed.
+    pub fn prediction(&self) -> &Versioned<Prediction> {
+        match self {
+            Creation::Created(p) | Creation::Replayed(p) => p,
+        }
+    }
+}
+
+/// The result of a transition.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    /// The prediction after the report.
+    pub prediction: Versioned<Prediction>,
+    /// False if the report changed nothing (an identical repeat).
+    pub changed: bool,
+}
+
+/// How often a transition re-reads and retries after losing a compare-and-set.
+const MAX_CAS_ATTEMPTS: usize = 64;
+
+/// The prediction service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Predictions {
+    store: DynStore,
+    hub: Hub,
+    config: Arc<ServiceConfig>,
+}
+
+impl Predictions {
+    /// A service over `store`.
+    pub fn new(store: DynStore, config: ServiceConfig) -> Self {
+        Self {
+            store,
+            hub: Hub::new(),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// The change notifications of this process.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The service settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Stores a new prediction and queues its job on the model's queue, in one atomic step.
+    ///
+    /// A request that repeats an earlier one (same client id, or same idempotency key, with
+    /// the same parameters) returns the earlier prediction; one that reuses an id or key with
+    /// different parameters is refused.
+    pub async fn create(&self, request: CreateRequest) -> Result<Creation> {
+        let now = Timestamp::now();
+        let id = request.id.clone().unwrap_or_else(PredictionId::generate);
+        let mut prediction = Prediction::new(
+            id.clone(),
+            request.owner.clone(),
+            request.model.clone(),
+            request.version.clone(),
+            request.input.clone(),
+        );
+        prediction.created_at = now;
+        prediction.webhook = request.webhook.clone();
+        prediction.webhook_events_filter = request.webhook_events_filter;
+        prediction.deadline = request.deadline;
+
+        let idempotency = request
+            .idempotency_key
+            .as_ref()
+            .map(|key| IdempotencyRecord {
+                owner: request.owner.clone(),
+                key: key.clone(),
+                fingerprint: request.fingerprint(),
+                prediction_id: id.clone(),
+                expires_at: now.plus(self.config.idempotency_ttl),
+            });
+        let effects = [
+            Effect::EnqueueJob {
+                queue: request.model.to_string(),
+                run_at: now,
+            },
+            Effect::count(counters::CREATED, 1),
+        ];
+        let created = self
+            .store
+            .create(NewPrediction {
+                prediction: &prediction,
+                idempotency: idempotency.as_ref(),
+                effects: &effects,
+            })
+            .await?;
+        match created {
+            Created::Inserted(revision) => {
+                let record = Versioned {
+                    value: prediction,
+                    revision,
+                };
+                self.hub.publish(&record);
+                Ok(Creation::Created(record))
+            }
+            Created::ExistingId(existing) => {
+                if request.same_parameters(&existing.value) {
+                    Ok(Creation::Replayed(self.seen_now(existing)))
+                } else {
+                    Err(Error::IdConflict(id))
+                }
+            }
+            Created::ExistingKey { record, prediction } => {
+                let key = record.key.clone();
+                let fingerprint_matches = idempotency
+                    .as_ref()
+                    .is_some_and(|mine| mine.fingerprint == record.fingerprint);
+                match prediction {
+                    Some(p) if fingerprint_matches => Ok(Creation::Replayed(self.seen_now(p))),
+                    Some(_) => Err(Error::IdempotencyKeyReused { key }),
+                    None => Err(Error::NotFound(record.prediction_id)),
+                }
+            }
+        }
+    }
+
+    fn seen_now(&self, mut record: Versioned<Prediction>) -> Versioned<Prediction> {
+        record.value = record.value.as_seen_at(Timestamp::now());
+        record
+    }
+
+    /// Reads a prediction as a client must see it (a tombstone once retention is due).
+    pub async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        Ok(self.seen_now(self.store.get(id).await?))
+    }
+
+    /// Lists predictions, newest first.
+    pub async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let mut page = self.store.list(query).await?;
+        let now = Timestamp::now();
+        for item in &mut page.items {
+            if item.value.is_expired(now) {
+                item.value.remove_data();
+            }
+        }
+        Ok(page)
+    }
+
+    /// Applies a report to a prediction: the state machine decides, the store commits the new
+    /// record with the transition's side effects, and watchers hear of it.
+    ///
+    /// Lost compare-and-sets are retried on a fresh read, so concurrent reporters are
+    /// serialised: of several conflicting terminal reports exactly one wins and the others get
+    /// [`crate::state::TransitionError::ConflictingTerminal`].
+    pub async fn transition(&self, id: &PredictionId, event: &Event) -> Result<Transition> {
+        self.transition_with(id, event, &[]).await
+    }
+
+    /// Like [`Predictions::transition`], committing `extra` effects too if the report changes
+    /// the record.
+    pub async fn transition_with(
+        &self,
+        id: &PredictionId,
+        event: &Event,
+        extra: &[Effect],
+    ) -> Result<Transition> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let current = self.store.get(id).await?;
+            let now = Timestamp::now().max(current.value.created_at);
+            let mut next = match current.value.apply(event, now)? {
+                Applied::Unchanged => {
+                    return Ok(Transition {
+                        prediction: self.seen_now(current),
+                        changed: false,
+                    });
+                }
+                Applied::Changed(next) => next,
+            };
+            let mut effects = Vec::with_capacity(3 + extra.len());
+            if next.is_terminal() && !current.value.is_terminal() {
+                next.expires_at = Some(now.plus(self.config.retention));
+                effects.push(Effect::CompleteJob);
+                effects.push(Effect::count(counters::SETTLED, 1));
+                effects.push(Effect::count(counters::settled_as(next.status), 1));
+            }
+            effects.extend_from_slice(extra);
+            match self
+                .store
+                .update(id, current.revision, &next, &effects)
+                .await
+            {
+                Ok(revision) => {
+                    let record = Versioned {
+                        value: next,
+                        revision,
+                    };
+                    self.hub.publish(&record);
+                    return Ok(Transition {
+                        prediction: record,
+                        changed: true,
+                    });
+                }
+                Err(crate::store::Error::Conflict { .. }) => {
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Contention(id.clone()))
+    }
+
+    /// Watches a prediction's changes made through this process.
+    pub fn watch(&self, id: &PredictionId) -> Watch {
+        self.hub.subscribe(id)
+    }
+
+    /// Waits until the prediction settles or `timeout` passes, and returns its latest state.
+    pub async fn wait_until_settled(
+        &self,
+        id: &PredictionId,
+        timeout: Duration,
+    ) -> Result<Versioned<Prediction>> {
+        let mut watch = self.watch(id);
+        let mut latest = self.get(id).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !latest.value.is_terminal() {
+            match tokio::time::timeout_at(deadline, watch.changed()).await {
+                Ok(Some(record)) if record.revision > latest.revision => {
+                    latest = self.seen_now((*record).clone());
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(latest)
+    }
+
+    /// Tombstones predictions whose retention ran out; returns how many.
+    pub async fn expire_due(&self, limit: usize) -> Result<usize> {
+        Ok(self.store.expire(Timestamp::now(), limit).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Status, TransitionError};
+    use crate::store::memory::MemoryStore;
+    use serde_json::json;
+
+    fn service() -> Predictions {
+        Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default())
+    }
+
+    fn request(input: Value) -> CreateRequest {
+        CreateRequest {
+            id: None,
+            owner: AccountId::admin(),
+            model: ModelName::parse("augur/echo").unwrap(),
+            version: "v1".into(),
+            input,
+            webhook: None,
+            webhook_events_filter: WebhookEvents::ALL,
+            deadline: None,
+            idempotency_key: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn create_queues_a_job_and_counts() {
+        let svc = service();
+        let created = svc.create(request(json!({"a": 1}))).await.unwrap();
+        assert!(matches!(created, Creation::Created(_)));
+        let stats = svc.store().queue_stats().await.unwrap();
+        assert_eq!(stats.ready, 1);
+        let counters = svc.store().counters().await.unwrap();
+        assert!(counters.contains(&(counters::CREATED.to_owned(), 1)));
+    }
+
+    #[tokio::test]
+    async fn client_ids_replay_or_conflict() {
+        let svc = service();
+        let mut req = request(json!({"a": 1}));
+        req.id = Some(PredictionId::parse("mine").unwrap());
+        assert!(matches!(
+            svc.create(req.clone()).await.unwrap(),
+            Creation::Created(_)
+        ));
+        assert!(matches!(
+            svc.create(req.clone()).await.unwrap(),
+            Creation::Replayed(_)
+        ));
+        req.input = json!({"a": 2});
+        assert!(matches!(
+            svc.create(req).await.unwrap_err(),
+            Error::IdConflict(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_replay_or_refuse() {
+        let svc = service();
+        let mut req = request(json!({"a": 1}));
+        req.idempotency_key = Some("k1".into());
+        let first = svc.create(req.clone()).await.unwrap();
+        let again = svc.create(req.clone()).await.unwrap();
+        assert!(matches!(again, Creation::Replayed(_)));
+        assert_eq!(first.prediction().value.id, again.prediction().value.id);
+        req.input = json!({"a": 2});
+        let err = svc.create(req).await.unwrap_err();
+        assert!(matches!(err, Error::IdempotencyKeyReused { ref key } if key == "k1"));
+    }
+
+    #[tokio::test]
+    async fn settling_completes_the_job_sets_retention_and_counts_once() {
+        let svc = service();
+        let id = svc
+            .create(request(json!({})))
+            .await
+            .unwrap()
+            .prediction()
+            .value
+            .id
+            .clone();
+        svc.transition(&id, &Event::processing()).await.unwrap();
+        let done = svc
+            .transition(&id, &Event::succeeded(json!("out")))
+            .await
+            .unwrap();
+        assert!(done.changed);
+        assert!(done.prediction.value.expires_at.is_some());
+        let again = svc
+            .transition(&id, &Event::succeeded(json!("out")))
+            .await
+            .unwrap();
+        assert!(!again.changed);
+        let stats = svc.store().queue_stats().await.unwrap();
+        assert_eq!(stats, Default::default());
+        let counters = svc.store().counters().await.unwrap();
+        assert!(counters.contains(&(counters::SETTLED.to_owned(), 1)));
+        assert!(counters.contains(&(counters::settled_as(Status::Succeeded), 1)));
+    }
+
+    #[tokio::test]
+    async fn racing_terminal_reports_have_exactly_one_winner() {
+        let svc = service();
+        let id = svc
+            .create(request(json!({})))
+            .await
+            .unwrap()
+            .prediction()
+            .value
+            .id
+            .clone();
+        svc.transition(&id, &Event::processing()).await.unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let svc = svc.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    let event = match i % 3 {
+                        0 => Event::succeeded(json!(i)),
+                        1 => Event::failed(format!("error {i}")),
+                        _ => Event::canceled(),
+                    };
+                    svc.transition(&id, &event).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(t) if t.changed => winners += 1,
+                Ok(_) => {}
+                Err(Error::Transition(
+                    TransitionError::ConflictingTerminal { .. } | TransitionError::Invalid(_),
+                )) => {}
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert_eq!(winners, 1);
+        let counters = svc.store().counters().await.unwrap();
+        assert!(counters.contains(&(counters::SETTLED.to_owned(), 1)));
+    }
+
+    #[tokio::test]
+    async fn wait_until_settled_wakes_on_the_terminal_write() {
+        let svc = service();
+        let id = svc
+            .create(request(json!({})))
+            .await
+            .unwrap()
+            .prediction()
+            .value
+            .id
+            .clone();
+        let waiter = {
+            let svc = svc.clone();
+            let id = id.clone();
+            tokio::spawn(async move { svc.wait_until_settled(&id, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        svc.transition(&id, &Event::canceled()).await.unwrap();
+        let settled = waiter.await.unwrap().unwrap();
+        assert_eq!(settled.value.status, Status::Canceled);
+    }
+
+    #[tokio::test]
+    async fn wait_until_settled_returns_latest_on_timeout() {
+        let svc = service();
+        let id = svc
+            .create(request(json!({})))
+            .await
+            .unwrap()
+            .prediction()
+            .value
+            .id
+            .clone();
+        let p = svc
+            .wait_until_settled(&id, Duration::from_millis(30))
+            .await
+            .unwrap();
+        assert_eq!(p.value.status, Status::Starting);
+    }
+}

@@ -1,0 +1,365 @@
+//! [`MemoryStore`]: the whole storage contract in process memory, for tests and `memory://`.
+//!
+//! One mutex guards everything, which makes every operation trivially atomic. Nothing survives
+//! the process; `capabilities().durable` says so.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    Capabilities, ClaimRequest, Created, Cursor, Effect, Error, IdempotencyRecord, Job, Lease,
+    ListQuery, NewPrediction, Page, QueueStats, Result, Store,
+};
+use crate::id::{AccountId, LeaseToken, PredictionId, WorkerId};
+use crate::prediction::{Prediction, Revision, Versioned};
+use crate::time::Timestamp;
+
+/// The in-memory backend.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    predictions: HashMap<PredictionId, Versioned<Prediction>>,
+    /// `(created_at, id)` of every prediction, for listing.
+    by_created: BTreeSet<(Timestamp, PredictionId)>,
+    jobs: HashMap<PredictionId, JobEntry>,
+    /// `(visible_at, seq, id)` of every job: claimable once `visible_at` has passed. For a job
+    /// under lease `visible_at` is the lease expiry, so a lapsed lease needs no sweeping.
+    visibility: BTreeSet<(Timestamp, u64, PredictionId)>,
+    keys: HashMap<(AccountId, String), IdempotencyRecord>,
+    counters: BTreeMap<String, i64>,
+    seq: u64,
+}
+
+#[derive(Debug, Clone)]
+struct JobEntry {
+    job: Job,
+    visible_at: Timestamp,
+    seq: u64,
+    lease: Option<(WorkerId, LeaseToken)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied operation behind (every
+        // operation validates before it mutates), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn apply_effects(&mut self, id: &PredictionId, effects: &[Effect]) {
+        for effect in effects {
+            match effect {
+                Effect::EnqueueJob { queue, run_at } => {
+                    self.remove_job(id);
+                    self.seq += 1;
+                    let entry = JobEntry {
+                        job: Job {
+                            prediction_id: id.clone(),
+                            queue: queue.clone(),
+                            attempts: 0,
+                            run_at: *run_at,
+                        },
+                        visible_at: *run_at,
+                        seq: self.seq,
+                        lease: None,
+                    };
+                    self.visibility.insert((*run_at, self.seq, id.clone()));
+                    self.jobs.insert(id.clone(), entry);
+                }
+                Effect::CompleteJob => self.remove_job(id),
+                Effect::Count { name, delta } => {
+                    *self.counters.entry(name.clone()).or_default() += delta;
+                }
+            }
+        }
+    }
+
+    fn remove_job(&mut self, id: &PredictionId) {
+        if let Some(entry) = self.jobs.remove(id) {
+            self.visibility
+                .remove(&(entry.visible_at, entry.seq, id.clone()));
+        }
+    }
+
+    fn set_visible_at(&mut self, id: &PredictionId, at: Timestamp) {
+        if let Some(entry) = self.jobs.get_mut(id) {
+            self.visibility
+                .remove(&(entry.visible_at, entry.seq, id.clone()));
+            entry.visible_at = at;
+            self.visibility.insert((at, entry.seq, id.clone()));
+        }
+    }
+
+    /// The job entry if `lease` is still its current, unexpired lease.
+    fn held(&mut self, lease: &Lease, now: Timestamp) -> Result<&mut JobEntry> {
+        match self.jobs.get_mut(&lease.job.prediction_id) {
+            Some(entry)
+                if entry.lease.as_ref().map(|(_, t)| *t) == Some(lease.token)
+                    && entry.visible_at > now =>
+            {
+                Ok(entry)
+            }
+            _ => Err(Error::LeaseLost),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            durable: false,
+            shared: false,
+            native_ttl: false,
+        }
+    }
+
+    async fn create(&self, new: NewPrediction<'_>) -> Result<Created> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        let p = new.prediction;
+        if let Some(existing) = inner.predictions.get(&p.id) {
+            return Ok(Created::ExistingId(existing.clone()));
+        }
+        if let Some(key) = new.idempotency {
+            let slot = (key.owner.clone(), key.key.clone());
+            if let Some(record) = inner.keys.get(&slot).filter(|r| r.expires_at > now) {
+                let prediction = inner.predictions.get(&record.prediction_id).cloned();
+                return Ok(Created::ExistingKey {
+                    record: record.clone(),
+                    prediction,
+                });
+            }
+            inner.keys.insert(slot, key.clone());
+        }
+        inner.predictions.insert(
+            p.id.clone(),
+            Versioned {
+                value: p.clone(),
+                revision: Revision::FIRST,
+            },
+        );
+        inner.by_created.insert((p.created_at, p.id.clone()));
+        inner.apply_effects(&p.id, new.effects);
+        Ok(Created::Inserted(Revision::FIRST))
+    }
+
+    async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        self.lock()
+            .predictions
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(id.clone()))
+    }
+
+    async fn update(
+        &self,
+        id: &PredictionId,
+        expected: Revision,
+        next: &Prediction,
+        effects: &[Effect],
+    ) -> Result<Revision> {
+        let mut inner = self.lock();
+        let stored = inner
+            .predictions
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        if stored.revision != expected {
+            return Err(Error::Conflict {
+                expected,
+                actual: stored.revision,
+            });
+        }
+        let revision = expected.next();
+        let old_created = stored.value.created_at;
+        *stored = Versioned {
+            value: next.clone(),
+            revision,
+        };
+        if old_created != next.created_at {
+            inner.by_created.remove(&(old_created, id.clone()));
+            inner.by_created.insert((next.created_at, id.clone()));
+        }
+        inner.apply_effects(id, effects);
+        Ok(revision)
+    }
+
+    async fn delete(&self, id: &PredictionId) -> Result<()> {
+        let mut inner = self.lock();
+        if let Some(p) = inner.predictions.remove(id) {
+            inner.by_created.remove(&(p.value.created_at, id.clone()));
+        }
+        inner.remove_job(id);
+        inner.keys.retain(|_, r| r.prediction_id != *id);
+        Ok(())
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let inner = self.lock();
+        let limit = query.limit.max(1);
+        let mut items = Vec::with_capacity(limit.min(1024));
+        let mut next = None;
+        let upper = query.after.as_ref().map(|c| (c.created_at, c.id.clone()));
+        let iter = inner
+            .by_created
+            .iter()
+            .rev()
+            .filter(|key| upper.as_ref().is_none_or(|u| *key < u));
+        for (created_at, id) in iter {
+            if query.created_before.is_some_and(|b| *created_at >= b) {
+                continue;
+            }
+            if query.created_after.is_some_and(|a| *created_at < a) {
+                break;
+            }
+            let Some(p) = inner.predictions.get(id) else {
+                continue;
+            };
+            if query.owner.as_ref().is_some_and(|o| *o != p.value.owner)
+                || query.status.is_some_and(|s| s != p.value.status)
+            {
+                continue;
+            }
+            if items.len() == limit {
+                let last: &Versioned<Prediction> = items.last().expect("limit is at least 1");
+                next = Some(Cursor {
+                    created_at: last.value.created_at,
+                    id: last.value.id.clone(),
+                });
+                break;
+            }
+            items.push(p.clone());
+        }
+        Ok(Page { items, next })
+    }
+
+    async fn expire(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        let mut inner = self.lock();
+        let due: Vec<PredictionId> = inner
+            .predictions
+            .values()
+            .filter(|p| p.value.is_expired(now))
+            .take(limit)
+            .map(|p| p.value.id.clone())
+            .collect();
+        for id in &due {
+            if let Some(p) = inner.predictions.get_mut(id) {
+                p.value.remove_data();
+                p.revision = p.revision.next();
+            }
+        }
+        inner.keys.retain(|_, r| r.expires_at > now);
+        Ok(due.len())
+    }
+
+    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Lease>> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        let mut picked = Vec::new();
+        for (visible_at, _, id) in inner.visibility.iter() {
+            if *visible_at > now || picked.len() >= request.max {
+                break;
+            }
+            let entry = &inner.jobs[id];
+            if !request.exclude_queues.contains(&entry.job.queue) {
+                picked.push(id.clone());
+            }
+        }
+        let expires_at = now.plus(request.lease_for);
+        let mut leases = Vec::with_capacity(picked.len());
+        for id in picked {
+            inner.set_visible_at(&id, expires_at);
+            let entry = inner.jobs.get_mut(&id).expect("picked from the index");
+            let token = LeaseToken::generate();
+            entry.job.attempts += 1;
+            entry.lease = Some((request.worker.clone(), token));
+            leases.push(Lease {
+                job: entry.job.clone(),
+                worker: request.worker.clone(),
+                token,
+                expires_at,
+            });
+        }
+        Ok(leases)
+    }
+
+    async fn renew_lease(&self, lease: &Lease, extend_by: Duration) -> Result<Lease> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        inner.held(lease, now)?;
+        let expires_at = now.plus(extend_by);
+        inner.set_visible_at(&lease.job.prediction_id, expires_at);
+        Ok(Lease {
+            expires_at,
+            ..lease.clone()
+        })
+    }
+
+    async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        let entry = inner.held(lease, now)?;
+        entry.lease = None;
+        entry.job.run_at = run_at;
+        inner.set_visible_at(&lease.job.prediction_id, run_at);
+        Ok(())
+    }
+
+    async fn release_job(&self, lease: &Lease) -> Result<()> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        let entry = inner.held(lease, now)?;
+        entry.lease = None;
+        entry.job.attempts = entry.job.attempts.saturating_sub(1);
+        entry.job.run_at = now;
+        inner.set_visible_at(&lease.job.prediction_id, now);
+        Ok(())
+    }
+
+    async fn complete_job(&self, id: &PredictionId) -> Result<()> {
+        self.lock().remove_job(id);
+        Ok(())
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        let now = Timestamp::now();
+        let inner = self.lock();
+        let mut stats = QueueStats::default();
+        for entry in inner.jobs.values() {
+            if entry.lease.is_some() && entry.visible_at > now {
+                stats.leased += 1;
+            } else if entry.visible_at > now {
+                stats.delayed += 1;
+            } else {
+                stats.ready += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn counters(&self) -> Result<Vec<(String, i64)>> {
+        Ok(self
+            .lock()
+            .counters
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect())
+    }
+}

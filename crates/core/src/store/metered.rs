@@ -1,0 +1,127 @@
+//! [`MeteredStore`]: a decorator that records the latency and outcome of every store operation.
+//!
+//! It wraps any [`Store`] and reports through the `metrics` facade as
+//! `augur_store_operation_duration_seconds{backend, operation, outcome}` (a histogram; its
+//! `_count` series counts operations). The outcome is `ok` or the [`Error::kind`].
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{
+    Capabilities, ClaimRequest, Created, DynStore, Lease, ListQuery, NewPrediction, Page,
+    QueueStats, Result, Store,
+};
+use crate::id::PredictionId;
+use crate::prediction::{Prediction, Revision, Versioned};
+use crate::store::Effect;
+use crate::time::Timestamp;
+
+/// Records metrics for every operation of the wrapped store.
+#[derive(Debug)]
+pub struct MeteredStore {
+    inner: DynStore,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`.
+    pub fn new(inner: DynStore) -> Self {
+        Self { inner }
+    }
+
+    async fn observe<T>(
+        &self,
+        operation: &'static str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let result = fut.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        metrics::histogram!(
+            "augur_store_operation_duration_seconds",
+            "backend" => self.inner.backend(),
+            "operation" => operation,
+            "outcome" => outcome,
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn create(&self, new: NewPrediction<'_>) -> Result<Created> {
+        self.observe("create", self.inner.create(new)).await
+    }
+
+    async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        self.observe("get", self.inner.get(id)).await
+    }
+
+    async fn update(
+        &self,
+        id: &PredictionId,
+        expected: Revision,
+        next: &Prediction,
+        effects: &[Effect],
+    ) -> Result<Revision> {
+        self.observe("update", self.inner.update(id, expected, next, effects))
+            .await
+    }
+
+    async fn delete(&self, id: &PredictionId) -> Result<()> {
+        self.observe("delete", self.inner.delete(id)).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        self.observe("list", self.inner.list(query)).await
+    }
+
+    async fn expire(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        self.observe("expire", self.inner.expire(now, limit)).await
+    }
+
+    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Lease>> {
+        self.observe("claim_jobs", self.inner.claim_jobs(request))
+            .await
+    }
+
+    async fn renew_lease(&self, lease: &Lease, extend_by: Duration) -> Result<Lease> {
+        self.observe("renew_lease", self.inner.renew_lease(lease, extend_by))
+            .await
+    }
+
+    async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
+        self.observe("retry_job", self.inner.retry_job(lease, run_at))
+            .await
+    }
+
+    async fn release_job(&self, lease: &Lease) -> Result<()> {
+        self.observe("release_job", self.inner.release_job(lease))
+            .await
+    }
+
+    async fn complete_job(&self, id: &PredictionId) -> Result<()> {
+        self.observe("complete_job", self.inner.complete_job(id))
+            .await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        self.observe("queue_stats", self.inner.queue_stats()).await
+    }
+
+    async fn counters(&self) -> Result<Vec<(String, i64)>> {
+        self.observe("counters", self.inner.counters()).await
+    }
+}
