@@ -8,17 +8,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::id::PredictionId;
 use crate::prediction::{Prediction, Versioned};
 
 type Slot = watch::Sender<Option<Arc<Versioned<Prediction>>>>;
 
-/// Per-prediction change notifications. Cheap to clone (a shared handle).
+/// Per-prediction change notifications, plus a wake-up for idle workers when new work is
+/// queued. Cheap to clone (a shared handle).
 #[derive(Clone, Debug, Default)]
 pub struct Hub {
     watchers: Arc<Mutex<HashMap<PredictionId, Slot>>>,
+    work: Arc<Notify>,
 }
 
 impl Hub {
@@ -63,6 +65,18 @@ impl Hub {
             *current = Some(Arc::new(record.clone()));
             true
         });
+    }
+
+    /// Tells idle workers that a job was queued.
+    pub fn notify_work(&self) {
+        self.work.notify_waiters();
+        self.work.notify_one();
+    }
+
+    /// Completes when [`Hub::notify_work`] is called (or was called since the last wait
+    /// completed).
+    pub async fn work_queued(&self) {
+        self.work.notified().await;
     }
 
     /// How many predictions are being watched (for tests and metrics).

@@ -213,6 +213,7 @@ impl Predictions {
                     revision,
                 };
                 self.hub.publish(&record);
+                self.hub.notify_work();
                 Ok(Creation::Created(record))
             }
             Created::ExistingId(existing) => {
@@ -276,17 +277,35 @@ impl Predictions {
         event: &Event,
         extra: &[Effect],
     ) -> Result<Transition> {
+        self.transition_all(id, std::slice::from_ref(event), extra)
+            .await
+    }
+
+    /// Applies several reports in order and writes only the final record, in one
+    /// compare-and-set. A worker uses this when a model finishes before its start was written
+    /// (`processing` then `succeeded`), saving a write. Each report must be legal after the
+    /// previous one; reports that change nothing are skipped.
+    pub async fn transition_all(
+        &self,
+        id: &PredictionId,
+        events: &[Event],
+        extra: &[Effect],
+    ) -> Result<Transition> {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let current = self.store.get(id).await?;
             let now = Timestamp::now().max(current.value.created_at);
-            let mut next = match current.value.apply(event, now)? {
-                Applied::Unchanged => {
-                    return Ok(Transition {
-                        prediction: self.seen_now(current),
-                        changed: false,
-                    });
+            let mut next: Option<Prediction> = None;
+            for event in events {
+                let base = next.as_ref().unwrap_or(&current.value);
+                if let Applied::Changed(changed) = base.apply(event, now)? {
+                    next = Some(*changed);
                 }
-                Applied::Changed(next) => next,
+            }
+            let Some(mut next) = next else {
+                return Ok(Transition {
+                    prediction: self.seen_now(current),
+                    changed: false,
+                });
             };
             let mut effects = Vec::with_capacity(3 + extra.len());
             if next.is_terminal() && !current.value.is_terminal() {
@@ -533,5 +552,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(p.value.status, Status::Starting);
+    }
+
+    #[tokio::test]
+    async fn transition_all_writes_start_and_finish_at_once() {
+        let svc = service();
+        let id = svc
+            .create(request(json!({})))
+            .await
+            .unwrap()
+            .prediction()
+            .value
+            .id
+            .clone();
+        let done = svc
+            .transition_all(
+                &id,
+                &[
+                    Event::processing().with_attempt(1),
+                    Event::succeeded(json!(1)),
+                ],
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.prediction.revision, crate::Revision(2));
+        let p = done.prediction.value;
+        assert_eq!((p.status, p.attempts), (Status::Succeeded, 1));
+        assert!(p.started_at.is_some() && p.completed_at.is_some());
+        let illegal = svc
+            .transition_all(&id, &[Event::processing()], &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(illegal, Error::Transition(_)));
     }
 }

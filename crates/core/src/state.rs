@@ -215,7 +215,7 @@ impl Event {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Applied {
     /// The record changes to this.
-    Changed(Prediction),
+    Changed(Box<Prediction>),
     /// Nothing to write: an identical terminal report, or progress that carries nothing new.
     Unchanged,
 }
@@ -274,7 +274,7 @@ impl Prediction {
         if step == Step::Progress && next == *self {
             return Ok(Applied::Unchanged);
         }
-        Ok(Applied::Changed(next))
+        Ok(Applied::Changed(Box::new(next)))
     }
 
     fn repeats_terminal(&self, event: &Event) -> bool {
@@ -494,12 +494,12 @@ mod tests {
                         prop_assert!(settled.is_none(), "a settled prediction changed");
                         if next.is_terminal() {
                             prop_assert!(next.completed_at.is_some());
-                            settled = Some(next.clone());
+                            settled = Some((*next).clone());
                         }
                         if next.status != Status::Starting {
                             prop_assert!(next.started_at.is_some() || next.status != Status::Processing);
                         }
-                        p = next;
+                        p = *next;
                     }
                     Ok(Applied::Unchanged) => {}
                     Err(_) => {}

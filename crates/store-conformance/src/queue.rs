@@ -353,7 +353,7 @@ pub async fn concurrent_claims_complete_each_job_once(store: DynStore) {
     for w in workers {
         w.await.unwrap();
     }
-    let claimed = claimed.lock().unwrap();
+    let claimed = std::mem::take(&mut *claimed.lock().unwrap());
     assert_eq!(claimed.len(), JOBS, "some jobs were never claimed");
     let doubles: Vec<_> = claimed.iter().filter(|(_, n)| **n != 1).collect();
     assert!(doubles.is_empty(), "claimed more than once: {doubles:?}");

@@ -1,0 +1,24 @@
+//! Augur's execution engine: what runs predictions.
+//!
+//! - [`provider`]: the [`provider::Provider`] trait every model adapter implements.
+//! - [`models`]: the [`models::ModelRegistry`] of models this server runs, with their limits.
+//! - [`builtin`]: `augur/demo-image` and `augur/echo`.
+//! - [`worker`]: the [`worker::Worker`] pool that claims jobs, runs providers and settles
+//!   predictions through [`augur_core::Predictions`].
+//! - [`files`]: [`files::OutputFiles`], output files in the operator's object storage.
+//! - [`sweeper`] applies retention.
+//!
+//! The engine never names a store backend: it works through `augur_core`'s contract.
+
+pub mod builtin;
+pub mod files;
+pub mod models;
+pub mod provider;
+pub mod sweeper;
+pub mod worker;
+
+pub use files::OutputFiles;
+pub use models::{Model, ModelRegistry, ModelSettings};
+pub use provider::{InputError, Outcome, Progress, Provider, ProviderError, RunContext};
+pub use sweeper::Sweeper;
+pub use worker::{RetryPolicy, Worker, WorkerOptions};

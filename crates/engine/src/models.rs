@@ -1,0 +1,164 @@
+//! [`ModelRegistry`]: the models this server runs, each with its provider and limits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use augur_core::{ModelName, Timestamp};
+
+use crate::provider::{InputError, Provider};
+
+/// Limits and policies of one model.
+#[derive(Clone, Debug)]
+pub struct ModelSettings {
+    /// At most this many predictions of the model run at once on one worker (`None`: only the
+    /// worker's own concurrency limits it).
+    pub concurrency: Option<usize>,
+    /// A prediction that runs longer fails with "timed out".
+    pub max_run_time: Duration,
+    /// Attempts before a prediction whose runs keep failing retryably fails for good.
+    pub max_attempts: u32,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: None,
+            max_run_time: Duration::from_secs(30 * 60),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A model this server can run.
+#[derive(Debug)]
+pub struct Model {
+    /// `owner/name`.
+    pub name: ModelName,
+    /// Its version id (64 hex characters, like Replicate's).
+    pub version: String,
+    /// One line about it.
+    pub description: String,
+    /// When this version was registered.
+    pub created_at: Timestamp,
+    /// Its limits.
+    pub settings: ModelSettings,
+    /// What runs it.
+    pub provider: Arc<dyn Provider>,
+}
+
+impl Model {
+    /// A model whose version id is derived from its name and `revision` text.
+    pub fn new(
+        name: ModelName,
+        revision: &str,
+        description: impl Into<String>,
+        settings: ModelSettings,
+        provider: Arc<dyn Provider>,
+    ) -> Self {
+        let digest = Sha256::digest(format!("{name}@{revision}").as_bytes());
+        Self {
+            version: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            name,
+            description: description.into(),
+            created_at: Timestamp::now(),
+            settings,
+            provider,
+        }
+    }
+
+    /// Validates an input for this model (see [`Provider::validate_input`]).
+    pub fn validate_input(&self, input: &Value) -> Result<Value, InputError> {
+        let Value::Object(map) = input else {
+            return Err(InputError {
+                field: None,
+                message: "input must be a JSON object".into(),
+            });
+        };
+        self.provider.validate_input(map).map(Value::Object)
+    }
+
+    /// The OpenAPI schema, or a permissive one when the provider has none.
+    pub fn openapi_schema(&self) -> Value {
+        self.provider.openapi_schema().unwrap_or_else(|| {
+            serde_json::json!({
+                "openapi": "3.0.2",
+                "info": {"title": "Cog", "version": "0.1.0"},
+                "components": {"schemas": {
+                    "Input": {"title": "Input", "type": "object", "properties": {}},
+                    "Output": {"title": "Output"}
+                }}
+            })
+        })
+    }
+}
+
+/// The models of this server, by name and by version id.
+#[derive(Debug, Default)]
+pub struct ModelRegistry {
+    by_name: BTreeMap<ModelName, Arc<Model>>,
+    by_version: HashMap<String, ModelName>,
+}
+
+impl ModelRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a model.
+    pub fn register(&mut self, model: Model) {
+        self.by_version
+            .insert(model.version.clone(), model.name.clone());
+        self.by_name.insert(model.name.clone(), Arc::new(model));
+    }
+
+    /// A model by name.
+    pub fn get(&self, name: &ModelName) -> Option<&Arc<Model>> {
+        self.by_name.get(name)
+    }
+
+    /// A model by Replicate-style version reference: a version id, `owner/name:version`, or
+    /// `owner/name`.
+    pub fn resolve_version(&self, reference: &str) -> Option<&Arc<Model>> {
+        if let Some((name, version)) = reference.split_once(':') {
+            let model = self.get(&ModelName::parse(name).ok()?)?;
+            return (model.version == version).then_some(model);
+        }
+        if let Some(name) = self.by_version.get(reference) {
+            return self.get(name);
+        }
+        self.get(&ModelName::parse(reference).ok()?)
+    }
+
+    /// All models, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Model>> {
+        self.by_name.values()
+    }
+}
+
+/// Builds an [`InputError`] from a serde error on an input object, naming the field.
+pub fn input_error_from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> InputError {
+    let path = err.path().to_string();
+    let inner = err.into_inner().to_string();
+    // serde_json appends " at line L column C", which means nothing for an object we built.
+    let message = match inner.find(" at line ") {
+        Some(i) => inner[..i].to_owned(),
+        None => inner,
+    };
+    InputError {
+        field: (path != ".").then_some(path),
+        message,
+    }
+}
+
+/// Deserializes an input object into a typed struct, with field-naming errors.
+pub fn parse_input<T: serde::de::DeserializeOwned>(
+    input: &Map<String, Value>,
+) -> Result<T, InputError> {
+    let value = Value::Object(input.clone());
+    serde_path_to_error::deserialize(value).map_err(input_error_from_serde)
+}

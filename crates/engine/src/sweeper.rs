@@ -1,0 +1,59 @@
+//! [`Sweeper`]: applies retention, replacing expired predictions by their tombstones.
+//!
+//! Readers never see expired data even when the sweeper lags (the service masks it), so the
+//! sweeper only has to catch up eventually; it runs every `every` and works in batches.
+
+use std::future::Future;
+use std::time::Duration;
+
+use augur_core::Predictions;
+
+/// The retention sweeper.
+#[derive(Clone, Debug)]
+pub struct Sweeper {
+    service: Predictions,
+    every: Duration,
+    batch: usize,
+}
+
+impl Sweeper {
+    /// A sweeper that runs every `every`, tombstoning up to `batch` predictions per store call.
+    pub fn new(service: Predictions, every: Duration, batch: usize) -> Self {
+        Self {
+            service,
+            every,
+            batch: batch.max(1),
+        }
+    }
+
+    /// Sweeps once, until nothing is due; returns how many predictions it tombstoned.
+    pub async fn sweep(&self) -> Result<usize, augur_core::Error> {
+        let mut total = 0;
+        loop {
+            let n = self.service.expire_due(self.batch).await?;
+            total += n;
+            if n < self.batch {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Sweeps every `every` until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(self.every) => {}
+            }
+            match self.sweep().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!("augur_predictions_expired_total").increment(n as u64);
+                    tracing::info!(expired = n, "retention removed prediction data");
+                }
+                Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+            }
+        }
+    }
+}

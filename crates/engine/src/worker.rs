@@ -1,0 +1,610 @@
+//! [`Worker`]: claims jobs, runs their model's provider and settles the predictions.
+//!
+//! One worker runs up to `concurrency` jobs at once, each under a lease it renews while the
+//! provider runs. Every outcome goes through [`Predictions`], so the state machine decides and
+//! the store commits the result with its side effects:
+//!
+//! - output: `succeeded` (the job is completed in the same commit);
+//! - a retryable error: logged, and the job rescheduled with exponential backoff and jitter,
+//!   until the model's attempt limit, then `failed` with the reason;
+//! - a model error: `failed`;
+//! - the model's maximum run time: `failed`, "timed out"; a `Cancel-After` deadline: `canceled`;
+//! - the prediction settled elsewhere (a cancel): the provider is dropped (and asked to stop);
+//! - the lease lost: the provider is dropped, nothing is written;
+//! - shutdown: the provider is dropped and the lease handed back, so another worker (or this
+//!   one after a restart) takes the job at once.
+//!
+//! A prediction is therefore run at least once and settled exactly once.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use augur_core::store::{ClaimRequest, Lease};
+use augur_core::{Event, Logs, Prediction, Predictions, Timestamp, WorkerId};
+
+use crate::files::OutputFiles;
+use crate::models::{Model, ModelRegistry};
+use crate::provider::{Outcome, Progress, ProviderError, RunContext};
+
+/// How retries back off.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// The delay before the second attempt.
+    pub base: Duration,
+    /// The longest delay.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (from 1): `base · 2^(attempt-1)` capped at
+    /// `max`, then "equal jitter" (a random point in its upper half) so that retries of many
+    /// predictions that failed together spread out.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let capped = exp.min(self.max);
+        let half = capped / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// Settings of a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Its identity in leases.
+    pub worker_id: WorkerId,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Lease length; leases are renewed every third of it.
+    pub lease_for: Duration,
+    /// The longest wait between claims when idle (new work in this process wakes it at once).
+    pub idle_poll: Duration,
+    /// How retries back off.
+    pub retry: RetryPolicy,
+    /// A model that finishes within this time after it was claimed is written as started and
+    /// finished in one step; one that runs longer is marked `processing` when it expires.
+    pub start_grace: Duration,
+    /// How long shutdown waits for running jobs to hand their leases back.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            worker_id: WorkerId::generate(),
+            concurrency: 64,
+            lease_for: Duration::from_secs(30),
+            idle_poll: Duration::from_millis(500),
+            retry: RetryPolicy::default(),
+            start_grace: Duration::from_millis(50),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A pool of job runners.
+#[derive(Clone, Debug)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    service: Predictions,
+    models: Arc<ModelRegistry>,
+    files: OutputFiles,
+    options: WorkerOptions,
+    /// Running jobs per queue, for per-model concurrency limits.
+    running: Mutex<HashMap<String, usize>>,
+}
+
+/// How a job ended, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobOutcome {
+    Succeeded,
+    Failed,
+    Retried,
+    TimedOut,
+    Canceled,
+    Submitted,
+    Released,
+    LeaseLost,
+    Stale,
+    StoreError,
+}
+
+impl JobOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Retried => "retried",
+            JobOutcome::TimedOut => "timed_out",
+            JobOutcome::Canceled => "canceled",
+            JobOutcome::Submitted => "submitted",
+            JobOutcome::Released => "released",
+            JobOutcome::LeaseLost => "lease_lost",
+            JobOutcome::Stale => "stale",
+            JobOutcome::StoreError => "store_error",
+        }
+    }
+}
+
+impl Worker {
+    /// A worker over `service` running the models of `models`.
+    pub fn new(
+        service: Predictions,
+        models: Arc<ModelRegistry>,
+        files: OutputFiles,
+        options: WorkerOptions,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                service,
+                models,
+                files,
+                options,
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Claims and runs jobs until `shutdown` completes, then stops claiming, hands back the
+    /// leases of running jobs and returns once they have (or after `shutdown_grace`).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let inner = &self.inner;
+        let stop = CancellationToken::new();
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut idle = Duration::from_millis(5);
+        tokio::pin!(shutdown);
+        tracing::info!(worker = %inner.options.worker_id, concurrency = inner.options.concurrency, "worker started");
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "job task panicked");
+                }
+            }
+            let free = inner.options.concurrency.saturating_sub(tasks.len());
+            if free > 0 {
+                let request = ClaimRequest {
+                    worker: inner.options.worker_id.clone(),
+                    lease_for: inner.options.lease_for,
+                    max: free,
+                    exclude_queues: inner.full_queues(),
+                };
+                match inner.service.store().claim_jobs(&request).await {
+                    Ok(leases) if !leases.is_empty() => {
+                        for lease in leases {
+                            let guard = RunningGuard::enter(inner.clone(), &lease.job.queue);
+                            let (worker, stop) = (self.clone(), stop.clone());
+                            tasks.spawn(async move {
+                                let _guard = guard;
+                                worker.run_job(lease, stop).await;
+                            });
+                        }
+                        idle = Duration::from_millis(5);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot claim jobs");
+                        idle = inner.options.idle_poll;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = inner.service.hub().work_queued(), if free > 0 => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tokio::time::sleep(idle) => {
+                    idle = (idle * 2).min(inner.options.idle_poll);
+                }
+            }
+        }
+        tracing::info!(
+            running = tasks.len(),
+            "worker stopping; handing leases back"
+        );
+        stop.cancel();
+        let drained = tokio::time::timeout(inner.options.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "jobs did not stop in time; their leases will lapse"
+            );
+            tasks.abort_all();
+        }
+        tracing::info!("worker stopped");
+    }
+
+    async fn run_job(&self, lease: Lease, stop: CancellationToken) {
+        let model_label = lease.job.queue.clone();
+        let started = Instant::now();
+        let outcome = self.execute(&lease, &stop).await;
+        metrics::counter!("augur_jobs_total", "model" => model_label.clone(), "outcome" => outcome.as_str())
+            .increment(1);
+        metrics::histogram!("augur_job_duration_seconds", "model" => model_label)
+            .record(started.elapsed().as_secs_f64());
+        tracing::debug!(prediction_id = %lease.job.prediction_id, outcome = outcome.as_str(), "job finished");
+    }
+
+    async fn execute(&self, lease: &Lease, stop: &CancellationToken) -> JobOutcome {
+        let inner = &self.inner;
+        let id = &lease.job.prediction_id;
+        let store = inner.service.store();
+        let current = match inner.service.get(id).await {
+            Ok(p) => p.value,
+            Err(augur_core::Error::NotFound(_)) => {
+                let _ = store.complete_job(id).await;
+                return JobOutcome::Stale;
+            }
+            Err(e) => {
+                tracing::warn!(prediction_id = %id, error = %e, "cannot read prediction; the lease will lapse");
+                return JobOutcome::StoreError;
+            }
+        };
+        if current.is_terminal() {
+            let _ = store.complete_job(id).await;
+            return JobOutcome::Stale;
+        }
+        let Some(model) = inner.models.get(&current.model).cloned() else {
+            let reason = format!("model {} is not available on this server", current.model);
+            return self
+                .settle(lease, &[Event::failed(reason)], JobOutcome::Failed)
+                .await;
+        };
+        let now = Timestamp::now();
+        if current.deadline.is_some_and(|d| d <= now) {
+            let event = Event::canceled().with_logs(Logs::Append(
+                "deadline passed before the prediction started\n".into(),
+            ));
+            return self.settle(lease, &[event], JobOutcome::Canceled).await;
+        }
+        if lease.job.attempts > model.settings.max_attempts {
+            let reason = format!(
+                "gave up after {} attempts (the server stopped while running it)",
+                model.settings.max_attempts
+            );
+            return self
+                .settle(lease, &[Event::failed(reason)], JobOutcome::Failed)
+                .await;
+        }
+        self.run_provider(lease, &model, current, stop).await
+    }
+
+    async fn run_provider(
+        &self,
+        lease: &Lease,
+        model: &Arc<Model>,
+        prediction: Prediction,
+        stop: &CancellationToken,
+    ) -> JobOutcome {
+        let inner = &self.inner;
+        let id = prediction.id.clone();
+        let attempt = lease.job.attempts;
+        let progress = Progress::new(inner.service.clone(), id.clone(), attempt, false);
+        let mut watch = inner.service.watch(&id);
+
+        // The run ends at the model's maximum run time (counted from the first start) or at
+        // the prediction's deadline, whichever comes first.
+        let run_started = prediction.started_at.unwrap_or_else(Timestamp::now);
+        let time_left = model
+            .settings
+            .max_run_time
+            .saturating_sub(Timestamp::now().since(run_started));
+        let deadline_left = prediction.deadline.map(|d| d.since(Timestamp::now()));
+        let (limit, limit_is_deadline) = match deadline_left {
+            Some(d) if d < time_left => (d, true),
+            _ => (time_left, false),
+        };
+        let limit_at = tokio::time::Instant::now() + limit;
+
+        let ctx = RunContext {
+            prediction: prediction.clone(),
+            attempt,
+            progress: progress.clone(),
+            files: inner.files.clone(),
+        };
+        let provider = model.provider.clone();
+        let run = provider.run(ctx);
+        tokio::pin!(run);
+        let renew = renew_lease(
+            inner.service.clone(),
+            lease.clone(),
+            inner.options.lease_for,
+        );
+        tokio::pin!(renew);
+        let grace = tokio::time::sleep(inner.options.start_grace);
+        tokio::pin!(grace);
+        let mut grace_done = false;
+
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = &mut grace, if !grace_done => {
+                    grace_done = true;
+                    if progress.start().await == Err(ProviderError::Stopped) {
+                        break Err(ProviderError::Stopped);
+                    }
+                }
+                _ = tokio::time::sleep_until(limit_at) => {
+                    let _ = model.provider.cancel(&prediction).await;
+                    return if limit_is_deadline {
+                        let event = Event::canceled().with_logs(Logs::Append("deadline reached; canceled\n".into()));
+                        self.settle_started(lease, &progress, event, JobOutcome::Canceled).await
+                    } else {
+                        let reason = format!("prediction timed out after {}", humanize(model.settings.max_run_time));
+                        self.settle_started(lease, &progress, Event::failed(reason), JobOutcome::TimedOut).await
+                    };
+                }
+                changed = watch.changed() => {
+                    if changed.is_some_and(|p| p.value.is_terminal()) {
+                        let _ = model.provider.cancel(&prediction).await;
+                        return JobOutcome::Canceled;
+                    }
+                }
+                _ = stop.cancelled() => {
+                    let _ = inner.service.store().release_job(lease).await;
+                    return JobOutcome::Released;
+                }
+                () = &mut renew => {
+                    tracing::warn!(prediction_id = %id, "lease lost while running; stopping this run");
+                    return JobOutcome::LeaseLost;
+                }
+            }
+        };
+
+        match result {
+            Ok(Outcome::Succeeded(output)) => {
+                self.settle_started(
+                    lease,
+                    &progress,
+                    Event::succeeded(output),
+                    JobOutcome::Succeeded,
+                )
+                .await
+            }
+            Ok(Outcome::Submitted { check_after }) => {
+                if progress.start().await == Err(ProviderError::Stopped) {
+                    return JobOutcome::Canceled;
+                }
+                // TODO(release_at): reschedule without counting an attempt once the store can.
+                let run_at = Timestamp::now().plus(check_after);
+                match inner.service.store().retry_job(lease, run_at).await {
+                    Ok(()) => JobOutcome::Submitted,
+                    Err(_) => JobOutcome::LeaseLost,
+                }
+            }
+            Err(ProviderError::Stopped) => JobOutcome::Canceled,
+            Err(ProviderError::Failed(reason)) => {
+                self.settle_started(lease, &progress, Event::failed(reason), JobOutcome::Failed)
+                    .await
+            }
+            Err(ProviderError::Retryable(reason)) => {
+                self.retry_or_fail(lease, model, &progress, reason).await
+            }
+        }
+    }
+
+    async fn retry_or_fail(
+        &self,
+        lease: &Lease,
+        model: &Model,
+        progress: &Progress,
+        reason: String,
+    ) -> JobOutcome {
+        let attempt = lease.job.attempts;
+        if attempt >= model.settings.max_attempts {
+            let reason = format!("{reason} (gave up after {attempt} attempts)");
+            return self
+                .settle_started(lease, progress, Event::failed(reason), JobOutcome::Failed)
+                .await;
+        }
+        let delay = self.inner.options.retry.delay(attempt);
+        let note = format!(
+            "attempt {attempt} failed: {reason}; retrying in {}\n",
+            humanize(delay)
+        );
+        if progress
+            .report(Event::processing().with_logs(Logs::Append(note)))
+            .await
+            == Err(ProviderError::Stopped)
+        {
+            return JobOutcome::Canceled;
+        }
+        match self
+            .inner
+            .service
+            .store()
+            .retry_job(lease, Timestamp::now().plus(delay))
+            .await
+        {
+            Ok(()) => JobOutcome::Retried,
+            Err(_) => JobOutcome::LeaseLost,
+        }
+    }
+
+    /// Settles a prediction whose provider may not have reported a start yet.
+    async fn settle_started(
+        &self,
+        lease: &Lease,
+        progress: &Progress,
+        event: Event,
+        outcome: JobOutcome,
+    ) -> JobOutcome {
+        let events = progress.with_start(event);
+        self.settle(lease, &events, outcome).await
+    }
+
+    /// Writes a terminal report, retrying while the store is unavailable. If it cannot be
+    /// written the lease lapses and the job runs again: at least once, settled once.
+    async fn settle(&self, lease: &Lease, events: &[Event], outcome: JobOutcome) -> JobOutcome {
+        let id = &lease.job.prediction_id;
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..8 {
+            match self.inner.service.transition_all(id, events, &[]).await {
+                Ok(_) => return outcome,
+                Err(augur_core::Error::Transition(_) | augur_core::Error::NotFound(_)) => {
+                    // Settled by someone else first (a cancel): that report won.
+                    let _ = self.inner.service.store().complete_job(id).await;
+                    return JobOutcome::Canceled;
+                }
+                Err(e) => {
+                    tracing::warn!(prediction_id = %id, error = %e, "cannot store the result yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        JobOutcome::StoreError
+    }
+}
+
+impl Inner {
+    fn full_queues(&self) -> Vec<String> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .filter(|(queue, n)| {
+                augur_core::ModelName::parse(queue)
+                    .ok()
+                    .and_then(|name| self.models.get(&name))
+                    .and_then(|m| m.settings.concurrency)
+                    .is_some_and(|limit| **n >= limit)
+            })
+            .map(|(queue, _)| queue.clone())
+            .collect()
+    }
+}
+
+/// Counts a running job against its queue's concurrency while alive.
+struct RunningGuard {
+    inner: Arc<Inner>,
+    queue: String,
+}
+
+impl RunningGuard {
+    fn enter(inner: Arc<Inner>, queue: &str) -> Self {
+        *inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(queue.to_owned())
+            .or_default() += 1;
+        Self {
+            inner,
+            queue: queue.to_owned(),
+        }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.queue) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.queue);
+            }
+        }
+    }
+}
+
+/// Renews a lease every third of its length; completes only when the lease is lost.
+async fn renew_lease(service: Predictions, mut lease: Lease, lease_for: Duration) {
+    let every = lease_for / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match service.store().renew_lease(&lease, lease_for).await {
+            Ok(renewed) => lease = renewed,
+            Err(augur_core::store::Error::LeaseLost) => return,
+            Err(e) => {
+                // Keep trying: the lease is still ours until it lapses, and a lapsed lease
+                // shows up as LeaseLost on the next attempt.
+                tracing::warn!(prediction_id = %lease.job.prediction_id, error = %e, "cannot renew lease");
+            }
+        }
+    }
+}
+
+/// `1.5s`, `2m`, `1h30m`: short human durations for messages.
+fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        format!("{}ms", d.as_millis())
+    } else if secs < 60 {
+        let tenths = d.as_millis() / 100 % 10;
+        if tenths == 0 {
+            format!("{secs}s")
+        } else {
+            format!("{secs}.{tenths}s")
+        }
+    } else if secs < 3600 {
+        format!(
+            "{}m{}",
+            secs / 60,
+            if secs % 60 == 0 {
+                String::new()
+            } else {
+                format!("{}s", secs % 60)
+            }
+        )
+    } else {
+        format!(
+            "{}h{}",
+            secs / 3600,
+            if secs % 3600 == 0 {
+                String::new()
+            } else {
+                format!("{}m", secs % 3600 / 60)
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_in_the_upper_half() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        for (attempt, full) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (30, 10)] {
+            for _ in 0..50 {
+                let d = policy.delay(attempt);
+                let full = Duration::from_secs(full);
+                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(humanize(Duration::from_millis(250)), "250ms");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(humanize(Duration::from_secs(90)), "1m30s");
+        assert_eq!(humanize(Duration::from_secs(1800)), "30m");
+        assert_eq!(humanize(Duration::from_secs(5400)), "1h30m");
+    }
+}
