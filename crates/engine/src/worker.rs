@@ -190,6 +190,12 @@ impl Worker {
                 match inner.service.store().claim_jobs(&request).await {
                     Ok(leases) if !leases.is_empty() => {
                         for lease in leases {
+                            // One claim can return more jobs of a model than its limit
+                            // allows; hand the excess back (the queue is excluded next time).
+                            if inner.is_full(&lease.job.queue) {
+                                let _ = inner.service.store().release_job(&lease).await;
+                                continue;
+                            }
                             let guard = RunningGuard::enter(inner.clone(), &lease.job.queue);
                             let (worker, stop) = (self.clone(), stop.clone());
                             tasks.spawn(async move {
@@ -479,19 +485,29 @@ impl Worker {
 }
 
 impl Inner {
+    fn limit_of(&self, queue: &str) -> Option<usize> {
+        augur_core::ModelName::parse(queue)
+            .ok()
+            .and_then(|name| self.models.get(&name))
+            .and_then(|m| m.settings.concurrency)
+    }
+
+    /// The queues whose model runs at its concurrency limit.
     fn full_queues(&self) -> Vec<String> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running
             .iter()
-            .filter(|(queue, n)| {
-                augur_core::ModelName::parse(queue)
-                    .ok()
-                    .and_then(|name| self.models.get(&name))
-                    .and_then(|m| m.settings.concurrency)
-                    .is_some_and(|limit| **n >= limit)
-            })
+            .filter(|(queue, n)| self.limit_of(queue).is_some_and(|limit| **n >= limit))
             .map(|(queue, _)| queue.clone())
             .collect()
+    }
+
+    fn is_full(&self, queue: &str) -> bool {
+        let Some(limit) = self.limit_of(queue) else {
+            return false;
+        };
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.get(queue).copied().unwrap_or(0) >= limit
     }
 }
 
