@@ -1,0 +1,194 @@
+//! The backend's private error type and its one conversion into [`augur_core::store::Error`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use augur_core::store;
+use augur_core::{PredictionId, Revision};
+use rusqlite::ErrorCode;
+
+/// The name this backend reports in errors and metrics.
+pub(crate) const BACKEND: &str = "embedded";
+
+/// Everything that can go wrong inside this crate. Converted to [`store::Error`] at one spot,
+/// the `From` impl below.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("prediction {0} not found")]
+    NotFound(PredictionId),
+    #[error("revision conflict: expected {expected}, found {actual}")]
+    Conflict {
+        expected: Revision,
+        actual: Revision,
+    },
+    #[error("job lease lost")]
+    LeaseLost,
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A failure that ended a whole group-commit transaction, shared by every request in it.
+    #[error("transaction failed: {0}")]
+    Batch(Arc<Error>),
+    #[error("the transaction was rolled back by SQLite after an error in the same batch")]
+    RolledBack,
+    #[error("stored record is not a valid prediction: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("cannot encode the prediction as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("stored {what} is out of range: {value}")]
+    OutOfRange { what: &'static str, value: i64 },
+    #[error("stored {what} {text:?} is invalid: {reason}")]
+    InvalidStored {
+        what: &'static str,
+        text: String,
+        reason: String,
+    },
+    #[error("unsupported effect {0} (this build of the embedded store does not know it)")]
+    UnsupportedEffect(String),
+    #[error("the store is closed")]
+    Closed,
+    #[error("the writer thread stopped")]
+    WriterGone,
+    #[error("a read task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the data directory {} is locked by another process{} (lock file {}); \
+         only one process may open an embedded store",
+        dir.display(),
+        holder.map(|pid| format!(", pid {pid}")).unwrap_or_default(),
+        lock.display()
+    )]
+    Locked {
+        dir: PathBuf,
+        lock: PathBuf,
+        holder: Option<u32>,
+    },
+    #[error(
+        "the database {} has schema version {found}, newer than this build knows ({known}); upgrade Augur",
+        path.display()
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// How a private error maps onto the contract's error classes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Unavailable,
+    Corrupt,
+    Other,
+}
+
+impl Error {
+    fn class(&self) -> Class {
+        match self {
+            Error::Sqlite(e) => sqlite_class(e),
+            Error::Batch(inner) => inner.class(),
+            Error::RolledBack | Error::Closed | Error::WriterGone | Error::Locked { .. } => {
+                Class::Unavailable
+            }
+            Error::Decode(_) | Error::OutOfRange { .. } | Error::InvalidStored { .. } => {
+                Class::Corrupt
+            }
+            Error::SchemaTooNew { .. } => Class::Corrupt,
+            Error::NotFound(_)
+            | Error::Conflict { .. }
+            | Error::LeaseLost
+            | Error::Encode(_)
+            | Error::UnsupportedEffect(_)
+            | Error::Join(_)
+            | Error::Io { .. }
+            | Error::Config(_) => Class::Other,
+        }
+    }
+}
+
+fn sqlite_class(e: &rusqlite::Error) -> Class {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::OutOfMemory
+            | ErrorCode::CannotOpen,
+        ) => Class::Unavailable,
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Class::Corrupt,
+        Some(_) => Class::Other,
+        None => match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::Utf8Error(..) => Class::Corrupt,
+            _ => Class::Other,
+        },
+    }
+}
+
+impl From<Error> for store::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(id) => store::Error::NotFound(id),
+            Error::Conflict { expected, actual } => store::Error::Conflict { expected, actual },
+            Error::LeaseLost => store::Error::LeaseLost,
+            other => {
+                let class = other.class();
+                let source = Box::new(other);
+                match class {
+                    Class::Unavailable => store::Error::Unavailable {
+                        backend: BACKEND,
+                        source,
+                    },
+                    Class::Corrupt => store::Error::Corrupt {
+                        backend: BACKEND,
+                        source,
+                    },
+                    Class::Other => store::Error::Other {
+                        backend: BACKEND,
+                        source,
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> Error {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
+    #[test]
+    fn classes_follow_the_contract() {
+        let busy: store::Error = sqlite(rusqlite::ffi::SQLITE_BUSY).into();
+        assert!(busy.is_retryable(), "{busy}");
+        let shared: store::Error =
+            Error::Batch(Arc::new(sqlite(rusqlite::ffi::SQLITE_LOCKED))).into();
+        assert!(shared.is_retryable());
+        let corrupt: store::Error = sqlite(rusqlite::ffi::SQLITE_CORRUPT).into();
+        assert_eq!(corrupt.kind(), "corrupt");
+        let decode = serde_json::from_str::<u8>("x").unwrap_err();
+        assert_eq!(store::Error::from(Error::Decode(decode)).kind(), "corrupt");
+        assert!(store::Error::from(Error::WriterGone).is_retryable());
+        assert_eq!(store::Error::from(Error::LeaseLost).kind(), "lease_lost");
+        let other: store::Error = Error::UnsupportedEffect("X".into()).into();
+        assert_eq!(other.kind(), "other");
+        assert!(other.to_string().starts_with("embedded store error"));
+    }
+}
