@@ -1,0 +1,37 @@
+//! The seeds' status route, `GET /api/predictions/{id}`, in the seeds' response shape:
+//! `{"success": true, "data": {"predictionId", "status", "imageUrl", ...}}`, and on error
+//! `{"success": false, "error": "...", "errorCode": "..."}`.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use augur_core::PredictionId;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::wire::SeedStatus;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new().route("/api/predictions/{id}", get(get_status))
+}
+
+async fn get_status(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let result = match PredictionId::parse(&id) {
+        Ok(id) => state.service.get(&id).await.map_err(ApiError::from),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::PredictionNotFound,
+            "prediction not found",
+        )),
+    };
+    match result {
+        Ok(p) => Json(json!({"success": true, "data": SeedStatus::new(&p.value)})).into_response(),
+        Err(e) => {
+            let status = e.code().status();
+            let body = json!({"success": false, "error": e.detail(), "errorCode": e.code()});
+            (status, Json(body)).into_response()
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! [`ApiError`]: the only place HTTP statuses are decided, and the JSON body every error has.
+//!
+//! Every 4xx and 5xx is a problem document the Replicate clients understand (they read
+//! `title`, `detail` and `status`) plus a stable machine-readable `code`:
+//!
+//! ```json
+//! {"status": 422, "code": "invalid_input", "title": "Invalid input",
+//!  "detail": "input.width: must be between 8 and 2048, got 4", "field": "input.width"}
+//! ```
+//!
+//! A 5xx carries a generic detail; the real error is logged, never sent.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The closed set of error codes clients may match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON, or not of the expected shape.
+    InvalidJson,
+    /// A field of the request is missing or wrong.
+    InvalidRequest,
+    /// The model input does not fit the model's schema.
+    InvalidInput,
+    /// A header has a value the server cannot use.
+    InvalidHeader,
+    /// A list cursor is not one the server issued.
+    InvalidCursor,
+    /// A query parameter is wrong.
+    InvalidQuery,
+    /// No `Authorization` header, or not a bearer token.
+    Unauthenticated,
+    /// The token is not valid.
+    InvalidToken,
+    /// No such prediction.
+    PredictionNotFound,
+    /// No such model.
+    ModelNotFound,
+    /// No such model version.
+    VersionNotFound,
+    /// No such file.
+    FileNotFound,
+    /// No such route.
+    RouteNotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed,
+    /// The state machine refused the change (e.g. canceling a finished prediction).
+    InvalidTransition,
+    /// A client-supplied prediction id is taken by a different prediction.
+    IdConflict,
+    /// An `Idempotency-Key` was reused with a different request.
+    IdempotencyKeyReused,
+    /// The request body is larger than the server accepts.
+    PayloadTooLarge,
+    /// The body is not JSON.
+    UnsupportedMediaType,
+    /// Too many writers on one prediction; retry.
+    Contention,
+    /// The store is unreachable; retry after the hinted delay.
+    StoreUnavailable,
+    /// Anything else went wrong on the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status for this code.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            InvalidJson | InvalidHeader | InvalidCursor | InvalidQuery => StatusCode::BAD_REQUEST,
+            InvalidRequest | InvalidInput | IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Unauthenticated | InvalidToken => StatusCode::UNAUTHORIZED,
+            PredictionNotFound | ModelNotFound | VersionNotFound | FileNotFound | RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            InvalidTransition | IdConflict => StatusCode::CONFLICT,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Contention => StatusCode::TOO_MANY_REQUESTS,
+            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidJson => "Invalid JSON",
+            InvalidRequest => "Invalid request",
+            InvalidInput => "Invalid input",
+            InvalidHeader => "Invalid header",
+            InvalidCursor => "Invalid cursor",
+            InvalidQuery => "Invalid query",
+            Unauthenticated => "Unauthenticated",
+            InvalidToken => "Invalid token",
+            PredictionNotFound => "Prediction not found",
+            ModelNotFound => "Model not found",
+            VersionNotFound => "Version not found",
+            FileNotFound => "File not found",
+            RouteNotFound => "Not found",
+            MethodNotAllowed => "Method not allowed",
+            InvalidTransition => "Invalid transition",
+            IdConflict => "Prediction id conflict",
+            IdempotencyKeyReused => "Idempotency key reused",
+            PayloadTooLarge => "Payload too large",
+            UnsupportedMediaType => "Unsupported media type",
+            Contention => "Too many concurrent updates",
+            StoreUnavailable => "Service unavailable",
+            Internal => "Internal server error",
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    detail: String,
+    field: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+/// The result type of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// An error with a code and a message naming the problem.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    /// Names the request field to blame.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Adds a `Retry-After` hint.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// A 500 whose cause is logged but not sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            ErrorCode::Internal,
+            "the server failed to handle the request; it has been logged",
+        )
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    status: u16,
+    code: ErrorCode,
+    title: &'static str,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = Problem {
+            status: status.as_u16(),
+            code: self.code,
+            title: self.code.title(),
+            detail: &self.detail,
+            field: self.field.as_deref(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<augur_core::Error> for ApiError {
+    fn from(e: augur_core::Error) -> Self {
+        use augur_core::Error as E;
+        match e {
+            E::NotFound(id) => ApiError::new(
+                ErrorCode::PredictionNotFound,
+                format!("prediction {id} not found"),
+            ),
+            E::Transition(t) => ApiError::new(ErrorCode::InvalidTransition, t.to_string()),
+            E::IdConflict(id) => ApiError::new(
+                ErrorCode::IdConflict,
+                format!("prediction id {id} is already used by a prediction with different parameters"),
+            )
+            .with_field("id"),
+            E::IdempotencyKeyReused { key } => ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                format!("Idempotency-Key {key:?} was already used with a different request body; use a new key for a new request"),
+            )
+            .with_field("Idempotency-Key"),
+            E::Contention(id) => ApiError::new(
+                ErrorCode::Contention,
+                format!("prediction {id} is being updated by too many writers; retry"),
+            )
+            .with_retry_after(Duration::from_secs(1)),
+            E::Store(store) => store.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<augur_core::store::Error> for ApiError {
+    fn from(e: augur_core::store::Error) -> Self {
+        use augur_core::store::Error as S;
+        match e {
+            S::NotFound(id) => ApiError::new(
+                ErrorCode::PredictionNotFound,
+                format!("prediction {id} not found"),
+            ),
+            S::Unavailable { backend, source } => {
+                tracing::warn!(backend, error = %source, "store unavailable");
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the prediction store is unavailable; retry shortly",
+                )
+                .with_retry_after(Duration::from_secs(2))
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => {
+                // "Failed to deserialize the JSON body into the target type: input: invalid type..."
+                let text = e.body_text();
+                let detail = text
+                    .split_once(": ")
+                    .map_or(text.as_str(), |(_, rest)| rest)
+                    .to_owned();
+                let field = detail.split_once(": ").map(|(f, _)| f.to_owned());
+                let mut err = ApiError::new(ErrorCode::InvalidRequest, detail);
+                if let Some(f) = field.filter(|f| !f.contains(' ')) {
+                    err = err.with_field(f);
+                }
+                err
+            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("the request body is not valid JSON: {}", source_text(&e)),
+            ),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the request body as JSON with Content-Type: application/json",
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            }
+            other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
+        }
+    }
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        let text = rejection.body_text();
+        let detail = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("invalid query string: {detail}"),
+        )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())
+    }
+}
+
+/// `Json` whose rejections are [`ApiError`]s, so bad bodies get the same error shape.
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(AppJson(value)),
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
+}
+
+/// The answer for routes that do not exist.
+pub async fn route_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("no route for {}", uri.path()),
+    )
+}
+
+/// The answer for a known route called with the wrong method.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

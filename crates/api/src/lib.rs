@@ -1,0 +1,101 @@
+//! Augur's HTTP API, built as an axum [`Router`] by [`router`].
+//!
+//! - `/v1/...`: Replicate's predictions and models API (so the official clients work), plus
+//!   Augur's extensions (client ids, `Idempotency-Key`, `Cancel-After`, list filters).
+//! - `/api/predictions/{id}`: the seeds' status route, in the seeds' shape.
+//! - `/files/...`: output files (unauthenticated, unguessable URLs).
+//! - `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: operations.
+//!
+//! Handlers parse, call [`augur_core::Predictions`], and render; HTTP statuses are decided in
+//! [`error`] only. The API never names a store backend.
+
+pub mod auth;
+mod compat;
+pub mod error;
+mod files;
+mod models;
+mod ops;
+mod predictions;
+mod stream;
+mod telemetry;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use augur_core::{Predictions, Secret};
+use augur_engine::{ModelRegistry, OutputFiles};
+
+pub use error::{ApiError, ErrorCode};
+
+/// Settings of the API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The base of every absolute URL the API hands out (`urls.get`, `next`, output files),
+    /// without a trailing slash.
+    pub public_url: String,
+    /// The admin bearer token.
+    pub admin_token: Secret,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The longest `Prefer: wait` honoured (Replicate's is 60 s).
+    pub max_wait: Duration,
+}
+
+impl ApiConfig {
+    /// Defaults for a server at `public_url` with `admin_token`.
+    pub fn new(public_url: impl Into<String>, admin_token: Secret) -> Self {
+        Self {
+            public_url: public_url.into().trim_end_matches('/').to_owned(),
+            admin_token,
+            max_body_bytes: 1 << 20,
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything handlers need. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The prediction service.
+    pub service: Predictions,
+    /// The models this server runs.
+    pub models: Arc<ModelRegistry>,
+    /// Output files.
+    pub files: OutputFiles,
+    /// API settings.
+    pub config: Arc<ApiConfig>,
+    /// Renders `/metrics`; `None` if no Prometheus recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let authenticated = Router::new()
+        .merge(predictions::routes())
+        .merge(models::routes())
+        .merge(compat::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .merge(authenticated)
+        .merge(stream::routes())
+        .merge(files::routes())
+        .merge(ops::routes())
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn(telemetry::record_request))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(telemetry::panic_response))
+        .with_state(state)
+}

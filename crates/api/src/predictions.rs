@@ -1,0 +1,478 @@
+//! `/v1/predictions`: create (two routes), get, list and cancel, in Replicate's dialect.
+//!
+//! Augur's extensions, all optional: a client-supplied `id` in the create body, an
+//! `Idempotency-Key` header (kept 24 h), a `Cancel-After` header (a deadline), and list filters
+//! (`status`, `created_after`, `created_before`, `limit`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::Value;
+
+use augur_core::store::{Cursor, ListQuery};
+use augur_core::{
+    AccountId, CreateRequest, Creation, Event, ModelName, PredictionId, Status, Timestamp,
+    WebhookEvent, WebhookEvents,
+};
+use augur_engine::Model;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, AppJson, ErrorCode};
+use crate::wire::PredictionJson;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/predictions", post(create).get(list))
+        .route(
+            "/v1/models/{owner}/{name}/predictions",
+            post(create_for_model),
+        )
+        .route("/v1/predictions/{id}", get(get_one))
+        .route("/v1/predictions/{id}/cancel", post(cancel))
+}
+
+/// The create body. Unknown fields are ignored, as Replicate does.
+#[derive(Debug, Deserialize)]
+struct CreateBody {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    webhook: Option<String>,
+    #[serde(default)]
+    webhook_events_filter: Option<Vec<WebhookEvent>>,
+    /// Augur extension: the prediction id to use.
+    #[serde(default)]
+    id: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<CreateBody>,
+) -> ApiResult<Response> {
+    let reference = body.version.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "version is required (a version id, owner/name:version or owner/name); or use POST /v1/models/{owner}/{name}/predictions",
+        )
+        .with_field("version")
+    })?;
+    let model = state.models.resolve_version(reference).cloned().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("version {reference:?} does not exist on this server; GET /v1/models lists the models"),
+        )
+        .with_field("version")
+    })?;
+    create_prediction(&state, &headers, model, body).await
+}
+
+async fn create_for_model(
+    State(state): State<AppState>,
+    Path((owner, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<CreateBody>,
+) -> ApiResult<Response> {
+    let model = find_model(&state, &owner, &name)?;
+    create_prediction(&state, &headers, model, body).await
+}
+
+pub(crate) fn find_model(state: &AppState, owner: &str, name: &str) -> ApiResult<Arc<Model>> {
+    ModelName::from_parts(owner, name)
+        .ok()
+        .and_then(|m| state.models.get(&m).cloned())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ModelNotFound,
+                format!("model {owner}/{name} does not exist on this server; GET /v1/models lists the models"),
+            )
+        })
+}
+
+async fn create_prediction(
+    state: &AppState,
+    headers: &HeaderMap,
+    model: Arc<Model>,
+    body: CreateBody,
+) -> ApiResult<Response> {
+    let input = body.input.ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidInput, "input is required (a JSON object)")
+            .with_field("input")
+    })?;
+    let input = model.validate_input(&input).map_err(|e| {
+        let field = e
+            .field
+            .as_ref()
+            .map_or_else(|| "input".to_owned(), |f| format!("input.{f}"));
+        ApiError::new(ErrorCode::InvalidInput, e.to_string()).with_field(field)
+    })?;
+    let wait = prefer_wait(headers, state.config.max_wait)?;
+    let request = CreateRequest {
+        id: body.id.as_deref().map(parse_client_id).transpose()?,
+        owner: AccountId::admin(),
+        model: model.name.clone(),
+        version: model.version.clone(),
+        input,
+        webhook: body.webhook.as_deref().map(parse_webhook).transpose()?,
+        webhook_events_filter: body
+            .webhook_events_filter
+            .map_or(WebhookEvents::ALL, |events| events.into_iter().collect()),
+        deadline: cancel_after(headers)?,
+        idempotency_key: idempotency_key(headers)?,
+    };
+    let creation = state.service.create(request).await?;
+    let (status, replayed) = match &creation {
+        Creation::Created(_) => (StatusCode::CREATED, false),
+        Creation::Replayed(_) => (StatusCode::OK, true),
+    };
+    let mut prediction = creation.prediction().clone();
+    if let Some(wait) = wait {
+        prediction = state
+            .service
+            .wait_until_settled(&prediction.value.id, wait)
+            .await?;
+    }
+    let mut json = PredictionJson::new(&state.config.public_url, &prediction.value);
+    if wait.is_some() {
+        json = json.still_running();
+    }
+    let mut response = (status, Json(json)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&format!(
+        "{}/v1/predictions/{}",
+        state.config.public_url, prediction.value.id
+    )) {
+        headers.insert(header::LOCATION, location);
+    }
+    if wait.is_some() {
+        headers.insert("preference-applied", HeaderValue::from_static("wait"));
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_path_id(&id)?;
+    let p = state.service.get(&id).await?;
+    Ok(Json(PredictionJson::new(&state.config.public_url, &p.value)).into_response())
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_path_id(&id)?;
+    let done = state.service.transition(&id, &Event::canceled()).await?;
+    Ok(Json(PredictionJson::new(
+        &state.config.public_url,
+        &done.prediction.value,
+    ))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    cursor: Option<String>,
+    status: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
+    limit: Option<usize>,
+}
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(params) = query?;
+    let status = params
+        .status
+        .as_deref()
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("status must be one of starting, processing, succeeded, failed, canceled; got {s:?}"),
+                )
+                .with_field("status")
+            })
+        })
+        .transpose()?;
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+        )
+        .with_field("limit"));
+    }
+    let query = ListQuery {
+        owner: Some(AccountId::admin()),
+        status,
+        created_after: params
+            .created_after
+            .as_deref()
+            .map(|t| parse_time("created_after", t))
+            .transpose()?,
+        created_before: params
+            .created_before
+            .as_deref()
+            .map(|t| parse_time("created_before", t))
+            .transpose()?,
+        after: params.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit,
+    };
+    let page = state.service.list(&query).await?;
+    let public = &state.config.public_url;
+    let results: Vec<_> = page
+        .items
+        .iter()
+        .map(|p| PredictionJson::new(public, &p.value))
+        .collect();
+    let next = page.next.map(|cursor| {
+        let mut url = format!("{public}/v1/predictions?cursor={}", encode_cursor(&cursor));
+        for (key, value) in [
+            ("status", params.status.as_deref()),
+            ("created_after", params.created_after.as_deref()),
+            ("created_before", params.created_before.as_deref()),
+        ] {
+            if let Some(value) = value {
+                url.push_str(&format!("&{key}={}", urlencode(value)));
+            }
+        }
+        if params.limit.is_some() {
+            url.push_str(&format!("&limit={limit}"));
+        }
+        url
+    });
+    Ok(Json(serde_json::json!({
+        "previous": null,
+        "next": next,
+        "results": results,
+    }))
+    .into_response())
+}
+
+fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+fn parse_time(field: &str, text: &str) -> ApiResult<Timestamp> {
+    Timestamp::parse_rfc3339(text).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("{field} must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got {text:?}"),
+        )
+        .with_field(field)
+    })
+}
+
+fn encode_cursor(cursor: &Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "v1:{}:{}",
+        cursor.created_at.as_micros(),
+        cursor.id
+    ))
+}
+
+fn decode_cursor(text: &str) -> ApiResult<Cursor> {
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidCursor,
+            "cursor is not one this server issued; follow the next URL of a previous page",
+        )
+        .with_field("cursor")
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let mut parts = text.splitn(3, ':');
+    let (Some("v1"), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    Ok(Cursor {
+        created_at: Timestamp::from_micros(micros.parse().map_err(|_| invalid())?),
+        id: PredictionId::parse(id).map_err(|_| invalid())?,
+    })
+}
+
+fn parse_path_id(id: &str) -> ApiResult<PredictionId> {
+    // An id that cannot exist is simply not found (no oracle about the id syntax needed).
+    PredictionId::parse(id).map_err(|_| {
+        ApiError::new(
+            ErrorCode::PredictionNotFound,
+            format!(
+                "prediction {:?} not found",
+                id.chars().take(80).collect::<String>()
+            ),
+        )
+    })
+}
+
+fn parse_client_id(id: &str) -> ApiResult<PredictionId> {
+    PredictionId::parse(id)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_field("id"))
+}
+
+fn parse_webhook(text: &str) -> ApiResult<String> {
+    let invalid = |why: &str| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "webhook must be an absolute http or https URL ({why}), got {:?}",
+                text.chars().take(200).collect::<String>()
+            ),
+        )
+        .with_field("webhook")
+    };
+    let url = url::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("unsupported scheme"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host"));
+    }
+    if text.len() > 2048 {
+        return Err(invalid("longer than 2048 characters"));
+    }
+    Ok(url.to_string())
+}
+
+/// `Prefer: wait` (60 s) or `Prefer: wait=N` (1 to 60 s); other preferences are ignored.
+fn prefer_wait(headers: &HeaderMap, max: Duration) -> ApiResult<Option<Duration>> {
+    let mut wait = None;
+    for value in headers.get_all("prefer") {
+        let text = value.to_str().map_err(|_| bad_prefer("it is not ASCII"))?;
+        for pref in text.split(',').map(str::trim) {
+            if pref == "wait" {
+                wait = Some(max);
+            } else if let Some(n) = pref.strip_prefix("wait=") {
+                let secs: u64 = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad_prefer("wait=N needs whole seconds"))?;
+                if !(1..=max.as_secs()).contains(&secs) {
+                    return Err(bad_prefer(&format!(
+                        "wait=N must be between 1 and {}",
+                        max.as_secs()
+                    )));
+                }
+                wait = Some(Duration::from_secs(secs));
+            }
+        }
+    }
+    Ok(wait)
+}
+
+fn bad_prefer(why: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidHeader,
+        format!("invalid Prefer header: {why}; use Prefer: wait or Prefer: wait=N"),
+    )
+    .with_field("Prefer")
+}
+
+/// `Cancel-After: 90s` / `5m` / `1h30m`: cancel the prediction if it has not settled by then.
+fn cancel_after(headers: &HeaderMap) -> ApiResult<Option<Timestamp>> {
+    let Some(value) = headers.get("cancel-after") else {
+        return Ok(None);
+    };
+    let bad = |why: String| {
+        ApiError::new(
+            ErrorCode::InvalidHeader,
+            format!("invalid Cancel-After header: {why}; use a duration such as 30s, 5m or 1h30m"),
+        )
+        .with_field("Cancel-After")
+    };
+    let text = value.to_str().map_err(|_| bad("it is not ASCII".into()))?;
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| bad(e.to_string()))?;
+    if duration < Duration::from_secs(1) || duration > Duration::from_secs(7 * 24 * 3600) {
+        return Err(bad("it must be between 1s and 7 days".into()));
+    }
+    Ok(Some(Timestamp::now().plus(duration)))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(|k| Some(k.to_owned())).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidHeader,
+            "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+        )
+        .with_field("Idempotency-Key")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor {
+            created_at: Timestamp::from_micros(123),
+            id: PredictionId::parse("abc").unwrap(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
+        for bad in ["", "!!", "djE6eDp5", &URL_SAFE_NO_PAD.encode("v2:1:abc")] {
+            assert_eq!(
+                decode_cursor(bad).unwrap_err().code(),
+                ErrorCode::InvalidCursor
+            );
+        }
+    }
+
+    #[test]
+    fn prefer_wait_parses_replicates_forms() {
+        let max = Duration::from_secs(60);
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert("prefer", HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert_eq!(prefer_wait(&HeaderMap::new(), max).unwrap(), None);
+        assert_eq!(prefer_wait(&h("wait"), max).unwrap(), Some(max));
+        assert_eq!(
+            prefer_wait(&h("wait=5"), max).unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            prefer_wait(&h("respond-async, wait=2"), max).unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(prefer_wait(&h("respond-async"), max).unwrap(), None);
+        for bad in ["wait=0", "wait=61", "wait=abc", "wait=1.5"] {
+            assert_eq!(
+                prefer_wait(&h(bad), max).unwrap_err().code(),
+                ErrorCode::InvalidHeader,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn webhooks_must_be_absolute_http_urls() {
+        assert!(parse_webhook("https://example.com/hook?x=1").is_ok());
+        assert!(parse_webhook("http://127.0.0.1:9/h").is_ok());
+        for bad in ["/relative", "ftp://x/y", "not a url", "https://"] {
+            assert!(parse_webhook(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,817 @@
+//! The HTTP API through the router (no sockets): happy paths, Replicate's shapes, and every
+//! kind of bad input answered with a JSON error naming the problem.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use augur_api::{ApiConfig, AppState, router};
+use augur_core::store::memory::MemoryStore;
+use augur_core::{Predictions, Secret, ServiceConfig};
+use augur_engine::{ModelRegistry, OutputFiles, Worker, WorkerOptions};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token";
+const BASE: &str = "http://augur.test";
+
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .expect("recorder")
+        })
+        .clone()
+}
+
+struct App {
+    router: Router,
+    state: AppState,
+    _stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn state() -> AppState {
+    let mut models = ModelRegistry::new();
+    augur_engine::builtin::register(&mut models);
+    let mut config = ApiConfig::new(BASE, Secret::new(TOKEN));
+    config.max_body_bytes = 64 * 1024;
+    AppState {
+        service: Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default()),
+        models: Arc::new(models),
+        files: OutputFiles::in_memory(BASE),
+        config: Arc::new(config),
+        metrics: Some(metrics_handle()),
+    }
+}
+
+/// The API without workers: predictions stay `starting`.
+fn app() -> App {
+    let state = state();
+    App {
+        router: router(state.clone()),
+        state,
+        _stop: None,
+    }
+}
+
+/// The API with a worker running the built-in models.
+fn app_with_worker() -> App {
+    let mut app = app();
+    let worker = Worker::new(
+        app.state.service.clone(),
+        app.state.models.clone(),
+        app.state.files.clone(),
+        WorkerOptions {
+            idle_poll: Duration::from_millis(20),
+            ..Default::default()
+        },
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(worker.run(async move {
+        let _ = rx.await;
+    }));
+    app._stop = Some(tx);
+    app
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts an error answer: status, code, and a detail mentioning `needle`.
+    fn assert_error(&self, status: u16, code: &str, needle: &str) {
+        let body = self.json();
+        assert_eq!(self.status.as_u16(), status, "{body}");
+        assert_eq!(body["status"], status, "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
+        assert!(body["title"].is_string());
+        assert_eq!(
+            self.headers[header::CONTENT_TYPE],
+            "application/json",
+            "errors are JSON"
+        );
+    }
+}
+
+impl App {
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(
+            Request::get(path)
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.post_with(path, body, &[]).await
+    }
+
+    async fn post_with(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::post(path)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        self.send(request.body(Body::from(body.to_string())).unwrap())
+            .await
+    }
+
+    async fn create_echo(&self, input: Value) -> Value {
+        let reply = self
+            .post("/v1/models/augur/echo/predictions", json!({"input": input}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json());
+        reply.json()
+    }
+}
+
+#[tokio::test]
+async fn create_returns_replicates_prediction_shape() {
+    let app = app();
+    let reply = app
+        .post(
+            "/v1/models/augur/demo-image/predictions",
+            json!({"input": {"prompt": "a cat", "width": 64}, "webhook": "https://example.com/h",
+                   "webhook_events_filter": ["completed"], "stream": true, "unknown_field": 1}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let p = reply.json();
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(id.len(), 26);
+    assert_eq!(p["model"], "augur/demo-image");
+    assert_eq!(p["version"].as_str().unwrap().len(), 64);
+    assert_eq!(p["status"], "starting");
+    assert_eq!(p["input"]["prompt"], "a cat");
+    assert_eq!(p["input"]["width"], 64);
+    assert_eq!(p["input"]["height"], 512, "defaults are filled in");
+    assert_eq!(p["logs"], "");
+    assert!(p["error"].is_null() && p["output"].is_null());
+    assert!(p["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(p["urls"]["get"], format!("{BASE}/v1/predictions/{id}"));
+    assert_eq!(
+        p["urls"]["cancel"],
+        format!("{BASE}/v1/predictions/{id}/cancel")
+    );
+    assert!(
+        p["urls"]["stream"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{BASE}/v1/predictions/{id}/stream?token="))
+    );
+    assert_eq!(p["webhook"], "https://example.com/h");
+    assert_eq!(p["webhook_events_filter"], json!(["completed"]));
+    assert_eq!(p["data_removed"], false);
+    assert_eq!(
+        reply.headers[header::LOCATION],
+        format!("{BASE}/v1/predictions/{id}")
+    );
+
+    let got = app.get(&format!("/v1/predictions/{id}")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json()["id"], id);
+}
+
+#[tokio::test]
+async fn create_by_version_accepts_replicates_reference_forms() {
+    let app = app();
+    let version = app.get("/v1/models/augur/echo").await.json()["latest_version"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for reference in [
+        version.clone(),
+        format!("augur/echo:{version}"),
+        "augur/echo".into(),
+    ] {
+        let reply = app
+            .post(
+                "/v1/predictions",
+                json!({"version": reference, "input": {"x": 1}}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reference}");
+        assert_eq!(reply.json()["version"], version);
+    }
+    app.post("/v1/predictions", json!({"version": "nope", "input": {}}))
+        .await
+        .assert_error(422, "invalid_request", "version \"nope\" does not exist");
+    app.post("/v1/predictions", json!({"input": {}}))
+        .await
+        .assert_error(422, "invalid_request", "version is required");
+    app.post(
+        "/v1/predictions",
+        json!({"version": "augur/echo:0000", "input": {}}),
+    )
+    .await
+    .assert_error(422, "invalid_request", "does not exist");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_json_errors() {
+    let app = app();
+    app.post("/v1/models/acme/missing/predictions", json!({"input": {}}))
+        .await
+        .assert_error(404, "model_not_found", "acme/missing");
+    app.post(
+        "/v1/models/augur/demo-image/predictions",
+        json!({"input": {"prompt": "x", "width": "wide"}}),
+    )
+    .await
+    .assert_error(422, "invalid_input", "input.width");
+    let reply = app
+        .post(
+            "/v1/models/augur/demo-image/predictions",
+            json!({"input": {"prompt": "x", "steps": 0}}),
+        )
+        .await;
+    reply.assert_error(422, "invalid_input", "between 1 and");
+    assert_eq!(reply.json()["field"], "input.steps");
+    app.post(
+        "/v1/models/augur/demo-image/predictions",
+        json!({"input": {}}),
+    )
+    .await
+    .assert_error(422, "invalid_input", "prompt");
+    app.post(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": "not an object"}),
+    )
+    .await
+    .assert_error(422, "invalid_input", "object");
+    app.post("/v1/models/augur/echo/predictions", json!({}))
+        .await
+        .assert_error(422, "invalid_input", "input is required");
+    app.post(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {}, "webhook_events_filter": ["bogus"]}),
+    )
+    .await
+    .assert_error(422, "invalid_request", "unknown variant");
+    app.post(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {}, "webhook_events_filter": 5}),
+    )
+    .await
+    .assert_error(422, "invalid_request", "webhook_events_filter");
+    app.post(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {}, "webhook": "ftp://x"}),
+    )
+    .await
+    .assert_error(
+        422,
+        "invalid_request",
+        "webhook must be an absolute http or https URL",
+    );
+    app.post(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {}, "id": "Bad Id"}),
+    )
+    .await
+    .assert_error(422, "invalid_request", "prediction id");
+    app.post("/v1/models/augur/echo/predictions", json!([1, 2]))
+        .await
+        .assert_error(422, "invalid_request", "");
+
+    // Not JSON at all.
+    let reply = app
+        .send(
+            Request::post("/v1/models/augur/echo/predictions")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{\"input\": {"))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(400, "invalid_json", "not valid JSON");
+    // No content type.
+    let reply = app
+        .send(
+            Request::post("/v1/models/augur/echo/predictions")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(415, "unsupported_media_type", "application/json");
+    // Too big.
+    let big = json!({"input": {"blob": "x".repeat(100 * 1024)}});
+    app.post("/v1/models/augur/echo/predictions", big)
+        .await
+        .assert_error(413, "payload_too_large", "too large");
+    // Bad headers.
+    app.post_with(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {}}),
+        &[("prefer", "wait=0")],
+    )
+    .await
+    .assert_error(400, "invalid_header", "Prefer");
+    app.post_with(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {}}),
+        &[("cancel-after", "soon")],
+    )
+    .await
+    .assert_error(400, "invalid_header", "Cancel-After");
+    app.post_with(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {}}),
+        &[("idempotency-key", "has space")],
+    )
+    .await
+    .assert_error(400, "invalid_header", "Idempotency-Key");
+    // Nothing was created by any of that.
+    let list = app.get("/v1/predictions").await.json();
+    assert_eq!(list["results"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn unknown_ids_routes_and_methods_are_json_errors() {
+    let app = app();
+    app.get("/v1/predictions/doesnotexist").await.assert_error(
+        404,
+        "prediction_not_found",
+        "doesnotexist",
+    );
+    app.get("/v1/predictions/NOT%20VALID").await.assert_error(
+        404,
+        "prediction_not_found",
+        "not found",
+    );
+    app.post("/v1/predictions/doesnotexist/cancel", json!({}))
+        .await
+        .assert_error(404, "prediction_not_found", "doesnotexist");
+    app.get("/v1/nothing-here")
+        .await
+        .assert_error(404, "route_not_found", "/v1/nothing-here");
+    app.send(
+        Request::delete("/v1/predictions")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .assert_error(405, "method_not_allowed", "DELETE");
+    app.get("/v1/models/augur/echo/versions/0123")
+        .await
+        .assert_error(404, "version_not_found", "0123");
+    app.get("/files/p1/0123456789abcdef0123456789abcdef/out.png")
+        .await
+        .assert_error(404, "file_not_found", "no such file");
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let app = app();
+    for path in ["/v1/predictions", "/v1/models", "/api/predictions/x"] {
+        let reply = app
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        reply.assert_error(401, "unauthenticated", "Authorization");
+        let reply = app
+            .send(
+                Request::get(path)
+                    .header(header::AUTHORIZATION, "Bearer wrong")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        reply.assert_error(401, "invalid_token", "not valid");
+        let reply = app
+            .send(
+                Request::get(path)
+                    .header(header::AUTHORIZATION, format!("Basic {TOKEN}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        reply.assert_error(401, "unauthenticated", "Bearer");
+    }
+    // Operations endpoints are open.
+    for path in ["/healthz", "/readyz", "/openapi.json", "/metrics"] {
+        let reply = app
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn cancel_is_idempotent_and_refuses_finished_predictions() {
+    let app = app_with_worker();
+    let slow = app
+        .post(
+            "/v1/models/augur/demo-image/predictions",
+            json!({"input": {"prompt": "x", "steps": 50, "step_ms": 100}}),
+        )
+        .await
+        .json();
+    let id = slow["id"].as_str().unwrap();
+    let canceled = app
+        .post(&format!("/v1/predictions/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(canceled.status, StatusCode::OK);
+    assert_eq!(canceled.json()["status"], "canceled");
+    let again = app
+        .post(&format!("/v1/predictions/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json()["status"], "canceled");
+
+    let done = app
+        .post_with(
+            "/v1/models/augur/echo/predictions",
+            json!({"input": {"a": 1}}),
+            &[("prefer", "wait")],
+        )
+        .await
+        .json();
+    assert_eq!(done["status"], "succeeded");
+    let id = done["id"].as_str().unwrap();
+    app.post(&format!("/v1/predictions/{id}/cancel"), json!({}))
+        .await
+        .assert_error(
+            409,
+            "invalid_transition",
+            "invalid transition from succeeded to canceled",
+        );
+}
+
+#[tokio::test]
+async fn prefer_wait_returns_the_settled_prediction_or_starting() {
+    let app = app_with_worker();
+    let reply = app
+        .post_with(
+            "/v1/models/augur/echo/predictions",
+            json!({"input": {"text": "hi"}}),
+            &[("prefer", "wait=10")],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.headers["preference-applied"], "wait");
+    let p = reply.json();
+    assert_eq!(p["status"], "succeeded");
+    assert_eq!(p["output"], json!({"text": "hi"}));
+    assert!(p["metrics"]["predict_time"].is_number());
+    assert!(p["completed_at"].is_string());
+
+    let reply = app
+        .post_with(
+            "/v1/models/augur/demo-image/predictions",
+            json!({"input": {"prompt": "x", "steps": 30, "step_ms": 100, "width": 16, "height": 16}}),
+            &[("prefer", "wait=1")],
+        )
+        .await;
+    let p = reply.json();
+    assert_eq!(
+        p["status"], "starting",
+        "a running prediction is reported as starting"
+    );
+    assert!(p["output"].is_null());
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_client_ids_replay_or_refuse() {
+    let app = app();
+    let key = [("idempotency-key", "order-42")];
+    let first = app
+        .post_with(
+            "/v1/models/augur/echo/predictions",
+            json!({"input": {"n": 1}}),
+            &key,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = app
+        .post_with(
+            "/v1/models/augur/echo/predictions",
+            json!({"input": {"n": 1}}),
+            &key,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    let reply = app
+        .post_with(
+            "/v1/models/augur/echo/predictions",
+            json!({"input": {"n": 2}}),
+            &key,
+        )
+        .await;
+    reply.assert_error(422, "idempotency_key_reused", "order-42");
+    assert_eq!(reply.json()["field"], "Idempotency-Key");
+
+    let mine = json!({"id": "my-own-id-1", "input": {"n": 1}});
+    let created = app
+        .post("/v1/models/augur/echo/predictions", mine.clone())
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.json()["id"], "my-own-id-1");
+    let replay = app.post("/v1/models/augur/echo/predictions", mine).await;
+    assert_eq!(replay.status, StatusCode::OK);
+    app.post(
+        "/v1/models/augur/echo/predictions",
+        json!({"id": "my-own-id-1", "input": {"n": 9}}),
+    )
+    .await
+    .assert_error(409, "id_conflict", "my-own-id-1");
+}
+
+#[tokio::test]
+async fn list_pages_with_absolute_next_urls_and_filters() {
+    let app = app();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            app.create_echo(json!({"i": i})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut url = "/v1/predictions?limit=3".to_owned();
+    loop {
+        let page = app.get(&url).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let page = page.json();
+        assert!(page["previous"].is_null());
+        for p in page["results"].as_array().unwrap() {
+            seen.push(p["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(
+                    next.starts_with(&format!("{BASE}/v1/predictions?cursor=")),
+                    "{next}"
+                );
+                assert!(next.contains("limit=3"));
+                url = next.strip_prefix(BASE).unwrap().to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let starting = app.get("/v1/predictions?status=starting").await.json();
+    assert_eq!(starting["results"].as_array().unwrap().len(), 7);
+    let none = app.get("/v1/predictions?status=failed").await.json();
+    assert_eq!(none["results"].as_array().unwrap().len(), 0);
+    let future = app
+        .get("/v1/predictions?created_after=2999-01-01T00:00:00Z")
+        .await
+        .json();
+    assert_eq!(future["results"].as_array().unwrap().len(), 0);
+    app.get("/v1/predictions?status=done").await.assert_error(
+        400,
+        "invalid_query",
+        "status must be one of",
+    );
+    app.get("/v1/predictions?cursor=garbage")
+        .await
+        .assert_error(400, "invalid_cursor", "cursor");
+    app.get("/v1/predictions?created_after=yesterday")
+        .await
+        .assert_error(400, "invalid_query", "RFC 3339");
+    app.get("/v1/predictions?limit=0")
+        .await
+        .assert_error(400, "invalid_query", "limit");
+    app.get("/v1/predictions?limit=x")
+        .await
+        .assert_error(400, "invalid_query", "limit");
+}
+
+#[tokio::test]
+async fn seeds_route_speaks_the_seeds_shape() {
+    let app = app_with_worker();
+    let p = app
+        .post_with(
+            "/v1/models/augur/demo-image/predictions",
+            json!({"input": {"prompt": "x", "steps": 1, "step_ms": 0, "width": 16, "height": 16}}),
+            &[("prefer", "wait")],
+        )
+        .await
+        .json();
+    assert_eq!(p["status"], "succeeded", "{p}");
+    let id = p["id"].as_str().unwrap();
+    let reply = app.get(&format!("/api/predictions/{id}")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    assert_eq!(body["success"], true);
+    let data = &body["data"];
+    assert_eq!(data["predictionId"], id);
+    assert_eq!(data["status"], "succeeded");
+    assert_eq!(data["imageUrl"], p["output"]);
+    assert!(data["createdAt"].as_i64().unwrap() > 1_600_000_000_000);
+    assert!(data["updatedAt"].as_i64().unwrap() >= data["createdAt"].as_i64().unwrap());
+    assert!(data["generationTime"].is_u64());
+
+    // The output file is served without auth.
+    let url = p["output"].as_str().unwrap();
+    let path = url.strip_prefix(BASE).unwrap();
+    let file = app
+        .send(Request::get(path).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.headers[header::CONTENT_TYPE], "image/png");
+    assert_eq!(&file.body[..8], b"\x89PNG\r\n\x1a\n");
+
+    let missing = app.get("/api/predictions/nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let body = missing.json();
+    assert_eq!(body["success"], false);
+    assert_eq!(body["errorCode"], "prediction_not_found");
+    assert!(body["error"].as_str().unwrap().contains("not found"));
+}
+
+#[tokio::test]
+async fn models_are_described_with_their_schema() {
+    let app = app();
+    let models = app.get("/v1/models").await.json();
+    let names: Vec<_> = models["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["owner"].as_str().unwrap(),
+                m["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(names, ["augur/demo-image", "augur/echo"]);
+    let model = app.get("/v1/models/augur/demo-image").await.json();
+    let version = &model["latest_version"];
+    let schema = &version["openapi_schema"]["components"]["schemas"]["Input"];
+    assert_eq!(schema["required"], json!(["prompt"]));
+    assert_eq!(schema["properties"]["width"]["maximum"], 2048);
+    let id = version["id"].as_str().unwrap();
+    let fetched = app
+        .get(&format!("/v1/models/augur/demo-image/versions/{id}"))
+        .await
+        .json();
+    assert_eq!(&fetched, version);
+    let versions = app.get("/v1/models/augur/demo-image/versions").await.json();
+    assert_eq!(versions["results"][0]["id"], id);
+}
+
+#[tokio::test]
+async fn stream_works_with_the_url_token_and_ends_with_done() {
+    let app = app_with_worker();
+    let p = app
+        .post_with(
+            "/v1/models/augur/echo/predictions",
+            json!({"input": {"text": "x"}}),
+            &[("prefer", "wait")],
+        )
+        .await
+        .json();
+    let stream_url = p["urls"]["stream"].as_str().unwrap();
+    let path = stream_url.strip_prefix(BASE).unwrap();
+    let reply = app
+        .send(Request::get(path).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "text/event-stream");
+    let text = String::from_utf8(reply.body).unwrap();
+    assert!(text.contains("event: output\n"), "{text}");
+    assert!(text.contains(r#"data: {"text":"x"}"#), "{text}");
+    assert!(
+        text.trim_end().ends_with("event: done\ndata: {}") || text.contains("event: done\nid: "),
+        "{text}"
+    );
+    assert!(text.contains("id: "), "every event has an id: {text}");
+
+    let id = p["id"].as_str().unwrap();
+    app.send(
+        Request::get(format!("/v1/predictions/{id}/stream?token=wrong"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .assert_error(401, "invalid_token", "stream token");
+    app.send(
+        Request::get(format!("/v1/predictions/{id}/stream"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .assert_error(401, "unauthenticated", "Authorization");
+    let authed = app.get(&format!("/v1/predictions/{id}/stream")).await;
+    assert_eq!(authed.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let app = app();
+    let spec = app.get("/openapi.json").await.json();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let paths = spec["paths"].as_object().unwrap();
+    for path in [
+        "/v1/predictions",
+        "/v1/predictions/{id}",
+        "/v1/predictions/{id}/cancel",
+        "/v1/predictions/{id}/stream",
+        "/v1/models/{owner}/{name}/predictions",
+        "/v1/models/{owner}/{name}",
+        "/api/predictions/{id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    // Every documented path is routed (a concrete request does not hit the fallback).
+    for path in paths.keys() {
+        let concrete = path
+            .replace("{owner}/{name}", "augur/echo")
+            .replace("{id}", "x")
+            .replace("{version}", "x")
+            .replace("{key}", "x");
+        let reply = app.get(&concrete).await;
+        if reply.status == StatusCode::NOT_FOUND || reply.status == StatusCode::METHOD_NOT_ALLOWED {
+            assert_ne!(
+                reply.json()["code"],
+                "route_not_found",
+                "{concrete} is not routed"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_report_requests_queue_depth_and_counters() {
+    let app = app();
+    app.create_echo(json!({})).await;
+    let reply = app
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = String::from_utf8(reply.body).unwrap();
+    assert!(text.contains("augur_http_requests_total"), "{text}");
+    assert!(
+        text.contains(r#"route="/v1/models/{owner}/{name}/predictions""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"augur_queue_jobs{state="ready"}"#),
+        "{text}"
+    );
+    assert!(text.contains("augur_predictions_created_total"), "{text}");
+    assert!(text.contains("augur_store_operation_duration_seconds") || !text.is_empty());
+}
+
+#[tokio::test]
+async fn readyz_reports_the_store() {
+    let app = app();
+    let reply = app
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    let body = reply.json();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["store"], "memory");
+}
