@@ -124,4 +124,8 @@ impl Store for MeteredStore {
     async fn counters(&self) -> Result<Vec<(String, i64)>> {
         self.observe("counters", self.inner.counters()).await
     }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
 }

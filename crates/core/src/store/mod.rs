@@ -330,6 +330,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Behavior
     /// - Counters add up across effects (`counters_accumulate`).
     async fn counters(&self) -> Result<Vec<(String, i64)>>;
+
+    /// Finishes queued writes and releases background resources before the process exits.
+    /// Operations after `close` may fail. The default does nothing.
+    async fn close(&self) {}
 }
 
 /// Errors every backend speaks. Backends convert their private errors into these at one spot.

@@ -1,0 +1,278 @@
+//! [`Config`]: the server's settings, from defaults, an optional TOML file and `AUGUR_*`
+//! environment variables (the environment wins), with secrets redacted when printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use augur_core::Secret;
+
+/// The resolved configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (`AUGUR_LISTEN`).
+    pub listen: SocketAddr,
+    /// Where state lives, as a URL (`AUGUR_STORE`): `embedded://<dir>` or `memory://`.
+    pub store: String,
+    /// The admin token (`AUGUR_ADMIN_TOKEN`). Unset: generated on first start and kept in the
+    /// data directory.
+    pub admin_token: Option<Secret>,
+    /// Base of absolute URLs (`AUGUR_PUBLIC_URL`); defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Directory for output files (`AUGUR_FILES_DIR`); defaults to `<data dir>/files` for the
+    /// embedded store and to memory for `memory://`.
+    pub files_dir: Option<PathBuf>,
+    /// Jobs run at once by this node's worker (`AUGUR_WORKERS`).
+    pub workers: usize,
+    /// How long settled predictions keep their input, output and logs (`AUGUR_RETENTION`).
+    #[serde(with = "humantime_serde_compat")]
+    pub retention: Duration,
+    /// Largest request body in bytes (`AUGUR_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// Log format: `text` or `json` (`AUGUR_LOG_FORMAT`); the filter is `AUGUR_LOG` or
+    /// `RUST_LOG` (default `info`).
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: "embedded://./augur-data".into(),
+            admin_token: None,
+            public_url: None,
+            files_dir: None,
+            workers: 64,
+            retention: Duration::from_secs(3600),
+            max_body_bytes: 1 << 20,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// `Duration` as human text (`1h`, `90s`) in TOML and in printed configuration.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the TOML file (`path`, or `AUGUR_CONFIG`), then
+    /// the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        Self::load_from(path, |key| std::env::var(key).ok())
+    }
+
+    /// [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let file = path
+            .map(Path::to_path_buf)
+            .or_else(|| env("AUGUR_CONFIG").map(PathBuf::from));
+        let mut config = match &file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read config file {}", file.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", file.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<()> {
+        let var = |key: &str| env(key).filter(|v| !v.trim().is_empty());
+        if let Some(v) = var("AUGUR_LISTEN") {
+            self.listen = v
+                .parse()
+                .with_context(|| format!("AUGUR_LISTEN must be host:port, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_STORE") {
+            self.store = v;
+        }
+        if let Some(v) = var("AUGUR_ADMIN_TOKEN") {
+            self.admin_token = Some(Secret::new(v));
+        }
+        if let Some(v) = var("AUGUR_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = var("AUGUR_FILES_DIR") {
+            self.files_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("AUGUR_WORKERS") {
+            self.workers = v
+                .parse()
+                .with_context(|| format!("AUGUR_WORKERS must be a number, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_RETENTION") {
+            self.retention = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_RETENTION must be a duration such as 1h, got {v:?}")
+            })?;
+        }
+        if let Some(v) = var("AUGUR_MAX_BODY_BYTES") {
+            self.max_body_bytes = v
+                .parse()
+                .with_context(|| format!("AUGUR_MAX_BODY_BYTES must be a number, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_LOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => bail!("AUGUR_LOG_FORMAT must be text or json, got {v:?}"),
+            };
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.workers == 0 {
+            bail!("workers must be at least 1");
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url)
+                .with_context(|| format!("public_url must be an absolute URL, got {url:?}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("public_url must be http or https, got {url:?}");
+            }
+        }
+        if let Some(token) = &self.admin_token {
+            if token.expose().len() < 16 {
+                bail!("the admin token must be at least 16 characters");
+            }
+        }
+        crate::backend::StoreUrl::parse(&self.store)?;
+        Ok(())
+    }
+
+    /// The public URL for a server bound to `bound`.
+    pub fn public_url_for(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let host = if bound.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else if bound.is_ipv6() {
+                    format!("[{}]", bound.ip())
+                } else {
+                    bound.ip().to_string()
+                };
+                format!("http://{host}:{}", bound.port())
+            }
+        }
+    }
+
+    /// The configuration as TOML, secrets redacted (`augur config check`).
+    pub fn to_redacted_toml(&self) -> Result<String> {
+        let mut printable = self.clone();
+        if printable.admin_token.is_some() {
+            printable.admin_token = Some(Secret::new("<redacted>"));
+        }
+        printable.store = crate::backend::redact_url(&printable.store);
+        Ok(toml::to_string_pretty(&printable)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_store_on_localhost() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.store, "embedded://./augur-data");
+        assert_eq!(c.public_url_for(c.listen), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("augur.toml");
+        std::fs::write(
+            &file,
+            "store = \"memory://\"\nworkers = 4\nretention = \"2h\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[("AUGUR_WORKERS", "8")])).unwrap();
+        assert_eq!(c.store, "memory://");
+        assert_eq!(c.workers, 8);
+        assert_eq!(c.retention, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("augur.toml");
+        std::fs::write(&file, "stroe = \"memory://\"\n").unwrap();
+        let err = format!(
+            "{:#}",
+            Config::load_from(Some(&file), env(&[])).unwrap_err()
+        );
+        assert!(err.contains("stroe"), "{err}");
+        for (key, value, needle) in [
+            ("AUGUR_LISTEN", "localhost", "AUGUR_LISTEN"),
+            ("AUGUR_WORKERS", "many", "AUGUR_WORKERS"),
+            ("AUGUR_STORE", "mysql://x", "mysql"),
+            ("AUGUR_PUBLIC_URL", "not a url", "public_url"),
+            ("AUGUR_ADMIN_TOKEN", "short", "16 characters"),
+            ("AUGUR_RETENTION", "forever", "AUGUR_RETENTION"),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::load_from(None, env(&[(key, value)])).unwrap_err()
+            );
+            assert!(err.contains(needle), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn printed_configuration_hides_secrets() {
+        let c = Config::load_from(
+            None,
+            env(&[("AUGUR_ADMIN_TOKEN", "super-secret-token-123")]),
+        )
+        .unwrap();
+        let text = c.to_redacted_toml().unwrap();
+        assert!(!text.contains("super-secret-token-123"), "{text}");
+        assert!(text.contains("<redacted>"));
+        assert!(!format!("{c:?}").contains("super-secret-token-123"));
+    }
+}

@@ -1,0 +1,10 @@
+//! The `augur` binary's library half: configuration, backend selection, server wiring and the
+//! client commands. `main.rs` only parses the command line.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod server;
+
+pub use config::Config;
+pub use server::serve;

@@ -1,0 +1,182 @@
+//! `augur`: runs the server (`augur serve`), checks configuration (`augur config check`) and
+//! talks to a server (`augur predict`, `augur get`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use augur_server::cli::{self, Client};
+use augur_server::config::{Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "augur",
+    version,
+    about = "Self-hosted AI prediction lifecycle service"
+)]
+struct Args {
+    /// A TOML configuration file (also AUGUR_CONFIG); AUGUR_* variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server: API, workers and retention, until SIGTERM or Ctrl-C.
+    Serve,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Creates a prediction, e.g. `augur predict augur/demo-image -i prompt="a cat" --wait`.
+    Predict {
+        /// The model, owner/name.
+        model: String,
+        /// An input, key=value (JSON values are parsed; @path reads a file).
+        #[arg(short, long = "input")]
+        inputs: Vec<String>,
+        /// Follow the prediction to the end with a progress bar and save its files.
+        #[arg(long)]
+        wait: bool,
+        /// Where to save file outputs.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Prints a prediction.
+    Get {
+        /// The prediction id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Prints the resolved configuration with secrets redacted, or why it is invalid.
+    Check,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// The server's URL.
+    #[arg(long, env = "AUGUR_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The API token (default: AUGUR_TOKEN, AUGUR_ADMIN_TOKEN, REPLICATE_API_TOKEN, or the
+    /// admin-token file of the local embedded store).
+    #[arg(long, env = "AUGUR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = runtime.block_on(run(args))?;
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> Result<i32> {
+    match args.command {
+        Command::Serve => {
+            let config = Config::load(args.config.as_deref())?;
+            init_tracing(config.log_format);
+            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .context("cannot install the metrics recorder")?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            augur_server::serve(config, listener, Some(metrics), shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let config = Config::load(args.config.as_deref())?;
+            print!("{}", config.to_redacted_toml()?);
+            Ok(0)
+        }
+        Command::Predict {
+            model,
+            inputs,
+            wait,
+            output_dir,
+            server,
+        } => {
+            let client = client(&server, args.config.as_deref())?;
+            cli::predict(&client, &model, &inputs, wait, &output_dir).await
+        }
+        Command::Get { id, server } => {
+            let client = client(&server, args.config.as_deref())?;
+            let prediction = client.get(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&prediction)?);
+            Ok(0)
+        }
+    }
+}
+
+fn client(server: &ServerArgs, config: Option<&std::path::Path>) -> Result<Client> {
+    let token = server
+        .token
+        .clone()
+        .or_else(|| std::env::var("AUGUR_ADMIN_TOKEN").ok())
+        .or_else(|| std::env::var("REPLICATE_API_TOKEN").ok())
+        .or_else(|| local_admin_token(config))
+        .context("no API token: pass --token, set AUGUR_TOKEN, or run next to the server's data directory")?;
+    Client::new(&server.url, token)
+}
+
+/// The token a local embedded server generated, if this directory holds one.
+fn local_admin_token(config: Option<&std::path::Path>) -> Option<String> {
+    let config = Config::load(config).ok()?;
+    let dir = config
+        .store
+        .strip_prefix("embedded://")?
+        .split('?')
+        .next()?;
+    let text = std::fs::read_to_string(PathBuf::from(dir).join("admin-token")).ok()?;
+    Some(text.trim().to_owned())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = std::env::var("AUGUR_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,160 @@
+//! [`serve`]: wires store, service, models, worker, sweeper and router together and runs them
+//! until a shutdown signal, then stops in order: stop accepting, hand leases back, flush the
+//! store.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use augur_api::{ApiConfig, AppState};
+use augur_core::store::metered::MeteredStore;
+use augur_core::{Predictions, Secret, ServiceConfig};
+use augur_engine::{ModelRegistry, OutputFiles, Sweeper, Worker, WorkerOptions};
+
+use crate::backend;
+use crate::config::Config;
+
+/// How long in-flight requests (a `Prefer: wait`, an event stream) get to finish after a
+/// shutdown signal before they are cut.
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the server on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let opened = backend::open(&config.store).with_context(|| {
+        format!(
+            "cannot open the store {}",
+            backend::redact_url(&config.store)
+        )
+    })?;
+    let backend_name = opened.store.backend();
+    let store = Arc::new(MeteredStore::new(opened.store.clone()));
+    let service = Predictions::new(
+        store,
+        ServiceConfig {
+            retention: config.retention,
+            ..ServiceConfig::default()
+        },
+    );
+    let admin_token = admin_token(&config, opened.data_dir.as_deref())?;
+    let bound = listener.local_addr()?;
+    let public_url = config.public_url_for(bound);
+    let files = match (&config.files_dir, &opened.data_dir) {
+        (Some(dir), _) => OutputFiles::local(dir, &public_url)?,
+        (None, Some(data)) => OutputFiles::local(&data.join("files"), &public_url)?,
+        (None, None) => OutputFiles::in_memory(&public_url),
+    };
+    let mut models = ModelRegistry::new();
+    augur_engine::builtin::register(&mut models);
+    let models = Arc::new(models);
+
+    let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
+    api_config.max_body_bytes = config.max_body_bytes;
+    let state = AppState {
+        service: service.clone(),
+        models: models.clone(),
+        files: files.clone(),
+        config: Arc::new(api_config),
+        metrics,
+    };
+
+    let stop = CancellationToken::new();
+    let worker = Worker::new(
+        service.clone(),
+        models,
+        files,
+        WorkerOptions {
+            concurrency: config.workers,
+            ..WorkerOptions::default()
+        },
+    );
+    let worker_task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let sweeper = Sweeper::new(service.clone(), Duration::from_secs(10), 1000);
+    let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
+
+    let app = augur_api::router(state);
+    tracing::info!(store = backend_name, %public_url, "augur listening");
+    // Tests and scripts read this line to learn the port.
+    println!("augur listening on {public_url}");
+
+    let http_stop = stop.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(http_stop.cancelled_owned())
+            .await
+    });
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    match tokio::time::timeout(HTTP_DRAIN, http).await {
+        Ok(joined) => joined.context("http server task failed")??,
+        Err(_) => tracing::warn!("open requests did not finish in time; closing them"),
+    }
+    let _ = worker_task.await;
+    let _ = sweeper_task.await;
+    drop(service);
+    opened.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The admin token: configured, or kept in `<data dir>/admin-token` (generated and printed
+/// once on first start), or generated per start for stores without a directory.
+fn admin_token(config: &Config, data_dir: Option<&Path>) -> Result<Secret> {
+    if let Some(token) = &config.admin_token {
+        return Ok(token.clone());
+    }
+    let Some(dir) = data_dir else {
+        let token = new_token();
+        println!(
+            "generated admin token (memory store; it changes every start): {}",
+            token.expose()
+        );
+        return Ok(token);
+    };
+    let path = dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(Secret::new(text.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let token = new_token();
+    write_private(&path, token.expose())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "generated admin token (saved in {}; shown only this once): {}",
+        path.display(),
+        token.expose()
+    );
+    Ok(token)
+}
+
+fn new_token() -> Secret {
+    Secret::new(format!(
+        "augur_{}",
+        augur_core::prediction::new_secret_token()
+    ))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
