@@ -1,0 +1,203 @@
+//! Test harness: the real `augur` binary on a loopback port, plus an HTTP client for it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running `augur serve` process.
+pub struct TestServer {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl TestServer {
+    /// Starts `augur serve` on `data_dir` (embedded store) and waits until it listens.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> TestServer {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension(format!("log-{}", std::process::id()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_augur"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AUGUR_LISTEN", "127.0.0.1:0")
+            .env("AUGUR_STORE", format!("embedded://{}", data_dir.display()))
+            .env("AUGUR_ADMIN_TOKEN", TOKEN)
+            .env("AUGUR_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn augur");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("augur listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "augur did not start; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        TestServer {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            log,
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit; returns whether it exited cleanly and how long it
+    /// took.
+    pub fn terminate(&mut self) -> (bool, Duration) {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        (exit.success(), started.elapsed())
+    }
+
+    pub fn client(&self) -> Api {
+        Api {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+            base: self.url.clone(),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small client for the API.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub async fn create(&self, model: &str, input: Value) -> reqwest::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/models/{model}/predictions", self.base))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"input": input}))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
+    pub async fn get(&self, id: &str) -> reqwest::Result<(u16, Value)> {
+        let response = self
+            .http
+            .get(format!("{}/v1/predictions/{id}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
+    /// Polls until the prediction is terminal; panics after `deadline`.
+    pub async fn settled(&self, id: &str, deadline: Duration) -> Value {
+        let until = Instant::now() + deadline;
+        loop {
+            let (status, body) = self.get(id).await.expect("get");
+            assert_eq!(status, 200, "prediction {id} missing: {body}");
+            if matches!(body["status"].as_str(), Some("succeeded" | "failed" | "canceled")) {
+                return body;
+            }
+            assert!(Instant::now() < until, "prediction {id} did not settle: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Reads a durable counter from `/metrics`.
+    pub async fn counter(&self, name: &str) -> i64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| {
+                let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+                rest.trim().parse::<f64>().ok()
+            })
+            .map_or(0, |v| v as i64)
+    }
+
+    /// Every prediction id, through the paginated list.
+    pub async fn all_ids(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut url = format!("{}/v1/predictions?limit=1000", self.base);
+        loop {
+            let page: Value = self
+                .http
+                .get(&url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for p in page["results"].as_array().unwrap() {
+                out.push((
+                    p["id"].as_str().unwrap().to_owned(),
+                    p["status"].as_str().unwrap().to_owned(),
+                ));
+            }
+            match page["next"].as_str() {
+                Some(next) => url = next.to_owned(),
+                None => return out,
+            }
+        }
+    }
+}
