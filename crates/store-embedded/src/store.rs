@@ -284,4 +284,8 @@ impl Store for EmbeddedStore {
     async fn counters(&self) -> store::Result<Vec<(String, i64)>> {
         self.read(ops::counters).await
     }
+
+    async fn close(&self) {
+        EmbeddedStore::close(self).await;
+    }
 }

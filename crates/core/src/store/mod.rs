@@ -37,7 +37,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// What a backend can and cannot do; code asks this instead of matching on backend names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capabilities {
-    /// An acknowledged write survives a crash of the process (and, with fsync, of the machine).
+    /// An acknowledged write survives a crash of the machine (power loss included), not only
+    /// of the process: it is on stable storage (fsync, or a replicated quorum) before the call
+    /// returns.
     pub durable: bool,
     /// Several Augur processes may share the store.
     pub shared: bool,
