@@ -198,10 +198,10 @@ impl IntoResponse for ApiError {
             field: self.field.as_deref(),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Some(after) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(after) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

@@ -366,8 +366,8 @@ impl Predictions {
         Ok(latest)
     }
 
-    /// Tombstones predictions whose retention ran out; returns how many.
-    pub async fn expire_due(&self, limit: usize) -> Result<usize> {
+    /// Tombstones up to `limit` predictions whose retention ran out; returns their ids.
+    pub async fn expire_due(&self, limit: usize) -> Result<Vec<PredictionId>> {
         Ok(self.store.expire(Timestamp::now(), limit).await?)
     }
 }

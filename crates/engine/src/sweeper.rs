@@ -1,4 +1,5 @@
-//! [`Sweeper`]: applies retention, replacing expired predictions by their tombstones.
+//! [`Sweeper`]: applies retention, replacing expired predictions by their tombstones and
+//! deleting their output files.
 //!
 //! Readers never see expired data even when the sweeper lags (the service masks it), so the
 //! sweeper only has to catch up eventually; it runs every `every` and works in batches.
@@ -8,31 +9,43 @@ use std::time::Duration;
 
 use augur_core::Predictions;
 
+use crate::files::OutputFiles;
+
 /// The retention sweeper.
 #[derive(Clone, Debug)]
 pub struct Sweeper {
     service: Predictions,
+    files: OutputFiles,
     every: Duration,
     batch: usize,
 }
 
 impl Sweeper {
     /// A sweeper that runs every `every`, tombstoning up to `batch` predictions per store call.
-    pub fn new(service: Predictions, every: Duration, batch: usize) -> Self {
+    pub fn new(service: Predictions, files: OutputFiles, every: Duration, batch: usize) -> Self {
         Self {
             service,
+            files,
             every,
             batch: batch.max(1),
         }
     }
 
     /// Sweeps once, until nothing is due; returns how many predictions it tombstoned.
+    ///
+    /// Files are deleted after their prediction is tombstoned, so a crash in between leaves
+    /// orphaned files, never a prediction pointing at deleted ones.
     pub async fn sweep(&self) -> Result<usize, augur_core::Error> {
         let mut total = 0;
         loop {
-            let n = self.service.expire_due(self.batch).await?;
-            total += n;
-            if n < self.batch {
+            let expired = self.service.expire_due(self.batch).await?;
+            for id in &expired {
+                if let Err(e) = self.files.delete_for(id).await {
+                    tracing::warn!(prediction_id = %id, error = %e, "cannot delete expired output files");
+                }
+            }
+            total += expired.len();
+            if expired.len() < self.batch {
                 return Ok(total);
             }
         }

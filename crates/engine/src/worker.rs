@@ -193,7 +193,11 @@ impl Worker {
                             // One claim can return more jobs of a model than its limit
                             // allows; hand the excess back (the queue is excluded next time).
                             if inner.is_full(&lease.job.queue) {
-                                let _ = inner.service.store().release_job(&lease).await;
+                                let _ = inner
+                                    .service
+                                    .store()
+                                    .release_job(&lease, Timestamp::now())
+                                    .await;
                                 continue;
                             }
                             let guard = RunningGuard::enter(inner.clone(), &lease.job.queue);
@@ -368,7 +372,7 @@ impl Worker {
                     }
                 }
                 _ = stop.cancelled() => {
-                    let _ = inner.service.store().release_job(lease).await;
+                    let _ = inner.service.store().release_job(lease, Timestamp::now()).await;
                     return JobOutcome::Released;
                 }
                 () = &mut renew => {
@@ -392,9 +396,9 @@ impl Worker {
                 if progress.start().await == Err(ProviderError::Stopped) {
                     return JobOutcome::Canceled;
                 }
-                // TODO(release_at): reschedule without counting an attempt once the store can.
+                // Checking on submitted work later is not a new attempt.
                 let run_at = Timestamp::now().plus(check_after);
-                match inner.service.store().retry_job(lease, run_at).await {
+                match inner.service.store().release_job(lease, run_at).await {
                     Ok(()) => JobOutcome::Submitted,
                     Err(_) => JobOutcome::LeaseLost,
                 }
@@ -577,7 +581,7 @@ fn humanize(d: Duration) -> String {
         format!(
             "{}m{}",
             secs / 60,
-            if secs % 60 == 0 {
+            if secs.is_multiple_of(60) {
                 String::new()
             } else {
                 format!("{}s", secs % 60)
@@ -587,7 +591,7 @@ fn humanize(d: Duration) -> String {
         format!(
             "{}h{}",
             secs / 3600,
-            if secs % 3600 == 0 {
+            if secs.is_multiple_of(3600) {
                 String::new()
             } else {
                 format!("{}m", secs % 3600 / 60)

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use augur_core::store::memory::MemoryStore;
 use augur_core::{
-    AccountId, CreateRequest, Event, ModelName, Predictions, PredictionId, Revision,
-    ServiceConfig, Status, Timestamp, WebhookEvents,
+    AccountId, CreateRequest, Event, ModelName, PredictionId, Predictions, Revision, ServiceConfig,
+    Status, Timestamp, WebhookEvents,
 };
 use augur_engine::{
     Model, ModelRegistry, ModelSettings, Outcome, OutputFiles, Provider, ProviderError,
@@ -110,7 +110,12 @@ impl Harness {
 
     async fn create(&self, model: &str, input: Value) -> PredictionId {
         let model = ModelName::parse(model).unwrap();
-        let input = self.models.get(&model).unwrap().validate_input(&input).unwrap();
+        let input = self
+            .models
+            .get(&model)
+            .unwrap()
+            .validate_input(&input)
+            .unwrap();
         self.create_with(model, input, None).await
     }
 
@@ -163,7 +168,10 @@ async fn echo_settles_in_one_write_after_create() {
     assert!(p.started_at.is_some() && p.completed_at.is_some());
     // Created at revision 1, started and finished together at revision 2.
     assert_eq!(h.service.get(&id).await.unwrap().revision, Revision(2));
-    assert_eq!(h.service.store().queue_stats().await.unwrap(), Default::default());
+    assert_eq!(
+        h.service.store().queue_stats().await.unwrap(),
+        Default::default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,14 +202,23 @@ async fn retryable_errors_are_retried_with_backoff_then_succeed() {
         flaky_times: 2,
         ..Default::default()
     });
-    let h = Harness::new(vec![("test/flaky", flaky.clone(), ModelSettings::default())]);
+    let h = Harness::new(vec![(
+        "test/flaky",
+        flaky.clone(),
+        ModelSettings::default(),
+    )]);
     let (_stop, _w) = h.start(Harness::options());
     let id = h.create("test/flaky", json!({})).await;
     let p = h.settled(&id).await;
     assert_eq!(p.status, Status::Succeeded);
     assert_eq!(p.output, Some(json!({"attempt": 3})));
     assert_eq!(p.attempts, 3);
-    assert!(p.logs.contains("attempt 1 failed: busy (call 0); retrying in"), "{}", p.logs);
+    assert!(
+        p.logs
+            .contains("attempt 1 failed: busy (call 0); retrying in"),
+        "{}",
+        p.logs
+    );
     assert!(p.logs.contains("attempt 2 failed"), "{}", p.logs);
 }
 
@@ -233,11 +250,18 @@ async fn model_errors_fail_at_once() {
         fail_with: Some("CUDA out of memory".into()),
         ..Default::default()
     });
-    let h = Harness::new(vec![("test/broken", broken.clone(), ModelSettings::default())]);
+    let h = Harness::new(vec![(
+        "test/broken",
+        broken.clone(),
+        ModelSettings::default(),
+    )]);
     let (_stop, _w) = h.start(Harness::options());
     let id = h.create("test/broken", json!({})).await;
     let p = h.settled(&id).await;
-    assert_eq!((p.status, p.error.as_deref()), (Status::Failed, Some("CUDA out of memory")));
+    assert_eq!(
+        (p.status, p.error.as_deref()),
+        (Status::Failed, Some("CUDA out of memory"))
+    );
     assert_eq!(broken.calls.load(Ordering::SeqCst), 1);
 }
 
@@ -270,7 +294,11 @@ async fn cancel_after_deadline_cancels_a_running_prediction() {
     let (_stop, _w) = h.start(Harness::options());
     let deadline = Timestamp::now().plus(Duration::from_millis(300));
     let id = h
-        .create_with(ModelName::parse("test/slow").unwrap(), json!({}), Some(deadline))
+        .create_with(
+            ModelName::parse("test/slow").unwrap(),
+            json!({}),
+            Some(deadline),
+        )
         .await;
     let p = h.settled(&id).await;
     assert_eq!(p.status, Status::Canceled);
@@ -301,9 +329,15 @@ async fn cancel_stops_a_running_demo_image() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = h.service.get(&id).await.unwrap().value;
     assert_eq!(after.status, Status::Canceled);
-    assert_eq!(after.logs, logs_at_cancel, "the model kept running after cancel");
+    assert_eq!(
+        after.logs, logs_at_cancel,
+        "the model kept running after cancel"
+    );
     assert!(after.output.is_none());
-    assert_eq!(h.service.store().queue_stats().await.unwrap(), Default::default());
+    assert_eq!(
+        h.service.store().queue_stats().await.unwrap(),
+        Default::default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,7 +409,11 @@ async fn shutdown_hands_the_lease_back_at_once() {
         .unwrap();
     let stats = store.queue_stats().await.unwrap();
     assert_eq!((stats.ready, stats.leased), (1, 0), "lease not handed back");
-    assert_eq!(slow.running.load(Ordering::SeqCst), 0, "provider not stopped");
+    assert_eq!(
+        slow.running.load(Ordering::SeqCst),
+        0,
+        "provider not stopped"
+    );
     let p = h.service.get(&id).await.unwrap().value;
     assert_eq!(p.status, Status::Processing);
 }

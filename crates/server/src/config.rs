@@ -164,10 +164,10 @@ impl Config {
                 bail!("public_url must be http or https, got {url:?}");
             }
         }
-        if let Some(token) = &self.admin_token {
-            if token.expose().len() < 16 {
-                bail!("the admin token must be at least 16 characters");
-            }
+        if let Some(token) = &self.admin_token
+            && token.expose().len() < 16
+        {
+            bail!("the admin token must be at least 16 characters");
         }
         crate::backend::StoreUrl::parse(&self.store)?;
         Ok(())

@@ -72,14 +72,14 @@ pub async fn serve(
     let worker = Worker::new(
         service.clone(),
         models,
-        files,
+        files.clone(),
         WorkerOptions {
             concurrency: config.workers,
             ..WorkerOptions::default()
         },
     );
     let worker_task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-    let sweeper = Sweeper::new(service.clone(), Duration::from_secs(10), 1000);
+    let sweeper = Sweeper::new(service.clone(), files, Duration::from_secs(10), 1000);
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
 
     let app = augur_api::router(state);

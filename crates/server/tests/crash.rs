@@ -67,8 +67,15 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_settles_once() {
         c.await.unwrap();
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    assert!(acked.len() >= 400, "only {} creates were acknowledged", acked.len());
-    assert!(acked.len() < 1000, "the load finished before the kill; nothing was in flight");
+    assert!(
+        acked.len() >= 400,
+        "only {} creates were acknowledged",
+        acked.len()
+    );
+    assert!(
+        acked.len() < 1000,
+        "the load finished before the kill; nothing was in flight"
+    );
     eprintln!("{} echo creates acknowledged before kill -9", acked.len());
 
     // Restart on the same directory: everything acknowledged is there and settles.
@@ -100,7 +107,11 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_settles_once() {
     all_settled(&api).await.unwrap();
     let created = api.counter("augur_predictions_created_total").await;
     let settled = api.counter("augur_predictions_settled_total").await;
-    assert_eq!(created as usize, all.len(), "created counter vs stored predictions");
+    assert_eq!(
+        created as usize,
+        all.len(),
+        "created counter vs stored predictions"
+    );
     assert_eq!(settled, created, "a prediction settled twice or never");
 }
 
@@ -114,7 +125,11 @@ async fn all_settled(api: &common::Api) -> Result<(), String> {
     if pending.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} not settled, e.g. {:?}", pending.len(), pending[0]))
+        Err(format!(
+            "{} not settled, e.g. {:?}",
+            pending.len(),
+            pending[0]
+        ))
     }
 }
 
@@ -156,5 +171,8 @@ async fn sigterm_hands_running_work_back_and_a_restart_finishes_it() {
         "took {:?}",
         restarted_at.elapsed()
     );
-    assert_eq!(p["attempts"], 1, "a handed-back run does not count as an attempt");
+    assert_eq!(
+        p["attempts"], 1,
+        "a handed-back run does not count as an attempt"
+    );
 }

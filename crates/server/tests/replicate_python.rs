@@ -12,7 +12,10 @@ use common::{TOKEN, TestServer};
 
 #[test]
 fn replicate_python_client_runs_predicts_cancels_and_downloads() {
-    let Some(python) = std::env::var("AUGUR_TEST_PYTHON").ok().filter(|p| !p.is_empty()) else {
+    let Some(python) = std::env::var("AUGUR_TEST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
         assert!(
             std::env::var("AUGUR_E2E_REQUIRED").as_deref() != Ok("1"),
             "AUGUR_TEST_PYTHON is not set and AUGUR_E2E_REQUIRED=1"
@@ -22,7 +25,10 @@ fn replicate_python_client_runs_predicts_cancels_and_downloads() {
     };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/replicate_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/replicate_client.py"
+    );
     let output = Command::new(python)
         .arg(script)
         .env("AUGUR_URL", &server.url)
@@ -36,5 +42,8 @@ fn replicate_python_client_runs_predicts_cancels_and_downloads() {
         "the Replicate client checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         std::fs::read_to_string(&server.log).unwrap_or_default()
     );
-    assert!(stdout.contains("all Replicate Python client checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("all Replicate Python client checks passed"),
+        "{stdout}"
+    );
 }

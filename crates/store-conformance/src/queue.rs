@@ -186,7 +186,7 @@ pub async fn renew_fails_after_lease_is_lost(store: DynStore) {
         Err(Error::LeaseLost)
     ));
     assert!(matches!(
-        store.release_job(&lease).await,
+        store.release_job(&lease, Timestamp::now()).await,
         Err(Error::LeaseLost)
     ));
 }
@@ -221,7 +221,7 @@ pub async fn retry_job_reschedules(store: DynStore) {
     assert_eq!(again.job.attempts, 2);
 }
 
-/// Releasing hands the job back at once without counting the attempt.
+/// Releasing hands the job back, claimable from the given time, without counting the attempt.
 pub async fn release_job_refunds_the_attempt(store: DynStore) {
     let p = prediction();
     insert(&store, &p, &[enqueue_now()]).await;
@@ -232,10 +232,42 @@ pub async fn release_job_refunds_the_attempt(store: DynStore) {
         .unwrap()
         .remove(0);
     assert_eq!(lease.job.attempts, 1);
-    store.release_job(&lease).await.unwrap();
+    store.release_job(&lease, Timestamp::now()).await.unwrap();
+    assert!(matches!(
+        store.release_job(&lease, Timestamp::now()).await,
+        Err(Error::LeaseLost)
+    ));
     let again = store.claim_jobs(&claim(&w, LONG, 1)).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].job.attempts, 1);
+
+    // Released for later: not claimable until then, and still not counted.
+    store
+        .release_job(&again[0], Timestamp::now().plus(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_jobs(&claim(&w, LONG, 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.queue_stats().await.unwrap().delayed, 1);
+    let later = eventually("the release time to pass", Duration::from_secs(10), || {
+        let store = store.clone();
+        let w = w.clone();
+        async move {
+            store
+                .claim_jobs(&claim(&w, LONG, 1))
+                .await
+                .unwrap()
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    assert_eq!(later.job.attempts, 1);
 }
 
 /// A `CompleteJob` effect on an update removes the job, even while someone holds its lease.

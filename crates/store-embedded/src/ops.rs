@@ -333,7 +333,11 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> Result<Page, Error> 
 }
 
 /// Replaces up to `limit` expired predictions by tombstones and forgets expired keys.
-pub(crate) fn expire(conn: &Connection, now: Timestamp, limit: usize) -> Result<usize, Error> {
+pub(crate) fn expire(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> Result<Vec<PredictionId>, Error> {
     let due: Vec<(String, String)> = conn
         .prepare_cached(
             "SELECT id, body FROM predictions \
@@ -356,7 +360,15 @@ pub(crate) fn expire(conn: &Connection, now: Timestamp, limit: usize) -> Result<
     }
     conn.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")?
         .execute([now.as_micros()])?;
-    Ok(due.len())
+    due.into_iter()
+        .map(|(id, _)| {
+            PredictionId::parse(&id).map_err(|e| Error::InvalidStored {
+                what: "prediction id",
+                text: id.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Claims up to `request.max` claimable jobs, oldest `visible_at` first (`run_at` for jobs
@@ -462,19 +474,20 @@ pub(crate) fn retry(conn: &Connection, lease: &Lease, run_at: Timestamp) -> Resu
     Ok(())
 }
 
-/// Hands a live lease back: claimable now, the attempt refunded.
-pub(crate) fn release(conn: &Connection, lease: &Lease) -> Result<(), Error> {
+/// Hands a live lease back: claimable from `run_at`, the attempt refunded.
+pub(crate) fn release(conn: &Connection, lease: &Lease, run_at: Timestamp) -> Result<(), Error> {
     let now = Timestamp::now();
     let changed = conn
         .prepare_cached(
             "UPDATE jobs SET lease_token = NULL, lease_worker = NULL, \
              attempts = MAX(attempts - 1, 0), run_at = ?2, visible_at = ?2 \
-             WHERE prediction_id = ?1 AND lease_token = ?3 AND visible_at > ?2",
+             WHERE prediction_id = ?1 AND lease_token = ?3 AND visible_at > ?4",
         )?
         .execute(params![
             lease.job.prediction_id.as_str(),
-            now.as_micros(),
+            run_at.as_micros(),
             token_to_sql(lease.token),
+            now.as_micros(),
         ])?;
     if changed == 0 {
         return Err(Error::LeaseLost);

@@ -245,7 +245,7 @@ impl Store for EmbeddedStore {
         self.read(move |conn| ops::list(conn, &query)).await
     }
 
-    async fn expire(&self, now: Timestamp, limit: usize) -> store::Result<usize> {
+    async fn expire(&self, now: Timestamp, limit: usize) -> store::Result<Vec<PredictionId>> {
         self.write(move |ctx| ops::expire(ctx.conn, now, limit))
             .await
     }
@@ -267,9 +267,10 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn release_job(&self, lease: &Lease) -> store::Result<()> {
+    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> store::Result<()> {
         let lease = lease.clone();
-        self.write(move |ctx| ops::release(ctx.conn, &lease)).await
+        self.write(move |ctx| ops::release(ctx.conn, &lease, run_at))
+            .await
     }
 
     async fn complete_job(&self, id: &PredictionId) -> store::Result<()> {

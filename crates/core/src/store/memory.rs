@@ -250,7 +250,7 @@ impl Store for MemoryStore {
         Ok(Page { items, next })
     }
 
-    async fn expire(&self, now: Timestamp, limit: usize) -> Result<usize> {
+    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>> {
         let mut inner = self.lock();
         let due: Vec<PredictionId> = inner
             .predictions
@@ -266,7 +266,7 @@ impl Store for MemoryStore {
             }
         }
         inner.keys.retain(|_, r| r.expires_at > now);
-        Ok(due.len())
+        Ok(due)
     }
 
     async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Lease>> {
@@ -322,14 +322,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn release_job(&self, lease: &Lease) -> Result<()> {
+    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
         let now = Timestamp::now();
         let mut inner = self.lock();
         let entry = inner.held(lease, now)?;
         entry.lease = None;
         entry.job.attempts = entry.job.attempts.saturating_sub(1);
-        entry.job.run_at = now;
-        inner.set_visible_at(&lease.job.prediction_id, now);
+        entry.job.run_at = run_at;
+        inner.set_visible_at(&lease.job.prediction_id, run_at);
         Ok(())
     }
 

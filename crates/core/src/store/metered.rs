@@ -88,7 +88,7 @@ impl Store for MeteredStore {
         self.observe("list", self.inner.list(query)).await
     }
 
-    async fn expire(&self, now: Timestamp, limit: usize) -> Result<usize> {
+    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>> {
         self.observe("expire", self.inner.expire(now, limit)).await
     }
 
@@ -107,8 +107,8 @@ impl Store for MeteredStore {
             .await
     }
 
-    async fn release_job(&self, lease: &Lease) -> Result<()> {
-        self.observe("release_job", self.inner.release_job(lease))
+    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
+        self.observe("release_job", self.inner.release_job(lease, run_at))
             .await
     }
 

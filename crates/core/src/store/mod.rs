@@ -274,14 +274,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn list(&self, query: &ListQuery) -> Result<Page>;
 
     /// Replaces up to `limit` predictions whose `expires_at` is at or before `now` by their
-    /// tombstones (bumping their revision), forgets expired idempotency keys, and returns how
-    /// many predictions it tombstoned.
+    /// tombstones (bumping their revision), forgets expired idempotency keys, and returns the
+    /// ids it tombstoned (so that their output files can be deleted too). `now` is a
+    /// parameter, unlike in other operations, so that retention can be driven by the caller.
     ///
     /// # Behavior
     /// - Expired predictions keep id and status but lose input, output and logs
     ///   (`expire_leaves_tombstones`); others are untouched.
     /// - Expired idempotency keys are forgotten (`expired_idempotency_keys_are_forgotten`).
-    async fn expire(&self, now: Timestamp, limit: usize) -> Result<usize>;
+    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>>;
 
     /// Claims up to `max` claimable jobs (oldest `run_at` first) under a new lease each.
     ///
@@ -310,13 +311,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// - Requires the current lease ([`Error::LeaseLost`] otherwise) (`retry_job_reschedules`).
     async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()>;
 
-    /// Hands a lease back: the job is claimable at once and the claim does not count as an
-    /// attempt (graceful shutdown).
+    /// Hands a lease back: the job is claimable again from `run_at` and the claim does not
+    /// count as an attempt (graceful shutdown, claims beyond a model's limit, an asynchronous
+    /// provider to be checked on later).
     ///
     /// # Behavior
     /// - Requires the current lease ([`Error::LeaseLost`] otherwise)
     ///   (`release_job_refunds_the_attempt`).
-    async fn release_job(&self, lease: &Lease) -> Result<()>;
+    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()>;
 
     /// Removes a prediction's job whoever holds it; a missing job is not an error.
     async fn complete_job(&self, id: &PredictionId) -> Result<()>;

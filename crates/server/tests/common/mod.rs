@@ -54,15 +54,12 @@ impl TestServer {
                 }
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "augur did not start; its log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
+        let Ok(url) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!(
+                "augur did not start; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         };
         TestServer {
             child,
@@ -146,10 +143,16 @@ impl Api {
         loop {
             let (status, body) = self.get(id).await.expect("get");
             assert_eq!(status, 200, "prediction {id} missing: {body}");
-            if matches!(body["status"].as_str(), Some("succeeded" | "failed" | "canceled")) {
+            if matches!(
+                body["status"].as_str(),
+                Some("succeeded" | "failed" | "canceled")
+            ) {
                 return body;
             }
-            assert!(Instant::now() < until, "prediction {id} did not settle: {body}");
+            assert!(
+                Instant::now() < until,
+                "prediction {id} did not settle: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
