@@ -2,7 +2,7 @@
 //! `{"success": true, "data": {"predictionId", "status", "imageUrl", ...}}`, and on error
 //! `{"success": false, "error": "...", "errorCode": "..."}`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -11,14 +11,14 @@ use serde_json::json;
 use augur_core::PredictionId;
 
 use crate::AppState;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, AppPath, ErrorCode};
 use crate::wire::SeedStatus;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/api/predictions/{id}", get(get_status))
 }
 
-async fn get_status(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn get_status(State(state): State<AppState>, AppPath(id): AppPath<String>) -> Response {
     let result = match PredictionId::parse(&id) {
         Ok(id) => state.service.get(&id).await.map_err(ApiError::from),
         Err(_) => Err(ApiError::new(

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     InvalidCursor,
     /// A query parameter is wrong.
     InvalidQuery,
+    /// A path segment cannot be decoded.
+    InvalidPath,
     /// No `Authorization` header, or not a bearer token.
     Unauthenticated,
     /// The token is not valid.
@@ -75,7 +77,9 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidJson | InvalidHeader | InvalidCursor | InvalidQuery => StatusCode::BAD_REQUEST,
+            InvalidJson | InvalidHeader | InvalidCursor | InvalidQuery | InvalidPath => {
+                StatusCode::BAD_REQUEST
+            }
             InvalidRequest | InvalidInput | IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -102,6 +106,7 @@ impl ErrorCode {
             InvalidHeader => "Invalid header",
             InvalidCursor => "Invalid cursor",
             InvalidQuery => "Invalid query",
+            InvalidPath => "Invalid path",
             Unauthenticated => "Unauthenticated",
             InvalidToken => "Invalid token",
             PredictionNotFound => "Prediction not found",
@@ -314,7 +319,10 @@ impl From<QueryRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())
+        ApiError::new(
+            ErrorCode::InvalidPath,
+            format!("invalid path: {}", rejection.body_text()),
+        )
     }
 }
 
@@ -350,4 +358,46 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
         ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+/// `Path` whose rejections are [`ApiError`]s.
+pub struct AppPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for AppPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(AppPath(value)),
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
+}
+
+/// `Query` whose rejections are [`ApiError`]s.
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(AppQuery(value)),
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! unguessable) and cached forever (a key never changes content).
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -10,13 +10,16 @@ use axum::routing::get;
 use augur_engine::files::FilesError;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::{ApiError, ApiResult, AppPath, ErrorCode};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/files/{*key}", get(download))
 }
 
-async fn download(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Response> {
+async fn download(
+    State(state): State<AppState>,
+    AppPath(key): AppPath<String>,
+) -> ApiResult<Response> {
     let not_found = || ApiError::new(ErrorCode::FileNotFound, "no such file");
     let file = match state.files.get(&key).await {
         Ok(Some(file)) => file,

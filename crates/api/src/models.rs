@@ -1,6 +1,6 @@
 //! `/v1/models`: the models this server runs, in Replicate's model and version shapes.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use augur_engine::Model;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::{ApiError, ApiResult, AppPath, ErrorCode};
 use crate::predictions::find_model;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -52,7 +52,7 @@ async fn list(State(state): State<AppState>) -> Json<Value> {
 
 async fn get_one(
     State(state): State<AppState>,
-    Path((owner, name)): Path<(String, String)>,
+    AppPath((owner, name)): AppPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let model = find_model(&state, &owner, &name)?;
     Ok(Json(model_json(&state, &model)))
@@ -60,7 +60,7 @@ async fn get_one(
 
 async fn versions(
     State(state): State<AppState>,
-    Path((owner, name)): Path<(String, String)>,
+    AppPath((owner, name)): AppPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let model = find_model(&state, &owner, &name)?;
     Ok(Json(
@@ -70,7 +70,7 @@ async fn versions(
 
 async fn version(
     State(state): State<AppState>,
-    Path((owner, name, version)): Path<(String, String, String)>,
+    AppPath((owner, name, version)): AppPath<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let model = find_model(&state, &owner, &name)?;
     if model.version != version {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +25,7 @@ use augur_core::{
 use augur_engine::Model;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, AppJson, ErrorCode};
+use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
 use crate::wire::PredictionJson;
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -79,7 +79,7 @@ async fn create(
 
 async fn create_for_model(
     State(state): State<AppState>,
-    Path((owner, name)): Path<(String, String)>,
+    AppPath((owner, name)): AppPath<(String, String)>,
     headers: HeaderMap,
     AppJson(body): AppJson<CreateBody>,
 ) -> ApiResult<Response> {
@@ -163,13 +163,19 @@ async fn create_prediction(
     Ok(response)
 }
 
-async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_one(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Response> {
     let id = parse_path_id(&id)?;
     let p = state.service.get(&id).await?;
     Ok(Json(PredictionJson::new(&state.config.public_url, &p.value)).into_response())
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn cancel(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Response> {
     let id = parse_path_id(&id)?;
     let done = state.service.transition(&id, &Event::canceled()).await?;
     Ok(Json(PredictionJson::new(
@@ -193,9 +199,8 @@ const MAX_PAGE: usize = 1000;
 
 async fn list(
     State(state): State<AppState>,
-    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    AppQuery(params): AppQuery<ListParams>,
 ) -> ApiResult<Response> {
-    let Query(params) = query?;
     let status = params
         .status
         .as_deref()

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -24,7 +24,7 @@ use augur_core::{Prediction, PredictionId, Secret, Status};
 
 use crate::AppState;
 use crate::auth;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::{ApiError, ApiResult, AppPath, AppQuery, ErrorCode};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/v1/predictions/{id}/stream", get(stream))
@@ -37,8 +37,8 @@ struct StreamParams {
 
 async fn stream(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(params): Query<StreamParams>,
+    AppPath(id): AppPath<String>,
+    AppQuery(params): AppQuery<StreamParams>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let not_found = || {

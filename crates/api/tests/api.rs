@@ -380,6 +380,19 @@ async fn unknown_ids_routes_and_methods_are_json_errors() {
     app.post("/v1/predictions/doesnotexist/cancel", json!({}))
         .await
         .assert_error(404, "prediction_not_found", "doesnotexist");
+    app.get("/v1/predictions/%FF%FE")
+        .await
+        .assert_error(400, "invalid_path", "invalid path");
+    app.get("/files/%FF")
+        .await
+        .assert_error(400, "invalid_path", "invalid path");
+    app.send(
+        Request::get("/v1/predictions/x/stream?token=a&token=b")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .assert_error(400, "invalid_query", "invalid query string");
     app.get("/v1/nothing-here")
         .await
         .assert_error(404, "route_not_found", "/v1/nothing-here");
