@@ -125,6 +125,9 @@ pub struct Transition {
     pub changed: bool,
 }
 
+/// How often [`Predictions::wait_until_settled`] re-reads the store even without a notification.
+pub const WAIT_RECHECK: Duration = Duration::from_secs(1);
+
 /// How often a transition re-reads and retries after losing a compare-and-set.
 const MAX_CAS_ATTEMPTS: usize = 64;
 
@@ -346,6 +349,11 @@ impl Predictions {
     }
 
     /// Waits until the prediction settles or `timeout` passes, and returns its latest state.
+    ///
+    /// Notifications wake the wait at once; the store is also re-read every
+    /// [`WAIT_RECHECK`], so a notification that never comes (another node's write on a
+    /// backend without change notifications, a dropped connection) delays the answer by at
+    /// most that much.
     pub async fn wait_until_settled(
         &self,
         id: &PredictionId,
@@ -355,12 +363,20 @@ impl Predictions {
         let mut latest = self.get(id).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         while !latest.value.is_terminal() {
-            match tokio::time::timeout_at(deadline, watch.changed()).await {
-                Ok(Some(record)) if record.revision > latest.revision => {
-                    latest = self.seen_now((*record).clone());
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let wake = deadline.min(now + WAIT_RECHECK);
+            match tokio::time::timeout_at(wake, watch.changed()).await {
+                Ok(Some(record)) => {
+                    if record.revision > latest.revision {
+                        latest = self.seen_now((*record).clone());
+                    }
                 }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) if wake < deadline => latest = self.get(id).await?,
+                Err(_) => break,
             }
         }
         Ok(latest)
@@ -585,5 +601,34 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(illegal, Error::Transition(_)));
+    }
+
+    #[tokio::test]
+    async fn wait_until_settled_notices_writes_it_was_not_told_about() {
+        let svc = service();
+        let id = svc
+            .create(request(json!({})))
+            .await
+            .unwrap()
+            .prediction()
+            .value
+            .id
+            .clone();
+        // Another node settles it: the write reaches the store but not this process's hub.
+        let other_node = Predictions::new(svc.store().clone(), ServiceConfig::default());
+        let waiter = {
+            let svc = svc.clone();
+            let id = id.clone();
+            tokio::spawn(async move { svc.wait_until_settled(&id, Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        other_node
+            .transition(&id, &Event::canceled())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let settled = waiter.await.unwrap().unwrap();
+        assert_eq!(settled.value.status, Status::Canceled);
+        assert!(started.elapsed() < WAIT_RECHECK + Duration::from_millis(500));
     }
 }
