@@ -33,6 +33,8 @@ pub struct Config {
     pub retention: Duration,
     /// Largest request body in bytes (`AUGUR_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Predictions kept in the read cache (`AUGUR_CACHE_ENTRIES`; 0 turns it off).
+    pub cache_entries: usize,
     /// Log format: `text` or `json` (`AUGUR_LOG_FORMAT`); the filter is `AUGUR_LOG` or
     /// `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
@@ -59,6 +61,7 @@ impl Default for Config {
             workers: 64,
             retention: Duration::from_secs(3600),
             max_body_bytes: 1 << 20,
+            cache_entries: 10_000,
             log_format: LogFormat::Text,
         }
     }
@@ -139,6 +142,11 @@ impl Config {
             self.max_body_bytes = v
                 .parse()
                 .with_context(|| format!("AUGUR_MAX_BODY_BYTES must be a number, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_CACHE_ENTRIES") {
+            self.cache_entries = v
+                .parse()
+                .with_context(|| format!("AUGUR_CACHE_ENTRIES must be a number, got {v:?}"))?;
         }
         if let Some(v) = var("AUGUR_LOG_FORMAT") {
             self.log_format = match v.as_str() {

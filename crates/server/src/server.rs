@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use augur_api::{ApiConfig, AppState};
+use augur_core::store::DynStore;
+use augur_core::store::cached::CachedStore;
 use augur_core::store::metered::MeteredStore;
 use augur_core::{Predictions, Secret, ServiceConfig};
 use augur_engine::{ModelRegistry, OutputFiles, Sweeper, Worker, WorkerOptions};
@@ -38,7 +40,14 @@ pub async fn serve(
         )
     })?;
     let backend_name = opened.store.backend();
-    let store = Arc::new(MeteredStore::new(opened.store.clone()));
+    let metered: DynStore = Arc::new(MeteredStore::new(opened.store.clone()));
+    // This process is the only writer of a store that is not shared, so a cache in front of it
+    // is never stale.
+    let store: DynStore = if !metered.capabilities().shared && config.cache_entries > 0 {
+        Arc::new(CachedStore::exclusive(metered, config.cache_entries))
+    } else {
+        metered
+    };
     let service = Predictions::new(
         store,
         ServiceConfig {

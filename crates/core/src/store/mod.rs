@@ -11,6 +11,7 @@
 //! (SQLite, the default). Every backend passes the `augur-store-conformance` suite; each
 //! `# Behavior` bullet below names the conformance test that pins it.
 
+pub mod cached;
 pub mod memory;
 pub mod metered;
 
