@@ -156,6 +156,59 @@ median() {
         if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
+# thread_cpu PID: "tid name cpu_ticks" (user + system) for each thread of PID.
+thread_cpu() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        [ -r "$t/stat" ] || continue
+        # Fields after "(comm) state": ppid ... utime (11th) stime (12th).
+        sed 's/^\([0-9]*\) (\(.*\)) [A-Z] \(.*\)$/\1 \2 \3/' "$t/stat" 2>/dev/null |
+            awk '{ print $1, $2, $13 + $14 }'
+    done
+}
+
+# diagnose_load PID OUT UNIT WRK_ARGS...: runs wrk with WRK_ARGS under `perf stat -p PID` (if
+# perf is installed) and prints, per request ("per UNIT"), Augur's CPU time split by thread
+# (the embedded store's writer thread; the two busiest tokio threads, i.e. the runtime's two
+# workers on 2 cores; every other thread, i.e. tokio's blocking pool, where store reads run)
+# and the context switches, fsync/fdatasync and pwrite64 calls of the process.
+diagnose_load() {
+    local pid="$1" out="$2" unit="$3" before after n
+    shift 3
+    before="$(thread_cpu "$pid")"
+    if command -v perf >/dev/null; then
+        perf stat -x, -o "$out.perf.txt" -p "$pid" \
+            -e task-clock,context-switches,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_pwrite64 \
+            -- wrk "$@" >"$out.wrk.txt" 2>"$out.wrk.err"
+    else
+        wrk "$@" >"$out.wrk.txt" 2>"$out.wrk.err"
+    fi
+    after="$(thread_cpu "$pid")"
+    n="$(wrk_json "$out.wrk.txt" | jq .requests)"
+    echo "requests=$n rps=$(wrk_json "$out.wrk.txt" | jq .rps) threads=$(wc -l <<<"$after")"
+    {
+        printf '%s\n' "$before"
+        echo "--"
+        printf '%s\n' "$after"
+    } | awk -v n="$n" -v tck="$(getconf CLK_TCK)" '
+        $1 == "--" { later = 1; next }
+        !later { start[$1] = $3; next }
+        { d = $3 - start[$1]; if ($2 ~ /store-wri/) print "writer", d; else if ($2 ~ /tokio/) print "tokio", d; else print "other", d }' |
+        sort -k1,1 -k2,2nr |
+        awk -v n="$n" -v tck="$(getconf CLK_TCK)" -v unit="$unit" '
+            $1 == "writer" { w += $2 } $1 == "other" { o += $2 }
+            $1 == "tokio" { if (++k <= 2) r += $2; else b += $2 }
+            END {
+                f = 1e6 / tck / n
+                printf "cpu_us_per_%s: writer=%.0f runtime_workers=%.0f blocking_pool=%.0f other=%.0f total=%.0f\n", unit, w * f, r * f, b * f, o * f, (w + r + b + o) * f
+            }'
+    if [ -f "$out.perf.txt" ]; then
+        awk -F, -v n="$n" -v unit="$unit" '$1 ~ /^[0-9.]+$/ && $3 != "" {
+            v = $1 / n; if ($3 == "task-clock") { v *= 1000; $3 = "task-clock_us" }
+            printf "per_%s %s: %.2f\n", unit, $3, v }' "$out.perf.txt"
+    fi
+}
+
 # The machine, one line per fact, for the results files.
 machine_info() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -164,5 +217,5 @@ machine_info() {
     echo "kernel: $(uname -sr)"
     echo "memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "wrk: $(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
-    echo "commit: $(cd "$ROOT" && git rev-parse --short HEAD)"
+    echo "commit: $(cd "$ROOT" && git rev-parse --short HEAD) (working tree; files changed in crates/ but not committed: $(cd "$ROOT" && git status --porcelain -- crates | wc -l))"
 }

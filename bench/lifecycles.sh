@@ -53,61 +53,18 @@ store_ops() {
         sort | tr '\n' ' '
 }
 
-# thread_cpu PID: "tid name cpu_ticks" for each thread of PID.
-thread_cpu() {
-    local t
-    for t in /proc/"$1"/task/*; do
-        [ -r "$t/stat" ] || continue
-        sed 's/^\([0-9]*\) (\(.*\)) [A-Z] \(.*\)$/\1 \2 \3/' "$t/stat" |
-            awk '{ print $1, $2, $13 + $14 }' # utime + stime (fields 14, 15 of stat)
-    done
-}
-
-# diagnose STORE URL: one extra round, not counted: while wrk runs, for 5 s, counts fsync,
-# fdatasync, pwrite64 and context switches of Augur (perf stat, if available) and splits its
-# CPU time by thread (the store's writer thread; the two busiest tokio threads, which are the
-# runtime's workers; all other threads, which are tokio's blocking pool running reads).
+# diagnose STORE URL: one extra round, not counted (see lib.sh's `diagnose_load`).
 diagnose() {
-    local store="$1" url="$2" out="$RUN/diagnostic-$1" wrk_pid c0 c1 before after
+    local store="$1" url="$2" out="$RUN/diagnostic-$1"
     start_augur "$url" "$out.augur.log"
     create_one "$AUGUR_URL" >/dev/null
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d10s --timeout 10s -s "$BENCH_DIR/wrk-lifecycle.lua" \
-        -H "Authorization: Bearer $TOKEN" "$AUGUR_URL/v1/models/augur/echo/predictions" \
-        >"$out.wrk.txt" 2>"$out.wrk.err" &
-    wrk_pid=$!
-    STARTED_PIDS+=("$wrk_pid")
-    sleep 3
-    before="$(thread_cpu "$AUGUR_PID")"
-    c0="$(metric "$AUGUR_URL" augur_predictions_created_total)"
-    if command -v perf >/dev/null; then
-        perf stat -x, -e task-clock,context-switches,syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_pwrite64 \
-            -p "$AUGUR_PID" -o "$out.perf.txt" -- sleep 5 >/dev/null 2>&1 || sleep 5
-    else
-        sleep 5
-    fi
-    c1="$(metric "$AUGUR_URL" augur_predictions_created_total)"
-    after="$(thread_cpu "$AUGUR_PID")"
-    wait "$wrk_pid" || true
-    forget_pid "$wrk_pid"
-    stop_started "$AUGUR_PID"
     {
-        echo "store=$store lifecycles_in_window=$((c1 - c0)) window_s=5 threads=$(wc -l <<<"$after")"
-        # CPU ms per lifecycle by thread group.
-        # Threads started during the window count from 0.
-        printf '%s\n--\n%s\n' "$before" "$after" |
-            awk -v n=$((c1 - c0)) -v tck="$CLK_TCK" '
-                $1 == "--" { later = 1; next }
-                !later { start[$1] = $3; next }
-                { d = $3 - start[$1]; if ($2 ~ /store-wri/) w += d; else if ($2 ~ /tokio/) { t[++k] = d } else o += d }
-                END {
-                    asort(t); r = 0; for (i = 1; i <= k; i++) { if (i > k - 2) r += t[i]; else b += t[i] }
-                    f = 1e6 / tck / n
-                    printf "cpu_us_per_lifecycle: writer=%.0f runtime_workers=%.0f blocking_pool=%.0f other=%.0f total=%.0f\n", w * f, r * f, b * f, o * f, (w + r + b + o) * f
-                }'
-        if [ -f "$out.perf.txt" ]; then
-            awk -F, -v n=$((c1 - c0)) '$1 ~ /^[0-9.]+$/ && $3 != "" { printf "per_lifecycle %s: %.2f\n", $3, $1 / n }' "$out.perf.txt"
-        fi
+        echo "store=$store"
+        diagnose_load "$AUGUR_PID" "$out" lifecycle -t"$THREADS" -c"$CONNECTIONS" -d8s --timeout 10s \
+            -s "$BENCH_DIR/wrk-lifecycle.lua" -H "Authorization: Bearer $TOKEN" \
+            "$AUGUR_URL/v1/models/augur/echo/predictions"
     } >"$out.txt"
+    stop_started "$AUGUR_PID"
     log "diagnostic $store: $(tr '\n' ';' <"$out.txt")"
 }
 
@@ -206,7 +163,7 @@ summary="$RESULTS/lifecycles.md"
     done
     echo
     if [ "${DIAGNOSE:-1}" = 1 ]; then
-        echo "where the time goes (one extra 10 s round per store, not counted above; 5 s window while wrk runs):"
+        echo "where the time goes (one extra 8 s wrk run per store, not counted above; perf stat and /proc/PID/task CPU times over it):"
         echo
         echo '```text'
         for store in $STORES; do cat "$RUN/diagnostic-$store.txt"; done

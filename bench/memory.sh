@@ -14,6 +14,8 @@
 #     WAL index, augur.db-shm); the slope between COUNT/10 and COUNT stored (which leaves out
 #     fixed costs of the first load: threads, allocator arenas); and the size on disk per
 #     prediction (augur.db + augur.db-wal).
+# (c) Then restarts the server on that data directory and reads VmRSS after 2 s (what it
+#     holds in memory for COUNT stored predictions before its caches fill again).
 # RUNS runs of each (default 3); medians reported.
 #
 # Run from anywhere:  bench/memory.sh      (env: RUNS=3 COUNT=100000 IDLE_S=15)
@@ -79,7 +81,7 @@ create_until() {
 }
 
 wait_quiet
-IDLE="" PER="" ANON="" FILE="" SHM="" SLOPE="" DISK=""
+IDLE="" PER="" ANON="" FILE="" SHM="" SLOPE="" DISK="" RESTART=""
 for ((run = 1; run <= RUNS; run++)); do
     # (a) idle server
     data="$(temp_dir)"
@@ -113,7 +115,15 @@ for ((run = 1; run <= RUNS; run++)); do
     rate="$(awk -v n="$stored" -v s="$started_s" -v e="$settled_s" -v i="$IDLE_S" 'BEGIN { printf "%.0f", n / (e - s - i) }')"
     disk_bytes="$(du -cb "$data/store/augur.db" "$data/store/augur.db-wal" 2>/dev/null | tail -1 | cut -f1)"
     stop_started "$AUGUR_PID"
+    # (c) the same data directory, after a restart: what a server holding COUNT stored
+    # predictions needs before its caches fill again.
+    start_augur "embedded://$data/store" "$out.restart.augur.log"
+    sleep 2
+    restart="$(snapshot "$AUGUR_PID")"
+    stop_started "$AUGUR_PID"
+    RESTART+="$(awk -v k="$(sed 's/.*VmRSS=\([0-9]*\).*/\1/' <<<"$restart")" 'BEGIN { printf "%.1f", k / 1024 }') "
     {
+        echo "after restart with $stored stored: $restart"
         echo "baseline: $before"
         echo "at $stored_middle stored: $middle"
         echo "at $stored stored: $after"
@@ -152,6 +162,7 @@ summary="$RESULTS/memory.md"
         echo "| of which anonymous (RssAnon) | ${ANON% } | $(median $ANON) | |"
         echo "| of which file-backed (RssFile: SQLite mmap of augur.db) | ${FILE% } | $(median $FILE) | |"
         echo "| of which shared (RssShmem: augur.db-shm) | ${SHM% } | $(median $SHM) | |"
+        echo "| VmRSS 2 s after a restart on the data dir holding them (MiB) | ${RESTART% } | $(median $RESTART) | |"
         echo "| database on disk per prediction (augur.db + wal, bytes) | ${DISK% } | $(median $DISK) | |"
     }
     echo

@@ -11,6 +11,9 @@
 # wrk, Augur and bare-axum all run on this machine and share its cores (2 on the development
 # machine), so the load generator takes CPU from the server under test, for both servers.
 #
+# Then one extra 8 s run per server, not counted: CPU time per request by thread, context
+# switches per request (DIAGNOSE=0 skips it).
+#
 # Run from anywhere:  bench/status-reads.sh        (env: ROUNDS=3 DURATION=10s CONNECTIONS=64)
 # Raw wrk output: bench/results/raw/status-reads-<time>/; summary: bench/results/status-reads.md
 set -euo pipefail
@@ -67,6 +70,19 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 
+# One extra run per server, not counted: where the CPU time goes (see lib.sh's diagnose_load).
+if [ "${DIAGNOSE:-1}" = 1 ]; then
+    for target in augur bare; do
+        if [ "$target" = augur ]; then pid="$AUGUR_PID"; else pid="$BARE_PID"; fi
+        {
+            echo "server=$target"
+            diagnose_load "$pid" "$RUN/diagnostic-$target" read -t"$THREADS" -c"$CONNECTIONS" -d8s \
+                -s "$BENCH_DIR/wrk-report.lua" -H "Authorization: Bearer $TOKEN" "${URL[$target]}"
+        } >"$RUN/diagnostic-$target.txt"
+        log "diagnostic $target: $(tr '\n' ';' <"$RUN/diagnostic-$target.txt")"
+    done
+fi
+
 # shellcheck disable=SC2086
 {
     a_rps="$(median ${RPS[augur]})"; b_rps="$(median ${RPS[bare]})"
@@ -94,6 +110,14 @@ summary="$RESULTS/status-reads.md"
     echo
     echo "augur / bare: **$ratio%** (target >= 60%: $rps_met); augur p99 $a_p99 ms (target < 5 ms: $p99_met)"
     echo
+    if [ "${DIAGNOSE:-1}" = 1 ]; then
+        echo "where the time goes (one extra 8 s wrk run per server, not counted above; perf stat and /proc/PID/task CPU times over it):"
+        echo
+        echo '```text'
+        cat "$RUN/diagnostic-augur.txt" "$RUN/diagnostic-bare.txt"
+        echo '```'
+        echo
+    fi
     echo "raw: ${RUN#"$ROOT/"}"
 } >"$summary"
 cp "$summary" "$RUN/summary.md"
