@@ -11,29 +11,23 @@ TOKEN="bench-admin-token-0123456789"
 mkdir -p "$RESULTS"
 
 STARTED_PIDS=()
-TEMP_DIRS=()
+# Temporary directories live under one per-script directory, removed on exit (temp_dir runs in
+# command substitutions, i.e. subshells, so it cannot register them itself).
+BENCH_TMP="$(mktemp -d "${TMPDIR:-/tmp}/augur-bench.XXXXXX")"
 
 cleanup() {
     local pid
     for pid in "${STARTED_PIDS[@]}"; do
         stop_pid "$pid"
     done
-    local dir
-    for dir in "${TEMP_DIRS[@]}"; do
-        rm -rf "$dir"
-    done
+    rm -rf "$BENCH_TMP"
 }
 trap cleanup EXIT
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# A temporary directory removed on exit.
-temp_dir() {
-    local dir
-    dir="$(mktemp -d "${TMPDIR:-/tmp}/augur-bench.XXXXXX")"
-    TEMP_DIRS+=("$dir")
-    echo "$dir"
-}
+# A temporary directory, removed on exit.
+temp_dir() { mktemp -d "$BENCH_TMP/dir.XXXXXX"; }
 
 ensure_wrk() {
     if ! command -v wrk >/dev/null; then
