@@ -1,5 +1,9 @@
 //! The SQL of every store operation, run on a plain connection: writes inside the writer
-//! thread's savepoints, reads on a read-only connection.
+//! thread's group transaction, reads on a read-only connection.
+//!
+//! Every write checks before it writes: a refusal (not found, conflict, lease lost, unknown
+//! effect) is decided before the first statement that changes anything, because the writer
+//! runs a group of requests without savepoints between them.
 //!
 //! These functions mirror `augur_core::store::memory::MemoryStore` step by step; where they
 //! differ only in representation (a job's `visible_at` column instead of an ordered set), the
@@ -148,6 +152,7 @@ pub(crate) fn create(
     key: Option<&IdempotencyRecord>,
     effects: &[Effect],
 ) -> Result<Created, Error> {
+    check_effects(effects)?;
     let conn = ctx.conn;
     if let Some(existing) = get(conn, &record.id)? {
         return Ok(Created::ExistingId(existing));
@@ -201,6 +206,7 @@ pub(crate) fn update(
     record: &Record,
     effects: &[Effect],
 ) -> Result<Revision, Error> {
+    check_effects(effects)?;
     let conn = ctx.conn;
     let changed = conn
         .prepare_cached(
@@ -236,8 +242,21 @@ pub(crate) fn update(
     Ok(expected.next())
 }
 
-/// Applies a write's effects. Runs inside the write's savepoint, so an error here undoes the
-/// write too.
+/// Refuses effects this build does not know, before anything is written.
+fn check_effects(effects: &[Effect]) -> Result<(), Error> {
+    for effect in effects {
+        match effect {
+            Effect::EnqueueJob { .. } | Effect::CompleteJob | Effect::Count { .. } => {}
+            // `Effect` is non-exhaustive: a kind this build does not know must fail the write,
+            // never be skipped.
+            other => return Err(Error::UnsupportedEffect(format!("{other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Applies a write's effects (checked by [`check_effects`] before the write). Counters are
+/// added to the group's deltas, written once before `COMMIT`.
 fn apply_effects(ctx: &mut Ctx<'_>, id: &PredictionId, effects: &[Effect]) -> Result<(), Error> {
     for effect in effects {
         match effect {
@@ -254,12 +273,7 @@ fn apply_effects(ctx: &mut Ctx<'_>, id: &PredictionId, effects: &[Effect]) -> Re
             }
             Effect::CompleteJob => complete(ctx.conn, id)?,
             Effect::Count { name, delta } => {
-                ctx.conn
-                    .prepare_cached(
-                        "INSERT INTO counters (name, value) VALUES (?1, ?2) \
-                         ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                    )?
-                    .execute(params![name, delta])?;
+                *ctx.counters.entry(name.clone()).or_default() += delta;
             }
             // `Effect` is non-exhaustive: a kind this build does not know must fail the write,
             // never be skipped.

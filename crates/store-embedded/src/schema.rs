@@ -75,7 +75,7 @@ const WAL_AUTOCHECKPOINT: i64 = 10_000;
 /// Bytes of the database mapped into memory for reads.
 const MMAP_SIZE: i64 = 256 << 20;
 /// Page cache of the write connection, in KiB (negative `cache_size` means KiB).
-const WRITER_CACHE_KIB: i64 = 64 << 10;
+const WRITER_CACHE_KIB: i64 = 16 << 10;
 /// Page cache of each read connection, in KiB; reads mostly go through the shared mmap.
 const READER_CACHE_KIB: i64 = 16 << 10;
 /// How long a statement waits for a lock held elsewhere before failing with `SQLITE_BUSY`.

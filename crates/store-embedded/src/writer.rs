@@ -1,12 +1,19 @@
 //! The writer thread: it owns the one write connection and commits write requests in groups.
 //!
 //! Callers send a closure over a channel and await its result. The thread takes everything
-//! queued (up to `max_batch` requests), runs each request inside its own `SAVEPOINT` within one
-//! `BEGIN IMMEDIATE … COMMIT` transaction, and answers every request only after `COMMIT`
-//! returned: nothing is acknowledged before it is durable, and one fsync covers the group. A
-//! request that fails (a conflict, a lost lease, an SQL error) rolls back to its savepoint and
-//! leaves the rest of the group alone.
+//! queued (up to `max_batch` requests), runs them all inside one `BEGIN IMMEDIATE … COMMIT`
+//! transaction, and answers every request only after `COMMIT` returned: nothing is acknowledged
+//! before it is durable, and one fsync covers the group.
+//!
+//! Requests check before they write (the operations in `ops` are written that way), so a
+//! request refused for a domain reason (a conflict, a lost lease, a missing record) has written
+//! nothing and the group goes on without it. Any other error (an SQL or I/O error) may have
+//! left a request half done: the whole group is rolled back and every request in it fails.
+//! This is what lets the group run without a savepoint per request, whose page copies were a
+//! large part of the writer's time. Counter increments are summed over the group and written
+//! once, just before `COMMIT`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,18 +24,43 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 
-/// What a write request sees: the write connection, inside its savepoint.
+/// What a write request sees: the write connection, inside the group's transaction.
 pub(crate) struct Ctx<'c> {
     /// The write connection.
     pub(crate) conn: &'c Connection,
     /// The last job sequence number handed out (first in, first out among equal run times).
     pub(crate) seq: &'c mut i64,
+    /// Counter deltas of the group so far, written just before `COMMIT`.
+    pub(crate) counters: &'c mut HashMap<String, i64>,
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ran {
+    /// It did its writes.
+    Done,
+    /// It was refused before writing anything.
+    Refused,
+    /// It failed in a way that may have left some of its writes behind.
+    Broken,
+}
+
+/// Whether an error leaves the transaction as the request found it: the domain refusals,
+/// which every operation decides before its first write.
+fn wrote_nothing(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::NotFound(_)
+            | Error::Conflict { .. }
+            | Error::LeaseLost
+            | Error::UnsupportedEffect(_)
+    )
 }
 
 /// A queued write request, type-erased.
 trait Task: Send {
-    /// Runs the request and keeps its outcome; true if it succeeded (its savepoint is kept).
-    fn run(&mut self, ctx: &mut Ctx<'_>) -> bool;
+    /// Runs the request and keeps its outcome.
+    fn run(&mut self, ctx: &mut Ctx<'_>) -> Ran;
     /// Replaces the outcome by a failure of the whole transaction (the first one sticks).
     fn fail(&mut self, error: Arc<Error>);
     /// Sends the outcome to the caller.
@@ -46,14 +78,18 @@ where
     T: Send,
     F: FnOnce(&mut Ctx<'_>) -> Result<T, Error> + Send,
 {
-    fn run(&mut self, ctx: &mut Ctx<'_>) -> bool {
+    fn run(&mut self, ctx: &mut Ctx<'_>) -> Ran {
         let outcome = match self.f.take() {
             Some(f) => f(ctx),
             None => Err(Error::WriterGone),
         };
-        let ok = outcome.is_ok();
+        let ran = match &outcome {
+            Ok(_) => Ran::Done,
+            Err(e) if wrote_nothing(e) => Ran::Refused,
+            Err(_) => Ran::Broken,
+        };
         self.outcome = Some(outcome);
-        ok
+        ran
     }
 
     fn fail(&mut self, error: Arc<Error>) {
@@ -103,6 +139,7 @@ impl Writer {
         let state = Thread {
             conn,
             seq,
+            counters: HashMap::new(),
             rx,
             max_batch: max_batch.max(1),
             stats: stats.clone(),
@@ -171,6 +208,7 @@ impl Drop for Writer {
 struct Thread {
     conn: Connection,
     seq: i64,
+    counters: HashMap<String, i64>,
     rx: mpsc::UnboundedReceiver<Msg>,
     max_batch: usize,
     stats: Arc<Stats>,
@@ -225,25 +263,44 @@ impl Thread {
         Ok(())
     }
 
-    /// Runs `tasks` in one transaction, each in its own savepoint, then answers them all.
+    /// Runs `tasks` in one transaction, then answers them all.
     fn commit_group(&mut self, tasks: Vec<Box<dyn Task>>) {
         let mut open: Vec<Box<dyn Task>> = Vec::with_capacity(tasks.len());
+        self.counters.clear();
         for mut task in tasks {
             if self.conn.is_autocommit() {
-                // SQLite rolled the transaction back after an error (I/O, disk full): nothing
-                // the requests so far did was written.
+                // No transaction: the first request of the group, or SQLite rolled the last
+                // one back after an error (I/O, disk full) and nothing in it was written.
                 fail_all(&mut open, Error::RolledBack);
+                self.counters.clear();
                 if let Err(e) = self.exec("BEGIN IMMEDIATE") {
                     task.fail(Arc::new(e));
                     task.finish();
                     continue;
                 }
             }
-            self.run_in_savepoint(task.as_mut());
+            let ran = task.run(&mut Ctx {
+                conn: &self.conn,
+                seq: &mut self.seq,
+                counters: &mut self.counters,
+            });
+            if ran == Ran::Broken {
+                // Some of its writes may be in the transaction: give the whole group up.
+                self.abandon();
+                fail_all(&mut open, Error::RolledBack);
+                task.finish();
+                continue;
+            }
             open.push(task);
         }
         if self.conn.is_autocommit() {
             fail_all(&mut open, Error::RolledBack);
+            return;
+        }
+        if let Err(e) = self.flush_counters() {
+            tracing::error!(error = %e, "embedded store counter update failed");
+            self.abandon();
+            fail_all(&mut open, e);
             return;
         }
         match self.exec("COMMIT") {
@@ -258,37 +315,35 @@ impl Thread {
             }
             Err(e) => {
                 tracing::error!(error = %e, "embedded store commit failed");
-                if !self.conn.is_autocommit() {
-                    let _ = self.exec("ROLLBACK");
-                }
+                self.abandon();
                 fail_all(&mut open, e);
             }
         }
     }
 
-    fn run_in_savepoint(&mut self, task: &mut dyn Task) {
-        if let Err(e) = self.exec("SAVEPOINT request") {
-            task.fail(Arc::new(e));
-            return;
+    /// Rolls the open transaction back, if any, and forgets the group's counter deltas.
+    fn abandon(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.exec("ROLLBACK");
         }
-        let ok = task.run(&mut Ctx {
-            conn: &self.conn,
-            seq: &mut self.seq,
-        });
-        let end = if ok {
-            self.exec("RELEASE request")
-        } else {
-            self.exec("ROLLBACK TO request")
-                .and_then(|()| self.exec("RELEASE request"))
-        };
-        if let Err(e) = end {
-            // The savepoint could not be closed, so the transaction's state is unknown: give
-            // it up. The requests in it fail as rolled back, this one with its own error.
-            task.fail(Arc::new(e));
-            if !self.conn.is_autocommit() {
-                let _ = self.exec("ROLLBACK");
+        self.counters.clear();
+    }
+
+    /// Adds the group's counter deltas, one statement per counter.
+    fn flush_counters(&mut self) -> Result<(), Error> {
+        if self.counters.is_empty() {
+            return Ok(());
+        }
+        let mut upsert = self.conn.prepare_cached(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        )?;
+        for (name, delta) in self.counters.drain() {
+            if delta != 0 {
+                upsert.execute(rusqlite::params![name, delta])?;
             }
         }
+        Ok(())
     }
 
     fn shut_down(self) {
@@ -317,5 +372,116 @@ fn fail_all(tasks: &mut Vec<Box<dyn Task>>, error: Error) {
     for mut task in tasks.drain(..) {
         task.fail(error.clone());
         task.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyncMode;
+
+    fn thread(dir: &std::path::Path) -> Thread {
+        let conn = crate::schema::open_writer(&dir.join("t.db"), SyncMode::Full).unwrap();
+        let (_tx, rx) = mpsc::unbounded_channel();
+        Thread {
+            conn,
+            seq: 0,
+            counters: HashMap::new(),
+            rx,
+            max_batch: 256,
+            stats: Arc::default(),
+            lock: File::create(dir.join("t.lock")).unwrap(),
+        }
+    }
+
+    fn task<T: Send + 'static>(
+        f: impl FnOnce(&mut Ctx<'_>) -> Result<T, Error> + Send + 'static,
+    ) -> (Box<dyn Task>, oneshot::Receiver<Result<T, Error>>) {
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            f: Some(f),
+            outcome: None,
+            reply,
+        };
+        (Box::new(call), answer)
+    }
+
+    fn count(conn: &Connection, name: &str) -> Option<i64> {
+        conn.query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+        .unwrap()
+    }
+
+    use rusqlite::OptionalExtension;
+
+    #[test]
+    fn a_refused_request_leaves_the_rest_of_its_group_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = thread(dir.path());
+        let (good, good_answer) = task(|ctx| {
+            *ctx.counters.entry("c".into()).or_default() += 2;
+            Ok(())
+        });
+        let (refused, refused_answer) = task(|_ctx| Err::<(), _>(Error::LeaseLost));
+        let (also_good, also_answer) = task(|ctx| {
+            *ctx.counters.entry("c".into()).or_default() += 3;
+            Ok(())
+        });
+        t.commit_group(vec![good, refused, also_good]);
+        assert!(good_answer.blocking_recv().unwrap().is_ok());
+        assert!(matches!(
+            refused_answer.blocking_recv().unwrap(),
+            Err(Error::LeaseLost)
+        ));
+        assert!(also_answer.blocking_recv().unwrap().is_ok());
+        assert_eq!(
+            count(&t.conn, "c"),
+            Some(5),
+            "counters are summed per group"
+        );
+    }
+
+    #[test]
+    fn a_broken_request_rolls_its_whole_group_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = thread(dir.path());
+        let (before, before_answer) = task(|ctx| {
+            *ctx.counters.entry("c".into()).or_default() += 1;
+            ctx.conn.execute(
+                "INSERT INTO counters (name, value) VALUES ('direct', 1)",
+                [],
+            )?;
+            Ok(())
+        });
+        // Writes, then fails with an SQL error: its write may not survive.
+        let (broken, broken_answer) = task(|ctx| {
+            ctx.conn
+                .execute("INSERT INTO counters (name, value) VALUES ('half', 1)", [])?;
+            ctx.conn
+                .execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(())
+        });
+        let (after, after_answer) = task(|ctx| {
+            *ctx.counters.entry("c".into()).or_default() += 10;
+            Ok(())
+        });
+        t.commit_group(vec![before, broken, after]);
+        assert!(matches!(
+            before_answer.blocking_recv().unwrap(),
+            Err(Error::Batch(_))
+        ));
+        assert!(matches!(
+            broken_answer.blocking_recv().unwrap(),
+            Err(Error::Sqlite(_))
+        ));
+        assert!(
+            after_answer.blocking_recv().unwrap().is_ok(),
+            "a later request starts afresh"
+        );
+        assert_eq!(count(&t.conn, "direct"), None);
+        assert_eq!(count(&t.conn, "half"), None);
+        assert_eq!(count(&t.conn, "c"), Some(10));
     }
 }
