@@ -61,9 +61,9 @@ impl ApiConfig {
     }
 }
 
-/// Everything handlers need. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppState {
+/// Everything handlers need.
+#[derive(Debug)]
+pub struct AppParts {
     /// The prediction service.
     pub service: Predictions,
     /// The models this server runs.
@@ -71,9 +71,29 @@ pub struct AppState {
     /// Output files.
     pub files: OutputFiles,
     /// API settings.
-    pub config: Arc<ApiConfig>,
+    pub config: ApiConfig,
     /// Renders `/metrics`; `None` if no Prometheus recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+}
+
+/// The handlers' shared state: one `Arc`, so the clone every extractor makes is one atomic
+/// increment.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// Shares `parts` with every handler.
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
 }
 
 /// The whole HTTP API.

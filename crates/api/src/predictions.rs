@@ -168,7 +168,7 @@ async fn get_one(
     AppPath(id): AppPath<String>,
 ) -> ApiResult<Response> {
     let id = parse_path_id(&id)?;
-    let p = state.service.get(&id).await?;
+    let p = state.service.read(&id).await?;
     Ok(Json(PredictionJson::new(&state.config.public_url, &p.value)).into_response())
 }
 

@@ -11,7 +11,7 @@ pub struct PredictionJson<'a> {
     id: &'a str,
     model: &'a str,
     version: &'a str,
-    input: Value,
+    input: &'a Value,
     output: Option<&'a Value>,
     logs: &'a str,
     error: Option<&'a str>,
@@ -19,7 +19,7 @@ pub struct PredictionJson<'a> {
     created_at: String,
     started_at: Option<String>,
     completed_at: Option<String>,
-    urls: Urls,
+    urls: Urls<'a>,
     metrics: &'a Metrics,
     data_removed: bool,
     source: &'static str,
@@ -33,41 +33,83 @@ pub struct PredictionJson<'a> {
     attempts: u32,
 }
 
-/// The `urls` of a prediction.
-#[derive(Debug, Serialize)]
-pub struct Urls {
-    /// Where to read it.
-    pub get: String,
-    /// Where to cancel it.
-    pub cancel: String,
-    /// Its Server-Sent Events stream; works without an `Authorization` header.
-    pub stream: String,
+fn empty_object() -> &'static Value {
+    static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Value::Object(Map::new()))
 }
 
-impl Urls {
+/// The `urls` of a prediction: `get`, `cancel`, and `stream` (which carries the stream token,
+/// so it works without an `Authorization` header). Serialized straight from its parts, since
+/// every response has one.
+#[derive(Debug, Clone, Copy)]
+pub struct Urls<'a> {
+    public_url: &'a str,
+    id: &'a str,
+    stream_token: &'a str,
+}
+
+impl<'a> Urls<'a> {
     /// The URLs of a prediction under `public_url` (no trailing slash).
-    pub fn of(public_url: &str, p: &Prediction) -> Self {
-        let get = format!("{public_url}/v1/predictions/{}", p.id);
+    pub fn of(public_url: &'a str, p: &'a Prediction) -> Self {
         Self {
-            cancel: format!("{get}/cancel"),
-            stream: format!("{get}/stream?token={}", p.stream_token),
-            get,
+            public_url,
+            id: p.id.as_str(),
+            stream_token: &p.stream_token,
         }
+    }
+}
+
+/// Concatenated text, serialized without building the string first.
+struct Concat<'a>(&'a [&'a str]);
+
+impl Serialize for Concat<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Parts<'b>(&'b [&'b str]);
+        impl std::fmt::Display for Parts<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.iter().try_for_each(|part| f.write_str(part))
+            }
+        }
+        s.collect_str(&Parts(self.0))
+    }
+}
+
+impl Serialize for Urls<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (base, id) = (self.public_url, self.id);
+        let mut st = s.serialize_struct("Urls", 3)?;
+        st.serialize_field("get", &Concat(&[base, "/v1/predictions/", id]))?;
+        st.serialize_field(
+            "cancel",
+            &Concat(&[base, "/v1/predictions/", id, "/cancel"]),
+        )?;
+        st.serialize_field(
+            "stream",
+            &Concat(&[
+                base,
+                "/v1/predictions/",
+                id,
+                "/stream?token=",
+                self.stream_token,
+            ]),
+        )?;
+        st.end()
     }
 }
 
 impl<'a> PredictionJson<'a> {
     /// Renders a prediction with absolute URLs under `public_url`.
-    pub fn new(public_url: &str, p: &'a Prediction) -> Self {
+    pub fn new(public_url: &'a str, p: &'a Prediction) -> Self {
         Self {
             id: p.id.as_str(),
             model: p.model.as_str(),
             version: &p.version,
             // The clients expect an object; a tombstone's removed input is an empty one.
             input: if p.input.is_object() {
-                p.input.clone()
+                &p.input
             } else {
-                Value::Object(Map::new())
+                empty_object()
             },
             output: p.output.as_ref(),
             logs: &p.logs,

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use augur_api::{ApiConfig, AppState, router};
+use augur_api::{ApiConfig, AppParts, AppState, router};
 use augur_core::store::memory::MemoryStore;
 use augur_core::{Predictions, Secret, ServiceConfig};
 use augur_engine::{ModelRegistry, OutputFiles, Worker, WorkerOptions};
@@ -41,13 +41,13 @@ fn state() -> AppState {
     augur_engine::builtin::register(&mut models);
     let mut config = ApiConfig::new(BASE, Secret::new(TOKEN));
     config.max_body_bytes = 64 * 1024;
-    AppState {
+    AppState::new(AppParts {
         service: Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default()),
         models: Arc::new(models),
         files: OutputFiles::in_memory(BASE),
-        config: Arc::new(config),
+        config,
         metrics: Some(metrics_handle()),
-    }
+    })
 }
 
 /// The API without workers: predictions stay `starting`.
@@ -805,7 +805,10 @@ async fn metrics_report_requests_queue_depth_and_counters() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     let text = String::from_utf8(reply.body).unwrap();
-    assert!(text.contains("augur_http_requests_total"), "{text}");
+    assert!(
+        text.contains("augur_http_request_duration_seconds_count"),
+        "{text}"
+    );
     assert!(
         text.contains(r#"route="/v1/models/{owner}/{name}/predictions""#),
         "{text}"

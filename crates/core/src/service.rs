@@ -250,6 +250,16 @@ impl Predictions {
         Ok(self.seen_now(self.store.get(id).await?))
     }
 
+    /// Reads a prediction like [`Predictions::get`], shared rather than copied when a cache
+    /// holds it (the hot path of status reads).
+    pub async fn read(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
+        let record = self.store.get_shared(id).await?;
+        if record.value.is_expired(Timestamp::now()) {
+            return Ok(Arc::new(self.seen_now((*record).clone())));
+        }
+        Ok(record)
+    }
+
     /// Lists predictions, newest first.
     pub async fn list(&self, query: &ListQuery) -> Result<Page> {
         let mut page = self.store.list(query).await?;

@@ -71,14 +71,38 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with microseconds, as Replicate writes it.
     pub fn to_rfc3339(self) -> String {
-        match OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000) {
-            Ok(dt) => {
-                let (y, mo, d) = (dt.year(), u8::from(dt.month()), dt.day());
-                let (h, mi, s, us) = (dt.hour(), dt.minute(), dt.second(), dt.microsecond());
-                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
-            }
-            Err(_) => "1970-01-01T00:00:00.000000Z".to_owned(),
+        let Ok(dt) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000) else {
+            return "1970-01-01T00:00:00.000000Z".to_owned();
+        };
+        let year = dt.year();
+        if !(0..=9999).contains(&year) {
+            return format!(
+                "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second(),
+                dt.microsecond()
+            );
         }
+        // This runs for every timestamp of every response, so it writes digits directly
+        // instead of going through the formatting machinery.
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year.unsigned_abs());
+        put(5, 2, u32::from(u8::from(dt.month())));
+        put(8, 2, u32::from(dt.day()));
+        put(11, 2, u32::from(dt.hour()));
+        put(14, 2, u32::from(dt.minute()));
+        put(17, 2, u32::from(dt.second()));
+        put(20, 6, dt.microsecond());
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
 
@@ -128,6 +152,21 @@ mod tests {
         assert_eq!(
             Timestamp::parse_rfc3339("2023-08-16T20:57:08.360785+02:00").unwrap(),
             t
+        );
+    }
+
+    #[test]
+    fn rfc3339_pads_every_field() {
+        assert_eq!(Timestamp::EPOCH.to_rfc3339(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::from_micros(-1).to_rfc3339(),
+            "1969-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("0099-02-03T04:05:06.000007Z")
+                .unwrap()
+                .to_rfc3339(),
+            "0099-02-03T04:05:06.000007Z"
         );
     }
 

@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use augur_api::{ApiConfig, AppState};
+use augur_api::{ApiConfig, AppParts, AppState};
 use augur_core::store::DynStore;
 use augur_core::store::cached::CachedStore;
 use augur_core::store::metered::MeteredStore;
@@ -69,13 +69,13 @@ pub async fn serve(
 
     let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
     api_config.max_body_bytes = config.max_body_bytes;
-    let state = AppState {
+    let state = AppState::new(AppParts {
         service: service.clone(),
         models: models.clone(),
         files: files.clone(),
-        config: Arc::new(api_config),
+        config: api_config,
         metrics,
-    };
+    });
 
     let stop = CancellationToken::new();
     let worker = Worker::new(

@@ -101,7 +101,8 @@ impl CachedStore {
     }
 
     /// Caches `record` unless an entry at the same or a newer revision (or floor) is there.
-    fn offer(&self, record: Versioned<Prediction>) {
+    fn offer(&self, record: impl Into<Arc<Versioned<Prediction>>>) {
+        let record = record.into();
         let id = record.value.id.clone();
         let _guard = self.lock(&id);
         let stale = match self.cache.get(&id) {
@@ -110,8 +111,7 @@ impl CachedStore {
             None => false,
         };
         if !stale {
-            self.cache
-                .insert(id, Entry::Value(Arc::new(record), Instant::now()));
+            self.cache.insert(id, Entry::Value(record, Instant::now()));
         }
     }
 
@@ -142,13 +142,16 @@ impl CachedStore {
         }
     }
 
-    fn cached(&self, id: &PredictionId) -> Option<Versioned<Prediction>> {
-        match self.cache.get(id)? {
-            Entry::Value(record, at) if self.ttl.is_none_or(|ttl| at.elapsed() < ttl) => {
-                Some((*record).clone())
+    fn cached(&self, id: &PredictionId) -> Option<Arc<Versioned<Prediction>>> {
+        let hit = match self.cache.get(id) {
+            Some(Entry::Value(record, at)) if self.ttl.is_none_or(|ttl| at.elapsed() < ttl) => {
+                Some(record)
             }
             _ => None,
-        }
+        };
+        let result = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!("augur_cache_reads_total", "result" => result).increment(1);
+        hit
     }
 }
 
@@ -181,12 +184,14 @@ impl Store for CachedStore {
     }
 
     async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        Ok(Arc::unwrap_or_clone(self.get_shared(id).await?))
+    }
+
+    async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
         if let Some(hit) = self.cached(id) {
-            metrics::counter!("augur_cache_reads_total", "result" => "hit").increment(1);
             return Ok(hit);
         }
-        metrics::counter!("augur_cache_reads_total", "result" => "miss").increment(1);
-        let record = self.inner.get(id).await?;
+        let record = self.inner.get_shared(id).await?;
         self.offer(record.clone());
         Ok(record)
     }

@@ -4,6 +4,7 @@
 //! `augur_store_operation_duration_seconds{backend, operation, outcome}` (a histogram; its
 //! `_count` series counts operations). The outcome is `ok` or the [`Error::kind`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -67,6 +68,10 @@ impl Store for MeteredStore {
 
     async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
         self.observe("get", self.inner.get(id)).await
+    }
+
+    async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
+        self.observe("get", self.inner.get_shared(id)).await
     }
 
     async fn update(

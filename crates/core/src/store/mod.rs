@@ -242,6 +242,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// - Unknown ids give [`Error::NotFound`] (`get_unknown_is_not_found`).
     async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>>;
 
+    /// Like [`Store::get`], shared: a cache can hand out the record it holds without copying
+    /// it. The default wraps `get`.
+    async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
+        Ok(Arc::new(self.get(id).await?))
+    }
+
     /// Replaces a prediction if its revision is still `expected`, applying `effects` in the same
     /// atomic step, and returns the new revision.
     ///
