@@ -64,6 +64,9 @@ impl ApiConfig {
 /// Everything handlers need.
 #[derive(Debug)]
 pub struct AppParts {
+    /// Rendered JSON of recently read predictions (see [`wire::Rendered`]).
+    #[doc(hidden)]
+    pub rendered: wire::Rendered,
     /// The prediction service.
     pub service: Predictions,
     /// The models this server runs.

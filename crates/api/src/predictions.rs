@@ -169,7 +169,8 @@ async fn get_one(
 ) -> ApiResult<Response> {
     let id = parse_path_id(&id)?;
     let p = state.service.read(&id).await?;
-    Ok(Json(PredictionJson::new(&state.config.public_url, &p.value)).into_response())
+    let body = state.rendered.json(&state.config.public_url, &p);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn cancel(

@@ -1,9 +1,55 @@
 //! The JSON shapes the API sends: Replicate's prediction object and the seeds' status object.
 
+use bytes::Bytes;
+use quick_cache::sync::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use augur_core::{Metrics, Prediction, Status, WebhookEvents};
+use augur_core::{Metrics, Prediction, PredictionId, Status, Versioned, WebhookEvents};
+
+/// The rendered JSON of recently read predictions, keyed by id, revision and whether the data
+/// was masked as removed: a status read of an unchanged prediction serves the same bytes
+/// without serializing again. Any change bumps the revision, so an entry is never stale.
+pub struct Rendered {
+    cache: Cache<(PredictionId, u64, bool), Bytes>,
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered")
+            .field("entries", &self.cache.len())
+            .finish()
+    }
+}
+
+impl Default for Rendered {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+impl Rendered {
+    /// A cache of up to `capacity` rendered predictions.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            cache: Cache::new(capacity.max(1)),
+        }
+    }
+
+    /// The prediction's JSON under `public_url`, from the cache or rendered now.
+    pub fn json(&self, public_url: &str, p: &Versioned<Prediction>) -> Bytes {
+        let key = (p.value.id.clone(), p.revision.0, p.value.data_removed);
+        if let Some(hit) = self.cache.get(&key) {
+            return hit;
+        }
+        let bytes = Bytes::from(
+            serde_json::to_vec(&PredictionJson::new(public_url, &p.value))
+                .expect("a prediction always serializes"),
+        );
+        self.cache.insert(key, bytes.clone());
+        bytes
+    }
+}
 
 /// Replicate's prediction object.
 #[derive(Debug, Serialize)]

@@ -42,6 +42,7 @@ fn state() -> AppState {
     let mut config = ApiConfig::new(BASE, Secret::new(TOKEN));
     config.max_body_bytes = 64 * 1024;
     AppState::new(AppParts {
+        rendered: Default::default(),
         service: Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default()),
         models: Arc::new(models),
         files: OutputFiles::in_memory(BASE),

@@ -70,6 +70,7 @@ pub async fn serve(
     let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
     api_config.max_body_bytes = config.max_body_bytes;
     let state = AppState::new(AppParts {
+        rendered: Default::default(),
         service: service.clone(),
         models: models.clone(),
         files: files.clone(),
