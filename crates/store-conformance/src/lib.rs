@@ -12,10 +12,12 @@
 //! augur_store_conformance::conformance_suite!(setup);
 //! ```
 
+mod changes;
 pub mod fixtures;
 mod predictions;
 mod queue;
 
+pub use changes::*;
 pub use predictions::*;
 pub use queue::*;
 
@@ -74,6 +76,8 @@ macro_rules! conformance_suite {
             enqueue_replaces_an_existing_job,
             queue_stats_counts_jobs,
             concurrent_claims_complete_each_job_once,
+            changes_are_announced,
+            migration_round_trips_every_record,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

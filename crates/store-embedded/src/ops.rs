@@ -555,6 +555,145 @@ pub(crate) fn queue_stats(conn: &Connection) -> Result<QueueStats, Error> {
 }
 
 /// Every counter, by name.
+/// Jobs in prediction-id order after `after` (migration).
+pub(crate) fn list_jobs(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Job>, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT prediction_id, queue, attempts, run_at FROM jobs \
+         WHERE ?1 IS NULL OR prediction_id > ?1 ORDER BY prediction_id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, sql_int(limit.max(1))], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut jobs = Vec::new();
+    for row in rows {
+        let (id, queue, attempts, run_at) = row?;
+        jobs.push(Job {
+            prediction_id: parse_id("prediction id", id, PredictionId::parse)?,
+            queue,
+            attempts: u32::try_from(attempts).map_err(|_| Error::OutOfRange {
+                what: "attempt count",
+                value: attempts,
+            })?,
+            run_at: Timestamp::from_micros(run_at),
+        });
+    }
+    Ok(jobs)
+}
+
+/// Idempotency keys in `(owner, key)` order after `after` (migration).
+pub(crate) fn list_keys(
+    conn: &Connection,
+    after: Option<(&str, &str)>,
+    limit: usize,
+) -> Result<Vec<IdempotencyRecord>, Error> {
+    let (owner, key) = after.unzip();
+    let mut stmt = conn.prepare_cached(
+        "SELECT owner, key, fingerprint, prediction_id, expires_at FROM idempotency_keys \
+         WHERE ?1 IS NULL OR (owner, key) > (?1, ?2) ORDER BY owner, key LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![owner, key, sql_int(limit.max(1))], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut keys = Vec::new();
+    for row in rows {
+        let (owner, key, fingerprint, prediction_id, expires_at) = row?;
+        keys.push(IdempotencyRecord {
+            owner: parse_id("account id", owner, AccountId::parse)?,
+            key,
+            fingerprint,
+            prediction_id: parse_id("prediction id", prediction_id, PredictionId::parse)?,
+            expires_at: Timestamp::from_micros(expires_at),
+        });
+    }
+    Ok(keys)
+}
+
+/// A record to import, encoded on the caller's task.
+#[derive(Debug)]
+pub(crate) enum Import {
+    Prediction(Record, Revision),
+    Job(Job),
+    Key(IdempotencyRecord),
+    Counter(String, i64),
+}
+
+/// Writes imported records as they are, replacing what is there.
+pub(crate) fn import(ctx: &mut Ctx<'_>, records: &[Import]) -> Result<(), Error> {
+    let conn = ctx.conn;
+    for record in records {
+        match record {
+            Import::Prediction(r, revision) => {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO predictions \
+                     (id, owner, model, status, created_at, expires_at, data_removed, revision, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    r.id.as_str(),
+                    r.owner.as_str(),
+                    r.model.as_str(),
+                    r.status,
+                    r.created_at,
+                    r.expires_at,
+                    r.data_removed,
+                    revision_to_sql(*revision),
+                    r.body,
+                ])?;
+            }
+            Import::Job(job) => {
+                *ctx.seq += 1;
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO jobs (prediction_id, queue, attempts, run_at, \
+                     visible_at, seq, lease_token, lease_worker) \
+                     VALUES (?1, ?2, ?3, ?4, ?4, ?5, NULL, NULL)",
+                )?
+                .execute(params![
+                    job.prediction_id.as_str(),
+                    job.queue,
+                    i64::from(job.attempts),
+                    job.run_at.as_micros(),
+                    *ctx.seq
+                ])?;
+            }
+            Import::Key(key) => {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO idempotency_keys \
+                     (owner, key, fingerprint, prediction_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    key.owner.as_str(),
+                    key.key,
+                    key.fingerprint,
+                    key.prediction_id.as_str(),
+                    key.expires_at.as_micros(),
+                ])?;
+            }
+            Import::Counter(name, value) => {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO counters (name, value) VALUES (?1, ?2)",
+                )?
+                .execute(params![name, value])?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn counters(conn: &Connection) -> Result<Vec<(String, i64)>, Error> {
     Ok(conn
         .prepare_cached("SELECT name, value FROM counters ORDER BY name")?

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use augur_core::store::{
-    self, Capabilities, ClaimRequest, Created, Effect, Lease, ListQuery, NewPrediction, Page,
-    QueueStats, Store,
+    self, Capabilities, ClaimRequest, Created, Effect, IdempotencyRecord, Job, Lease, ListQuery,
+    NewPrediction, Page, QueueStats, Record as StoreRecord, Store,
 };
-use augur_core::{Prediction, PredictionId, Revision, Timestamp, Versioned};
+use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned};
 
 use crate::config::{EmbeddedOptions, SyncMode};
 use crate::error::{BACKEND, Error};
@@ -203,6 +203,7 @@ impl Store for EmbeddedStore {
             durable: self.options.sync == SyncMode::Full,
             shared: false,
             native_ttl: false,
+            change_notifications: false,
         }
     }
 
@@ -284,6 +285,53 @@ impl Store for EmbeddedStore {
 
     async fn counters(&self) -> store::Result<Vec<(String, i64)>> {
         self.read(ops::counters).await
+    }
+
+    async fn list_jobs(
+        &self,
+        after: Option<&PredictionId>,
+        limit: usize,
+    ) -> store::Result<Vec<Job>> {
+        let after = after.map(|a| a.as_str().to_owned());
+        self.read(move |conn| ops::list_jobs(conn, after.as_deref(), limit))
+            .await
+    }
+
+    async fn list_idempotency_keys(
+        &self,
+        after: Option<(&AccountId, &str)>,
+        limit: usize,
+    ) -> store::Result<Vec<IdempotencyRecord>> {
+        let after = after.map(|(o, k)| (o.as_str().to_owned(), k.to_owned()));
+        self.read(move |conn| {
+            ops::list_keys(
+                conn,
+                after.as_ref().map(|(o, k)| (o.as_str(), k.as_str())),
+                limit,
+            )
+        })
+        .await
+    }
+
+    async fn import(&self, records: &[StoreRecord]) -> store::Result<()> {
+        let mut batch = Vec::with_capacity(records.len());
+        for record in records {
+            batch.push(match record {
+                StoreRecord::Prediction(p) => {
+                    ops::Import::Prediction(ops::Record::encode(&p.value)?, p.revision)
+                }
+                StoreRecord::Job(job) => ops::Import::Job(job.clone()),
+                StoreRecord::IdempotencyKey(key) => ops::Import::Key(key.clone()),
+                StoreRecord::Counter { name, value } => ops::Import::Counter(name.clone(), *value),
+                other => {
+                    return Err(Error::UnsupportedEffect(format!(
+                        "cannot import {other:?} into this build of the embedded store"
+                    ))
+                    .into());
+                }
+            });
+        }
+        self.write(move |ctx| ops::import(ctx, &batch)).await
     }
 
     async fn close(&self) {

@@ -21,10 +21,10 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
 use super::{
-    Capabilities, ClaimRequest, Created, DynStore, Effect, Error, Lease, ListQuery, NewPrediction,
-    Page, QueueStats, Result, Store,
+    Capabilities, ChangeStream, ClaimRequest, Created, DynStore, Effect, Error, IdempotencyRecord,
+    Job, Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store,
 };
-use crate::id::PredictionId;
+use crate::id::{AccountId, PredictionId};
 use crate::prediction::{Prediction, Revision, Versioned};
 use crate::time::Timestamp;
 
@@ -92,6 +92,11 @@ impl CachedStore {
     /// `inner.capabilities().shared` is false.
     pub fn exclusive(inner: DynStore, capacity: usize) -> Self {
         Self::new(inner, capacity, None)
+    }
+
+    /// Forgets everything (announcements may have been missed).
+    pub fn clear(&self) {
+        self.cache.clear();
     }
 
     /// Forgets a prediction (another node changed it).
@@ -263,6 +268,28 @@ impl Store for CachedStore {
         self.inner.counters().await
     }
 
+    async fn subscribe(&self) -> Result<Option<ChangeStream>> {
+        self.inner.subscribe().await
+    }
+
+    async fn list_jobs(&self, after: Option<&PredictionId>, limit: usize) -> Result<Vec<Job>> {
+        self.inner.list_jobs(after, limit).await
+    }
+
+    async fn list_idempotency_keys(
+        &self,
+        after: Option<(&AccountId, &str)>,
+        limit: usize,
+    ) -> Result<Vec<IdempotencyRecord>> {
+        self.inner.list_idempotency_keys(after, limit).await
+    }
+
+    async fn import(&self, records: &[Record]) -> Result<()> {
+        let result = self.inner.import(records).await;
+        self.clear();
+        result
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -344,6 +371,19 @@ mod tests {
         }
         async fn counters(&self) -> Result<Vec<(String, i64)>> {
             self.inner.counters().await
+        }
+        async fn list_jobs(&self, a: Option<&PredictionId>, l: usize) -> Result<Vec<Job>> {
+            self.inner.list_jobs(a, l).await
+        }
+        async fn list_idempotency_keys(
+            &self,
+            a: Option<(&AccountId, &str)>,
+            l: usize,
+        ) -> Result<Vec<IdempotencyRecord>> {
+            self.inner.list_idempotency_keys(a, l).await
+        }
+        async fn import(&self, r: &[Record]) -> Result<()> {
+            self.inner.import(r).await
         }
     }
 

@@ -1,7 +1,9 @@
 //! [`MemoryStore`]: the whole storage contract in process memory, for tests and `memory://`.
 //!
 //! One mutex guards everything, which makes every operation trivially atomic. Nothing survives
-//! the process; `capabilities().durable` says so.
+//! the process; `capabilities().durable` says so. Writes are announced to
+//! [`Store::subscribe`]rs, so that the multi-node machinery (cache invalidation, waking other
+//! services' waiters) can be tested without a server.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -9,18 +11,32 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use futures::StreamExt;
+use tokio::sync::broadcast;
+
 use super::{
-    Capabilities, ClaimRequest, Created, Cursor, Effect, Error, IdempotencyRecord, Job, Lease,
-    ListQuery, NewPrediction, Page, QueueStats, Result, Store,
+    Capabilities, Change, ChangeStream, ClaimRequest, Created, Cursor, Effect, Error,
+    IdempotencyRecord, Job, Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Result,
+    Store,
 };
 use crate::id::{AccountId, LeaseToken, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
 use crate::time::Timestamp;
 
 /// The in-memory backend.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            changes: broadcast::channel(1024).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +65,11 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn announce(&self, change: Change) {
+        // No subscriber is not an error.
+        let _ = self.changes.send(change);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -128,6 +149,7 @@ impl Store for MemoryStore {
             durable: false,
             shared: false,
             native_ttl: false,
+            change_notifications: true,
         }
     }
 
@@ -158,6 +180,14 @@ impl Store for MemoryStore {
         );
         inner.by_created.insert((p.created_at, p.id.clone()));
         inner.apply_effects(&p.id, new.effects);
+        drop(inner);
+        self.announce(Change::Prediction {
+            id: p.id.clone(),
+            revision: Revision::FIRST,
+        });
+        if queues_work(new.effects) {
+            self.announce(Change::Work);
+        }
         Ok(Created::Inserted(Revision::FIRST))
     }
 
@@ -198,16 +228,32 @@ impl Store for MemoryStore {
             inner.by_created.insert((next.created_at, id.clone()));
         }
         inner.apply_effects(id, effects);
+        drop(inner);
+        self.announce(Change::Prediction {
+            id: id.clone(),
+            revision,
+        });
+        if queues_work(effects) {
+            self.announce(Change::Work);
+        }
         Ok(revision)
     }
 
     async fn delete(&self, id: &PredictionId) -> Result<()> {
         let mut inner = self.lock();
-        if let Some(p) = inner.predictions.remove(id) {
+        let removed = inner.predictions.remove(id);
+        if let Some(p) = &removed {
             inner.by_created.remove(&(p.value.created_at, id.clone()));
         }
         inner.remove_job(id);
         inner.keys.retain(|_, r| r.prediction_id != *id);
+        drop(inner);
+        if let Some(p) = removed {
+            self.announce(Change::Prediction {
+                id: id.clone(),
+                revision: p.revision.next(),
+            });
+        }
         Ok(())
     }
 
@@ -259,13 +305,20 @@ impl Store for MemoryStore {
             .take(limit)
             .map(|p| p.value.id.clone())
             .collect();
+        let mut changes = Vec::with_capacity(due.len());
         for id in &due {
             if let Some(p) = inner.predictions.get_mut(id) {
                 p.value.remove_data();
                 p.revision = p.revision.next();
+                changes.push(Change::Prediction {
+                    id: id.clone(),
+                    revision: p.revision,
+                });
             }
         }
         inner.keys.retain(|_, r| r.expires_at > now);
+        drop(inner);
+        changes.into_iter().for_each(|c| self.announce(c));
         Ok(due)
     }
 
@@ -319,6 +372,8 @@ impl Store for MemoryStore {
         entry.lease = None;
         entry.job.run_at = run_at;
         inner.set_visible_at(&lease.job.prediction_id, run_at);
+        drop(inner);
+        self.announce(Change::Work);
         Ok(())
     }
 
@@ -330,6 +385,8 @@ impl Store for MemoryStore {
         entry.job.attempts = entry.job.attempts.saturating_sub(1);
         entry.job.run_at = run_at;
         inner.set_visible_at(&lease.job.prediction_id, run_at);
+        drop(inner);
+        self.announce(Change::Work);
         Ok(())
     }
 
@@ -362,4 +419,95 @@ impl Store for MemoryStore {
             .map(|(k, v)| (k.clone(), *v))
             .collect())
     }
+
+    async fn subscribe(&self) -> Result<Option<ChangeStream>> {
+        let rx = self.changes.subscribe();
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            let change = match rx.recv().await {
+                Ok(change) => change,
+                Err(broadcast::error::RecvError::Lagged(_)) => Change::Resync,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((change, rx))
+        });
+        Ok(Some(stream.boxed()))
+    }
+
+    async fn list_jobs(&self, after: Option<&PredictionId>, limit: usize) -> Result<Vec<Job>> {
+        let inner = self.lock();
+        let mut jobs: Vec<Job> = inner
+            .jobs
+            .values()
+            .filter(|e| after.is_none_or(|a| e.job.prediction_id > *a))
+            .map(|e| e.job.clone())
+            .collect();
+        jobs.sort_by(|a, b| a.prediction_id.cmp(&b.prediction_id));
+        jobs.truncate(limit.max(1));
+        Ok(jobs)
+    }
+
+    async fn list_idempotency_keys(
+        &self,
+        after: Option<(&AccountId, &str)>,
+        limit: usize,
+    ) -> Result<Vec<IdempotencyRecord>> {
+        let inner = self.lock();
+        let mut keys: Vec<IdempotencyRecord> = inner
+            .keys
+            .values()
+            .filter(|r| after.is_none_or(|(o, k)| (&r.owner, r.key.as_str()) > (o, k)))
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| (&a.owner, &a.key).cmp(&(&b.owner, &b.key)));
+        keys.truncate(limit.max(1));
+        Ok(keys)
+    }
+
+    async fn import(&self, records: &[Record]) -> Result<()> {
+        let mut inner = self.lock();
+        for record in records {
+            match record {
+                Record::Prediction(p) => {
+                    let id = p.value.id.clone();
+                    if let Some(old) = inner.predictions.insert(id.clone(), p.clone()) {
+                        inner.by_created.remove(&(old.value.created_at, id.clone()));
+                    }
+                    inner.by_created.insert((p.value.created_at, id));
+                }
+                Record::Job(job) => {
+                    let id = job.prediction_id.clone();
+                    inner.remove_job(&id);
+                    inner.seq += 1;
+                    let seq = inner.seq;
+                    inner.visibility.insert((job.run_at, seq, id.clone()));
+                    inner.jobs.insert(
+                        id,
+                        JobEntry {
+                            job: job.clone(),
+                            visible_at: job.run_at,
+                            seq,
+                            lease: None,
+                        },
+                    );
+                }
+                Record::IdempotencyKey(key) => {
+                    inner
+                        .keys
+                        .insert((key.owner.clone(), key.key.clone()), key.clone());
+                }
+                Record::Counter { name, value } => {
+                    inner.counters.insert(name.clone(), *value);
+                }
+            }
+        }
+        drop(inner);
+        self.announce(Change::Resync);
+        Ok(())
+    }
+}
+
+fn queues_work(effects: &[Effect]) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::EnqueueJob { .. }))
 }

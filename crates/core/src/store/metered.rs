@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Capabilities, ClaimRequest, Created, DynStore, Lease, ListQuery, NewPrediction, Page,
-    QueueStats, Result, Store,
+    Capabilities, ChangeStream, ClaimRequest, Created, DynStore, IdempotencyRecord, Job, Lease,
+    ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store,
 };
-use crate::id::PredictionId;
+use crate::id::{AccountId, PredictionId};
 use crate::prediction::{Prediction, Revision, Versioned};
 use crate::store::Effect;
 use crate::time::Timestamp;
@@ -128,6 +128,31 @@ impl Store for MeteredStore {
 
     async fn counters(&self) -> Result<Vec<(String, i64)>> {
         self.observe("counters", self.inner.counters()).await
+    }
+
+    async fn subscribe(&self) -> Result<Option<ChangeStream>> {
+        self.observe("subscribe", self.inner.subscribe()).await
+    }
+
+    async fn list_jobs(&self, after: Option<&PredictionId>, limit: usize) -> Result<Vec<Job>> {
+        self.observe("list_jobs", self.inner.list_jobs(after, limit))
+            .await
+    }
+
+    async fn list_idempotency_keys(
+        &self,
+        after: Option<(&AccountId, &str)>,
+        limit: usize,
+    ) -> Result<Vec<IdempotencyRecord>> {
+        self.observe(
+            "list_idempotency_keys",
+            self.inner.list_idempotency_keys(after, limit),
+        )
+        .await
+    }
+
+    async fn import(&self, records: &[Record]) -> Result<()> {
+        self.observe("import", self.inner.import(records)).await
     }
 
     async fn close(&self) {

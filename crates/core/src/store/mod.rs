@@ -16,10 +16,12 @@ pub mod memory;
 pub mod metered;
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::Stream;
 
 use crate::id::{AccountId, LeaseToken, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
@@ -46,6 +48,52 @@ pub struct Capabilities {
     pub shared: bool,
     /// The backend expires records itself; the sweeper only cleans up after it.
     pub native_ttl: bool,
+    /// [`Store::subscribe`] announces every node's writes.
+    pub change_notifications: bool,
+}
+
+/// A change announced by a backend, so that every node sharing it learns of every node's
+/// writes (to wake waiting clients and idle workers, and to invalidate caches).
+///
+/// Announcements are hints, delivered at most once and possibly late: consumers re-read the
+/// store for the truth, and poll as a backstop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// A prediction was created, changed or deleted; it is now at this revision (or gone).
+    Prediction {
+        /// Which prediction.
+        id: PredictionId,
+        /// Its revision after the write.
+        revision: Revision,
+    },
+    /// Jobs were queued.
+    Work,
+    /// Announcements may have been missed (the subscription reconnected): everything derived
+    /// from earlier ones must be refreshed.
+    Resync,
+}
+
+/// The announcements of [`Store::subscribe`], as they happen.
+pub type ChangeStream = Pin<Box<dyn Stream<Item = Change> + Send>>;
+
+/// A store's content, one record at a time, for `augur migrate`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Record {
+    /// A prediction at its revision.
+    Prediction(Versioned<Prediction>),
+    /// A job (leases are not migrated: a migrated job is claimable from its `run_at`).
+    Job(Job),
+    /// An idempotency key.
+    IdempotencyKey(IdempotencyRecord),
+    /// A counter and its value.
+    Counter {
+        /// Its name.
+        name: String,
+        /// Its value.
+        value: i64,
+    },
 }
 
 /// A side effect that commits atomically with a prediction write.
@@ -341,6 +389,42 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// # Behavior
     /// - Counters add up across effects (`counters_accumulate`).
     async fn counters(&self) -> Result<Vec<(String, i64)>>;
+
+    /// Subscribes to the announcements of every node's writes. `Ok(None)` when the backend
+    /// announces nothing (`capabilities().change_notifications` is false: a store with one
+    /// writing process, where this process's own writes are all there is).
+    ///
+    /// # Behavior
+    /// - Creates and updates are announced with their revision, and queued jobs as work
+    ///   (`changes_are_announced`).
+    async fn subscribe(&self) -> Result<Option<ChangeStream>> {
+        Ok(None)
+    }
+
+    /// Lists jobs in prediction-id order, starting after `after` (migration).
+    ///
+    /// # Behavior
+    /// - Pages through every job once (`migration_round_trips_every_record`).
+    async fn list_jobs(&self, after: Option<&PredictionId>, limit: usize) -> Result<Vec<Job>>;
+
+    /// Lists idempotency keys in `(owner, key)` order, starting after `after` (migration).
+    ///
+    /// # Behavior
+    /// - Pages through every key once (`migration_round_trips_every_record`).
+    async fn list_idempotency_keys(
+        &self,
+        after: Option<(&AccountId, &str)>,
+        limit: usize,
+    ) -> Result<Vec<IdempotencyRecord>>;
+
+    /// Writes records as they are, replacing what is there: predictions at their revision
+    /// (indexes and expiry follow), jobs unleased with their attempts and run time, keys, and
+    /// counters set to their value. Idempotent, so an interrupted migration can run again.
+    ///
+    /// # Behavior
+    /// - What is imported reads back identical through every listing
+    ///   (`migration_round_trips_every_record`).
+    async fn import(&self, records: &[Record]) -> Result<()>;
 
     /// Finishes queued writes and releases background resources before the process exits.
     /// Operations after `close` may fail. The default does nothing.
