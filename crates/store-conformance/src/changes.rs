@@ -78,7 +78,7 @@ pub async fn migration_round_trips_every_record(store: DynStore) {
             revision: Revision(1 + i as u64 % 4),
         };
         predictions.insert(p.id.clone(), v.clone());
-        records.push(Record::Prediction(v));
+        records.push(Record::Prediction(Box::new(v)));
         if i % 3 != 0 {
             records.push(Record::Job(Job {
                 prediction_id: p.id.clone(),

@@ -469,7 +469,7 @@ impl Store for MemoryStore {
             match record {
                 Record::Prediction(p) => {
                     let id = p.value.id.clone();
-                    if let Some(old) = inner.predictions.insert(id.clone(), p.clone()) {
+                    if let Some(old) = inner.predictions.insert(id.clone(), (**p).clone()) {
                         inner.by_created.remove(&(old.value.created_at, id.clone()));
                     }
                     inner.by_created.insert((p.value.created_at, id));

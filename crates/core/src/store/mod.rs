@@ -82,7 +82,7 @@ pub type ChangeStream = Pin<Box<dyn Stream<Item = Change> + Send>>;
 #[non_exhaustive]
 pub enum Record {
     /// A prediction at its revision.
-    Prediction(Versioned<Prediction>),
+    Prediction(Box<Versioned<Prediction>>),
     /// A job (leases are not migrated: a migrated job is claimable from its `run_at`).
     Job(Job),
     /// An idempotency key.
