@@ -23,6 +23,8 @@ pub use error::{Error, Result};
 pub use id::{AccountId, InvalidId, LeaseToken, ModelName, PredictionId, WorkerId};
 pub use prediction::{Metrics, Prediction, Revision, Versioned, WebhookEvent, WebhookEvents};
 pub use secret::Secret;
-pub use service::{CreateRequest, Creation, Predictions, ServiceConfig, Transition};
+pub use service::{
+    CreateRequest, Creation, Dispatch, Predictions, ServiceConfig, Slot, Transition,
+};
 pub use state::{Applied, Event, Logs, Status, TransitionError};
 pub use time::Timestamp;

@@ -18,14 +18,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use augur_core::store::{ClaimRequest, Lease};
-use augur_core::{Event, Logs, Prediction, Predictions, Timestamp, WorkerId};
+use augur_core::{Dispatch, Event, Logs, Prediction, Predictions, Slot, Timestamp, WorkerId};
 
 use crate::files::OutputFiles;
 use crate::models::{Model, ModelRegistry};
@@ -109,9 +111,15 @@ struct Inner {
     models: Arc<ModelRegistry>,
     files: OutputFiles,
     options: WorkerOptions,
-    /// Running jobs per queue, for per-model concurrency limits.
+    /// Running (or reserved) jobs per queue, for per-model concurrency limits.
     running: Mutex<HashMap<String, usize>>,
+    /// Running and reserved jobs in all.
+    active: AtomicUsize,
+    /// Where reserved slots send their lease to be run; `None` unless `run` is running.
+    direct: Mutex<Option<mpsc::UnboundedSender<(Lease, RunningGuard)>>>,
 }
+
+type Direct = (Lease, RunningGuard);
 
 /// How a job ended, for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,8 +168,32 @@ impl Worker {
                 files,
                 options,
                 running: Mutex::new(HashMap::new()),
+                active: AtomicUsize::new(0),
+                direct: Mutex::new(None),
             }),
         }
+    }
+
+    /// The handle through which new predictions created in this process run here at once
+    /// (see [`Dispatch`]); pass it to [`Predictions::set_dispatch`].
+    pub fn dispatcher(&self) -> Arc<dyn Dispatch> {
+        Arc::new(Dispatcher {
+            inner: self.inner.clone(),
+        })
+    }
+
+    fn spawn_job(
+        &self,
+        tasks: &mut JoinSet<()>,
+        lease: Lease,
+        guard: RunningGuard,
+        stop: &CancellationToken,
+    ) {
+        let (worker, stop) = (self.clone(), stop.clone());
+        tasks.spawn(async move {
+            let _guard = guard;
+            worker.run_job(lease, stop).await;
+        });
     }
 
     /// Claims and runs jobs until `shutdown` completes, then stops claiming, hands back the
@@ -171,6 +203,8 @@ impl Worker {
         let stop = CancellationToken::new();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut idle = Duration::from_millis(5);
+        let (direct_tx, mut direct_rx) = mpsc::unbounded_channel::<Direct>();
+        *inner.direct.lock().unwrap_or_else(|e| e.into_inner()) = Some(direct_tx);
         tokio::pin!(shutdown);
         tracing::info!(worker = %inner.options.worker_id, concurrency = inner.options.concurrency, "worker started");
         loop {
@@ -179,7 +213,13 @@ impl Worker {
                     tracing::error!(error = %e, "job task panicked");
                 }
             }
-            let free = inner.options.concurrency.saturating_sub(tasks.len());
+            while let Ok((lease, guard)) = direct_rx.try_recv() {
+                self.spawn_job(&mut tasks, lease, guard, &stop);
+            }
+            let free = inner
+                .options
+                .concurrency
+                .saturating_sub(inner.active.load(Ordering::Acquire));
             if free > 0 {
                 let request = ClaimRequest {
                     worker: inner.options.worker_id.clone(),
@@ -201,13 +241,12 @@ impl Worker {
                                 continue;
                             }
                             let guard = RunningGuard::enter(inner.clone(), &lease.job.queue);
-                            let (worker, stop) = (self.clone(), stop.clone());
-                            tasks.spawn(async move {
-                                let _guard = guard;
-                                worker.run_job(lease, stop).await;
-                            });
+                            self.spawn_job(&mut tasks, lease, guard, &stop);
                         }
                         idle = Duration::from_millis(5);
+                        // A store that answers without suspending (memory) would otherwise
+                        // keep this loop on its thread while work keeps coming.
+                        tokio::task::yield_now().await;
                         continue;
                     }
                     Ok(_) => {}
@@ -219,6 +258,9 @@ impl Worker {
             }
             tokio::select! {
                 _ = &mut shutdown => break,
+                Some((lease, guard)) = direct_rx.recv() => {
+                    self.spawn_job(&mut tasks, lease, guard, &stop);
+                }
                 _ = inner.service.hub().work_queued(), if free > 0 => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = tokio::time::sleep(idle) => {
@@ -230,6 +272,20 @@ impl Worker {
             running = tasks.len(),
             "worker stopping; handing leases back"
         );
+        // No new direct runs; hand back the leases of those already on their way.
+        inner
+            .direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        direct_rx.close();
+        while let Some((lease, _guard)) = direct_rx.recv().await {
+            let _ = inner
+                .service
+                .store()
+                .release_job(&lease, Timestamp::now())
+                .await;
+        }
         stop.cancel();
         let drained = tokio::time::timeout(inner.options.shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
@@ -515,24 +571,43 @@ impl Inner {
     }
 }
 
-/// Counts a running job against its queue's concurrency while alive.
+/// Counts a running (or reserved) job against the worker's and its queue's concurrency while
+/// alive.
+#[derive(Debug)]
 struct RunningGuard {
     inner: Arc<Inner>,
     queue: String,
 }
 
 impl RunningGuard {
+    /// Counts a claimed job (the claim already respected the limits).
     fn enter(inner: Arc<Inner>, queue: &str) -> Self {
-        *inner
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(queue.to_owned())
-            .or_default() += 1;
+        let mut running = inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running.entry(queue.to_owned()).or_default() += 1;
+        inner.active.fetch_add(1, Ordering::AcqRel);
+        drop(running);
         Self {
             inner,
             queue: queue.to_owned(),
         }
+    }
+
+    /// Counts a job if both the worker and the queue have room.
+    fn try_enter(inner: &Arc<Inner>, queue: &str) -> Option<Self> {
+        let mut running = inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        let queue_full = inner
+            .limit_of(queue)
+            .is_some_and(|limit| running.get(queue).copied().unwrap_or(0) >= limit);
+        if queue_full || inner.active.load(Ordering::Acquire) >= inner.options.concurrency {
+            return None;
+        }
+        *running.entry(queue.to_owned()).or_default() += 1;
+        inner.active.fetch_add(1, Ordering::AcqRel);
+        drop(running);
+        Some(Self {
+            inner: inner.clone(),
+            queue: queue.to_owned(),
+        })
     }
 }
 
@@ -545,6 +620,54 @@ impl Drop for RunningGuard {
                 running.remove(&self.queue);
             }
         }
+        self.inner.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The worker's [`Dispatch`]: reserves a slot for a prediction being created here.
+#[derive(Debug)]
+struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl Dispatch for Dispatcher {
+    fn reserve(&self, queue: &str) -> Option<Box<dyn Slot>> {
+        let tx = self
+            .inner
+            .direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let guard = RunningGuard::try_enter(&self.inner, queue)?;
+        Some(Box::new(DirectSlot {
+            worker: self.inner.options.worker_id.clone(),
+            lease_for: self.inner.options.lease_for,
+            guard,
+            tx,
+        }))
+    }
+}
+
+/// A reserved slot; dropping it frees the reservation.
+struct DirectSlot {
+    worker: WorkerId,
+    lease_for: Duration,
+    guard: RunningGuard,
+    tx: mpsc::UnboundedSender<Direct>,
+}
+
+impl Slot for DirectSlot {
+    fn worker(&self) -> &WorkerId {
+        &self.worker
+    }
+
+    fn lease_for(&self) -> Duration {
+        self.lease_for
+    }
+
+    fn start(self: Box<Self>, lease: Lease) {
+        // If the worker stopped meanwhile the lease lapses and the job is claimed later.
+        let _ = self.tx.send((lease, self.guard));
     }
 }
 

@@ -432,3 +432,47 @@ async fn unknown_models_fail_with_a_clear_reason() {
         Some("model acme/gone is not available on this server")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_predictions_run_here_at_once_when_a_slot_is_free() {
+    let slow = Arc::new(Scripted {
+        sleep: Duration::from_millis(400),
+        ..Default::default()
+    });
+    let h = Harness::new(vec![("test/slow", slow.clone(), ModelSettings::default())]);
+    let worker = Worker::new(
+        h.service.clone(),
+        h.models.clone(),
+        h.files.clone(),
+        WorkerOptions {
+            concurrency: 1,
+            ..Harness::options()
+        },
+    );
+    h.service.set_dispatch(worker.dispatcher());
+    let (_stop, rx) = oneshot::channel::<()>();
+    tokio::spawn(worker.run(async move {
+        let _ = rx.await;
+    }));
+    // Let the worker loop start (it opens the direct channel).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let store = h.service.store().clone();
+
+    let first = h.create("test/slow", json!({})).await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.leased),
+        (0, 1),
+        "the create did not commit the job already leased to the free slot"
+    );
+    // No slot left: the next one waits in the queue, and runs when the first is done.
+    let second = h.create("test/slow", json!({})).await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.ready, stats.leased), (1, 1));
+    for id in [&first, &second] {
+        let p = h.settled(id).await;
+        assert_eq!((p.status, p.attempts), (Status::Succeeded, 1));
+    }
+    assert_eq!(slow.max_running.load(Ordering::SeqCst), 1);
+    assert_eq!(store.queue_stats().await.unwrap(), Default::default());
+}

@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use augur_server::cli::{self, Client};
+
+/// mimalloc: a lifecycle allocates and frees many small records across threads, and glibc's
+/// allocator took about a sixth of the server's time under load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use augur_server::config::{Config, LogFormat};
 
 #[derive(Debug, Parser)]

@@ -88,6 +88,7 @@ pub async fn serve(
             ..WorkerOptions::default()
         },
     );
+    service.set_dispatch(worker.dispatcher());
     let worker_task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
     let sweeper = Sweeper::new(service.clone(), files, Duration::from_secs(10), 1000);
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));

@@ -75,6 +75,7 @@ macro_rules! conformance_suite {
             completing_through_an_update_removes_the_job,
             enqueue_replaces_an_existing_job,
             queue_stats_counts_jobs,
+            enqueue_claimed_creates_a_leased_job,
             concurrent_claims_complete_each_job_once,
             changes_are_announced,
             migration_round_trips_every_record,

@@ -316,6 +316,74 @@ pub async fn enqueue_replaces_an_existing_job(store: DynStore) {
     assert_eq!(again.len(), 1);
 }
 
+/// A job enqueued already claimed is leased by its creator: invisible to claimers, renewable
+/// with its token, and claimable (as a second attempt) once the lease lapses.
+pub async fn enqueue_claimed_creates_a_leased_job(store: DynStore) {
+    let p = prediction();
+    let me = WorkerId::generate();
+    let token = augur_core::LeaseToken::generate();
+    let expires_at = Timestamp::now().plus(Duration::from_millis(400));
+    insert(
+        &store,
+        &p,
+        &[Effect::EnqueueClaimed {
+            queue: QUEUE.into(),
+            worker: me.clone(),
+            token,
+            expires_at,
+        }],
+    )
+    .await;
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.ready, stats.leased), (0, 1));
+    let other = WorkerId::generate();
+    assert!(
+        store
+            .claim_jobs(&claim(&other, LONG, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let lease = augur_core::store::Lease {
+        job: augur_core::store::Job {
+            prediction_id: p.id.clone(),
+            queue: QUEUE.into(),
+            attempts: 1,
+            run_at: Timestamp::now(),
+        },
+        worker: me,
+        token,
+        expires_at,
+    };
+    let renewed = store
+        .renew_lease(&lease, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let taken = eventually(
+        "the claimed lease to lapse",
+        Duration::from_secs(10),
+        || {
+            let store = store.clone();
+            let other = other.clone();
+            async move {
+                store
+                    .claim_jobs(&claim(&other, LONG, 10))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .next()
+            }
+        },
+    )
+    .await;
+    assert_eq!(taken.job.prediction_id, p.id);
+    assert_eq!(taken.job.attempts, 2);
+    assert!(matches!(
+        store.renew_lease(&renewed, LONG).await,
+        Err(Error::LeaseLost)
+    ));
+}
+
 /// Queue statistics count ready, leased and delayed jobs.
 pub async fn queue_stats_counts_jobs(store: DynStore) {
     for _ in 0..3 {

@@ -246,7 +246,10 @@ pub(crate) fn update(
 fn check_effects(effects: &[Effect]) -> Result<(), Error> {
     for effect in effects {
         match effect {
-            Effect::EnqueueJob { .. } | Effect::CompleteJob | Effect::Count { .. } => {}
+            Effect::EnqueueJob { .. }
+            | Effect::EnqueueClaimed { .. }
+            | Effect::CompleteJob
+            | Effect::Count { .. } => {}
             // `Effect` is non-exhaustive: a kind this build does not know must fail the write,
             // never be skipped.
             other => return Err(Error::UnsupportedEffect(format!("{other:?}"))),
@@ -270,6 +273,29 @@ fn apply_effects(ctx: &mut Ctx<'_>, id: &PredictionId, effects: &[Effect]) -> Re
                          VALUES (?1, ?2, 0, ?3, ?3, ?4, NULL, NULL)",
                     )?
                     .execute(params![id.as_str(), queue, run_at.as_micros(), *ctx.seq])?;
+            }
+            Effect::EnqueueClaimed {
+                queue,
+                worker,
+                token,
+                expires_at,
+            } => {
+                *ctx.seq += 1;
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO jobs (prediction_id, queue, attempts, run_at, \
+                         visible_at, seq, lease_token, lease_worker) \
+                         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![
+                        id.as_str(),
+                        queue,
+                        Timestamp::now().as_micros(),
+                        expires_at.as_micros(),
+                        *ctx.seq,
+                        token_to_sql(*token),
+                        worker.as_str(),
+                    ])?;
             }
             Effect::CompleteJob => complete(ctx.conn, id)?,
             Effect::Count { name, delta } => {

@@ -44,6 +44,8 @@ struct Inner {
     predictions: HashMap<PredictionId, Versioned<Prediction>>,
     /// `(created_at, id)` of every prediction, for listing.
     by_created: BTreeSet<(Timestamp, PredictionId)>,
+    /// `(expires_at, id)` of predictions whose data retention has yet to remove.
+    by_expiry: BTreeSet<(Timestamp, PredictionId)>,
     jobs: HashMap<PredictionId, JobEntry>,
     /// `(visible_at, seq, id)` of every job: claimable once `visible_at` has passed. For a job
     /// under lease `visible_at` is the lease expiry, so a lapsed lease needs no sweeping.
@@ -80,6 +82,33 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Stores a record in place of whatever had its id, keeping the indexes right.
+    fn put(&mut self, record: Versioned<Prediction>) {
+        let id = record.value.id.clone();
+        if let Some(old) = self.predictions.get(&id) {
+            let (created_at, expires_at) = (old.value.created_at, old.value.expires_at);
+            self.unindex(&id, created_at, expires_at);
+        }
+        self.by_created
+            .insert((record.value.created_at, id.clone()));
+        if let Some(at) = record
+            .value
+            .expires_at
+            .filter(|_| !record.value.data_removed)
+        {
+            self.by_expiry.insert((at, id.clone()));
+        }
+        self.predictions.insert(id, record);
+    }
+
+    /// Removes a prediction's index entries.
+    fn unindex(&mut self, id: &PredictionId, created_at: Timestamp, expires_at: Option<Timestamp>) {
+        self.by_created.remove(&(created_at, id.clone()));
+        if let Some(at) = expires_at {
+            self.by_expiry.remove(&(at, id.clone()));
+        }
+    }
+
     fn apply_effects(&mut self, id: &PredictionId, effects: &[Effect]) {
         for effect in effects {
             match effect {
@@ -98,6 +127,28 @@ impl Inner {
                         lease: None,
                     };
                     self.visibility.insert((*run_at, self.seq, id.clone()));
+                    self.jobs.insert(id.clone(), entry);
+                }
+                Effect::EnqueueClaimed {
+                    queue,
+                    worker,
+                    token,
+                    expires_at,
+                } => {
+                    self.remove_job(id);
+                    self.seq += 1;
+                    let entry = JobEntry {
+                        job: Job {
+                            prediction_id: id.clone(),
+                            queue: queue.clone(),
+                            attempts: 1,
+                            run_at: Timestamp::now(),
+                        },
+                        visible_at: *expires_at,
+                        seq: self.seq,
+                        lease: Some((worker.clone(), *token)),
+                    };
+                    self.visibility.insert((*expires_at, self.seq, id.clone()));
                     self.jobs.insert(id.clone(), entry);
                 }
                 Effect::CompleteJob => self.remove_job(id),
@@ -171,14 +222,10 @@ impl Store for MemoryStore {
             }
             inner.keys.insert(slot, key.clone());
         }
-        inner.predictions.insert(
-            p.id.clone(),
-            Versioned {
-                value: p.clone(),
-                revision: Revision::FIRST,
-            },
-        );
-        inner.by_created.insert((p.created_at, p.id.clone()));
+        inner.put(Versioned {
+            value: p.clone(),
+            revision: Revision::FIRST,
+        });
         inner.apply_effects(&p.id, new.effects);
         drop(inner);
         self.announce(Change::Prediction {
@@ -209,7 +256,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let stored = inner
             .predictions
-            .get_mut(id)
+            .get(id)
             .ok_or_else(|| Error::NotFound(id.clone()))?;
         if stored.revision != expected {
             return Err(Error::Conflict {
@@ -218,15 +265,13 @@ impl Store for MemoryStore {
             });
         }
         let revision = expected.next();
-        let old_created = stored.value.created_at;
-        *stored = Versioned {
-            value: next.clone(),
+        let mut record = next.clone();
+        // The record is stored under `id` whatever `next.id` says.
+        record.id = id.clone();
+        inner.put(Versioned {
+            value: record,
             revision,
-        };
-        if old_created != next.created_at {
-            inner.by_created.remove(&(old_created, id.clone()));
-            inner.by_created.insert((next.created_at, id.clone()));
-        }
+        });
         inner.apply_effects(id, effects);
         drop(inner);
         self.announce(Change::Prediction {
@@ -243,7 +288,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let removed = inner.predictions.remove(id);
         if let Some(p) = &removed {
-            inner.by_created.remove(&(p.value.created_at, id.clone()));
+            inner.unindex(id, p.value.created_at, p.value.expires_at);
         }
         inner.remove_job(id);
         inner.keys.retain(|_, r| r.prediction_id != *id);
@@ -299,21 +344,22 @@ impl Store for MemoryStore {
     async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>> {
         let mut inner = self.lock();
         let due: Vec<PredictionId> = inner
-            .predictions
-            .values()
-            .filter(|p| p.value.is_expired(now))
+            .by_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
             .take(limit)
-            .map(|p| p.value.id.clone())
+            .map(|(_, id)| id.clone())
             .collect();
         let mut changes = Vec::with_capacity(due.len());
         for id in &due {
-            if let Some(p) = inner.predictions.get_mut(id) {
+            if let Some(mut p) = inner.predictions.get(id).cloned() {
                 p.value.remove_data();
                 p.revision = p.revision.next();
                 changes.push(Change::Prediction {
                     id: id.clone(),
                     revision: p.revision,
                 });
+                inner.put(p);
             }
         }
         inner.keys.retain(|_, r| r.expires_at > now);
@@ -467,13 +513,7 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         for record in records {
             match record {
-                Record::Prediction(p) => {
-                    let id = p.value.id.clone();
-                    if let Some(old) = inner.predictions.insert(id.clone(), (**p).clone()) {
-                        inner.by_created.remove(&(old.value.created_at, id.clone()));
-                    }
-                    inner.by_created.insert((p.value.created_at, id));
-                }
+                Record::Prediction(p) => inner.put((**p).clone()),
                 Record::Job(job) => {
                     let id = job.prediction_id.clone();
                     inner.remove_job(&id);

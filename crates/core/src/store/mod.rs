@@ -112,6 +112,20 @@ pub enum Effect {
         /// Not claimable before this time.
         run_at: Timestamp,
     },
+    /// Put the prediction's job on `queue` already claimed: its first attempt, under a lease
+    /// held by `worker` with `token` until `expires_at`. The node that creates a prediction
+    /// uses it to run the job at once, without a trip through the queue; if that node dies the
+    /// lease lapses and the job is claimable like any other.
+    EnqueueClaimed {
+        /// The queue (a model name).
+        queue: String,
+        /// Who holds the lease.
+        worker: WorkerId,
+        /// The lease's token.
+        token: LeaseToken,
+        /// When the lease lapses unless renewed.
+        expires_at: Timestamp,
+    },
     /// Remove the prediction's job, if it has one, whoever holds its lease.
     CompleteJob,
     /// Add `delta` to the durable counter `name`.
