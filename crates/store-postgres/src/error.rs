@@ -1,0 +1,236 @@
+//! The backend's private error type and its one conversion into [`augur_core::store::Error`].
+//!
+//! Vendor codes are classified here and nowhere else: what a retry may cure (a lost or
+//! refused connection, a pool timeout, a server shutting down, a serialization failure or a
+//! deadlock) becomes `Unavailable`; data that does not decode becomes `Corrupt`; the rest is
+//! `Other`. Unique violations never get here: the operations that can meet one handle it
+//! (`ON CONFLICT`) where it happens.
+
+use augur_core::store;
+use augur_core::{PredictionId, Revision};
+use tokio_postgres::error::SqlState;
+
+/// The name this backend reports in errors and metrics.
+pub(crate) const BACKEND: &str = "postgres";
+
+/// Everything that can go wrong inside this crate. Converted to [`store::Error`] at one spot,
+/// the `From` impl below.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("prediction {0} not found")]
+    NotFound(PredictionId),
+    #[error("revision conflict: expected {expected}, found {actual}")]
+    Conflict {
+        expected: Revision,
+        actual: Revision,
+    },
+    #[error("job lease lost")]
+    LeaseLost,
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("cannot build the connection pool: {0}")]
+    BuildPool(#[from] deadpool_postgres::BuildError),
+    #[error("stored {what} does not decode: {reason}")]
+    Decode { what: &'static str, reason: String },
+    #[error("cannot encode the prediction as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("unsupported effect {0} (this build of the PostgreSQL store does not know it)")]
+    UnsupportedEffect(String),
+    #[error(
+        "schema {schema:?} is at migration {found}, newer than this build knows ({known}); \
+         upgrade Augur (or use another schema)"
+    )]
+    SchemaTooNew {
+        schema: String,
+        found: i64,
+        known: usize,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl Error {
+    /// A decoding failure of a stored value.
+    pub(crate) fn decode(what: &'static str, reason: impl ToString) -> Self {
+        Error::Decode {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// How a private error maps onto the contract's error classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Unavailable,
+    Corrupt,
+    Other,
+}
+
+impl Error {
+    fn class(&self) -> Class {
+        match self {
+            Error::Postgres(e) => postgres_class(e),
+            Error::Pool(e) => match e {
+                deadpool_postgres::PoolError::Backend(e) => postgres_class(e),
+                // Timeouts (no free connection, or a connect that hangs), a closed pool, or a
+                // failed connection check: all may pass.
+                _ => Class::Unavailable,
+            },
+            Error::Closed => Class::Unavailable,
+            Error::Decode { .. } => Class::Corrupt,
+            Error::NotFound(_)
+            | Error::Conflict { .. }
+            | Error::LeaseLost
+            | Error::BuildPool(_)
+            | Error::Encode(_)
+            | Error::UnsupportedEffect(_)
+            | Error::SchemaTooNew { .. }
+            | Error::Config(_) => Class::Other,
+        }
+    }
+}
+
+/// Classifies a driver error: by SQLSTATE when the server sent one, else by what failed.
+fn postgres_class(e: &tokio_postgres::Error) -> Class {
+    if let Some(state) = e.code() {
+        return sqlstate_class(state);
+    }
+    if e.is_closed() || source_is_io(e) {
+        return Class::Unavailable;
+    }
+    // The driver has no public error kind; these are its messages for a failed connect and a
+    // connect timeout (`tokio_postgres::error::Kind::{Connect, Timeout}`).
+    let text = e.to_string();
+    if text.starts_with("error connecting to server") || text.starts_with("timeout") {
+        return Class::Unavailable;
+    }
+    if text.starts_with("error deserializing column") {
+        return Class::Corrupt;
+    }
+    Class::Other
+}
+
+fn source_is_io(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn sqlstate_class(state: &SqlState) -> Class {
+    let code = state.code();
+    // Class 08: connection exceptions; 53: insufficient resources (too many connections,
+    // out of memory, disk full); 57P0x: the server is shutting down or starting up.
+    if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") {
+        return Class::Unavailable;
+    }
+    if *state == SqlState::T_R_SERIALIZATION_FAILURE
+        || *state == SqlState::T_R_DEADLOCK_DETECTED
+        || *state == SqlState::LOCK_NOT_AVAILABLE
+        || *state == SqlState::QUERY_CANCELED
+        || *state == SqlState::READ_ONLY_SQL_TRANSACTION
+        || *state == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+    {
+        // A read-only transaction means we reached a standby (a failover in progress).
+        return Class::Unavailable;
+    }
+    if *state == SqlState::DATA_CORRUPTED || *state == SqlState::INDEX_CORRUPTED {
+        return Class::Corrupt;
+    }
+    Class::Other
+}
+
+impl From<Error> for store::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(id) => store::Error::NotFound(id),
+            Error::Conflict { expected, actual } => store::Error::Conflict { expected, actual },
+            Error::LeaseLost => store::Error::LeaseLost,
+            other => {
+                let class = other.class();
+                let source = Box::new(other);
+                match class {
+                    Class::Unavailable => store::Error::Unavailable {
+                        backend: BACKEND,
+                        source,
+                    },
+                    Class::Corrupt => store::Error::Corrupt {
+                        backend: BACKEND,
+                        source,
+                    },
+                    Class::Other => store::Error::Other {
+                        backend: BACKEND,
+                        source,
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_follow_the_contract() {
+        for state in [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::DISK_FULL,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ] {
+            assert_eq!(sqlstate_class(&state), Class::Unavailable, "{state:?}");
+        }
+        assert_eq!(sqlstate_class(&SqlState::DATA_CORRUPTED), Class::Corrupt);
+        for state in [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::SYNTAX_ERROR,
+            SqlState::INVALID_PASSWORD,
+            SqlState::UNDEFINED_TABLE,
+        ] {
+            assert_eq!(sqlstate_class(&state), Class::Other, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn private_errors_map_onto_the_contract() {
+        let timeout = Error::Pool(deadpool_postgres::PoolError::Timeout(
+            deadpool_postgres::TimeoutType::Wait,
+        ));
+        assert!(store::Error::from(timeout).is_retryable());
+        assert!(store::Error::from(Error::Closed).is_retryable());
+        assert_eq!(
+            store::Error::from(Error::decode("revision", "negative")).kind(),
+            "corrupt"
+        );
+        assert_eq!(store::Error::from(Error::LeaseLost).kind(), "lease_lost");
+        let other: store::Error = Error::UnsupportedEffect("X".into()).into();
+        assert_eq!(other.kind(), "other");
+        assert!(other.to_string().starts_with("postgres store error"));
+        let too_new: store::Error = Error::SchemaTooNew {
+            schema: "augur".into(),
+            found: 9,
+            known: 1,
+        }
+        .into();
+        assert!(
+            too_new.to_string().contains("newer than this build"),
+            "{too_new}"
+        );
+    }
+}
