@@ -79,6 +79,16 @@ impl Hub {
         self.work.notified().await;
     }
 
+    /// Whether anyone in this process watches `id`.
+    pub fn is_watched(&self, id: &PredictionId) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    /// The predictions someone in this process watches.
+    pub fn watched_ids(&self) -> Vec<PredictionId> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// How many predictions are being watched (for tests and metrics).
     pub fn watched(&self) -> usize {
         self.lock().len()

@@ -7,16 +7,19 @@
 //!   predictions through [`augur_core::Predictions`].
 //! - [`files`]: [`files::OutputFiles`], output files in the operator's object storage.
 //! - [`sweeper`] applies retention.
+//! - [`changes`] brings other nodes' writes into this process (cache, waiters, workers).
 //!
 //! The engine never names a store backend: it works through `augur_core`'s contract.
 
 pub mod builtin;
+pub mod changes;
 pub mod files;
 pub mod models;
 pub mod provider;
 pub mod sweeper;
 pub mod worker;
 
+pub use changes::ChangeListener;
 pub use files::OutputFiles;
 pub use models::{Model, ModelRegistry, ModelSettings};
 pub use provider::{InputError, Outcome, Progress, Provider, ProviderError, RunContext};

@@ -431,7 +431,11 @@ impl Worker {
                     let _ = inner.service.store().release_job(lease, Timestamp::now()).await;
                     return JobOutcome::Released;
                 }
-                () = &mut renew => {
+                end = &mut renew => {
+                    if end == RunEnd::SettledElsewhere {
+                        let _ = model.provider.cancel(&prediction).await;
+                        return JobOutcome::Canceled;
+                    }
                     tracing::warn!(prediction_id = %id, "lease lost while running; stopping this run");
                     return JobOutcome::LeaseLost;
                 }
@@ -671,14 +675,22 @@ impl Slot for DirectSlot {
     }
 }
 
-/// Renews a lease every third of its length; completes only when the lease is lost.
-async fn renew_lease(service: Predictions, mut lease: Lease, lease_for: Duration) {
+/// Renews a lease every third of its length; completes when the lease is lost or the
+/// prediction settled elsewhere (a cancel on another node whose announcement never came).
+async fn renew_lease(service: Predictions, mut lease: Lease, lease_for: Duration) -> RunEnd {
     let every = lease_for / 3;
     loop {
         tokio::time::sleep(every).await;
+        if service
+            .get(&lease.job.prediction_id)
+            .await
+            .is_ok_and(|p| p.value.is_terminal())
+        {
+            return RunEnd::SettledElsewhere;
+        }
         match service.store().renew_lease(&lease, lease_for).await {
             Ok(renewed) => lease = renewed,
-            Err(augur_core::store::Error::LeaseLost) => return,
+            Err(augur_core::store::Error::LeaseLost) => return RunEnd::LeaseLost,
             Err(e) => {
                 // Keep trying: the lease is still ours until it lapses, and a lapsed lease
                 // shows up as LeaseLost on the next attempt.
@@ -686,6 +698,15 @@ async fn renew_lease(service: Predictions, mut lease: Lease, lease_for: Duration
             }
         }
     }
+}
+
+/// Why the lease keeper stopped a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunEnd {
+    /// Someone else holds the job now (or it was completed).
+    LeaseLost,
+    /// The prediction settled (a cancel) without this process hearing of it.
+    SettledElsewhere,
 }
 
 /// `1.5s`, `2m`, `1h30m`: short human durations for messages.

@@ -48,8 +48,8 @@ pub struct OpenedStore {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Opens the store named by `url`.
-pub fn open(url: &str) -> Result<OpenedStore> {
+/// Opens (connects to) the store named by `url`.
+pub async fn open(url: &str) -> Result<OpenedStore> {
     match StoreUrl::parse(url)? {
         StoreUrl::Memory => Ok(OpenedStore {
             store: Arc::new(MemoryStore::new()),

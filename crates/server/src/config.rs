@@ -35,6 +35,19 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Predictions kept in the read cache (`AUGUR_CACHE_ENTRIES`; 0 turns it off).
     pub cache_entries: usize,
+    /// For a store shared by several nodes, how stale a cached read may be at most
+    /// (`AUGUR_CACHE_MAX_STALENESS`; other nodes' writes invalidate entries sooner through
+    /// the store's announcements; 0 turns the cache off for shared stores). A store only this
+    /// process writes is cached exactly, whatever this says.
+    #[serde(with = "humantime_serde_compat")]
+    pub cache_max_staleness: Duration,
+    /// A second store to read from while the first is unavailable (`AUGUR_STORE_FALLBACK`,
+    /// e.g. a read replica). Writes never go there.
+    pub store_fallback: Option<String>,
+    /// How long a worker's lease on a job lasts before it must be renewed (`AUGUR_LEASE`);
+    /// also how long a job waits after its node died before another node takes it.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease: Duration,
     /// Log format: `text` or `json` (`AUGUR_LOG_FORMAT`); the filter is `AUGUR_LOG` or
     /// `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
@@ -62,6 +75,9 @@ impl Default for Config {
             retention: Duration::from_secs(3600),
             max_body_bytes: 1 << 20,
             cache_entries: 10_000,
+            cache_max_staleness: Duration::from_secs(5),
+            store_fallback: None,
+            lease: Duration::from_secs(30),
             log_format: LogFormat::Text,
         }
     }
@@ -148,6 +164,19 @@ impl Config {
                 .parse()
                 .with_context(|| format!("AUGUR_CACHE_ENTRIES must be a number, got {v:?}"))?;
         }
+        if let Some(v) = var("AUGUR_CACHE_MAX_STALENESS") {
+            self.cache_max_staleness = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_CACHE_MAX_STALENESS must be a duration such as 5s, got {v:?}")
+            })?;
+        }
+        if let Some(v) = var("AUGUR_STORE_FALLBACK") {
+            self.store_fallback = Some(v);
+        }
+        if let Some(v) = var("AUGUR_LEASE") {
+            self.lease = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_LEASE must be a duration such as 30s, got {v:?}")
+            })?;
+        }
         if let Some(v) = var("AUGUR_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -178,6 +207,13 @@ impl Config {
             bail!("the admin token must be at least 16 characters");
         }
         crate::backend::StoreUrl::parse(&self.store)?;
+        if let Some(fallback) = &self.store_fallback {
+            crate::backend::StoreUrl::parse(fallback)
+                .context("store_fallback (AUGUR_STORE_FALLBACK)")?;
+        }
+        if self.lease < Duration::from_secs(1) {
+            bail!("lease must be at least 1s");
+        }
         Ok(())
     }
 
@@ -205,6 +241,10 @@ impl Config {
             printable.admin_token = Some(Secret::new("<redacted>"));
         }
         printable.store = crate::backend::redact_url(&printable.store);
+        printable.store_fallback = printable
+            .store_fallback
+            .as_deref()
+            .map(crate::backend::redact_url);
         Ok(toml::to_string_pretty(&printable)?)
     }
 }

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod migrate;
 pub mod server;
 
 pub use config::Config;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use augur_server::cli::{self, Client};
+use augur_server::migrate;
 
 /// mimalloc: a lifecycle allocates and frees many small records across threads, and glibc's
 /// allocator took about a sixth of the server's time under load (see BENCHMARKS.md).
@@ -53,6 +54,26 @@ enum Command {
         output_dir: PathBuf,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Copies everything from one store to another (with the nodes stopped), then verifies
+    /// the copy; an interrupted run resumes when started again.
+    Migrate {
+        /// The source store's URL.
+        #[arg(long)]
+        from: String,
+        /// The target store's URL.
+        #[arg(long)]
+        to: String,
+        /// Records per page.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Where to keep the progress of an interrupted copy (default: a file in the current
+        /// directory named after the two URLs).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Only compare the two stores.
+        #[arg(long)]
+        verify_only: bool,
     },
     /// Prints a prediction.
     Get {
@@ -120,6 +141,28 @@ async fn run(args: Args) -> Result<i32> {
         } => {
             let client = client(&server, args.config.as_deref())?;
             cli::predict(&client, &model, &inputs, wait, &output_dir).await
+        }
+        Command::Migrate {
+            from,
+            to,
+            batch,
+            checkpoint,
+            verify_only,
+        } => {
+            init_tracing(LogFormat::Text);
+            let checkpoint =
+                checkpoint.unwrap_or_else(|| migrate::Options::default_checkpoint(&from, &to));
+            let options = migrate::Options {
+                from,
+                to,
+                batch,
+                checkpoint,
+                verify_only,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let summary = migrate::run(&options).await?;
+            println!("verified: {summary}");
+            Ok(0)
         }
         Command::Get { id, server } => {
             let client = client(&server, args.config.as_deref())?;

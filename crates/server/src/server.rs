@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use augur_api::{ApiConfig, AppParts, AppState};
 use augur_core::store::DynStore;
 use augur_core::store::cached::CachedStore;
+use augur_core::store::fallback::FallbackStore;
 use augur_core::store::metered::MeteredStore;
 use augur_core::{Predictions, Secret, ServiceConfig};
-use augur_engine::{ModelRegistry, OutputFiles, Sweeper, Worker, WorkerOptions};
+use augur_engine::{ChangeListener, ModelRegistry, OutputFiles, Sweeper, Worker, WorkerOptions};
 
 use crate::backend;
 use crate::config::Config;
@@ -33,34 +34,34 @@ pub async fn serve(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let opened = backend::open(&config.store).with_context(|| {
+    let opened = backend::open(&config.store).await.with_context(|| {
         format!(
             "cannot open the store {}",
             backend::redact_url(&config.store)
         )
     })?;
     let backend_name = opened.store.backend();
-    let metered: DynStore = Arc::new(MeteredStore::new(opened.store.clone()));
-    // This process is the only writer of a store that is not shared, so a cache in front of it
-    // is never stale.
-    let store: DynStore = if !metered.capabilities().shared && config.cache_entries > 0 {
-        Arc::new(CachedStore::exclusive(metered, config.cache_entries))
-    } else {
-        metered
-    };
+    let capabilities = opened.store.capabilities();
+    let admin_token = admin_token(&config, opened.data_dir.as_deref(), capabilities.shared)?;
+    let stack = StoreStack::build(&config, opened.store.clone()).await?;
     let service = Predictions::new(
-        store,
+        stack.store.clone(),
         ServiceConfig {
             retention: config.retention,
             ..ServiceConfig::default()
         },
     );
-    let admin_token = admin_token(&config, opened.data_dir.as_deref())?;
     let bound = listener.local_addr()?;
     let public_url = config.public_url_for(bound);
     let files = match (&config.files_dir, &opened.data_dir) {
         (Some(dir), _) => OutputFiles::local(dir, &public_url)?,
         (None, Some(data)) => OutputFiles::local(&data.join("files"), &public_url)?,
+        (None, None) if capabilities.shared => {
+            tracing::warn!(
+                "output files go to ./augur-files; with several nodes set AUGUR_FILES_DIR to a directory they all share"
+            );
+            OutputFiles::local(std::path::Path::new("augur-files"), &public_url)?
+        }
         (None, None) => OutputFiles::in_memory(&public_url),
     };
     let mut models = ModelRegistry::new();
@@ -85,6 +86,7 @@ pub async fn serve(
         files.clone(),
         WorkerOptions {
             concurrency: config.workers,
+            lease_for: config.lease,
             ..WorkerOptions::default()
         },
     );
@@ -92,6 +94,10 @@ pub async fn serve(
     let worker_task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
     let sweeper = Sweeper::new(service.clone(), files, Duration::from_secs(10), 1000);
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
+    let listener_task = (capabilities.shared && capabilities.change_notifications).then(|| {
+        let listener = ChangeListener::new(service.clone(), stack.cache.clone());
+        tokio::spawn(listener.run(stop.clone().cancelled_owned()))
+    });
 
     let app = augur_api::router(state);
     tracing::info!(store = backend_name, %public_url, "augur listening");
@@ -113,17 +119,65 @@ pub async fn serve(
     }
     let _ = worker_task.await;
     let _ = sweeper_task.await;
+    if let Some(task) = listener_task {
+        let _ = task.await;
+    }
     drop(service);
-    opened.store.close().await;
+    stack.store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// The decorated store the service uses: metrics on every backend call, the read fallback if
+/// configured, and the read cache (exact for a store only this process writes; bounded
+/// staleness, plus invalidation by announcements, for a shared one).
+struct StoreStack {
+    store: DynStore,
+    cache: Option<Arc<CachedStore>>,
+}
+
+impl StoreStack {
+    async fn build(config: &Config, primary: DynStore) -> Result<Self> {
+        let shared = primary.capabilities().shared;
+        let mut store: DynStore = Arc::new(MeteredStore::new(primary));
+        if let Some(url) = &config.store_fallback {
+            let secondary = backend::open(url).await.with_context(|| {
+                format!(
+                    "cannot open the fallback store {}",
+                    backend::redact_url(url)
+                )
+            })?;
+            let secondary: DynStore = Arc::new(MeteredStore::new(secondary.store));
+            store = Arc::new(FallbackStore::new(store, secondary));
+        }
+        let cache = match (shared, config.cache_entries) {
+            (_, 0) => None,
+            (false, entries) => Some(Arc::new(CachedStore::exclusive(store.clone(), entries))),
+            (true, _) if config.cache_max_staleness.is_zero() => None,
+            (true, entries) => Some(Arc::new(CachedStore::new(
+                store.clone(),
+                entries,
+                Some(config.cache_max_staleness),
+            ))),
+        };
+        if let Some(cache) = &cache {
+            store = cache.clone();
+        }
+        Ok(Self { store, cache })
+    }
+}
+
 /// The admin token: configured, or kept in `<data dir>/admin-token` (generated and printed
-/// once on first start), or generated per start for stores without a directory.
-fn admin_token(config: &Config, data_dir: Option<&Path>) -> Result<Secret> {
+/// once on first start), or generated per start for a memory store. Nodes sharing a store must
+/// share a configured token.
+fn admin_token(config: &Config, data_dir: Option<&Path>, shared: bool) -> Result<Secret> {
     if let Some(token) = &config.admin_token {
         return Ok(token.clone());
+    }
+    if shared {
+        anyhow::bail!(
+            "set AUGUR_ADMIN_TOKEN: the nodes that share this store must all accept the same token"
+        );
     }
     let Some(dir) = data_dir else {
         let token = new_token();

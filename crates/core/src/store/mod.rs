@@ -12,6 +12,7 @@
 //! `# Behavior` bullet below names the conformance test that pins it.
 
 pub mod cached;
+pub mod fallback;
 pub mod memory;
 pub mod metered;
 
