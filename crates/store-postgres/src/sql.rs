@@ -154,10 +154,10 @@ pub(crate) struct Statements {
     /// revision after its last.
     pub(crate) delete: String,
     /// Tombstones up to `$2` predictions due at `$1` and forgets expired keys; returns the
-    /// tombstoned ids and announces each.
+    /// tombstoned ids with their expiry (to be put in order) and announces each.
     pub(crate) expire: String,
-    /// Claims up to `$1` due jobs not on the queues `$2`, with the tokens `$3`, for worker
-    /// `$4`, for the interval `$5`.
+    /// Claims up to `$1` due jobs not on the queues `$2` for worker `$3`, for the interval
+    /// `$4`; returns each job and its lease, with the `(visible_at, seq)` it was picked by.
     pub(crate) claim: String,
     /// Ends a live lease and makes the job due at `$3`, keeping its attempts; announces work.
     pub(crate) retry: String,
@@ -210,23 +210,23 @@ impl Statements {
                  logs = '', data_removed = true, revision = p.revision + 1 \
                  FROM due WHERE p.id = due.id RETURNING p.id, p.revision, p.expires_at), \
                  forgotten AS (DELETE FROM idempotency_keys WHERE expires_at <= $1) \
-                 SELECT t.id FROM tombstoned t, {} AS n ORDER BY t.expires_at, t.id",
+                 SELECT t.id, t.expires_at FROM tombstoned t, {} AS n",
                 announce("t", "t.revision")
             ),
             // `SKIP LOCKED`: concurrent claimers take different jobs instead of queueing on
             // the same rows. The lock is re-checked against the row's latest version, so a
-            // job renewed or completed meanwhile is not taken.
+            // job renewed or completed meanwhile is not taken. Each lease gets a fresh token:
+            // 64 bits of a version 4 UUID (60 of them random), made odd so it is never zero.
             claim: "WITH picked AS (SELECT prediction_id, visible_at, seq FROM jobs \
                  WHERE visible_at <= now() AND queue <> ALL($2::text[]) \
-                 ORDER BY visible_at, seq LIMIT $1 FOR UPDATE SKIP LOCKED), \
-                 numbered AS (SELECT prediction_id, \
-                 row_number() OVER (ORDER BY visible_at, seq) AS n FROM picked) \
+                 ORDER BY visible_at, seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
                  UPDATE jobs j SET attempts = j.attempts + 1, \
-                 lease_token = ($3::bigint[])[numbered.n], lease_worker = $4, \
-                 visible_at = now() + $5::interval \
-                 FROM numbered WHERE j.prediction_id = numbered.prediction_id \
-                 RETURNING numbered.n, j.prediction_id, j.queue, j.attempts, j.run_at, \
-                 j.visible_at, j.lease_token"
+                 lease_token = ('x' || left(replace(gen_random_uuid()::text, '-', ''), 16))\
+                 ::bit(64)::bigint | 1, \
+                 lease_worker = $3, visible_at = now() + $4::interval \
+                 FROM picked WHERE j.prediction_id = picked.prediction_id \
+                 RETURNING j.prediction_id, j.queue, j.attempts, j.run_at, j.visible_at, \
+                 j.lease_token, picked.visible_at, picked.seq"
                 .to_owned(),
             retry: format!(
                 "WITH retried AS (UPDATE jobs SET lease_token = NULL, lease_worker = NULL, \
@@ -325,5 +325,182 @@ mod tests {
         );
         let sql = list(&ListQuery::default());
         assert!(sql.ends_with("predictions ORDER BY created_at DESC, id DESC LIMIT $1"));
+    }
+
+    /// `EXPLAIN`s every listing shape, the claim and the sweep on a filled schema: each is
+    /// served by its index, scanned in order, with no sort, in custom and generic plans alike.
+    #[tokio::test]
+    async fn queries_are_served_by_indexes_without_sorting() {
+        use augur_core::store::Cursor;
+        use augur_core::{AccountId, PredictionId, Status, Timestamp};
+        use tokio_postgres::NoTls;
+
+        use crate::PostgresStore;
+
+        let Some(url) = augur_store_conformance::skip_unless_configured("AUGUR_TEST_POSTGRES_URL")
+        else {
+            return;
+        };
+        let base = url.split_once('?').map_or(url.as_str(), |(b, _)| b);
+        let schema = format!("augur_explain_{}", std::process::id());
+        let store = PostgresStore::connect(&format!("{base}?schema={schema}"))
+            .await
+            .unwrap();
+        let (client, connection) = store
+            .options()
+            .pg_config("explain")
+            .connect(NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(
+                "INSERT INTO predictions (id, owner, model, version, status, created_at, \
+                 expires_at, revision, input) \
+                 SELECT 'p' || i, 'owner' || (i % 50), 'a/b', 'v', \
+                 (ARRAY['starting','processing','succeeded','failed','canceled'])[1 + i % 5], \
+                 now() - i * interval '1 second', \
+                 CASE WHEN i % 3 = 0 THEN now() + i * interval '1 second' END, 1, '{}' \
+                 FROM generate_series(1, 20000) AS i; \
+                 INSERT INTO jobs (prediction_id, queue, attempts, run_at, visible_at) \
+                 SELECT 'p' || i, 'q' || (i % 7), 0, now(), now() + (i - 10000) * interval '1 second' \
+                 FROM generate_series(1, 20000) AS i; \
+                 INSERT INTO idempotency_keys (owner, key, fingerprint, prediction_id, \
+                 expires_at) SELECT 'owner' || (i % 50), 'k' || i, 'f', 'p' || i, \
+                 now() + i * interval '1 second' FROM generate_series(1, 20000) AS i; \
+                 ANALYZE;",
+            )
+            .await
+            .unwrap();
+
+        let owner = AccountId::parse("owner7").unwrap();
+        let cursor = Cursor {
+            created_at: Timestamp::now(),
+            id: PredictionId::parse("p500").unwrap(),
+        };
+        let now = "now()";
+        let shapes: Vec<(ListQuery, Vec<&str>, &str)> = vec![
+            (
+                ListQuery {
+                    limit: 20,
+                    ..Default::default()
+                },
+                vec!["21"],
+                "predictions_by_created",
+            ),
+            (
+                ListQuery {
+                    after: Some(cursor.clone()),
+                    limit: 20,
+                    ..Default::default()
+                },
+                vec![now, "'p500'", "21"],
+                "predictions_by_created",
+            ),
+            (
+                ListQuery {
+                    owner: Some(owner.clone()),
+                    limit: 20,
+                    ..Default::default()
+                },
+                vec!["'owner7'", "21"],
+                "predictions_by_owner",
+            ),
+            (
+                ListQuery {
+                    owner: Some(owner.clone()),
+                    after: Some(cursor.clone()),
+                    limit: 20,
+                    ..Default::default()
+                },
+                vec!["'owner7'", now, "'p500'", "21"],
+                "predictions_by_owner",
+            ),
+            (
+                ListQuery {
+                    owner: Some(owner.clone()),
+                    status: Some(Status::Failed),
+                    created_after: Some(Timestamp::EPOCH),
+                    created_before: Some(Timestamp::now()),
+                    after: Some(cursor.clone()),
+                    limit: 20,
+                },
+                vec![
+                    "'owner7'",
+                    "'failed'",
+                    "now() - interval '1 day'",
+                    now,
+                    now,
+                    "'p500'",
+                    "21",
+                ],
+                "predictions_by_owner",
+            ),
+            (
+                ListQuery {
+                    status: Some(Status::Processing),
+                    limit: 20,
+                    ..Default::default()
+                },
+                vec!["'processing'", "21"],
+                "predictions_by_created",
+            ),
+        ];
+        let statements = Statements::new("explain_changes");
+        let mut checks: Vec<(String, Vec<&str>, &str)> = shapes
+            .into_iter()
+            .map(|(q, args, index)| (list(&q), args, index))
+            .collect();
+        checks.push((
+            statements.claim.clone(),
+            vec!["10", "ARRAY['q1']", "'w'", "interval '1 minute'"],
+            "jobs_by_visibility",
+        ));
+        checks.push((
+            statements.expire.clone(),
+            vec![now, "100"],
+            "predictions_by_expiry",
+        ));
+
+        // The plan a fresh statement gets (custom, for its values), and the plan PostgreSQL
+        // settles on for a statement executed many times (`auto` may switch to a generic
+        // plan). The claim and the sweep write, so everything runs in a rolled-back
+        // transaction.
+        for mode in ["force_custom_plan", "auto"] {
+            client
+                .batch_execute(&format!("BEGIN; SET LOCAL plan_cache_mode = {mode}"))
+                .await
+                .unwrap();
+            for (i, (sql, args, index)) in checks.iter().enumerate() {
+                let name = format!("s{i}_{mode}");
+                client
+                    .batch_execute(&format!("PREPARE {name} AS {sql}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let args = args.join(", ");
+                for _ in 0..6 {
+                    client
+                        .batch_execute(&format!("EXECUTE {name}({args})"))
+                        .await
+                        .unwrap();
+                }
+                let plan: Vec<String> = client
+                    .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let plan = plan.join("\n");
+                assert!(
+                    plan.contains(index),
+                    "{mode}: {sql}\nuses no {index}:\n{plan}"
+                );
+                assert!(!plan.contains("Sort"), "{mode}: {sql}\nsorts:\n{plan}");
+                assert!(!plan.contains("Seq Scan"), "{mode}: {sql}\nscans:\n{plan}");
+            }
+            client.batch_execute("ROLLBACK").await.unwrap();
+        }
+        store.drop_schema().await.unwrap();
     }
 }

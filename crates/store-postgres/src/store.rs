@@ -44,9 +44,6 @@ use crate::sql::{self, Statements};
 /// A statement parameter.
 type Param<'a> = &'a (dyn ToSql + Sync);
 
-/// The most jobs one claim takes, whatever `max` says (one token is sent per job).
-const MAX_CLAIM: usize = 10_000;
-
 /// How often a create or update starts over after a race it cannot report (the record it
 /// collided with vanished before it could be read). One retry practically always suffices.
 const MAX_RACES: usize = 8;
@@ -650,27 +647,26 @@ impl Store for PostgresStore {
             .query(&stmt, &[&Ts(now), &sql_int(limit)])
             .await
             .map_err(Error::from)?;
-        let ids = rows
+        let mut due = rows
             .iter()
             .map(|row| {
-                parse_id(
+                let id = parse_id(
                     "prediction id",
                     &column::<String>(row, 0, "prediction id")?,
                     PredictionId::parse,
-                )
+                )?;
+                Ok((column::<Ts>(row, 1, "expires_at")?.0, id))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
+            .collect::<Result<Vec<_>, Error>>()?;
+        // In expiry order, as they were picked.
+        due.sort();
+        Ok(due.into_iter().map(|(_, id)| id).collect())
     }
 
     async fn claim_jobs(&self, request: &ClaimRequest) -> store::Result<Vec<Lease>> {
         if request.max == 0 {
             return Ok(Vec::new());
         }
-        let max = request.max.min(MAX_CLAIM);
-        let tokens: Vec<i64> = (0..max)
-            .map(|_| token_to_sql(LeaseToken::generate()))
-            .collect();
         let excluded: Vec<&str> = request.exclude_queues.iter().map(String::as_str).collect();
         let client = self.client().await?;
         let stmt = client
@@ -681,9 +677,8 @@ impl Store for PostgresStore {
             .query(
                 &stmt,
                 &[
-                    &sql_int(max),
+                    &sql_int(request.max),
                     &excluded,
-                    &tokens,
                     &request.worker.as_str(),
                     &Interval(request.lease_for),
                 ],
@@ -692,17 +687,18 @@ impl Store for PostgresStore {
             .map_err(Error::from)?;
         let mut leases = Vec::with_capacity(rows.len());
         for row in &rows {
-            let n: i64 = column(row, 0, "claim order")?;
             let lease = Lease {
-                job: job_from_row(row, 1)?,
+                job: job_from_row(row, 0)?,
                 worker: request.worker.clone(),
-                token: LeaseToken(column::<i64>(row, 6, "lease token")?.cast_unsigned()),
-                expires_at: column::<Ts>(row, 5, "lease expiry")?.0,
+                token: LeaseToken(column::<i64>(row, 5, "lease token")?.cast_unsigned()),
+                expires_at: column::<Ts>(row, 4, "lease expiry")?.0,
             };
-            leases.push((n, lease));
+            let picked_at: Ts = column(row, 6, "job visible_at")?;
+            let seq: i64 = column(row, 7, "job seq")?;
+            leases.push(((picked_at.0, seq), lease));
         }
-        // Oldest first, as the jobs were picked.
-        leases.sort_by_key(|(n, _)| *n);
+        // Oldest first, in the order the jobs were picked.
+        leases.sort_by_key(|(order, _)| *order);
         Ok(leases.into_iter().map(|(_, lease)| lease).collect())
     }
 
