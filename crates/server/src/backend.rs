@@ -15,25 +15,40 @@ pub enum StoreUrl {
     Memory,
     /// `embedded://<dir>[?sync=full|normal]`: the SQLite store in a data directory.
     Embedded(String),
+    /// `redis://…` or `redis+cluster://…`: shared by many nodes.
+    Redis(String),
+    /// `postgres://…` or `postgresql://…`: shared by many nodes.
+    Postgres(String),
 }
 
 impl StoreUrl {
     /// Parses a store URL, naming the problem when it is not one this binary can open.
     pub fn parse(url: &str) -> Result<Self> {
         let Some((scheme, _)) = url.split_once("://") else {
-            bail!("store URL {url:?} has no scheme; use embedded://<dir> or memory://");
+            bail!(
+                "store URL {url:?} has no scheme; use embedded://<dir>, memory://, redis://… or postgres://…"
+            );
+        };
+        let missing = |feature: &str| {
+            anyhow::anyhow!(
+                "this augur binary was built without the {scheme} store; rebuild with `--features {feature}`"
+            )
         };
         match scheme {
             "memory" => Ok(StoreUrl::Memory),
             "embedded" if cfg!(feature = "embedded") => Ok(StoreUrl::Embedded(url.to_owned())),
-            "embedded" => {
-                bail!("this augur binary was built without the embedded store (feature `embedded`)")
+            "embedded" => Err(missing("embedded")),
+            "redis" | "redis+cluster" if cfg!(feature = "redis") => {
+                Ok(StoreUrl::Redis(url.to_owned()))
             }
-            "redis" | "redis+cluster" | "postgres" | "postgresql" => bail!(
-                "the {scheme} store is not available in this version of augur; use embedded://<dir> or memory://"
-            ),
+            "redis" | "redis+cluster" => Err(missing("redis")),
+            "postgres" | "postgresql" if cfg!(feature = "postgres") => {
+                Ok(StoreUrl::Postgres(url.to_owned()))
+            }
+            "postgres" | "postgresql" => Err(missing("postgres")),
             other => bail!(
-                "unknown store scheme {other:?} in {url:?}; use embedded://<dir> or memory://"
+                "unknown store scheme {other:?} in {}; use embedded://<dir>, memory://, redis://… or postgres://…",
+                redact_url(url)
             ),
         }
     }
@@ -64,8 +79,18 @@ pub async fn open(url: &str) -> Result<OpenedStore> {
                 data_dir: Some(data_dir),
             })
         }
-        #[cfg(not(feature = "embedded"))]
-        StoreUrl::Embedded(_) => unreachable!("rejected by StoreUrl::parse"),
+        #[cfg(feature = "postgres")]
+        StoreUrl::Postgres(url) => Ok(OpenedStore {
+            store: Arc::new(augur_store_postgres::PostgresStore::connect(&url).await?),
+            data_dir: None,
+        }),
+        #[cfg(feature = "redis")]
+        StoreUrl::Redis(url) => Ok(OpenedStore {
+            store: Arc::new(augur_store_redis::RedisStore::connect(&url).await?),
+            data_dir: None,
+        }),
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("StoreUrl::parse refuses the backends this build lacks"),
     }
 }
 

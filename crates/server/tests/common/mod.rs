@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod backends;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,8 +25,20 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `augur serve` on `data_dir` (embedded store) and waits until it listens.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> TestServer {
+        let url = format!("embedded://{}", data_dir.display());
+        Self::start_on(&url, data_dir, env)
+    }
+
+    /// Starts `augur serve` on the store `store_url`, keeping its log and output files under
+    /// `work_dir`, and waits until it listens.
+    pub fn start_on(store_url: &str, work_dir: &Path, env: &[(&str, &str)]) -> TestServer {
+        let data_dir = work_dir;
         std::fs::create_dir_all(data_dir).unwrap();
-        let log = data_dir.with_extension(format!("log-{}", std::process::id()));
+        let log = data_dir.with_extension(format!(
+            "log-{}-{}",
+            std::process::id(),
+            augur_core::PredictionId::generate()
+        ));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -36,7 +50,8 @@ impl TestServer {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AUGUR_LISTEN", "127.0.0.1:0")
-            .env("AUGUR_STORE", format!("embedded://{}", data_dir.display()))
+            .env("AUGUR_STORE", store_url)
+            .env("AUGUR_FILES_DIR", data_dir.join("files"))
             .env("AUGUR_ADMIN_TOKEN", TOKEN)
             .env("AUGUR_LOG", "info")
             .stdout(Stdio::piped())

@@ -1,0 +1,47 @@
+//! The shared backends the tests run against, each in a fresh namespace, or a skip (a failure
+//! with `AUGUR_STORE_TESTS_REQUIRED=1`) when its server is not configured.
+
+use augur_core::PredictionId;
+
+/// A backend under test: a name for messages and a store URL in a fresh namespace.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub name: &'static str,
+    pub url: String,
+}
+
+fn namespace() -> String {
+    format!("t{}", PredictionId::generate())
+}
+
+fn with_option(base: &str, key: &str, value: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{key}={value}")
+}
+
+/// The Redis backend (`AUGUR_TEST_REDIS_URL`), under a fresh key prefix.
+pub fn redis() -> Option<Backend> {
+    let base = augur_store_conformance::skip_unless_configured("AUGUR_TEST_REDIS_URL")?;
+    Some(Backend {
+        name: "redis",
+        url: with_option(&base, "prefix", &format!("{}:", namespace())),
+    })
+}
+
+/// The Redis Cluster backend (`AUGUR_TEST_REDIS_CLUSTER_URL`), under a fresh key prefix.
+pub fn redis_cluster() -> Option<Backend> {
+    let base = augur_store_conformance::skip_unless_configured("AUGUR_TEST_REDIS_CLUSTER_URL")?;
+    Some(Backend {
+        name: "redis-cluster",
+        url: with_option(&base, "prefix", &format!("{}:", namespace())),
+    })
+}
+
+/// The PostgreSQL backend (`AUGUR_TEST_POSTGRES_URL`), in a fresh schema.
+pub fn postgres() -> Option<Backend> {
+    let base = augur_store_conformance::skip_unless_configured("AUGUR_TEST_POSTGRES_URL")?;
+    Some(Backend {
+        name: "postgres",
+        url: with_option(&base, "schema", &namespace()),
+    })
+}
