@@ -10,8 +10,8 @@ use std::process::Command;
 
 use common::{TOKEN, TestServer};
 
-#[test]
-fn replicate_python_client_runs_predicts_cancels_and_downloads() {
+/// The Python interpreter with the client, or `None` (a skip) when not configured.
+fn python() -> Option<String> {
     let Some(python) = std::env::var("AUGUR_TEST_PYTHON")
         .ok()
         .filter(|p| !p.is_empty())
@@ -21,10 +21,13 @@ fn replicate_python_client_runs_predicts_cancels_and_downloads() {
             "AUGUR_TEST_PYTHON is not set and AUGUR_E2E_REQUIRED=1"
         );
         eprintln!("skipping: set AUGUR_TEST_PYTHON to a Python with the replicate package");
-        return;
+        return None;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("data"), &[]);
+    Some(python)
+}
+
+/// Runs the client's checks against a server on `store_url`.
+fn run_checks(python: &str, server: &TestServer) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/replicate_client.py"
@@ -46,4 +49,45 @@ fn replicate_python_client_runs_predicts_cancels_and_downloads() {
         stdout.contains("all Replicate Python client checks passed"),
         "{stdout}"
     );
+}
+
+#[test]
+fn replicate_python_client_on_the_embedded_store() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    run_checks(&python, &server);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn replicate_python_client_on_postgres() {
+    let (Some(python), Some(backend)) = (python(), common::backends::postgres()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on(&backend.url, dir.path(), &[]);
+    run_checks(&python, &server);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn replicate_python_client_on_redis() {
+    let (Some(python), Some(backend)) = (python(), common::backends::redis()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on(&backend.url, dir.path(), &[]);
+    run_checks(&python, &server);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn replicate_python_client_on_redis_cluster() {
+    let (Some(python), Some(backend)) = (python(), common::backends::redis_cluster()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on(&backend.url, dir.path(), &[]);
+    run_checks(&python, &server);
 }

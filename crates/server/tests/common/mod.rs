@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod backends;
+pub mod throwaway;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
