@@ -229,7 +229,7 @@ impl PredictionRow {
         for key in COLUMN_FIELDS {
             map.remove(key);
         }
-        Ok(Self {
+        let mut row = Self {
             id: p.id.as_str().to_owned(),
             owner: p.owner.as_str().to_owned(),
             model: p.model.as_str().to_owned(),
@@ -249,7 +249,47 @@ impl PredictionRow {
             output,
             metrics,
             extra: Value::Object(map),
-        })
+        };
+        if row.holds_nul() {
+            row.escape_nul();
+        }
+        Ok(row)
+    }
+
+    /// Whether any text of the row holds U+0000, which PostgreSQL cannot store in `text` or
+    /// JSONB.
+    fn holds_nul(&self) -> bool {
+        [&self.version, &self.logs]
+            .into_iter()
+            .chain(&self.webhook)
+            .chain(&self.error)
+            .any(|t| t.contains('\0'))
+            || [&self.input, &self.metrics, &self.extra]
+                .into_iter()
+                .chain(&self.output)
+                .any(json_holds_nul)
+    }
+
+    /// Escapes every text of the row (see [`escape`]) and marks the row as escaped, so that
+    /// the rare record holding U+0000 is stored, and reads back, unchanged. Rows without it
+    /// (all others) are stored as they are and cost nothing on reading.
+    fn escape_nul(&mut self) {
+        for text in [&mut self.version, &mut self.logs]
+            .into_iter()
+            .chain(&mut self.webhook)
+            .chain(&mut self.error)
+        {
+            *text = escape(text);
+        }
+        for value in [&mut self.input, &mut self.metrics, &mut self.extra]
+            .into_iter()
+            .chain(&mut self.output)
+        {
+            map_json_text(value, &escape);
+        }
+        if let Value::Object(extra) = &mut self.extra {
+            extra.insert(ESCAPED.into(), Value::Bool(true));
+        }
     }
 
     /// The prediction's id.
@@ -325,9 +365,76 @@ pub(crate) fn decode(row: &Row, at: usize) -> Result<Versioned<Prediction>, Erro
         column::<Option<Value>>(row, at + 17, "output")?.unwrap_or(Value::Null),
     );
     map.insert("metrics".into(), column::<Value>(row, at + 18, "metrics")?);
+    if map.remove(ESCAPED) == Some(Value::Bool(true)) {
+        for value in map.values_mut() {
+            map_json_text(value, &unescape);
+        }
+    }
     let value: Prediction =
         serde_json::from_value(Value::Object(map)).map_err(|e| Error::decode("prediction", e))?;
     Ok(Versioned { value, revision })
+}
+
+/// The `extra` key marking a row whose texts are escaped (see [`escape`]).
+const ESCAPED: &str = "_augur_nul_escaped";
+/// The escape character: a private-use code point.
+const ESC: char = '\u{f8ff}';
+
+/// Replaces U+0000 by `ESC 0` and `ESC` by `ESC ESC`.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\0' => out.extend([ESC, '0']),
+            ESC => out.extend([ESC, ESC]),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Undoes [`escape`].
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == ESC) {
+            (_, true) => match chars.next() {
+                Some('0') => out.push('\0'),
+                Some(other) => out.push(other),
+                None => out.push(ESC),
+            },
+            (c, false) => out.push(c),
+        }
+    }
+    out
+}
+
+fn json_holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(json_holds_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || json_holds_nul(v)),
+        _ => false,
+    }
+}
+
+/// Applies `f` to every string of a JSON value, object keys included.
+fn map_json_text(value: &mut Value, f: &impl Fn(&str) -> String) {
+    match value {
+        Value::String(s) => *s = f(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| map_json_text(v, f)),
+        Value::Object(map) => {
+            let old = std::mem::take(map);
+            for (k, mut v) in old {
+                map_json_text(&mut v, f);
+                map.insert(f(&k), v);
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +454,23 @@ mod tests {
         let min = Timestamp::from_micros(i64::MIN);
         assert_eq!(Ts(min).to_pg(), i64::MIN);
         assert_eq!(Ts::from_pg(i64::MIN), min);
+    }
+
+    #[test]
+    fn escaping_round_trips() {
+        for text in [
+            "",
+            "plain",
+            "a\0b",
+            "\u{f8ff}",
+            "\u{f8ff}0",
+            "\0\u{f8ff}\0",
+            "é\u{f8ff}x",
+        ] {
+            let escaped = escape(text);
+            assert!(!escaped.contains('\0'), "{escaped:?}");
+            assert_eq!(unescape(&escaped), text);
+        }
     }
 
     #[test]

@@ -254,3 +254,49 @@ async fn an_unreachable_server_is_unavailable() {
     assert!(err.is_retryable(), "{err}");
     assert_eq!(err.kind(), "unavailable");
 }
+
+/// PostgreSQL cannot store U+0000 in `text` or JSONB; a record holding it (a model's binary
+/// log output, say) still round-trips unchanged, and so does the escape character itself.
+#[tokio::test]
+async fn records_holding_nul_characters_round_trip() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let mut p = prediction();
+    p.logs = "progress\0 50%\u{f8ff}0 \u{f8ff}".into();
+    p.error = Some("bad byte \0".into());
+    p.input = serde_json::json!({"a\0key": ["x\0y", {"n": 1.5}], "plain": "\u{f8ff}"});
+    p.output = Some(serde_json::json!("\0"));
+    p.version = "v\0".into();
+    insert(&store, &p).await;
+    assert_eq!(store.get(&p.id).await.unwrap().value, p);
+    let listed = store
+        .list(&augur_core::store::ListQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].value, p);
+
+    // The escape character alone needs no escaping.
+    let mut q = prediction();
+    q.logs = "\u{f8ff}0\u{f8ff}\u{f8ff}".into();
+    insert(&store, &q).await;
+    assert_eq!(store.get(&q.id).await.unwrap().value, q);
+
+    // A tombstone of an escaped record reads back as one.
+    let mut next = p.clone();
+    next.expires_at = Some(augur_core::Timestamp::from_micros(1));
+    store
+        .update(&p.id, Revision::FIRST, &next, &[])
+        .await
+        .unwrap();
+    store
+        .expire(augur_core::Timestamp::now(), 10)
+        .await
+        .unwrap();
+    let mut tombstone = next.clone();
+    tombstone.remove_data();
+    assert_eq!(store.get(&p.id).await.unwrap().value, tombstone);
+}
