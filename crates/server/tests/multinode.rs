@@ -395,6 +395,49 @@ async fn prefer_wait_hears_another_node_at_once(backend: Backend) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// A node stopped with SIGTERM hands its jobs back: the other node takes them at once, not
+// after the 30 s lease.
+
+async fn sigterm_hands_work_to_the_other_node_at_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = TestServer::start_on(&backend.url, &dir.path().join("a"), &[]);
+    let b = TestServer::start_on(&backend.url, &dir.path().join("b"), &[]);
+    let (api_a, api_b) = (a.client(), b.client());
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (status, body) = api_a
+            .create(
+                "augur/demo-image",
+                json!({"prompt": format!("handed over {i}"), "width": 16, "height": 16, "steps": 20, "step_ms": 100}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // They run on A (created there with free slots).
+    wait_for("A to start them", Duration::from_secs(10), async || {
+        let (_, p) = api_a.get(&ids[0]).await.unwrap();
+        p["status"] == "processing"
+    })
+    .await;
+    let (clean, _) = a.terminate();
+    assert!(clean, "node A did not stop cleanly");
+    let handed_over = Instant::now();
+    for id in &ids {
+        let p = api_b.settled(id, Duration::from_secs(25)).await;
+        assert_eq!(p["status"], "succeeded", "{p}");
+    }
+    // Each run takes 2 s; waiting for the lease would take 30 s.
+    assert!(
+        handed_over.elapsed() < Duration::from_secs(15),
+        "{}: node B took {:?}",
+        backend.name,
+        handed_over.elapsed()
+    );
+}
+
 macro_rules! for_backends {
     ($($test:ident),* $(,)?) => {
         mod redis {
@@ -435,4 +478,5 @@ for_backends!(
     terminal_races_across_processes_have_one_winner,
     a_killed_nodes_work_is_finished_by_the_other,
     prefer_wait_hears_another_node_at_once,
+    sigterm_hands_work_to_the_other_node_at_once,
 );
