@@ -44,7 +44,8 @@ pub struct RedisOptions {
     /// Every key (and the announcement channel) starts with this; several Augur
     /// installations (or tests) can share one Redis under different prefixes.
     pub prefix: String,
-    /// How long one command may take before it fails as unavailable.
+    /// How long one command may take, waiting for a reconnect included, before it fails as
+    /// unavailable.
     pub timeout: Duration,
 }
 

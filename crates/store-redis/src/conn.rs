@@ -16,8 +16,9 @@ use crate::error::Error;
 /// A connection to the whole store. Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub(crate) enum Conn {
-    /// A single server, reconnected by the `redis` crate's connection manager.
-    Single(ConnectionManager),
+    /// A single server, reconnected by the `redis` crate's connection manager; every call
+    /// (waiting for a reconnect included) is bounded by the duration.
+    Single(ConnectionManager, Duration),
     /// A cluster: commands are routed by the slot of their first key; redirections,
     /// topology changes and reconnects are handled by the `redis` crate.
     Cluster(ClusterConnection),
@@ -26,7 +27,16 @@ pub(crate) enum Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
+            // The manager's response timeout covers one command on a live connection, not
+            // the wait for a reconnect, which could take several connect timeouts.
+            Conn::Single(c, limit) => {
+                let limit = *limit;
+                Box::pin(async move {
+                    tokio::time::timeout(limit, c.req_packed_command(cmd))
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out_error()))
+                })
+            }
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -38,14 +48,21 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Single(c, limit) => {
+                let limit = *limit;
+                Box::pin(async move {
+                    tokio::time::timeout(limit, c.req_packed_commands(pipeline, offset, count))
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out_error()))
+                })
+            }
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Single(c) => c.get_db(),
+            Conn::Single(c, _) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -71,12 +88,13 @@ impl Conn {
                 )
                 .await
                 .map_err(|_| timed_out("connecting"))??;
-                Ok(Conn::Single(manager))
+                Ok(Conn::Single(manager, options.timeout))
             }
             Topology::Cluster { seeds } => {
                 let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
                     .connection_timeout(connect_timeout)
                     .response_timeout(options.timeout)
+                    .overall_response_timeout(Some(options.timeout))
                     .retries(6)
                     .max_retry_wait(1_000)
                     .build()?;
@@ -93,7 +111,7 @@ impl Conn {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg(name);
         let reply = match self {
-            Conn::Single(c) => cmd.query_async::<Value>(c).await?,
+            Conn::Single(..) => cmd.query_async::<Value>(self).await?,
             Conn::Cluster(c) => {
                 c.route_command(
                     cmd,
@@ -138,6 +156,13 @@ fn collect_config(reply: &Value, name: &str, out: &mut Vec<String>) -> Result<()
         }
     }
     Ok(())
+}
+
+fn timed_out_error() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer from Redis within the timeout",
+    ))
 }
 
 fn timed_out(what: &str) -> Error {

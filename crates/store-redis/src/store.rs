@@ -169,7 +169,7 @@ impl Inner {
     }
 
     pub(crate) fn single(&self) -> bool {
-        matches!(self.conn, Conn::Single(_))
+        matches!(self.conn, Conn::Single(..))
     }
 
     /// One insert attempt (see `CREATE` in [`crate::scripts`]).
