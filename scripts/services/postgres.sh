@@ -24,7 +24,7 @@ _augur_postgres_bindir() {
         echo "$AUGUR_TEST_POSTGRES_BIN"
         return 0
     fi
-    for candidate in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -V -r); do
+    for candidate in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -V -r); do
         if [[ -x "$candidate/initdb" && -x "$candidate/pg_ctl" && -x "$candidate/postgres" ]]; then
             echo "$candidate"
             return 0

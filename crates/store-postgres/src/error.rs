@@ -51,6 +51,10 @@ pub(crate) enum Error {
     Config(String),
     #[error("the store is closed")]
     Closed,
+    /// An operation kept colliding with concurrent writes it could not report (a record it
+    /// collided with vanished before it could be read); another try will likely pass.
+    #[error("{0}")]
+    Contended(String),
 }
 
 impl Error {
@@ -81,7 +85,7 @@ impl Error {
                 // failed connection check: all may pass.
                 _ => Class::Unavailable,
             },
-            Error::Closed => Class::Unavailable,
+            Error::Closed | Error::Contended(_) => Class::Unavailable,
             Error::Decode { .. } => Class::Corrupt,
             Error::NotFound(_)
             | Error::Conflict { .. }

@@ -237,7 +237,7 @@ impl PostgresStore {
             txn.commit().await?;
             return Ok(Created::Inserted(Revision::FIRST));
         }
-        Err(Error::Config(format!(
+        Err(Error::Contended(format!(
             "creating {id} kept racing with concurrent writes; giving up after {MAX_RACES} tries"
         )))
     }
@@ -284,7 +284,7 @@ impl PostgresStore {
             }
             // Deleted and created again at the expected revision in between: try again.
         }
-        Err(Error::Config(format!(
+        Err(Error::Contended(format!(
             "updating {id} kept racing with concurrent writes; giving up after {MAX_RACES} tries"
         )))
     }
