@@ -342,7 +342,13 @@ mod tests {
             return;
         };
         let base = url.split_once('?').map_or(url.as_str(), |(b, _)| b);
-        let schema = format!("augur_explain_{}", std::process::id());
+        // Named like the integration tests' schemas, so that their sweep of stale schemas
+        // removes it if this test dies before dropping it.
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let schema = format!("augur_test_{secs}_{}_explain", std::process::id());
         let store = PostgresStore::connect(&format!("{base}?schema={schema}"))
             .await
             .unwrap();
