@@ -235,6 +235,11 @@ impl PostgresStore {
                 }
             }
             txn.commit().await?;
+            let mut announcements = vec![format!("p:1:{id}")];
+            if plan.work {
+                announcements.push(crate::notify::WORK.to_owned());
+            }
+            self.announce(&client, &announcements).await;
             return Ok(Created::Inserted(Revision::FIRST));
         }
         Err(Error::Contended(format!(
@@ -270,6 +275,11 @@ impl PostgresStore {
             if let Some(updated) = results[0].first() {
                 let revision = revision_from_sql(column(updated, 0, "revision")?)?;
                 txn.commit().await?;
+                let mut announcements = vec![format!("p:{}:{id_text}", revision.0)];
+                if plan.work {
+                    announcements.push(crate::notify::WORK.to_owned());
+                }
+                self.announce(&client, &announcements).await;
                 return Ok(revision);
             }
             // The compare-and-set lost (or there is no such record): undo the effects.
@@ -496,9 +506,7 @@ impl EffectPlan {
                 vec![names as Param<'a>, deltas],
             ));
         }
-        if self.work {
-            out.push((client.prepare_cached(&statements.work).await?, Vec::new()));
-        }
+        let _ = statements;
         Ok(out)
     }
 }
@@ -576,10 +584,15 @@ impl Store for PostgresStore {
             .prepare_cached(&self.statements.delete)
             .await
             .map_err(Error::from)?;
-        client
+        let rows = client
             .query(&stmt, &[&id.as_str()])
             .await
             .map_err(Error::from)?;
+        if let Some(row) = rows.first() {
+            let revision: i64 = column(row, 0, "revision")?;
+            self.announce(&client, &[format!("p:{revision}:{id}")])
+                .await;
+        }
         Ok(())
     }
 
@@ -647,7 +660,7 @@ impl Store for PostgresStore {
             .query(&stmt, &[&Ts(now), &sql_int(limit)])
             .await
             .map_err(Error::from)?;
-        let mut due = rows
+        let due = rows
             .iter()
             .map(|row| {
                 let id = parse_id(
@@ -655,9 +668,17 @@ impl Store for PostgresStore {
                     &column::<String>(row, 0, "prediction id")?,
                     PredictionId::parse,
                 )?;
-                Ok((column::<Ts>(row, 1, "expires_at")?.0, id))
+                let revision: i64 = column(row, 2, "revision")?;
+                Ok((column::<Ts>(row, 1, "expires_at")?.0, id, revision))
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        let announcements: Vec<String> = due
+            .iter()
+            .map(|(_, id, revision)| format!("p:{revision}:{id}"))
+            .collect();
+        self.announce(&client, &announcements).await;
+        let mut due: Vec<(Timestamp, PredictionId)> =
+            due.into_iter().map(|(at, id, _)| (at, id)).collect();
         // In expiry order, as they were picked.
         due.sort();
         Ok(due.into_iter().map(|(_, id)| id).collect())
@@ -897,6 +918,27 @@ impl PostgresStore {
         if rows.is_empty() {
             return Err(Error::LeaseLost.into());
         }
+        self.announce(&client, &[crate::notify::WORK.to_owned()])
+            .await;
         Ok(())
+    }
+
+    /// Announces committed writes to every node's subscription. Sent after the commit, each
+    /// in its own tiny transaction that writes nothing: a `pg_notify` inside the write would
+    /// take a database-wide lock until the commit is flushed and serialise all writers.
+    /// Announcements are hints; one lost in a crash right after the commit only delays the
+    /// nodes that poll as a backstop.
+    async fn announce(&self, client: &Object, payloads: &[String]) {
+        if payloads.is_empty() {
+            return;
+        }
+        let sent = async {
+            let stmt = client.prepare_cached(&self.statements.announce).await?;
+            client.execute(&stmt, &[&payloads]).await
+        }
+        .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "announcement not sent");
+        }
     }
 }
