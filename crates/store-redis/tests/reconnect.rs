@@ -1,7 +1,9 @@
-//! A Redis restart, on a throwaway server this test owns (`AUGUR_TEST_REDIS_SERVER_BIN`):
-//! while it is down operations fail as retryable; afterwards the store works again by
-//! itself, the acknowledged write survived `kill -9` (`appendfsync always`), and the
-//! subscription announces `Resync` and then new changes.
+//! The connection's life: a Redis restart on a throwaway server this test owns
+//! (`AUGUR_TEST_REDIS_SERVER_BIN`): while it is down operations fail as retryable; afterwards
+//! the store works again by itself, the acknowledged write survived `kill -9` (`appendfsync
+//! always`), and the subscription announces `Resync` and then new changes. Also, on
+//! `AUGUR_TEST_REDIS_URL`: a prefix holding another layout is refused, and `close` ends
+//! subscriptions and refuses later calls.
 
 mod common;
 
@@ -148,4 +150,47 @@ async fn a_restart_is_survived_and_announced_with_resync() {
         revision: Revision::FIRST,
     };
     next_change(&mut changes, |c| *c == want).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_with_another_layout_is_refused() {
+    let Some(url) = augur_store_conformance::skip_unless_configured("AUGUR_TEST_REDIS_URL") else {
+        return;
+    };
+    let prefix = common::fresh_prefix();
+    let mut conn = common::node_connections(&url).await.remove(0);
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}layout"))
+        .arg("augur-redis-layout 99")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = RedisStore::connect(&common::with_prefix(&url, &prefix))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "other", "{err}");
+    assert!(err.to_string().contains("augur-redis-layout 99"), "{err}");
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}layout"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_subscriptions_and_refuses_calls() {
+    let Some(store) = common::store("AUGUR_TEST_REDIS_URL").await else {
+        return;
+    };
+    let mut changes = store.subscribe().await.unwrap().expect("announcements");
+    let p = prediction();
+    insert(&store, &p, &[]).await;
+    store.close().await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while changes.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream did not end after close");
+    let err = store.get(&p.id).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
 }
