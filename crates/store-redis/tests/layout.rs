@@ -1,7 +1,7 @@
 //! The key layout on a real Redis Cluster (`AUGUR_TEST_REDIS_CLUSTER_URL`): every key of a
 //! prediction (record, data, job, the keys that point at it) and every shard structure its
 //! scripts write (queue, indexes, expiry, counters) hash to one slot, and the shards spread
-//! over the cluster's nodes.
+//! over the cluster's nodes. Also: durability is read from every primary.
 
 mod common;
 
@@ -74,8 +74,27 @@ async fn every_prediction_lives_in_one_slot() {
         .await
         .expect("update");
 
-    // Every key of this test's prefix, from every node.
+    // Durable iff every primary appends with `appendfsync always`.
     let mut nodes = common::node_connections(&url).await;
+    let mut all_always = true;
+    for conn in &mut nodes {
+        let (_, append): (String, String) = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query_async(conn)
+            .await
+            .expect("CONFIG GET");
+        let (_, fsync): (String, String) = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendfsync")
+            .query_async(conn)
+            .await
+            .expect("CONFIG GET");
+        all_always &= append == "yes" && fsync == "always";
+    }
+    assert_eq!(store.capabilities().durable, all_always);
+
+    // Every key of this test's prefix, from every node.
     let mut keys_by_node: Vec<Vec<String>> = Vec::new();
     for conn in &mut nodes {
         let mut keys = Vec::new();
