@@ -1,16 +1,40 @@
 #!/usr/bin/env bash
 # The test command: runs every test of the workspace against real components.
 #
-#   scripts/test.sh            # all tests
-#   scripts/test.sh -E 'test(crash)'   # extra arguments go to cargo nextest (or cargo test)
+#   scripts/test.sh                         # all tests
+#   scripts/test.sh -E 'test(crash)'        # extra arguments go to cargo nextest (or cargo test)
 #
 # It prepares what the tests need and cannot ship in the repository:
+# - Redis, a three-master Redis Cluster and PostgreSQL (scripts/services/*.sh): the servers
+#   already running on their usual ports, or throwaway ones on free loopback ports, installed
+#   from Debian's packages when missing; their URLs go to AUGUR_TEST_REDIS_URL,
+#   AUGUR_TEST_REDIS_CLUSTER_URL and AUGUR_TEST_POSTGRES_URL, and what it started is stopped
+#   on exit. With AUGUR_STORE_TESTS_REQUIRED=1 (set by .ci/run) a backend test whose server
+#   is missing fails instead of skipping.
 # - a Python virtualenv with the official Replicate client (from PyPI), used by the
 #   end-to-end tests of the real binary (AUGUR_TEST_PYTHON); AUGUR_E2E_REQUIRED=1 makes a
 #   missing interpreter a failure instead of a skip.
-# Then it runs the Rust tests once, in the dev profile (one build, no rebuilds).
+# Then it runs the Rust tests once, in the dev profile with every backend compiled in (one
+# build, no rebuilds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/services/redis.sh
+source scripts/services/redis.sh
+# shellcheck source=scripts/services/postgres.sh
+source scripts/services/postgres.sh
+cleanup() {
+    augur_redis_down || true
+    augur_postgres_down || true
+}
+trap cleanup EXIT
+
+echo "== starting or finding Redis, Redis Cluster and PostgreSQL"
+augur_redis_up
+augur_postgres_up
+echo "   redis:         $AUGUR_TEST_REDIS_URL"
+echo "   redis cluster: $AUGUR_TEST_REDIS_CLUSTER_URL"
+echo "   postgres:      ${AUGUR_TEST_POSTGRES_URL%%\?*}"
 
 venv="${AUGUR_TEST_VENV:-$PWD/target/test-venv}"
 if ! "$venv/bin/python" -c 'import replicate, standardwebhooks' >/dev/null 2>&1; then
@@ -23,7 +47,7 @@ export AUGUR_E2E_REQUIRED="${AUGUR_E2E_REQUIRED:-1}"
 
 echo "== running the Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast "$@"
+    cargo nextest run --workspace --all-features --locked --no-fail-fast "$@"
 else
-    cargo test --workspace --locked --no-fail-fast "$@"
+    cargo test --workspace --all-features --locked --no-fail-fast "$@"
 fi

@@ -436,7 +436,9 @@ impl Predictions {
                     }
                 }
                 Ok(None) => break,
-                Err(_) if wake < deadline => latest = self.get(id).await?,
+                Err(_) if wake < deadline => {
+                    latest = self.seen_now(self.store.get_uncached(id).await?);
+                }
                 Err(_) => break,
             }
         }

@@ -7,6 +7,9 @@
 //! workers when jobs were queued. After a gap (`Change::Resync`, or the stream ending) it
 //! clears the cache and re-reads everything watched, then subscribes again.
 //!
+//! Metrics: `augur_store_announcements_subscribed` (1 while subscribed) and
+//! `augur_store_announcements_total{kind}`.
+//!
 //! [`Store::subscribe`]: augur_core::store::Store::subscribe
 
 use std::future::Future;
@@ -44,6 +47,8 @@ impl ChangeListener {
             let mut stream = match stream {
                 Ok(Some(stream)) => {
                     backoff = Duration::from_millis(100);
+                    metrics::gauge!("augur_store_announcements_subscribed").set(1.0);
+                    tracing::info!("listening for other nodes' writes");
                     stream
                 }
                 Ok(None) => {
@@ -70,6 +75,7 @@ impl ChangeListener {
                 match change {
                     Some(change) => self.apply(change).await,
                     None => {
+                        metrics::gauge!("augur_store_announcements_subscribed").set(0.0);
                         tracing::warn!("store announcements ended; subscribing again");
                         break;
                     }
@@ -80,6 +86,13 @@ impl ChangeListener {
 
     /// Applies one announcement.
     pub async fn apply(&self, change: Change) {
+        let kind = match &change {
+            Change::Prediction { .. } => "prediction",
+            Change::Work => "work",
+            Change::Resync => "resync",
+            _ => "other",
+        };
+        metrics::counter!("augur_store_announcements_total", "kind" => kind).increment(1);
         match change {
             Change::Prediction { id, revision } => {
                 if let Some(cache) = &self.cache {
@@ -117,7 +130,9 @@ impl ChangeListener {
                 }
                 self.service.hub().publish(&record);
             }
-            Err(e) => tracing::debug!(prediction_id = %id, error = %e, "cannot re-read a watched prediction"),
+            Err(e) => {
+                tracing::debug!(prediction_id = %id, error = %e, "cannot re-read a watched prediction")
+            }
         }
     }
 }

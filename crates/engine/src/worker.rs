@@ -682,7 +682,8 @@ async fn renew_lease(service: Predictions, mut lease: Lease, lease_for: Duration
     loop {
         tokio::time::sleep(every).await;
         if service
-            .get(&lease.job.prediction_id)
+            .store()
+            .get_uncached(&lease.job.prediction_id)
             .await
             .is_ok_and(|p| p.value.is_terminal())
         {

@@ -21,7 +21,11 @@ struct Node {
 
 fn node(shared: &Arc<MemoryStore>, stop: &CancellationToken) -> Node {
     // A cache that would never expire on its own: only announcements keep it fresh.
-    let cache = Arc::new(CachedStore::new(shared.clone(), 100, Some(Duration::from_secs(3600))));
+    let cache = Arc::new(CachedStore::new(
+        shared.clone(),
+        100,
+        Some(Duration::from_secs(3600)),
+    ));
     let store: DynStore = cache.clone();
     let service = Predictions::new(store, ServiceConfig::default());
     let listener = ChangeListener::new(service.clone(), Some(cache.clone()));
@@ -59,11 +63,18 @@ async fn another_nodes_write_reaches_this_nodes_cache_and_waiters() {
         .id
         .clone();
     // Node A has the record cached.
-    assert_eq!(a.service.get(&id).await.unwrap().value.status, Status::Starting);
+    assert_eq!(
+        a.service.get(&id).await.unwrap().value.status,
+        Status::Starting
+    );
     let waiter = {
         let service = a.service.clone();
         let id = id.clone();
-        tokio::spawn(async move { service.wait_until_settled(&id, Duration::from_secs(10)).await })
+        tokio::spawn(async move {
+            service
+                .wait_until_settled(&id, Duration::from_secs(10))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = Instant::now();
@@ -76,7 +87,10 @@ async fn another_nodes_write_reaches_this_nodes_cache_and_waiters() {
         started.elapsed()
     );
     // And node A's cache no longer holds the old record.
-    assert_eq!(a.service.get(&id).await.unwrap().value.status, Status::Canceled);
+    assert_eq!(
+        a.service.get(&id).await.unwrap().value.status,
+        Status::Canceled
+    );
     let _ = &a.cache;
     stop.cancel();
 }
@@ -112,7 +126,15 @@ async fn a_cancel_on_another_node_stops_the_run_here() {
         .id
         .clone();
     let until = Instant::now() + Duration::from_secs(10);
-    while !b.service.get(&id).await.unwrap().value.logs.contains("2/100") {
+    while !b
+        .service
+        .get(&id)
+        .await
+        .unwrap()
+        .value
+        .logs
+        .contains("2/100")
+    {
         assert!(Instant::now() < until, "never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -121,6 +143,9 @@ async fn a_cancel_on_another_node_stops_the_run_here() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let after = b.service.get(&id).await.unwrap().value;
     assert_eq!(after.status, Status::Canceled);
-    assert_eq!(after.logs, logs_at_cancel, "the run on the other node kept going");
+    assert_eq!(
+        after.logs, logs_at_cancel,
+        "the run on the other node kept going"
+    );
     stop.cancel();
 }

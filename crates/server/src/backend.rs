@@ -116,13 +116,27 @@ mod tests {
             StoreUrl::parse("embedded://./d").unwrap(),
             StoreUrl::Embedded(_)
         ));
-        for (bad, needle) in [
-            ("./d", "no scheme"),
-            ("mysql://x", "unknown store scheme"),
-            ("redis://x", "not available"),
-        ] {
+        for (bad, needle) in [("./d", "no scheme"), ("mysql://x", "unknown store scheme")] {
             let err = StoreUrl::parse(bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{bad}: {err}");
+        }
+        for url in [
+            "redis://h:6379/0",
+            "redis+cluster://a:1,b:2",
+            "postgres://u@h/db",
+        ] {
+            let parsed = StoreUrl::parse(url);
+            let built = match url.split_once(':').map(|(scheme, _)| scheme) {
+                Some("redis" | "redis+cluster") => cfg!(feature = "redis"),
+                _ => cfg!(feature = "postgres"),
+            };
+            match parsed {
+                Ok(_) => assert!(built, "{url} accepted without its feature"),
+                Err(e) => {
+                    assert!(!built, "{url}: {e}");
+                    assert!(e.to_string().contains("--features"), "{url}: {e}");
+                }
+            }
         }
     }
 

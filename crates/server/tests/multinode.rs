@@ -86,6 +86,28 @@ async fn jobs_with_outcome(api: &common::Api, outcome: &str) -> i64 {
         .sum()
 }
 
+/// A gauge or counter without labels from a node's `/metrics`.
+async fn metric(api: &common::Api, name: &str) -> i64 {
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0, |v| v as i64)
+}
+
 async fn wait_for(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> bool) {
     let until = Instant::now() + deadline;
     while !check().await {
@@ -313,11 +335,8 @@ async fn a_killed_nodes_work_is_finished_by_the_other(backend: Backend) {
         loads.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0..150 {
-                match api.create("augur/echo", json!({"i": i})).await {
-                    Ok((status, body)) if status == 201 => {
-                        ids.push(body["id"].as_str().unwrap().to_owned())
-                    }
-                    _ => {}
+                if let Ok((201, body)) = api.create("augur/echo", json!({"i": i})).await {
+                    ids.push(body["id"].as_str().unwrap().to_owned());
                 }
             }
             ids
@@ -363,6 +382,15 @@ async fn prefer_wait_hears_another_node_at_once(backend: Backend) {
     );
     let _b = TestServer::start_on(&backend.url, &dir.path().join("b"), &[]);
     let api_a = a.client();
+    // Both nodes listen for each other's writes before the timing starts.
+    for api in [&api_a, &_b.client()] {
+        wait_for(
+            "the node to subscribe to announcements",
+            Duration::from_secs(30),
+            async || metric(api, "augur_store_announcements_subscribed").await == 1,
+        )
+        .await;
+    }
     // Node A's only slot is busy, so the next prediction runs on node B.
     api_a
         .create(

@@ -3,6 +3,8 @@
 //! nothing it acknowledged. Redis runs with `appendfsync always`; both servers are crashed
 //! (`kill -9`, `pg_ctl stop -m immediate`), not stopped politely.
 
+#![cfg(any(feature = "redis", feature = "postgres"))]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

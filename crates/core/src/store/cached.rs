@@ -192,6 +192,12 @@ impl Store for CachedStore {
         Ok(Arc::unwrap_or_clone(self.get_shared(id).await?))
     }
 
+    async fn get_uncached(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        let record = self.inner.get_uncached(id).await?;
+        self.offer(record.clone());
+        Ok(record)
+    }
+
     async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
         if let Some(hit) = self.cached(id) {
             return Ok(hit);

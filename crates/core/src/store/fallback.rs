@@ -70,6 +70,11 @@ impl Store for FallbackStore {
         self.read("get", |s| async move { s.get(id).await }).await
     }
 
+    async fn get_uncached(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        self.read("get", |s| async move { s.get_uncached(id).await })
+            .await
+    }
+
     async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
         self.read("get", |s| async move { s.get_shared(id).await })
             .await

@@ -70,6 +70,10 @@ impl Store for MeteredStore {
         self.observe("get", self.inner.get(id)).await
     }
 
+    async fn get_uncached(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        self.observe("get", self.inner.get_uncached(id)).await
+    }
+
     async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
         self.observe("get", self.inner.get_shared(id)).await
     }

@@ -305,6 +305,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// - Unknown ids give [`Error::NotFound`] (`get_unknown_is_not_found`).
     async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>>;
 
+    /// Like [`Store::get`], but never served from a cache: for re-reads whose point is to see
+    /// other nodes' writes (a waiter's periodic check). The default is `get`.
+    async fn get_uncached(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        self.get(id).await
+    }
+
     /// Like [`Store::get`], shared: a cache can hand out the record it holds without copying
     /// it. The default wraps `get`.
     async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
