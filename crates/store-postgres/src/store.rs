@@ -27,7 +27,7 @@ use augur_core::{AccountId, LeaseToken, PredictionId, Revision, Timestamp, Versi
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use futures::future::try_join_all;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 
@@ -60,6 +60,8 @@ pub struct PostgresStore {
     statements: Arc<Statements>,
     durable: bool,
     closed: watch::Sender<bool>,
+    /// Announcements on their way to [`announcer`]'s task.
+    announcements: mpsc::UnboundedSender<String>,
 }
 
 impl PostgresStore {
@@ -103,9 +105,11 @@ impl PostgresStore {
             );
         }
         tracing::debug!(options = %options, applied, durable, "connected to PostgreSQL");
+        let statements = Arc::new(Statements::new(&options.channel()));
         Ok(Self {
+            announcements: announcer(pool.clone(), statements.clone()),
             pool,
-            statements: Arc::new(Statements::new(&options.channel())),
+            statements,
             options,
             durable,
             closed: watch::channel(false).0,
@@ -923,22 +927,51 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Announces committed writes to every node's subscription. Sent after the commit, each
-    /// in its own tiny transaction that writes nothing: a `pg_notify` inside the write would
-    /// take a database-wide lock until the commit is flushed and serialise all writers.
+    /// Announces committed writes to every node's subscription (see [`announcer`]).
     /// Announcements are hints; one lost in a crash right after the commit only delays the
     /// nodes that poll as a backstop.
-    async fn announce(&self, client: &Object, payloads: &[String]) {
-        if payloads.is_empty() {
-            return;
-        }
-        let sent = async {
-            let stmt = client.prepare_cached(&self.statements.announce).await?;
-            client.execute(&stmt, &[&payloads]).await
-        }
-        .await;
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "announcement not sent");
+    async fn announce(&self, _client: &Object, payloads: &[String]) {
+        for payload in payloads {
+            // Fails only once the announcer has stopped, with the pool closed.
+            let _ = self.announcements.send(payload.clone());
         }
     }
+}
+
+/// The most announcements sent in one `pg_notify` statement.
+const ANNOUNCE_BATCH: usize = 512;
+
+/// Starts the task that sends announcements after their writes committed, batching whatever
+/// has queued up meanwhile into one statement. Sent from the writes' own connections, each
+/// announcement would be its own transaction: a `pg_notify` takes a database-wide lock until
+/// its commit is flushed, so one per write serialised every writer behind the notify queue
+/// (the shared-lifecycles benchmark saw `Lock:object` waits on it), and cost every write a
+/// round trip. Inside the write's transaction it would be worse still: the lock would be held
+/// through the write's own flush. Batched here, the lock is taken once per batch; order is
+/// kept, and PostgreSQL drops duplicates within one batch (the `w` work hints). The task ends
+/// when the store is dropped.
+fn announcer(pool: Pool, statements: Arc<Statements>) -> mpsc::UnboundedSender<String> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(ANNOUNCE_BATCH);
+        while rx.recv_many(&mut batch, ANNOUNCE_BATCH).await > 0 {
+            let sent = async {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                let stmt = client
+                    .prepare_cached(&statements.announce)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client
+                    .execute(&stmt, &[&batch])
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, dropped = batch.len(), "announcements not sent");
+            }
+            batch.clear();
+        }
+    });
+    tx
 }
