@@ -249,27 +249,48 @@ impl Predictions {
             None => Effect::EnqueueJob { queue, run_at: now },
         };
         let effects = [enqueue, Effect::count(counters::CREATED, 1)];
-        let created = self
-            .store
-            .create(NewPrediction {
-                prediction: &prediction,
-                idempotency: idempotency.as_ref(),
-                effects: &effects,
-            })
-            .await?;
-        match created {
-            Created::Inserted(revision) => {
+        let leased = slot.is_some();
+        let store = self.store.clone();
+        let hub = self.hub.clone();
+        let commit = async move {
+            let created = store
+                .create(NewPrediction {
+                    prediction: &prediction,
+                    idempotency: idempotency.as_ref(),
+                    effects: &effects,
+                })
+                .await;
+            if let Ok(Created::Inserted(revision)) = &created {
                 let record = Versioned {
                     value: prediction,
-                    revision,
+                    revision: *revision,
                 };
-                self.hub.publish(&record);
+                hub.publish(&record);
                 match (slot, lease) {
                     (Some(slot), Some(lease)) => slot.start(lease),
-                    _ => self.hub.notify_work(),
+                    _ => hub.notify_work(),
                 }
-                Ok(Creation::Created(record))
+                return (created, Some(record), idempotency);
             }
+            (created, None, idempotency)
+        };
+        // With a slot reserved, the commit leases the job to this process: it must reach
+        // `slot.start` even if the caller goes away meanwhile (a client hanging up drops the
+        // request's future), or the job would sit leased to nobody until the lease lapsed.
+        let (created, record, idempotency) = if leased {
+            tokio::spawn(commit).await.map_err(|e| {
+                Error::Store(crate::store::Error::Other {
+                    backend: "service",
+                    source: Box::new(e),
+                })
+            })?
+        } else {
+            commit.await
+        };
+        match created? {
+            Created::Inserted(_) => Ok(Creation::Created(
+                record.expect("an inserted record is returned with it"),
+            )),
             Created::ExistingId(existing) => {
                 if request.same_parameters(&existing.value) {
                     Ok(Creation::Replayed(self.seen_now(existing)))
