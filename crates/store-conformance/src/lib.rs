@@ -14,10 +14,12 @@
 
 mod changes;
 pub mod fixtures;
+mod outbox;
 mod predictions;
 mod queue;
 
 pub use changes::*;
+pub use outbox::*;
 pub use predictions::*;
 pub use queue::*;
 
@@ -79,6 +81,16 @@ macro_rules! conformance_suite {
             concurrent_claims_complete_each_job_once,
             changes_are_announced,
             migration_round_trips_every_record,
+            deliveries_are_enqueued_with_their_write,
+            deliveries_go_out_in_order_per_prediction,
+            delivery_claims_are_exclusive_until_the_lease_lapses,
+            finishing_needs_the_current_delivery_lease,
+            attempts_are_recorded_and_outcomes_applied,
+            redeliver_requeues_a_message,
+            concurrent_delivery_claims_deliver_each_once,
+            events_are_appended_with_their_write_and_resumable,
+            expiry_and_delete_remove_events_and_deliveries,
+            outbox_and_events_migrate,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

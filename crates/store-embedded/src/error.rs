@@ -21,7 +21,7 @@ pub(crate) enum Error {
         expected: Revision,
         actual: Revision,
     },
-    #[error("job lease lost")]
+    #[error("lease lost")]
     LeaseLost,
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),

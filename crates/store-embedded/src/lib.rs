@@ -5,6 +5,7 @@
 mod config;
 mod error;
 mod ops;
+mod outbox;
 mod readers;
 mod schema;
 mod store;

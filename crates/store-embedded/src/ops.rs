@@ -13,15 +13,17 @@ use std::time::Duration;
 
 use augur_core::store::{
     ClaimRequest, Created, Cursor, Effect, IdempotencyRecord, Job, Lease, ListQuery, Page,
-    QueueStats,
+    QueueStats, StreamEvent, StreamEventData,
 };
 use augur_core::{
     AccountId, LeaseToken, ModelName, Prediction, PredictionId, Revision, Timestamp, Versioned,
+    WorkerId,
 };
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::Error;
+use crate::outbox::{self, ImportedDelivery, NewDelivery};
 use crate::writer::Ctx;
 
 /// A prediction encoded for its row: the indexed columns plus the JSON body. Encoding happens
@@ -150,9 +152,8 @@ pub(crate) fn create(
     ctx: &mut Ctx<'_>,
     record: &Record,
     key: Option<&IdempotencyRecord>,
-    effects: &[Effect],
+    effects: &[EncodedEffect],
 ) -> Result<Created, Error> {
-    check_effects(effects)?;
     let conn = ctx.conn;
     if let Some(existing) = get(conn, &record.id)? {
         return Ok(Created::ExistingId(existing));
@@ -194,7 +195,7 @@ pub(crate) fn create(
         record.data_removed,
         record.body,
     ])?;
-    apply_effects(ctx, &record.id, effects)?;
+    apply_effects(ctx, &record.id, Revision::FIRST, effects)?;
     Ok(Created::Inserted(Revision::FIRST))
 }
 
@@ -204,9 +205,8 @@ pub(crate) fn update(
     id: &PredictionId,
     expected: Revision,
     record: &Record,
-    effects: &[Effect],
+    effects: &[EncodedEffect],
 ) -> Result<Revision, Error> {
-    check_effects(effects)?;
     let conn = ctx.conn;
     let changed = conn
         .prepare_cached(
@@ -238,32 +238,84 @@ pub(crate) fn update(
             },
         });
     }
-    apply_effects(ctx, id, effects)?;
+    apply_effects(ctx, id, expected.next(), effects)?;
     Ok(expected.next())
 }
 
-/// Refuses effects this build does not know, before anything is written.
-fn check_effects(effects: &[Effect]) -> Result<(), Error> {
-    for effect in effects {
-        match effect {
-            Effect::EnqueueJob { .. }
-            | Effect::EnqueueClaimed { .. }
-            | Effect::CompleteJob
-            | Effect::Count { .. } => {}
-            // `Effect` is non-exhaustive: a kind this build does not know must fail the write,
-            // never be skipped.
-            other => return Err(Error::UnsupportedEffect(format!("{other:?}"))),
-        }
-    }
-    Ok(())
+/// A write's effect, checked and encoded on the caller's task (see [`encode_effects`]).
+#[derive(Debug)]
+pub(crate) enum EncodedEffect {
+    EnqueueJob {
+        queue: String,
+        run_at: Timestamp,
+    },
+    EnqueueClaimed {
+        queue: String,
+        worker: WorkerId,
+        token: LeaseToken,
+        expires_at: Timestamp,
+    },
+    CompleteJob,
+    Count {
+        name: String,
+        delta: i64,
+    },
+    EnqueueDelivery(NewDelivery),
+    AppendEvents(Vec<StreamEventData>),
 }
 
-/// Applies a write's effects (checked by [`check_effects`] before the write). Counters are
-/// added to the group's deltas, written once before `COMMIT`.
-fn apply_effects(ctx: &mut Ctx<'_>, id: &PredictionId, effects: &[Effect]) -> Result<(), Error> {
+/// Encodes a write's effects, refusing the kinds this build does not know before anything is
+/// sent to the writer.
+pub(crate) fn encode_effects(effects: &[Effect]) -> Result<Vec<EncodedEffect>, Error> {
+    effects
+        .iter()
+        .map(|effect| {
+            Ok(match effect {
+                Effect::EnqueueJob { queue, run_at } => EncodedEffect::EnqueueJob {
+                    queue: queue.clone(),
+                    run_at: *run_at,
+                },
+                Effect::EnqueueClaimed {
+                    queue,
+                    worker,
+                    token,
+                    expires_at,
+                } => EncodedEffect::EnqueueClaimed {
+                    queue: queue.clone(),
+                    worker: worker.clone(),
+                    token: *token,
+                    expires_at: *expires_at,
+                },
+                Effect::CompleteJob => EncodedEffect::CompleteJob,
+                Effect::Count { name, delta } => EncodedEffect::Count {
+                    name: name.clone(),
+                    delta: *delta,
+                },
+                Effect::EnqueueDelivery(delivery) => {
+                    EncodedEffect::EnqueueDelivery(NewDelivery::encode(delivery)?)
+                }
+                Effect::AppendEvents(events) => EncodedEffect::AppendEvents(events.clone()),
+                // `Effect` is non-exhaustive: a kind this build does not know must fail the
+                // write, never be skipped.
+                other => return Err(Error::UnsupportedEffect(format!("{other:?}"))),
+            })
+        })
+        .collect()
+}
+
+/// Applies a write's effects. Counters are added to the group's deltas, written once before
+/// `COMMIT`. Events are numbered `(revision, i)` with `i` counting across the write's
+/// `AppendEvents` effects, so that two of them in one write cannot collide.
+fn apply_effects(
+    ctx: &mut Ctx<'_>,
+    id: &PredictionId,
+    revision: Revision,
+    effects: &[EncodedEffect],
+) -> Result<(), Error> {
+    let mut event_index = 0;
     for effect in effects {
         match effect {
-            Effect::EnqueueJob { queue, run_at } => {
+            EncodedEffect::EnqueueJob { queue, run_at } => {
                 // Replaces the prediction's job, lease and attempts included.
                 *ctx.seq += 1;
                 ctx.conn
@@ -274,7 +326,7 @@ fn apply_effects(ctx: &mut Ctx<'_>, id: &PredictionId, effects: &[Effect]) -> Re
                     )?
                     .execute(params![id.as_str(), queue, run_at.as_micros(), *ctx.seq])?;
             }
-            Effect::EnqueueClaimed {
+            EncodedEffect::EnqueueClaimed {
                 queue,
                 worker,
                 token,
@@ -297,23 +349,26 @@ fn apply_effects(ctx: &mut Ctx<'_>, id: &PredictionId, effects: &[Effect]) -> Re
                         worker.as_str(),
                     ])?;
             }
-            Effect::CompleteJob => complete(ctx.conn, id)?,
-            Effect::Count { name, delta } => {
+            EncodedEffect::CompleteJob => complete(ctx.conn, id)?,
+            EncodedEffect::Count { name, delta } => {
                 *ctx.counters.entry(name.clone()).or_default() += delta;
             }
-            // `Effect` is non-exhaustive: a kind this build does not know must fail the write,
-            // never be skipped.
-            other => return Err(Error::UnsupportedEffect(format!("{other:?}"))),
+            EncodedEffect::EnqueueDelivery(delivery) => outbox::enqueue(ctx.conn, id, delivery)?,
+            EncodedEffect::AppendEvents(events) => {
+                event_index = outbox::append_events(ctx.conn, id, revision, event_index, events)?;
+            }
         }
     }
     Ok(())
 }
 
-/// Deletes a prediction, its job and the idempotency keys that point at it.
+/// Deletes a prediction, its job, its webhook messages and events, and the idempotency keys
+/// that point at it.
 pub(crate) fn delete(conn: &Connection, id: &PredictionId) -> Result<(), Error> {
     conn.prepare_cached("DELETE FROM predictions WHERE id = ?1")?
         .execute([id.as_str()])?;
     complete(conn, id)?;
+    outbox::remove_all(conn, id)?;
     conn.prepare_cached("DELETE FROM idempotency_keys WHERE prediction_id = ?1")?
         .execute([id.as_str()])?;
     Ok(())
@@ -372,7 +427,8 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> Result<Page, Error> 
     Ok(Page { items, next })
 }
 
-/// Replaces up to `limit` expired predictions by tombstones and forgets expired keys.
+/// Replaces up to `limit` expired predictions by tombstones (dropping their event logs and
+/// finished webhook messages) and forgets expired keys.
 pub(crate) fn expire(
     conn: &Connection,
     now: Timestamp,
@@ -397,6 +453,7 @@ pub(crate) fn expire(
         p.remove_data();
         let body = serde_json::to_string(&p).map_err(Error::Encode)?;
         tombstone.execute(params![id, body])?;
+        outbox::remove_for_expiry(conn, id)?;
     }
     conn.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")?
         .execute([now.as_micros()])?;
@@ -580,7 +637,6 @@ pub(crate) fn queue_stats(conn: &Connection) -> Result<QueueStats, Error> {
     })
 }
 
-/// Every counter, by name.
 /// Jobs in prediction-id order after `after` (migration).
 pub(crate) fn list_jobs(
     conn: &Connection,
@@ -656,11 +712,14 @@ pub(crate) enum Import {
     Job(Job),
     Key(IdempotencyRecord),
     Counter(String, i64),
+    Delivery(ImportedDelivery),
+    Event(PredictionId, StreamEvent),
 }
 
 /// Writes imported records as they are, replacing what is there.
 pub(crate) fn import(ctx: &mut Ctx<'_>, records: &[Import]) -> Result<(), Error> {
     let conn = ctx.conn;
+    let mut outboxes = std::collections::BTreeSet::new();
     for record in records {
         match record {
             Import::Prediction(r, revision) => {
@@ -715,11 +774,20 @@ pub(crate) fn import(ctx: &mut Ctx<'_>, records: &[Import]) -> Result<(), Error>
                 )?
                 .execute(params![name, value])?;
             }
+            Import::Delivery(d) => {
+                outbox::import_delivery(conn, d)?;
+                outboxes.insert(d.prediction_id.as_str());
+            }
+            Import::Event(id, event) => outbox::import_event(conn, id, event)?,
         }
+    }
+    for id in outboxes {
+        outbox::refresh_head(conn, id)?;
     }
     Ok(())
 }
 
+/// Every counter, by name.
 pub(crate) fn counters(conn: &Connection) -> Result<Vec<(String, i64)>, Error> {
     Ok(conn
         .prepare_cached("SELECT name, value FROM counters ORDER BY name")?

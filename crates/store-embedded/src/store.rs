@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use augur_core::store::{
-    self, Capabilities, ClaimRequest, Created, Effect, IdempotencyRecord, Job, Lease, ListQuery,
-    NewPrediction, Page, QueueStats, Record as StoreRecord, Store,
+    self, Attempt, Capabilities, ClaimRequest, Created, DeliveryLease, DeliveryOutcome,
+    DeliveryState, Effect, IdempotencyRecord, Job, Lease, ListQuery, NewPrediction, Page,
+    QueueStats, Record as StoreRecord, Store, StreamEvent,
 };
-use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned};
+use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned, WorkerId};
 
 use crate::config::{EmbeddedOptions, SyncMode};
 use crate::error::{BACKEND, Error};
 use crate::ops::{self, Record};
+use crate::outbox;
 use crate::readers::Readers;
 use crate::schema;
 use crate::writer::Writer;
@@ -60,8 +62,9 @@ impl EmbeddedStore {
     ///
     /// This takes an exclusive lock on the directory, so a second process (or a second open in
     /// this one) fails with [`store::Error::Unavailable`] naming the directory. Since no other
-    /// process can hold a job lease, every leased job becomes claimable at once: its holder
-    /// died with the previous process. Blocks for the few milliseconds an open takes.
+    /// process can hold a lease, every leased job and webhook message becomes claimable at
+    /// once: its holder died with the previous process. Blocks for the few milliseconds an
+    /// open takes.
     pub fn open(options: EmbeddedOptions) -> Result<Self, store::Error> {
         Ok(Self::open_inner(options)?)
     }
@@ -81,11 +84,13 @@ impl EmbeddedStore {
         let path = options.database_path();
         let conn = schema::open_writer(&path, options.sync)?;
         let recovered = ops::drop_all_leases(&conn)?;
-        if recovered > 0 {
+        let deliveries = outbox::drop_all_leases(&conn)?;
+        if recovered > 0 || deliveries > 0 {
             tracing::info!(
                 path = %path.display(),
                 jobs = recovered,
-                "made jobs leased by the previous process claimable"
+                deliveries,
+                "made jobs and webhook messages leased by the previous process claimable"
             );
         }
         let seq = ops::max_job_seq(&conn)?;
@@ -210,7 +215,7 @@ impl Store for EmbeddedStore {
     async fn create(&self, new: NewPrediction<'_>) -> store::Result<Created> {
         let record = Record::encode(new.prediction)?;
         let key = new.idempotency.cloned();
-        let effects = new.effects.to_vec();
+        let effects = ops::encode_effects(new.effects)?;
         self.write(move |ctx| ops::create(ctx, &record, key.as_ref(), &effects))
             .await
     }
@@ -231,7 +236,7 @@ impl Store for EmbeddedStore {
     ) -> store::Result<Revision> {
         let record = Record::encode(next)?;
         let id = id.clone();
-        let effects = effects.to_vec();
+        let effects = ops::encode_effects(effects)?;
         self.write(move |ctx| ops::update(ctx, &id, expected, &record, &effects))
             .await
     }
@@ -323,6 +328,10 @@ impl Store for EmbeddedStore {
                 StoreRecord::Job(job) => ops::Import::Job(job.clone()),
                 StoreRecord::IdempotencyKey(key) => ops::Import::Key(key.clone()),
                 StoreRecord::Counter { name, value } => ops::Import::Counter(name.clone(), *value),
+                StoreRecord::Delivery(state) => {
+                    ops::Import::Delivery(outbox::ImportedDelivery::encode(state)?)
+                }
+                StoreRecord::Event(id, event) => ops::Import::Event(id.clone(), event.clone()),
                 other => {
                     return Err(Error::UnsupportedEffect(format!(
                         "cannot import {other:?} into this build of the embedded store"
@@ -332,6 +341,62 @@ impl Store for EmbeddedStore {
             });
         }
         self.write(move |ctx| ops::import(ctx, &batch)).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> store::Result<Vec<DeliveryLease>> {
+        let holder = worker.clone();
+        let claimed = self
+            .write(move |ctx| outbox::claim(ctx.conn, &holder, lease_for, max))
+            .await?;
+        // Decoded here, not in the writer thread.
+        let mut leases = Vec::with_capacity(claimed.len());
+        for c in claimed {
+            leases.push(DeliveryLease {
+                state: c.row.decode()?,
+                worker: worker.clone(),
+                token: c.token,
+                expires_at: c.expires_at,
+            });
+        }
+        Ok(leases)
+    }
+
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &Attempt,
+        outcome: DeliveryOutcome,
+    ) -> store::Result<()> {
+        let finish = outbox::Finish::encode(lease, attempt, outcome)?;
+        self.write(move |ctx| outbox::finish(ctx.conn, &finish))
+            .await
+    }
+
+    async fn list_deliveries(&self, id: &PredictionId) -> store::Result<Vec<DeliveryState>> {
+        let id = id.clone();
+        self.read(move |conn| outbox::list(conn, &id)).await
+    }
+
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> store::Result<()> {
+        let (id, delivery_id) = (id.clone(), delivery_id.to_owned());
+        self.write(move |ctx| outbox::redeliver(ctx.conn, &id, &delivery_id))
+            .await
+    }
+
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> store::Result<Vec<StreamEvent>> {
+        let id = id.clone();
+        self.read(move |conn| outbox::read_events(conn, &id, after, limit))
+            .await
     }
 
     async fn close(&self) {

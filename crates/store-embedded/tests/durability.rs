@@ -1,6 +1,6 @@
-//! Durability of the embedded store: reopening keeps everything, leases of a dead process are
-//! claimable at once, the directory lock, URL errors, and `kill -9` during concurrent writes
-//! loses nothing that was acknowledged.
+//! Durability of the embedded store: reopening keeps everything, leases of a dead process (on
+//! jobs and webhook messages) are claimable at once, the directory lock, URL errors, and
+//! `kill -9` during concurrent writes loses nothing that was acknowledged.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use augur_core::store::{
-    ClaimRequest, Created, Effect, Error, IdempotencyRecord, ListQuery, NewPrediction, Store,
+    Attempt, ClaimRequest, Created, DeliveryOutcome, Effect, Error, IdempotencyRecord, ListQuery,
+    NewPrediction, Store, StreamEventData, StreamEventKind,
 };
 use augur_core::{AccountId, ModelName, Prediction, PredictionId, Revision, Timestamp, WorkerId};
 use augur_store_embedded::{EmbeddedOptions, EmbeddedStore, SyncMode};
@@ -188,6 +189,94 @@ async fn leased_jobs_are_claimable_at_once_after_reopen() {
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].job.prediction_id, p.id);
     assert_eq!(leases[0].job.attempts, 2);
+}
+
+/// Webhook messages (with their attempts) and events survive a reopen, and a message leased by
+/// a process that died is claimable at once, not when its lease would have lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_and_events_survive_reopen_and_leases_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = prediction();
+    let events = vec![
+        StreamEventData {
+            kind: StreamEventKind::Logs,
+            data: "starting\n".into(),
+        },
+        StreamEventData {
+            kind: StreamEventKind::Output,
+            data: "tok ✓".into(),
+        },
+    ];
+    let (listed, held) = {
+        let store = open(dir.path());
+        create(
+            &store,
+            &p,
+            &[
+                augur_store_conformance::delivery(&p, 0),
+                augur_store_conformance::delivery(&p, 1),
+                Effect::AppendEvents(events.clone()),
+            ],
+        )
+        .await;
+        let w = WorkerId::generate();
+        let lease = store
+            .claim_deliveries(&w, LONG, 10)
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .finish_delivery(
+                &lease,
+                &Attempt {
+                    at: Timestamp::now(),
+                    status: Some(200),
+                    error: None,
+                    duration_ms: 7,
+                },
+                DeliveryOutcome::Delivered,
+            )
+            .await
+            .unwrap();
+        let mut held = store.claim_deliveries(&w, LONG, 10).await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert!(
+            store
+                .claim_deliveries(&w, LONG, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        (store.list_deliveries(&p.id).await.unwrap(), held.remove(0))
+    };
+
+    let store = open(dir.path());
+    assert_eq!(store.list_deliveries(&p.id).await.unwrap(), listed);
+    assert_eq!(listed[0].attempts.len(), 1);
+    let read = store.read_events(&p.id, None, 10).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        events
+    );
+    let again = store
+        .claim_deliveries(&WorkerId::generate(), LONG, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "the dead process's lease is over");
+    assert_eq!(again[0].state.delivery.id, held.state.delivery.id);
+    let late = store
+        .finish_delivery(
+            &held,
+            &Attempt {
+                at: Timestamp::now(),
+                status: Some(200),
+                error: None,
+                duration_ms: 1,
+            },
+            DeliveryOutcome::Delivered,
+        )
+        .await;
+    assert!(matches!(late, Err(Error::LeaseLost)), "{late:?}");
 }
 
 /// Only one open store per directory; the error names the directory. Dropping or closing the

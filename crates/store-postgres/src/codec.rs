@@ -152,6 +152,25 @@ pub(crate) fn parse_id<T>(
     parse(text).map_err(|e| Error::decode(what, e))
 }
 
+/// A unit enum's serde name (`"pending"`, `"start"`) from its serialized form, for a `text`
+/// column checked against the names: `name_of(serde_json::to_value(status))`.
+pub(crate) fn name_of(value: Result<Value, serde_json::Error>) -> Result<String, Error> {
+    match value.map_err(Error::Encode)? {
+        Value::String(name) => Ok(name),
+        other => Err(Error::Config(format!("{other} is not a name"))),
+    }
+}
+
+/// Reads a unit enum from its serde name (see [`name_of`]):
+/// `from_name("delivery status", text, serde_json::from_value)`.
+pub(crate) fn from_name<T>(
+    what: &'static str,
+    name: String,
+    parse: impl FnOnce(Value) -> Result<T, serde_json::Error>,
+) -> Result<T, Error> {
+    parse(Value::String(name)).map_err(|e| Error::decode(what, e))
+}
+
 /// The record fields stored in their own columns; everything else goes to `extra`.
 const COLUMN_FIELDS: [&str; 19] = [
     "id",
@@ -376,12 +395,12 @@ pub(crate) fn decode(row: &Row, at: usize) -> Result<Versioned<Prediction>, Erro
 }
 
 /// The `extra` key marking a row whose texts are escaped (see [`escape`]).
-const ESCAPED: &str = "_augur_nul_escaped";
+pub(crate) const ESCAPED: &str = "_augur_nul_escaped";
 /// The escape character: a private-use code point.
 const ESC: char = '\u{f8ff}';
 
 /// Replaces U+0000 by `ESC 0` and `ESC` by `ESC ESC`.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
@@ -394,7 +413,7 @@ fn escape(text: &str) -> String {
 }
 
 /// Undoes [`escape`].
-fn unescape(text: &str) -> String {
+pub(crate) fn unescape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -410,7 +429,8 @@ fn unescape(text: &str) -> String {
     out
 }
 
-fn json_holds_nul(value: &Value) -> bool {
+/// Whether any string of a JSON value, object keys included, holds U+0000.
+pub(crate) fn json_holds_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(json_holds_nul),
@@ -422,7 +442,7 @@ fn json_holds_nul(value: &Value) -> bool {
 }
 
 /// Applies `f` to every string of a JSON value, object keys included.
-fn map_json_text(value: &mut Value, f: &impl Fn(&str) -> String) {
+pub(crate) fn map_json_text(value: &mut Value, f: &impl Fn(&str) -> String) {
     match value {
         Value::String(s) => *s = f(s),
         Value::Array(items) => items.iter_mut().for_each(|v| map_json_text(v, f)),

@@ -24,7 +24,7 @@ pub(crate) enum Error {
         expected: Revision,
         actual: Revision,
     },
-    #[error("job lease lost")]
+    #[error("lease lost")]
     LeaseLost,
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
@@ -34,7 +34,7 @@ pub(crate) enum Error {
     BuildPool(#[from] deadpool_postgres::BuildError),
     #[error("stored {what} does not decode: {reason}")]
     Decode { what: &'static str, reason: String },
-    #[error("cannot encode the prediction as JSON: {0}")]
+    #[error("cannot encode a record as JSON: {0}")]
     Encode(#[source] serde_json::Error),
     #[error("unsupported effect {0} (this build of the PostgreSQL store does not know it)")]
     UnsupportedEffect(String),

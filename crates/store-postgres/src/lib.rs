@@ -6,6 +6,7 @@ mod codec;
 mod config;
 mod error;
 mod notify;
+mod outbox;
 mod schema;
 mod sql;
 mod store;

@@ -23,11 +23,18 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, in order. Never edit a released file: add a new one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "outbox",
+        sql: include_str!("../migrations/0002_outbox.sql"),
+    },
+];
 
 /// Creates the schema if missing and applies the migrations it has not seen, in one
 /// transaction, under an advisory lock. Returns the number of migrations applied.

@@ -143,6 +143,166 @@ pub(crate) const IMPORT_COUNTER_CLEAR: &str = "DELETE FROM counters WHERE name =
 pub(crate) const IMPORT_COUNTER_SET: &str =
     "INSERT INTO counters (name, shard, value) VALUES ($1, 0, $2)";
 
+/// Removes everything of a deleted prediction but its row: its job, the keys that point at
+/// it, its webhook messages and its events. Runs after [`Statements::delete`] in the same
+/// transaction, so that its snapshot includes whatever a write that held the prediction's row
+/// lock committed before the delete took it (one statement would miss the messages or job
+/// such a write added, leaving them behind).
+pub(crate) const DELETE_REST: &str = "WITH job AS (DELETE FROM jobs WHERE prediction_id = $1), \
+     keys AS (DELETE FROM idempotency_keys WHERE prediction_id = $1), \
+     events AS (DELETE FROM events WHERE prediction_id = $1) \
+     DELETE FROM deliveries WHERE prediction_id = $1";
+
+/// Removes the event logs and the finished webhook messages (they hold the prediction's data)
+/// of the predictions `$1` that expiry just tombstoned, in its transaction. Pending messages
+/// stay and still go out.
+pub(crate) const EXPIRE_OUTBOX: &str = "WITH events AS \
+     (DELETE FROM events WHERE prediction_id = ANY($1::text[])) \
+     DELETE FROM deliveries WHERE prediction_id = ANY($1::text[]) AND status <> 'pending'";
+
+/// Puts webhook messages (`$2` … `$7`: ids, urls, events, payloads, creation times and
+/// escaped flags, one array element per message) at the end of prediction `$1`'s outbox,
+/// pending and due now, numbered on from its last `seq`. The first becomes the head (claimable,
+/// `visible_at` set) if the outbox has no pending message; the others wait behind it.
+///
+/// Runs in the write's transaction after the compare-and-set, which holds the prediction's
+/// row lock: no other write changes this outbox meanwhile, so `seq` and the head are decided
+/// on what is there. A message id already in the outbox is not enqueued again (and takes no
+/// number). `ON CONFLICT DO NOTHING` is for a write whose compare-and-set lost: it runs on
+/// (to be rolled back) without the lock and may meet the winner's rows; waiting for them and
+/// then failing on the unique index would turn a `Conflict` into an error.
+pub(crate) const ENQUEUE_DELIVERIES: &str = "INSERT INTO deliveries (prediction_id, seq, id, \
+     url, event, payload, created_at, status, next_attempt_at, visible_at, escaped) \
+     SELECT $1, last.seq + n.rank, n.id, n.url, n.event, n.payload, n.created_at, 'pending', \
+     now(), CASE WHEN n.rank = 1 AND NOT last.waiting THEN now() END, n.escaped \
+     FROM (SELECT COALESCE((SELECT max(seq) FROM deliveries WHERE prediction_id = $1), 0) \
+     AS seq, EXISTS (SELECT 1 FROM deliveries WHERE prediction_id = $1 \
+     AND status = 'pending') AS waiting) AS last, \
+     (SELECT u.*, row_number() OVER (ORDER BY u.n) AS rank \
+     FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], \
+     $7::boolean[]) WITH ORDINALITY AS u(id, url, event, payload, created_at, escaped, n) \
+     WHERE NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.prediction_id = $1 AND x.id = u.id)) \
+     AS n \
+     ON CONFLICT DO NOTHING";
+
+/// Appends events (`$3` kinds, `$4` data, `$5` escaped flags) to prediction `$1`'s log,
+/// numbered `($2, 0)`, `($2, 1)`, … where `$2` is the revision of the write. The write that
+/// holds revision `$2` decides its events, so a stale row at those numbers (imported ahead of
+/// its prediction) is replaced; a write whose compare-and-set lost may meet the winner's rows
+/// and replaces them in its own transaction, which is rolled back.
+pub(crate) const APPEND_EVENTS: &str = "INSERT INTO events AS e \
+     (prediction_id, revision, idx, kind, data, escaped) \
+     SELECT $1, $2, (u.n - 1)::integer, u.kind, u.data, u.escaped \
+     FROM unnest($3::text[], $4::text[], $5::boolean[]) WITH ORDINALITY AS u(kind, data, escaped, n) \
+     ON CONFLICT (prediction_id, revision, idx) DO UPDATE SET kind = EXCLUDED.kind, \
+     data = EXCLUDED.data, escaped = EXCLUDED.escaped";
+
+/// Claims up to `$1` webhook messages for worker `$2`, for the interval `$3`; returns each
+/// message with its lease token and expiry, and the `visible_at` it was picked by.
+///
+/// Only heads (each prediction's oldest pending message) have a `visible_at`, and it is the
+/// time they may be claimed: their next attempt, or while leased the lease's expiry. So the
+/// claim is the job queue's: take the earliest visible rows through the partial index
+/// `deliveries_by_visibility` (which holds one row per prediction with messages waiting, not
+/// every pending message), lock them, lease them. `FOR UPDATE SKIP LOCKED` makes concurrent
+/// claimers take different messages instead of queueing on the same rows, and re-checks
+/// `visible_at <= now()` on the row's latest version, so a message leased, finished or
+/// demoted meanwhile is not taken. A prediction's later messages have no `visible_at` until
+/// the head is finished, hence one message per prediction at a time, in order. Tokens are
+/// made like the job queue's (see `Statements::claim`).
+pub(crate) const CLAIM_DELIVERIES: &str = "WITH picked AS (SELECT prediction_id, seq, \
+     visible_at FROM deliveries WHERE visible_at <= now() \
+     ORDER BY visible_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+     UPDATE deliveries d SET \
+     lease_token = ('x' || left(replace(gen_random_uuid()::text, '-', ''), 16))::bit(64)::bigint | 1, \
+     lease_worker = $2, lease_expires_at = now() + $3::interval, \
+     visible_at = now() + $3::interval \
+     FROM picked WHERE d.prediction_id = picked.prediction_id AND d.seq = picked.seq \
+     RETURNING d.prediction_id, d.seq, d.id, d.url, d.event, d.payload, d.created_at, \
+     d.status, d.attempts, d.next_attempt_at, d.escaped, \
+     d.lease_token, d.lease_expires_at, picked.visible_at";
+
+/// Takes prediction `$1`'s row lock for the rest of the transaction: every write that changes
+/// which message of its outbox is the head holds it (a prediction write holds it through its
+/// compare-and-set), so that an enqueue and a finish cannot both decide on what the other has
+/// not committed yet (the enqueue would see the old head pending and wait behind it, the
+/// finish would see no successor to promote, and the new message would never go).
+pub(crate) const LOCK_PREDICTION: &str =
+    "SELECT 1 FROM predictions WHERE id = $1 FOR NO KEY UPDATE";
+
+/// Records attempt `$4` at message `($1, $2)` if `$3` is its live lease, and ends the lease:
+/// status `$5`, next attempt `$6` (a retry's time; NULL when finished). Returns a row if it
+/// did; none means the lease was lost.
+pub(crate) const FINISH_DELIVERY: &str = "UPDATE deliveries SET \
+     attempts = attempts || jsonb_build_array($4::jsonb), status = $5::text, \
+     next_attempt_at = $6::timestamptz, \
+     visible_at = CASE WHEN $5::text = 'pending' THEN $6::timestamptz END, \
+     lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL \
+     WHERE prediction_id = $1 AND seq = $2 AND lease_token = $3 AND lease_expires_at > now() \
+     RETURNING 1";
+
+/// Gives up on prediction `$1`'s pending messages after `seq` `$2` (the receiver is gone).
+pub(crate) const DROP_REST: &str = "UPDATE deliveries SET status = 'failed', \
+     next_attempt_at = NULL, visible_at = NULL, \
+     lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL \
+     WHERE prediction_id = $1 AND seq > $2 AND status = 'pending'";
+
+/// Makes prediction `$1`'s oldest pending message its head again after a change: it gets
+/// `visible_at` (its next attempt, or its lease's expiry if later), every other pending
+/// message loses it. Touches only rows whose `visible_at` changes: usually none or the one
+/// successor being promoted. Runs under [`LOCK_PREDICTION`], so the head it picks is stable;
+/// claims may still lease the head meanwhile, which is why the new value is computed from the
+/// row itself (re-read on its latest version) and not from the subquery.
+pub(crate) const REHEAD: &str = "UPDATE deliveries d SET visible_at = CASE WHEN d.seq = h.seq \
+     THEN COALESCE(GREATEST(d.next_attempt_at, d.lease_expires_at), '-infinity') END \
+     FROM (SELECT min(seq) AS seq FROM deliveries WHERE prediction_id = $1 \
+     AND status = 'pending') AS h \
+     WHERE d.prediction_id = $1 AND d.status = 'pending' \
+     AND d.visible_at IS DISTINCT FROM (CASE WHEN d.seq = h.seq \
+     THEN COALESCE(GREATEST(d.next_attempt_at, d.lease_expires_at), '-infinity') END)";
+
+/// Drops prediction `$1`'s finished messages if expiry removed its data (or it is gone) while
+/// they were pending: nothing of its data is kept once they are done.
+pub(crate) const DROP_FINISHED_IF_REMOVED: &str = "DELETE FROM deliveries \
+     WHERE prediction_id = $1 AND status <> 'pending' \
+     AND NOT EXISTS (SELECT 1 FROM predictions WHERE id = $1 AND NOT data_removed)";
+
+/// Makes message `$2` of prediction `$1` (stored as `$3` if its row is escaped) pending and
+/// due now, without a lease; returns a row if it exists. [`REHEAD`] follows.
+pub(crate) const REDELIVER: &str = "UPDATE deliveries SET status = 'pending', \
+     next_attempt_at = now(), visible_at = NULL, \
+     lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL \
+     WHERE prediction_id = $1 AND id IN ($2, $3) AND id = CASE WHEN escaped THEN $3 ELSE $2 END \
+     RETURNING 1";
+
+/// A prediction's webhook messages in order. Its columns, in this order, are those
+/// `outbox::delivery_from_row` reads (and [`CLAIM_DELIVERIES`] returns first).
+pub(crate) const LIST_DELIVERIES: &str = "SELECT prediction_id, seq, id, url, event, payload, \
+     created_at, status, attempts, next_attempt_at, escaped \
+     FROM deliveries WHERE prediction_id = $1 ORDER BY seq";
+
+/// Up to `$4` of prediction `$1`'s events after position `($2, $3)`, in order (a seek in the
+/// primary key).
+pub(crate) const READ_EVENTS: &str = "SELECT revision, idx, kind, data, escaped FROM events \
+     WHERE prediction_id = $1 AND (revision, idx) > ($2, $3) ORDER BY revision, idx LIMIT $4";
+
+/// Writes an imported webhook message with its history, unleased; replaces the message with
+/// its id. [`REHEAD`] follows for its prediction.
+pub(crate) const IMPORT_DELIVERY: &str = "INSERT INTO deliveries (prediction_id, seq, id, url, \
+     event, payload, created_at, status, attempts, next_attempt_at, escaped) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (prediction_id, id) DO UPDATE SET seq = EXCLUDED.seq, url = EXCLUDED.url, \
+     event = EXCLUDED.event, payload = EXCLUDED.payload, created_at = EXCLUDED.created_at, \
+     status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
+     next_attempt_at = EXCLUDED.next_attempt_at, escaped = EXCLUDED.escaped, \
+     lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, visible_at = NULL";
+
+/// Writes an imported event.
+pub(crate) const IMPORT_EVENT: &str = "INSERT INTO events \
+     (prediction_id, revision, idx, kind, data, escaped) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (prediction_id, revision, idx) DO UPDATE SET kind = EXCLUDED.kind, \
+     data = EXCLUDED.data, escaped = EXCLUDED.escaped";
+
 /// The statements that announce changes on the store's channel.
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -152,11 +312,12 @@ pub(crate) struct Statements {
     /// Compare-and-set: replaces the prediction `$1` if its revision is `$20`; returns the new
     /// revision and announces it.
     pub(crate) update: String,
-    /// Deletes a prediction, its job and the keys that point at it; announces it at the
-    /// revision after its last.
+    /// Deletes a prediction; returns the revision after its last (to announce). [`DELETE_REST`]
+    /// follows in its transaction.
     pub(crate) delete: String,
     /// Tombstones up to `$2` predictions due at `$1` and forgets expired keys; returns the
-    /// tombstoned ids with their expiry (to be put in order) and announces each.
+    /// tombstoned ids with their expiry and revision (to be put in order and announced).
+    /// [`EXPIRE_OUTBOX`] follows in its transaction for the ids it returns.
     pub(crate) expire: String,
     /// Claims up to `$1` due jobs not on the queues `$2` for worker `$3`, for the interval
     /// `$4`; returns each job and its lease, with the `(visible_at, seq)` it was picked by.
@@ -190,11 +351,7 @@ impl Statements {
                  metrics = $18, extra = $19, revision = revision + 1 \
                  WHERE id = $1 AND revision = $20 RETURNING revision"
                 .to_owned(),
-            delete: "WITH deleted AS (DELETE FROM predictions WHERE id = $1 RETURNING revision), \
-                 job AS (DELETE FROM jobs WHERE prediction_id = $1), \
-                 keys AS (DELETE FROM idempotency_keys WHERE prediction_id = $1) \
-                 SELECT revision + 1 FROM deleted"
-                .to_owned(),
+            delete: "DELETE FROM predictions WHERE id = $1 RETURNING revision + 1".to_owned(),
             // `SKIP LOCKED`: a prediction being written right now is left for the next
             // sweep instead of making the sweep wait. Tombstoning clears exactly what
             // `Prediction::remove_data` clears.
@@ -297,6 +454,25 @@ mod tests {
     }
 
     #[test]
+    fn delivery_statements_agree_on_the_columns() {
+        let columns = "prediction_id, seq, id, url, event, payload, created_at, status, \
+             attempts, next_attempt_at, escaped";
+        assert_eq!(
+            LIST_DELIVERIES,
+            format!("SELECT {columns} FROM deliveries WHERE prediction_id = $1 ORDER BY seq")
+        );
+        let qualified: Vec<String> = columns.split(", ").map(|c| format!("d.{c}")).collect();
+        assert!(
+            CLAIM_DELIVERIES.contains(&format!(
+                "RETURNING {}, d.lease_token",
+                qualified.join(", ")
+            )),
+            "{CLAIM_DELIVERIES}"
+        );
+        assert!(IMPORT_DELIVERY.starts_with(&format!("INSERT INTO deliveries ({columns})")));
+    }
+
+    #[test]
     fn list_numbers_only_the_parameters_it_uses() {
         let q = ListQuery {
             owner: Some(augur_core::AccountId::admin()),
@@ -319,8 +495,10 @@ mod tests {
         assert!(sql.ends_with("predictions ORDER BY created_at DESC, id DESC LIMIT $1"));
     }
 
-    /// `EXPLAIN`s every listing shape, the claim and the sweep on a filled schema: each is
-    /// served by its index, scanned in order, with no sort, in custom and generic plans alike.
+    /// `EXPLAIN`s every listing shape, the claims, the sweep and the outbox's statements on a
+    /// filled schema: each is served by its index, scanned in order, with no sort, in custom
+    /// and generic plans alike. (The enqueue of messages sorts the write's few new messages
+    /// to number them, so it is left out.)
     #[tokio::test]
     async fn queries_are_served_by_indexes_without_sorting() {
         use augur_core::store::Cursor;
@@ -351,6 +529,9 @@ mod tests {
             .await
             .unwrap();
         tokio::spawn(connection);
+        // A quarter of the predictions have four webhook messages: one delivered, a head (due
+        // or not) and two waiting behind it; every prediction has a few events, and p7 a long stream of them (whose
+        // replay must be read in order from the index, not fetched whole and sorted).
         client
             .batch_execute(
                 "INSERT INTO predictions (id, owner, model, version, status, created_at, \
@@ -366,6 +547,19 @@ mod tests {
                  INSERT INTO idempotency_keys (owner, key, fingerprint, prediction_id, \
                  expires_at) SELECT 'owner' || (i % 50), 'k' || i, 'f', 'p' || i, \
                  now() + i * interval '1 second' FROM generate_series(1, 20000) AS i; \
+                 INSERT INTO deliveries (prediction_id, seq, id, url, event, payload, \
+                 created_at, status, next_attempt_at, visible_at) \
+                 SELECT 'p' || i, s, 'msg' || s, 'https://h/', 'output', '{}', now(), \
+                 CASE WHEN s = 1 THEN 'delivered' ELSE 'pending' END, \
+                 CASE WHEN s > 1 THEN now() END, \
+                 CASE WHEN s = 2 THEN now() + (i - 2500) * interval '1 second' END \
+                 FROM generate_series(1, 5000) AS i, generate_series(1, 4) AS s; \
+                 INSERT INTO events (prediction_id, revision, idx, kind, data) \
+                 SELECT 'p' || i, r, 0, 'output', 'x' FROM generate_series(1, 20000) AS i, \
+                 generate_series(1, 3) AS r; \
+                 INSERT INTO events (prediction_id, revision, idx, kind, data) \
+                 SELECT 'p7', r, i, 'output', 'x' FROM generate_series(4, 1000) AS r, \
+                 generate_series(0, 4) AS i; \
                  ANALYZE;",
             )
             .await
@@ -459,6 +653,38 @@ mod tests {
             vec![now, "100"],
             "predictions_by_expiry",
         ));
+        checks.push((
+            CLAIM_DELIVERIES.to_owned(),
+            vec!["10", "'w'", "interval '1 minute'"],
+            "deliveries_by_visibility",
+        ));
+        checks.push((REHEAD.to_owned(), vec!["'p7'"], "deliveries_pending"));
+        checks.push((
+            FINISH_DELIVERY.to_owned(),
+            vec!["'p7'", "2", "5", "'{}'", "'delivered'", "NULL"],
+            "deliveries_pkey",
+        ));
+        // Any index on the prediction's messages serves these.
+        checks.push((
+            DROP_FINISHED_IF_REMOVED.to_owned(),
+            vec!["'p7'"],
+            "on deliveries_",
+        ));
+        checks.push((LIST_DELIVERIES.to_owned(), vec!["'p7'"], "on deliveries_"));
+        // A prediction's few messages may be sorted after an index scan rather than read in
+        // order from the primary key: the planner's choice, cheap either way.
+        let sorts_few = [LIST_DELIVERIES];
+        checks.push((
+            READ_EVENTS.to_owned(),
+            vec!["'p7'", "1", "0", "100"],
+            "events_pkey",
+        ));
+        checks.push((
+            EXPIRE_OUTBOX.to_owned(),
+            vec!["ARRAY['p7', 'p8']"],
+            "events_pkey",
+        ));
+        checks.push((DELETE_REST.to_owned(), vec!["'p7'"], "on deliveries_"));
 
         // The plan a fresh statement gets (custom, for its values), and the plan PostgreSQL
         // settles on for a statement executed many times (`auto` may switch to a generic
@@ -494,7 +720,10 @@ mod tests {
                     plan.contains(index),
                     "{mode}: {sql}\nuses no {index}:\n{plan}"
                 );
-                assert!(!plan.contains("Sort"), "{mode}: {sql}\nsorts:\n{plan}");
+                assert!(
+                    !plan.contains("Sort") || sorts_few.contains(&sql.as_str()),
+                    "{mode}: {sql}\nsorts:\n{plan}"
+                );
                 assert!(!plan.contains("Seq Scan"), "{mode}: {sql}\nscans:\n{plan}");
             }
             client.batch_execute("ROLLBACK").await.unwrap();

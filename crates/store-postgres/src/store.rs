@@ -7,12 +7,16 @@
 //! $t AND visible_at > now()`), a uniqueness decision taken by the unique index
 //! (`INSERT … ON CONFLICT`), or a row lock (`FOR UPDATE SKIP LOCKED` for claims and sweeps).
 //! None reads a row and then writes another based on what it read, which is what snapshot
-//! isolation would get wrong. Multi-statement operations (create, update, import) run their
-//! statements in one transaction, pipelined on one connection (sent together, answered in
-//! order), so that a transition with its effects costs three round trips: `BEGIN`, the
-//! statements, `COMMIT`.
+//! isolation would get wrong, with one exception that a lock covers: which of a prediction's
+//! webhook messages is its head (the one that may go out) is decided from its other messages,
+//! so every write that decides it holds the prediction's row lock (`sql::LOCK_PREDICTION`;
+//! prediction writes hold it through their compare-and-set). Multi-statement operations
+//! (create, update, delete, expire, import, and finishing or redelivering a webhook message)
+//! run their statements in one transaction, pipelined on one connection (sent together,
+//! answered in order), so that a transition with its effects costs three round trips:
+//! `BEGIN`, the statements, `COMMIT`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +24,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use augur_core::Prediction;
 use augur_core::store::{
-    self, Capabilities, ChangeStream, ClaimRequest, Created, Cursor, Effect, IdempotencyRecord,
-    Job, Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Store,
+    self, Attempt, Capabilities, ChangeStream, ClaimRequest, Created, Cursor, DeliveryLease,
+    DeliveryOutcome, DeliveryState, Effect, IdempotencyRecord, Job, Lease, ListQuery,
+    NewPrediction, Page, QueueStats, Record, Store, StreamEvent,
 };
-use augur_core::{AccountId, LeaseToken, PredictionId, Revision, Timestamp, Versioned};
+use augur_core::{AccountId, LeaseToken, PredictionId, Revision, Timestamp, Versioned, WorkerId};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use futures::future::try_join_all;
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
@@ -38,11 +44,14 @@ use crate::codec::{
 use crate::config::PostgresOptions;
 use crate::error::Error;
 use crate::notify;
+use crate::outbox::{
+    DeliveryRow, NewDeliveries, NewEvents, encode_attempts, encode_event, status_name,
+};
 use crate::schema;
 use crate::sql::{self, Statements};
 
 /// A statement parameter.
-type Param<'a> = &'a (dyn ToSql + Sync);
+pub(crate) type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// How often a create or update starts over after a race it cannot report (the record it
 /// collided with vanished before it could be read). One retry practically always suffices.
@@ -142,7 +151,7 @@ impl PostgresStore {
         self.pool.close();
     }
 
-    async fn client(&self) -> Result<Object, Error> {
+    pub(crate) async fn client(&self) -> Result<Object, Error> {
         if *self.closed.borrow() {
             return Err(Error::Closed);
         }
@@ -185,7 +194,8 @@ impl PostgresStore {
         check_effects(new.effects)?;
         let row = PredictionRow::encode(new.prediction)?;
         let id = row.id().to_owned();
-        let plan = EffectPlan::new(new.effects);
+        let plan = EffectPlan::new(new.effects)?;
+        let revision = revision_to_sql(Revision::FIRST);
         let key = new.idempotency.map(|k| {
             (
                 k.owner.as_str(),
@@ -202,7 +212,7 @@ impl PostgresStore {
                 Some(_) => Some(client.prepare_cached(sql::PUT_KEY).await?),
                 None => None,
             };
-            let effects = plan.steps(&client, &self.statements, &id).await?;
+            let effects = plan.steps(&client, &id, &revision).await?;
             let key_params: Option<[Param<'_>; 5]> = key
                 .as_ref()
                 .map(|(owner, key, fp, pid, exp)| [owner as Param<'_>, key, fp, pid, exp]);
@@ -260,13 +270,15 @@ impl PostgresStore {
     ) -> Result<Revision, Error> {
         check_effects(effects)?;
         let row = PredictionRow::encode(next)?;
-        let plan = EffectPlan::new(effects);
+        let plan = EffectPlan::new(effects)?;
         let id_text = id.as_str().to_owned();
         let expected_sql = revision_to_sql(expected);
+        // The revision this write makes, which numbers its events.
+        let next_sql = expected_sql.saturating_add(1);
         for _ in 0..MAX_RACES {
             let mut client = self.client().await?;
             let update = client.prepare_cached(&self.statements.update).await?;
-            let effects = plan.steps(&client, &self.statements, &id_text).await?;
+            let effects = plan.steps(&client, &id_text, &next_sql).await?;
             // The record is stored under `id` whatever `next.id` says.
             let mut params: Vec<Param<'_>> = row.params().to_vec();
             params[0] = &id_text;
@@ -303,13 +315,48 @@ impl PostgresStore {
         )))
     }
 
+    async fn delete_inner(&self, id: &PredictionId) -> Result<(), Error> {
+        let mut client = self.client().await?;
+        let delete = client.prepare_cached(&self.statements.delete).await?;
+        let rest = client.prepare_cached(sql::DELETE_REST).await?;
+        let pid = id.as_str();
+        let id_param: [Param<'_>; 1] = [&pid];
+        let txn = client.transaction().await?;
+        let results = pipeline(&txn, &[(&delete, &id_param), (&rest, &id_param)]).await?;
+        txn.commit().await?;
+        if let Some(row) = results[0].first() {
+            let revision: i64 = column(row, 0, "revision")?;
+            self.announce(&client, &[format!("p:{revision}:{id}")])
+                .await;
+        }
+        Ok(())
+    }
+
     async fn import_inner(&self, records: &[Record]) -> Result<(), Error> {
         enum Item {
             Prediction(Box<PredictionRow>, i64),
             Job(String, String, i64, Ts),
             Key(String, String, String, String, Ts),
             Counter(String, i64),
+            Delivery {
+                prediction_id: String,
+                seq: i64,
+                row: Box<DeliveryRow>,
+                status: String,
+                attempts: Value,
+                next_attempt_at: Option<Ts>,
+            },
+            Event {
+                prediction_id: String,
+                revision: i64,
+                index: i32,
+                kind: String,
+                data: String,
+                escaped: bool,
+            },
         }
+        // The predictions whose outbox the import changes: their heads are decided again.
+        let mut outboxes: BTreeSet<String> = BTreeSet::new();
         let mut items = Vec::with_capacity(records.len());
         for record in records {
             items.push(match record {
@@ -331,6 +378,35 @@ impl PostgresStore {
                     Ts(k.expires_at),
                 ),
                 Record::Counter { name, value } => Item::Counter(name.clone(), *value),
+                Record::Delivery(state) => {
+                    let prediction_id = state.delivery.prediction_id.as_str().to_owned();
+                    outboxes.insert(prediction_id.clone());
+                    Item::Delivery {
+                        prediction_id,
+                        seq: i64::try_from(state.seq).map_err(|_| {
+                            Error::Config(format!("cannot import seq {}: too large", state.seq))
+                        })?,
+                        row: Box::new(DeliveryRow::encode(&state.delivery)?),
+                        status: status_name(state.status)?,
+                        attempts: encode_attempts(&state.attempts)?,
+                        next_attempt_at: state.next_attempt_at.map(Ts),
+                    }
+                }
+                Record::Event(id, event) => {
+                    let (kind, data, escaped) = encode_event(&event.event);
+                    Item::Event {
+                        prediction_id: id.as_str().to_owned(),
+                        revision: i64::try_from(event.revision.0).map_err(|_| {
+                            Error::Config(format!("cannot import revision {}", event.revision))
+                        })?,
+                        index: i32::try_from(event.index).map_err(|_| {
+                            Error::Config(format!("cannot import event index {}", event.index))
+                        })?,
+                        kind,
+                        data,
+                        escaped,
+                    }
+                }
                 other => {
                     return Err(Error::Config(format!(
                         "cannot import {other:?}: this build of the PostgreSQL store does not know \
@@ -345,8 +421,18 @@ impl PostgresStore {
         let key = client.prepare_cached(sql::IMPORT_KEY).await?;
         let clear = client.prepare_cached(sql::IMPORT_COUNTER_CLEAR).await?;
         let set = client.prepare_cached(sql::IMPORT_COUNTER_SET).await?;
+        let delivery = client.prepare_cached(sql::IMPORT_DELIVERY).await?;
+        let event = client.prepare_cached(sql::IMPORT_EVENT).await?;
+        let lock = client.prepare_cached(sql::LOCK_PREDICTION).await?;
+        let rehead = client.prepare_cached(sql::REHEAD).await?;
         let resync = client.prepare_cached(&self.statements.resync).await?;
-        let mut params: Vec<(&Statement, Vec<Param<'_>>)> = Vec::with_capacity(items.len() + 1);
+        let mut params: Vec<(&Statement, Vec<Param<'_>>)> =
+            Vec::with_capacity(items.len() + 2 * outboxes.len() + 1);
+        // The outboxes' locks first, in one order, as every other writer of an outbox takes
+        // its prediction's lock before its messages' rows.
+        for id in &outboxes {
+            params.push((&lock, vec![id]));
+        }
         for item in &items {
             match item {
                 Item::Prediction(row, revision) => {
@@ -364,7 +450,44 @@ impl PostgresStore {
                     params.push((&clear, vec![name]));
                     params.push((&set, vec![name, value]));
                 }
+                Item::Delivery {
+                    prediction_id,
+                    seq,
+                    row,
+                    status,
+                    attempts,
+                    next_attempt_at,
+                } => params.push((
+                    &delivery,
+                    vec![
+                        prediction_id,
+                        seq,
+                        &row.id,
+                        &row.url,
+                        &row.event,
+                        &row.payload,
+                        &row.created_at,
+                        status,
+                        attempts,
+                        next_attempt_at,
+                        &row.escaped,
+                    ],
+                )),
+                Item::Event {
+                    prediction_id,
+                    revision,
+                    index,
+                    kind,
+                    data,
+                    escaped,
+                } => params.push((
+                    &event,
+                    vec![prediction_id, revision, index, kind, data, escaped],
+                )),
             }
+        }
+        for id in &outboxes {
+            params.push((&rehead, vec![id]));
         }
         params.push((&resync, Vec::new()));
         let txn = client.transaction().await?;
@@ -379,7 +502,7 @@ impl PostgresStore {
 /// Sends statements together on one connection (inside its transaction) and returns their
 /// rows in order. PostgreSQL runs them one after another; if one fails, the rest fail with it
 /// and the transaction must be rolled back (dropping it does).
-async fn pipeline(
+pub(crate) async fn pipeline(
     txn: &deadpool_postgres::Transaction<'_>,
     steps: &[(&Statement, &[Param<'_>])],
 ) -> Result<Vec<Vec<Row>>, Error> {
@@ -393,7 +516,9 @@ fn check_effects(effects: &[Effect]) -> Result<(), Error> {
             Effect::EnqueueJob { .. }
             | Effect::EnqueueClaimed { .. }
             | Effect::CompleteJob
-            | Effect::Count { .. } => {}
+            | Effect::Count { .. }
+            | Effect::EnqueueDelivery(_)
+            | Effect::AppendEvents(_) => {}
             // `Effect` is non-exhaustive: a kind this build does not know must fail the write,
             // never be skipped.
             other => return Err(Error::UnsupportedEffect(format!("{other:?}"))),
@@ -409,6 +534,10 @@ struct EffectPlan {
     /// Counter names (sorted, distinct, so concurrent writers lock rows in one order) and
     /// their summed deltas, applied in one statement.
     counts: Option<(Vec<String>, Vec<i64>)>,
+    /// Webhook messages for the outbox, in order, applied in one statement.
+    deliveries: NewDeliveries,
+    /// Events for the log, in order, applied in one statement.
+    events: NewEvents,
     /// Whether jobs become claimable (announced as work).
     work: bool,
 }
@@ -429,10 +558,12 @@ enum Step {
 }
 
 impl EffectPlan {
-    /// Plans effects already checked by [`check_effects`].
-    fn new(effects: &[Effect]) -> Self {
+    /// Plans effects already checked by [`check_effects`], encoding what they write.
+    fn new(effects: &[Effect]) -> Result<Self, Error> {
         let mut steps = Vec::new();
         let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut deliveries = NewDeliveries::default();
+        let mut events = NewEvents::default();
         let mut work = false;
         for effect in effects {
             match effect {
@@ -459,6 +590,10 @@ impl EffectPlan {
                     let sum = counts.entry(name).or_default();
                     *sum = sum.saturating_add(*delta);
                 }
+                Effect::EnqueueDelivery(delivery) => deliveries.push(delivery)?,
+                // One list for the write, numbered from 0, so that positions stay unique when
+                // a write carries several of these.
+                Effect::AppendEvents(list) => list.iter().for_each(|e| events.push(e)),
                 _ => {}
             }
         }
@@ -468,21 +603,24 @@ impl EffectPlan {
                 counts.values().copied().collect(),
             )
         });
-        Self {
+        Ok(Self {
             steps,
             counts,
+            deliveries,
+            events,
             work,
-        }
+        })
     }
 
-    /// The statements that apply the plan to the prediction `id`, prepared on `client`.
+    /// The statements that apply the plan to the prediction `id`, written at `revision`,
+    /// prepared on `client`.
     async fn steps<'a>(
         &'a self,
         client: &Object,
-        statements: &Statements,
         id: &'a String,
+        revision: &'a i64,
     ) -> Result<Vec<(Statement, Vec<Param<'a>>)>, Error> {
-        let mut out = Vec::with_capacity(self.steps.len() + 2);
+        let mut out = Vec::with_capacity(self.steps.len() + 3);
         for step in &self.steps {
             out.push(match step {
                 Step::Enqueue { queue, run_at } => (
@@ -510,7 +648,19 @@ impl EffectPlan {
                 vec![names as Param<'a>, deltas],
             ));
         }
-        let _ = statements;
+        if !self.deliveries.is_empty() {
+            let mut params = vec![id as Param<'a>];
+            params.extend(self.deliveries.params());
+            out.push((
+                client.prepare_cached(sql::ENQUEUE_DELIVERIES).await?,
+                params,
+            ));
+        }
+        if !self.events.is_empty() {
+            let mut params = vec![id as Param<'a>, revision];
+            params.extend(self.events.params());
+            out.push((client.prepare_cached(sql::APPEND_EVENTS).await?, params));
+        }
         Ok(out)
     }
 }
@@ -583,21 +733,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete(&self, id: &PredictionId) -> store::Result<()> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&self.statements.delete)
-            .await
-            .map_err(Error::from)?;
-        let rows = client
-            .query(&stmt, &[&id.as_str()])
-            .await
-            .map_err(Error::from)?;
-        if let Some(row) = rows.first() {
-            let revision: i64 = column(row, 0, "revision")?;
-            self.announce(&client, &[format!("p:{revision}:{id}")])
-                .await;
-        }
-        Ok(())
+        Ok(self.delete_inner(id).await?)
     }
 
     async fn list(&self, query: &ListQuery) -> store::Result<Page> {
@@ -655,15 +791,30 @@ impl Store for PostgresStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let stmt = client
             .prepare_cached(&self.statements.expire)
             .await
             .map_err(Error::from)?;
-        let rows = client
+        let outbox = client
+            .prepare_cached(sql::EXPIRE_OUTBOX)
+            .await
+            .map_err(Error::from)?;
+        let txn = client.transaction().await.map_err(Error::from)?;
+        let rows = txn
             .query(&stmt, &[&Ts(now), &sql_int(limit)])
             .await
             .map_err(Error::from)?;
+        if !rows.is_empty() {
+            // A second statement, so that it sees what writes committed before the sweep
+            // locked their predictions (see `sql::DELETE_REST`).
+            let ids = rows
+                .iter()
+                .map(|row| column::<String>(row, 0, "prediction id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            txn.execute(&outbox, &[&ids]).await.map_err(Error::from)?;
+        }
+        txn.commit().await.map_err(Error::from)?;
         let due = rows
             .iter()
             .map(|row| {
@@ -896,6 +1047,41 @@ impl Store for PostgresStore {
 
     async fn import(&self, records: &[Record]) -> store::Result<()> {
         Ok(self.import_inner(records).await?)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> store::Result<Vec<DeliveryLease>> {
+        Ok(self.claim_deliveries_inner(worker, lease_for, max).await?)
+    }
+
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &Attempt,
+        outcome: DeliveryOutcome,
+    ) -> store::Result<()> {
+        Ok(self.finish_delivery_inner(lease, attempt, outcome).await?)
+    }
+
+    async fn list_deliveries(&self, id: &PredictionId) -> store::Result<Vec<DeliveryState>> {
+        Ok(self.list_deliveries_inner(id).await?)
+    }
+
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> store::Result<()> {
+        Ok(self.redeliver_inner(id, delivery_id).await?)
+    }
+
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> store::Result<Vec<StreamEvent>> {
+        Ok(self.read_events_inner(id, after, limit).await?)
     }
 
     async fn close(&self) {

@@ -72,7 +72,9 @@ pub(crate) fn check_effects(effects: &[Effect]) -> Result<(), Error> {
             Effect::EnqueueJob { .. }
             | Effect::EnqueueClaimed { .. }
             | Effect::CompleteJob
-            | Effect::Count { .. } => {}
+            | Effect::Count { .. }
+            | Effect::EnqueueDelivery(_)
+            | Effect::AppendEvents(_) => {}
             // `Effect` is non-exhaustive: a kind this build does not know must fail the write,
             // never be skipped.
             other => return Err(Error::UnsupportedEffect(format!("{other:?}"))),
@@ -106,6 +108,17 @@ pub(crate) fn effect_args(effects: &[Effect]) -> Result<Vec<String>, Error> {
             Effect::CompleteJob => args.push("X".into()),
             Effect::Count { name, delta } => {
                 args.extend(["N".into(), name.clone(), delta.to_string()]);
+            }
+            Effect::EnqueueDelivery(delivery) => args.extend([
+                "D".into(),
+                delivery.id.clone(),
+                serde_json::to_string(delivery).map_err(Error::Encode)?,
+            ]),
+            Effect::AppendEvents(events) => {
+                args.extend(["V".into(), events.len().to_string()]);
+                for event in events {
+                    args.push(serde_json::to_string(event).map_err(Error::Encode)?);
+                }
             }
             other => return Err(Error::UnsupportedEffect(format!("{other:?}"))),
         }

@@ -18,13 +18,13 @@ pub(crate) enum Error {
         expected: Revision,
         actual: Revision,
     },
-    #[error("job lease lost")]
+    #[error("lease lost")]
     LeaseLost,
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
-    #[error("stored record is not a valid prediction: {0}")]
+    #[error("stored record cannot be decoded: {0}")]
     Decode(#[source] serde_json::Error),
-    #[error("cannot encode the prediction as JSON: {0}")]
+    #[error("cannot encode a record as JSON: {0}")]
     Encode(#[source] serde_json::Error),
     #[error("stored {what} is invalid: {detail}")]
     InvalidStored { what: &'static str, detail: String },

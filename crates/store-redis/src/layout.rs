@@ -1,5 +1,5 @@
 //! [`Layout`]: the names of every key, and which shard (hash tag, so cluster slot) each
-//! prediction, job and idempotency key lives in.
+//! prediction, job, webhook outbox, event log and idempotency key lives in.
 //!
 //! This module owns naming only; the Lua scripts in [`crate::scripts`] build the same names
 //! from a shard's tag (`<tag>:p:<id>`, ...), so a change here must be made there too.
@@ -86,6 +86,23 @@ impl Layout {
 
     pub(crate) fn prediction_keys_set(&self, shard: Shard, id: &PredictionId) -> String {
         format!("{}:pk:{id}", self.tag(shard))
+    }
+
+    /// A prediction's pending webhook messages and its outbox counter (`T:o:<id>`); its
+    /// finished messages (`T:of:<id>`) and pending seqs (`T:op:<id>`) share the tag.
+    pub(crate) fn outbox_key(&self, shard: Shard, id: &PredictionId) -> String {
+        format!("{}:o:{id}", self.tag(shard))
+    }
+
+    /// A prediction's event log.
+    pub(crate) fn events_key(&self, shard: Shard, id: &PredictionId) -> String {
+        format!("{}:e:{id}", self.tag(shard))
+    }
+
+    /// The shard's predictions with a pending webhook message, by when their oldest one is
+    /// claimable.
+    pub(crate) fn outbox_heads(&self, shard: Shard) -> String {
+        format!("{}:oh", self.tag(shard))
     }
 
     pub(crate) fn queue(&self, shard: Shard) -> String {

@@ -9,6 +9,7 @@ mod conn;
 mod error;
 mod idempotency;
 mod layout;
+mod outbox;
 mod queue;
 mod scripts;
 mod store;

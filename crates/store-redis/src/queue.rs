@@ -19,15 +19,15 @@ use crate::layout::Shard;
 use crate::scripts::SCRIPTS;
 use crate::store::Inner;
 
-/// The most jobs one claim leases (each needs a fresh token sent along); a caller asking
+/// The most jobs (or webhook messages) one claim leases (each needs a fresh token sent along); a caller asking
 /// for more gets this many and claims again.
-const MAX_CLAIM: usize = 1024;
+pub(crate) const MAX_CLAIM: usize = 1024;
 
 /// How many times a cluster claim goes back for jobs other claimers took between its look
 /// and its take.
-const CLAIM_ROUNDS: usize = 3;
+pub(crate) const CLAIM_ROUNDS: usize = 3;
 
-fn micros(d: Duration) -> i64 {
+pub(crate) fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 

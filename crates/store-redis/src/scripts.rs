@@ -17,7 +17,11 @@
 //! `T:f:<id>` fenced key reservations, `T:j:<id>` its job (`q`, `a`, `r`, `t`, `w`), `T:q`
 //! jobs by `visible_at`, `T:ls` leased jobs by lease expiry, `T:jl` job ids, `T:x`
 //! predictions by `expires_at`, `T:i:*` listing indexes, `T:k:<owner> <key>` idempotency key
-//! records, `T:kx` their expiry, `T:kl` their names, `T:c` counters.
+//! records, `T:kx` their expiry, `T:kl` their names, `T:c` counters; the webhook outbox:
+//! `T:o:<id>` pending messages (and the `seq` counter), `T:of:<id>` finished messages (with
+//! the data's `PEXPIREAT`), `T:op:<id>` pending seqs, `T:oh` prediction ids by the
+//! `visible_at` of their head message; `T:e:<id>` the event log (with the data's
+//! `PEXPIREAT`).
 
 use std::sync::LazyLock;
 
@@ -48,6 +52,70 @@ local function record_at(p)
   return {body = ARGV[p], data = ARGV[p + 1], rm = ARGV[p + 2], own = ARGV[p + 3],
           st = ARGV[p + 4], ck = ARGV[p + 5], exp = ARGV[p + 6], exp_ms = ARGV[p + 7]}
 end
+-- The event log and the finished webhook messages hold the prediction's data, so they
+-- expire with it: at `ms` (PEXPIREAT), or never (`ms` false).
+local function follow_ms(T, id, ms)
+  for _, k in ipairs({T .. ':e:' .. id, T .. ':of:' .. id}) do
+    if ms then redis.call('PEXPIREAT', k, ms) else redis.call('PERSIST', k) end
+  end
+end
+-- `exp` (µs) in milliseconds, rounded up (as `expiry_millis` in Rust).
+local function exp_ms(exp)
+  return I(math.floor((tonumber(exp) + 999) / 1000))
+end
+-- follow_ms from the stored record: `expires_at` while its data is not removed.
+local function follow_data(T, id)
+  local f = redis.call('HMGET', T .. ':p:' .. id, 'exp', 'rm')
+  if f[1] and f[1] ~= '' and f[2] == '0' then
+    follow_ms(T, id, exp_ms(f[1]))
+  else
+    follow_ms(T, id, false)
+  end
+end
+-- Whether the prediction's data is gone (or going): no record, removed, or past expires_at
+-- (which Redis frees by itself). Finished messages are not kept then.
+local function data_gone(T, id, now)
+  local f = redis.call('HMGET', T .. ':p:' .. id, 'rev', 'exp', 'rm')
+  if not f[1] or f[3] == '1' then return true end
+  return f[2] ~= '' and f[2] ~= false and tonumber(f[2]) <= now
+end
+-- The position of an event, `<revision, 20 digits><index, 10 digits>`: byte order is
+-- `(revision, index)` order.
+local function event_pos(rev, index)
+  return string.format('%020d%010d', tonumber(rev), index)
+end
+-- Removes message `s` from outbox hash `k`; returns its {message, attempts, delivery id}.
+local function msg_take(k, s)
+  local f = redis.call('HMGET', k, 'm:' .. s, 'a:' .. s, 'd:' .. s)
+  redis.call('HDEL', k, 'm:' .. s, 'a:' .. s, 'd:' .. s, 'n:' .. s, 's:' .. s, 't:' .. s,
+             'w:' .. s, 'l:' .. s)
+  if f[3] and redis.call('HGET', k, 'i:' .. f[3]) == s then redis.call('HDEL', k, 'i:' .. f[3]) end
+  return f
+end
+-- Writes message `s` into outbox hash `k`.
+local function msg_put(k, s, msg, attempts, did)
+  redis.call('HSET', k, 'm:' .. s, msg, 'd:' .. s, did, 'i:' .. did, s)
+  if attempts and attempts ~= '' then redis.call('HSET', k, 'a:' .. s, attempts) end
+end
+-- Re-scores the prediction in the shard's heads set `T:oh`: its oldest pending message is
+-- visible at its next attempt, or at the end of its live lease; no pending message, no entry.
+local function head_sync(T, id, now)
+  local h = redis.call('ZRANGE', T .. ':op:' .. id, 0, 0)[1]
+  if not h then
+    redis.call('ZREM', T .. ':oh', id)
+    return
+  end
+  local f = redis.call('HMGET', T .. ':o:' .. id, 'n:' .. h, 'l:' .. h)
+  local at = tonumber(f[1]) or now
+  local l = tonumber(f[2])
+  if l and l > now and l > at then at = l end
+  redis.call('ZADD', T .. ':oh', I(at), id)
+end
+-- Removes a prediction's outbox and event log.
+local function outbox_remove(T, id)
+  redis.call('DEL', T .. ':o:' .. id, T .. ':of:' .. id, T .. ':op:' .. id, T .. ':e:' .. id)
+  redis.call('ZREM', T .. ':oh', id)
+end
 -- Stores a record in place of whatever had its id, keeping indexes and expiry right.
 local function put(T, id, rev, r)
   local pk = T .. ':p:' .. id
@@ -73,8 +141,10 @@ local function put(T, id, rev, r)
   end
   if expiring then
     redis.call('ZADD', T .. ':x', r.exp, id)
+    follow_ms(T, id, r.exp_ms)
   else
     redis.call('ZREM', T .. ':x', id)
+    follow_ms(T, id, false)
   end
 end
 local function job_remove(T, id)
@@ -98,26 +168,37 @@ local function job_put(T, id, queue, attempts, run_at, visible_at, token, worker
   redis.call('ZADD', T .. ':jl', 0, id)
 end
 -- Effects from ARGV[p]: a count, then each kind and its arguments:
--- E queue run_at | C queue worker token expires_at | X | N name delta.
-local EFFECT_ARGS = {E = 2, C = 4, X = 0, N = 2}
+-- E queue run_at | C queue worker token expires_at | X | N name delta |
+-- D delivery_id message | V count event...
+local EFFECT_ARGS = {E = 2, C = 4, X = 0, N = 2, D = 2}
+-- How many arguments follow the effect kind at ARGV[p], or false.
+local function effect_arity(p)
+  if ARGV[p] == 'V' then
+    local c = tonumber(ARGV[p + 1])
+    return c and c >= 0 and 1 + c
+  end
+  return EFFECT_ARGS[ARGV[p]]
+end
 local function check_effects(p)
   local n = tonumber(ARGV[p])
   if not n then return false end
   p = p + 1
   for _ = 1, n do
-    local k = EFFECT_ARGS[ARGV[p]]
+    local k = effect_arity(p)
     if not k or #ARGV < p + k then return false end
     p = p + 1 + k
   end
   return true
 end
--- Applies checked effects; true if a job became claimable.
-local function apply_effects(T, id, p, now)
+-- Applies checked effects of a write that made revision `rev`, after `put`; true if a job
+-- became claimable.
+local function apply_effects(T, id, p, now, rev)
   local n = tonumber(ARGV[p])
   p = p + 1
-  local work = false
+  local work, events, index = false, false, 0
   for _ = 1, n do
     local kind = ARGV[p]
+    local arity = effect_arity(p)
     if kind == 'E' then
       job_put(T, id, ARGV[p + 1], 0, ARGV[p + 2], ARGV[p + 2], false, false)
       work = true
@@ -127,9 +208,25 @@ local function apply_effects(T, id, p, now)
       job_remove(T, id)
     elseif kind == 'N' then
       redis.call('HINCRBY', T .. ':c', ARGV[p + 1], ARGV[p + 2])
+    elseif kind == 'D' then
+      local ok = T .. ':o:' .. id
+      local s = I(redis.call('HINCRBY', ok, 'seq', 1))
+      msg_put(ok, s, ARGV[p + 2], false, ARGV[p + 1])
+      redis.call('HSET', ok, 'n:' .. s, I(now))
+      redis.call('ZADD', T .. ':op:' .. id, s, s)
+      head_sync(T, id, now)
+    elseif kind == 'V' then
+      local ek = T .. ':e:' .. id
+      for j = 1, arity - 1 do
+        redis.call('ZADD', ek, 0, event_pos(rev, index) .. ' ' .. ARGV[p + 1 + j])
+        index = index + 1
+      end
+      events = true
     end
-    p = p + 1 + EFFECT_ARGS[kind]
+    p = p + 1 + arity
   end
+  -- A new event log takes the data's expiry.
+  if events then follow_data(T, id) end
   return work
 end
 "#;
@@ -169,7 +266,7 @@ end
 put(T, id, '1', record_at(6))
 if kname ~= '' then redis.call('SADD', T .. ':pk:' .. id, kname) end
 local lines = {'p ' .. id .. ' 1'}
-if apply_effects(T, id, 14, now) then lines[#lines + 1] = 'w' end
+if apply_effects(T, id, 14, now, '1') then lines[#lines + 1] = 'w' end
 publish(ARGV[2], lines)
 return {'inserted'}
 "#;
@@ -186,12 +283,13 @@ local now = now_us()
 local new = I(tonumber(rev) + 1)
 put(T, id, new, record_at(5))
 local lines = {'p ' .. id .. ' ' .. new}
-if apply_effects(T, id, 13, now) then lines[#lines + 1] = 'w' end
+if apply_effects(T, id, 13, now, new) then lines[#lines + 1] = 'w' end
 publish(ARGV[2], lines)
 return {'ok', new}
 "#;
 
-/// Deletes a prediction and its job. KEYS: `T:p:<id>`. ARGV: T, channel, id.
+/// Deletes a prediction, its job, its webhook outbox and its event log. KEYS: `T:p:<id>`.
+/// ARGV: T, channel, id.
 /// Returns the names of the idempotency keys that pointed at it (the caller removes them
 /// from their own shards).
 const DELETE: &str = r#"
@@ -204,6 +302,7 @@ if f[1] then
   redis.call('DEL', pk, T .. ':d:' .. id)
 end
 job_remove(T, id)
+outbox_remove(T, id)
 local sk = T .. ':pk:' .. id
 local names = redis.call('SMEMBERS', sk)
 redis.call('DEL', sk)
@@ -211,8 +310,10 @@ if f[1] then publish(ARGV[2], {'p ' .. id .. ' ' .. I(tonumber(f[1]) + 1)}) end
 return names
 "#;
 
-/// Tombstones due predictions (those still in the expiry index at or before `now`).
-/// KEYS: `T:x`. ARGV: T, channel, now, ids... Returns the ids tombstoned.
+/// Tombstones due predictions (those still in the expiry index at or before `now`), and
+/// removes what held their data: the event log and the finished webhook messages (pending
+/// ones stay and still go out). KEYS: `T:x`. ARGV: T, channel, now, ids... Returns the ids
+/// tombstoned.
 const EXPIRE: &str = r#"
 local T, now = ARGV[1], tonumber(ARGV[3])
 local done, lines = {}, {}
@@ -225,7 +326,9 @@ for i = 4, #ARGV do
     if redis.call('EXISTS', pk) == 1 then
       local rev = redis.call('HINCRBY', pk, 'rev', 1)
       redis.call('HSET', pk, 'rm', '1')
-      redis.call('DEL', T .. ':d:' .. id)
+      redis.call('DEL', T .. ':d:' .. id, T .. ':e:' .. id, T .. ':of:' .. id)
+      -- Without pending messages the outbox holds only its counter.
+      if redis.call('EXISTS', T .. ':op:' .. id) == 0 then redis.call('DEL', T .. ':o:' .. id) end
       done[#done + 1] = id
       lines[#lines + 1] = 'p ' .. id .. ' ' .. I(rev)
     end
@@ -513,6 +616,189 @@ key_write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], 'c', ''
 return 1
 "#;
 
+/// Claims webhook messages: for each prediction in a shard's heads set `T:oh` whose score
+/// (`visible_at`) has passed, its oldest pending message. KEYS: the heads sets of the shards
+/// named (one in a cluster). ARGV: mode ('peek' or 'take'), n, lease (µs), worker, #tags,
+/// tags..., then n lease tokens (take). Orders the candidates by `(visible_at, id)` across
+/// shards and either returns the first n as `{visible_at, id, ...}` (peek) or leases them:
+/// `{expires_at, {id, seq, message, attempts, next_attempt_at, token}, ...}` (take).
+const CLAIM_DELIVERIES: &str = r#"
+local mode, n, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local nt = tonumber(ARGV[5])
+local tok = 6 + nt
+local now = now_us()
+local cands = {}
+for t = 1, nt do
+  local T = ARGV[5 + t]
+  local batch = redis.call('ZRANGEBYSCORE', T .. ':oh', '-inf', I(now), 'WITHSCORES', 'LIMIT', 0, n)
+  for i = 1, #batch, 2 do cands[#cands + 1] = {tonumber(batch[i + 1]), batch[i], T} end
+end
+if nt > 1 then
+  table.sort(cands, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+end
+local m = math.min(n, #cands)
+if mode == 'peek' then
+  local out = {}
+  for i = 1, m do
+    out[#out + 1] = I(cands[i][1])
+    out[#out + 1] = cands[i][2]
+  end
+  return out
+end
+local exp = I(now + lease)
+local out = {exp}
+for i = 1, m do
+  local T, id = cands[i][3], cands[i][2]
+  local s = redis.call('ZRANGE', T .. ':op:' .. id, 0, 0)[1]
+  if s then
+    local ok = T .. ':o:' .. id
+    local token = ARGV[tok + i - 1]
+    redis.call('HSET', ok, 't:' .. s, token, 'w:' .. s, worker, 'l:' .. s, exp)
+    redis.call('ZADD', T .. ':oh', exp, id)
+    local f = redis.call('HMGET', ok, 'm:' .. s, 'a:' .. s, 'n:' .. s)
+    out[#out + 1] = {id, s, f[1], f[2] or '', f[3] or '', token}
+  else
+    redis.call('ZREM', T .. ':oh', id)
+  end
+end
+return out
+"#;
+
+/// Ends a message's pending life: it leaves the pending hash and, if `keep`, goes to the
+/// finished hash `T:of:<id>` with `status` and `attempts` (its own if false).
+const MSG_FINISH: &str = r#"
+local function msg_finish(T, id, s, status, attempts, keep)
+  local f = msg_take(T .. ':o:' .. id, s)
+  redis.call('ZREM', T .. ':op:' .. id, s)
+  if keep and f[1] then
+    local fk = T .. ':of:' .. id
+    msg_put(fk, s, f[1], attempts or f[2], f[3])
+    redis.call('HSET', fk, 's:' .. s, status)
+  end
+end
+"#;
+
+/// Records an attempt at a leased message and applies its outcome. KEYS: `T:o:<id>`.
+/// ARGV: T, id, seq, token, attempt (JSON), outcome ('d' delivered, 'r' retry, 'f' give up,
+/// 'F' give up with the later pending messages), retry_at (µs, for 'r').
+/// Returns 1, or 0 if the lease is lost.
+const FINISH_DELIVERY: &str = r#"
+local T, id, s, out = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
+local ok = KEYS[1]
+local now = now_us()
+local f = redis.call('HMGET', ok, 't:' .. s, 'l:' .. s, 'a:' .. s)
+if f[1] ~= ARGV[4] or not f[2] or tonumber(f[2]) <= now then return 0 end
+local a = '[' .. ARGV[5] .. ']'
+if f[3] then a = string.sub(f[3], 1, -2) .. ',' .. ARGV[5] .. ']' end
+if out == 'r' then
+  redis.call('HDEL', ok, 't:' .. s, 'w:' .. s, 'l:' .. s)
+  redis.call('HSET', ok, 'a:' .. s, a, 'n:' .. s, ARGV[7])
+else
+  -- Once the prediction's data is gone, finished messages (which hold it) are not kept.
+  local keep = not data_gone(T, id, now)
+  local status = 'failed'
+  if out == 'd' then status = 'delivered' end
+  msg_finish(T, id, s, status, a, keep)
+  if out == 'F' then
+    for _, later in ipairs(redis.call('ZRANGEBYSCORE', T .. ':op:' .. id, '(' .. s, '+inf')) do
+      msg_finish(T, id, later, 'failed', false, keep)
+    end
+  end
+  if keep then
+    follow_data(T, id)
+  else
+    redis.call('DEL', T .. ':of:' .. id)
+    if redis.call('EXISTS', T .. ':op:' .. id) == 0 then redis.call('DEL', ok) end
+  end
+end
+head_sync(T, id, now)
+return 1
+"#;
+
+/// Makes a message pending again and due now, keeping its seq and attempts.
+/// KEYS: `T:o:<id>`. ARGV: T, id, delivery id. Returns 1, or 0 if there is no such message.
+const REDELIVER: &str = r#"
+local T, id, did = ARGV[1], ARGV[2], ARGV[3]
+local ok, fk = KEYS[1], T .. ':of:' .. id
+local now = now_us()
+local s = redis.call('HGET', ok, 'i:' .. did)
+if s then
+  redis.call('HDEL', ok, 't:' .. s, 'w:' .. s, 'l:' .. s)
+else
+  s = redis.call('HGET', fk, 'i:' .. did)
+  if not s then return 0 end
+  local f = msg_take(fk, s)
+  msg_put(ok, s, f[1], f[2], f[3])
+  redis.call('ZADD', T .. ':op:' .. id, s, s)
+end
+redis.call('HSET', ok, 'n:' .. s, I(now))
+head_sync(T, id, now)
+return 1
+"#;
+
+/// A prediction's outbox. KEYS: `T:o:<id>`. ARGV: T, id.
+/// Returns `{pending hash, finished hash}` as field/value lists. The finished messages are
+/// left out once the record is past its `expires_at` (Redis frees them by itself then).
+const LIST_DELIVERIES: &str = r#"
+local T, id = ARGV[1], ARGV[2]
+local f = redis.call('HMGET', T .. ':p:' .. id, 'exp', 'rm')
+local finished = {}
+if not (f[1] and f[1] ~= '' and f[2] == '0' and tonumber(f[1]) <= now_us()) then
+  finished = redis.call('HGETALL', T .. ':of:' .. id)
+end
+return {redis.call('HGETALL', KEYS[1]), finished}
+"#;
+
+/// A prediction's events from a position on. KEYS: `T:e:<id>`. ARGV: T, id, min (a
+/// `ZRANGEBYLEX` bound), limit. Returns the members `<position> <event JSON>`; none once the
+/// record is past its `expires_at` (Redis frees them by itself then).
+const READ_EVENTS: &str = r#"
+local f = redis.call('HMGET', ARGV[1] .. ':p:' .. ARGV[2], 'exp', 'rm')
+if f[1] and f[1] ~= '' and f[2] == '0' and tonumber(f[1]) <= now_us() then return {} end
+return redis.call('ZRANGEBYLEX', KEYS[1], ARGV[3], '+', 'LIMIT', 0, ARGV[4])
+"#;
+
+/// Imports a webhook message with its history, unleased, replacing the message with its id
+/// (and any other at its seq). KEYS: `T:o:<id>`. ARGV: T, id, delivery id, seq, status,
+/// message, attempts ('' = none), next_attempt_at ('' = none).
+const IMPORT_DELIVERY: &str = r#"
+local T, id, did, s, status = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ok, fk, pk = KEYS[1], T .. ':of:' .. id, T .. ':op:' .. id
+for _, k in ipairs({ok, fk}) do
+  local old = redis.call('HGET', k, 'i:' .. did)
+  if old then msg_take(k, old) redis.call('ZREM', pk, old) end
+  if redis.call('HEXISTS', k, 'm:' .. s) == 1 then msg_take(k, s) redis.call('ZREM', pk, s) end
+end
+if tonumber(s) > tonumber(redis.call('HGET', ok, 'seq') or '0') then
+  redis.call('HSET', ok, 'seq', s)
+end
+local k = ok
+if status ~= 'pending' then k = fk end
+msg_put(k, s, ARGV[6], ARGV[7], did)
+if ARGV[8] ~= '' then redis.call('HSET', k, 'n:' .. s, ARGV[8]) end
+if status == 'pending' then
+  redis.call('ZADD', pk, s, s)
+else
+  redis.call('HSET', fk, 's:' .. s, status)
+  follow_data(T, id)
+end
+head_sync(T, id, now_us())
+return 1
+"#;
+
+/// Imports an event, replacing the one at its position. KEYS: `T:e:<id>`.
+/// ARGV: T, id, position, event JSON.
+const IMPORT_EVENT: &str = r#"
+local pos = ARGV[3]
+redis.call('ZREMRANGEBYLEX', KEYS[1], '[' .. pos .. ' ', '(' .. pos .. '!')
+redis.call('ZADD', KEYS[1], 0, pos .. ' ' .. ARGV[4])
+follow_data(ARGV[1], ARGV[2])
+return 1
+"#;
+
 /// Every script, compiled once (the SHA1 each is invoked by).
 pub(crate) struct Scripts {
     pub(crate) get: Script,
@@ -538,6 +824,13 @@ pub(crate) struct Scripts {
     pub(crate) import_prediction: Script,
     pub(crate) import_job: Script,
     pub(crate) import_key: Script,
+    pub(crate) claim_deliveries: Script,
+    pub(crate) finish_delivery: Script,
+    pub(crate) redeliver: Script,
+    pub(crate) list_deliveries: Script,
+    pub(crate) read_events: Script,
+    pub(crate) import_delivery: Script,
+    pub(crate) import_event: Script,
 }
 
 fn write_script(body: &str) -> Script {
@@ -573,4 +866,11 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     import_prediction: write_script(IMPORT_PREDICTION),
     import_job: write_script(IMPORT_JOB),
     import_key: write_script(IMPORT_KEY),
+    claim_deliveries: write_script(CLAIM_DELIVERIES),
+    finish_delivery: write_script(&format!("{MSG_FINISH}{FINISH_DELIVERY}")),
+    redeliver: write_script(REDELIVER),
+    list_deliveries: read_script(LIST_DELIVERIES),
+    read_events: read_script(READ_EVENTS),
+    import_delivery: write_script(IMPORT_DELIVERY),
+    import_event: write_script(IMPORT_EVENT),
 });

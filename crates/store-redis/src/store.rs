@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use augur_core::store::{
-    self, Capabilities, ChangeStream, ClaimRequest, Created, Cursor, Effect, IdempotencyRecord,
-    Job, Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Store,
+    self, Attempt as DeliveryAttempt, Capabilities, ChangeStream, ClaimRequest, Created, Cursor,
+    DeliveryLease, DeliveryOutcome, DeliveryState, Effect, IdempotencyRecord, Job, Lease,
+    ListQuery, NewPrediction, Page, QueueStats, Record, Store, StreamEvent,
 };
-use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned};
+use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned, WorkerId};
 use futures::future::try_join_all;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
@@ -567,6 +568,13 @@ impl Inner {
                         .push(ImportOp::KeyLink(name, &key.prediction_id));
                 }
                 Record::Counter { name, value } => counters.push((name, *value)),
+                Record::Delivery(state) => {
+                    per_shard[self.layout.shard_of(&state.delivery.prediction_id).0]
+                        .push(ImportOp::Delivery(state));
+                }
+                Record::Event(id, event) => {
+                    per_shard[self.layout.shard_of(id).0].push(ImportOp::Event(id, event));
+                }
                 other => {
                     return Err(Error::Config(format!(
                         "cannot import {other:?}: this build of the Redis store does not know the record kind"
@@ -659,6 +667,8 @@ impl Inner {
                     .invoke_async(&mut conn)
                     .await?;
             }
+            ImportOp::Delivery(state) => self.import_delivery(shard, state).await?,
+            ImportOp::Event(id, event) => self.import_event(shard, id, event).await?,
             ImportOp::KeyLink(name, id) => {
                 let _: () = redis::cmd("SADD")
                     .arg(self.layout.prediction_keys_set(shard, id))
@@ -677,6 +687,8 @@ enum ImportOp<'a> {
     Key(String, &'a IdempotencyRecord),
     /// Records on the prediction's shard that the key points at it, so `delete` finds it.
     KeyLink(String, &'a PredictionId),
+    Delivery(&'a DeliveryState),
+    Event(&'a PredictionId, &'a StreamEvent),
 }
 
 /// The largest page any listing reads at once: large enough for any sane caller, and small
@@ -794,6 +806,41 @@ impl Store for RedisStore {
 
     async fn import(&self, records: &[Record]) -> store::Result<()> {
         Ok(self.inner.import(records).await?)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> store::Result<Vec<DeliveryLease>> {
+        Ok(self.inner.claim_deliveries(worker, lease_for, max).await?)
+    }
+
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &DeliveryAttempt,
+        outcome: DeliveryOutcome,
+    ) -> store::Result<()> {
+        Ok(self.inner.finish_delivery(lease, attempt, outcome).await?)
+    }
+
+    async fn list_deliveries(&self, id: &PredictionId) -> store::Result<Vec<DeliveryState>> {
+        Ok(self.inner.list_deliveries(id).await?)
+    }
+
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> store::Result<()> {
+        Ok(self.inner.redeliver(id, delivery_id).await?)
+    }
+
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> store::Result<Vec<StreamEvent>> {
+        Ok(self.inner.read_events(id, after, limit).await?)
     }
 
     /// Stops the announcement subscriptions; later operations fail as unavailable. The

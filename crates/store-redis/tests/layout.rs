@@ -1,6 +1,7 @@
 //! The key layout on a real Redis Cluster (`AUGUR_TEST_REDIS_CLUSTER_URL`): every key of a
-//! prediction (record, data, job, the keys that point at it) and every shard structure its
-//! scripts write (queue, indexes, expiry, counters) hash to one slot, and the shards spread
+//! prediction (record, data, job, the keys that point at it, webhook outbox, event log) and
+//! every shard structure its scripts write (queue, outbox heads, indexes, expiry, counters)
+//! hash to one slot, and the shards spread
 //! over the cluster's nodes. Also: durability is read from every primary.
 
 mod common;
@@ -8,7 +9,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use augur_core::store::{Effect, IdempotencyRecord, NewPrediction, Store};
+use augur_core::store::{
+    Attempt, DeliveryOutcome, Effect, IdempotencyRecord, NewPrediction, Store, StreamEventData,
+    StreamEventKind,
+};
 use augur_core::{AccountId, LeaseToken, Revision, Timestamp, WorkerId};
 use augur_store_conformance::fixtures::{QUEUE, claim, enqueue_now, prediction};
 use augur_store_redis::RedisStore;
@@ -25,7 +29,7 @@ async fn every_prediction_lives_in_one_slot() {
         .expect("connect");
 
     // Exercise every kind of key: records with data and expiry, jobs (queued and leased),
-    // idempotency keys, counters.
+    // idempotency keys, counters, webhook messages (pending and finished), event logs.
     let mut ids = Vec::new();
     for i in 0..48 {
         let mut p = prediction();
@@ -52,7 +56,16 @@ async fn every_prediction_lives_in_one_slot() {
             .create(NewPrediction {
                 prediction: &p,
                 idempotency: (i % 3 == 0).then_some(&key),
-                effects: &[effect, Effect::count("made", 1)],
+                effects: &[
+                    effect,
+                    Effect::count("made", 1),
+                    augur_store_conformance::delivery(&p, 0),
+                    augur_store_conformance::delivery(&p, 1),
+                    Effect::AppendEvents(vec![StreamEventData {
+                        kind: StreamEventKind::Logs,
+                        data: format!("log {i}"),
+                    }]),
+                ],
             })
             .await
             .expect("create");
@@ -63,6 +76,23 @@ async fn every_prediction_lives_in_one_slot() {
         .await
         .expect("claim");
     assert_eq!(leases.len(), 5);
+    let messages = store
+        .claim_deliveries(&WorkerId::generate(), Duration::from_secs(60), 5)
+        .await
+        .expect("claim deliveries");
+    assert_eq!(messages.len(), 5);
+    for lease in &messages {
+        let attempt = Attempt {
+            at: Timestamp::now(),
+            status: Some(200),
+            error: None,
+            duration_ms: 1,
+        };
+        store
+            .finish_delivery(lease, &attempt, DeliveryOutcome::Delivered)
+            .await
+            .expect("finish delivery");
+    }
     let current = store.get(&ids[0]).await.expect("get");
     store
         .update(
@@ -160,8 +190,10 @@ async fn every_prediction_lives_in_one_slot() {
             .filter(|k| k.ends_with(&format!(":{id}")))
             .collect();
         assert!(
-            own.iter().any(|k| k.contains(":p:")) && own.iter().any(|k| k.contains(":j:")),
-            "record or job of {id} missing: {own:?}"
+            [":p:", ":j:", ":o:", ":op:", ":e:"]
+                .iter()
+                .all(|kind| own.iter().any(|k| k.contains(kind))),
+            "record, job, outbox or event log of {id} missing: {own:?}"
         );
         let slots: BTreeSet<u16> = own.iter().map(|k| slot_of[*k]).collect();
         assert_eq!(slots.len(), 1, "{id} spans slots: {own:?}");
@@ -178,6 +210,13 @@ async fn every_prediction_lives_in_one_slot() {
             "the job of {id} is not in its shard's queue"
         );
     }
+
+    // Five predictions have a finished message, and every prediction a head in its shard's
+    // `T:oh`.
+    let finished = slot_of.keys().filter(|k| k.contains(":of:")).count();
+    assert_eq!(finished, 5);
+    let heads = slot_of.keys().filter(|k| k.ends_with(":oh")).count();
+    assert!(heads >= 2, "heads sets: {heads}");
 
     // The idempotency keys live in their own shards and point back at their predictions.
     let key_records = slot_of.keys().filter(|k| k.contains(":k:admin ")).count();

@@ -21,10 +21,11 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
 use super::{
+    Attempt, DeliveryLease, DeliveryOutcome, DeliveryState, StreamEvent,
     Capabilities, ChangeStream, ClaimRequest, Created, DynStore, Effect, Error, IdempotencyRecord,
     Job, Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store,
 };
-use crate::id::{AccountId, PredictionId};
+use crate::id::{AccountId, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
 use crate::time::Timestamp;
 
@@ -296,6 +297,41 @@ impl Store for CachedStore {
         result
     }
 
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> Result<Vec<DeliveryLease>> {
+        self.inner.claim_deliveries(worker, lease_for, max).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &Attempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<()> {
+        self.inner.finish_delivery(lease, attempt, outcome).await
+    }
+
+    async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
+        self.inner.list_deliveries(id).await
+    }
+
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
+        self.inner.redeliver(id, delivery_id).await
+    }
+
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>> {
+        self.inner.read_events(id, after, limit).await
+    }
+
     async fn close(&self) {
         self.inner.close().await;
     }
@@ -391,6 +427,41 @@ mod tests {
         async fn import(&self, r: &[Record]) -> Result<()> {
             self.inner.import(r).await
         }
+        async fn claim_deliveries(
+            &self,
+            worker: &WorkerId,
+            lease_for: Duration,
+            max: usize,
+        ) -> Result<Vec<DeliveryLease>> {
+            self.inner.claim_deliveries(worker, lease_for, max).await
+        }
+
+        async fn finish_delivery(
+            &self,
+            lease: &DeliveryLease,
+            attempt: &Attempt,
+            outcome: DeliveryOutcome,
+        ) -> Result<()> {
+            self.inner.finish_delivery(lease, attempt, outcome).await
+        }
+
+        async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
+            self.inner.list_deliveries(id).await
+        }
+
+        async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
+            self.inner.redeliver(id, delivery_id).await
+        }
+
+        async fn read_events(
+            &self,
+            id: &PredictionId,
+            after: Option<(Revision, u32)>,
+            limit: usize,
+        ) -> Result<Vec<StreamEvent>> {
+            self.inner.read_events(id, after, limit).await
+        }
+
     }
 
     fn prediction() -> Prediction {

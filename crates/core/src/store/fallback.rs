@@ -15,10 +15,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
+    Attempt, DeliveryLease, DeliveryOutcome, DeliveryState, StreamEvent,
     Capabilities, ChangeStream, ClaimRequest, Created, DynStore, Effect, IdempotencyRecord, Job,
     Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store,
 };
-use crate::id::{AccountId, PredictionId};
+use crate::id::{AccountId, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
 use crate::time::Timestamp;
 
@@ -154,6 +155,41 @@ impl Store for FallbackStore {
         self.primary.import(records).await
     }
 
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> Result<Vec<DeliveryLease>> {
+        self.primary.claim_deliveries(worker, lease_for, max).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &Attempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<()> {
+        self.primary.finish_delivery(lease, attempt, outcome).await
+    }
+
+    async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
+        self.read("list_deliveries", |s| async move { s.list_deliveries(id).await }).await
+    }
+
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
+        self.primary.redeliver(id, delivery_id).await
+    }
+
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>> {
+        self.read("read_events", |s| async move { s.read_events(id, after, limit).await }).await
+    }
+
     async fn close(&self) {
         self.primary.close().await;
         self.secondary.close().await;
@@ -270,6 +306,46 @@ mod tests {
             self.check()?;
             self.inner.import(r).await
         }
+        async fn claim_deliveries(
+            &self,
+            worker: &WorkerId,
+            lease_for: Duration,
+            max: usize,
+        ) -> Result<Vec<DeliveryLease>> {
+            self.check()?;
+            self.inner.claim_deliveries(worker, lease_for, max).await
+        }
+
+        async fn finish_delivery(
+            &self,
+            lease: &DeliveryLease,
+            attempt: &Attempt,
+            outcome: DeliveryOutcome,
+        ) -> Result<()> {
+            self.check()?;
+            self.inner.finish_delivery(lease, attempt, outcome).await
+        }
+
+        async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
+            self.check()?;
+            self.inner.list_deliveries(id).await
+        }
+
+        async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
+            self.check()?;
+            self.inner.redeliver(id, delivery_id).await
+        }
+
+        async fn read_events(
+            &self,
+            id: &PredictionId,
+            after: Option<(Revision, u32)>,
+            limit: usize,
+        ) -> Result<Vec<StreamEvent>> {
+            self.check()?;
+            self.inner.read_events(id, after, limit).await
+        }
+
     }
 
     fn prediction() -> Prediction {

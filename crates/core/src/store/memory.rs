@@ -15,9 +15,9 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    Capabilities, Change, ChangeStream, ClaimRequest, Created, Cursor, Effect, Error,
-    IdempotencyRecord, Job, Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Result,
-    Store,
+    Attempt, Capabilities, Change, ChangeStream, ClaimRequest, Created, Cursor, DeliveryLease,
+    DeliveryOutcome, DeliveryState, DeliveryStatus, Effect, Error, IdempotencyRecord, Job, Lease,
+    ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store, StreamEvent,
 };
 use crate::id::{AccountId, LeaseToken, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
@@ -53,6 +53,17 @@ struct Inner {
     keys: HashMap<(AccountId, String), IdempotencyRecord>,
     counters: BTreeMap<String, i64>,
     seq: u64,
+    /// Each prediction's webhook outbox, in order.
+    deliveries: HashMap<PredictionId, Vec<DeliveryEntry>>,
+    /// Each prediction's event log, in order.
+    events: HashMap<PredictionId, Vec<StreamEvent>>,
+}
+
+#[derive(Debug, Clone)]
+struct DeliveryEntry {
+    state: DeliveryState,
+    /// `(worker, token, expires_at)` of the lease, while claimed.
+    lease: Option<(WorkerId, LeaseToken, Timestamp)>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +120,9 @@ impl Inner {
         }
     }
 
-    fn apply_effects(&mut self, id: &PredictionId, effects: &[Effect]) {
+    fn apply_effects(&mut self, id: &PredictionId, effects: &[Effect], revision: Revision) {
+        // Events of one write are numbered across all its `AppendEvents` lists.
+        let mut next_index = 0u32;
         for effect in effects {
             match effect {
                 Effect::EnqueueJob { queue, run_at } => {
@@ -154,6 +167,35 @@ impl Inner {
                 Effect::CompleteJob => self.remove_job(id),
                 Effect::Count { name, delta } => {
                     *self.counters.entry(name.clone()).or_default() += delta;
+                }
+                Effect::EnqueueDelivery(delivery) => {
+                    let outbox = self.deliveries.entry(id.clone()).or_default();
+                    if outbox.iter().any(|d| d.state.delivery.id == delivery.id) {
+                        // A message id is enqueued once.
+                        continue;
+                    }
+                    let seq = outbox.last().map_or(1, |d| d.state.seq + 1);
+                    outbox.push(DeliveryEntry {
+                        state: DeliveryState {
+                            delivery: (**delivery).clone(),
+                            seq,
+                            status: DeliveryStatus::Pending,
+                            attempts: Vec::new(),
+                            next_attempt_at: Some(Timestamp::now()),
+                        },
+                        lease: None,
+                    });
+                }
+                Effect::AppendEvents(events) => {
+                    let log = self.events.entry(id.clone()).or_default();
+                    for event in events {
+                        log.push(StreamEvent {
+                            revision,
+                            index: next_index,
+                            event: event.clone(),
+                        });
+                        next_index += 1;
+                    }
                 }
             }
         }
@@ -226,7 +268,7 @@ impl Store for MemoryStore {
             value: p.clone(),
             revision: Revision::FIRST,
         });
-        inner.apply_effects(&p.id, new.effects);
+        inner.apply_effects(&p.id, new.effects, Revision::FIRST);
         drop(inner);
         self.announce(Change::Prediction {
             id: p.id.clone(),
@@ -272,7 +314,7 @@ impl Store for MemoryStore {
             value: record,
             revision,
         });
-        inner.apply_effects(id, effects);
+        inner.apply_effects(id, effects, revision);
         drop(inner);
         self.announce(Change::Prediction {
             id: id.clone(),
@@ -292,6 +334,8 @@ impl Store for MemoryStore {
         }
         inner.remove_job(id);
         inner.keys.retain(|_, r| r.prediction_id != *id);
+        inner.deliveries.remove(id);
+        inner.events.remove(id);
         drop(inner);
         if let Some(p) = removed {
             self.announce(Change::Prediction {
@@ -360,6 +404,10 @@ impl Store for MemoryStore {
                     revision: p.revision,
                 });
                 inner.put(p);
+                inner.events.remove(id);
+                if let Some(outbox) = inner.deliveries.get_mut(id) {
+                    outbox.retain(|d| d.state.status == DeliveryStatus::Pending);
+                }
             }
         }
         inner.keys.retain(|_, r| r.expires_at > now);
@@ -538,11 +586,167 @@ impl Store for MemoryStore {
                 Record::Counter { name, value } => {
                     inner.counters.insert(name.clone(), *value);
                 }
+                Record::Delivery(state) => {
+                    let outbox = inner
+                        .deliveries
+                        .entry(state.delivery.prediction_id.clone())
+                        .or_default();
+                    outbox.retain(|d| d.state.delivery.id != state.delivery.id);
+                    outbox.push(DeliveryEntry {
+                        state: (**state).clone(),
+                        lease: None,
+                    });
+                    outbox.sort_by_key(|d| d.state.seq);
+                }
+                Record::Event(id, event) => {
+                    let log = inner.events.entry(id.clone()).or_default();
+                    let key = (event.revision, event.index);
+                    log.retain(|e| (e.revision, e.index) != key);
+                    log.push(event.clone());
+                    log.sort_by_key(|e| (e.revision, e.index));
+                }
             }
         }
         drop(inner);
         self.announce(Change::Resync);
         Ok(())
+    }
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> Result<Vec<DeliveryLease>> {
+        let now = Timestamp::now();
+        let expires_at = now.plus(lease_for);
+        let mut inner = self.lock();
+        // The head of each outbox: its first pending message, if due and not leased.
+        let mut heads: Vec<(Timestamp, PredictionId)> = inner
+            .deliveries
+            .iter()
+            .filter_map(|(id, outbox)| {
+                let head = outbox
+                    .iter()
+                    .find(|d| d.state.status == DeliveryStatus::Pending)?;
+                let due = head.state.next_attempt_at.unwrap_or(now);
+                let leased = head.lease.as_ref().is_some_and(|(_, _, until)| *until > now);
+                (due <= now && !leased).then(|| (due, id.clone()))
+            })
+            .collect();
+        heads.sort();
+        heads.truncate(max);
+        let mut leases = Vec::with_capacity(heads.len());
+        for (_, id) in heads {
+            let outbox = inner.deliveries.get_mut(&id).expect("found above");
+            let head = outbox
+                .iter_mut()
+                .find(|d| d.state.status == DeliveryStatus::Pending)
+                .expect("found above");
+            let token = LeaseToken::generate();
+            head.lease = Some((worker.clone(), token, expires_at));
+            leases.push(DeliveryLease {
+                state: head.state.clone(),
+                worker: worker.clone(),
+                token,
+                expires_at,
+            });
+        }
+        Ok(leases)
+    }
+
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &Attempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<()> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        let id = &lease.state.delivery.prediction_id;
+        let data_removed = inner
+            .predictions
+            .get(id)
+            .is_none_or(|p| p.value.data_removed);
+        let outbox = inner.deliveries.get_mut(id).ok_or(Error::LeaseLost)?;
+        let position = outbox
+            .iter()
+            .position(|d| {
+                d.state.delivery.id == lease.state.delivery.id
+                    && d.lease
+                        .as_ref()
+                        .is_some_and(|(_, token, until)| *token == lease.token && *until > now)
+            })
+            .ok_or(Error::LeaseLost)?;
+        let entry = &mut outbox[position];
+        entry.lease = None;
+        entry.state.attempts.push(attempt.clone());
+        match outcome {
+            DeliveryOutcome::Delivered => {
+                entry.state.status = DeliveryStatus::Delivered;
+                entry.state.next_attempt_at = None;
+            }
+            DeliveryOutcome::RetryAt(at) => entry.state.next_attempt_at = Some(at),
+            DeliveryOutcome::GiveUp { drop_rest } => {
+                entry.state.status = DeliveryStatus::Failed;
+                entry.state.next_attempt_at = None;
+                if drop_rest {
+                    for later in outbox.iter_mut().skip(position + 1) {
+                        if later.state.status == DeliveryStatus::Pending {
+                            later.state.status = DeliveryStatus::Failed;
+                            later.state.next_attempt_at = None;
+                            later.lease = None;
+                        }
+                    }
+                }
+            }
+        }
+        if data_removed {
+            // Retention ran while it was pending: keep no data once it is done.
+            outbox.retain(|d| d.state.status == DeliveryStatus::Pending);
+        }
+        Ok(())
+    }
+
+    async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
+        Ok(self
+            .lock()
+            .deliveries
+            .get(id)
+            .map(|outbox| outbox.iter().map(|d| d.state.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let entry = inner
+            .deliveries
+            .get_mut(id)
+            .and_then(|outbox| outbox.iter_mut().find(|d| d.state.delivery.id == delivery_id))
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        entry.state.status = DeliveryStatus::Pending;
+        entry.state.next_attempt_at = Some(Timestamp::now());
+        entry.lease = None;
+        Ok(())
+    }
+
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>> {
+        Ok(self
+            .lock()
+            .events
+            .get(id)
+            .map(|log| {
+                log.iter()
+                    .filter(|e| after.is_none_or(|a| (e.revision, e.index) > a))
+                    .take(limit.max(1))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

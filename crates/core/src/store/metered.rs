@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
+    Attempt, DeliveryLease, DeliveryOutcome, DeliveryState, StreamEvent,
     Capabilities, ChangeStream, ClaimRequest, Created, DynStore, IdempotencyRecord, Job, Lease,
     ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store,
 };
-use crate::id::{AccountId, PredictionId};
+use crate::id::{AccountId, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
 use crate::store::Effect;
 use crate::time::Timestamp;
@@ -157,6 +158,41 @@ impl Store for MeteredStore {
 
     async fn import(&self, records: &[Record]) -> Result<()> {
         self.observe("import", self.inner.import(records)).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> Result<Vec<DeliveryLease>> {
+        self.observe("claim_deliveries", self.inner.claim_deliveries(worker, lease_for, max)).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &Attempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<()> {
+        self.observe("finish_delivery", self.inner.finish_delivery(lease, attempt, outcome)).await
+    }
+
+    async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
+        self.observe("list_deliveries", self.inner.list_deliveries(id)).await
+    }
+
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
+        self.observe("redeliver", self.inner.redeliver(id, delivery_id)).await
+    }
+
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>> {
+        self.observe("read_events", self.inner.read_events(id, after, limit)).await
     }
 
     async fn close(&self) {

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::id::{AccountId, LeaseToken, PredictionId, WorkerId};
-use crate::prediction::{Prediction, Revision, Versioned};
+use crate::prediction::{Prediction, Revision, Versioned, WebhookEvent};
 use crate::state::Status;
 use crate::time::Timestamp;
 
@@ -95,6 +95,10 @@ pub enum Record {
         /// Its value.
         value: i64,
     },
+    /// A webhook message with its history.
+    Delivery(Box<DeliveryState>),
+    /// An event of a prediction's event log.
+    Event(PredictionId, StreamEvent),
 }
 
 /// A side effect that commits atomically with a prediction write.
@@ -102,7 +106,7 @@ pub enum Record {
 /// Effects are scoped to the prediction being written: its job is keyed by its id. New kinds
 /// (webhook deliveries, credit entries) are added here, and every backend must apply them in
 /// the same atomic step as the write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Effect {
     /// Put the prediction's job on `queue`, runnable from `run_at`. Replaces an existing job
@@ -136,7 +140,149 @@ pub enum Effect {
         /// Amount to add.
         delta: i64,
     },
+    /// Put a webhook delivery in the prediction's outbox, after the ones already there; a
+    /// message whose id the outbox already holds is not added again.
+    EnqueueDelivery(Box<Delivery>),
+    /// Append events to the prediction's event log, numbered `(revision of this write,
+    /// index among the events of this write)`, counting across all its `AppendEvents`.
+    AppendEvents(Vec<StreamEventData>),
 }
+
+/// What a stream event says, before it is numbered by the write that appends it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamEventData {
+    /// The event's name.
+    pub kind: StreamEventKind,
+    /// Its data (text; Replicate's clients read `output` data as raw text).
+    pub data: String,
+}
+
+/// The event names of Replicate's streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamEventKind {
+    /// New output (a token, an item, a URL).
+    Output,
+    /// New log lines.
+    Logs,
+    /// The prediction failed; the data is the error.
+    Error,
+    /// The prediction settled; the stream ends.
+    Done,
+}
+
+impl StreamEventKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamEventKind::Output => "output",
+            StreamEventKind::Logs => "logs",
+            StreamEventKind::Error => "error",
+            StreamEventKind::Done => "done",
+        }
+    }
+}
+
+/// An event of a prediction's durable event log. Its position `(revision, index)` is unique
+/// and increasing within the prediction, and is the stream's `id:`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamEvent {
+    /// The revision of the write that appended it.
+    pub revision: Revision,
+    /// Its place among that write's events.
+    pub index: u32,
+    /// What it says.
+    #[serde(flatten)]
+    pub event: StreamEventData,
+}
+
+/// A webhook message for one prediction, as written into the outbox.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Delivery {
+    /// The message id (`webhook-id`), the same for every attempt: unique per prediction,
+    /// revision and event.
+    pub id: String,
+    /// The prediction it is about.
+    pub prediction_id: PredictionId,
+    /// Where it goes.
+    pub url: String,
+    /// Which event it announces.
+    pub event: WebhookEvent,
+    /// The prediction as it was when the event happened; the body is rendered from it, the
+    /// same bytes at every attempt.
+    pub payload: Box<Prediction>,
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+}
+
+/// One try at delivering a message.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attempt {
+    /// When it started.
+    pub at: Timestamp,
+    /// The HTTP status the receiver answered, if it answered.
+    pub status: Option<u16>,
+    /// What went wrong, if anything did.
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Where a message stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Retries ran out, or the receiver answered 410 Gone.
+    Failed,
+}
+
+/// A message with its history, as the delivery log shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryState {
+    /// The message.
+    pub delivery: Delivery,
+    /// Its place in the prediction's outbox (deliveries go out in this order).
+    pub seq: u64,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Every attempt so far, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<Timestamp>,
+}
+
+/// A claimed message: the oldest pending one of its prediction, under a lease.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryLease {
+    /// The message and its history.
+    pub state: DeliveryState,
+    /// Who holds it.
+    pub worker: WorkerId,
+    /// Proof of holding it.
+    pub token: LeaseToken,
+    /// When the lease lapses.
+    pub expires_at: Timestamp,
+}
+
+/// How an attempt ended, for [`Store::finish_delivery`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Delivered: the next message of the prediction may go.
+    Delivered,
+    /// Try again at this time.
+    RetryAt(Timestamp),
+    /// Give up on this message (it becomes `Failed`); with `drop_rest`, on the prediction's
+    /// later pending messages too (the receiver answered 410 Gone).
+    GiveUp {
+        /// Fail the prediction's later pending messages as well.
+        drop_rest: bool,
+    },
+}
+
 
 impl Effect {
     /// Shorthand for [`Effect::Count`].
@@ -446,6 +592,61 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// - What is imported reads back identical through every listing
     ///   (`migration_round_trips_every_record`).
     async fn import(&self, records: &[Record]) -> Result<()>;
+
+    /// Claims up to `max` webhook messages under a lease each: for every prediction whose
+    /// oldest pending message is due and not under a live lease, that message. A prediction's
+    /// messages therefore go out one at a time, in order.
+    ///
+    /// # Behavior
+    /// - Later messages of a prediction wait for the earlier ones, delivered or given up
+    ///   (`deliveries_go_out_in_order_per_prediction`).
+    /// - A claimed message is invisible to other claimers until its lease lapses
+    ///   (`delivery_claims_are_exclusive_until_the_lease_lapses`).
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> Result<Vec<DeliveryLease>>;
+
+    /// Records an attempt at a claimed message and what follows from it, ending the lease.
+    ///
+    /// # Behavior
+    /// - Requires the current lease ([`Error::LeaseLost`] otherwise)
+    ///   (`finishing_needs_the_current_delivery_lease`).
+    /// - `RetryAt` keeps the message pending (and the rest of the prediction's queue waiting)
+    ///   until then; `GiveUp { drop_rest }` fails it, and with `drop_rest` the prediction's
+    ///   later pending messages too (`attempts_are_recorded_and_outcomes_applied`).
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &Attempt,
+        outcome: DeliveryOutcome,
+    ) -> Result<()>;
+
+    /// A prediction's webhook messages, in order, with their attempts.
+    async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>>;
+
+    /// Makes a message pending again and due now (a manual redelivery), keeping its id and
+    /// history.
+    ///
+    /// # Behavior
+    /// - An unknown message is [`Error::NotFound`] (`redeliver_requeues_a_message`).
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()>;
+
+    /// The prediction's events after position `after` (all if `None`), in order, at most
+    /// `limit`. Events are appended by [`Effect::AppendEvents`] and removed with the
+    /// prediction's data (expiry) or the prediction.
+    ///
+    /// # Behavior
+    /// - Events read back in `(revision, index)` order, resumable from any position
+    ///   (`events_are_appended_with_their_write_and_resumable`).
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>>;
 
     /// Finishes queued writes and releases background resources before the process exits.
     /// Operations after `close` may fail. The default does nothing.

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use augur_core::store::{
-    self, Capabilities, ChangeStream, ClaimRequest, Created, Effect, IdempotencyRecord, Job, Lease,
-    ListQuery, NewPrediction, Page, QueueStats, Record, Store,
+    self, Attempt, Capabilities, ChangeStream, ClaimRequest, Created, DeliveryLease,
+    DeliveryOutcome, DeliveryState, Effect, IdempotencyRecord, Job, Lease, ListQuery,
+    NewPrediction, Page, QueueStats, Record, Store, StreamEvent,
 };
-use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned};
+use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned, WorkerId};
 use augur_store_postgres::PostgresStore;
 use tokio_postgres::NoTls;
 
@@ -208,6 +209,36 @@ impl Store for TestStore {
     }
     async fn import(&self, records: &[Record]) -> store::Result<()> {
         self.inner.import(records).await
+    }
+    async fn claim_deliveries(
+        &self,
+        worker: &WorkerId,
+        lease_for: Duration,
+        max: usize,
+    ) -> store::Result<Vec<DeliveryLease>> {
+        self.inner.claim_deliveries(worker, lease_for, max).await
+    }
+    async fn finish_delivery(
+        &self,
+        lease: &DeliveryLease,
+        attempt: &Attempt,
+        outcome: DeliveryOutcome,
+    ) -> store::Result<()> {
+        self.inner.finish_delivery(lease, attempt, outcome).await
+    }
+    async fn list_deliveries(&self, id: &PredictionId) -> store::Result<Vec<DeliveryState>> {
+        self.inner.list_deliveries(id).await
+    }
+    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> store::Result<()> {
+        self.inner.redeliver(id, delivery_id).await
+    }
+    async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> store::Result<Vec<StreamEvent>> {
+        self.inner.read_events(id, after, limit).await
     }
     async fn close(&self) {
         self.inner.close().await;
