@@ -4,11 +4,13 @@
 //! here. Requests holding `Prefer: wait`, live streams and workers watching for a cancel
 //! subscribe to one prediction. The hub only knows about writes made in this process; a
 //! backend shared by several nodes feeds other nodes' writes in through [`Hub::publish`].
+//! [`Hub::subscribe_all`] is the firehose of every change (`GET /v1/events`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, watch};
+use quick_cache::sync::Cache;
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::id::PredictionId;
 use crate::prediction::{Prediction, Versioned};
@@ -17,10 +19,30 @@ type Slot = watch::Sender<Option<Arc<Versioned<Prediction>>>>;
 
 /// Per-prediction change notifications, plus a wake-up for idle workers when new work is
 /// queued. Cheap to clone (a shared handle).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Hub {
     watchers: Arc<Mutex<HashMap<PredictionId, Slot>>>,
     work: Arc<Notify>,
+    outbox: Arc<Notify>,
+    all: broadcast::Sender<Arc<Versioned<Prediction>>>,
+    /// The latest revision sent to the firehose per recently changed prediction, so a change
+    /// published twice (written here, then heard back from the store) goes out once.
+    sent_to_all: Arc<Cache<PredictionId, u64>>,
+}
+
+/// How many changes a slow firehose subscriber may fall behind before it misses some.
+const FIREHOSE_BUFFER: usize = 4096;
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            watchers: Arc::default(),
+            work: Arc::default(),
+            outbox: Arc::default(),
+            all: broadcast::channel(FIREHOSE_BUFFER).0,
+            sent_to_all: Arc::new(Cache::new(FIREHOSE_BUFFER)),
+        }
+    }
 }
 
 impl Hub {
@@ -51,6 +73,17 @@ impl Hub {
     /// Announces a new revision of a prediction. Older revisions than the one already
     /// announced are ignored, so concurrent publishers cannot move a watcher backwards.
     pub fn publish(&self, record: &Versioned<Prediction>) {
+        if self.all.receiver_count() > 0 {
+            let id = &record.value.id;
+            let newer = self
+                .sent_to_all
+                .get(id)
+                .is_none_or(|sent| sent < record.revision.0);
+            if newer {
+                self.sent_to_all.insert(id.clone(), record.revision.0);
+                let _ = self.all.send(Arc::new(record.clone()));
+            }
+        }
         let watchers = self.lock();
         let Some(slot) = watchers.get(&record.value.id) else {
             return;
@@ -73,6 +106,16 @@ impl Hub {
         self.work.notify_one();
     }
 
+    /// Tells the webhook dispatcher that a write put a message in an outbox.
+    pub fn notify_outbox(&self) {
+        self.outbox.notify_one();
+    }
+
+    /// What [`Hub::notify_outbox`] signals, for the webhook dispatcher to wait on.
+    pub fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox.clone()
+    }
+
     /// Completes when [`Hub::notify_work`] is called (or was called since the last wait
     /// completed).
     pub async fn work_queued(&self) {
@@ -81,7 +124,14 @@ impl Hub {
 
     /// Whether anyone in this process watches `id`.
     pub fn is_watched(&self, id: &PredictionId) -> bool {
-        self.lock().contains_key(id)
+        self.all.receiver_count() > 0 || self.lock().contains_key(id)
+    }
+
+    /// Every change published from now on, of every prediction (the firehose). A subscriber
+    /// that falls more than a few thousand changes behind misses the oldest
+    /// ([`broadcast::error::RecvError::Lagged`]).
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<Versioned<Prediction>>> {
+        self.all.subscribe()
     }
 
     /// The predictions someone in this process watches.

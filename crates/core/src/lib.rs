@@ -6,12 +6,14 @@
 //!   [`store::memory::MemoryStore`] and the [`store::metered::MeteredStore`] decorator.
 //! - [`service`]: [`service::Predictions`], the operations the API and workers call.
 //! - [`hub`]: in-process change notifications.
+//! - [`notices`]: the stream events and webhook messages a change makes.
 //!
 //! This crate does no I/O of its own and names no backend.
 
 pub mod error;
 pub mod hub;
 pub mod id;
+pub mod notices;
 pub mod prediction;
 pub mod secret;
 pub mod service;

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::hub::{Hub, Watch};
+use crate::notices::Notices;
 use crate::id::{AccountId, LeaseToken, ModelName, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Versioned, WebhookEvents};
 use crate::state::{Applied, Event};
@@ -151,6 +152,12 @@ pub trait Slot: Send {
     fn start(self: Box<Self>, lease: Lease);
 }
 
+fn has_delivery(effects: &[Effect]) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::EnqueueDelivery(_)))
+}
+
 /// How often a transition re-reads and retries after losing a compare-and-set.
 const MAX_CAS_ATTEMPTS: usize = 64;
 
@@ -161,6 +168,7 @@ pub struct Predictions {
     hub: Hub,
     config: Arc<ServiceConfig>,
     dispatch: Arc<OnceLock<Arc<dyn Dispatch>>>,
+    notices: Arc<Notices>,
 }
 
 impl Predictions {
@@ -171,6 +179,7 @@ impl Predictions {
             hub: Hub::new(),
             config: Arc::new(config),
             dispatch: Arc::default(),
+            notices: Arc::default(),
         }
     }
 
@@ -248,7 +257,9 @@ impl Predictions {
             },
             None => Effect::EnqueueJob { queue, run_at: now },
         };
-        let effects = [enqueue, Effect::count(counters::CREATED, 1)];
+        let mut effects = vec![enqueue, Effect::count(counters::CREATED, 1)];
+        effects.extend(self.notices.effects(None, &prediction, 0));
+        let outbox = has_delivery(&effects);
         let leased = slot.is_some();
         let store = self.store.clone();
         let hub = self.hub.clone();
@@ -266,6 +277,9 @@ impl Predictions {
                     revision: *revision,
                 };
                 hub.publish(&record);
+                if outbox {
+                    hub.notify_outbox();
+                }
                 match (slot, lease) {
                     (Some(slot), Some(lease)) => slot.start(lease),
                     _ => hub.notify_work(),
@@ -400,6 +414,10 @@ impl Predictions {
                 effects.push(Effect::count(counters::settled_as(next.status), 1));
             }
             effects.extend_from_slice(extra);
+            effects.extend(
+                self.notices
+                    .effects(Some(&current.value), &next, current.revision.0),
+            );
             match self
                 .store
                 .update(id, current.revision, &next, &effects)
@@ -411,12 +429,16 @@ impl Predictions {
                         revision,
                     };
                     self.hub.publish(&record);
+                    if has_delivery(&effects) {
+                        self.hub.notify_outbox();
+                    }
                     return Ok(Transition {
                         prediction: record,
                         changed: true,
                     });
                 }
                 Err(crate::store::Error::Conflict { .. }) => {
+                    self.notices.forget(id);
                     tokio::task::yield_now().await;
                 }
                 Err(e) => return Err(e.into()),

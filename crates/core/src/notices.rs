@@ -1,0 +1,302 @@
+//! What a change of a prediction tells the world: the stream events it appends to the
+//! prediction's durable event log and the webhook message it puts in the outbox.
+//!
+//! Both are derived here from the record before and after a write, and committed by
+//! [`crate::Predictions`] in the same atomic write as the change itself, so that a crash can
+//! neither lose them nor send them for a change that did not happen.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::id::PredictionId;
+use crate::prediction::{Prediction, WebhookEvent};
+use crate::state::Status;
+use crate::store::{Delivery, Effect, StreamEventData, StreamEventKind};
+use crate::time::Timestamp;
+
+/// At most one `output` or `logs` webhook per prediction per this long, as Replicate does.
+/// Later changes ride on the next message (each carries the whole prediction).
+pub const PROGRESS_WEBHOOK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The stream events a write from `prev` (none for a create) to `next` makes, in Replicate's
+/// vocabulary: new log text, new output items (or the new output), an `error` if it failed,
+/// and `done` once it settled.
+pub fn stream_events(prev: Option<&Prediction>, next: &Prediction) -> Vec<StreamEventData> {
+    let mut events = Vec::new();
+    let prev_logs = prev.map_or("", |p| p.logs.as_str());
+    let fresh_logs = match next.logs.strip_prefix(prev_logs) {
+        Some(fresh) => fresh,
+        // Replaced rather than appended to: send it whole.
+        None => next.logs.as_str(),
+    };
+    let fresh_logs = fresh_logs.trim_end_matches('\n');
+    if !fresh_logs.is_empty() {
+        events.push(event(StreamEventKind::Logs, fresh_logs.to_owned()));
+    }
+    let prev_output = prev.and_then(|p| p.output.as_ref());
+    if next.output.as_ref() != prev_output {
+        match (&next.output, prev_output) {
+            (Some(Value::Array(items)), Some(Value::Array(before)))
+                if items.starts_with(before) =>
+            {
+                for item in &items[before.len()..] {
+                    events.push(event(StreamEventKind::Output, output_text(item)));
+                }
+            }
+            (Some(Value::Array(items)), _) => {
+                for item in items {
+                    events.push(event(StreamEventKind::Output, output_text(item)));
+                }
+            }
+            (Some(other), _) => events.push(event(StreamEventKind::Output, output_text(other))),
+            (None, _) => {}
+        }
+    }
+    let was_terminal = prev.is_some_and(|p| p.is_terminal());
+    if next.is_terminal() && !was_terminal {
+        let done = match next.status {
+            Status::Failed => {
+                let error = next.error.as_deref().unwrap_or("prediction failed");
+                events.push(event(StreamEventKind::Error, error.to_owned()));
+                r#"{"reason":"error"}"#
+            }
+            Status::Canceled => r#"{"reason":"canceled"}"#,
+            _ => "{}",
+        };
+        events.push(event(StreamEventKind::Done, done.to_owned()));
+    }
+    events
+}
+
+fn event(kind: StreamEventKind, data: String) -> StreamEventData {
+    StreamEventData { kind, data }
+}
+
+/// Strings are sent as they are (tokens, URLs); anything else as JSON.
+pub fn output_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The webhook event a write from `prev` (none for a create) to `next` announces, if any:
+/// `start` when created, `completed` when it settles, else `output` or `logs` when those
+/// changed. One message per write; each carries the whole prediction.
+pub fn webhook_event(prev: Option<&Prediction>, next: &Prediction) -> Option<WebhookEvent> {
+    let Some(prev) = prev else {
+        return Some(WebhookEvent::Start);
+    };
+    if next.is_terminal() && !prev.is_terminal() {
+        Some(WebhookEvent::Completed)
+    } else if next.is_terminal() {
+        None
+    } else if next.output != prev.output {
+        Some(WebhookEvent::Output)
+    } else if next.logs != prev.logs {
+        Some(WebhookEvent::Logs)
+    } else {
+        None
+    }
+}
+
+/// Derives the effects that announce a write: stream events always, a webhook message when
+/// the prediction has a webhook, the event is in its filter, and (for `output` and `logs`)
+/// the last such message of this prediction from this process is old enough.
+#[derive(Debug, Default)]
+pub struct Notices {
+    /// When each running prediction last had an `output`/`logs` message, for throttling.
+    last_progress: Mutex<HashMap<PredictionId, Instant>>,
+}
+
+impl Notices {
+    /// The effects announcing the write from `prev` to `next`. `replaced` is the revision
+    /// the write replaces (0 for a create): with the prediction id it names the message, so
+    /// a message id is unique and the same for every attempt.
+    pub fn effects(
+        &self,
+        prev: Option<&Prediction>,
+        next: &Prediction,
+        replaced: u64,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::with_capacity(2);
+        let events = stream_events(prev, next);
+        if !events.is_empty() {
+            effects.push(Effect::AppendEvents(events));
+        }
+        let (Some(url), Some(kind)) = (&next.webhook, webhook_event(prev, next)) else {
+            return effects;
+        };
+        if !next.webhook_events_filter.contains(kind) || !self.may_send(&next.id, kind) {
+            return effects;
+        }
+        effects.push(Effect::EnqueueDelivery(Box::new(Delivery {
+            id: format!("msg_{}_{replaced}", next.id),
+            prediction_id: next.id.clone(),
+            url: url.clone(),
+            event: kind,
+            payload: Box::new(next.clone()),
+            created_at: Timestamp::now(),
+        })));
+        effects
+    }
+
+    /// Whether a message of `kind` may go now; progress messages are throttled.
+    fn may_send(&self, id: &PredictionId, kind: WebhookEvent) -> bool {
+        let mut last = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
+        match kind {
+            WebhookEvent::Output | WebhookEvent::Logs => {
+                let now = Instant::now();
+                match last.get(id) {
+                    Some(at) if now.duration_since(*at) < PROGRESS_WEBHOOK_INTERVAL => false,
+                    _ => {
+                        last.insert(id.clone(), now);
+                        true
+                    }
+                }
+            }
+            WebhookEvent::Completed => {
+                last.remove(id);
+                true
+            }
+            WebhookEvent::Start => true,
+        }
+    }
+
+    /// Forgets the throttling state of a prediction whose write did not commit the message
+    /// it was allowed (lost compare-and-set), so the retry may send it.
+    pub fn forget(&self, id: &PredictionId) {
+        self.last_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::id::{AccountId, ModelName};
+    use crate::prediction::WebhookEvents;
+
+    fn prediction() -> Prediction {
+        Prediction::new(
+            PredictionId::generate(),
+            AccountId::admin(),
+            ModelName::parse("augur/echo").unwrap(),
+            "v".into(),
+            json!({}),
+        )
+    }
+
+    fn kinds(events: &[StreamEventData]) -> Vec<(StreamEventKind, &str)> {
+        events.iter().map(|e| (e.kind, e.data.as_str())).collect()
+    }
+
+    #[test]
+    fn logs_and_array_output_are_sent_as_what_is_new() {
+        let a = prediction();
+        let mut b = a.clone();
+        b.status = Status::Processing;
+        b.logs = "one\ntwo\n".into();
+        b.output = Some(json!(["x"]));
+        let mut c = b.clone();
+        c.logs.push_str("three\n");
+        c.output = Some(json!(["x", "y", {"k": 1}]));
+        assert_eq!(
+            kinds(&stream_events(Some(&a), &b)),
+            vec![
+                (StreamEventKind::Logs, "one\ntwo"),
+                (StreamEventKind::Output, "x")
+            ]
+        );
+        assert_eq!(
+            kinds(&stream_events(Some(&b), &c)),
+            vec![
+                (StreamEventKind::Logs, "three"),
+                (StreamEventKind::Output, "y"),
+                (StreamEventKind::Output, r#"{"k":1}"#)
+            ]
+        );
+    }
+
+    #[test]
+    fn settling_ends_with_done_and_failures_with_error_first() {
+        let a = prediction();
+        let mut ok = a.clone();
+        ok.status = Status::Succeeded;
+        ok.output = Some(json!("hi"));
+        assert_eq!(
+            kinds(&stream_events(Some(&a), &ok)),
+            vec![
+                (StreamEventKind::Output, "hi"),
+                (StreamEventKind::Done, "{}")
+            ]
+        );
+        let mut failed = a.clone();
+        failed.status = Status::Failed;
+        failed.error = Some("boom".into());
+        assert_eq!(
+            kinds(&stream_events(Some(&a), &failed)),
+            vec![
+                (StreamEventKind::Error, "boom"),
+                (StreamEventKind::Done, r#"{"reason":"error"}"#)
+            ]
+        );
+        // Nothing more once settled.
+        assert!(stream_events(Some(&ok), &ok).is_empty());
+    }
+
+    #[test]
+    fn webhooks_follow_the_filter_and_progress_is_throttled() {
+        let notices = Notices::default();
+        let mut a = prediction();
+        a.webhook = Some("https://example.com/hook".into());
+        a.webhook_events_filter = [WebhookEvent::Logs, WebhookEvent::Completed]
+            .into_iter()
+            .collect::<WebhookEvents>();
+        let deliveries = |effects: Vec<Effect>| -> Vec<WebhookEvent> {
+            effects
+                .into_iter()
+                .filter_map(|e| match e {
+                    Effect::EnqueueDelivery(d) => Some(d.event),
+                    _ => None,
+                })
+                .collect()
+        };
+        // `start` is filtered out.
+        assert!(deliveries(notices.effects(None, &a, 0)).is_empty());
+        let mut b = a.clone();
+        b.logs = "1\n".into();
+        let mut c = b.clone();
+        c.logs = "1\n2\n".into();
+        assert_eq!(
+            deliveries(notices.effects(Some(&a), &b, 1)),
+            vec![WebhookEvent::Logs]
+        );
+        // Within 500 ms of the last progress message: none.
+        assert!(deliveries(notices.effects(Some(&b), &c, 2)).is_empty());
+        let mut d = c.clone();
+        d.status = Status::Succeeded;
+        let effects = notices.effects(Some(&c), &d, 3);
+        let message = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::EnqueueDelivery(m) => Some(m),
+                _ => None,
+            })
+            .expect("completed is always sent");
+        assert_eq!(message.event, WebhookEvent::Completed);
+        assert_eq!(message.id, format!("msg_{}_3", d.id));
+        assert_eq!(message.payload.status, Status::Succeeded);
+        // Without a webhook there is no message.
+        let mut quiet = d.clone();
+        quiet.webhook = None;
+        assert!(deliveries(notices.effects(Some(&c), &quiet, 3)).is_empty());
+    }
+}
