@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::hub::{Hub, Watch};
-use crate::notices::Notices;
 use crate::id::{AccountId, LeaseToken, ModelName, PredictionId, WorkerId};
+use crate::notices::Notices;
 use crate::prediction::{Prediction, Versioned, WebhookEvents};
 use crate::state::{Applied, Event};
 use crate::store::{

@@ -177,7 +177,10 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, Error> {
 /// a partial index, like the outbox's head queries): a profile of the webhook benchmark found
 /// the writer spending about a third of its time recompiling two statements.
 fn stable_plans(conn: &Connection) -> Result<(), Error> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 

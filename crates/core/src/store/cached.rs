@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
 use super::{
-    Attempt, DeliveryLease, DeliveryOutcome, DeliveryState, StreamEvent,
-    Capabilities, ChangeStream, ClaimRequest, Created, DynStore, Effect, Error, IdempotencyRecord,
-    Job, Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store,
+    Attempt, Capabilities, ChangeStream, ClaimRequest, Created, DeliveryLease, DeliveryOutcome,
+    DeliveryState, DynStore, Effect, Error, IdempotencyRecord, Job, Lease, ListQuery,
+    NewPrediction, Page, QueueStats, Record, Result, Store, StreamEvent,
 };
 use crate::id::{AccountId, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
@@ -461,7 +461,6 @@ mod tests {
         ) -> Result<Vec<StreamEvent>> {
             self.inner.read_events(id, after, limit).await
         }
-
     }
 
     fn prediction() -> Prediction {

@@ -15,9 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Attempt, DeliveryLease, DeliveryOutcome, DeliveryState, StreamEvent,
-    Capabilities, ChangeStream, ClaimRequest, Created, DynStore, Effect, IdempotencyRecord, Job,
-    Lease, ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store,
+    Attempt, Capabilities, ChangeStream, ClaimRequest, Created, DeliveryLease, DeliveryOutcome,
+    DeliveryState, DynStore, Effect, IdempotencyRecord, Job, Lease, ListQuery, NewPrediction, Page,
+    QueueStats, Record, Result, Store, StreamEvent,
 };
 use crate::id::{AccountId, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
@@ -174,7 +174,11 @@ impl Store for FallbackStore {
     }
 
     async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
-        self.read("list_deliveries", |s| async move { s.list_deliveries(id).await }).await
+        self.read(
+            "list_deliveries",
+            |s| async move { s.list_deliveries(id).await },
+        )
+        .await
     }
 
     async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
@@ -187,7 +191,10 @@ impl Store for FallbackStore {
         after: Option<(Revision, u32)>,
         limit: usize,
     ) -> Result<Vec<StreamEvent>> {
-        self.read("read_events", |s| async move { s.read_events(id, after, limit).await }).await
+        self.read("read_events", |s| async move {
+            s.read_events(id, after, limit).await
+        })
+        .await
     }
 
     async fn close(&self) {
@@ -345,7 +352,6 @@ mod tests {
             self.check()?;
             self.inner.read_events(id, after, limit).await
         }
-
     }
 
     fn prediction() -> Prediction {

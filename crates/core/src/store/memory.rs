@@ -629,7 +629,10 @@ impl Store for MemoryStore {
                     .iter()
                     .find(|d| d.state.status == DeliveryStatus::Pending)?;
                 let due = head.state.next_attempt_at.unwrap_or(now);
-                let leased = head.lease.as_ref().is_some_and(|(_, _, until)| *until > now);
+                let leased = head
+                    .lease
+                    .as_ref()
+                    .is_some_and(|(_, _, until)| *until > now);
                 (due <= now && !leased).then(|| (due, id.clone()))
             })
             .collect();
@@ -721,7 +724,11 @@ impl Store for MemoryStore {
         let entry = inner
             .deliveries
             .get_mut(id)
-            .and_then(|outbox| outbox.iter_mut().find(|d| d.state.delivery.id == delivery_id))
+            .and_then(|outbox| {
+                outbox
+                    .iter_mut()
+                    .find(|d| d.state.delivery.id == delivery_id)
+            })
             .ok_or_else(|| Error::NotFound(id.clone()))?;
         entry.state.status = DeliveryStatus::Pending;
         entry.state.next_attempt_at = Some(Timestamp::now());

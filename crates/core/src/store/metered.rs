@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Attempt, DeliveryLease, DeliveryOutcome, DeliveryState, StreamEvent,
-    Capabilities, ChangeStream, ClaimRequest, Created, DynStore, IdempotencyRecord, Job, Lease,
-    ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store,
+    Attempt, Capabilities, ChangeStream, ClaimRequest, Created, DeliveryLease, DeliveryOutcome,
+    DeliveryState, DynStore, IdempotencyRecord, Job, Lease, ListQuery, NewPrediction, Page,
+    QueueStats, Record, Result, Store, StreamEvent,
 };
 use crate::id::{AccountId, PredictionId, WorkerId};
 use crate::prediction::{Prediction, Revision, Versioned};
@@ -166,7 +166,11 @@ impl Store for MeteredStore {
         lease_for: Duration,
         max: usize,
     ) -> Result<Vec<DeliveryLease>> {
-        self.observe("claim_deliveries", self.inner.claim_deliveries(worker, lease_for, max)).await
+        self.observe(
+            "claim_deliveries",
+            self.inner.claim_deliveries(worker, lease_for, max),
+        )
+        .await
     }
 
     async fn finish_delivery(
@@ -175,15 +179,21 @@ impl Store for MeteredStore {
         attempt: &Attempt,
         outcome: DeliveryOutcome,
     ) -> Result<()> {
-        self.observe("finish_delivery", self.inner.finish_delivery(lease, attempt, outcome)).await
+        self.observe(
+            "finish_delivery",
+            self.inner.finish_delivery(lease, attempt, outcome),
+        )
+        .await
     }
 
     async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
-        self.observe("list_deliveries", self.inner.list_deliveries(id)).await
+        self.observe("list_deliveries", self.inner.list_deliveries(id))
+            .await
     }
 
     async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
-        self.observe("redeliver", self.inner.redeliver(id, delivery_id)).await
+        self.observe("redeliver", self.inner.redeliver(id, delivery_id))
+            .await
     }
 
     async fn read_events(
@@ -192,7 +202,8 @@ impl Store for MeteredStore {
         after: Option<(Revision, u32)>,
         limit: usize,
     ) -> Result<Vec<StreamEvent>> {
-        self.observe("read_events", self.inner.read_events(id, after, limit)).await
+        self.observe("read_events", self.inner.read_events(id, after, limit))
+            .await
     }
 
     async fn close(&self) {

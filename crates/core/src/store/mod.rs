@@ -283,7 +283,6 @@ pub enum DeliveryOutcome {
     },
 }
 
-
 impl Effect {
     /// Shorthand for [`Effect::Count`].
     pub fn count(name: impl Into<String>, delta: i64) -> Self {
