@@ -11,9 +11,10 @@
 #   AUGUR_TEST_REDIS_CLUSTER_URL and AUGUR_TEST_POSTGRES_URL, and what it started is stopped
 #   on exit. With AUGUR_STORE_TESTS_REQUIRED=1 (set by .ci/run) a backend test whose server
 #   is missing fails instead of skipping.
-# - a Python virtualenv with the official Replicate client (from PyPI), used by the
-#   end-to-end tests of the real binary (AUGUR_TEST_PYTHON); AUGUR_E2E_REQUIRED=1 makes a
-#   missing interpreter a failure instead of a skip.
+# - a Python virtualenv with the official Replicate client and the Cog model server (coglet),
+#   from PyPI (scripts/requirements-test.txt), used by the end-to-end tests of the real binary
+#   (AUGUR_TEST_PYTHON); AUGUR_E2E_REQUIRED=1 makes a missing interpreter a failure instead
+#   of a skip.
 # Then it runs the Rust tests once, in the dev profile with every backend compiled in (one
 # build, no rebuilds).
 set -euo pipefail
@@ -37,7 +38,7 @@ echo "   redis cluster: $AUGUR_TEST_REDIS_CLUSTER_URL"
 echo "   postgres:      ${AUGUR_TEST_POSTGRES_URL%%\?*}"
 
 venv="${AUGUR_TEST_VENV:-$PWD/target/test-venv}"
-if ! "$venv/bin/python" -c 'import replicate, standardwebhooks' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import replicate, standardwebhooks, cog, coglet' >/dev/null 2>&1; then
     echo "== preparing the Python test environment in $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt

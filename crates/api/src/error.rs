@@ -50,6 +50,8 @@ pub enum ErrorCode {
     VersionNotFound,
     /// No such file.
     FileNotFound,
+    /// No such webhook message.
+    WebhookNotFound,
     /// No such route.
     RouteNotFound,
     /// The route exists but not for this method.
@@ -84,9 +86,8 @@ impl ErrorCode {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Unauthenticated | InvalidToken => StatusCode::UNAUTHORIZED,
-            PredictionNotFound | ModelNotFound | VersionNotFound | FileNotFound | RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            PredictionNotFound | ModelNotFound | VersionNotFound | FileNotFound
+            | WebhookNotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             InvalidTransition | IdConflict => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,6 +114,7 @@ impl ErrorCode {
             ModelNotFound => "Model not found",
             VersionNotFound => "Version not found",
             FileNotFound => "File not found",
+            WebhookNotFound => "Webhook message not found",
             RouteNotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
             InvalidTransition => "Invalid transition",

@@ -4,12 +4,14 @@
 //!   Augur's extensions (client ids, `Idempotency-Key`, `Cancel-After`, list filters).
 //! - `/api/predictions/{id}`: the seeds' status route, in the seeds' shape.
 //! - `/files/...`: output files (unauthenticated, unguessable URLs).
+//! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction tokens).
 //! - `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: operations.
 //!
 //! Handlers parse, call [`augur_core::Predictions`], and render; HTTP statuses are decided in
 //! [`error`] only. The API never names a store backend.
 
 pub mod auth;
+mod cog_hooks;
 mod compat;
 pub mod error;
 mod files;
@@ -18,6 +20,7 @@ mod ops;
 mod predictions;
 mod stream;
 mod telemetry;
+mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;
@@ -47,6 +50,10 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// The longest `Prefer: wait` honoured (Replicate's is 60 s).
     pub max_wait: Duration,
+    /// The Standard Webhooks signing secret (`whsec_…`) shown at
+    /// `GET /v1/webhooks/default/secret`; by default derived from the admin token (see
+    /// [`ApiConfig::derived_webhook_secret`]).
+    pub webhook_secret: Secret,
 }
 
 impl ApiConfig {
@@ -54,10 +61,28 @@ impl ApiConfig {
     pub fn new(public_url: impl Into<String>, admin_token: Secret) -> Self {
         Self {
             public_url: public_url.into().trim_end_matches('/').to_owned(),
+            webhook_secret: Self::derived_webhook_secret(&admin_token),
             admin_token,
             max_body_bytes: 1 << 20,
             max_wait: Duration::from_secs(60),
         }
+    }
+
+    /// The webhook signing secret that goes with an admin token:
+    /// `whsec_` + base64(HMAC-SHA256(admin token, "augur webhook secret v1")). Every node that
+    /// shares a store shares the admin token, so they sign alike with nothing stored; changing
+    /// the admin token changes it (unless `AUGUR_WEBHOOK_SECRET` pins it).
+    pub fn derived_webhook_secret(admin_token: &Secret) -> Secret {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(admin_token.expose().as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(b"augur webhook secret v1");
+        let key = mac.finalize().into_bytes();
+        Secret::new(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        ))
     }
 }
 
@@ -105,6 +130,8 @@ pub fn router(state: AppState) -> Router {
         .merge(predictions::routes())
         .merge(models::routes())
         .merge(compat::routes())
+        .merge(webhooks::routes())
+        .merge(stream::account_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -118,7 +145,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(telemetry::record_request))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
         .layer(CatchPanicLayer::custom(telemetry::panic_response))
-        .with_state(state)
+        .with_state(state.clone())
+        // Outside the layers above: their request log would show the callback tokens.
+        .merge(cog_hooks::routes(state))
 }

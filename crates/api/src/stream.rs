@@ -1,10 +1,15 @@
 //! `GET /v1/predictions/{id}/stream`: a prediction's live Server-Sent Events, in Replicate's
-//! event vocabulary (`output`, `logs`, `error`, `done`) with `id:` lines.
+//! event vocabulary (`output`, `logs`, `error`, `done`) with `id:` lines, read from the
+//! prediction's durable event log and resumable with `Last-Event-ID`.
 //!
 //! The stream URL handed out in `urls.stream` carries the prediction's unguessable stream
 //! token, so it works without an `Authorization` header (the JS client sends none); without the
-//! token the admin bearer token is required. Events are derived from the changes this process
-//! writes or hears of, starting from the prediction's state when the client connects.
+//! token the admin bearer token is required. Events are appended to the store's event log in
+//! the same write as the change that made them (see [`augur_core::notices`]), so a client that
+//! reconnects with the last `id:` it saw, to this node after a restart or to another node,
+//! gets every later event exactly once, in order. Waiting for new events is woken by this
+//! node's change notifications (which carry other nodes' writes where the store announces
+//! them) and re-checks the log every second regardless.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -17,10 +22,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::Value;
+use tokio::sync::broadcast;
 
 use augur_core::hub::Watch;
-use augur_core::{Prediction, PredictionId, Secret, Status};
+use augur_core::notices;
+use augur_core::store::{StreamEvent, StreamEventKind};
+use augur_core::{Prediction, PredictionId, Revision, Secret};
 
 use crate::AppState;
 use crate::auth;
@@ -28,6 +35,39 @@ use crate::error::{ApiError, ApiResult, AppPath, AppQuery, ErrorCode};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/v1/predictions/{id}/stream", get(stream))
+}
+
+/// `GET /v1/events`, behind the bearer token.
+pub(crate) fn account_routes() -> Router<AppState> {
+    Router::new().route("/v1/events", get(account_events))
+}
+
+/// Every change of the account's predictions as it happens, one `prediction` event each
+/// (`id: <prediction id>:<revision>`, the prediction's JSON as data), from the moment of
+/// connecting; not resumable. On a shared store, changes other nodes make arrive through the
+/// store's announcements. A client too slow to keep up gets a `lagged` event saying how
+/// many changes it missed (re-list with `GET /v1/predictions` to catch up).
+async fn account_events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = state.service.hub().subscribe_all();
+    let events = futures::stream::unfold((state, rx), |(state, mut rx)| async move {
+        let event = match rx.recv().await {
+            Ok(record) => {
+                let body = state.rendered.json(&state.config.public_url, &record);
+                Event::default()
+                    .event("prediction")
+                    .id(format!("{}:{}", record.value.id, record.revision.0))
+                    .data(String::from_utf8_lossy(&body))
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => Event::default()
+                .event("lagged")
+                .data(format!("{{\"missed\":{missed}}}")),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), (state, rx)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,98 +101,137 @@ async fn stream(
         }
         None => auth::check(&state, &headers)?,
     }
-    let mut tail = Tail {
+    let after = last_event_id(&headers)?;
+    let follow = Follow {
+        state: state.clone(),
+        id: pid,
+        after,
         watch,
+        latest: current.value,
         pending: VecDeque::new(),
-        sent_logs: 0,
-        sent_items: 0,
-        last_output: None,
+        first_read: true,
         done: false,
     };
-    tail.diff(&current.value, current.revision.0);
-    let events = futures::stream::unfold(tail, |mut tail| async move {
-        loop {
-            if let Some(event) = tail.pending.pop_front() {
-                return Some((Ok(event), tail));
-            }
-            if tail.done {
-                return None;
-            }
-            let record = tail.watch.changed().await?;
-            tail.diff(&record.value, record.revision.0);
-        }
+    let events = futures::stream::unfold(follow, |mut follow| async move {
+        let event = follow.next().await?;
+        Some((Ok(event), follow))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// Turns successive states of a prediction into the events a client has not seen yet.
-struct Tail {
+/// How many events one read of the log takes.
+const PAGE: usize = 256;
+
+/// How often a waiting stream re-reads the log without a notification.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The position after which to resume: the `Last-Event-ID` header, `revision:index` as sent
+/// in `id:` lines.
+fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<(Revision, u32)>> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidHeader,
+            "Last-Event-ID must be an id this stream sent (revision:index)",
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (revision, index) = text.split_once(':').ok_or_else(invalid)?;
+    let revision = revision.parse::<u64>().map_err(|_| invalid())?;
+    let index = index.parse::<u32>().map_err(|_| invalid())?;
+    Ok(Some((Revision(revision), index)))
+}
+
+/// One client's position in a prediction's event log.
+struct Follow {
+    state: AppState,
+    id: PredictionId,
+    /// The last event sent (or the client's `Last-Event-ID`).
+    after: Option<(Revision, u32)>,
     watch: Watch,
-    pending: VecDeque<Event>,
-    /// Bytes of `logs` already sent.
-    sent_logs: usize,
-    /// Items of an array output already sent.
-    sent_items: usize,
-    last_output: Option<Value>,
+    /// The latest state seen, to know when nothing more can come.
+    latest: Prediction,
+    pending: VecDeque<StreamEvent>,
+    first_read: bool,
     done: bool,
 }
 
-impl Tail {
-    fn push(&mut self, revision: u64, name: &str, data: &str) {
-        let id = format!("{revision}:{}", self.pending.len());
-        self.pending
-            .push_back(Event::default().event(name).id(id).data(data));
-    }
-
-    fn diff(&mut self, p: &Prediction, revision: u64) {
-        if self.done {
-            return;
-        }
-        if p.logs.len() < self.sent_logs || !p.logs.is_char_boundary(self.sent_logs) {
-            // The logs were replaced or trimmed at the head: resend from the start.
-            self.sent_logs = 0;
-        }
-        let fresh = p.logs[self.sent_logs..].trim_end_matches('\n').to_owned();
-        self.sent_logs = p.logs.len();
-        if !fresh.is_empty() {
-            self.push(revision, "logs", &fresh);
-        }
-        if p.output != self.last_output {
-            match &p.output {
-                Some(Value::Array(items)) => {
-                    let start = self.sent_items.min(items.len());
-                    for item in &items[start..] {
-                        self.push(revision, "output", &output_text(item));
-                    }
-                    self.sent_items = items.len();
+impl Follow {
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.after = Some((event.revision, event.index));
+                if event.event.kind == StreamEventKind::Done {
+                    self.done = true;
                 }
-                Some(other) if p.status.is_terminal() || p.status == Status::Processing => {
-                    self.push(revision, "output", &output_text(other));
-                }
-                _ => {}
+                return Some(sse(&event));
             }
-            self.last_output = p.output.clone();
-        }
-        if p.status.is_terminal() {
-            let done = match p.status {
-                Status::Failed => {
-                    let error = p.error.as_deref().unwrap_or("prediction failed");
-                    self.push(revision, "error", error);
-                    r#"{"reason":"error"}"#
+            if self.done {
+                return None;
+            }
+            let settled = self.latest.is_terminal();
+            match self
+                .state
+                .service
+                .store()
+                .read_events(&self.id, self.after, PAGE)
+                .await
+            {
+                Ok(events) if !events.is_empty() => {
+                    self.first_read = false;
+                    self.pending.extend(events);
+                    continue;
                 }
-                Status::Canceled => r#"{"reason":"canceled"}"#,
-                _ => "{}",
-            };
-            self.push(revision, "done", done);
-            self.done = true;
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(prediction_id = %self.id, error = %e, "cannot read the event log; ending the stream");
+                    return None;
+                }
+            }
+            if settled {
+                if self.first_read && self.after.is_none() {
+                    // Settled with no log: its data expired, or it predates the log. Tell
+                    // what the record still says.
+                    self.first_read = false;
+                    self.pending.extend(
+                        notices::stream_events(None, &self.latest)
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, event)| StreamEvent {
+                                revision: Revision(0),
+                                index: i as u32,
+                                event,
+                            }),
+                    );
+                    continue;
+                }
+                // The terminal write appended the last events with it: all sent.
+                return None;
+            }
+            self.first_read = false;
+            match tokio::time::timeout(RECHECK, self.watch.changed()).await {
+                Ok(Some(record)) => self.latest = record.value.clone(),
+                Ok(None) => return None,
+                Err(_) => match self.state.service.get(&self.id).await {
+                    Ok(record) => self.latest = record.value,
+                    Err(e) => {
+                        tracing::debug!(prediction_id = %self.id, error = %e, "stream ends");
+                        return None;
+                    }
+                },
+            }
         }
     }
 }
 
-/// Strings are sent as they are (tokens, URLs); anything else as JSON.
-fn output_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+fn sse(event: &StreamEvent) -> Event {
+    Event::default()
+        .event(event.event.kind.as_str())
+        .id(format!("{}:{}", event.revision.0, event.index))
+        .data(&event.event.data)
 }

@@ -89,3 +89,13 @@ pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or("unknown panic");
     ApiError::internal(format!("handler panicked: {what}")).into_response()
 }
+
+/// The span of one request in the request log: method and route template, never the raw URI
+/// (query strings and paths may carry tokens, such as a stream URL's `?token=`).
+pub(crate) fn request_span(request: &axum::extract::Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::debug_span!("request", method = %request.method(), route)
+}

@@ -767,6 +767,9 @@ async fn openapi_document_lists_every_route() {
         "/v1/predictions/{id}",
         "/v1/predictions/{id}/cancel",
         "/v1/predictions/{id}/stream",
+        "/v1/predictions/{id}/webhooks",
+        "/v1/events",
+        "/v1/webhooks/default/secret",
         "/v1/models/{owner}/{name}/predictions",
         "/v1/models/{owner}/{name}",
         "/api/predictions/{id}",
@@ -781,6 +784,10 @@ async fn openapi_document_lists_every_route() {
     }
     // Every documented path is routed (a concrete request does not hit the fallback).
     for path in paths.keys() {
+        if path == "/v1/events" {
+            // An endless event stream; routed, as the streaming test shows.
+            continue;
+        }
         let concrete = path
             .replace("{owner}/{name}", "augur/echo")
             .replace("{id}", "x")

@@ -93,12 +93,22 @@ impl OutputFiles {
         name: &str,
         bytes: Bytes,
     ) -> Result<String, FilesError> {
-        let key = format!(
-            "{prediction}/{}/{}",
-            augur_core::prediction::new_secret_token(),
-            sanitize_name(name)
-        );
-        let path = ObjectPath::parse(&key).map_err(|_| FilesError::InvalidKey(key.clone()))?;
+        let token = augur_core::prediction::new_secret_token();
+        self.put_keyed(prediction, &token, name, bytes).await
+    }
+
+    /// Stores an output file under a token the caller chose (32 hex digits, as unguessable as
+    /// [`OutputFiles::put`]'s), so that storing the same file again overwrites it instead of
+    /// adding a copy.
+    pub async fn put_keyed(
+        &self,
+        prediction: &PredictionId,
+        token: &str,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<String, FilesError> {
+        let key = format!("{prediction}/{token}/{}", sanitize_name(name));
+        let path = parse_key(&key)?;
         self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
         Ok(format!("{}/{key}", self.base_url))
     }

@@ -3,6 +3,8 @@
 //! - [`provider`]: the [`provider::Provider`] trait every model adapter implements.
 //! - [`models`]: the [`models::ModelRegistry`] of models this server runs, with their limits.
 //! - [`builtin`]: `augur/demo-image` and `augur/echo`.
+//! - [`cog`]: the [`cog::CogProvider`] for models served by Cog model servers (coglet), and
+//!   the [`cog::CogHooks`] they call back (webhooks, file uploads).
 //! - [`worker`]: the [`worker::Worker`] pool that claims jobs, runs providers and settles
 //!   predictions through [`augur_core::Predictions`].
 //! - [`files`]: [`files::OutputFiles`], output files in the operator's object storage.
@@ -13,6 +15,7 @@
 
 pub mod builtin;
 pub mod changes;
+pub mod cog;
 pub mod files;
 pub mod models;
 pub mod provider;

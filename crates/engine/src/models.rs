@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use augur_core::{ModelName, Timestamp};
 
+use crate::cog::CogHooks;
 use crate::provider::{InputError, Provider};
 
 /// Limits and policies of one model.
@@ -101,6 +102,8 @@ impl Model {
 pub struct ModelRegistry {
     by_name: BTreeMap<ModelName, Arc<Model>>,
     by_version: HashMap<String, ModelName>,
+    /// The callbacks of Cog model servers, when the server has Cog models.
+    cog_hooks: Option<Arc<CogHooks>>,
 }
 
 impl ModelRegistry {
@@ -137,6 +140,16 @@ impl ModelRegistry {
     /// All models, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Model>> {
         self.by_name.values()
+    }
+
+    /// Sets where Cog model servers' callbacks (webhooks, uploads) go.
+    pub fn set_cog_hooks(&mut self, hooks: Arc<CogHooks>) {
+        self.cog_hooks = Some(hooks);
+    }
+
+    /// The callbacks of Cog model servers; `None` when no Cog model is configured.
+    pub fn cog_hooks(&self) -> Option<&Arc<CogHooks>> {
+        self.cog_hooks.as_ref()
     }
 }
 

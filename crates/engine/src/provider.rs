@@ -59,6 +59,13 @@ pub enum Outcome {
         /// When to call [`Provider::run`] again to check on it.
         check_after: Duration,
     },
+    /// The prediction could not start yet because whatever runs it is at capacity (all of a
+    /// model server's slots are taken): the job goes back to the queue unchanged, without
+    /// spending an attempt or marking the prediction started, and runs again after this long.
+    Deferred {
+        /// When to try again.
+        retry_after: Duration,
+    },
 }
 
 /// Why an attempt did not produce an output.

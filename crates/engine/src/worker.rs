@@ -5,6 +5,8 @@
 //! the store commits the result with its side effects:
 //!
 //! - output: `succeeded` (the job is completed in the same commit);
+//! - submitted to an external server: the job is handed back to be checked on later;
+//! - deferred (the external server is at capacity): the job is handed back unchanged;
 //! - a retryable error: logged, and the job rescheduled with exponential backoff and jitter,
 //!   until the model's attempt limit, then `failed` with the reason;
 //! - a model error: `failed`;
@@ -130,6 +132,7 @@ enum JobOutcome {
     TimedOut,
     Canceled,
     Submitted,
+    Deferred,
     Released,
     LeaseLost,
     Stale,
@@ -145,6 +148,7 @@ impl JobOutcome {
             JobOutcome::TimedOut => "timed_out",
             JobOutcome::Canceled => "canceled",
             JobOutcome::Submitted => "submitted",
+            JobOutcome::Deferred => "deferred",
             JobOutcome::Released => "released",
             JobOutcome::LeaseLost => "lease_lost",
             JobOutcome::Stale => "stale",
@@ -460,6 +464,14 @@ impl Worker {
                 let run_at = Timestamp::now().plus(check_after);
                 match inner.service.store().release_job(lease, run_at).await {
                     Ok(()) => JobOutcome::Submitted,
+                    Err(_) => JobOutcome::LeaseLost,
+                }
+            }
+            Ok(Outcome::Deferred { retry_after }) => {
+                // Not started: no attempt spent (the release refunds the claim).
+                let run_at = Timestamp::now().plus(retry_after);
+                match inner.service.store().release_job(lease, run_at).await {
+                    Ok(()) => JobOutcome::Deferred,
                     Err(_) => JobOutcome::LeaseLost,
                 }
             }

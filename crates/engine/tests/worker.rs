@@ -476,3 +476,53 @@ async fn new_predictions_run_here_at_once_when_a_slot_is_free() {
     assert_eq!(slow.max_running.load(Ordering::SeqCst), 1);
     assert_eq!(store.queue_stats().await.unwrap(), Default::default());
 }
+
+/// Answers `Deferred` (its server is full) a few times, then succeeds.
+#[derive(Debug, Default)]
+struct Deferring {
+    defer_times: usize,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Provider for Deferring {
+    async fn run(&self, ctx: RunContext) -> Result<Outcome, ProviderError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.defer_times {
+            return Ok(Outcome::Deferred {
+                retry_after: Duration::from_millis(30),
+            });
+        }
+        Ok(Outcome::Succeeded(json!({"attempt": ctx.attempt})))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_runs_stay_queued_and_spend_no_attempt() {
+    let deferring = Arc::new(Deferring {
+        defer_times: 3,
+        ..Default::default()
+    });
+    // One attempt allowed: deferrals must not count as attempts.
+    let settings = ModelSettings {
+        max_attempts: 1,
+        ..Default::default()
+    };
+    let mut h = Harness::new(vec![]);
+    let mut models = ModelRegistry::new();
+    models.register(Model::new(
+        ModelName::parse("test/full").unwrap(),
+        "1",
+        "a model whose server is full at first",
+        settings,
+        deferring.clone(),
+    ));
+    h.models = Arc::new(models);
+    let (_stop, _w) = h.start(Harness::options());
+    let id = h.create("test/full", json!({})).await;
+    let p = h.settled(&id).await;
+    assert_eq!(p.status, Status::Succeeded, "{p:?}");
+    assert_eq!(p.output, Some(json!({"attempt": 1})));
+    assert_eq!(p.attempts, 1);
+    assert_eq!(deferring.calls.load(Ordering::SeqCst), 4);
+    assert!(p.logs.is_empty(), "deferrals are not failures: {}", p.logs);
+}

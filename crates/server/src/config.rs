@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use augur_core::Secret;
 
+use crate::models::ModelConfig;
+
 /// The resolved configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,9 +50,54 @@ pub struct Config {
     /// also how long a job waits after its node died before another node takes it.
     #[serde(with = "humantime_serde_compat")]
     pub lease: Duration,
+    /// Outgoing webhooks (`[webhooks]`).
+    pub webhooks: WebhookConfig,
     /// Log format: `text` or `json` (`AUGUR_LOG_FORMAT`); the filter is `AUGUR_LOG` or
     /// `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
+    /// Where model servers reach this node to call back (webhooks, file uploads)
+    /// (`AUGUR_CALLBACK_URL`); defaults to the public URL.
+    pub callback_url: Option<String>,
+    /// Models served by external model servers (`[[models]]`, see [`crate::models`]), beside
+    /// the built-in ones. Last, as TOML wants tables after plain values.
+    pub models: Vec<ModelConfig>,
+}
+
+/// Settings of outgoing webhooks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// The Standard Webhooks signing secret, `whsec_<base64>` (`AUGUR_WEBHOOK_SECRET`). Unset:
+    /// derived from the admin token, so every node sharing a store signs alike.
+    pub secret: Option<Secret>,
+    /// How long one delivery attempt may take (`AUGUR_WEBHOOK_TIMEOUT`).
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// How long a message is retried before it is given up (`AUGUR_WEBHOOK_MAX_AGE`).
+    #[serde(with = "humantime_serde_compat")]
+    pub max_age: Duration,
+    /// Deliveries in flight at once per node (`AUGUR_WEBHOOK_CONCURRENCY`).
+    pub concurrency: usize,
+    /// The first retry waits up to this long; each later one up to twice the one before
+    /// (full jitter) (`AUGUR_WEBHOOK_BACKOFF_BASE`).
+    #[serde(with = "humantime_serde_compat")]
+    pub backoff_base: Duration,
+    /// The longest wait between two attempts (`AUGUR_WEBHOOK_BACKOFF_MAX`).
+    #[serde(with = "humantime_serde_compat")]
+    pub backoff_max: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            timeout: Duration::from_secs(10),
+            max_age: Duration::from_secs(3 * 24 * 3600),
+            concurrency: 32,
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// How logs are written.
@@ -78,22 +125,25 @@ impl Default for Config {
             cache_max_staleness: Duration::from_secs(5),
             store_fallback: None,
             lease: Duration::from_secs(30),
+            webhooks: WebhookConfig::default(),
             log_format: LogFormat::Text,
+            callback_url: None,
+            models: Vec::new(),
         }
     }
 }
 
 /// `Duration` as human text (`1h`, `90s`) in TOML and in printed configuration.
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
@@ -177,6 +227,39 @@ impl Config {
                 format!("AUGUR_LEASE must be a duration such as 30s, got {v:?}")
             })?;
         }
+        if let Some(v) = var("AUGUR_WEBHOOK_SECRET") {
+            self.webhooks.secret = Some(Secret::new(v));
+        }
+        if let Some(v) = var("AUGUR_WEBHOOK_TIMEOUT") {
+            self.webhooks.timeout = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_WEBHOOK_TIMEOUT must be a duration such as 10s, got {v:?}")
+            })?;
+        }
+        if let Some(v) = var("AUGUR_WEBHOOK_MAX_AGE") {
+            self.webhooks.max_age = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_WEBHOOK_MAX_AGE must be a duration such as 3days, got {v:?}")
+            })?;
+        }
+        for (key, field) in [
+            (
+                "AUGUR_WEBHOOK_BACKOFF_BASE",
+                &mut self.webhooks.backoff_base,
+            ),
+            ("AUGUR_WEBHOOK_BACKOFF_MAX", &mut self.webhooks.backoff_max),
+        ] {
+            if let Some(v) = var(key) {
+                *field = humantime::parse_duration(&v)
+                    .with_context(|| format!("{key} must be a duration such as 5s, got {v:?}"))?;
+            }
+        }
+        if let Some(v) = var("AUGUR_WEBHOOK_CONCURRENCY") {
+            self.webhooks.concurrency = v.parse().with_context(|| {
+                format!("AUGUR_WEBHOOK_CONCURRENCY must be a number, got {v:?}")
+            })?;
+        }
+        if let Some(v) = var("AUGUR_CALLBACK_URL") {
+            self.callback_url = Some(v);
+        }
         if let Some(v) = var("AUGUR_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -214,6 +297,29 @@ impl Config {
         if self.lease < Duration::from_secs(1) {
             bail!("lease must be at least 1s");
         }
+        if let Some(url) = &self.callback_url {
+            let parsed = url::Url::parse(url)
+                .with_context(|| format!("callback_url must be an absolute URL, got {url:?}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("callback_url must be http or https, got {url:?}");
+            }
+        }
+        crate::models::validate(&self.models)?;
+        if let Some(secret) = &self.webhooks.secret {
+            augur_webhooks::WebhookSecret::parse(secret.expose())
+                .map_err(|e| anyhow::anyhow!("webhooks.secret (AUGUR_WEBHOOK_SECRET): {e}"))?;
+        }
+        if self.webhooks.timeout < Duration::from_millis(100) {
+            bail!("webhooks.timeout must be at least 100ms");
+        }
+        if self.webhooks.backoff_base.is_zero()
+            || self.webhooks.backoff_max < self.webhooks.backoff_base
+        {
+            bail!("webhooks.backoff_base must be above zero and at most webhooks.backoff_max");
+        }
+        if self.webhooks.concurrency == 0 {
+            bail!("webhooks.concurrency must be at least 1");
+        }
         Ok(())
     }
 
@@ -237,6 +343,9 @@ impl Config {
     /// The configuration as TOML, secrets redacted (`augur config check`).
     pub fn to_redacted_toml(&self) -> Result<String> {
         let mut printable = self.clone();
+        if printable.webhooks.secret.is_some() {
+            printable.webhooks.secret = Some(Secret::new("<redacted>"));
+        }
         if printable.admin_token.is_some() {
             printable.admin_token = Some(Secret::new("<redacted>"));
         }

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod migrate;
+pub mod models;
 pub mod server;
 
 pub use config::Config;

@@ -1,7 +1,8 @@
 //! `augur migrate --from URL --to URL`: copies everything a store holds into another, then
 //! verifies the copy.
 //!
-//! The copy goes kind by kind (predictions, jobs, idempotency keys, counters) in pages, through
+//! The copy goes kind by kind (predictions with their webhook outboxes and event logs, jobs,
+//! idempotency keys, counters) in pages, through
 //! [`Store::import`], which writes records as they are and is idempotent. After every page a
 //! checkpoint file records where the copy is, so an interrupted run started again with the same
 //! arguments carries on from there. The verification pass reads both stores in the same order
@@ -20,8 +21,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use augur_core::store::{Cursor, DynStore, ListQuery, Record};
-use augur_core::{AccountId, PredictionId, Timestamp};
+use augur_core::store::{Cursor, DeliveryState, DynStore, ListQuery, Record, StreamEvent};
+use augur_core::{AccountId, Prediction, PredictionId, Timestamp, Versioned};
+use futures::{StreamExt, TryStreamExt};
 
 use crate::backend;
 
@@ -98,6 +100,10 @@ pub struct Summary {
     pub keys: u64,
     /// Counters in both stores.
     pub counters: u64,
+    /// Webhook messages (any status) in both stores.
+    pub deliveries: u64,
+    /// Stream events in both stores.
+    pub events: u64,
     /// SHA-256 over every record, in order, identical on both sides.
     pub checksum: String,
 }
@@ -106,8 +112,14 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} predictions, {} jobs, {} idempotency keys, {} counters; sha256 {}",
-            self.predictions, self.jobs, self.keys, self.counters, self.checksum
+            "{} predictions, {} jobs, {} idempotency keys, {} counters, {} webhook messages, {} stream events; sha256 {}",
+            self.predictions,
+            self.jobs,
+            self.keys,
+            self.counters,
+            self.deliveries,
+            self.events,
+            self.checksum
         )
     }
 }
@@ -192,11 +204,19 @@ async fn copy(from: &DynStore, to: &DynStore, options: &Options) -> Result<()> {
                     ..Default::default()
                 })
                 .await?;
-            let records: Vec<Record> = page
+            let mut records: Vec<Record> = page
                 .items
                 .iter()
                 .map(|p| Record::Prediction(Box::new(p.clone())))
                 .collect();
+            for (id, (deliveries, events)) in attachments(from, &page.items).await? {
+                records.extend(
+                    deliveries
+                        .into_iter()
+                        .map(|d| Record::Delivery(Box::new(d))),
+                );
+                records.extend(events.into_iter().map(|e| Record::Event(id.clone(), e)));
+            }
             to.import(&records).await?;
             bar.inc(records.len() as u64);
             match (page.next, page.items.last()) {
@@ -308,6 +328,18 @@ async fn fingerprint(store: &DynStore, options: &Options, what: &str) -> Result<
             hash.update(p.revision.0.to_be_bytes());
             hash.update(serde_json::to_vec(&p.value)?);
         }
+        for (_, (deliveries, events)) in attachments(store, &page.items).await? {
+            for d in &deliveries {
+                hash.update(b"d");
+                hash.update(serde_json::to_vec(d)?);
+            }
+            for e in &events {
+                hash.update(b"e");
+                hash.update(serde_json::to_vec(e)?);
+            }
+            summary.deliveries += deliveries.len() as u64;
+            summary.events += events.len() as u64;
+        }
         summary.predictions += page.items.len() as u64;
         bar.inc(page.items.len() as u64);
         match page.next {
@@ -372,4 +404,33 @@ async fn fingerprint(store: &DynStore, options: &Options, what: &str) -> Result<
     summary.checksum = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// How many predictions' outboxes and event logs are read at once.
+const ATTACHMENT_READS: usize = 16;
+
+/// The webhook outbox and the whole event log of each prediction of a page, in page order.
+async fn attachments(
+    store: &DynStore,
+    page: &[Versioned<Prediction>],
+) -> Result<Vec<(PredictionId, (Vec<DeliveryState>, Vec<StreamEvent>))>> {
+    futures::stream::iter(page.iter().map(|p| {
+        let id = p.value.id.clone();
+        async move {
+            let deliveries = store.list_deliveries(&id).await?;
+            let mut events = Vec::new();
+            loop {
+                let after = events.last().map(|e: &StreamEvent| (e.revision, e.index));
+                let more = store.read_events(&id, after, 1000).await?;
+                if more.is_empty() {
+                    break;
+                }
+                events.extend(more);
+            }
+            anyhow::Ok((id, (deliveries, events)))
+        }
+    }))
+    .buffered(ATTACHMENT_READS)
+    .try_collect()
+    .await
 }

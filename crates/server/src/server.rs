@@ -17,8 +17,9 @@ use augur_core::store::DynStore;
 use augur_core::store::cached::CachedStore;
 use augur_core::store::fallback::FallbackStore;
 use augur_core::store::metered::MeteredStore;
-use augur_core::{Predictions, Secret, ServiceConfig};
-use augur_engine::{ChangeListener, ModelRegistry, OutputFiles, Sweeper, Worker, WorkerOptions};
+use augur_core::{Prediction, Predictions, Secret, ServiceConfig};
+use augur_engine::{ChangeListener, OutputFiles, Sweeper, Worker, WorkerOptions};
+use augur_webhooks::{Dispatcher, DispatcherOptions, WebhookSecret};
 
 use crate::backend;
 use crate::config::Config;
@@ -64,12 +65,17 @@ pub async fn serve(
         }
         (None, None) => OutputFiles::in_memory(&public_url),
     };
-    let mut models = ModelRegistry::new();
-    augur_engine::builtin::register(&mut models);
-    let models = Arc::new(models);
+    let models = Arc::new(
+        crate::models::registry(&config, &service, &files, &public_url, &admin_token).await?,
+    );
 
     let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
     api_config.max_body_bytes = config.max_body_bytes;
+    if let Some(secret) = &config.webhooks.secret {
+        api_config.webhook_secret = secret.clone();
+    }
+    let webhook_secret = WebhookSecret::parse(api_config.webhook_secret.expose())
+        .context("the webhook signing secret")?;
     let state = AppState::new(AppParts {
         rendered: Default::default(),
         service: service.clone(),
@@ -94,6 +100,30 @@ pub async fn serve(
     let worker_task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
     let sweeper = Sweeper::new(service.clone(), files, Duration::from_secs(10), 1000);
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
+    let dispatcher = Dispatcher::new(
+        stack.store.clone(),
+        webhook_secret,
+        webhook_body(public_url.clone()),
+        DispatcherOptions {
+            concurrency: config.webhooks.concurrency,
+            attempt_timeout: config.webhooks.timeout,
+            max_age: config.webhooks.max_age,
+            backoff: augur_webhooks::Backoff {
+                base: config.webhooks.backoff_base,
+                max: config.webhooks.backoff_max,
+            },
+            ..DispatcherOptions::default()
+        },
+    )?;
+    let wake = dispatcher.handle();
+    let signal = service.hub().outbox_signal();
+    let wake_task = tokio::spawn(async move {
+        loop {
+            signal.notified().await;
+            wake.wake();
+        }
+    });
+    let dispatcher_task = tokio::spawn(dispatcher.run(stop.clone().cancelled_owned()));
     let listener_task = (capabilities.shared && capabilities.change_notifications).then(|| {
         let listener = ChangeListener::new(service.clone(), stack.cache.clone());
         tokio::spawn(listener.run(stop.clone().cancelled_owned()))
@@ -119,6 +149,8 @@ pub async fn serve(
     }
     let _ = worker_task.await;
     let _ = sweeper_task.await;
+    let _ = dispatcher_task.await;
+    wake_task.abort();
     if let Some(task) = listener_task {
         let _ = task.await;
     }
@@ -126,6 +158,16 @@ pub async fn serve(
     stack.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Renders a webhook's body: the prediction as `GET /v1/predictions/{id}` shows it.
+fn webhook_body(public_url: String) -> augur_webhooks::Render {
+    Arc::new(move |p: &Prediction| {
+        bytes::Bytes::from(
+            serde_json::to_vec(&augur_api::wire::PredictionJson::new(&public_url, p))
+                .expect("a prediction always serializes"),
+        )
+    })
 }
 
 /// The decorated store the service uses: metrics on every backend call, the read fallback if

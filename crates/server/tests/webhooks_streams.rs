@@ -1,0 +1,496 @@
+//! Outgoing webhooks and live streams, end to end against the real binary: a webhook receiver
+//! that is dead for a while and then comes back gets every message exactly once, in order per
+//! prediction, signed so that the official verifiers accept it (PyPI `standardwebhooks` and
+//! the Replicate Python client); an SSE client that disconnects, waits out a restart of Augur
+//! and reconnects with `Last-Event-ID` gets every event exactly once, in order; and the
+//! Replicate Python client's `stream()` works.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use common::{Api, TOKEN, TestServer};
+
+/// The Python interpreter with the official clients, or `None` (a skip).
+fn python() -> Option<String> {
+    let Some(python) = std::env::var("AUGUR_TEST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        assert!(
+            std::env::var("AUGUR_E2E_REQUIRED").as_deref() != Ok("1"),
+            "AUGUR_TEST_PYTHON is not set and AUGUR_E2E_REQUIRED=1"
+        );
+        eprintln!(
+            "skipping: set AUGUR_TEST_PYTHON to a Python with replicate and standardwebhooks"
+        );
+        return None;
+    };
+    Some(python)
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+type Inbox = Arc<Mutex<Vec<Received>>>;
+
+async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let headers = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("webhook-") || k.as_str() == "content-type")
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    inbox.lock().unwrap().push(Received {
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    StatusCode::NO_CONTENT
+}
+
+/// A free loopback port: nothing listens there until [`listen_on`].
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn listen_on(addr: SocketAddr, inbox: Inbox) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(inbox);
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    })
+}
+
+async fn create(api: &Api, body: Value) -> Value {
+    let response = api
+        .http
+        .post(format!("{}/v1/predictions", api.base))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+async fn delivery_log(api: &Api, id: &str) -> Value {
+    let response = api
+        .http
+        .get(format!("{}/v1/predictions/{id}/webhooks", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_comes_back_gets_every_message_once_in_order_and_signed() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_WEBHOOK_BACKOFF_BASE", "100ms"),
+            ("AUGUR_WEBHOOK_BACKOFF_MAX", "400ms"),
+            ("AUGUR_WEBHOOK_TIMEOUT", "2s"),
+        ],
+    );
+    let api = server.client();
+    let addr = free_port();
+    let hook = format!("http://{addr}/hook");
+
+    // Three predictions with every event, one with `completed` only; the receiver is down.
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let p = create(
+            &api,
+            json!({"version": "augur/demo-image", "webhook": hook,
+                   "input": {"prompt": format!("hook {i}"), "steps": 4, "step_ms": 300, "width": 8, "height": 8}}),
+        )
+        .await;
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    let quiet = create(
+        &api,
+        json!({"version": "augur/echo", "webhook": hook, "webhook_events_filter": ["completed"],
+               "input": {"text": "only the end"}}),
+    )
+    .await;
+    let quiet_id = quiet["id"].as_str().unwrap().to_owned();
+    for id in ids.iter().chain([&quiet_id]) {
+        api.settled(id, Duration::from_secs(30)).await;
+    }
+    // Several failed attempts while it is down, recorded in the delivery log.
+    eventually("several failed attempts", Duration::from_secs(30), || {
+        let (api, id) = (api.clone(), ids[0].clone());
+        async move {
+            let log = delivery_log(&api, &id).await;
+            log["results"][0]["attempts"]
+                .as_array()
+                .is_some_and(|a| a.len() >= 3)
+        }
+    })
+    .await;
+    let log = delivery_log(&api, &ids[0]).await;
+    let first = &log["results"][0];
+    assert_eq!(first["status"], "pending", "{log}");
+    assert!(first["attempts"][0]["status_code"].is_null());
+    assert!(first["attempts"][0]["error"].as_str().is_some(), "{log}");
+    assert!(first["next_attempt_at"].as_str().is_some(), "{log}");
+
+    // The receiver comes back.
+    let inbox: Inbox = Arc::default();
+    let receiver = listen_on(addr, inbox.clone()).await;
+    for id in ids.iter().chain([&quiet_id]) {
+        eventually("every message delivered", Duration::from_secs(30), || {
+            let (api, id) = (api.clone(), id.clone());
+            async move {
+                let log = delivery_log(&api, &id).await;
+                log["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|m| m["status"] == "delivered")
+            }
+        })
+        .await;
+    }
+    let received = inbox.lock().unwrap().clone();
+
+    // Exactly once per webhook-id, in the outbox's order per prediction.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut per_prediction: HashMap<String, Vec<(String, Value)>> = HashMap::new();
+    for r in &received {
+        *seen.entry(r.headers["webhook-id"].clone()).or_default() += 1;
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        per_prediction
+            .entry(body["id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((r.headers["webhook-id"].clone(), body));
+    }
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a message arrived twice: {seen:?}"
+    );
+    for id in ids.iter().chain([&quiet_id]) {
+        let log = delivery_log(&api, id).await;
+        let expected: Vec<&str> = log["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        let got = &per_prediction[id];
+        assert_eq!(
+            got.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>(),
+            expected,
+            "order of {id}"
+        );
+        assert_eq!(got.last().unwrap().1["status"], "succeeded", "{id}");
+    }
+    // Every event but `completed` was filtered out for the quiet one.
+    assert_eq!(per_prediction[&quiet_id].len(), 1);
+    // The others announced their start first, and progress (logs) in between.
+    for id in &ids {
+        let got = &per_prediction[id];
+        assert_eq!(got[0].1["status"], "starting", "{id}: {got:?}");
+        assert!(got.len() >= 3, "start, some progress, completed: {got:?}");
+    }
+
+    // The official verifiers accept every delivery with the secret the API shows.
+    let secret: Value = api
+        .http
+        .get(format!("{}/v1/webhooks/default/secret", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = secret["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let records = dir.path().join("records.json");
+    let as_json: Vec<Value> = received
+        .iter()
+        .map(|r| json!({"headers": r.headers, "body": r.body}))
+        .collect();
+    std::fs::write(&records, serde_json::to_vec(&as_json).unwrap()).unwrap();
+    let output = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/verify_webhooks.py"
+        ))
+        .arg(&records)
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "verification failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A manual redelivery sends the same message again, with the same webhook-id.
+    let message_id = per_prediction[&quiet_id][0].0.clone();
+    let response = api
+        .http
+        .post(format!(
+            "{}/v1/predictions/{quiet_id}/webhooks/{message_id}/redeliver",
+            api.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    eventually("the redelivery", Duration::from_secs(10), || {
+        let inbox = inbox.clone();
+        let message_id = message_id.clone();
+        async move {
+            inbox
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.headers["webhook-id"] == message_id)
+                .count()
+                == 2
+        }
+    })
+    .await;
+    let missing = api
+        .http
+        .post(format!(
+            "{}/v1/predictions/{quiet_id}/webhooks/msg_nope/redeliver",
+            api.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("msg_nope"),
+        "{body}"
+    );
+    receiver.abort();
+}
+
+/// Reads SSE events (`id`, `event`, `data`) from a response until `stop` says so or the
+/// stream ends.
+async fn read_events(
+    response: reqwest::Response,
+    mut stop: impl FnMut(&[(String, String, String)]) -> bool,
+) -> Vec<(String, String, String)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    let (mut id, mut name, mut data) = (String::new(), String::new(), Vec::<String>::new());
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find('\n') {
+            let line = buffer[..end].trim_end_matches('\r').to_owned();
+            buffer.drain(..=end);
+            if line.is_empty() {
+                if !name.is_empty() {
+                    events.push((
+                        std::mem::take(&mut id),
+                        std::mem::take(&mut name),
+                        data.join("\n"),
+                    ));
+                    data.clear();
+                    if stop(&events) {
+                        return events;
+                    }
+                }
+            } else if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim_start().to_owned();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim_start().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+            }
+        }
+    }
+    events
+}
+
+fn position(id: &str) -> (u64, u32) {
+    let (r, i) = id.split_once(':').unwrap();
+    (r.parse().unwrap(), i.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumed_after_a_restart_misses_nothing_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = TestServer::start(&data, &[]);
+    let api = server.client();
+    let p = create(
+        &api,
+        json!({"version": "augur/demo-image", "stream": true,
+               "input": {"prompt": "resume", "steps": 30, "step_ms": 150, "width": 8, "height": 8}}),
+    )
+    .await;
+    assert!(p["id"].as_str().is_some());
+    let stream_url = p["urls"]["stream"].as_str().unwrap().to_owned();
+    assert!(stream_url.contains("token="), "{stream_url}");
+
+    // Without Authorization (as the JS client), read a few events, then hang up.
+    let response = reqwest::get(&stream_url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let first = read_events(response, |events| events.len() >= 3).await;
+    assert_eq!(first.len(), 3);
+
+    // Augur restarts (a clean stop hands the job back; the new process runs it again).
+    let (clean, _) = server.terminate();
+    assert!(clean);
+    let server = TestServer::start(&data, &[]);
+    let stream_url = stream_url.replace(&api.base, &server.url);
+    let last_id = first.last().unwrap().0.clone();
+    let response = reqwest::Client::new()
+        .get(&stream_url)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let rest = read_events(response, |_| false).await;
+    assert_eq!(rest.last().map(|e| e.1.as_str()), Some("done"), "{rest:?}");
+
+    // Everything, read afresh from the start, is exactly the two halves joined.
+    let response = reqwest::get(&stream_url).await.unwrap();
+    let all = read_events(response, |_| false).await;
+    let joined: Vec<_> = first.iter().chain(rest.iter()).cloned().collect();
+    assert_eq!(joined, all, "events lost or repeated across the reconnect");
+    let positions: Vec<_> = all.iter().map(|e| position(&e.0)).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "ids in order: {positions:?}"
+    );
+    assert!(all.iter().any(|e| e.1 == "logs"));
+    assert!(
+        all.iter()
+            .any(|e| e.1 == "output" && e.2.contains("/files/"))
+    );
+
+    // A reconnect after `done` ends at once; a bad Last-Event-ID is a 400 naming it.
+    let response = reqwest::Client::new()
+        .get(&stream_url)
+        .header("last-event-id", &all.last().unwrap().0)
+        .send()
+        .await
+        .unwrap();
+    assert!(read_events(response, |_| false).await.is_empty());
+    let bad = reqwest::Client::new()
+        .get(&stream_url)
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("Last-Event-ID"));
+}
+
+#[test]
+fn the_replicate_python_clients_stream_works() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let output = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/stream_client.py"
+        ))
+        .env("AUGUR_URL", &server.url)
+        .env("AUGUR_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(&server.log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_event_stream_tells_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let api = server.client();
+    let response = api
+        .http
+        .get(format!("{}/v1/events", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reader = tokio::spawn(read_events(response, |events| {
+        events
+            .iter()
+            .any(|e| e.2.contains("\"status\":\"succeeded\""))
+    }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let p = create(
+        &api,
+        json!({"version": "augur/echo", "input": {"text": "hi"}}),
+    )
+    .await;
+    let events = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the settled change arrives")
+        .unwrap();
+    let id = p["id"].as_str().unwrap();
+    assert!(events.iter().all(|e| e.1 == "prediction"));
+    assert!(events.iter().all(|e| e.0.starts_with(id)), "{events:?}");
+    let unauthenticated = reqwest::get(format!("{}/v1/events", api.base))
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+}
