@@ -65,15 +65,19 @@ pub async fn deliveries_are_enqueued_with_their_write(store: DynStore) {
         .await
         .unwrap();
     // A stale write: refused, and its delivery is not written.
-    let refused = store
-        .update(&p.id, rev, &next, &[delivery(&next, 2)])
-        .await;
-    assert!(matches!(refused, Err(Error::Conflict { .. })), "{refused:?}");
+    let refused = store.update(&p.id, rev, &next, &[delivery(&next, 2)]).await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { .. })),
+        "{refused:?}"
+    );
     assert!(rev2 > rev);
 
     let listed = store.list_deliveries(&p.id).await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
-    assert_eq!(listed[0].delivery, delivery_of(&p, 0).with_time(&listed[0].delivery));
+    assert_eq!(
+        listed[0].delivery,
+        delivery_of(&p, 0).with_time(&listed[0].delivery)
+    );
     assert_eq!(listed[0].delivery.payload.as_ref(), &p);
     assert_eq!(listed[1].delivery.payload.status, Status::Processing);
     assert!(listed[0].seq < listed[1].seq);
@@ -130,7 +134,13 @@ pub async fn deliveries_go_out_in_order_per_prediction(store: DynStore) {
         .finish_delivery(&first[1], &attempt(200), DeliveryOutcome::Delivered)
         .await
         .unwrap();
-    assert!(store.claim_deliveries(&w, LONG, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_deliveries(&w, LONG, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let again = eventually("the retry to come due", Duration::from_secs(10), || {
         let (store, w) = (store.clone(), w.clone());
@@ -142,7 +152,11 @@ pub async fn deliveries_go_out_in_order_per_prediction(store: DynStore) {
     .await;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].state.delivery.id, format!("msg_{}_0", p.id));
-    assert_eq!(again[0].state.attempts.len(), 1, "the first attempt is kept");
+    assert_eq!(
+        again[0].state.attempts.len(),
+        1,
+        "the first attempt is kept"
+    );
     assert!(Timestamp::now() >= retry_at);
     store
         .finish_delivery(&again[0], &attempt(204), DeliveryOutcome::Delivered)
@@ -156,7 +170,13 @@ pub async fn deliveries_go_out_in_order_per_prediction(store: DynStore) {
         .finish_delivery(&last[0], &attempt(200), DeliveryOutcome::Delivered)
         .await
         .unwrap();
-    assert!(store.claim_deliveries(&w, LONG, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_deliveries(&w, LONG, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A claimed message is invisible to other claimers until its lease lapses; then another may
@@ -172,7 +192,13 @@ pub async fn delivery_claims_are_exclusive_until_the_lease_lapses(store: DynStor
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].worker, a);
     assert!(held[0].expires_at > Timestamp::now());
-    assert!(store.claim_deliveries(&b, LONG, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_deliveries(&b, LONG, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let taken = eventually("the lease to lapse", Duration::from_secs(10), || {
         let (store, b) = (store.clone(), b.clone());
@@ -215,7 +241,11 @@ pub async fn finishing_needs_the_current_delivery_lease(store: DynStore) {
         Err(Error::LeaseLost)
     ));
     let listed = store.list_deliveries(&p.id).await.unwrap();
-    assert_eq!(listed[0].attempts.len(), 1, "the refused finishes left no trace");
+    assert_eq!(
+        listed[0].attempts.len(),
+        1,
+        "the refused finishes left no trace"
+    );
 }
 
 /// Every attempt is recorded in order; `GiveUp` fails the message, and with `drop_rest` the
@@ -400,7 +430,10 @@ pub async fn events_are_appended_with_their_write_and_resumable(store: DynStore)
             &p.id,
             rev,
             &p,
-            &[Effect::AppendEvents(vec![event(StreamEventKind::Error, "no")])],
+            &[Effect::AppendEvents(vec![event(
+                StreamEventKind::Error,
+                "no",
+            )])],
         )
         .await;
     assert!(matches!(refused, Err(Error::Conflict { .. })));
@@ -409,7 +442,10 @@ pub async fn events_are_appended_with_their_write_and_resumable(store: DynStore)
             &p.id,
             rev2,
             &p,
-            &[Effect::AppendEvents(vec![event(StreamEventKind::Done, "{}")])],
+            &[Effect::AppendEvents(vec![event(
+                StreamEventKind::Done,
+                "{}",
+            )])],
         )
         .await
         .unwrap();
@@ -420,7 +456,10 @@ pub async fn events_are_appended_with_their_write_and_resumable(store: DynStore)
     assert_eq!(all[1].event, event(StreamEventKind::Output, "tok ✓"));
     assert_eq!(all[3].event.kind, StreamEventKind::Done);
 
-    let after = store.read_events(&p.id, Some((rev2, 0)), 100).await.unwrap();
+    let after = store
+        .read_events(&p.id, Some((rev2, 0)), 100)
+        .await
+        .unwrap();
     assert_eq!(after, all[2..].to_vec());
     let page = store.read_events(&p.id, Some((rev, 0)), 1).await.unwrap();
     assert_eq!(page, all[1..2].to_vec());
@@ -467,7 +506,11 @@ pub async fn expiry_and_delete_remove_events_and_deliveries(store: DynStore) {
     assert_eq!(store.expire(now, 100).await.unwrap(), vec![p.id.clone()]);
     assert!(store.read_events(&p.id, None, 10).await.unwrap().is_empty());
     let left = store.list_deliveries(&p.id).await.unwrap();
-    assert_eq!(left.len(), 1, "the pending message still goes out: {left:?}");
+    assert_eq!(
+        left.len(),
+        1,
+        "the pending message still goes out: {left:?}"
+    );
     assert_eq!(left[0].delivery.id, format!("msg_{}_1", p.id));
     // Once it has gone, nothing of the prediction's data is kept.
     let lease = store.claim_deliveries(&w, LONG, 1).await.unwrap().remove(0);
@@ -490,7 +533,13 @@ pub async fn expiry_and_delete_remove_events_and_deliveries(store: DynStore) {
     store.delete(&q.id).await.unwrap();
     assert!(store.list_deliveries(&q.id).await.unwrap().is_empty());
     assert!(store.read_events(&q.id, None, 10).await.unwrap().is_empty());
-    assert!(store.claim_deliveries(&w, LONG, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_deliveries(&w, LONG, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Deliveries (with their attempts and status) and events survive an export/import: imported
@@ -524,7 +573,11 @@ pub async fn outbox_and_events_migrate(store: DynStore) {
             event: event(StreamEventKind::Output, &format!("o{i}")),
         })
         .collect();
-    records.extend(events.iter().map(|e| Record::Event(p.id.clone(), e.clone())));
+    records.extend(
+        events
+            .iter()
+            .map(|e| Record::Event(p.id.clone(), e.clone())),
+    );
     store.import(&records).await.unwrap();
     store.import(&records).await.unwrap();
 
