@@ -102,7 +102,10 @@ async fn outage(store_url: &str, crash: impl FnOnce(), restart: impl FnOnce()) {
 
     crash();
     let noticed = wait_readyz(&api, 503, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Longer than the clients' own reconnect attempts (the Redis connection manager retries
+    // for about 3 s, and a write waiting on it then succeeds): past them, writes must be
+    // answered 503 with a retry hint rather than wait.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     restart();
     let recovered = wait_readyz(&api, 200, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
