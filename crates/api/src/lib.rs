@@ -5,6 +5,7 @@
 //! - `/api/predictions/{id}`: the seeds' status route, in the seeds' shape.
 //! - `/files/...`: output files (unauthenticated, unguessable URLs).
 //! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction tokens).
+//! - `/internal/replicate/...`: webhooks from upstream Replicate APIs (per-prediction tokens).
 //! - `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: operations.
 //!
 //! Handlers parse, call [`augur_core::Predictions`], and render; HTTP statuses are decided in
@@ -18,6 +19,7 @@ mod files;
 mod models;
 mod ops;
 mod predictions;
+mod replicate_hooks;
 mod stream;
 mod telemetry;
 mod webhooks;
@@ -149,5 +151,6 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(telemetry::panic_response))
         .with_state(state.clone())
         // Outside the layers above: their request log would show the callback tokens.
-        .merge(cog_hooks::routes(state))
+        .merge(cog_hooks::routes(state.clone()))
+        .merge(replicate_hooks::routes(state))
 }

@@ -69,6 +69,11 @@ pub struct Prediction {
     /// Secret part of the unauthenticated stream URL.
     #[serde(default)]
     pub stream_token: String,
+    /// What the external service a provider handed the prediction to calls it (an upstream
+    /// Replicate API's prediction id), so that any node, after any restart, can look the
+    /// work up or cancel it. Internal: never shown to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// Logs longer than this lose their oldest part, so a chatty model cannot grow a record without
@@ -105,6 +110,7 @@ impl Prediction {
             expires_at: None,
             attempts: 0,
             stream_token: new_secret_token(),
+            external_id: None,
         }
     }
 

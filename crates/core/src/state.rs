@@ -152,6 +152,8 @@ pub struct Event {
     pub metrics: Map<String, Value>,
     /// The worker's attempt number, recorded as the prediction's `attempts`.
     pub attempt: Option<u32>,
+    /// The id an external service gave the prediction, recorded as its `external_id`.
+    pub external_id: Option<String>,
 }
 
 impl Event {
@@ -163,6 +165,7 @@ impl Event {
             error: None,
             metrics: Map::new(),
             attempt: None,
+            external_id: None,
         }
     }
 
@@ -201,6 +204,13 @@ impl Event {
     /// Records the worker's attempt number.
     pub fn with_attempt(mut self, attempt: u32) -> Self {
         self.attempt = Some(attempt);
+        self
+    }
+
+    /// Records the id an external service gave the prediction (see
+    /// [`Prediction::external_id`]).
+    pub fn with_external_id(mut self, external_id: impl Into<String>) -> Self {
+        self.external_id = Some(external_id.into());
         self
     }
 
@@ -247,6 +257,9 @@ impl Prediction {
         }
         if let Some(attempt) = event.attempt {
             next.attempts = attempt;
+        }
+        if let Some(external_id) = &event.external_id {
+            next.external_id = Some(external_id.clone());
         }
         for (k, v) in &event.metrics {
             next.metrics.extra.insert(k.clone(), v.clone());

@@ -4,16 +4,23 @@
 //! `ObjectStore` works) under keys `<prediction id>/<random>/<name>`, and served by the API at
 //! `<public url>/files/<key>` without authentication: the random part makes the URL
 //! unguessable, as Replicate's delivery URLs are.
+//!
+//! [`OutputFiles::import_urls`] brings outputs that point elsewhere (an upstream provider's
+//! `https://` delivery URLs) into the store, so a prediction's files stay available under
+//! Augur's own URLs for as long as Augur keeps them.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde_json::Value;
 
 use augur_core::PredictionId;
 
@@ -51,6 +58,8 @@ pub struct OutputFiles {
     store: Arc<dyn ObjectStore>,
     /// `<public url>/files`, without a trailing slash.
     base_url: Arc<str>,
+    /// Downloads output URLs into the store.
+    importer: Arc<UrlImporter>,
 }
 
 impl fmt::Debug for OutputFiles {
@@ -58,6 +67,7 @@ impl fmt::Debug for OutputFiles {
         f.debug_struct("OutputFiles")
             .field("store", &self.store.to_string())
             .field("base_url", &self.base_url)
+            .field("url_imports", &self.importer.limits)
             .finish()
     }
 }
@@ -83,7 +93,61 @@ impl OutputFiles {
         Self {
             store,
             base_url: Arc::from(format!("{}/files", public_url.trim_end_matches('/'))),
+            importer: Arc::new(UrlImporter::new(UrlImportLimits::default())),
         }
+    }
+
+    /// The same store with other limits on [`OutputFiles::import_urls`].
+    #[must_use]
+    pub fn with_url_import_limits(mut self, limits: UrlImportLimits) -> Self {
+        self.importer = Arc::new(UrlImporter::new(limits));
+        self
+    }
+
+    /// Whether `url` is one of this store's own file URLs.
+    pub fn is_own_url(&self, url: &str) -> bool {
+        url.strip_prefix(&*self.base_url)
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// Replaces every string in `output` that is an `http(s)` URL other than this store's own
+    /// by the URL of a copy in this store, and returns the new output.
+    ///
+    /// A string counts when it is a URL as a whole (`"https://x/y.png"`), not when it merely
+    /// contains one. Each distinct URL is downloaded once (a few at a time) under the
+    /// [`UrlImportLimits`]; redirects are followed only to `http(s)` URLs. The stored name is
+    /// the URL's last path segment, with an extension added from the response's
+    /// `Content-Type` when the name has no known one, so the file is served with that type.
+    ///
+    /// # Errors
+    ///
+    /// The first download that fails, naming the URL without its query string, user name,
+    /// password or fragment (which may hold credentials).
+    pub async fn import_urls(
+        &self,
+        prediction: &PredictionId,
+        output: Value,
+    ) -> Result<Value, ImportError> {
+        use futures::{StreamExt, TryStreamExt};
+
+        let mut urls = Vec::new();
+        visit_strings(&output, &mut |s| {
+            if is_web_url(s) && !self.is_own_url(s) && !urls.iter().any(|u| u == s) {
+                urls.push(s.to_owned());
+            }
+        });
+        if urls.is_empty() {
+            return Ok(output);
+        }
+        let imported: HashMap<String, String> = futures::stream::iter(urls)
+            .map(|url| async move {
+                let stored = self.importer.download(self, prediction, &url).await?;
+                Ok::<_, ImportError>((url, stored))
+            })
+            .buffer_unordered(IMPORT_PARALLELISM)
+            .try_collect()
+            .await?;
+        Ok(replace_strings(output, &|s| imported.get(s).cloned()))
     }
 
     /// Stores an output file of a prediction and returns its public URL.
@@ -140,6 +204,255 @@ impl OutputFiles {
             self.store.delete(path).await?;
         }
         Ok(paths.len())
+    }
+}
+
+/// Downloads at once per [`OutputFiles::import_urls`] call.
+const IMPORT_PARALLELISM: usize = 4;
+
+/// Redirects followed at most when importing a URL.
+const MAX_REDIRECTS: usize = 5;
+
+/// Limits on [`OutputFiles::import_urls`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlImportLimits {
+    /// The largest file, in bytes (default 100 MiB).
+    pub max_bytes: u64,
+    /// How long one download may take, from the request to the last byte (default 60 s).
+    pub timeout: Duration,
+}
+
+impl Default for UrlImportLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 << 20,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// An output URL that could not be brought into the store.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot import output {url}: {reason}")]
+pub struct ImportError {
+    /// The URL, without query string, credentials or fragment.
+    pub url: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// The HTTP client and limits behind [`OutputFiles::import_urls`].
+#[derive(Debug)]
+struct UrlImporter {
+    limits: UrlImportLimits,
+    http: reqwest::Client,
+}
+
+impl UrlImporter {
+    fn new(limits: UrlImportLimits) -> Self {
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if !matches!(attempt.url().scheme(), "http" | "https") {
+                let scheme = attempt.url().scheme().to_owned();
+                attempt.error(format!(
+                    "redirected to a {scheme}: URL; only http(s) is followed"
+                ))
+            } else {
+                attempt.follow()
+            }
+        });
+        let http = reqwest::Client::builder()
+            .timeout(limits.timeout)
+            .redirect(redirects)
+            .build()
+            .unwrap_or_default();
+        Self { limits, http }
+    }
+
+    /// Downloads `url` into `files` and returns the stored copy's URL.
+    async fn download(
+        &self,
+        files: &OutputFiles,
+        prediction: &PredictionId,
+        url: &str,
+    ) -> Result<String, ImportError> {
+        let fail = |reason: String| ImportError {
+            url: redact_url(url),
+            reason,
+        };
+        let max = self.limits.max_bytes;
+        let too_big = || {
+            fail(format!(
+                "it is larger than the limit of {}",
+                show_bytes(max)
+            ))
+        };
+        let mut response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| fail(self.describe(e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(fail(format!("the server answered {status}")));
+        }
+        if response.content_length().is_some_and(|len| len > max) {
+            return Err(too_big());
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let name = file_name_for(response.url(), content_type.as_deref());
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| fail(self.describe(e)))? {
+            if body.len() as u64 + chunk.len() as u64 > max {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        files
+            .put(prediction, &name, Bytes::from(body))
+            .await
+            .map_err(|e| fail(format!("cannot store it: {e}")))
+    }
+
+    /// A reqwest error without the URL (its query may hold credentials).
+    fn describe(&self, error: reqwest::Error) -> String {
+        if error.is_timeout() {
+            return format!(
+                "it did not arrive within {}s",
+                self.limits.timeout.as_secs_f64()
+            );
+        }
+        let error = error.without_url();
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
+/// Whether `s` is, as a whole, an absolute `http(s)` URL with a host.
+fn is_web_url(s: &str) -> bool {
+    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://"))
+        || s.chars().any(char::is_whitespace)
+    {
+        return false;
+    }
+    url::Url::parse(s).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+}
+
+/// A URL as it may appear in messages and logs: no user name, password, query or fragment.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect(),
+    }
+}
+
+/// The stored name of a downloaded file: the URL's last path segment, plus an extension for
+/// its content type when the segment has no known one.
+fn file_name_for(url: &url::Url, content_type: Option<&str>) -> String {
+    let segment = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("output");
+    let name = sanitize_name(segment);
+    if content_type_for(&name) != "application/octet-stream" {
+        return name;
+    }
+    match content_type.and_then(extension_for) {
+        Some(ext) => format!("{name}.{ext}"),
+        None => name,
+    }
+}
+
+/// The extension [`content_type_for`] maps to a media type.
+fn extension_for(content_type: &str) -> Option<&'static str> {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    Some(match essence.as_str() {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        "image/svg+xml" => "svg",
+        "video/mp4" => "mp4",
+        "video/webm" => "webm",
+        "audio/wav" | "audio/x-wav" | "audio/wave" => "wav",
+        "audio/mpeg" => "mp3",
+        "text/plain" => "txt",
+        "application/json" => "json",
+        _ => return None,
+    })
+}
+
+/// `100 MiB`, `1.5 KiB`, `12 bytes`.
+fn show_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, unit) in UNITS {
+        if n >= size {
+            let whole = n / size;
+            let tenths = n % size * 10 / size;
+            return if tenths == 0 {
+                format!("{whole} {unit}")
+            } else {
+                format!("{whole}.{tenths} {unit}")
+            };
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// Calls `f` on every string in `value`, depth first.
+pub(crate) fn visit_strings(value: &Value, f: &mut impl FnMut(&str)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter().for_each(|v| visit_strings(v, f)),
+        Value::Object(map) => map.values().for_each(|v| visit_strings(v, f)),
+        _ => {}
+    }
+}
+
+/// `value` with each string `s` for which `replace(s)` is `Some` replaced by it.
+pub(crate) fn replace_strings(value: Value, replace: &impl Fn(&str) -> Option<String>) -> Value {
+    match value {
+        Value::String(s) => Value::String(replace(&s).unwrap_or(s)),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| replace_strings(v, replace))
+            .collect(),
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| (k, replace_strings(v, replace)))
+            .collect(),
+        other => other,
     }
 }
 
@@ -243,6 +556,184 @@ mod tests {
         }
         let missing = "p1/0123456789abcdef0123456789abcdef/out.png";
         assert!(files.get(missing).await.unwrap().is_none());
+    }
+
+    /// A tiny HTTP server: `GET <path>` answers `(status, headers, body)` from `routes`,
+    /// anything else 404.
+    async fn web(routes: Vec<(&'static str, u16, &'static str, Vec<u8>)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let routes = Arc::new(routes);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or_default();
+                    let path = path.split('?').next().unwrap_or_default();
+                    let (status, headers, body) = routes
+                        .iter()
+                        .find(|r| r.0 == path)
+                        .map_or((404, "", Vec::new()), |r| (r.1, r.2, r.3.clone()));
+                    let mut response = format!("HTTP/1.1 {status} X\r\nconnection: close\r\n");
+                    for header in headers.split('|').filter(|h| !h.is_empty()) {
+                        response.push_str(header);
+                        response.push_str("\r\n");
+                    }
+                    response.push_str("\r\n");
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.write_all(&body).await;
+                });
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn foreign_urls_are_imported_once_and_own_urls_kept() {
+        let base = web(vec![
+            (
+                "/gen",
+                200,
+                "content-type: image/png|content-length: 3",
+                b"png".to_vec(),
+            ),
+            ("/a/b/notes.txt", 200, "", b"text".to_vec()),
+            ("/moved", 302, "location: /a/b/notes.txt", Vec::new()),
+        ])
+        .await;
+        let files = OutputFiles::in_memory("http://augur.test");
+        let id = PredictionId::parse("p1").unwrap();
+        let own = files.put(&id, "x.png", Bytes::new()).await.unwrap();
+        let output = serde_json::json!({
+            "image": format!("{base}/gen?signature=secret"),
+            "images": [format!("{base}/gen?signature=secret"), own.clone()],
+            "notes": format!("{base}/moved"),
+            "text": format!("see {base}/gen"),
+            "n": 1,
+        });
+        let imported = files.import_urls(&id, output).await.unwrap();
+        let image = imported["image"].as_str().unwrap();
+        assert!(files.is_own_url(image), "{image}");
+        assert!(image.ends_with("/gen.png"), "{image}");
+        assert_eq!(
+            imported["images"][0], image,
+            "the same URL is imported once"
+        );
+        assert_eq!(imported["images"][1], own.as_str());
+        assert_eq!(
+            imported["text"],
+            format!("see {base}/gen"),
+            "text is not a URL"
+        );
+        assert_eq!(imported["n"], 1);
+        let key = |url: &str| {
+            url.strip_prefix("http://augur.test/files/")
+                .unwrap()
+                .to_owned()
+        };
+        let got = files.get(&key(image)).await.unwrap().unwrap();
+        assert_eq!(
+            (&got.bytes[..], got.content_type),
+            (&b"png"[..], "image/png")
+        );
+        let notes = imported["notes"].as_str().unwrap();
+        assert!(
+            notes.ends_with("/notes.txt"),
+            "named after where the redirect led: {notes}"
+        );
+        assert_eq!(
+            &files.get(&key(notes)).await.unwrap().unwrap().bytes[..],
+            b"text"
+        );
+        // Two imported files and the own one.
+        assert_eq!(files.delete_for(&id).await.unwrap(), 3);
+
+        let plain = serde_json::json!(["no urls", {"k": null}]);
+        assert_eq!(files.import_urls(&id, plain.clone()).await.unwrap(), plain);
+    }
+
+    #[tokio::test]
+    async fn failed_imports_name_the_url_without_secrets() {
+        let big = vec![0u8; 2048];
+        let base = web(vec![
+            ("/declared", 200, "content-length: 2048", big.clone()),
+            ("/streamed", 200, "", big),
+            ("/ftp", 302, "location: ftp://example.com/x", Vec::new()),
+            ("/loop", 302, "location: /loop", Vec::new()),
+        ])
+        .await;
+        let files =
+            OutputFiles::in_memory("http://augur.test").with_url_import_limits(UrlImportLimits {
+                max_bytes: 1024,
+                timeout: Duration::from_secs(10),
+            });
+        let id = PredictionId::parse("p1").unwrap();
+        let host = base.strip_prefix("http://").unwrap();
+        for (path, reason) in [
+            ("/declared", "it is larger than the limit of 1 KiB"),
+            ("/streamed", "it is larger than the limit of 1 KiB"),
+            ("/missing", "the server answered 404 Not Found"),
+        ] {
+            let url = format!("http://user:pw@{host}{path}?token=secret#frag");
+            let err = files
+                .import_urls(&id, Value::String(url))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("cannot import output {base}{path}: {reason}")
+            );
+        }
+        for (path, needle) in [
+            ("/ftp", "only http(s) is followed"),
+            ("/loop", "more than 5 redirects"),
+        ] {
+            let err = files
+                .import_urls(&id, Value::String(format!("{base}{path}?token=secret")))
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(needle), "{text}");
+            assert!(!text.contains("secret"), "{text}");
+        }
+        assert_eq!(files.delete_for(&id).await.unwrap(), 0);
+    }
+
+    #[test]
+    fn urls_are_recognised_and_redacted() {
+        assert!(is_web_url("https://x.test/a.png"));
+        assert!(is_web_url("HTTP://x.test"));
+        for not in [
+            "see https://x.test",
+            "https://",
+            "ftp://x.test/a",
+            "data:,x",
+            "x",
+        ] {
+            assert!(!is_web_url(not), "{not}");
+        }
+        assert_eq!(
+            redact_url("https://u:p@x.test/a/b.png?X-Amz-Signature=s#f"),
+            "https://x.test/a/b.png"
+        );
+        assert_eq!(show_bytes(100 << 20), "100 MiB");
+        assert_eq!(show_bytes(1536), "1.5 KiB");
+        assert_eq!(show_bytes(12), "12 bytes");
+        let url = url::Url::parse("https://x.test/files/out").unwrap();
+        assert_eq!(file_name_for(&url, Some("image/webp")), "out.webp");
+        assert_eq!(file_name_for(&url, Some("application/x-thing")), "out");
+        let url = url::Url::parse("https://x.test/").unwrap();
+        assert_eq!(file_name_for(&url, Some("audio/mpeg")), "output.mp3");
     }
 
     #[test]

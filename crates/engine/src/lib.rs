@@ -5,6 +5,11 @@
 //! - [`builtin`]: `augur/demo-image` and `augur/echo`.
 //! - [`cog`]: the [`cog::CogProvider`] for models served by Cog model servers (coglet), and
 //!   the [`cog::CogHooks`] they call back (webhooks, file uploads).
+//! - [`command`]: the [`command::CommandProvider`] for models that are local programs, run
+//!   once per prediction.
+//! - [`replicate`]: the [`replicate::ReplicateProvider`] for models run by an upstream
+//!   Replicate-compatible API (Replicate itself, or another Augur), and the
+//!   [`replicate::ReplicateHooks`] its webhooks reach.
 //! - [`worker`]: the [`worker::Worker`] pool that claims jobs, runs providers and settles
 //!   predictions through [`augur_core::Predictions`].
 //! - [`files`]: [`files::OutputFiles`], output files in the operator's object storage.
@@ -16,14 +21,16 @@
 pub mod builtin;
 pub mod changes;
 pub mod cog;
+pub mod command;
 pub mod files;
 pub mod models;
 pub mod provider;
+pub mod replicate;
 pub mod sweeper;
 pub mod worker;
 
 pub use changes::ChangeListener;
-pub use files::OutputFiles;
+pub use files::{ImportError, OutputFiles, UrlImportLimits};
 pub use models::{Model, ModelRegistry, ModelSettings};
 pub use provider::{InputError, Outcome, Progress, Provider, ProviderError, RunContext};
 pub use sweeper::Sweeper;

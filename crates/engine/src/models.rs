@@ -11,6 +11,7 @@ use augur_core::{ModelName, Timestamp};
 
 use crate::cog::CogHooks;
 use crate::provider::{InputError, Provider};
+use crate::replicate::ReplicateHooks;
 
 /// Limits and policies of one model.
 #[derive(Clone, Debug)]
@@ -104,6 +105,8 @@ pub struct ModelRegistry {
     by_version: HashMap<String, ModelName>,
     /// The callbacks of Cog model servers, when the server has Cog models.
     cog_hooks: Option<Arc<CogHooks>>,
+    /// The webhooks of upstream Replicate APIs, when the server has Replicate models.
+    replicate_hooks: Option<Arc<ReplicateHooks>>,
 }
 
 impl ModelRegistry {
@@ -150,6 +153,16 @@ impl ModelRegistry {
     /// The callbacks of Cog model servers; `None` when no Cog model is configured.
     pub fn cog_hooks(&self) -> Option<&Arc<CogHooks>> {
         self.cog_hooks.as_ref()
+    }
+
+    /// Sets where upstream Replicate APIs' webhooks go.
+    pub fn set_replicate_hooks(&mut self, hooks: Arc<ReplicateHooks>) {
+        self.replicate_hooks = Some(hooks);
+    }
+
+    /// The webhooks of upstream Replicate APIs; `None` when no Replicate model is configured.
+    pub fn replicate_hooks(&self) -> Option<&Arc<ReplicateHooks>> {
+        self.replicate_hooks.as_ref()
     }
 }
 

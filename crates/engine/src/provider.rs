@@ -34,6 +34,14 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Whether the worker should copy the `http(s)` URLs in this provider's outputs into
+    /// Augur's file store ([`OutputFiles::import_urls`]) before settling, so they outlive
+    /// wherever they point. Off by default: a provider that echoes its input would otherwise
+    /// let any client make Augur fetch URLs of its choosing.
+    fn imports_output_urls(&self) -> bool {
+        false
+    }
+
     /// Runs one attempt of a prediction.
     ///
     /// The worker drops the returned future when the prediction is canceled, times out, or

@@ -4,7 +4,8 @@
 //! provider runs. Every outcome goes through [`Predictions`], so the state machine decides and
 //! the store commits the result with its side effects:
 //!
-//! - output: `succeeded` (the job is completed in the same commit);
+//! - output: `succeeded` (the job is completed in the same commit), after copying the
+//!   output's `http(s)` URLs into the file store for providers that ask for it;
 //! - submitted to an external server: the job is handed back to be checked on later;
 //! - deferred (the external server is at capacity): the job is handed back unchanged;
 //! - a retryable error: logged, and the job rescheduled with exponential backoff and jitter,
@@ -29,11 +30,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use augur_core::store::{ClaimRequest, Lease};
-use augur_core::{Dispatch, Event, Logs, Prediction, Predictions, Slot, Timestamp, WorkerId};
+use augur_core::{
+    Dispatch, Event, Logs, Prediction, PredictionId, Predictions, Slot, Timestamp, WorkerId,
+};
 
 use crate::files::OutputFiles;
 use crate::models::{Model, ModelRegistry};
-use crate::provider::{Outcome, Progress, ProviderError, RunContext};
+use crate::provider::{Outcome, Progress, Provider, ProviderError, RunContext};
 
 /// How retries back off.
 #[derive(Clone, Debug)]
@@ -394,7 +397,7 @@ impl Worker {
             files: inner.files.clone(),
         };
         let provider = model.provider.clone();
-        let run = provider.run(ctx);
+        let run = run_and_import(provider, ctx, inner.files.clone(), id.clone());
         tokio::pin!(run);
         let renew = renew_lease(
             inner.service.clone(),
@@ -684,6 +687,25 @@ impl Slot for DirectSlot {
     fn start(self: Box<Self>, lease: Lease) {
         // If the worker stopped meanwhile the lease lapses and the job is claimed later.
         let _ = self.tx.send((lease, self.guard));
+    }
+}
+
+/// Runs the provider and, for providers that ask for it, brings the `http(s)` URLs of a
+/// successful output into the file store ([`OutputFiles::import_urls`]). The downloads are
+/// part of the run, so cancels, timeouts and lost leases stop them too.
+async fn run_and_import(
+    provider: Arc<dyn Provider>,
+    ctx: RunContext,
+    files: OutputFiles,
+    id: PredictionId,
+) -> Result<Outcome, ProviderError> {
+    match provider.run(ctx).await? {
+        Outcome::Succeeded(output) if provider.imports_output_urls() => files
+            .import_urls(&id, output)
+            .await
+            .map(Outcome::Succeeded)
+            .map_err(|e| ProviderError::Failed(e.to_string())),
+        other => Ok(other),
     }
 }
 

@@ -50,6 +50,13 @@ pub struct Config {
     /// also how long a job waits after its node died before another node takes it.
     #[serde(with = "humantime_serde_compat")]
     pub lease: Duration,
+    /// Outputs that are `http(s)` URLs elsewhere (an upstream provider's files) are copied
+    /// into the file store; this is the largest such file, in bytes
+    /// (`AUGUR_OUTPUT_DOWNLOAD_MAX_BYTES`).
+    pub output_download_max_bytes: u64,
+    /// How long downloading one such file may take (`AUGUR_OUTPUT_DOWNLOAD_TIMEOUT`).
+    #[serde(with = "humantime_serde_compat")]
+    pub output_download_timeout: Duration,
     /// Outgoing webhooks (`[webhooks]`).
     pub webhooks: WebhookConfig,
     /// Log format: `text` or `json` (`AUGUR_LOG_FORMAT`); the filter is `AUGUR_LOG` or
@@ -125,6 +132,8 @@ impl Default for Config {
             cache_max_staleness: Duration::from_secs(5),
             store_fallback: None,
             lease: Duration::from_secs(30),
+            output_download_max_bytes: augur_engine::UrlImportLimits::default().max_bytes,
+            output_download_timeout: augur_engine::UrlImportLimits::default().timeout,
             webhooks: WebhookConfig::default(),
             log_format: LogFormat::Text,
             callback_url: None,
@@ -227,6 +236,16 @@ impl Config {
                 format!("AUGUR_LEASE must be a duration such as 30s, got {v:?}")
             })?;
         }
+        if let Some(v) = var("AUGUR_OUTPUT_DOWNLOAD_MAX_BYTES") {
+            self.output_download_max_bytes = v.parse().with_context(|| {
+                format!("AUGUR_OUTPUT_DOWNLOAD_MAX_BYTES must be a number, got {v:?}")
+            })?;
+        }
+        if let Some(v) = var("AUGUR_OUTPUT_DOWNLOAD_TIMEOUT") {
+            self.output_download_timeout = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_OUTPUT_DOWNLOAD_TIMEOUT must be a duration such as 60s, got {v:?}")
+            })?;
+        }
         if let Some(v) = var("AUGUR_WEBHOOK_SECRET") {
             self.webhooks.secret = Some(Secret::new(v));
         }
@@ -297,6 +316,12 @@ impl Config {
         if self.lease < Duration::from_secs(1) {
             bail!("lease must be at least 1s");
         }
+        if self.output_download_max_bytes == 0 {
+            bail!("output_download_max_bytes must be at least 1");
+        }
+        if self.output_download_timeout < Duration::from_millis(100) {
+            bail!("output_download_timeout must be at least 100ms");
+        }
         if let Some(url) = &self.callback_url {
             let parsed = url::Url::parse(url)
                 .with_context(|| format!("callback_url must be an absolute URL, got {url:?}"))?;
@@ -348,6 +373,11 @@ impl Config {
         }
         if printable.admin_token.is_some() {
             printable.admin_token = Some(Secret::new("<redacted>"));
+        }
+        for model in &mut printable.models {
+            if model.token.is_some() {
+                model.token = Some(Secret::new("<redacted>"));
+            }
         }
         printable.store = crate::backend::redact_url(&printable.store);
         printable.store_fallback = printable

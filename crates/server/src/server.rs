@@ -18,7 +18,7 @@ use augur_core::store::cached::CachedStore;
 use augur_core::store::fallback::FallbackStore;
 use augur_core::store::metered::MeteredStore;
 use augur_core::{Prediction, Predictions, Secret, ServiceConfig};
-use augur_engine::{ChangeListener, OutputFiles, Sweeper, Worker, WorkerOptions};
+use augur_engine::{ChangeListener, OutputFiles, Sweeper, UrlImportLimits, Worker, WorkerOptions};
 use augur_webhooks::{Dispatcher, DispatcherOptions, WebhookSecret};
 
 use crate::backend;
@@ -64,7 +64,11 @@ pub async fn serve(
             OutputFiles::local(std::path::Path::new("augur-files"), &public_url)?
         }
         (None, None) => OutputFiles::in_memory(&public_url),
-    };
+    }
+    .with_url_import_limits(UrlImportLimits {
+        max_bytes: config.output_download_max_bytes,
+        timeout: config.output_download_timeout,
+    });
     let models = Arc::new(
         crate::models::registry(&config, &service, &files, &public_url, &admin_token).await?,
     );

@@ -1,0 +1,99 @@
+//! `/internal/replicate/...`: where upstream Replicate-compatible APIs (Replicate, another
+//! Augur) send the webhooks of predictions Augur forwarded to them. Not for clients, and not
+//! behind the admin token (the upstream cannot send it):
+//!
+//! - `POST /internal/replicate/predictions/{id}/webhook/{token}`: the upstream prediction's
+//!   JSON; the token is the prediction's own ([`augur_engine::replicate::ReplicateHooks`]
+//!   makes and checks it). Any 2xx tells the upstream to stop; a 5xx makes it retry.
+//!
+//! The mapping from upstream predictions to transitions lives in the engine; this module only
+//! speaks HTTP.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::post;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use augur_core::PredictionId;
+use augur_engine::replicate::{CallbackError, ReplicateHooks, UpstreamPrediction};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, AppJson, AppPath, ErrorCode};
+use crate::telemetry;
+
+/// The largest webhook accepted: outputs arrive in them (possibly as data URIs).
+const MAX_WEBHOOK_BYTES: usize = 64 << 20;
+
+/// The callback route with its own layers: the same metrics and panic handling as the rest of
+/// the API, and a request log that names the route template instead of the URI (which carries
+/// the prediction's token).
+pub(crate) fn routes(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/internal/replicate/predictions/{id}/webhook/{token}",
+            post(webhook),
+        )
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
+        .route_layer(middleware::from_fn(telemetry::record_request))
+        .route_layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("/internal/replicate", MatchedPath::as_str);
+                tracing::debug_span!("request", method = %request.method(), route)
+            }),
+        )
+        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .layer(CatchPanicLayer::custom(telemetry::panic_response))
+        .with_state(state)
+}
+
+fn hooks(state: &AppState) -> ApiResult<&std::sync::Arc<ReplicateHooks>> {
+    state.models.replicate_hooks().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RouteNotFound,
+            "this server has no Replicate models; configure them under [[models]]",
+        )
+    })
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::PredictionNotFound,
+        format!(
+            "prediction {:?} not found",
+            id.chars().take(80).collect::<String>()
+        ),
+    )
+}
+
+fn callback_error(e: CallbackError) -> ApiError {
+    match e {
+        CallbackError::InvalidToken => ApiError::new(
+            ErrorCode::InvalidToken,
+            "the callback token is not this prediction's",
+        ),
+        CallbackError::NotFound(id) => not_found(id.as_str()),
+        CallbackError::Invalid(why) => ApiError::new(ErrorCode::InvalidRequest, why),
+        CallbackError::Store(e) => e.into(),
+    }
+}
+
+async fn webhook(
+    State(state): State<AppState>,
+    AppPath((id, token)): AppPath<(String, String)>,
+    AppJson(payload): AppJson<UpstreamPrediction>,
+) -> ApiResult<StatusCode> {
+    let hooks = hooks(&state)?;
+    let prediction = PredictionId::parse(&id).map_err(|_| not_found(&id))?;
+    let receipt = hooks
+        .receive_webhook(&prediction, &token, payload)
+        .await
+        .map_err(callback_error)?;
+    tracing::debug!(prediction_id = %prediction, ?receipt, "upstream webhook");
+    Ok(StatusCode::OK)
+}
