@@ -591,3 +591,140 @@ impl Stack {
         (status, response.json().await.unwrap())
     }
 }
+
+/// What the webhook receiver of a test got: each request's `webhook-*` headers and raw body.
+type Inbox =
+    std::sync::Arc<std::sync::Mutex<Vec<(std::collections::BTreeMap<String, String>, String)>>>;
+
+async fn receive(
+    axum::extract::State(inbox): axum::extract::State<Inbox>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let headers = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("webhook-"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    inbox
+        .lock()
+        .unwrap()
+        .push((headers, String::from_utf8_lossy(&body).into_owned()));
+    axum::http::StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cog_predictions_webhooks_arrive_signed_filtered_and_in_order() {
+    let Some(python) = python() else { return };
+    let stack = stack(&python, Options::default()).await;
+    let inbox: Inbox = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(inbox.clone());
+    let receiver = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // Everything but `output` events.
+    let response = stack
+        .api
+        .http
+        .post(format!("{}/v1/predictions", stack.api.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({
+            "version": MODEL,
+            "input": {"prompt": "hooked", "steps": 4, "sleep": 0.6},
+            "webhook": hook,
+            "webhook_events_filter": ["start", "logs", "completed"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = id_of(&response.json().await.unwrap());
+    let done = stack.settled(&id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    // Every message delivered, per the delivery log.
+    let until = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let (status, log) = stack
+            .api_get(&format!("/v1/predictions/{id}/webhooks"))
+            .await;
+        assert_eq!(status, 200, "{log}");
+        let messages = log["results"].as_array().unwrap();
+        if !messages.is_empty() && messages.iter().all(|m| m["status"] == "delivered") {
+            break log;
+        }
+        assert!(Instant::now() < until, "undelivered: {log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let events: Vec<&str> = log["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"start"), "{events:?}");
+    assert_eq!(events.last(), Some(&"completed"), "{events:?}");
+    assert!(events.contains(&"logs"), "{events:?}");
+    assert!(!events.contains(&"output"), "filtered out: {events:?}");
+
+    // The receiver saw them once each, in that order, the logs only growing, the last one
+    // with the PNG in Augur's store.
+    let received = inbox.lock().unwrap().clone();
+    let ids: Vec<&str> = received
+        .iter()
+        .map(|(h, _)| h["webhook-id"].as_str())
+        .collect();
+    let expected: Vec<&str> = log["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, expected);
+    let bodies: Vec<Value> = received
+        .iter()
+        .map(|(_, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(bodies[0]["status"], "starting");
+    let lengths: Vec<usize> = bodies
+        .iter()
+        .map(|b| b["logs"].as_str().unwrap_or("").len())
+        .collect();
+    assert!(lengths.windows(2).all(|w| w[0] <= w[1]), "{lengths:?}");
+    let last = bodies.last().unwrap();
+    assert_eq!(last["status"], "succeeded");
+    let url = last["output"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/files/{id}/", stack.server.url)),
+        "{url}"
+    );
+    assert_png(url).await;
+
+    // Signed so that both official verifiers accept them.
+    let (_, secret) = stack.api_get("/v1/webhooks/default/secret").await;
+    let records: Vec<Value> = received
+        .iter()
+        .map(|(h, b)| json!({"headers": h, "body": b}))
+        .collect();
+    let file = stack._dir.path().join("cog-webhooks.json");
+    std::fs::write(&file, serde_json::to_vec(&records).unwrap()).unwrap();
+    let output = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/verify_webhooks.py"
+        ))
+        .arg(&file)
+        .arg(secret["key"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    receiver.abort();
+}
