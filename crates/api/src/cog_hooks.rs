@@ -13,21 +13,17 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 use augur_core::PredictionId;
 use augur_engine::cog::{CogHooks, HookError, WebhookPayload};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, ErrorCode};
-use crate::telemetry;
 
 /// The largest webhook or upload accepted: outputs arrive in them (as data URIs in webhooks
 /// when coglet has no `--upload-url`).
@@ -37,26 +33,16 @@ const MAX_CALLBACK_BYTES: usize = 512 << 20;
 /// rest of the API, a request log that names the route template instead of the URI (which
 /// carries the prediction's token), and a body limit big enough for output files.
 pub(crate) fn routes(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/internal/cog/predictions/{id}/webhook/{token}",
-            post(webhook),
-        )
-        .route("/internal/cog/uploads/{name}", put(upload))
-        .method_not_allowed_fallback(crate::error::method_not_allowed)
-        .route_layer(middleware::from_fn(telemetry::record_request))
-        .route_layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map_or("/internal/cog", MatchedPath::as_str);
-                tracing::debug_span!("request", method = %request.method(), route)
-            }),
-        )
-        .layer(DefaultBodyLimit::max(MAX_CALLBACK_BYTES))
-        .layer(CatchPanicLayer::custom(telemetry::panic_response))
-        .with_state(state)
+    crate::callback_routes(
+        Router::new()
+            .route(
+                "/internal/cog/predictions/{id}/webhook/{token}",
+                post(webhook),
+            )
+            .route("/internal/cog/uploads/{name}", put(upload)),
+        MAX_CALLBACK_BYTES,
+        state,
+    )
 }
 
 fn hooks(state: &AppState) -> ApiResult<&std::sync::Arc<CogHooks>> {

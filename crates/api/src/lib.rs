@@ -154,3 +154,16 @@ pub fn router(state: AppState) -> Router {
         .merge(cog_hooks::routes(state.clone()))
         .merge(replicate_hooks::routes(state))
 }
+
+/// Model servers' callback routes (Cog, Replicate), with the API's metrics and panic handling
+/// but their own body limit, outside the main router's request log: their URIs carry
+/// per-prediction tokens, so their log names the route template only.
+fn callback_routes(routes: Router<AppState>, max_body: usize, state: AppState) -> Router {
+    routes
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .route_layer(middleware::from_fn(telemetry::record_request))
+        .route_layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(telemetry::panic_response))
+        .with_state(state)
+}

@@ -10,19 +10,15 @@
 //! speaks HTTP.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware;
 use axum::routing::post;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 
 use augur_core::PredictionId;
 use augur_engine::replicate::{CallbackError, ReplicateHooks, UpstreamPrediction};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, ErrorCode};
-use crate::telemetry;
 
 /// The largest webhook accepted: outputs arrive in them (possibly as data URIs).
 const MAX_WEBHOOK_BYTES: usize = 64 << 20;
@@ -31,25 +27,14 @@ const MAX_WEBHOOK_BYTES: usize = 64 << 20;
 /// the API, and a request log that names the route template instead of the URI (which carries
 /// the prediction's token).
 pub(crate) fn routes(state: AppState) -> Router {
-    Router::new()
-        .route(
+    crate::callback_routes(
+        Router::new().route(
             "/internal/replicate/predictions/{id}/webhook/{token}",
             post(webhook),
-        )
-        .method_not_allowed_fallback(crate::error::method_not_allowed)
-        .route_layer(middleware::from_fn(telemetry::record_request))
-        .route_layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map_or("/internal/replicate", MatchedPath::as_str);
-                tracing::debug_span!("request", method = %request.method(), route)
-            }),
-        )
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
-        .layer(CatchPanicLayer::custom(telemetry::panic_response))
-        .with_state(state)
+        ),
+        MAX_WEBHOOK_BYTES,
+        state,
+    )
 }
 
 fn hooks(state: &AppState) -> ApiResult<&std::sync::Arc<ReplicateHooks>> {
