@@ -341,9 +341,10 @@ diagnose_postgres() {
             printf "per lifecycle: commits=%.2f wal_syncs=%.2f wal_writes=%.2f (wal_syncs per commit %.2f)\n", c / n, s / n, w / n, s / c }'
         echo "store_ops: $(store_ops_shared "$AUGUR_URL")"
         echo "backend samples (25 x every 0.2 s; wait_event_type:wait_event state | query), most frequent first:"
-        grep -v '^LOCKWAIT' "$out.samples.txt" | sort | uniq -c | sort -rn | head -8 | sed 's/^/  /'
+        # grep finds nothing when nothing waited: not a failure.
+        { grep -v '^LOCKWAIT' "$out.samples.txt" || true; } | sort | uniq -c | sort -rn | head -8 | sed 's/^/  /'
         echo "ungranted pg_locks in the same samples:"
-        grep '^LOCKWAIT' "$out.samples.txt" | sort | uniq -c | sort -rn | head -4 | sed 's/^/  /'
+        { grep '^LOCKWAIT' "$out.samples.txt" || echo "none"; } | sort | uniq -c | sort -rn | head -4 | sed 's/^/  /'
         echo "statements per lifecycle (pg_stat_statements, database augur; calls, execution µs; by execution time):"
         pg_sql augur "SELECT to_char(calls::float8 / $n, 'FM990.00') || ' calls, ' || to_char(1000 * total_exec_time / $n, 'FM99990.0') || ' us | ' || left(regexp_replace(query, '\s+', ' ', 'g'), 70) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'augur') AND calls > $n / 100 ORDER BY total_exec_time DESC LIMIT 12" | sed 's/^/  /'
         pg_sql augur "SELECT 'all statements: ' || to_char(sum(calls)::float8 / $n, 'FM990.00') || ' calls, ' || to_char(1000 * sum(total_exec_time) / $n, 'FM99990.0') || ' us of execution per lifecycle' FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'augur')" | sed 's/^/  /'
