@@ -122,6 +122,11 @@ impl Notices {
         next: &Prediction,
         replaced: u64,
     ) -> Vec<Effect> {
+        if next.is_terminal() && next.webhook.is_some() {
+            // No progress message can follow: its throttling state ends here, whatever the
+            // filter says.
+            self.forget(&next.id);
+        }
         let mut effects = Vec::with_capacity(2);
         let events = stream_events(prev, next);
         if !events.is_empty() {
@@ -146,28 +151,22 @@ impl Notices {
 
     /// Whether a message of `kind` may go now; progress messages are throttled.
     fn may_send(&self, id: &PredictionId, kind: WebhookEvent) -> bool {
+        if !matches!(kind, WebhookEvent::Output | WebhookEvent::Logs) {
+            return true;
+        }
         let mut last = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
-        match kind {
-            WebhookEvent::Output | WebhookEvent::Logs => {
-                let now = Instant::now();
-                match last.get(id) {
-                    Some(at) if now.duration_since(*at) < PROGRESS_WEBHOOK_INTERVAL => false,
-                    _ => {
-                        last.insert(id.clone(), now);
-                        true
-                    }
-                }
-            }
-            WebhookEvent::Completed => {
-                last.remove(id);
+        let now = Instant::now();
+        match last.get(id) {
+            Some(at) if now.duration_since(*at) < PROGRESS_WEBHOOK_INTERVAL => false,
+            _ => {
+                last.insert(id.clone(), now);
                 true
             }
-            WebhookEvent::Start => true,
         }
     }
 
-    /// Forgets the throttling state of a prediction whose write did not commit the message
-    /// it was allowed (lost compare-and-set), so the retry may send it.
+    /// Forgets the throttling state of a prediction: once it settles, or when a write did not
+    /// commit the message it was allowed (lost compare-and-set), so the retry may send it.
     pub fn forget(&self, id: &PredictionId) {
         self.last_progress
             .lock()

@@ -19,6 +19,7 @@
 //! The engine never names a store backend: it works through `augur_core`'s contract.
 
 pub mod builtin;
+mod callback;
 pub mod changes;
 pub mod cog;
 pub mod command;

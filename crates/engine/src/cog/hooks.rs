@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -27,9 +26,8 @@ use sha2::{Digest, Sha256};
 use augur_core::{Event, Logs, ModelName, PredictionId, Predictions, Secret, Status};
 
 use super::CogServer;
+use crate::callback::{CallbackKey, hex};
 use crate::files::{FilesError, OutputFiles};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// How often the task that follows a submitted prediction re-reads it from the store, in
 /// case a settlement elsewhere was not announced to this process.
@@ -105,7 +103,7 @@ struct Submission {
 
 /// Callbacks from Cog model servers, and the predictions this process has on them.
 pub struct CogHooks {
-    key: [u8; 32],
+    key: CallbackKey,
     /// Where model servers reach Augur, without a trailing slash.
     callback_url: String,
     service: Predictions,
@@ -134,10 +132,7 @@ impl CogHooks {
         root: &Secret,
         callback_url: &str,
     ) -> Arc<Self> {
-        let mut mac = HmacSha256::new_from_slice(root.expose().as_bytes())
-            .expect("HMAC takes keys of any length");
-        mac.update(b"augur cog callbacks v1");
-        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        let key = CallbackKey::derive(root, b"augur cog callbacks v1");
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .build()
@@ -177,21 +172,9 @@ impl CogHooks {
         format!("{}/internal/cog/uploads/", self.callback_url)
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes 32-byte keys");
-        for part in parts {
-            mac.update(part);
-            mac.update(b"\0");
-        }
-        mac
-    }
-
     /// The webhook URL of one prediction (secret: never log it).
     pub(crate) fn webhook_url(&self, id: &PredictionId) -> String {
-        let token = hex(&self
-            .mac(&[b"webhook", id.as_str().as_bytes()])
-            .finalize()
-            .into_bytes());
+        let token = self.key.token(id);
         format!(
             "{}/internal/cog/predictions/{id}/webhook/{token}",
             self.callback_url
@@ -200,12 +183,7 @@ impl CogHooks {
 
     /// Whether `token` is the webhook token of `id` (compared in constant time).
     pub fn token_matches(&self, id: &PredictionId, token: &str) -> bool {
-        let Some(bytes) = unhex(token) else {
-            return false;
-        };
-        self.mac(&[b"webhook", id.as_str().as_bytes()])
-            .verify_slice(&bytes)
-            .is_ok()
+        self.key.matches(id, token)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PredictionId, Submission>> {
@@ -413,10 +391,7 @@ impl CogHooks {
                 continue;
             };
             let digest = Sha256::digest(&bytes);
-            let token = hex(&self
-                .mac(&[b"file", id.as_str().as_bytes(), &digest])
-                .finalize()
-                .into_bytes());
+            let token = hex(&self.key.mac(&[b"file", id.as_str().as_bytes(), &digest]));
             let name = format!("output.{}", extension_for(&mime));
             let url = self
                 .files
@@ -545,20 +520,6 @@ fn extension_for(mime: &str) -> &'static str {
         "application/json" => "json",
         _ => "bin",
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 128 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
@@ -769,7 +730,5 @@ mod tests {
         assert!(is_stale_output(Some(&json!(["a", "b"])), &json!(["a"])));
         assert!(!is_stale_output(Some(&json!(["a"])), &json!(["a", "b"])));
         assert!(!is_stale_output(Some(&json!(["a"])), &json!("a")));
-        assert_eq!(unhex("0aff"), Some(vec![10, 255]));
-        assert_eq!(unhex("0g"), None);
     }
 }

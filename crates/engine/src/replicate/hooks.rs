@@ -13,15 +13,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use augur_core::{Event, ModelName, PredictionId, Predictions, Secret, Status};
 
 use super::{Mapped, Upstream, UpstreamPrediction, import_outputs, valid_upstream_id};
+use crate::callback::CallbackKey;
 use crate::files::OutputFiles;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// How often the task that follows a submitted prediction re-reads it from the store, in case
 /// a settlement elsewhere was not announced to this process.
@@ -67,7 +63,7 @@ struct Followed {
 
 /// Callbacks from upstream APIs, and the predictions this process has sent there.
 pub struct ReplicateHooks {
-    key: [u8; 32],
+    key: CallbackKey,
     /// Where upstreams reach Augur, without a trailing slash.
     callback_url: String,
     service: Predictions,
@@ -98,10 +94,7 @@ impl ReplicateHooks {
         root: &Secret,
         callback_url: &str,
     ) -> Arc<Self> {
-        let mut mac = HmacSha256::new_from_slice(root.expose().as_bytes())
-            .expect("HMAC takes keys of any length");
-        mac.update(b"augur replicate callbacks v1");
-        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        let key = CallbackKey::derive(root, b"augur replicate callbacks v1");
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("augur/", env!("CARGO_PKG_VERSION")))
@@ -138,16 +131,9 @@ impl ReplicateHooks {
             .contains(model)
     }
 
-    fn token(&self, id: &PredictionId) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes 32-byte keys");
-        mac.update(b"webhook\0");
-        mac.update(id.as_str().as_bytes());
-        mac
-    }
-
     /// The webhook URL of one prediction (secret: never log it).
     pub(crate) fn webhook_url(&self, id: &PredictionId) -> String {
-        let token = hex(&self.token(id).finalize().into_bytes());
+        let token = self.key.token(id);
         format!(
             "{}/internal/replicate/predictions/{id}/webhook/{token}",
             self.callback_url
@@ -156,10 +142,7 @@ impl ReplicateHooks {
 
     /// Whether `token` is the webhook token of `id` (compared in constant time).
     pub fn token_matches(&self, id: &PredictionId, token: &str) -> bool {
-        let Some(bytes) = unhex(token) else {
-            return false;
-        };
-        self.token(id).verify_slice(&bytes).is_ok()
+        self.key.matches(id, token)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PredictionId, Followed>> {
@@ -377,20 +360,6 @@ impl Drop for Importing {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 128 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
