@@ -89,6 +89,7 @@ macro_rules! conformance_suite {
             redeliver_requeues_a_message,
             concurrent_delivery_claims_deliver_each_once,
             events_are_appended_with_their_write_and_resumable,
+            racing_writes_apply_only_the_winners_effects,
             expiry_and_delete_remove_events_and_deliveries,
             outbox_and_events_migrate,
         );

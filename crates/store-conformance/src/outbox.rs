@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use augur_core::store::{
-    Attempt, Delivery, DeliveryOutcome, DeliveryStatus, DynStore, Effect, Error, Record,
-    StreamEvent, StreamEventData, StreamEventKind,
+    Attempt, Created, Delivery, DeliveryOutcome, DeliveryStatus, DynStore, Effect, Error,
+    NewPrediction, Record, StreamEvent, StreamEventData, StreamEventKind,
 };
 use augur_core::{Prediction, PredictionId, Revision, Status, Timestamp, WebhookEvent, WorkerId};
 use serde_json::json;
@@ -476,6 +476,98 @@ pub async fn events_are_appended_with_their_write_and_resumable(store: DynStore)
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Of 20 concurrent creates of one id, and then of 20 concurrent updates from one revision,
+/// each carrying a job step, a counter and stream events, exactly one wins and only its effects
+/// are written: one job, counters of one, and the winner's events alone at its revision.
+pub async fn racing_writes_apply_only_the_winners_effects(store: DynStore) {
+    let p = prediction();
+    let creates: Vec<_> = (0..20)
+        .map(|i| {
+            let (store, p) = (store.clone(), p.clone());
+            tokio::spawn(async move {
+                let effects = [
+                    crate::fixtures::enqueue_now(),
+                    Effect::count("race_created", 1),
+                    Effect::AppendEvents(vec![event(StreamEventKind::Output, &format!("c{i}"))]),
+                ];
+                let created = store
+                    .create(NewPrediction {
+                        prediction: &p,
+                        idempotency: None,
+                        effects: &effects,
+                    })
+                    .await
+                    .unwrap();
+                (i, matches!(created, Created::Inserted(_)))
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in creates {
+        let (i, inserted) = t.await.unwrap();
+        if inserted {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "creates that inserted: {winners:?}");
+    let created_by = winners[0];
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.ready, stats.leased, stats.delayed), (1, 0, 0));
+
+    let updates: Vec<_> = (0..20)
+        .map(|i| {
+            let (store, mut next) = (store.clone(), p.clone());
+            next.logs = format!("u{i}");
+            tokio::spawn(async move {
+                let effects = [
+                    Effect::CompleteJob,
+                    Effect::count("race_updated", 1),
+                    Effect::AppendEvents(vec![
+                        event(StreamEventKind::Output, &format!("u{i}")),
+                        event(StreamEventKind::Done, "{}"),
+                    ]),
+                ];
+                let result = store
+                    .update(&next.id, Revision::FIRST, &next, &effects)
+                    .await;
+                (i, result)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in updates {
+        match t.await.unwrap() {
+            (i, Ok(rev)) => {
+                assert_eq!(rev, Revision(2));
+                winners.push(i);
+            }
+            (_, Err(Error::Conflict { .. })) => {}
+            (_, Err(e)) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "updates that won: {winners:?}");
+    let updated_by = winners[0];
+    assert_eq!(store.get(&p.id).await.unwrap().value.logs, format!("u{updated_by}"));
+    let stats = store.queue_stats().await.unwrap();
+    assert_eq!((stats.ready, stats.leased, stats.delayed), (0, 0, 0));
+    let counters: HashMap<String, i64> = store.counters().await.unwrap().into_iter().collect();
+    assert_eq!(counters.get("race_created"), Some(&1));
+    assert_eq!(counters.get("race_updated"), Some(&1));
+    let events = store.read_events(&p.id, None, 100).await.unwrap();
+    let seen: Vec<(Revision, u32, String)> = events
+        .iter()
+        .map(|e| (e.revision, e.index, e.event.data.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Revision(1), 0, format!("c{created_by}")),
+            (Revision(2), 0, format!("u{updated_by}")),
+            (Revision(2), 1, "{}".to_owned()),
+        ]
     );
 }
 

@@ -303,6 +303,131 @@ pub(crate) const IMPORT_EVENT: &str = "INSERT INTO events \
      ON CONFLICT (prediction_id, revision, idx) DO UPDATE SET kind = EXCLUDED.kind, \
      data = EXCLUDED.data, escaped = EXCLUDED.escaped";
 
+/// Inserts a prediction at revision 1 unless its id exists (`$1` … `$19`: [`WRITE_COLUMNS`]),
+/// without its `RETURNING` clause.
+fn create_row() -> String {
+    format!(
+        "INSERT INTO predictions ({WRITE_COLUMNS}, revision) \
+         VALUES ({WRITE_VALUES}, 1) ON CONFLICT (id) DO NOTHING"
+    )
+}
+
+/// Compare-and-set: replaces prediction `$1` (`$2` … `$19`: the rest of [`WRITE_COLUMNS`]) if
+/// its revision is `$20`, without its `RETURNING` clause.
+const UPDATE_ROW: &str = "UPDATE predictions SET owner = $2, model = $3, version = $4, \
+     status = $5, created_at = $6, started_at = $7, completed_at = $8, \
+     deadline = $9, expires_at = $10, data_removed = $11, attempts = $12, \
+     webhook = $13, error = $14, logs = $15, input = $16, output = $17, \
+     metrics = $18, extra = $19, revision = revision + 1 \
+     WHERE id = $1 AND revision = $20";
+
+/// Which prediction write a fused statement makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FusedWrite {
+    /// The insert (`$1` … `$19`).
+    Create,
+    /// The compare-and-set (`$1` … `$20`).
+    Update,
+}
+
+/// The job step of a fused statement, if any, with the parameters it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FusedJob {
+    /// Queue, run_at ([`ENQUEUE`]).
+    Enqueue,
+    /// Queue, lease expiry, token, worker ([`ENQUEUE_CLAIMED`]).
+    EnqueueClaimed,
+    /// None ([`COMPLETE`]).
+    Complete,
+}
+
+/// The shape of a fused statement: the write, then its effects, each taking the parameters
+/// that follow the previous one's in this order: the job step, the counters (names, deltas),
+/// the events (kinds, data, escaped flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FusedShape {
+    pub(crate) write: FusedWrite,
+    pub(crate) job: Option<FusedJob>,
+    pub(crate) counts: bool,
+    pub(crate) events: bool,
+}
+
+/// One statement that makes a prediction write and applies its effects, for the writes that
+/// need nothing else (see `EffectPlan::fusable`): a single round trip and an implicit
+/// transaction, instead of `BEGIN`, the statements, `COMMIT`. Returns the new revision, or no
+/// row if nothing was written (the id exists, or the compare-and-set lost).
+///
+/// Each effect is a data-modifying `WITH` query that reads the write's `RETURNING` row, so it
+/// writes only if the write did. They all run on the statement's one snapshot, which is why
+/// only these effects are fused: for each, nothing a concurrent transaction commits in
+/// between can change what it should do. A compare-and-set expects a revision that was
+/// committed before the statement began (the caller read it), and every write that inserts a
+/// job or an event for the prediction changes its revision, so the snapshot holds all of them;
+/// what claims and leases change meanwhile, `DELETE` and `ON CONFLICT` re-check on the latest
+/// row version; counters are upserts. Webhook messages are not fused: where a prediction's
+/// outbox head is depends on what a concurrent `finish_delivery` commits under the row lock
+/// (see [`LOCK_PREDICTION`]), which a snapshot taken before the lock would not see.
+pub(crate) fn fused(shape: FusedShape) -> String {
+    let (write, mut n) = match shape.write {
+        FusedWrite::Create => (create_row(), 19),
+        FusedWrite::Update => (UPDATE_ROW.to_owned(), 20),
+    };
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let mut sql = format!("WITH w AS ({write} RETURNING id, revision)");
+    let job_upsert = "ON CONFLICT (prediction_id) DO UPDATE SET queue = EXCLUDED.queue, \
+         attempts = EXCLUDED.attempts, run_at = EXCLUDED.run_at, \
+         visible_at = EXCLUDED.visible_at, seq = EXCLUDED.seq, \
+         lease_token = EXCLUDED.lease_token, lease_worker = EXCLUDED.lease_worker";
+    let job_insert = "INSERT INTO jobs AS j \
+         (prediction_id, queue, attempts, run_at, visible_at, lease_token, lease_worker)";
+    match shape.job {
+        None => {}
+        Some(FusedJob::Enqueue) => {
+            let (queue, run_at) = (next(), next());
+            sql += &format!(
+                ", fx_job AS ({job_insert} SELECT w.id, {queue}::text, 0, \
+                 {run_at}::timestamptz, {run_at}::timestamptz, NULL::bigint, NULL::text \
+                 FROM w {job_upsert})"
+            );
+        }
+        Some(FusedJob::EnqueueClaimed) => {
+            let (queue, expires, token, worker) = (next(), next(), next(), next());
+            sql += &format!(
+                ", fx_job AS ({job_insert} SELECT w.id, {queue}::text, 1, now(), \
+                 {expires}::timestamptz, {token}::bigint, {worker}::text FROM w {job_upsert})"
+            );
+        }
+        Some(FusedJob::Complete) => {
+            sql += ", fx_job AS (DELETE FROM jobs WHERE prediction_id = (SELECT id FROM w))";
+        }
+    }
+    if shape.counts {
+        let (names, deltas) = (next(), next());
+        sql += &format!(
+            ", fx_count AS (INSERT INTO counters AS c (name, shard, value) \
+             SELECT d.name, (pg_backend_pid() % 1024)::smallint, d.value \
+             FROM w, unnest({names}::text[], {deltas}::bigint[]) AS d(name, value) \
+             ON CONFLICT (name, shard) DO UPDATE SET value = c.value + EXCLUDED.value)"
+        );
+    }
+    if shape.events {
+        let (kinds, data, escaped) = (next(), next(), next());
+        sql += &format!(
+            ", fx_events AS (INSERT INTO events AS e \
+             (prediction_id, revision, idx, kind, data, escaped) \
+             SELECT w.id, w.revision, (u.n - 1)::integer, u.kind, u.data, u.escaped \
+             FROM w, unnest({kinds}::text[], {data}::text[], {escaped}::boolean[]) \
+             WITH ORDINALITY AS u(kind, data, escaped, n) \
+             ON CONFLICT (prediction_id, revision, idx) DO UPDATE SET kind = EXCLUDED.kind, \
+             data = EXCLUDED.data, escaped = EXCLUDED.escaped)"
+        );
+    }
+    sql + " SELECT revision FROM w"
+}
+
 /// The statements that announce changes on the store's channel.
 #[derive(Debug)]
 pub(crate) struct Statements {
@@ -340,17 +465,8 @@ impl Statements {
         // until its commit is flushed, which serialises every notifying commit and halved the
         // write rate. The statements return what the announcement needs instead.
         Self {
-            create: format!(
-                "INSERT INTO predictions ({WRITE_COLUMNS}, revision) \
-                 VALUES ({WRITE_VALUES}, 1) ON CONFLICT (id) DO NOTHING RETURNING revision"
-            ),
-            update: "UPDATE predictions SET owner = $2, model = $3, version = $4, \
-                 status = $5, created_at = $6, started_at = $7, completed_at = $8, \
-                 deadline = $9, expires_at = $10, data_removed = $11, attempts = $12, \
-                 webhook = $13, error = $14, logs = $15, input = $16, output = $17, \
-                 metrics = $18, extra = $19, revision = revision + 1 \
-                 WHERE id = $1 AND revision = $20 RETURNING revision"
-                .to_owned(),
+            create: format!("{} RETURNING revision", create_row()),
+            update: format!("{UPDATE_ROW} RETURNING revision"),
             delete: "DELETE FROM predictions WHERE id = $1 RETURNING revision + 1".to_owned(),
             // `SKIP LOCKED`: a prediction being written right now is left for the next
             // sweep instead of making the sweep wait. Tombstoning clears exactly what

@@ -14,7 +14,11 @@
 //! (create, update, delete, expire, import, and finishing or redelivering a webhook message)
 //! run their statements in one transaction, pipelined on one connection (sent together,
 //! answered in order), so that a transition with its effects costs three round trips:
-//! `BEGIN`, the statements, `COMMIT`.
+//! `BEGIN`, the statements, `COMMIT`. The common writes cost one: a create without an
+//! idempotency key, or a compare-and-set, whose effects are a job step, counters and stream
+//! events is a single statement whose effects are `WITH` queries on the write's result
+//! (`sql::fused`, which says why that is safe on one snapshot and why webhook messages are
+//! left to the transaction).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -205,7 +209,24 @@ impl PostgresStore {
                 Ts(k.expires_at),
             )
         });
+        // Without a key to record and with effects that fuse, the insert is one statement.
+        let fused = key.is_none().then(|| plan.fused(sql::FusedWrite::Create)).flatten();
         for _ in 0..MAX_RACES {
+            if let Some(fused) = &fused {
+                let client = self.client().await?;
+                let stmt = client.prepare_cached(fused).await?;
+                let mut params: Vec<Param<'_>> = row.params().to_vec();
+                plan.push_fused_params(&mut params);
+                if client.query_opt(&stmt, &params).await?.is_some() {
+                    self.announce_write(&id, Revision::FIRST, plan.work);
+                    return Ok(Created::Inserted(Revision::FIRST));
+                }
+                drop(client);
+                match self.get_opt(&new.prediction.id).await? {
+                    Some(existing) => return Ok(Created::ExistingId(existing)),
+                    None => continue,
+                }
+            }
             let mut client = self.client().await?;
             let create = client.prepare_cached(&self.statements.create).await?;
             let put_key = match key {
@@ -249,11 +270,7 @@ impl PostgresStore {
                 }
             }
             txn.commit().await?;
-            let mut announcements = vec![format!("p:1:{id}")];
-            if plan.work {
-                announcements.push(crate::notify::WORK.to_owned());
-            }
-            self.announce(&client, &announcements).await;
+            self.announce_write(&id, Revision::FIRST, plan.work);
             return Ok(Created::Inserted(Revision::FIRST));
         }
         Err(Error::Contended(format!(
@@ -275,31 +292,38 @@ impl PostgresStore {
         let expected_sql = revision_to_sql(expected);
         // The revision this write makes, which numbers its events.
         let next_sql = expected_sql.saturating_add(1);
+        let fused = plan.fused(sql::FusedWrite::Update);
         for _ in 0..MAX_RACES {
             let mut client = self.client().await?;
-            let update = client.prepare_cached(&self.statements.update).await?;
-            let effects = plan.steps(&client, &id_text, &next_sql).await?;
             // The record is stored under `id` whatever `next.id` says.
             let mut params: Vec<Param<'_>> = row.params().to_vec();
             params[0] = &id_text;
             params.push(&expected_sql);
-
-            let txn = client.transaction().await?;
-            let mut steps: Vec<(&Statement, &[Param<'_>])> = vec![(&update, &params)];
-            steps.extend(effects.iter().map(|(s, p)| (s, p.as_slice())));
-            let results = pipeline(&txn, &steps).await?;
-            if let Some(updated) = results[0].first() {
-                let revision = revision_from_sql(column(updated, 0, "revision")?)?;
-                txn.commit().await?;
-                let mut announcements = vec![format!("p:{}:{id_text}", revision.0)];
-                if plan.work {
-                    announcements.push(crate::notify::WORK.to_owned());
+            if let Some(fused) = &fused {
+                // One statement: the compare-and-set and its effects, or nothing.
+                let stmt = client.prepare_cached(fused).await?;
+                plan.push_fused_params(&mut params);
+                if let Some(updated) = client.query_opt(&stmt, &params).await? {
+                    let revision = revision_from_sql(column(&updated, 0, "revision")?)?;
+                    self.announce_write(&id_text, revision, plan.work);
+                    return Ok(revision);
                 }
-                self.announce(&client, &announcements).await;
-                return Ok(revision);
+            } else {
+                let update = client.prepare_cached(&self.statements.update).await?;
+                let effects = plan.steps(&client, &id_text, &next_sql).await?;
+                let txn = client.transaction().await?;
+                let mut steps: Vec<(&Statement, &[Param<'_>])> = vec![(&update, &params)];
+                steps.extend(effects.iter().map(|(s, p)| (s, p.as_slice())));
+                let results = pipeline(&txn, &steps).await?;
+                if let Some(updated) = results[0].first() {
+                    let revision = revision_from_sql(column(updated, 0, "revision")?)?;
+                    txn.commit().await?;
+                    self.announce_write(&id_text, revision, plan.work);
+                    return Ok(revision);
+                }
+                // The compare-and-set lost (or there is no such record): undo the effects.
+                txn.rollback().await?;
             }
-            // The compare-and-set lost (or there is no such record): undo the effects.
-            txn.rollback().await?;
             let stmt = client.prepare_cached(sql::REVISION).await?;
             let actual = match client.query_opt(&stmt, &[&id_text]).await? {
                 None => return Err(Error::NotFound(id.clone())),
@@ -610,6 +634,46 @@ impl EffectPlan {
             events,
             work,
         })
+    }
+
+    /// The one statement that makes `write` with these effects ([`sql::fused`]), unless the
+    /// effects need the multi-statement transaction: webhook messages, or more than one job
+    /// step (two statements of one command may not change the same job row).
+    fn fused(&self, write: sql::FusedWrite) -> Option<String> {
+        if !self.deliveries.is_empty() || self.steps.len() > 1 {
+            return None;
+        }
+        let job = self.steps.first().map(|step| match step {
+            Step::Enqueue { .. } => sql::FusedJob::Enqueue,
+            Step::EnqueueClaimed { .. } => sql::FusedJob::EnqueueClaimed,
+            Step::Complete => sql::FusedJob::Complete,
+        });
+        Some(sql::fused(sql::FusedShape {
+            write,
+            job,
+            counts: self.counts.is_some(),
+            events: !self.events.is_empty(),
+        }))
+    }
+
+    /// Appends the effects' parameters of [`EffectPlan::fused`]'s statement to the write's.
+    fn push_fused_params<'a>(&'a self, params: &mut Vec<Param<'a>>) {
+        match self.steps.first() {
+            None | Some(Step::Complete) => {}
+            Some(Step::Enqueue { queue, run_at }) => params.extend([queue as Param<'a>, run_at]),
+            Some(Step::EnqueueClaimed {
+                queue,
+                expires_at,
+                token,
+                worker,
+            }) => params.extend([queue as Param<'a>, expires_at, token, worker]),
+        }
+        if let Some((names, deltas)) = &self.counts {
+            params.extend([names as Param<'a>, deltas]);
+        }
+        if !self.events.is_empty() {
+            params.extend(self.events.params());
+        }
     }
 
     /// The statements that apply the plan to the prediction `id`, written at `revision`,
@@ -1116,6 +1180,15 @@ impl PostgresStore {
     /// Announces committed writes to every node's subscription (see [`announcer`]).
     /// Announcements are hints; one lost in a crash right after the commit only delays the
     /// nodes that poll as a backstop.
+    /// Announces a prediction write that committed revision `revision` (and work, if it
+    /// made a job claimable).
+    fn announce_write(&self, id: &str, revision: Revision, work: bool) {
+        let _ = self.announcements.send(format!("p:{}:{id}", revision.0));
+        if work {
+            let _ = self.announcements.send(crate::notify::WORK.to_owned());
+        }
+    }
+
     async fn announce(&self, _client: &Object, payloads: &[String]) {
         for payload in payloads {
             // Fails only once the announcer has stopped, with the pool closed.
