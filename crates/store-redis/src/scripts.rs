@@ -63,6 +63,21 @@ end
 local function exp_ms(exp)
   return I(math.floor((tonumber(exp) + 999) / 1000))
 end
+-- What follow_ms follows for a record with expiry `exp` (µs, '' or false: none) and removal
+-- flag `rm`: the expiry in milliseconds while it holds data, else false.
+local function follow_target(exp, rm)
+  if exp and exp ~= '' and rm == '0' then return exp_ms(exp) end
+  return false
+end
+-- After a write: re-follow if the target changed (`was` before, `now` after); otherwise only a
+-- log that `appended` events may be new and needs the expiry it lacks.
+local function follow_change(T, id, was, now, appended)
+  if was ~= now then
+    follow_ms(T, id, now)
+  elseif appended and now then
+    redis.call('PEXPIREAT', T .. ':e:' .. id, now)
+  end
+end
 -- follow_ms from the stored record: `expires_at` while its data is not removed.
 local function follow_data(T, id)
   local f = redis.call('HMGET', T .. ':p:' .. id, 'exp', 'rm')
@@ -116,11 +131,15 @@ local function outbox_remove(T, id)
   redis.call('DEL', T .. ':o:' .. id, T .. ':of:' .. id, T .. ':op:' .. id, T .. ':e:' .. id)
   redis.call('ZREM', T .. ':oh', id)
 end
--- Stores a record in place of whatever had its id, keeping indexes and expiry right.
-local function put(T, id, rev, r)
+-- Stores a record in place of whatever had its id, keeping indexes and expiry right. Returns
+-- the follow targets before and after (see follow_change, which the caller runs once the
+-- write's events are in). The expiry index `T:x` holds exactly the records that hold data
+-- and have an expiry, so it is touched only when that changes, unless `force` (imports,
+-- which may meet anything).
+local function put(T, id, rev, r, force)
   local pk = T .. ':p:' .. id
   local dk = T .. ':d:' .. id
-  local old = redis.call('HMGET', pk, 'own', 'st', 'ck')
+  local old = redis.call('HMGET', pk, 'own', 'st', 'ck', 'exp', 'rm')
   local newk = index_keys(T, r.own, r.st)
   local oldk = false
   if old[3] then oldk = index_keys(T, old[1], old[2]) end
@@ -139,13 +158,15 @@ local function put(T, id, rev, r)
   else
     redis.call('DEL', dk)
   end
+  local was = old[3] and follow_target(old[4], old[5])
+  local target = false
   if expiring then
-    redis.call('ZADD', T .. ':x', r.exp, id)
-    follow_ms(T, id, r.exp_ms)
-  else
+    target = exp_ms(r.exp)
+    if force or not was or old[4] ~= r.exp then redis.call('ZADD', T .. ':x', r.exp, id) end
+  elseif force or was then
     redis.call('ZREM', T .. ':x', id)
-    follow_ms(T, id, false)
   end
+  return was, target
 end
 local function job_remove(T, id)
   redis.call('DEL', T .. ':j:' .. id)
@@ -190,8 +211,9 @@ local function check_effects(p)
   end
   return true
 end
--- Applies checked effects of a write that made revision `rev`, after `put`; true if a job
--- became claimable.
+-- Applies checked effects of a write that made revision `rev`, after `put`. Returns whether a
+-- job became claimable and whether events were appended. `now` (µs) is read from the clock
+-- if false and an effect needs it.
 local function apply_effects(T, id, p, now, rev)
   local n = tonumber(ARGV[p])
   p = p + 1
@@ -203,12 +225,14 @@ local function apply_effects(T, id, p, now, rev)
       job_put(T, id, ARGV[p + 1], 0, ARGV[p + 2], ARGV[p + 2], false, false)
       work = true
     elseif kind == 'C' then
+      now = now or now_us()
       job_put(T, id, ARGV[p + 1], 1, I(now), ARGV[p + 4], ARGV[p + 3], ARGV[p + 2])
     elseif kind == 'X' then
       job_remove(T, id)
     elseif kind == 'N' then
       redis.call('HINCRBY', T .. ':c', ARGV[p + 1], ARGV[p + 2])
     elseif kind == 'D' then
+      now = now or now_us()
       local ok = T .. ':o:' .. id
       local s = I(redis.call('HINCRBY', ok, 'seq', 1))
       msg_put(ok, s, ARGV[p + 2], false, ARGV[p + 1])
@@ -225,9 +249,7 @@ local function apply_effects(T, id, p, now, rev)
     end
     p = p + 1 + arity
   end
-  -- A new event log takes the data's expiry.
-  if events then follow_data(T, id) end
-  return work
+  return work, events
 end
 "#;
 
@@ -263,10 +285,13 @@ end
 if kname ~= '' and redis.call('SISMEMBER', T .. ':f:' .. id, nonce) == 1 then
   return {'fenced'}
 end
-put(T, id, '1', record_at(6))
+local was, target = put(T, id, '1', record_at(6), false)
 if kname ~= '' then redis.call('SADD', T .. ':pk:' .. id, kname) end
 local lines = {'p ' .. id .. ' 1'}
-if apply_effects(T, id, 14, now, '1') then lines[#lines + 1] = 'w' end
+local work, appended = apply_effects(T, id, 14, now, '1')
+-- A stale log or outbox of an earlier record with this id cannot be left: delete removes them.
+follow_change(T, id, was, target, appended)
+if work then lines[#lines + 1] = 'w' end
 publish(ARGV[2], lines)
 return {'inserted'}
 "#;
@@ -279,11 +304,12 @@ if not check_effects(13) then return {'bad_effects'} end
 local rev = redis.call('HGET', T .. ':p:' .. id, 'rev')
 if not rev then return {'notfound'} end
 if rev ~= ARGV[4] then return {'conflict', rev} end
-local now = now_us()
 local new = I(tonumber(rev) + 1)
-put(T, id, new, record_at(5))
+local was, target = put(T, id, new, record_at(5), false)
 local lines = {'p ' .. id .. ' ' .. new}
-if apply_effects(T, id, 13, now, new) then lines[#lines + 1] = 'w' end
+local work, appended = apply_effects(T, id, 13, false, new)
+follow_change(T, id, was, target, appended)
+if work then lines[#lines + 1] = 'w' end
 publish(ARGV[2], lines)
 return {'ok', new}
 "#;
@@ -599,7 +625,8 @@ return out
 
 /// Imports a prediction at its revision. KEYS: `T:p:<id>`. ARGV: T, id, revision, record (8).
 const IMPORT_PREDICTION: &str = r#"
-put(ARGV[1], ARGV[2], ARGV[3], record_at(4))
+local _, target = put(ARGV[1], ARGV[2], ARGV[3], record_at(4), true)
+follow_ms(ARGV[1], ARGV[2], target)
 return 1
 "#;
 

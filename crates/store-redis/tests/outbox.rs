@@ -185,6 +185,63 @@ async fn an_update_without_expiry_keeps_the_log_for_good() {
     );
 }
 
+/// The event log takes the data's expiry when a later write starts it: a write that sets the
+/// expiry, and a write that keeps an expiry the record already had (a case where the script
+/// skips re-following, because the target did not change).
+#[tokio::test]
+async fn a_log_started_by_a_later_write_takes_the_expiry() {
+    let Some((store, mut conn, prefix)) = setup().await else {
+        return;
+    };
+    let hour = Duration::from_secs(3600);
+    // Created without an expiry or events, settled with both (a lifecycle's writes).
+    let mut p = prediction();
+    store
+        .create(NewPrediction {
+            prediction: &p,
+            idempotency: None,
+            effects: &[],
+        })
+        .await
+        .expect("create");
+    p.expires_at = Some(Timestamp::now().plus(hour));
+    store
+        .update(&p.id, Revision::FIRST, &p, &[events()])
+        .await
+        .unwrap();
+    let log = key(&mut conn, &prefix, &format!(":e:{}", p.id))
+        .await
+        .unwrap();
+    let ttl = pttl(&mut conn, &log).await;
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
+
+    // Created with an expiry and no events, then events with the same expiry.
+    let mut q = prediction();
+    q.expires_at = Some(Timestamp::now().plus(hour));
+    store
+        .create(NewPrediction {
+            prediction: &q,
+            idempotency: None,
+            effects: &[],
+        })
+        .await
+        .expect("create");
+    q.logs = "more".into();
+    let rev = store
+        .update(&q.id, Revision::FIRST, &q, &[events()])
+        .await
+        .unwrap();
+    let log = key(&mut conn, &prefix, &format!(":e:{}", q.id))
+        .await
+        .unwrap();
+    let ttl = pttl(&mut conn, &log).await;
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
+    // A further write with events keeps it.
+    store.update(&q.id, rev, &q, &[events()]).await.unwrap();
+    let ttl = pttl(&mut conn, &log).await;
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
+}
+
 #[tokio::test]
 async fn the_heads_set_holds_predictions_with_pending_messages() {
     let Some((store, mut conn, prefix)) = setup().await else {
