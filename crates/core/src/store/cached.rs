@@ -106,13 +106,15 @@ impl CachedStore {
         self.cache.remove(id);
     }
 
-    /// Caches `record` unless an entry at the same or a newer revision (or floor) is there.
+    /// Caches `record` unless an entry at a newer revision (or a higher floor) is there. An
+    /// entry at the same revision is the same record: it is replaced, which restarts its time
+    /// to live (a record read again after its entry expired is trusted for another `ttl`).
     fn offer(&self, record: impl Into<Arc<Versioned<Prediction>>>) {
         let record = record.into();
         let id = record.value.id.clone();
         let _guard = self.lock(&id);
         let stale = match self.cache.get(&id) {
-            Some(Entry::Value(existing, _)) => existing.revision >= record.revision,
+            Some(Entry::Value(existing, _)) => existing.revision > record.revision,
             Some(Entry::Floor(floor)) => floor > record.revision,
             None => false,
         };
@@ -581,5 +583,28 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(cached.get(&p.id).await.unwrap().revision, Revision(2));
         cached.invalidate(&p.id);
+    }
+
+    #[tokio::test]
+    async fn a_record_read_again_after_its_ttl_is_cached_again() {
+        let lossy = Arc::new(Lossy::default());
+        let cached = CachedStore::new(lossy.clone(), 100, Some(Duration::from_millis(50)));
+        let p = prediction();
+        cached
+            .create(NewPrediction {
+                prediction: &p,
+                idempotency: None,
+                effects: &[],
+            })
+            .await
+            .unwrap();
+        cached.get(&p.id).await.unwrap();
+        assert_eq!(lossy.reads.load(Ordering::SeqCst), 0, "served by the write's entry");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // Expired: read from the store, at the same revision, and trusted again.
+        cached.get(&p.id).await.unwrap();
+        cached.get(&p.id).await.unwrap();
+        cached.get(&p.id).await.unwrap();
+        assert_eq!(lossy.reads.load(Ordering::SeqCst), 1);
     }
 }
