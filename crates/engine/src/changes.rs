@@ -96,7 +96,7 @@ impl ChangeListener {
         match change {
             Change::Prediction { id, revision } => {
                 if let Some(cache) = &self.cache {
-                    cache.invalidate(&id);
+                    cache.invalidate_below(&id, revision);
                 }
                 if self.service.hub().is_watched(&id) {
                     self.republish(&id, Some(revision)).await;

@@ -106,6 +106,21 @@ impl CachedStore {
         self.cache.remove(id);
     }
 
+    /// Forgets a prediction unless its entry is already at `revision` or later: what an
+    /// announcement that the prediction is now at `revision` calls for. A node hears its own
+    /// writes announced too, and the entry they left is the announced revision, so it stays.
+    pub fn invalidate_below(&self, id: &PredictionId, revision: Revision) {
+        let _guard = self.lock(id);
+        match self.cache.get(id) {
+            Some(Entry::Value(existing, _)) if existing.revision >= revision => {}
+            Some(Entry::Floor(floor)) if floor >= revision => {}
+            Some(_) => {
+                self.cache.remove(id);
+            }
+            None => {}
+        }
+    }
+
     /// Caches `record` unless an entry at a newer revision (or a higher floor) is there. An
     /// entry at the same revision is the same record: it is replaced, which restarts its time
     /// to live (a record read again after its entry expired is trusted for another `ttl`).
@@ -583,6 +598,36 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(cached.get(&p.id).await.unwrap().revision, Revision(2));
         cached.invalidate(&p.id);
+    }
+
+    #[tokio::test]
+    async fn an_announcement_drops_only_older_entries() {
+        let lossy = Arc::new(Lossy::default());
+        let cached = CachedStore::new(lossy.clone(), 100, Some(Duration::from_secs(60)));
+        let p = prediction();
+        cached
+            .create(NewPrediction {
+                prediction: &p,
+                idempotency: None,
+                effects: &[],
+            })
+            .await
+            .unwrap();
+        // Its own write announced: the entry stays.
+        cached.invalidate_below(&p.id, Revision::FIRST);
+        cached.get(&p.id).await.unwrap();
+        assert_eq!(lossy.reads.load(Ordering::SeqCst), 0);
+        // Another node's write: the next read goes to the store and sees it.
+        let mut other = p.clone();
+        other.logs = "elsewhere".into();
+        lossy
+            .inner
+            .update(&p.id, Revision::FIRST, &other, &[])
+            .await
+            .unwrap();
+        cached.invalidate_below(&p.id, Revision(2));
+        assert_eq!(cached.get(&p.id).await.unwrap().value.logs, "elsewhere");
+        assert_eq!(lossy.reads.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
