@@ -550,7 +550,10 @@ pub async fn racing_writes_apply_only_the_winners_effects(store: DynStore) {
     }
     assert_eq!(winners.len(), 1, "updates that won: {winners:?}");
     let updated_by = winners[0];
-    assert_eq!(store.get(&p.id).await.unwrap().value.logs, format!("u{updated_by}"));
+    assert_eq!(
+        store.get(&p.id).await.unwrap().value.logs,
+        format!("u{updated_by}")
+    );
     let stats = store.queue_stats().await.unwrap();
     assert_eq!((stats.ready, stats.leased, stats.delayed), (0, 0, 0));
     let counters: HashMap<String, i64> = store.counters().await.unwrap().into_iter().collect();

@@ -210,7 +210,10 @@ impl PostgresStore {
             )
         });
         // Without a key to record and with effects that fuse, the insert is one statement.
-        let fused = key.is_none().then(|| plan.fused(sql::FusedWrite::Create)).flatten();
+        let fused = key
+            .is_none()
+            .then(|| plan.fused(sql::FusedWrite::Create))
+            .flatten();
         for _ in 0..MAX_RACES {
             if let Some(fused) = &fused {
                 let client = self.client().await?;

@@ -644,7 +644,11 @@ mod tests {
             .await
             .unwrap();
         cached.get(&p.id).await.unwrap();
-        assert_eq!(lossy.reads.load(Ordering::SeqCst), 0, "served by the write's entry");
+        assert_eq!(
+            lossy.reads.load(Ordering::SeqCst),
+            0,
+            "served by the write's entry"
+        );
         tokio::time::sleep(Duration::from_millis(80)).await;
         // Expired: read from the store, at the same revision, and trusted again.
         cached.get(&p.id).await.unwrap();
