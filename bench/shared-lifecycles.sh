@@ -28,6 +28,10 @@
 #              "batched" (graphile-worker's documented performance settings: localQueue 500,
 #              batched completion; the target's reference) and "default" (library defaults,
 #              GRAPHILE_DEFAULT_JOBS jobs, default 20,000).
+# Ceiling (same run): Augur on its memory store (`AUGUR_STORE=memory://`, nothing written to
+# disk, no store server), loaded the same way: what the HTTP path, the worker and wrk cost on
+# this machine with no store at all, so no durable store can go faster here.
+#
 # Each in a fresh queue / schema / database. ROUNDS rounds (default 3), systems interleaved,
 # medians reported. Targets (brief): Augur on Redis >= 2x BullMQ on the same Redis (each
 # appendfsync setting); Augur on PostgreSQL >= graphile-worker's bulk rate.
@@ -48,7 +52,7 @@
 #
 # Run from anywhere:  bench/shared-lifecycles.sh   (env: ROUNDS=3 DURATION=12s CONNECTIONS=64
 #                     BULLMQ_JOBS=60000 GRAPHILE_JOBS=100000 GRAPHILE_DEFAULT_JOBS=20000
-#                     SYSTEMS="augur-redis bullmq augur-postgres graphile" FSYNCS="everysec
+#                     SYSTEMS="augur-memory augur-redis bullmq augur-postgres graphile" FSYNCS="everysec
 #                     always" DIAGNOSE=1)
 # Raw output: bench/results/raw/shared-lifecycles-<time>/; summary:
 # bench/results/shared-lifecycles.md
@@ -64,7 +68,7 @@ CONNECTIONS="${CONNECTIONS:-64}"
 BULLMQ_JOBS="${BULLMQ_JOBS:-60000}"
 GRAPHILE_JOBS="${GRAPHILE_JOBS:-100000}"
 GRAPHILE_DEFAULT_JOBS="${GRAPHILE_DEFAULT_JOBS:-20000}"
-SYSTEMS="${SYSTEMS:-augur-redis bullmq augur-postgres graphile}"
+SYSTEMS="${SYSTEMS:-augur-memory augur-redis bullmq augur-postgres graphile}"
 FSYNCS="${FSYNCS:-everysec always}"
 THREADS=2
 
@@ -93,7 +97,13 @@ delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # server_cpu KIND: CPU seconds of the store server so far.
 # (For Redis, its AOF rewrite children included: tree_cpu_s counts reaped children's time.)
-server_cpu() { if [ "$1" = redis ]; then tree_cpu_s "$REDIS_PID"; else tree_cpu_s "$PG_PID"; fi; }
+server_cpu() {
+    case "$1" in
+    redis) tree_cpu_s "$REDIS_PID" ;;
+    postgres) tree_cpu_s "$PG_PID" ;;
+    *) echo 0 ;;
+    esac
+}
 # aof_rewrites: how many AOF rewrites the throwaway Redis has done (automatic ones start when
 # the file doubles past 64 MB: auto-aof-rewrite-percentage 100, -min-size 64mb, the defaults).
 aof_rewrites() { rcli info persistence | sed -n 's/^aof_rewrites:\([0-9]*\).*/\1/p'; }
@@ -123,6 +133,8 @@ run_augur() {
     if [ "$kind" = redis ]; then
         redis_reset
         url="redis://127.0.0.1:$REDIS_PORT/0?prefix=run$SEQ:"
+    elif [ "$kind" = memory ]; then
+        url="memory://"
     else
         url="postgres://postgres@127.0.0.1:$PG_PORT/augur?schema=run$SEQ"
     fi
@@ -218,6 +230,9 @@ wait_quiet
     pg_info
 } >"$RUN/servers.txt"
 for ((round = 1; round <= ROUNDS; round++)); do
+    if has augur-memory; then
+        measure run_augur augur-memory memory "$RUN/round$round-augur-memory"
+    fi
     for fsync in $FSYNCS; do
         redis_fsync "$fsync"
         # Alternate which goes first, round by round.
@@ -387,6 +402,7 @@ summary="$RESULTS/shared-lifecycles.md"
     echo
     echo "| system | per second (per round) | median per second | p50 ms | p99 ms | Augur CPU µs per lifecycle | store server CPU µs per job | load generator / node CPU µs per job |"
     echo "|---|---|---|---|---|---|---|---|"
+    row augur-memory "Augur, memory store (not durable, no store server: the ceiling here)"
     for fsync in $FSYNCS; do
         row "augur-redis-$fsync" "Augur, Redis appendfsync $fsync"
         row "bullmq-$fsync" "BullMQ, same Redis, appendfsync $fsync (reference)"
@@ -403,6 +419,12 @@ summary="$RESULTS/shared-lifecycles.md"
             echo "- Redis, appendfsync $fsync: Augur / BullMQ = **${r}x** (target >= 2x: $(awk -v r="$r" 'BEGIN { print (r >= 2 ? "met" : "NOT met") }'))"
         fi
     done
+    if [ -n "${RATE[augur-memory]:-}" ]; then
+        for ref in $(for f in $FSYNCS; do echo "bullmq-$f"; done) graphile-batched; do
+            [ -n "${RATE[$ref]:-}" ] || continue
+            echo "- Ceiling: Augur on the memory store / $ref = **$(ratio "$(med "${RATE[augur-memory]}")" "$(med "${RATE[$ref]}")")x**"
+        done
+    fi
     if [ -n "${RATE[augur-postgres]:-}" ]; then
         for ref in graphile-batched graphile-default; do
             [ -n "${RATE[$ref]:-}" ] || continue
@@ -413,7 +435,7 @@ summary="$RESULTS/shared-lifecycles.md"
     echo
     echo "seconds from the end of wrk until created == settled == jobs run (per round; over a second means a lifecycle waited for a lease to expire):"
     echo
-    for key in $(for f in $FSYNCS; do echo "augur-redis-$f"; done) augur-postgres; do
+    for key in augur-memory $(for f in $FSYNCS; do echo "augur-redis-$f"; done) augur-postgres; do
         [ -n "${SETTLEW[$key]:-}" ] && echo "- $key: ${SETTLEW[$key]% }"
     done
     echo
