@@ -45,25 +45,71 @@ pub(crate) const PUT_KEY: &str = "INSERT INTO idempotency_keys AS k \
 pub(crate) const LIVE_KEY: &str = "SELECT fingerprint, prediction_id, expires_at \
      FROM idempotency_keys WHERE owner = $1 AND key = $2 AND expires_at > now()";
 
+// The parts of the job, counter and event writes that both their own statements and the
+// fused statements ([`fused`]) use; macros so that the constants can `concat!` them.
+
+/// The head of a job insert, up to its rows.
+macro_rules! job_insert {
+    () => {
+        "INSERT INTO jobs AS j \
+         (prediction_id, queue, attempts, run_at, visible_at, lease_token, lease_worker) "
+    };
+}
+
+/// A job insert's tail: replace the prediction's job, lease and attempts included.
+macro_rules! job_upsert {
+    () => {
+        " ON CONFLICT (prediction_id) DO UPDATE SET queue = EXCLUDED.queue, \
+         attempts = EXCLUDED.attempts, run_at = EXCLUDED.run_at, \
+         visible_at = EXCLUDED.visible_at, seq = EXCLUDED.seq, \
+         lease_token = EXCLUDED.lease_token, lease_worker = EXCLUDED.lease_worker"
+    };
+}
+
+/// The head of a counter insert, up to its rows (`name`, `shard`, `value`).
+macro_rules! count_insert {
+    () => {
+        "INSERT INTO counters AS c (name, shard, value) "
+    };
+}
+
+/// A counter insert's tail: add to the shard's value.
+macro_rules! count_upsert {
+    () => {
+        " ON CONFLICT (name, shard) DO UPDATE SET value = c.value + EXCLUDED.value"
+    };
+}
+
+/// The head of an event insert, up to its rows.
+macro_rules! events_insert {
+    () => {
+        "INSERT INTO events AS e (prediction_id, revision, idx, kind, data, escaped) "
+    };
+}
+
+/// An event insert's tail: the write at that revision decides its events.
+macro_rules! events_upsert {
+    () => {
+        " ON CONFLICT (prediction_id, revision, idx) DO UPDATE SET kind = EXCLUDED.kind, \
+         data = EXCLUDED.data, escaped = EXCLUDED.escaped"
+    };
+}
+
 /// Puts a prediction's job on a queue, replacing any job it had (lease and attempts
 /// included). The new `seq` (from the column default) puts it behind jobs already due.
-pub(crate) const ENQUEUE: &str = "INSERT INTO jobs AS j \
-     (prediction_id, queue, attempts, run_at, visible_at, lease_token, lease_worker) \
-     VALUES ($1, $2, 0, $3, $3, NULL, NULL) \
-     ON CONFLICT (prediction_id) DO UPDATE SET queue = EXCLUDED.queue, \
-     attempts = EXCLUDED.attempts, run_at = EXCLUDED.run_at, visible_at = EXCLUDED.visible_at, \
-     seq = EXCLUDED.seq, lease_token = EXCLUDED.lease_token, \
-     lease_worker = EXCLUDED.lease_worker";
+pub(crate) const ENQUEUE: &str = concat!(
+    job_insert!(),
+    "VALUES ($1, $2, 0, $3, $3, NULL, NULL)",
+    job_upsert!()
+);
 
 /// Puts a prediction's job on a queue already leased (its first attempt), replacing any job
 /// it had. `$3` is the lease's expiry, `$4` its token, `$5` the worker.
-pub(crate) const ENQUEUE_CLAIMED: &str = "INSERT INTO jobs AS j \
-     (prediction_id, queue, attempts, run_at, visible_at, lease_token, lease_worker) \
-     VALUES ($1, $2, 1, now(), $3, $4, $5) \
-     ON CONFLICT (prediction_id) DO UPDATE SET queue = EXCLUDED.queue, \
-     attempts = EXCLUDED.attempts, run_at = EXCLUDED.run_at, visible_at = EXCLUDED.visible_at, \
-     seq = EXCLUDED.seq, lease_token = EXCLUDED.lease_token, \
-     lease_worker = EXCLUDED.lease_worker";
+pub(crate) const ENQUEUE_CLAIMED: &str = concat!(
+    job_insert!(),
+    "VALUES ($1, $2, 1, now(), $3, $4, $5)",
+    job_upsert!()
+);
 
 /// Removes a prediction's job, whoever holds it.
 pub(crate) const COMPLETE: &str = "DELETE FROM jobs WHERE prediction_id = $1";
@@ -72,10 +118,12 @@ pub(crate) const COMPLETE: &str = "DELETE FROM jobs WHERE prediction_id = $1";
 /// of this connection (`pg_backend_pid() % 1024`; the migration's comment says 16, the first
 /// choice, which left pools of 16 to 64 connections waiting on each other's rows through
 /// their commits), so that concurrent writers rarely wait for one another's row.
-pub(crate) const COUNT: &str = "INSERT INTO counters AS c (name, shard, value) \
-     SELECT d.name, (pg_backend_pid() % 1024)::smallint, d.value \
-     FROM unnest($1::text[], $2::bigint[]) AS d(name, value) \
-     ON CONFLICT (name, shard) DO UPDATE SET value = c.value + EXCLUDED.value";
+pub(crate) const COUNT: &str = concat!(
+    count_insert!(),
+    "SELECT d.name, (pg_backend_pid() % 1024)::smallint, d.value \
+     FROM unnest($1::text[], $2::bigint[]) AS d(name, value)",
+    count_upsert!()
+);
 
 /// Extends a live lease (the token matches and it has not lapsed).
 pub(crate) const RENEW: &str = "UPDATE jobs SET visible_at = now() + $3::interval \
@@ -190,12 +238,12 @@ pub(crate) const ENQUEUE_DELIVERIES: &str = "INSERT INTO deliveries (prediction_
 /// holds revision `$2` decides its events, so a stale row at those numbers (imported ahead of
 /// its prediction) is replaced; a write whose compare-and-set lost may meet the winner's rows
 /// and replaces them in its own transaction, which is rolled back.
-pub(crate) const APPEND_EVENTS: &str = "INSERT INTO events AS e \
-     (prediction_id, revision, idx, kind, data, escaped) \
-     SELECT $1, $2, (u.n - 1)::integer, u.kind, u.data, u.escaped \
-     FROM unnest($3::text[], $4::text[], $5::boolean[]) WITH ORDINALITY AS u(kind, data, escaped, n) \
-     ON CONFLICT (prediction_id, revision, idx) DO UPDATE SET kind = EXCLUDED.kind, \
-     data = EXCLUDED.data, escaped = EXCLUDED.escaped";
+pub(crate) const APPEND_EVENTS: &str = concat!(
+    events_insert!(),
+    "SELECT $1, $2, (u.n - 1)::integer, u.kind, u.data, u.escaped \
+     FROM unnest($3::text[], $4::text[], $5::boolean[]) WITH ORDINALITY AS u(kind, data, escaped, n)",
+    events_upsert!()
+);
 
 /// Claims up to `$1` webhook messages for worker `$2`, for the interval `$3`; returns each
 /// message with its lease token and expiry, and the `visible_at` it was picked by.
@@ -377,27 +425,22 @@ pub(crate) fn fused(shape: FusedShape) -> String {
         format!("${n}")
     };
     let mut sql = format!("WITH w AS ({write} RETURNING id, revision)");
-    let job_upsert = "ON CONFLICT (prediction_id) DO UPDATE SET queue = EXCLUDED.queue, \
-         attempts = EXCLUDED.attempts, run_at = EXCLUDED.run_at, \
-         visible_at = EXCLUDED.visible_at, seq = EXCLUDED.seq, \
-         lease_token = EXCLUDED.lease_token, lease_worker = EXCLUDED.lease_worker";
-    let job_insert = "INSERT INTO jobs AS j \
-         (prediction_id, queue, attempts, run_at, visible_at, lease_token, lease_worker)";
+    let (job_insert, job_upsert) = (job_insert!(), job_upsert!());
     match shape.job {
         None => {}
         Some(FusedJob::Enqueue) => {
             let (queue, run_at) = (next(), next());
             sql += &format!(
-                ", fx_job AS ({job_insert} SELECT w.id, {queue}::text, 0, \
+                ", fx_job AS ({job_insert}SELECT w.id, {queue}::text, 0, \
                  {run_at}::timestamptz, {run_at}::timestamptz, NULL::bigint, NULL::text \
-                 FROM w {job_upsert})"
+                 FROM w{job_upsert})"
             );
         }
         Some(FusedJob::EnqueueClaimed) => {
             let (queue, expires, token, worker) = (next(), next(), next(), next());
             sql += &format!(
-                ", fx_job AS ({job_insert} SELECT w.id, {queue}::text, 1, now(), \
-                 {expires}::timestamptz, {token}::bigint, {worker}::text FROM w {job_upsert})"
+                ", fx_job AS ({job_insert}SELECT w.id, {queue}::text, 1, now(), \
+                 {expires}::timestamptz, {token}::bigint, {worker}::text FROM w{job_upsert})"
             );
         }
         Some(FusedJob::Complete) => {
@@ -407,22 +450,20 @@ pub(crate) fn fused(shape: FusedShape) -> String {
     if shape.counts {
         let (names, deltas) = (next(), next());
         sql += &format!(
-            ", fx_count AS (INSERT INTO counters AS c (name, shard, value) \
-             SELECT d.name, (pg_backend_pid() % 1024)::smallint, d.value \
-             FROM w, unnest({names}::text[], {deltas}::bigint[]) AS d(name, value) \
-             ON CONFLICT (name, shard) DO UPDATE SET value = c.value + EXCLUDED.value)"
+            ", fx_count AS ({}SELECT d.name, (pg_backend_pid() % 1024)::smallint, d.value \
+             FROM w, unnest({names}::text[], {deltas}::bigint[]) AS d(name, value){})",
+            count_insert!(),
+            count_upsert!()
         );
     }
     if shape.events {
         let (kinds, data, escaped) = (next(), next(), next());
         sql += &format!(
-            ", fx_events AS (INSERT INTO events AS e \
-             (prediction_id, revision, idx, kind, data, escaped) \
-             SELECT w.id, w.revision, (u.n - 1)::integer, u.kind, u.data, u.escaped \
-             FROM w, unnest({kinds}::text[], {data}::text[], {escaped}::boolean[]) \
-             WITH ORDINALITY AS u(kind, data, escaped, n) \
-             ON CONFLICT (prediction_id, revision, idx) DO UPDATE SET kind = EXCLUDED.kind, \
-             data = EXCLUDED.data, escaped = EXCLUDED.escaped)"
+            ", fx_events AS ({}SELECT w.id, w.revision, (u.n - 1)::integer, u.kind, u.data, \
+             u.escaped FROM w, unnest({kinds}::text[], {data}::text[], {escaped}::boolean[]) \
+             WITH ORDINALITY AS u(kind, data, escaped, n){})",
+            events_insert!(),
+            events_upsert!()
         );
     }
     sql + " SELECT revision FROM w"
