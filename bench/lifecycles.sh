@@ -24,6 +24,10 @@
 # Run from anywhere:  bench/lifecycles.sh     (env: ROUNDS=3 DURATION=12s CONNECTIONS=64,
 #                                              STORES="embedded memory", DIAGNOSE=0 to skip
 #                                              the extra diagnostic round)
+#
+# BASELINE=<git ref> adds a third server to every round: the `augur` of that commit (built
+# in a worktree under target/baseline-src, into target/baseline), on a fresh embedded store,
+# reported as `embedded@<ref>`: a change's before and after, measured side by side.
 # Raw output: bench/results/raw/lifecycles-<time>/; summary: bench/results/lifecycles.md
 set -euo pipefail
 # shellcheck source=bench/lib.sh
@@ -38,6 +42,18 @@ CLK_TCK="$(getconf CLK_TCK)"
 
 ensure_wrk
 build_release
+BASE_BIN=""
+if [ -n "${BASELINE:-}" ]; then
+    BASE_SRC="$ROOT/target/baseline-src"
+    log "building the baseline $BASELINE (release, in $BASE_SRC)"
+    rm -rf "$BASE_SRC"
+    git -C "$ROOT" worktree prune
+    git -C "$ROOT" worktree add -q --detach "$BASE_SRC" "$BASELINE"
+    (cd "$BASE_SRC" && cargo build --release -q -p augur-server --target-dir "$ROOT/target/baseline")
+    git -C "$ROOT" worktree remove --force "$BASE_SRC"
+    BASE_BIN="$ROOT/target/baseline/release/augur"
+    STORES="$STORES embedded@$BASELINE"
+fi
 RUN="$RESULTS/raw/lifecycles-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RUN"
 
@@ -72,13 +88,15 @@ declare -A LPS P50 P99 CPU
 wait_quiet
 for ((round = 1; round <= ROUNDS; round++)); do
     for store in $STORES; do
+        AUGUR_BIN="$AUGUR"
         case "$store" in
             embedded) url="embedded://$(temp_dir)/store" ;;
             memory) url="memory://" ;;
+            embedded@*) url="embedded://$(temp_dir)/store"; AUGUR_BIN="$BASE_BIN" ;;
             *) log "unknown store $store"; exit 2 ;;
         esac
-        out="$RUN/round$round-$store"
-        start_augur "$url" "$out.augur.log"
+        out="$RUN/round$round-${store//@/-at-}"
+        AUGUR="$AUGUR_BIN" start_augur "$url" "$out.augur.log"
         create_one "$AUGUR_URL" >/dev/null # warm-up: one lifecycle
         cpu_before="$(cpu_s "$AUGUR_PID")"
         TIMEFORMAT='%R %U %S'
@@ -122,6 +140,7 @@ if [ "${DIAGNOSE:-1}" = 1 ]; then
         case "$store" in
             embedded) diagnose embedded "embedded://$(temp_dir)/store" ;;
             memory) diagnose memory "memory://" ;;
+            *) ;;
         esac
     done
 fi
@@ -154,12 +173,17 @@ summary="$RESULTS/lifecycles.md"
             m="$(median ${LPS[memory]})"
             echo "embedded / memory (same run): $(awk -v e="$e" -v m="$m" 'BEGIN { printf "%.1f", 100 * e / m }')%."
         fi
+        if [ -n "${BASELINE:-}" ]; then
+            # shellcheck disable=SC2086
+            b="$(median ${LPS[embedded@$BASELINE]})"
+            echo "embedded now / embedded at $BASELINE (same run): $(awk -v e="$e" -v b="$b" 'BEGIN { printf "%.1f", 100 * e / b }')%."
+        fi
     fi
     echo
     echo "store operations in the last round (operation:outcome count, including the warm-up):"
     echo
     for store in $STORES; do
-        echo "- $store: $(sed -n 's/^store_ops: //p' "$RUN/round$ROUNDS-$store.check.txt")"
+        echo "- $store: $(sed -n 's/^store_ops: //p' "$RUN/round$ROUNDS-${store//@/-at-}.check.txt")"
     done
     echo
     if [ "${DIAGNOSE:-1}" = 1 ]; then

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use augur_core::store::Lane;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -26,8 +27,8 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let store = state.service.store();
-    let probe = tokio::time::timeout(Duration::from_secs(2), store.queue_stats()).await;
+    let store = state.service.ops();
+    let probe = tokio::time::timeout(Duration::from_secs(2), store.queue_stats(Lane::Jobs)).await;
     match probe {
         Ok(Ok(stats)) => Ok(Json(json!({
             "status": "ready",
@@ -56,14 +57,19 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
             "metrics are not enabled on this server",
         ));
     };
-    let store = state.service.store();
-    if let Ok(stats) = store.queue_stats().await {
-        for (label, value) in [
-            ("ready", stats.ready),
-            ("leased", stats.leased),
-            ("delayed", stats.delayed),
-        ] {
-            metrics::gauge!("augur_queue_jobs", "state" => label).set(value as f64);
+    let store = state.service.ops();
+    for (lane, gauge) in [
+        (Lane::Jobs, "augur_queue_jobs"),
+        (Lane::Webhooks, "augur_queue_webhooks"),
+    ] {
+        if let Ok(stats) = store.queue_stats(lane).await {
+            for (label, value) in [
+                ("ready", stats.ready),
+                ("leased", stats.leased),
+                ("delayed", stats.delayed),
+            ] {
+                metrics::gauge!(gauge, "state" => label).set(value as f64);
+            }
         }
     }
     if let Ok(counters) = store.counters().await {

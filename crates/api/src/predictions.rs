@@ -17,7 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::Value;
 
-use augur_core::store::{Cursor, ListQuery};
+use augur_core::PredictionQuery;
+use augur_core::store::Cursor;
 use augur_core::{
     AccountId, CreateRequest, Creation, Event, ModelName, PredictionId, Status, Timestamp,
     WebhookEvent, WebhookEvents,
@@ -169,7 +170,9 @@ async fn get_one(
 ) -> ApiResult<Response> {
     let id = parse_path_id(&id)?;
     let p = state.service.read(&id).await?;
-    let body = state.rendered.json(&state.config.public_url, &p);
+    let body = state
+        .rendered
+        .json(&state.config.public_url, &p.value, p.revision);
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -223,7 +226,7 @@ async fn list(
         )
         .with_field("limit"));
     }
-    let query = ListQuery {
+    let query = PredictionQuery {
         owner: Some(AccountId::admin()),
         status,
         created_after: params
@@ -308,7 +311,7 @@ fn decode_cursor(text: &str) -> ApiResult<Cursor> {
     };
     Ok(Cursor {
         created_at: Timestamp::from_micros(micros.parse().map_err(|_| invalid())?),
-        id: PredictionId::parse(id).map_err(|_| invalid())?,
+        id: PredictionId::parse(id).map_err(|_| invalid())?.to_string(),
     })
 }
 
@@ -434,7 +437,7 @@ mod tests {
     fn cursors_round_trip_and_reject_garbage() {
         let c = Cursor {
             created_at: Timestamp::from_micros(123),
-            id: PredictionId::parse("abc").unwrap(),
+            id: "abc".into(),
         };
         assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
         for bad in ["", "!!", "djE6eDp5", &URL_SAFE_NO_PAD.encode("v2:1:abc")] {

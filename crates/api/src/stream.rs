@@ -54,7 +54,10 @@ async fn account_events(
     let events = futures::stream::unfold((state, rx), |(state, mut rx)| async move {
         let event = match rx.recv().await {
             Ok(record) => {
-                let body = state.rendered.json(&state.config.public_url, &record);
+                let body =
+                    state
+                        .rendered
+                        .json(&state.config.public_url, &record.value, record.revision);
                 Event::default()
                     .event("prediction")
                     .id(format!("{}:{}", record.value.id, record.revision.0))
@@ -178,7 +181,6 @@ impl Follow {
             match self
                 .state
                 .service
-                .store()
                 .read_events(&self.id, self.after, PAGE)
                 .await
             {

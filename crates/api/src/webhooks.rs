@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use augur_core::store::{Attempt, DeliveryState, DeliveryStatus};
+use augur_core::outbox::{DeliveryState, DeliveryStatus};
+use augur_core::store::Attempt;
 use augur_core::{PredictionId, Timestamp, WebhookEvent};
 
 use crate::AppState;
@@ -107,7 +108,7 @@ async fn log(State(state): State<AppState>, AppPath(id): AppPath<String>) -> Api
     let id = prediction_id(&id)?;
     // 404 for an unknown prediction, rather than an empty log.
     state.service.read(&id).await?;
-    let deliveries = state.service.store().list_deliveries(&id).await?;
+    let deliveries = state.service.outbox().list(&id).await?;
     Ok(Json(LogJson {
         prediction_id: id.to_string(),
         results: deliveries.iter().map(MessageJson::from).collect(),
@@ -132,7 +133,7 @@ async fn redeliver(
             ),
         )
     };
-    match state.service.store().redeliver(&id, &webhook_id).await {
+    match state.service.outbox().redeliver(&id, &webhook_id).await {
         Ok(()) => {}
         Err(augur_core::store::Error::NotFound(_)) => return Err(not_found()),
         Err(e) => return Err(e.into()),
@@ -140,8 +141,8 @@ async fn redeliver(
     state.service.hub().notify_outbox();
     let message = state
         .service
-        .store()
-        .list_deliveries(&id)
+        .outbox()
+        .list(&id)
         .await?
         .iter()
         .find(|d| d.delivery.id == webhook_id)

@@ -5,7 +5,7 @@ use quick_cache::sync::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use augur_core::{Metrics, Prediction, PredictionId, Status, Versioned, WebhookEvents};
+use augur_core::{Metrics, Prediction, PredictionId, Revision, Status, WebhookEvents};
 
 /// The rendered JSON of recently read predictions, keyed by id, revision and whether the data
 /// was masked as removed: a status read of an unchanged prediction serves the same bytes
@@ -36,14 +36,15 @@ impl Rendered {
         }
     }
 
-    /// The prediction's JSON under `public_url`, from the cache or rendered now.
-    pub fn json(&self, public_url: &str, p: &Versioned<Prediction>) -> Bytes {
-        let key = (p.value.id.clone(), p.revision.0, p.value.data_removed);
+    /// The JSON under `public_url` of the prediction `p` at `revision`, from the cache or
+    /// rendered now.
+    pub fn json(&self, public_url: &str, p: &Prediction, revision: Revision) -> Bytes {
+        let key = (p.id.clone(), revision.0, p.data_removed);
         if let Some(hit) = self.cache.get(&key) {
             return hit;
         }
         let bytes = Bytes::from(
-            serde_json::to_vec(&PredictionJson::new(public_url, &p.value))
+            serde_json::to_vec(&PredictionJson::new(public_url, p))
                 .expect("a prediction always serializes"),
         );
         self.cache.insert(key, bytes.clone());

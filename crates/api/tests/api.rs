@@ -554,6 +554,22 @@ async fn idempotency_keys_and_client_ids_replay_or_refuse() {
         .await;
     reply.assert_error(422, "idempotency_key_reused", "order-42");
     assert_eq!(reply.json()["field"], "Idempotency-Key");
+    // Another webhook is another request too.
+    app.post_with(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {"n": 1}, "webhook": "https://example.com/elsewhere"}),
+        &key,
+    )
+    .await
+    .assert_error(422, "idempotency_key_reused", "order-42");
+    // And so is another event filter.
+    app.post_with(
+        "/v1/models/augur/echo/predictions",
+        json!({"input": {"n": 1}, "webhook_events_filter": ["completed"]}),
+        &key,
+    )
+    .await
+    .assert_error(422, "idempotency_key_reused", "order-42");
 
     let mine = json!({"id": "my-own-id-1", "input": {"n": 1}});
     let created = app
@@ -569,6 +585,27 @@ async fn idempotency_keys_and_client_ids_replay_or_refuse() {
     )
     .await
     .assert_error(409, "id_conflict", "my-own-id-1");
+}
+
+#[tokio::test]
+async fn reads_of_different_predictions_get_their_own_bodies() {
+    // Rendered JSON is cached by id and revision: two predictions at the same revision must
+    // never share a body.
+    let app = app();
+    let a = app.create_echo(json!({"which": "a"})).await;
+    let b = app.create_echo(json!({"which": "b"})).await;
+    for _ in 0..2 {
+        for (p, which) in [(&a, "a"), (&b, "b")] {
+            let id = p["id"].as_str().unwrap();
+            let got = app.get(&format!("/v1/predictions/{id}")).await.json();
+            assert_eq!(
+                (got["id"].as_str(), got["input"]["which"].as_str()),
+                (Some(id), Some(which))
+            );
+            let seeds = app.get(&format!("/api/predictions/{id}")).await.json();
+            assert_eq!(seeds["data"]["predictionId"], id);
+        }
+    }
 }
 
 #[tokio::test]

@@ -35,9 +35,6 @@ pub enum Error {
 
 impl From<crate::store::Error> for Error {
     fn from(e: crate::store::Error) -> Self {
-        match e {
-            crate::store::Error::NotFound(id) => Error::NotFound(id),
-            other => Error::Store(other),
-        }
+        Error::Store(e)
     }
 }

@@ -139,6 +139,16 @@ impl PredictionId {
             ulid::Ulid::new().to_string().to_ascii_lowercase(),
         ))
     }
+
+    /// Like [`PredictionId::generate`], in `owner`'s partition: the last three characters are
+    /// chosen so that the id places the prediction with the rest of its owner's records (see
+    /// [`crate::store::Partition`]), so a sharded store finds it by id alone. 65 random bits
+    /// remain.
+    pub fn generate_for(owner: &AccountId) -> Self {
+        let mut id = ulid::Ulid::new().to_string().to_ascii_lowercase();
+        crate::store::place_in(&mut id, crate::store::Partition::of_account(owner));
+        Self(Arc::from(id))
+    }
 }
 
 impl AccountId {

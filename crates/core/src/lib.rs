@@ -2,9 +2,11 @@
 //!
 //! - [`prediction`]: the stored record and its value types.
 //! - [`state`]: the state machine, the only place that decides transitions.
-//! - [`store`]: the [`store::Store`] trait every backend implements, its error vocabulary,
-//!   [`store::memory::MemoryStore`] and the [`store::metered::MeteredStore`] decorator.
-//! - [`service`]: [`service::Predictions`], the operations the API and workers call.
+//! - [`store`]: the storage contract every backend implements ([`store::Store`] and its parts),
+//!   its error vocabulary, [`store::memory::MemoryStore`] and the decorators.
+//! - [`service`]: [`service::Predictions`], the operations the API and workers call, and the
+//!   handles they reach the store through: [`jobs::Jobs`], [`outbox::Outbox`], [`ops::Ops`].
+//! - [`idempotency`]: idempotency keys as records.
 //! - [`hub`]: in-process change notifications.
 //! - [`notices`]: the stream events and webhook messages a change makes.
 //!
@@ -13,7 +15,11 @@
 pub mod error;
 pub mod hub;
 pub mod id;
+pub mod idempotency;
+pub mod jobs;
 pub mod notices;
+pub mod ops;
+pub mod outbox;
 pub mod prediction;
 pub mod secret;
 pub mod service;
@@ -26,7 +32,14 @@ pub use id::{AccountId, InvalidId, LeaseToken, ModelName, PredictionId, WorkerId
 pub use prediction::{Metrics, Prediction, Revision, Versioned, WebhookEvent, WebhookEvents};
 pub use secret::Secret;
 pub use service::{
-    CreateRequest, Creation, Dispatch, Predictions, ServiceConfig, Slot, Transition,
+    CreateRequest, Creation, Dispatch, PredictionPage, PredictionQuery, Predictions, ServiceConfig,
+    Slot, Transition,
 };
 pub use state::{Applied, Event, Logs, Status, TransitionError};
 pub use time::Timestamp;
+
+/// What [`forward_store!`] needs from this crate's dependencies.
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+}

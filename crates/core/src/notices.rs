@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::id::PredictionId;
+use crate::outbox::Delivery;
 use crate::prediction::{Prediction, WebhookEvent};
 use crate::state::Status;
-use crate::store::{Delivery, Effect, StreamEventData, StreamEventKind};
+use crate::store::{self, Effect, StreamEventData, StreamEventKind};
 use crate::time::Timestamp;
 
 /// At most one `output` or `logs` webhook per prediction per this long, as Replicate does.
@@ -121,7 +122,7 @@ impl Notices {
         prev: Option<&Prediction>,
         next: &Prediction,
         replaced: u64,
-    ) -> Vec<Effect> {
+    ) -> store::Result<Vec<Effect>> {
         if next.is_terminal() && next.webhook.is_some() {
             // No progress message can follow: its throttling state ends here, whatever the
             // filter says.
@@ -130,23 +131,27 @@ impl Notices {
         let mut effects = Vec::with_capacity(2);
         let events = stream_events(prev, next);
         if !events.is_empty() {
-            effects.push(Effect::AppendEvents(events));
+            effects.push(Effect::AppendEvents {
+                stream: next.id.key(),
+                events,
+            });
         }
         let (Some(url), Some(kind)) = (&next.webhook, webhook_event(prev, next)) else {
-            return effects;
+            return Ok(effects);
         };
         if !next.webhook_events_filter.contains(kind) || !self.may_send(&next.id, kind) {
-            return effects;
+            return Ok(effects);
         }
-        effects.push(Effect::EnqueueDelivery(Box::new(Delivery {
+        let message = Delivery {
             id: format!("msg_{}_{replaced}", next.id),
             prediction_id: next.id.clone(),
             url: url.clone(),
             event: kind,
             payload: Box::new(next.clone()),
             created_at: Timestamp::now(),
-        })));
-        effects
+        };
+        effects.push(message.enqueue(&next.owner)?);
+        Ok(effects)
     }
 
     /// Whether a message of `kind` may go now; progress messages are throttled.
@@ -182,6 +187,7 @@ mod tests {
     use super::*;
     use crate::id::{AccountId, ModelName};
     use crate::prediction::WebhookEvents;
+    use crate::store::decode_json;
 
     fn prediction() -> Prediction {
         Prediction::new(
@@ -259,13 +265,19 @@ mod tests {
         a.webhook_events_filter = [WebhookEvent::Logs, WebhookEvent::Completed]
             .into_iter()
             .collect::<WebhookEvents>();
-        let deliveries = |effects: Vec<Effect>| -> Vec<WebhookEvent> {
+        let messages = |effects: Vec<Effect>| -> Vec<Delivery> {
             effects
                 .into_iter()
                 .filter_map(|e| match e {
-                    Effect::EnqueueDelivery(d) => Some(d.event),
+                    Effect::Enqueue(item) => Some(decode_json(&item.payload).unwrap()),
                     _ => None,
                 })
+                .collect()
+        };
+        let deliveries = |effects: store::Result<Vec<Effect>>| -> Vec<WebhookEvent> {
+            messages(effects.unwrap())
+                .into_iter()
+                .map(|d| d.event)
                 .collect()
         };
         // `start` is filtered out.
@@ -282,14 +294,8 @@ mod tests {
         assert!(deliveries(notices.effects(Some(&b), &c, 2)).is_empty());
         let mut d = c.clone();
         d.status = Status::Succeeded;
-        let effects = notices.effects(Some(&c), &d, 3);
-        let message = effects
-            .iter()
-            .find_map(|e| match e {
-                Effect::EnqueueDelivery(m) => Some(m),
-                _ => None,
-            })
-            .expect("completed is always sent");
+        let sent = messages(notices.effects(Some(&c), &d, 3).unwrap());
+        let message = sent.first().expect("completed is always sent");
         assert_eq!(message.event, WebhookEvent::Completed);
         assert_eq!(message.id, format!("msg_{}_3", d.id));
         assert_eq!(message.payload.status, Status::Succeeded);

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::id::{AccountId, ModelName, PredictionId};
 use crate::state::Status;
+use crate::store::{self, Entity, Key, Kind, Record, decode_json, encode_json};
 use crate::time::Timestamp;
 
 /// A prediction: one run of a model on one input, from creation until it settles.
@@ -25,6 +26,7 @@ pub struct Prediction {
     /// The model version id (Replicate's `version`).
     pub version: String,
     /// The validated input object. `Null` once the data was removed.
+    #[serde(default)]
     pub input: Value,
     /// The output so far (progress) or the final output.
     #[serde(default)]
@@ -164,6 +166,115 @@ impl fmt::Debug for Prediction {
 /// A random 128-bit token in lowercase hex, for unguessable URLs.
 pub fn new_secret_token() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+impl PredictionId {
+    /// The key of the prediction with this id.
+    pub fn key(&self) -> Key {
+        Key::new(Kind::Prediction, self.as_str())
+    }
+}
+
+/// A prediction is stored with its input, output and logs as the data retention removes, and
+/// everything else as the body: a tombstone is the body alone.
+impl Entity for Prediction {
+    const KIND: Kind = Kind::Prediction;
+
+    fn key(&self) -> Key {
+        self.id.key()
+    }
+
+    fn owner(&self) -> &AccountId {
+        &self.owner
+    }
+
+    fn to_record(&self) -> store::Result<Record> {
+        Ok(Record {
+            key: self.key(),
+            owner: self.owner.clone(),
+            created_at: self.created_at,
+            status: Some(self.status.as_str().to_owned()),
+            parent: None,
+            expires_at: self.expires_at,
+            data_removed: self.data_removed,
+            body: encode_json(&Body(self))?,
+            data: (!self.data_removed)
+                .then(|| {
+                    encode_json(&DataRef {
+                        input: &self.input,
+                        output: &self.output,
+                        logs: &self.logs,
+                    })
+                })
+                .transpose()?,
+        })
+    }
+
+    fn from_record(record: &Record) -> store::Result<Self> {
+        let mut p: Prediction = decode_json(&record.body)?;
+        match &record.data {
+            Some(data) => {
+                let data: Data = decode_json(data)?;
+                p.input = data.input;
+                p.output = data.output;
+                p.logs = data.logs;
+            }
+            None => p.remove_data(),
+        }
+        p.data_removed = record.data_removed;
+        Ok(p)
+    }
+}
+
+/// What retention removes from a prediction.
+#[derive(Serialize)]
+struct DataRef<'a> {
+    input: &'a Value,
+    output: &'a Option<Value>,
+    logs: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    output: Option<Value>,
+    #[serde(default)]
+    logs: String,
+}
+
+/// A prediction's body: every field but the data, under the names `Prediction` derives (so a
+/// body decodes as a `Prediction` with no data).
+struct Body<'a>(&'a Prediction);
+
+impl Serialize for Body<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let p = self.0;
+        let mut b = s.serialize_struct("Prediction", 19)?;
+        b.serialize_field("id", &p.id)?;
+        b.serialize_field("owner", &p.owner)?;
+        b.serialize_field("model", &p.model)?;
+        b.serialize_field("version", &p.version)?;
+        b.serialize_field("error", &p.error)?;
+        b.serialize_field("status", &p.status)?;
+        b.serialize_field("created_at", &p.created_at)?;
+        b.serialize_field("started_at", &p.started_at)?;
+        b.serialize_field("completed_at", &p.completed_at)?;
+        b.serialize_field("metrics", &p.metrics)?;
+        b.serialize_field("data_removed", &p.data_removed)?;
+        b.serialize_field("webhook", &p.webhook)?;
+        b.serialize_field("webhook_events_filter", &p.webhook_events_filter)?;
+        b.serialize_field("deadline", &p.deadline)?;
+        b.serialize_field("expires_at", &p.expires_at)?;
+        b.serialize_field("attempts", &p.attempts)?;
+        b.serialize_field("stream_token", &p.stream_token)?;
+        if let Some(external) = &p.external_id {
+            b.serialize_field("external_id", external)?;
+        }
+        b.end()
+    }
 }
 
 /// Timings (seconds) plus any metrics the model reported.
@@ -346,6 +457,24 @@ mod tests {
         assert_eq!(t.id, p.id);
         assert!(!t.is_expired(Timestamp::from_micros(11)));
         assert_eq!(p.clone().as_seen_at(Timestamp::from_micros(9)), p);
+    }
+
+    #[test]
+    fn records_round_trip_and_tombstones_drop_the_data() {
+        let mut p = sample();
+        p.output = Some(serde_json::json!(["a", 1]));
+        p.logs = "step 1\n".into();
+        p.error = Some("e".into());
+        p.external_id = Some("up-1".into());
+        p.metrics.predict_time = Some(0.5);
+        let record = p.to_record().unwrap();
+        assert!(
+            !record.body.contains("step 1") && record.data.as_ref().unwrap().contains("step 1")
+        );
+        assert_eq!(Prediction::from_record(&record).unwrap(), p);
+        let mut tomb = p.clone();
+        tomb.remove_data();
+        assert_eq!(Prediction::from_record(&record.tombstone()).unwrap(), tomb);
     }
 
     #[test]

@@ -14,12 +14,16 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::hub::{Hub, Watch};
-use crate::id::{AccountId, LeaseToken, ModelName, PredictionId, WorkerId};
+use crate::id::{AccountId, ModelName, PredictionId, WorkerId};
+use crate::idempotency::IdempotencyKey;
+use crate::jobs::{self, Jobs, Lease};
 use crate::notices::Notices;
-use crate::prediction::{Prediction, Versioned, WebhookEvents};
-use crate::state::{Applied, Event};
+use crate::ops::Ops;
+use crate::outbox::Outbox;
+use crate::prediction::{Prediction, Revision, Versioned, WebhookEvents};
+use crate::state::{Applied, Event, Status};
 use crate::store::{
-    Created, DynStore, Effect, IdempotencyRecord, Job, Lease, ListQuery, NewPrediction, Page,
+    self, Cursor, DynStore, Effect, Entity, Kind, Lane, ListQuery, Op, StoreExt, StreamEvent, Write,
 };
 use crate::time::Timestamp;
 
@@ -43,6 +47,8 @@ impl Default for ServiceConfig {
 
 /// Names of the durable counters the service maintains.
 pub mod counters {
+    use crate::id::AccountId;
+
     /// Predictions created.
     pub const CREATED: &str = "predictions_created_total";
     /// Predictions that reached a terminal state. Each prediction adds exactly one.
@@ -51,6 +57,17 @@ pub mod counters {
     /// The counter for predictions that settled with `status`.
     pub fn settled_as(status: crate::state::Status) -> String {
         format!("predictions_{status}_total")
+    }
+
+    /// The name of an account's own counter `name`: `name@account`. A counter with a limit
+    /// must be one of these, changed only in the account's writes.
+    pub fn per_account(name: &str, account: &AccountId) -> String {
+        format!("{name}@{account}")
+    }
+
+    /// The account of a per-account counter, if it is one.
+    pub fn account_of(counter: &str) -> Option<&str> {
+        counter.rsplit_once('@').map(|(_, account)| account)
     }
 }
 
@@ -129,14 +146,40 @@ pub struct Transition {
     pub changed: bool,
 }
 
+/// A listing of predictions. Results are newest first.
+#[derive(Clone, Debug, Default)]
+pub struct PredictionQuery {
+    /// Only this account's predictions.
+    pub owner: Option<AccountId>,
+    /// Only predictions with this status.
+    pub status: Option<Status>,
+    /// Only predictions created at or after this time.
+    pub created_after: Option<Timestamp>,
+    /// Only predictions created strictly before this time.
+    pub created_before: Option<Timestamp>,
+    /// Continue after this one.
+    pub after: Option<Cursor>,
+    /// At most this many results (at least 1).
+    pub limit: usize,
+}
+
+/// One page of predictions.
+#[derive(Clone, Debug, Default)]
+pub struct PredictionPage {
+    /// The predictions, newest first, as a reader must see them now.
+    pub items: Vec<Versioned<Arc<Prediction>>>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
 /// How often [`Predictions::wait_until_settled`] re-reads the store even without a notification.
 pub const WAIT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Runs new predictions in this process at once, without a trip through the queue.
 ///
 /// The worker pool implements it. When it has a free slot, a create commits the prediction
-/// with its job already leased to that worker (`Effect::EnqueueClaimed`) and hands the lease
-/// over once the commit is durable: no claim, no wake-up, one write fewer per prediction.
+/// with its job already leased to that worker and hands the lease over once the commit is
+/// durable: no claim, no wake-up, one write fewer per prediction.
 pub trait Dispatch: Send + Sync + fmt::Debug {
     /// Reserves a slot to run a job of `queue` now; `None` when none is free.
     fn reserve(&self, queue: &str) -> Option<Box<dyn Slot>>;
@@ -155,11 +198,15 @@ pub trait Slot: Send {
 fn has_delivery(effects: &[Effect]) -> bool {
     effects
         .iter()
-        .any(|e| matches!(e, Effect::EnqueueDelivery(_)))
+        .any(|e| matches!(e, Effect::Enqueue(item) if item.lane == Lane::Webhooks))
 }
 
 /// How often a transition re-reads and retries after losing a compare-and-set.
 const MAX_CAS_ATTEMPTS: usize = 64;
+
+/// How often a create starts over when what it collided with vanished meanwhile (an
+/// idempotency key that expired, a prediction deleted).
+const MAX_CREATE_ATTEMPTS: usize = 4;
 
 /// The prediction service. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -190,9 +237,19 @@ impl Predictions {
         }
     }
 
-    /// The underlying store.
-    pub fn store(&self) -> &DynStore {
-        &self.store
+    /// The job queue (for the worker pool).
+    pub fn jobs(&self) -> Jobs {
+        Jobs::new(self.store.clone())
+    }
+
+    /// The webhook outbox (for the dispatcher and the delivery log).
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.store.clone())
+    }
+
+    /// The store's capabilities, counters and announcements (for operations).
+    pub fn ops(&self) -> Ops {
+        Ops::new(self.store.clone())
     }
 
     /// The change notifications of this process.
@@ -211,8 +268,24 @@ impl Predictions {
     /// the same parameters) returns the earlier prediction; one that reuses an id or key with
     /// different parameters is refused.
     pub async fn create(&self, request: CreateRequest) -> Result<Creation> {
+        for _ in 0..MAX_CREATE_ATTEMPTS {
+            match self.try_create(&request).await? {
+                Some(creation) => return Ok(creation),
+                None => tokio::task::yield_now().await,
+            }
+        }
+        Err(Error::Contention(
+            request.id.unwrap_or_else(PredictionId::generate),
+        ))
+    }
+
+    /// One attempt at [`Predictions::create`]; `None` if it must start over.
+    async fn try_create(&self, request: &CreateRequest) -> Result<Option<Creation>> {
         let now = Timestamp::now();
-        let id = request.id.clone().unwrap_or_else(PredictionId::generate);
+        let id = request
+            .id
+            .clone()
+            .unwrap_or_else(|| PredictionId::generate_for(&request.owner));
         let mut prediction = Prediction::new(
             id.clone(),
             request.owner.clone(),
@@ -225,75 +298,68 @@ impl Predictions {
         prediction.webhook_events_filter = request.webhook_events_filter;
         prediction.deadline = request.deadline;
 
-        let idempotency = request
-            .idempotency_key
-            .as_ref()
-            .map(|key| IdempotencyRecord {
-                owner: request.owner.clone(),
-                key: key.clone(),
-                fingerprint: request.fingerprint(),
-                prediction_id: id.clone(),
-                expires_at: now.plus(self.config.idempotency_ttl),
-            });
+        let key = request.idempotency_key.as_ref().map(|key| IdempotencyKey {
+            owner: request.owner.clone(),
+            key: key.clone(),
+            fingerprint: request.fingerprint(),
+            prediction_id: id.clone(),
+            created_at: now,
+            expires_at: now.plus(self.config.idempotency_ttl),
+        });
+        let mut write = Write::new(request.owner.clone()).op(Op::Insert(prediction.to_record()?));
+        if let Some(key) = &key {
+            write.ops.push(Op::Insert(key.to_record()?));
+        }
         let queue = request.model.to_string();
         let slot = self.dispatch.get().and_then(|d| d.reserve(&queue));
-        let lease = slot.as_ref().map(|slot| Lease {
-            job: Job {
-                prediction_id: id.clone(),
-                queue: queue.clone(),
-                attempts: 1,
-                run_at: now,
-            },
-            worker: slot.worker().clone(),
-            token: LeaseToken::generate(),
-            expires_at: now.plus(slot.lease_for()),
-        });
-        let enqueue = match &lease {
-            Some(lease) => Effect::EnqueueClaimed {
-                queue,
-                worker: lease.worker.clone(),
-                token: lease.token,
-                expires_at: lease.expires_at,
-            },
-            None => Effect::EnqueueJob { queue, run_at: now },
+        let (lease, enqueue) = match &slot {
+            Some(slot) => {
+                let (lease, effect) = Lease::claimed_at_create(
+                    &id,
+                    &request.owner,
+                    &request.model,
+                    slot.worker(),
+                    slot.lease_for(),
+                    now,
+                );
+                (Some(lease), effect)
+            }
+            None => (
+                None,
+                jobs::enqueue(&id, &request.owner, &request.model, now),
+            ),
         };
-        let mut effects = vec![enqueue, Effect::count(counters::CREATED, 1)];
-        effects.extend(self.notices.effects(None, &prediction, 0));
-        let outbox = has_delivery(&effects);
+        write.effects.push(enqueue);
+        write.effects.push(Effect::count(counters::CREATED, 1));
+        write
+            .effects
+            .extend(self.notices.effects(None, &prediction, 0)?);
+        let outbox = has_delivery(&write.effects);
         let leased = slot.is_some();
         let store = self.store.clone();
         let hub = self.hub.clone();
         let commit = async move {
-            let created = store
-                .create(NewPrediction {
-                    prediction: &prediction,
-                    idempotency: idempotency.as_ref(),
-                    effects: &effects,
-                })
-                .await;
-            if let Ok(Created::Inserted(revision)) = &created {
-                let record = Versioned {
-                    value: prediction,
-                    revision: *revision,
-                };
-                hub.publish(&record);
-                if outbox {
-                    hub.notify_outbox();
-                }
-                match (slot, lease) {
-                    (Some(slot), Some(lease)) => slot.start(lease),
-                    _ => hub.notify_work(),
-                }
-                return (created, Some(record), idempotency);
+            store.write(&write).await?;
+            let record = Versioned {
+                value: prediction,
+                revision: Revision::FIRST,
+            };
+            hub.publish(&record);
+            if outbox {
+                hub.notify_outbox();
             }
-            (created, None, idempotency)
+            match (slot, lease) {
+                (Some(slot), Some(lease)) => slot.start(lease),
+                _ => hub.notify_work(),
+            }
+            Ok::<_, store::Error>(record)
         };
         // With a slot reserved, the commit leases the job to this process: it must reach
         // `slot.start` even if the caller goes away meanwhile (a client hanging up drops the
         // request's future), or the job would sit leased to nobody until the lease lapsed.
-        let (created, record, idempotency) = if leased {
+        let committed = if leased {
             tokio::spawn(commit).await.map_err(|e| {
-                Error::Store(crate::store::Error::Other {
+                Error::Store(store::Error::Other {
                     backend: "service",
                     source: Box::new(e),
                 })
@@ -301,28 +367,34 @@ impl Predictions {
         } else {
             commit.await
         };
-        match created? {
-            Created::Inserted(_) => Ok(Creation::Created(
-                record.expect("an inserted record is returned with it"),
-            )),
-            Created::ExistingId(existing) => {
+        match committed {
+            Ok(record) => Ok(Some(Creation::Created(record))),
+            Err(store::Error::Exists(taken)) if taken.kind == Kind::Prediction => {
+                let Some(existing) = self.find(&id).await? else {
+                    return Ok(None);
+                };
                 if request.same_parameters(&existing.value) {
-                    Ok(Creation::Replayed(self.seen_now(existing)))
+                    Ok(Some(Creation::Replayed(self.seen_now(existing))))
                 } else {
                     Err(Error::IdConflict(id))
                 }
             }
-            Created::ExistingKey { record, prediction } => {
-                let key = record.key.clone();
-                let fingerprint_matches = idempotency
-                    .as_ref()
-                    .is_some_and(|mine| mine.fingerprint == record.fingerprint);
-                match prediction {
-                    Some(p) if fingerprint_matches => Ok(Creation::Replayed(self.seen_now(p))),
-                    Some(_) => Err(Error::IdempotencyKeyReused { key }),
-                    None => Err(Error::NotFound(record.prediction_id)),
+            Err(store::Error::Exists(taken)) if taken.kind == Kind::IdempotencyKey => {
+                let Some(first) = self.store.get_entity::<IdempotencyKey>(&taken).await? else {
+                    return Ok(None);
+                };
+                let mine = key.as_ref().map(|k| k.fingerprint.as_str());
+                if mine != Some(first.value.fingerprint.as_str()) {
+                    return Err(Error::IdempotencyKeyReused {
+                        key: first.value.key.clone(),
+                    });
+                }
+                match self.find(&first.value.prediction_id).await? {
+                    Some(p) => Ok(Some(Creation::Replayed(self.seen_now(p)))),
+                    None => Err(Error::NotFound(first.value.prediction_id.clone())),
                 }
             }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -331,31 +403,102 @@ impl Predictions {
         record
     }
 
+    /// The stored prediction, if there is one.
+    async fn find(&self, id: &PredictionId) -> Result<Option<Versioned<Prediction>>> {
+        Ok(self
+            .store
+            .get_entity::<Prediction>(&id.key())
+            .await?
+            .map(|v| Versioned {
+                value: Arc::unwrap_or_clone(v.value),
+                revision: v.revision,
+            }))
+    }
+
     /// Reads a prediction as a client must see it (a tombstone once retention is due).
     pub async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
-        Ok(self.seen_now(self.store.get(id).await?))
+        match self.find(id).await? {
+            Some(p) => Ok(self.seen_now(p)),
+            None => Err(Error::NotFound(id.clone())),
+        }
+    }
+
+    /// Like [`Predictions::get`], never from a cache: for re-reads whose point is to see
+    /// other nodes' writes.
+    pub async fn get_uncached(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
+        let stored = self
+            .store
+            .get_uncached(&id.key())
+            .await?
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        let value = Arc::unwrap_or_clone(stored.decode::<Prediction>()?);
+        Ok(self.seen_now(Versioned {
+            value,
+            revision: stored.revision,
+        }))
     }
 
     /// Reads a prediction like [`Predictions::get`], shared rather than copied when a cache
     /// holds it (the hot path of status reads).
-    pub async fn read(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
-        let record = self.store.get_shared(id).await?;
-        if record.value.is_expired(Timestamp::now()) {
-            return Ok(Arc::new(self.seen_now((*record).clone())));
-        }
-        Ok(record)
+    pub async fn read(&self, id: &PredictionId) -> Result<Versioned<Arc<Prediction>>> {
+        let stored = self
+            .store
+            .get(&id.key())
+            .await?
+            .ok_or_else(|| Error::NotFound(id.clone()))?;
+        let value = stored.decode::<Prediction>()?;
+        let value = if value.is_expired(Timestamp::now()) {
+            Arc::new((*value).clone().as_seen_at(Timestamp::now()))
+        } else {
+            value
+        };
+        Ok(Versioned {
+            value,
+            revision: stored.revision,
+        })
     }
 
     /// Lists predictions, newest first.
-    pub async fn list(&self, query: &ListQuery) -> Result<Page> {
-        let mut page = self.store.list(query).await?;
+    pub async fn list(&self, query: &PredictionQuery) -> Result<PredictionPage> {
+        let page = self
+            .store
+            .list(&ListQuery {
+                kind: Kind::Prediction,
+                owner: query.owner.clone(),
+                status: query.status.map(|s| s.as_str().to_owned()),
+                parent: None,
+                created_after: query.created_after,
+                created_before: query.created_before,
+                after: query.after.clone(),
+                limit: query.limit,
+            })
+            .await?;
         let now = Timestamp::now();
-        for item in &mut page.items {
-            if item.value.is_expired(now) {
-                item.value.remove_data();
+        let mut items = Vec::with_capacity(page.items.len());
+        for stored in &page.items {
+            let mut value = stored.decode::<Prediction>()?;
+            if value.is_expired(now) {
+                value = Arc::new((*value).clone().as_seen_at(now));
             }
+            items.push(Versioned {
+                value,
+                revision: stored.revision,
+            });
         }
-        Ok(page)
+        Ok(PredictionPage {
+            items,
+            next: page.next,
+        })
+    }
+
+    /// The prediction's stream events after position `after`, at most `limit`.
+    pub async fn read_events(
+        &self,
+        id: &PredictionId,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>> {
+        Ok(self.store.read_events(&id.key(), after, limit).await?)
     }
 
     /// Applies a report to a prediction: the state machine decides, the store commits the new
@@ -391,7 +534,9 @@ impl Predictions {
         extra: &[Effect],
     ) -> Result<Transition> {
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = self.store.get(id).await?;
+            let Some(current) = self.find(id).await? else {
+                return Err(Error::NotFound(id.clone()));
+            };
             let now = Timestamp::now().max(current.value.created_at);
             let mut next: Option<Prediction> = None;
             for event in events {
@@ -406,30 +551,35 @@ impl Predictions {
                     changed: false,
                 });
             };
-            let mut effects = Vec::with_capacity(3 + extra.len());
+            let mut effects = Vec::with_capacity(4 + extra.len());
             if next.is_terminal() && !current.value.is_terminal() {
                 next.expires_at = Some(now.plus(self.config.retention));
-                effects.push(Effect::CompleteJob);
+                effects.push(jobs::complete(id));
                 effects.push(Effect::count(counters::SETTLED, 1));
                 effects.push(Effect::count(counters::settled_as(next.status), 1));
             }
             effects.extend_from_slice(extra);
-            effects.extend(
-                self.notices
-                    .effects(Some(&current.value), &next, current.revision.0),
-            );
-            match self
-                .store
-                .update(id, current.revision, &next, &effects)
-                .await
-            {
-                Ok(revision) => {
+            effects.extend(self.notices.effects(
+                Some(&current.value),
+                &next,
+                current.revision.0,
+            )?);
+            let write = Write {
+                account: next.owner.clone(),
+                ops: vec![Op::Update {
+                    record: next.to_record()?,
+                    expected: current.revision,
+                }],
+                effects,
+            };
+            match self.store.write(&write).await {
+                Ok(_) => {
                     let record = Versioned {
                         value: next,
-                        revision,
+                        revision: current.revision.next(),
                     };
                     self.hub.publish(&record);
-                    if has_delivery(&effects) {
+                    if has_delivery(&write.effects) {
                         self.hub.notify_outbox();
                     }
                     return Ok(Transition {
@@ -437,10 +587,11 @@ impl Predictions {
                         changed: true,
                     });
                 }
-                Err(crate::store::Error::Conflict { .. }) => {
+                Err(store::Error::Conflict { .. }) => {
                     self.notices.forget(id);
                     tokio::task::yield_now().await;
                 }
+                Err(store::Error::NotFound(_)) => return Err(Error::NotFound(id.clone())),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -480,7 +631,7 @@ impl Predictions {
                 }
                 Ok(None) => break,
                 Err(_) if wake < deadline => {
-                    latest = self.seen_now(self.store.get_uncached(id).await?);
+                    latest = self.get_uncached(id).await?;
                 }
                 Err(_) => break,
             }
@@ -488,9 +639,15 @@ impl Predictions {
         Ok(latest)
     }
 
-    /// Tombstones up to `limit` predictions whose retention ran out; returns their ids.
+    /// Applies retention to up to `limit` records whose time ran out; returns the ids of the
+    /// predictions that lost their data (so that their files can go too).
     pub async fn expire_due(&self, limit: usize) -> Result<Vec<PredictionId>> {
-        Ok(self.store.expire(Timestamp::now(), limit).await?)
+        let keys = self.store.expire(Timestamp::now(), limit).await?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.kind == Kind::Prediction)
+            .filter_map(|k| PredictionId::parse(&k.id).ok())
+            .collect())
     }
 }
 
@@ -503,6 +660,10 @@ mod tests {
 
     fn service() -> Predictions {
         Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default())
+    }
+
+    fn service_on(store: &DynStore) -> Predictions {
+        Predictions::new(store.clone(), ServiceConfig::default())
     }
 
     fn request(input: Value) -> CreateRequest {
@@ -524,9 +685,9 @@ mod tests {
         let svc = service();
         let created = svc.create(request(json!({"a": 1}))).await.unwrap();
         assert!(matches!(created, Creation::Created(_)));
-        let stats = svc.store().queue_stats().await.unwrap();
+        let stats = svc.ops().queue_stats(Lane::Jobs).await.unwrap();
         assert_eq!(stats.ready, 1);
-        let counters = svc.store().counters().await.unwrap();
+        let counters = svc.ops().counters().await.unwrap();
         assert!(counters.contains(&(counters::CREATED.to_owned(), 1)));
     }
 
@@ -587,9 +748,9 @@ mod tests {
             .await
             .unwrap();
         assert!(!again.changed);
-        let stats = svc.store().queue_stats().await.unwrap();
+        let stats = svc.ops().queue_stats(Lane::Jobs).await.unwrap();
         assert_eq!(stats, Default::default());
-        let counters = svc.store().counters().await.unwrap();
+        let counters = svc.ops().counters().await.unwrap();
         assert!(counters.contains(&(counters::SETTLED.to_owned(), 1)));
         assert!(counters.contains(&(counters::settled_as(Status::Succeeded), 1)));
     }
@@ -632,7 +793,7 @@ mod tests {
             }
         }
         assert_eq!(winners, 1);
-        let counters = svc.store().counters().await.unwrap();
+        let counters = svc.ops().counters().await.unwrap();
         assert!(counters.contains(&(counters::SETTLED.to_owned(), 1)));
     }
 
@@ -711,7 +872,8 @@ mod tests {
 
     #[tokio::test]
     async fn wait_until_settled_notices_writes_it_was_not_told_about() {
-        let svc = service();
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let svc = service_on(&store);
         let id = svc
             .create(request(json!({})))
             .await
@@ -721,7 +883,7 @@ mod tests {
             .id
             .clone();
         // Another node settles it: the write reaches the store but not this process's hub.
-        let other_node = Predictions::new(svc.store().clone(), ServiceConfig::default());
+        let other_node = service_on(&store);
         let waiter = {
             let svc = svc.clone();
             let id = id.clone();

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use augur_core::store::Change;
 use augur_core::store::cached::CachedStore;
+use augur_core::store::{Change, Kind, Lane};
 use augur_core::{PredictionId, Predictions};
 
 /// Forwards a shared store's announcements into this process.
@@ -39,10 +39,11 @@ impl ChangeListener {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
+        let ops = self.service.ops();
         loop {
             let stream = tokio::select! {
                 _ = &mut shutdown => return,
-                subscribed = self.service.store().subscribe() => subscribed,
+                subscribed = ops.subscribe() => subscribed,
             };
             let mut stream = match stream {
                 Ok(Some(stream)) => {
@@ -87,27 +88,27 @@ impl ChangeListener {
     /// Applies one announcement.
     pub async fn apply(&self, change: Change) {
         let kind = match &change {
-            Change::Prediction { .. } => "prediction",
-            Change::Work => "work",
+            Change::Record { .. } => "record",
+            Change::Work(_) => "work",
             Change::Resync => "resync",
-            _ => "other",
         };
         metrics::counter!("augur_store_announcements_total", "kind" => kind).increment(1);
         match change {
-            Change::Prediction { id, revision } => {
+            Change::Record { key, revision } => {
                 if let Some(cache) = &self.cache {
-                    cache.invalidate_below(&id, revision);
+                    cache.invalidate_below(&key, revision);
                 }
-                if self.service.hub().is_watched(&id) {
+                if key.kind == Kind::Prediction
+                    && let Ok(id) = PredictionId::parse(&key.id)
+                    && self.service.hub().is_watched(&id)
+                {
                     self.republish(&id, Some(revision)).await;
                 }
             }
-            Change::Work => self.service.hub().notify_work(),
+            Change::Work(Lane::Jobs) => self.service.hub().notify_work(),
+            Change::Work(Lane::Webhooks) => self.service.hub().notify_outbox(),
+            Change::Work(Lane::Tasks) => {}
             Change::Resync => self.resync().await,
-            other => {
-                tracing::debug!(?other, "unknown announcement; resynchronising");
-                self.resync().await;
-            }
         }
     }
 
@@ -119,6 +120,7 @@ impl ChangeListener {
             self.republish(&id, None).await;
         }
         self.service.hub().notify_work();
+        self.service.hub().notify_outbox();
     }
 
     async fn republish(&self, id: &PredictionId, at_least: Option<augur_core::Revision>) {

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use augur_core::store::{ClaimRequest, Lease};
+use augur_core::jobs::{Jobs, Lease};
 use augur_core::{
     Dispatch, Event, Logs, Prediction, PredictionId, Predictions, Slot, Timestamp, WorkerId,
 };
@@ -113,6 +113,7 @@ pub struct Worker {
 #[derive(Debug)]
 struct Inner {
     service: Predictions,
+    jobs: Jobs,
     models: Arc<ModelRegistry>,
     files: OutputFiles,
     options: WorkerOptions,
@@ -170,6 +171,7 @@ impl Worker {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                jobs: service.jobs(),
                 service,
                 models,
                 files,
@@ -228,23 +230,22 @@ impl Worker {
                 .concurrency
                 .saturating_sub(inner.active.load(Ordering::Acquire));
             if free > 0 {
-                let request = ClaimRequest {
-                    worker: inner.options.worker_id.clone(),
-                    lease_for: inner.options.lease_for,
-                    max: free,
-                    exclude_queues: inner.full_queues(),
-                };
-                match inner.service.store().claim_jobs(&request).await {
+                let claimed = inner
+                    .jobs
+                    .claim(
+                        &inner.options.worker_id,
+                        inner.options.lease_for,
+                        free,
+                        inner.full_queues(),
+                    )
+                    .await;
+                match claimed {
                     Ok(leases) if !leases.is_empty() => {
                         for lease in leases {
                             // One claim can return more jobs of a model than its limit
                             // allows; hand the excess back (the queue is excluded next time).
                             if inner.is_full(&lease.job.queue) {
-                                let _ = inner
-                                    .service
-                                    .store()
-                                    .release_job(&lease, Timestamp::now())
-                                    .await;
+                                let _ = inner.jobs.release(&lease, Timestamp::now()).await;
                                 continue;
                             }
                             let guard = RunningGuard::enter(inner.clone(), &lease.job.queue);
@@ -287,11 +288,7 @@ impl Worker {
             .take();
         direct_rx.close();
         while let Some((lease, _guard)) = direct_rx.recv().await {
-            let _ = inner
-                .service
-                .store()
-                .release_job(&lease, Timestamp::now())
-                .await;
+            let _ = inner.jobs.release(&lease, Timestamp::now()).await;
         }
         stop.cancel();
         let drained = tokio::time::timeout(inner.options.shutdown_grace, async {
@@ -322,11 +319,10 @@ impl Worker {
     async fn execute(&self, lease: &Lease, stop: &CancellationToken) -> JobOutcome {
         let inner = &self.inner;
         let id = &lease.job.prediction_id;
-        let store = inner.service.store();
         let current = match inner.service.get(id).await {
             Ok(p) => p.value,
             Err(augur_core::Error::NotFound(_)) => {
-                let _ = store.complete_job(id).await;
+                let _ = inner.jobs.complete(lease).await;
                 return JobOutcome::Stale;
             }
             Err(e) => {
@@ -335,7 +331,7 @@ impl Worker {
             }
         };
         if current.is_terminal() {
-            let _ = store.complete_job(id).await;
+            let _ = inner.jobs.complete(lease).await;
             return JobOutcome::Stale;
         }
         let Some(model) = inner.models.get(&current.model).cloned() else {
@@ -401,6 +397,7 @@ impl Worker {
         tokio::pin!(run);
         let renew = renew_lease(
             inner.service.clone(),
+            inner.jobs.clone(),
             lease.clone(),
             inner.options.lease_for,
         );
@@ -435,7 +432,7 @@ impl Worker {
                     }
                 }
                 _ = stop.cancelled() => {
-                    let _ = inner.service.store().release_job(lease, Timestamp::now()).await;
+                    let _ = inner.jobs.release(lease, Timestamp::now()).await;
                     return JobOutcome::Released;
                 }
                 end = &mut renew => {
@@ -465,7 +462,7 @@ impl Worker {
                 }
                 // Checking on submitted work later is not a new attempt.
                 let run_at = Timestamp::now().plus(check_after);
-                match inner.service.store().release_job(lease, run_at).await {
+                match inner.jobs.release(lease, run_at).await {
                     Ok(()) => JobOutcome::Submitted,
                     Err(_) => JobOutcome::LeaseLost,
                 }
@@ -473,7 +470,7 @@ impl Worker {
             Ok(Outcome::Deferred { retry_after }) => {
                 // Not started: no attempt spent (the release refunds the claim).
                 let run_at = Timestamp::now().plus(retry_after);
-                match inner.service.store().release_job(lease, run_at).await {
+                match inner.jobs.release(lease, run_at).await {
                     Ok(()) => JobOutcome::Deferred,
                     Err(_) => JobOutcome::LeaseLost,
                 }
@@ -517,9 +514,8 @@ impl Worker {
         }
         match self
             .inner
-            .service
-            .store()
-            .retry_job(lease, Timestamp::now().plus(delay))
+            .jobs
+            .retry(lease, Timestamp::now().plus(delay))
             .await
         {
             Ok(()) => JobOutcome::Retried,
@@ -549,7 +545,7 @@ impl Worker {
                 Ok(_) => return outcome,
                 Err(augur_core::Error::Transition(_) | augur_core::Error::NotFound(_)) => {
                     // Settled by someone else first (a cancel): that report won.
-                    let _ = self.inner.service.store().complete_job(id).await;
+                    let _ = self.inner.jobs.complete(lease).await;
                     return JobOutcome::Canceled;
                 }
                 Err(e) => {
@@ -711,19 +707,23 @@ async fn run_and_import(
 
 /// Renews a lease every third of its length; completes when the lease is lost or the
 /// prediction settled elsewhere (a cancel on another node whose announcement never came).
-async fn renew_lease(service: Predictions, mut lease: Lease, lease_for: Duration) -> RunEnd {
+async fn renew_lease(
+    service: Predictions,
+    jobs: Jobs,
+    mut lease: Lease,
+    lease_for: Duration,
+) -> RunEnd {
     let every = lease_for / 3;
     loop {
         tokio::time::sleep(every).await;
         if service
-            .store()
             .get_uncached(&lease.job.prediction_id)
             .await
             .is_ok_and(|p| p.value.is_terminal())
         {
             return RunEnd::SettledElsewhere;
         }
-        match service.store().renew_lease(&lease, lease_for).await {
+        match jobs.renew(&lease, lease_for).await {
             Ok(renewed) => lease = renewed,
             Err(augur_core::store::Error::LeaseLost) => return RunEnd::LeaseLost,
             Err(e) => {

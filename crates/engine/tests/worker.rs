@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use augur_core::forward_store;
 use augur_core::store::memory::MemoryStore;
+use augur_core::store::{DynStore, Key, ListQuery, Op, Page, RecordStore, Stored, Write, Written};
 use augur_core::{
     AccountId, CreateRequest, Event, ModelName, PredictionId, Predictions, Revision, ServiceConfig,
     Status, Timestamp, WebhookEvents,
@@ -63,7 +65,11 @@ struct Harness {
 
 impl Harness {
     fn new(scripted: Vec<(&str, Arc<Scripted>, ModelSettings)>) -> Self {
-        let service = Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default());
+        Self::on(Arc::new(MemoryStore::new()), scripted)
+    }
+
+    fn on(store: DynStore, scripted: Vec<(&str, Arc<Scripted>, ModelSettings)>) -> Self {
+        let service = Predictions::new(store, ServiceConfig::default());
         let mut models = ModelRegistry::new();
         augur_engine::builtin::register(&mut models);
         for (name, provider, settings) in scripted {
@@ -168,10 +174,7 @@ async fn echo_settles_in_one_write_after_create() {
     assert!(p.started_at.is_some() && p.completed_at.is_some());
     // Created at revision 1, started and finished together at revision 2.
     assert_eq!(h.service.get(&id).await.unwrap().revision, Revision(2));
-    assert_eq!(
-        h.service.store().queue_stats().await.unwrap(),
-        Default::default()
-    );
+    assert_eq!(h.service.jobs().stats().await.unwrap(), Default::default());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,10 +337,7 @@ async fn cancel_stops_a_running_demo_image() {
         "the model kept running after cancel"
     );
     assert!(after.output.is_none());
-    assert_eq!(
-        h.service.store().queue_stats().await.unwrap(),
-        Default::default()
-    );
+    assert_eq!(h.service.jobs().stats().await.unwrap(), Default::default());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,7 +394,7 @@ async fn shutdown_hands_the_lease_back_at_once() {
     let (stop, worker) = h.start(Harness::options());
     let id = h.create("test/slow", json!({})).await;
     // Wait until it runs.
-    let store = h.service.store().clone();
+    let jobs = h.service.jobs();
     for _ in 0..200 {
         let started = h.service.get(&id).await.unwrap().value.status == Status::Processing;
         if started && slow.running.load(Ordering::SeqCst) == 1 {
@@ -407,7 +407,7 @@ async fn shutdown_hands_the_lease_back_at_once() {
         .await
         .expect("worker stops promptly")
         .unwrap();
-    let stats = store.queue_stats().await.unwrap();
+    let stats = jobs.stats().await.unwrap();
     assert_eq!((stats.ready, stats.leased), (1, 0), "lease not handed back");
     assert_eq!(
         slow.running.load(Ordering::SeqCst),
@@ -456,10 +456,10 @@ async fn new_predictions_run_here_at_once_when_a_slot_is_free() {
     }));
     // Let the worker loop start (it opens the direct channel).
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let store = h.service.store().clone();
+    let jobs = h.service.jobs();
 
     let first = h.create("test/slow", json!({})).await;
-    let stats = store.queue_stats().await.unwrap();
+    let stats = jobs.stats().await.unwrap();
     assert_eq!(
         (stats.ready, stats.leased),
         (0, 1),
@@ -467,14 +467,14 @@ async fn new_predictions_run_here_at_once_when_a_slot_is_free() {
     );
     // No slot left: the next one waits in the queue, and runs when the first is done.
     let second = h.create("test/slow", json!({})).await;
-    let stats = store.queue_stats().await.unwrap();
+    let stats = jobs.stats().await.unwrap();
     assert_eq!((stats.ready, stats.leased), (1, 1));
     for id in [&first, &second] {
         let p = h.settled(id).await;
         assert_eq!((p.status, p.attempts), (Status::Succeeded, 1));
     }
     assert_eq!(slow.max_running.load(Ordering::SeqCst), 1);
-    assert_eq!(store.queue_stats().await.unwrap(), Default::default());
+    assert_eq!(jobs.stats().await.unwrap(), Default::default());
 }
 
 /// Answers `Deferred` (its server is full) a few times, then succeeds.
@@ -525,4 +525,94 @@ async fn deferred_runs_stay_queued_and_spend_no_attempt() {
     assert_eq!(p.attempts, 1);
     assert_eq!(deferring.calls.load(Ordering::SeqCst), 4);
     assert!(p.logs.is_empty(), "deferrals are not failures: {}", p.logs);
+}
+
+/// A store whose writes that settle a prediction fail (as if the connection dropped before
+/// the commit) while `failing` is set.
+#[derive(Debug)]
+struct TerminalWritesFail {
+    inner: DynStore,
+    failing: std::sync::atomic::AtomicBool,
+    refused: AtomicUsize,
+}
+
+#[async_trait]
+impl RecordStore for TerminalWritesFail {
+    async fn write(&self, write: &Write) -> augur_core::store::Result<Written> {
+        let settles = write.ops.iter().any(|op| {
+            matches!(op, Op::Update { record, .. }
+                if record.status.as_deref().and_then(Status::parse).is_some_and(Status::is_terminal))
+        });
+        if settles && self.failing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(augur_core::store::Error::Unavailable {
+                backend: "test",
+                source: "connection reset".into(),
+            });
+        }
+        self.inner.write(write).await
+    }
+    async fn get(&self, key: &Key) -> augur_core::store::Result<Option<Arc<Stored>>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, query: &ListQuery) -> augur_core::store::Result<Page> {
+        self.inner.list(query).await
+    }
+    async fn expire(&self, now: Timestamp, limit: usize) -> augur_core::store::Result<Vec<Key>> {
+        self.inner.expire(now, limit).await
+    }
+}
+
+forward_store!(QueueStore for TerminalWritesFail => inner);
+forward_store!(EventStore for TerminalWritesFail => inner);
+forward_store!(LedgerStore for TerminalWritesFail => inner);
+forward_store!(AdminStore for TerminalWritesFail => inner);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlives_a_terminal_write_that_failed() {
+    let store = Arc::new(TerminalWritesFail {
+        inner: Arc::new(MemoryStore::new()),
+        failing: std::sync::atomic::AtomicBool::new(true),
+        refused: AtomicUsize::new(0),
+    });
+    let h = Harness::on(
+        store.clone(),
+        vec![(
+            "test/quick",
+            Arc::new(Scripted::default()),
+            ModelSettings::default(),
+        )],
+    );
+    let (_stop, _worker) = h.start(Harness::options());
+    let id = h.create("test/quick", json!({})).await;
+    for _ in 0..500 {
+        if store.refused.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        store.refused.load(Ordering::SeqCst) > 0,
+        "the worker never tried to settle"
+    );
+    // The run finished but its result is not stored: the job must still be there, or
+    // nobody would ever run it again.
+    assert!(!h.service.get(&id).await.unwrap().value.is_terminal());
+    let stats = h.service.jobs().stats().await.unwrap();
+    assert_eq!(stats.ready + stats.leased + stats.delayed, 1, "{stats:?}");
+
+    store.failing.store(false, Ordering::SeqCst);
+    let p = h.settled(&id).await;
+    assert_eq!(p.status, Status::Succeeded);
+    assert_eq!(h.service.jobs().stats().await.unwrap(), Default::default());
+    let settled = h
+        .service
+        .ops()
+        .counters()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == augur_core::service::counters::SETTLED)
+        .map_or(0, |(_, v)| v);
+    assert_eq!(settled, 1);
 }

@@ -1,17 +1,20 @@
 //! `augur migrate --from URL --to URL`: copies everything a store holds into another, then
 //! verifies the copy.
 //!
-//! The copy goes kind by kind (predictions with their webhook outboxes and event logs, jobs,
-//! idempotency keys, counters) in pages, through
-//! [`Store::import`], which writes records as they are and is idempotent. After every page a
-//! checkpoint file records where the copy is, so an interrupted run started again with the same
-//! arguments carries on from there. The verification pass reads both stores in the same order
-//! and compares counts and a SHA-256 of every record's content; any difference fails the
-//! command. Run it with the Augur nodes stopped: leases are not copied (a copied job is
-//! claimable at once), and writes during the copy would make the verification fail.
+//! The copy goes section by section ([`Section`]: records of every kind, queue items, event
+//! logs, ledgers, counters) in pages, through [`AdminStore::export`] and
+//! [`AdminStore::import`], which writes pieces as they are and is idempotent; a new kind of
+//! record needs nothing here. After every page a checkpoint file records where the copy is, so
+//! an interrupted run started again with the same arguments carries on from there. The
+//! verification pass exports both stores in the same order and compares counts and a SHA-256
+//! of every piece; any difference fails the command. Run it with the Augur nodes stopped:
+//! leases are not copied (a copied job is claimable at once), and writes during the copy would
+//! make the verification fail.
 //!
-//! [`Store::import`]: augur_core::store::Store::import
+//! [`AdminStore::export`]: augur_core::store::AdminStore::export
+//! [`AdminStore::import`]: augur_core::store::AdminStore::import
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,9 +24,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use augur_core::store::{Cursor, DeliveryState, DynStore, ListQuery, Record, StreamEvent};
-use augur_core::{AccountId, Prediction, PredictionId, Timestamp, Versioned};
-use futures::{StreamExt, TryStreamExt};
+use augur_core::store::{DynStore, Exported, Kind, Lane, Position, Section};
+use augur_core::{AccountId, Revision};
 
 use crate::backend;
 
@@ -34,7 +36,7 @@ pub struct Options {
     pub from: String,
     /// The target store's URL.
     pub to: String,
-    /// Records per page.
+    /// Pieces per page.
     pub batch: usize,
     /// Where to keep the progress of an interrupted copy.
     pub checkpoint: PathBuf,
@@ -54,17 +56,19 @@ impl Options {
     }
 }
 
-/// Where an interrupted copy stands.
+/// Where a section's copy stands, in a form that survives a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Mark {
+    /// Copied up to and including this position.
+    After(Vec<String>),
+    /// Copied entirely.
+    Done,
+}
+
+/// Where an interrupted copy stands: a mark per section name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Checkpoint {
-    predictions_done: bool,
-    /// `(created_at micros, id)` of the last prediction copied.
-    prediction_cursor: Option<(i64, String)>,
-    jobs_done: bool,
-    job_cursor: Option<String>,
-    keys_done: bool,
-    key_cursor: Option<(String, String)>,
-    counters_done: bool,
+    sections: BTreeMap<String, Mark>,
 }
 
 impl Checkpoint {
@@ -89,38 +93,87 @@ impl Checkpoint {
     }
 }
 
+/// A position as plain text parts, for the checkpoint file.
+fn position_parts(position: &Position) -> Vec<String> {
+    match position {
+        Position::Record(kind, id) => vec![kind.as_str().into(), id.clone()],
+        Position::Item(lane, id) => vec![lane.as_str().into(), id.clone()],
+        Position::Event(kind, id, revision, index) => vec![
+            kind.as_str().into(),
+            id.clone(),
+            revision.0.to_string(),
+            index.to_string(),
+        ],
+        Position::Ledger(account, seq) => vec![account.to_string(), seq.to_string()],
+        Position::Counter(name) => vec![name.clone()],
+    }
+}
+
+fn position_from(section: Section, parts: &[String]) -> Option<Position> {
+    Some(match (section, parts) {
+        (Section::Records, [kind, id]) => Position::Record(Kind::parse(kind)?, id.clone()),
+        (Section::Items, [lane, id]) => Position::Item(Lane::parse(lane)?, id.clone()),
+        (Section::Events, [kind, id, revision, index]) => Position::Event(
+            Kind::parse(kind)?,
+            id.clone(),
+            Revision(revision.parse().ok()?),
+            index.parse().ok()?,
+        ),
+        (Section::Ledger, [account, seq]) => {
+            Position::Ledger(AccountId::parse(account).ok()?, seq.parse().ok()?)
+        }
+        (Section::Counters, [name]) => Position::Counter(name.clone()),
+        _ => return None,
+    })
+}
+
 /// What was copied and verified.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Predictions in both stores.
-    pub predictions: u64,
-    /// Jobs in both stores.
-    pub jobs: u64,
-    /// Idempotency keys in both stores.
-    pub keys: u64,
-    /// Counters in both stores.
-    pub counters: u64,
-    /// Webhook messages (any status) in both stores.
-    pub deliveries: u64,
-    /// Stream events in both stores.
-    pub events: u64,
-    /// SHA-256 over every record, in order, identical on both sides.
+    /// Pieces per section, in [`Section::ALL`] order.
+    pub counts: Vec<(Section, u64)>,
+    /// Records per kind.
+    pub records: BTreeMap<&'static str, u64>,
+    /// SHA-256 over every piece, in order, identical on both sides.
     pub checksum: String,
 }
 
+impl Summary {
+    /// How many pieces of `section` there are.
+    pub fn count(&self, section: Section) -> u64 {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == section)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// `3000 predictions, 300 idempotency keys; 1430 queue items, 9000 events, 0 ledger entries,
+/// 3 counters; sha256 ...`: records by kind, predictions first, then the other sections.
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} predictions, {} jobs, {} idempotency keys, {} counters, {} webhook messages, {} stream events; sha256 {}",
-            self.predictions,
-            self.jobs,
-            self.keys,
-            self.counters,
-            self.deliveries,
-            self.events,
-            self.checksum
-        )
+        let mut kinds: Vec<(&str, u64)> = self.records.iter().map(|(k, n)| (*k, *n)).collect();
+        kinds.sort_by_key(|(kind, _)| (*kind != Kind::Prediction.as_str(), *kind));
+        let kinds: Vec<String> = kinds
+            .iter()
+            .map(|(kind, n)| format!("{n} {}s", kind.replace('_', " ")))
+            .collect();
+        if kinds.is_empty() {
+            f.write_str("no records")?;
+        } else {
+            f.write_str(&kinds.join(", "))?;
+        }
+        let names = [
+            (Section::Items, "queue items"),
+            (Section::Events, "events"),
+            (Section::Ledger, "ledger entries"),
+            (Section::Counters, "counters"),
+        ];
+        let rest: Vec<String> = names
+            .iter()
+            .map(|(section, name)| format!("{} {name}", self.count(*section)))
+            .collect();
+        write!(f, "; {}; sha256 {}", rest.join(", "), self.checksum)
     }
 }
 
@@ -186,123 +239,40 @@ async fn copy(from: &DynStore, to: &DynStore, options: &Options) -> Result<()> {
         eprintln!("resuming from {}", path.display());
     }
     let batch = options.batch.max(1);
-
-    if !checkpoint.predictions_done {
-        let bar = bar(options, "copying predictions");
+    for section in Section::ALL {
+        let mut after = match checkpoint.sections.get(section.as_str()) {
+            Some(Mark::Done) => continue,
+            Some(Mark::After(parts)) => Some(position_from(section, parts).with_context(|| {
+                format!(
+                    "the checkpoint {} names an invalid {} position; delete it to start over",
+                    path.display(),
+                    section.as_str()
+                )
+            })?),
+            None => None,
+        };
+        let bar = bar(options, &format!("copying {}", section.as_str()));
         loop {
-            let after = match &checkpoint.prediction_cursor {
-                Some((micros, id)) => Some(Cursor {
-                    created_at: Timestamp::from_micros(*micros),
-                    id: PredictionId::parse(id).context("the checkpoint names an invalid id")?,
-                }),
-                None => None,
+            let page = from.export(section, after.as_ref(), batch).await?;
+            to.import(&page).await?;
+            bar.inc(page.len() as u64);
+            let mark = match page.last() {
+                Some(last) if page.len() == batch => {
+                    let position = last.position();
+                    let mark = Mark::After(position_parts(&position));
+                    after = Some(position);
+                    mark
+                }
+                _ => Mark::Done,
             };
-            let page = from
-                .list(&ListQuery {
-                    after,
-                    limit: batch,
-                    ..Default::default()
-                })
-                .await?;
-            let mut records: Vec<Record> = page
-                .items
-                .iter()
-                .map(|p| Record::Prediction(Box::new(p.clone())))
-                .collect();
-            for (id, (deliveries, events)) in attachments(from, &page.items).await? {
-                records.extend(
-                    deliveries
-                        .into_iter()
-                        .map(|d| Record::Delivery(Box::new(d))),
-                );
-                records.extend(events.into_iter().map(|e| Record::Event(id.clone(), e)));
-            }
-            to.import(&records).await?;
-            bar.inc(records.len() as u64);
-            match (page.next, page.items.last()) {
-                (Some(_), Some(last)) => {
-                    checkpoint.prediction_cursor =
-                        Some((last.value.created_at.as_micros(), last.value.id.to_string()));
-                }
-                _ => {
-                    checkpoint.predictions_done = true;
-                }
-            }
+            let done = mark == Mark::Done;
+            checkpoint.sections.insert(section.as_str().into(), mark);
             checkpoint.save(path)?;
-            if checkpoint.predictions_done {
+            if done {
                 break;
             }
         }
         bar.finish_and_clear();
-    }
-
-    if !checkpoint.jobs_done {
-        let bar = bar(options, "copying jobs");
-        loop {
-            let after = checkpoint
-                .job_cursor
-                .as_deref()
-                .map(PredictionId::parse)
-                .transpose()
-                .context("the checkpoint names an invalid id")?;
-            let jobs = from.list_jobs(after.as_ref(), batch).await?;
-            let records: Vec<Record> = jobs.iter().cloned().map(Record::Job).collect();
-            to.import(&records).await?;
-            bar.inc(records.len() as u64);
-            match jobs.last() {
-                Some(last) if jobs.len() == batch => {
-                    checkpoint.job_cursor = Some(last.prediction_id.to_string());
-                }
-                _ => checkpoint.jobs_done = true,
-            }
-            checkpoint.save(path)?;
-            if checkpoint.jobs_done {
-                break;
-            }
-        }
-        bar.finish_and_clear();
-    }
-
-    if !checkpoint.keys_done {
-        let bar = bar(options, "copying idempotency keys");
-        loop {
-            let after = match &checkpoint.key_cursor {
-                Some((owner, key)) => Some((
-                    AccountId::parse(owner).context("the checkpoint names an invalid owner")?,
-                    key.clone(),
-                )),
-                None => None,
-            };
-            let keys = from
-                .list_idempotency_keys(after.as_ref().map(|(o, k)| (o, k.as_str())), batch)
-                .await?;
-            let records: Vec<Record> = keys.iter().cloned().map(Record::IdempotencyKey).collect();
-            to.import(&records).await?;
-            bar.inc(records.len() as u64);
-            match keys.last() {
-                Some(last) if keys.len() == batch => {
-                    checkpoint.key_cursor = Some((last.owner.to_string(), last.key.clone()));
-                }
-                _ => checkpoint.keys_done = true,
-            }
-            checkpoint.save(path)?;
-            if checkpoint.keys_done {
-                break;
-            }
-        }
-        bar.finish_and_clear();
-    }
-
-    if !checkpoint.counters_done {
-        let records: Vec<Record> = from
-            .counters()
-            .await?
-            .into_iter()
-            .map(|(name, value)| Record::Counter { name, value })
-            .collect();
-        to.import(&records).await?;
-        checkpoint.counters_done = true;
-        checkpoint.save(path)?;
     }
     Ok(())
 }
@@ -313,124 +283,94 @@ async fn fingerprint(store: &DynStore, options: &Options, what: &str) -> Result<
     let batch = options.batch.max(1);
     let mut hash = Sha256::new();
     let mut summary = Summary::default();
-
-    let mut after = None;
-    loop {
-        let page = store
-            .list(&ListQuery {
-                after,
-                limit: batch,
-                ..Default::default()
-            })
-            .await?;
-        for p in &page.items {
-            hash.update(b"p");
-            hash.update(p.revision.0.to_be_bytes());
-            hash.update(serde_json::to_vec(&p.value)?);
-        }
-        for (_, (deliveries, events)) in attachments(store, &page.items).await? {
-            for d in &deliveries {
-                hash.update(b"d");
-                hash.update(serde_json::to_vec(d)?);
+    for section in Section::ALL {
+        let mut count = 0u64;
+        let mut after: Option<Position> = None;
+        loop {
+            let page = store.export(section, after.as_ref(), batch).await?;
+            for piece in &page {
+                hash_piece(&mut hash, piece)?;
+                if let Exported::Record { record, .. } = piece {
+                    *summary.records.entry(record.key.kind.as_str()).or_default() += 1;
+                }
             }
-            for e in &events {
-                hash.update(b"e");
-                hash.update(serde_json::to_vec(e)?);
+            count += page.len() as u64;
+            bar.inc(page.len() as u64);
+            match page.last() {
+                Some(last) if page.len() == batch => after = Some(last.position()),
+                _ => break,
             }
-            summary.deliveries += deliveries.len() as u64;
-            summary.events += events.len() as u64;
         }
-        summary.predictions += page.items.len() as u64;
-        bar.inc(page.items.len() as u64);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
+        summary.counts.push((section, count));
     }
-
-    let mut after: Option<PredictionId> = None;
-    loop {
-        let jobs = store.list_jobs(after.as_ref(), batch).await?;
-        for job in &jobs {
-            hash.update(b"j");
-            hash.update(job.prediction_id.as_str().as_bytes());
-            hash.update(job.queue.as_bytes());
-            hash.update(job.attempts.to_be_bytes());
-            hash.update(job.run_at.as_micros().to_be_bytes());
-        }
-        summary.jobs += jobs.len() as u64;
-        bar.inc(jobs.len() as u64);
-        match jobs.last() {
-            Some(last) if jobs.len() == batch => after = Some(last.prediction_id.clone()),
-            _ => break,
-        }
-    }
-
-    let mut after: Option<(AccountId, String)> = None;
-    loop {
-        let keys = store
-            .list_idempotency_keys(after.as_ref().map(|(o, k)| (o, k.as_str())), batch)
-            .await?;
-        for key in &keys {
-            hash.update(b"k");
-            for part in [
-                key.owner.as_str(),
-                &key.key,
-                &key.fingerprint,
-                key.prediction_id.as_str(),
-            ] {
-                hash.update(part.as_bytes());
-                hash.update([0]);
-            }
-            hash.update(key.expires_at.as_micros().to_be_bytes());
-        }
-        summary.keys += keys.len() as u64;
-        match keys.last() {
-            Some(last) if keys.len() == batch => {
-                after = Some((last.owner.clone(), last.key.clone()))
-            }
-            _ => break,
-        }
-    }
-
-    let mut counters = store.counters().await?;
-    counters.sort();
-    for (name, value) in &counters {
-        hash.update(b"c");
-        hash.update(name.as_bytes());
-        hash.update(value.to_be_bytes());
-    }
-    summary.counters = counters.len() as u64;
     summary.checksum = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     bar.finish_and_clear();
     Ok(summary)
 }
 
-/// How many predictions' outboxes and event logs are read at once.
-const ATTACHMENT_READS: usize = 16;
-
-/// The webhook outbox and the whole event log of each prediction of a page, in page order.
-async fn attachments(
-    store: &DynStore,
-    page: &[Versioned<Prediction>],
-) -> Result<Vec<(PredictionId, (Vec<DeliveryState>, Vec<StreamEvent>))>> {
-    futures::stream::iter(page.iter().map(|p| {
-        let id = p.value.id.clone();
-        async move {
-            let deliveries = store.list_deliveries(&id).await?;
-            let mut events = Vec::new();
-            loop {
-                let after = events.last().map(|e: &StreamEvent| (e.revision, e.index));
-                let more = store.read_events(&id, after, 1000).await?;
-                if more.is_empty() {
-                    break;
-                }
-                events.extend(more);
-            }
-            anyhow::Ok((id, (deliveries, events)))
+/// Feeds a piece's whole content to the hash, each field delimited.
+fn hash_piece(hash: &mut Sha256, piece: &Exported) -> Result<()> {
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    match piece {
+        Exported::Record { record, revision } => {
+            field(b"record");
+            field(record.key.kind.as_str().as_bytes());
+            field(record.key.id.as_bytes());
+            field(&[record.key.partition.0]);
+            field(record.owner.as_str().as_bytes());
+            field(&record.created_at.as_micros().to_be_bytes());
+            field(record.status.as_deref().unwrap_or("\u{0}").as_bytes());
+            field(record.parent.as_deref().unwrap_or("\u{0}").as_bytes());
+            field(
+                &record
+                    .expires_at
+                    .map_or(i64::MIN, |t| t.as_micros())
+                    .to_be_bytes(),
+            );
+            field(&[u8::from(record.data_removed)]);
+            field(record.body.as_bytes());
+            field(record.data.as_deref().unwrap_or("\u{0}").as_bytes());
+            field(&revision.0.to_be_bytes());
         }
-    }))
-    .buffered(ATTACHMENT_READS)
-    .try_collect()
-    .await
+        Exported::Item(item) => {
+            field(b"item");
+            field(item.lane.as_str().as_bytes());
+            field(item.id.as_bytes());
+            field(item.group.kind.as_str().as_bytes());
+            field(item.group.id.as_bytes());
+            field(item.topic.as_bytes());
+            field(item.owner.as_str().as_bytes());
+            field(item.payload.as_bytes());
+            field(&item.seq.to_be_bytes());
+            field(item.status.as_str().as_bytes());
+            field(&item.claims.to_be_bytes());
+            field(&serde_json::to_vec(&item.attempts)?);
+            field(
+                &item
+                    .due_at
+                    .map_or(i64::MIN, |t| t.as_micros())
+                    .to_be_bytes(),
+            );
+            field(&item.created_at.as_micros().to_be_bytes());
+        }
+        Exported::Event { stream, event } => {
+            field(b"event");
+            field(stream.kind.as_str().as_bytes());
+            field(stream.id.as_bytes());
+            field(&serde_json::to_vec(event)?);
+        }
+        Exported::Ledger(posted) => {
+            field(b"ledger");
+            field(&serde_json::to_vec(posted)?);
+        }
+        Exported::Counter { name, value } => {
+            field(b"counter");
+            field(name.as_bytes());
+            field(&value.to_be_bytes());
+        }
+    }
+    Ok(())
 }

@@ -105,7 +105,7 @@ pub async fn serve(
     let sweeper = Sweeper::new(service.clone(), files, Duration::from_secs(10), 1000);
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
     let dispatcher = Dispatcher::new(
-        stack.store.clone(),
+        service.outbox(),
         webhook_secret,
         webhook_body(public_url.clone()),
         DispatcherOptions {

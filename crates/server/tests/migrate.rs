@@ -8,9 +8,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_core::store::{DynStore, Store};
+use augur_core::store::{DynStore, Kind, ListQuery};
 use augur_core::{
-    AccountId, CreateRequest, Event, ModelName, Predictions, ServiceConfig, WebhookEvents,
+    AccountId, CreateRequest, Event, ModelName, Prediction, PredictionQuery, Predictions,
+    ServiceConfig, Status, Versioned, WebhookEvents,
 };
 use augur_store_embedded::EmbeddedStore;
 use common::TestServer;
@@ -60,20 +61,22 @@ fn migrate(args: &[&str], cwd: &Path) -> std::process::Output {
 }
 
 /// Every prediction a store holds, in listing order.
-async fn all_predictions(url: &str) -> Vec<augur_core::Versioned<augur_core::Prediction>> {
-    let store = EmbeddedStore::open_url(url).unwrap();
+async fn all_predictions(url: &str) -> Vec<Versioned<Prediction>> {
+    let store: DynStore = Arc::new(EmbeddedStore::open_url(url).unwrap());
     let mut out = Vec::new();
     let mut after = None;
     loop {
         let page = store
-            .list(&augur_core::store::ListQuery {
+            .list(&ListQuery {
                 after,
-                limit: 1000,
-                ..Default::default()
+                ..ListQuery::of(Kind::Prediction, 1000)
             })
             .await
             .unwrap();
-        out.extend(page.items);
+        out.extend(page.items.iter().map(|s| Versioned {
+            value: (*s.decode::<Prediction>().unwrap()).clone(),
+            revision: s.revision,
+        }));
         match page.next {
             Some(next) => after = Some(next),
             None => break,
@@ -107,7 +110,7 @@ async fn migrate_copies_everything_and_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("verified: 3000 predictions, 1000 jobs, 300 idempotency keys"),
+        stdout.contains("verified: 3000 predictions, 300 idempotency keys;"),
         "{stdout}"
     );
 
@@ -121,7 +124,7 @@ async fn migrate_copies_everything_and_verifies() {
     let api = server.client();
     let queued = after
         .iter()
-        .find(|p| p.value.status == augur_core::Status::Starting)
+        .find(|p| p.value.status == Status::Starting)
         .unwrap();
     let p = api
         .settled(queued.value.id.as_str(), Duration::from_secs(30))
@@ -186,10 +189,10 @@ async fn an_interrupted_migration_resumes_and_a_difference_fails_verification() 
     // Change the target behind migrate's back: verification must say so.
     let target: DynStore = Arc::new(EmbeddedStore::open_url(&to).unwrap());
     let service = Predictions::new(target.clone(), ServiceConfig::default());
-    let some = target
-        .list(&augur_core::store::ListQuery {
+    let some = service
+        .list(&PredictionQuery {
             limit: 1,
-            status: Some(augur_core::Status::Starting),
+            status: Some(Status::Starting),
             ..Default::default()
         })
         .await

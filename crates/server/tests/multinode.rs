@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use augur_core::store::{DynStore, ListQuery};
+use augur_core::store::{DynStore, Kind, ListQuery};
 use augur_core::{
     AccountId, CreateRequest, Event, ModelName, PredictionId, Predictions, ServiceConfig, Status,
     Timestamp, TransitionError, WebhookEvents,
@@ -54,12 +54,15 @@ async fn all(store: &DynStore) -> Vec<augur_core::Prediction> {
         let page = store
             .list(&ListQuery {
                 after,
-                limit: 1000,
-                ..Default::default()
+                ..ListQuery::of(Kind::Prediction, 1000)
             })
             .await
             .unwrap();
-        out.extend(page.items.into_iter().map(|p| p.value));
+        out.extend(
+            page.items
+                .iter()
+                .map(|s| (*s.decode::<augur_core::Prediction>().unwrap()).clone()),
+        );
         match page.next {
             Some(next) => after = Some(next),
             None => return out,
@@ -151,7 +154,13 @@ async fn two_nodes_drain_one_queue_once(backend: Backend) {
     for p in &predictions {
         assert_eq!((p.status, p.attempts), (Status::Succeeded, 1), "{p:?}");
     }
-    assert_eq!(store.queue_stats().await.unwrap(), Default::default());
+    assert_eq!(
+        store
+            .queue_stats(augur_core::store::Lane::Jobs)
+            .await
+            .unwrap(),
+        Default::default()
+    );
     eprintln!("{}: node a ran {done_a}, node b ran {done_b}", backend.name);
 }
 
@@ -273,7 +282,14 @@ async fn terminal_races_across_processes_have_one_winner(backend: Backend) {
     let roles: HashSet<_> = winners.values().collect();
     eprintln!("{}: winners by role {:?}", backend.name, roles);
     for id in &ids {
-        let p = store.get(id).await.unwrap().value;
+        let p = (*store
+            .get(&id.key())
+            .await
+            .unwrap()
+            .unwrap()
+            .decode::<augur_core::Prediction>()
+            .unwrap())
+        .clone();
         let expected = if winners[id.as_str()] == "a" {
             Status::Succeeded
         } else {

@@ -1,5 +1,6 @@
 //! The storage contract's conformance suite: one named test per promise of
-//! [`augur_core::store::Store`], run against every backend.
+//! [`augur_core::store::Store`] (each trait method's `# Behavior` bullets name them), run
+//! against every backend.
 //!
 //! Each test is a plain `pub async fn name(store: DynStore)` that pins one property (its doc
 //! line says which). [`conformance_suite!`] turns all of them into `#[tokio::test]`s for a
@@ -14,14 +15,16 @@
 
 mod changes;
 pub mod fixtures;
+mod ledger;
 mod outbox;
-mod predictions;
 mod queue;
+mod records;
 
 pub use changes::*;
+pub use ledger::*;
 pub use outbox::*;
-pub use predictions::*;
 pub use queue::*;
+pub use records::*;
 
 /// Decides what a setup function does when its backend's URL variable is unset: returns the
 /// URL if set; otherwise panics when `AUGUR_STORE_TESTS_REQUIRED=1`, or prints why it skips
@@ -47,51 +50,66 @@ pub fn skip_unless_configured(var: &str) -> Option<String> {
 macro_rules! conformance_suite {
     ($setup:path) => {
         $crate::conformance_suite!(@tests $setup;
-            create_then_get_round_trips,
-            get_unknown_is_not_found,
-            create_is_idempotent_on_id,
-            create_applies_effects_atomically,
-            idempotency_key_returns_first_prediction,
-            idempotency_keys_are_scoped_to_owner,
-            concurrent_creates_insert_once,
+            insert_then_get_round_trips,
+            get_unknown_is_none,
+            insert_of_an_existing_key_writes_nothing,
+            a_write_applies_its_effects,
+            a_write_of_several_records_is_atomic,
+            kinds_are_separate_namespaces,
+            misplaced_ids_are_found,
+            concurrent_inserts_succeed_once,
             update_rejects_stale_revision,
             failed_update_applies_no_effects,
             update_unknown_is_not_found,
+            writes_stay_within_their_account,
             concurrent_updates_have_one_winner,
             racing_terminal_transitions_have_one_winner,
-            delete_removes_prediction_and_job,
+            idempotency_key_returns_first_prediction,
+            idempotency_keys_are_scoped_to_owner,
+            concurrent_creates_with_one_key_make_one_prediction,
+            delete_removes_record_items_and_events,
             list_pages_newest_first_without_gaps,
             list_filters_combine,
             expire_leaves_tombstones,
-            expired_idempotency_keys_are_forgotten,
+            expired_records_of_delete_kinds_are_absent,
             counters_accumulate,
+            limited_counters_refuse_to_pass_their_limit,
             large_and_unicode_records_round_trip,
             claim_is_exclusive_until_lease_expires,
             claim_respects_run_at,
-            claim_orders_by_run_at,
-            claim_skips_excluded_queues,
+            claims_are_fair_across_accounts,
+            claim_skips_excluded_topics,
             renew_extends_the_lease,
             renew_fails_after_lease_is_lost,
-            retry_job_reschedules,
-            release_job_refunds_the_attempt,
-            completing_through_an_update_removes_the_job,
-            enqueue_replaces_an_existing_job,
-            queue_stats_counts_jobs,
-            enqueue_claimed_creates_a_leased_job,
-            concurrent_claims_complete_each_job_once,
-            changes_are_announced,
-            migration_round_trips_every_record,
+            lapsed_leases_are_lost_even_when_unclaimed,
+            retry_reschedules,
+            release_refunds_the_claim,
+            completing_through_a_write_removes_the_item,
+            enqueue_replaces_or_keeps_an_existing_id,
+            enqueue_claimed_creates_a_leased_item,
+            queue_stats_counts_items,
+            lanes_are_separate,
+            done_removes_or_keeps_by_lane,
+            concurrent_claims_take_each_item_once,
             deliveries_are_enqueued_with_their_write,
-            deliveries_go_out_in_order_per_prediction,
+            groups_go_out_in_order,
             delivery_claims_are_exclusive_until_the_lease_lapses,
-            finishing_needs_the_current_delivery_lease,
+            finishing_needs_the_current_lease,
             attempts_are_recorded_and_outcomes_applied,
-            redeliver_requeues_a_message,
-            concurrent_delivery_claims_deliver_each_once,
+            requeue_makes_an_item_pending_again,
+            concurrent_claims_of_groups_deliver_each_once,
             events_are_appended_with_their_write_and_resumable,
             racing_writes_apply_only_the_winners_effects,
-            expiry_and_delete_remove_events_and_deliveries,
-            outbox_and_events_migrate,
+            expiry_and_delete_remove_events_and_items,
+            posted_entries_add_up,
+            ledger_pages_newest_first,
+            repeated_entry_ids_are_skipped,
+            entries_that_overdraw_refuse_the_write,
+            ledger_entries_commit_with_their_write,
+            concurrent_reservations_never_overdraw,
+            ledgers_are_per_account,
+            changes_are_announced,
+            migration_round_trips_every_section,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

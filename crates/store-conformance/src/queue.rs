@@ -1,417 +1,490 @@
-//! Conformance tests for the job queue: claims, leases, retries, hand-backs and contention.
+//! Conformance tests for the leased queue: claims, leases, outcomes, fairness and contention.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use augur_core::store::{ClaimRequest, DynStore, Effect, Error};
-use augur_core::{Timestamp, WorkerId};
+use augur_core::jobs;
+use augur_core::store::Entity;
+use augur_core::store::{
+    ClaimRequest, DynStore, Effect, Error, Finish, ItemLease, ItemStatus, Lane, NewItem, Outcome,
+};
+use augur_core::{AccountId, LeaseToken, ModelName, Timestamp, WorkerId};
 
-use crate::fixtures::{QUEUE, claim, enqueue_now, eventually, insert, prediction};
+use crate::fixtures::{
+    LONG, QUEUE, account, claim_jobs, claim_on, counter, enqueue_at, enqueue_now, eventually, get,
+    insert, prediction, prediction_for, update,
+};
 
-const LONG: Duration = Duration::from_secs(60);
+fn finish(outcome: Outcome) -> Finish {
+    Finish {
+        outcome,
+        attempt: None,
+    }
+}
 
-/// A claimed job is invisible to other claimers until its lease lapses, then claimable again
-/// with its attempt count incremented.
+/// A claimed item is invisible to other claimers until its lease lapses, then claimable again
+/// with its claim count incremented; the first holder's lease is gone.
 pub async fn claim_is_exclusive_until_lease_expires(store: DynStore) {
     let p = prediction();
-    insert(&store, &p, &[enqueue_now()]).await;
+    insert(&store, &p, vec![enqueue_now(&p)]).await;
     let (a, b) = (WorkerId::generate(), WorkerId::generate());
-    let first = store
-        .claim_jobs(&claim(&a, Duration::from_millis(400), 10))
-        .await
-        .unwrap();
+    let first = claim_jobs(&store, &a, Duration::from_millis(400), 10).await;
     assert_eq!(first.len(), 1);
-    assert_eq!(first[0].job.prediction_id, p.id);
-    assert_eq!(first[0].job.attempts, 1);
-    assert_eq!(first[0].job.queue, QUEUE);
+    assert_eq!(first[0].item.id, p.id.as_str());
+    assert_eq!(first[0].item.claims, 1);
+    assert_eq!(first[0].item.topic, QUEUE);
+    assert_eq!(first[0].item.group, p.key());
+    assert_eq!(first[0].item.owner, p.owner);
     assert_eq!(first[0].worker, a);
-    assert!(
-        store
-            .claim_jobs(&claim(&b, LONG, 10))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(claim_jobs(&store, &b, LONG, 10).await.is_empty());
 
     let second = eventually("the lease to lapse", Duration::from_secs(10), || {
-        let store = store.clone();
-        let b = b.clone();
+        let (store, b) = (store.clone(), b.clone());
         async move {
-            let got = store.claim_jobs(&claim(&b, LONG, 10)).await.unwrap();
+            let got = claim_jobs(&store, &b, LONG, 10).await;
             (!got.is_empty()).then_some(got)
         }
     })
     .await;
-    assert_eq!(second[0].job.prediction_id, p.id);
-    assert_eq!(second[0].job.attempts, 2);
+    assert_eq!(second[0].item.id, p.id.as_str());
+    assert_eq!(second[0].item.claims, 2);
     assert_ne!(second[0].token, first[0].token);
-    // The first holder's lease is gone.
     assert!(matches!(
-        store.renew_lease(&first[0], LONG).await,
+        store.renew(&first[0], LONG).await,
         Err(Error::LeaseLost)
     ));
 }
 
-/// A job is not claimable before its `run_at`.
+/// An item is not claimable before its `run_at`.
 pub async fn claim_respects_run_at(store: DynStore) {
     let p = prediction();
     let run_at = Timestamp::now().plus(Duration::from_millis(500));
-    insert(
-        &store,
-        &p,
-        &[Effect::EnqueueJob {
-            queue: QUEUE.into(),
-            run_at,
-        }],
-    )
-    .await;
+    insert(&store, &p, vec![enqueue_at(&p, run_at)]).await;
     let w = WorkerId::generate();
-    assert!(
-        store
-            .claim_jobs(&claim(&w, LONG, 10))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(store.queue_stats().await.unwrap().delayed, 1);
+    assert!(claim_jobs(&store, &w, LONG, 10).await.is_empty());
     let got = eventually("run_at to pass", Duration::from_secs(10), || {
-        let store = store.clone();
-        let w = w.clone();
-        async move {
-            let got = store.claim_jobs(&claim(&w, LONG, 10)).await.unwrap();
-            (!got.is_empty()).then_some(got)
-        }
+        let (store, w) = (store.clone(), w.clone());
+        async move { claim_jobs(&store, &w, LONG, 10).await.into_iter().next() }
     })
     .await;
     assert!(Timestamp::now() >= run_at);
-    assert_eq!(got[0].job.prediction_id, p.id);
+    assert_eq!(got.item.id, p.id.as_str());
 }
 
-/// Claims take the oldest `run_at` first and honour `max`.
-pub async fn claim_orders_by_run_at(store: DynStore) {
+/// Claims are fair: an account's items go in the order it queued them, and another account's
+/// first item goes right after the first of a long backlog, not behind it.
+pub async fn claims_are_fair_across_accounts(store: DynStore) {
+    let (busy, quiet) = (account("busy"), account("quiet"));
     let now = Timestamp::now();
-    let mut expected = Vec::new();
-    for offset in [3_000i64, 1_000, 2_000] {
-        let p = prediction();
-        insert(
-            &store,
-            &p,
-            &[Effect::EnqueueJob {
-                queue: QUEUE.into(),
-                run_at: Timestamp::from_micros(now.as_micros() - offset * 1000),
-            }],
-        )
-        .await;
-        expected.push((offset, p.id));
+    let mut backlog = Vec::new();
+    for i in 0..20i64 {
+        let p = prediction_for(&busy);
+        // Due times out of order: within an account, the order queued wins.
+        let run_at = Timestamp::from_micros(now.as_micros() - ((i * 7) % 5) * 1000);
+        insert(&store, &p, vec![enqueue_at(&p, run_at)]).await;
+        backlog.push(p.id.to_string());
     }
-    expected.sort_by_key(|(offset, _)| std::cmp::Reverse(*offset));
     let w = WorkerId::generate();
-    let first = store.claim_jobs(&claim(&w, LONG, 2)).await.unwrap();
-    let rest = store.claim_jobs(&claim(&w, LONG, 2)).await.unwrap();
-    let got: Vec<_> = first
+    let first = claim_jobs(&store, &w, LONG, 2).await;
+    assert_eq!(
+        first.iter().map(|l| l.item.id.clone()).collect::<Vec<_>>(),
+        backlog[..2].to_vec()
+    );
+    let newcomer = prediction_for(&quiet);
+    insert(&store, &newcomer, vec![enqueue_now(&newcomer)]).await;
+    let next = claim_jobs(&store, &w, LONG, 3).await;
+    let ids: Vec<String> = next.iter().map(|l| l.item.id.clone()).collect();
+    assert!(
+        ids[..2].contains(&newcomer.id.to_string()),
+        "the other account's item waited behind the backlog: {ids:?}"
+    );
+    let rest: Vec<&String> = ids
         .iter()
-        .chain(&rest)
-        .map(|l| l.job.prediction_id.clone())
+        .filter(|id| **id != newcomer.id.as_str())
         .collect();
-    let want: Vec<_> = expected.into_iter().map(|(_, id)| id).collect();
-    assert_eq!(first.len(), 2);
-    assert_eq!(got, want);
+    assert_eq!(rest, backlog[2..4].iter().collect::<Vec<_>>());
 }
 
-/// Jobs on excluded queues are skipped.
-pub async fn claim_skips_excluded_queues(store: DynStore) {
-    let busy = prediction();
+/// Items of excluded topics are skipped.
+pub async fn claim_skips_excluded_topics(store: DynStore) {
+    let mut busy = prediction();
+    busy.model = ModelName::parse("acme/busy").unwrap();
     insert(
         &store,
         &busy,
-        &[Effect::EnqueueJob {
-            queue: "acme/busy".into(),
-            run_at: Timestamp::now().minus(Duration::from_secs(5)),
-        }],
+        vec![enqueue_at(
+            &busy,
+            Timestamp::now().minus(Duration::from_secs(5)),
+        )],
     )
     .await;
     let free = prediction();
-    insert(&store, &free, &[enqueue_now()]).await;
-    let request = ClaimRequest {
-        exclude_queues: vec!["acme/busy".into()],
-        ..claim(&WorkerId::generate(), LONG, 10)
-    };
-    let got = store.claim_jobs(&request).await.unwrap();
+    insert(&store, &free, vec![enqueue_now(&free)]).await;
+    let w = WorkerId::generate();
+    let got = store
+        .claim(&ClaimRequest {
+            exclude_topics: vec!["acme/busy".into()],
+            ..claim_on(Lane::Jobs, &w, LONG, 10)
+        })
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].job.prediction_id, free.id);
+    assert_eq!(got[0].item.id, free.id.as_str());
 }
 
-/// Renewing a live lease pushes its expiry out, and the job stays invisible.
+/// Renewing extends a live lease.
 pub async fn renew_extends_the_lease(store: DynStore) {
     let p = prediction();
-    insert(&store, &p, &[enqueue_now()]).await;
+    insert(&store, &p, vec![enqueue_now(&p)]).await;
     let w = WorkerId::generate();
-    let lease = store
-        .claim_jobs(&claim(&w, Duration::from_millis(500), 1))
+    let lease = claim_jobs(&store, &w, Duration::from_millis(300), 1)
         .await
-        .unwrap()
         .remove(0);
-    let renewed = store.renew_lease(&lease, LONG).await.unwrap();
+    let renewed = store.renew(&lease, LONG).await.unwrap();
     assert!(renewed.expires_at > lease.expires_at);
     assert_eq!(renewed.token, lease.token);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = WorkerId::generate();
     assert!(
-        store
-            .claim_jobs(&claim(&WorkerId::generate(), LONG, 10))
-            .await
-            .unwrap()
-            .is_empty()
+        claim_jobs(&store, &other, LONG, 10).await.is_empty(),
+        "the renewed lease held"
     );
-    store.renew_lease(&renewed, LONG).await.unwrap();
+    store.renew(&renewed, LONG).await.unwrap();
 }
 
-/// Renewing fails with `LeaseLost` once the job was completed or taken over.
+/// Renew, retry and release fail with `LeaseLost` once the item was completed.
 pub async fn renew_fails_after_lease_is_lost(store: DynStore) {
     let p = prediction();
-    insert(&store, &p, &[enqueue_now()]).await;
+    let rev = insert(&store, &p, vec![enqueue_now(&p)]).await;
     let w = WorkerId::generate();
-    let lease = store
-        .claim_jobs(&claim(&w, LONG, 1))
+    let lease = claim_jobs(&store, &w, LONG, 1).await.remove(0);
+    update(&store, &p, rev, vec![jobs::complete(&p.id)])
         .await
-        .unwrap()
-        .remove(0);
-    store.complete_job(&p.id).await.unwrap();
+        .unwrap();
     assert!(matches!(
-        store.renew_lease(&lease, LONG).await,
+        store.renew(&lease, LONG).await,
         Err(Error::LeaseLost)
     ));
-    assert!(matches!(
-        store.retry_job(&lease, Timestamp::now()).await,
-        Err(Error::LeaseLost)
-    ));
-    assert!(matches!(
-        store.release_job(&lease, Timestamp::now()).await,
-        Err(Error::LeaseLost)
-    ));
+    for outcome in [
+        Outcome::Retry(Timestamp::now()),
+        Outcome::Release(Timestamp::now()),
+        Outcome::Done,
+    ] {
+        assert!(matches!(
+            store.finish(&lease, &finish(outcome)).await,
+            Err(Error::LeaseLost)
+        ));
+    }
 }
 
-/// Retrying ends the lease and makes the job claimable from `run_at`, keeping the attempt
-/// count; the old lease cannot be used again.
-pub async fn retry_job_reschedules(store: DynStore) {
+/// A lease that lapsed is lost even if nobody claimed the item since: it can no longer be
+/// renewed, retried, released or finished, and the item is claimable.
+pub async fn lapsed_leases_are_lost_even_when_unclaimed(store: DynStore) {
     let p = prediction();
-    insert(&store, &p, &[enqueue_now()]).await;
+    insert(&store, &p, vec![enqueue_now(&p)]).await;
     let w = WorkerId::generate();
-    let lease = store
-        .claim_jobs(&claim(&w, LONG, 1))
+    let lease = claim_jobs(&store, &w, Duration::from_millis(200), 1)
         .await
-        .unwrap()
         .remove(0);
-    let run_at = Timestamp::now().plus(Duration::from_millis(300));
-    store.retry_job(&lease, run_at).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(matches!(
-        store.retry_job(&lease, run_at).await,
+        store.renew(&lease, LONG).await,
         Err(Error::LeaseLost)
     ));
-    assert_eq!(store.queue_stats().await.unwrap().delayed, 1);
+    for outcome in [
+        Outcome::Retry(Timestamp::now()),
+        Outcome::Release(Timestamp::now()),
+        Outcome::Done,
+        Outcome::GiveUp { rest: false },
+    ] {
+        let got = store.finish(&lease, &finish(outcome)).await;
+        assert!(matches!(got, Err(Error::LeaseLost)), "{outcome:?}: {got:?}");
+    }
+    let again = claim_jobs(&store, &w, LONG, 1).await;
+    assert_eq!(again.len(), 1, "the item is claimable again");
+    assert_eq!(again[0].item.claims, 2);
+}
+
+/// Retrying ends the lease and makes the item claimable from `run_at`, keeping the claim
+/// count; the old lease cannot be used again.
+pub async fn retry_reschedules(store: DynStore) {
+    let p = prediction();
+    insert(&store, &p, vec![enqueue_now(&p)]).await;
+    let w = WorkerId::generate();
+    let lease = claim_jobs(&store, &w, LONG, 1).await.remove(0);
+    let run_at = Timestamp::now().plus(Duration::from_millis(300));
+    store
+        .finish(&lease, &finish(Outcome::Retry(run_at)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.finish(&lease, &finish(Outcome::Retry(run_at))).await,
+        Err(Error::LeaseLost)
+    ));
+    assert_eq!(store.queue_stats(Lane::Jobs).await.unwrap().delayed, 1);
     let again = eventually("the retry to become due", Duration::from_secs(10), || {
-        let store = store.clone();
-        let w = w.clone();
-        async move {
-            let got = store.claim_jobs(&claim(&w, LONG, 1)).await.unwrap();
-            got.into_iter().next()
-        }
+        let (store, w) = (store.clone(), w.clone());
+        async move { claim_jobs(&store, &w, LONG, 1).await.into_iter().next() }
     })
     .await;
-    assert_eq!(again.job.attempts, 2);
+    assert_eq!(again.item.claims, 2);
 }
 
-/// Releasing hands the job back, claimable from the given time, without counting the attempt.
-pub async fn release_job_refunds_the_attempt(store: DynStore) {
+/// Releasing hands the item back, claimable from the given time, without counting the claim.
+pub async fn release_refunds_the_claim(store: DynStore) {
     let p = prediction();
-    insert(&store, &p, &[enqueue_now()]).await;
+    insert(&store, &p, vec![enqueue_now(&p)]).await;
     let w = WorkerId::generate();
-    let lease = store
-        .claim_jobs(&claim(&w, LONG, 1))
+    let lease = claim_jobs(&store, &w, LONG, 1).await.remove(0);
+    assert_eq!(lease.item.claims, 1);
+    store
+        .finish(&lease, &finish(Outcome::Release(Timestamp::now())))
         .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(lease.job.attempts, 1);
-    store.release_job(&lease, Timestamp::now()).await.unwrap();
+        .unwrap();
     assert!(matches!(
-        store.release_job(&lease, Timestamp::now()).await,
+        store
+            .finish(&lease, &finish(Outcome::Release(Timestamp::now())))
+            .await,
         Err(Error::LeaseLost)
     ));
-    let again = store.claim_jobs(&claim(&w, LONG, 1)).await.unwrap();
+    let again = claim_jobs(&store, &w, LONG, 1).await;
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].job.attempts, 1);
+    assert_eq!(again[0].item.claims, 1);
 
     // Released for later: not claimable until then, and still not counted.
     store
-        .release_job(&again[0], Timestamp::now().plus(Duration::from_millis(300)))
+        .finish(
+            &again[0],
+            &finish(Outcome::Release(
+                Timestamp::now().plus(Duration::from_millis(300)),
+            )),
+        )
         .await
         .unwrap();
-    assert!(
-        store
-            .claim_jobs(&claim(&w, LONG, 1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(store.queue_stats().await.unwrap().delayed, 1);
+    assert!(claim_jobs(&store, &w, LONG, 1).await.is_empty());
+    assert_eq!(store.queue_stats(Lane::Jobs).await.unwrap().delayed, 1);
     let later = eventually("the release time to pass", Duration::from_secs(10), || {
-        let store = store.clone();
-        let w = w.clone();
-        async move {
-            store
-                .claim_jobs(&claim(&w, LONG, 1))
-                .await
-                .unwrap()
-                .into_iter()
-                .next()
-        }
+        let (store, w) = (store.clone(), w.clone());
+        async move { claim_jobs(&store, &w, LONG, 1).await.into_iter().next() }
     })
     .await;
-    assert_eq!(later.job.attempts, 1);
+    assert_eq!(later.item.claims, 1);
 }
 
-/// A `CompleteJob` effect on an update removes the job, even while someone holds its lease.
-pub async fn completing_through_an_update_removes_the_job(store: DynStore) {
+/// A `Complete` effect in a write removes the item, even while someone holds its lease.
+pub async fn completing_through_a_write_removes_the_item(store: DynStore) {
     let p = prediction();
-    let rev = insert(&store, &p, &[enqueue_now()]).await;
+    let rev = insert(&store, &p, vec![enqueue_now(&p)]).await;
     let w = WorkerId::generate();
-    let lease = store
-        .claim_jobs(&claim(&w, LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    store
-        .update(&p.id, rev, &p, &[Effect::CompleteJob])
+    let lease = claim_jobs(&store, &w, LONG, 1).await.remove(0);
+    update(&store, &p, rev, vec![jobs::complete(&p.id)])
         .await
         .unwrap();
-    assert_eq!(store.queue_stats().await.unwrap(), Default::default());
+    assert_eq!(
+        store.queue_stats(Lane::Jobs).await.unwrap(),
+        Default::default()
+    );
     assert!(matches!(
-        store.renew_lease(&lease, LONG).await,
+        store.renew(&lease, LONG).await,
         Err(Error::LeaseLost)
     ));
+    assert!(store.items(Lane::Jobs, &p.key()).await.unwrap().is_empty());
 }
 
-/// Enqueueing a prediction that already has a job replaces it (one job per prediction) and
-/// drops the old lease.
-pub async fn enqueue_replaces_an_existing_job(store: DynStore) {
+/// Enqueueing an id the lane holds replaces it when asked to (one job per prediction; the old
+/// lease ends) and is dropped otherwise (a message id is enqueued once).
+pub async fn enqueue_replaces_or_keeps_an_existing_id(store: DynStore) {
     let p = prediction();
-    let rev = insert(&store, &p, &[enqueue_now()]).await;
+    let rev = insert(&store, &p, vec![enqueue_now(&p)]).await;
     let w = WorkerId::generate();
-    let lease = store
-        .claim_jobs(&claim(&w, LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    store
-        .update(&p.id, rev, &p, &[enqueue_now()])
+    let lease = claim_jobs(&store, &w, LONG, 1).await.remove(0);
+    update(&store, &p, rev, vec![enqueue_now(&p)])
         .await
         .unwrap();
-    let stats = store.queue_stats().await.unwrap();
+    let stats = store.queue_stats(Lane::Jobs).await.unwrap();
     assert_eq!((stats.ready, stats.leased), (1, 0));
     assert!(matches!(
-        store.renew_lease(&lease, LONG).await,
+        store.renew(&lease, LONG).await,
         Err(Error::LeaseLost)
     ));
-    let again = store.claim_jobs(&claim(&w, LONG, 10)).await.unwrap();
-    assert_eq!(again.len(), 1);
+    assert_eq!(claim_jobs(&store, &w, LONG, 10).await.len(), 1);
+
+    let q = prediction();
+    let task = |payload: &str| {
+        Effect::Enqueue(Box::new(NewItem {
+            lane: Lane::Tasks,
+            id: format!("task-{}", q.id),
+            group: q.key(),
+            topic: "settle".into(),
+            owner: q.owner.clone(),
+            payload: payload.into(),
+            run_at: Timestamp::now(),
+            replace: false,
+            claimed: None,
+        }))
+    };
+    let rev = insert(&store, &q, vec![task("first"), task("second")]).await;
+    update(&store, &q, rev, vec![task("third")]).await.unwrap();
+    let items = store.items(Lane::Tasks, &q.key()).await.unwrap();
+    assert_eq!(items.len(), 1, "a message id is enqueued once: {items:?}");
+    assert_eq!(items[0].payload, "first");
 }
 
 /// A job enqueued already claimed is leased by its creator: invisible to claimers, renewable
-/// with its token, and claimable (as a second attempt) once the lease lapses.
-pub async fn enqueue_claimed_creates_a_leased_job(store: DynStore) {
+/// with its token, and claimable (as a second claim) once the lease lapses.
+pub async fn enqueue_claimed_creates_a_leased_item(store: DynStore) {
     let p = prediction();
     let me = WorkerId::generate();
-    let token = augur_core::LeaseToken::generate();
-    let expires_at = Timestamp::now().plus(Duration::from_millis(400));
-    insert(
-        &store,
-        &p,
-        &[Effect::EnqueueClaimed {
-            queue: QUEUE.into(),
-            worker: me.clone(),
-            token,
-            expires_at,
-        }],
-    )
-    .await;
-    let stats = store.queue_stats().await.unwrap();
+    let (lease, effect) = jobs::Lease::claimed_at_create(
+        &p.id,
+        &p.owner,
+        &p.model,
+        &me,
+        Duration::from_millis(400),
+        Timestamp::now(),
+    );
+    insert(&store, &p, vec![effect]).await;
+    let stats = store.queue_stats(Lane::Jobs).await.unwrap();
     assert_eq!((stats.ready, stats.leased), (0, 1));
     let other = WorkerId::generate();
-    assert!(
-        store
-            .claim_jobs(&claim(&other, LONG, 10))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let lease = augur_core::store::Lease {
-        job: augur_core::store::Job {
-            prediction_id: p.id.clone(),
-            queue: QUEUE.into(),
-            attempts: 1,
-            run_at: Timestamp::now(),
-        },
-        worker: me,
-        token,
-        expires_at,
-    };
-    let renewed = store
-        .renew_lease(&lease, Duration::from_millis(300))
+    assert!(claim_jobs(&store, &other, LONG, 10).await.is_empty());
+    let renewed = jobs::Jobs::new(store.clone())
+        .renew(&lease, Duration::from_millis(300))
         .await
         .unwrap();
+    assert_eq!(lease.job.attempts, 1);
     let taken = eventually(
         "the claimed lease to lapse",
         Duration::from_secs(10),
         || {
-            let store = store.clone();
-            let other = other.clone();
+            let (store, other) = (store.clone(), other.clone());
             async move {
-                store
-                    .claim_jobs(&claim(&other, LONG, 10))
+                claim_jobs(&store, &other, LONG, 10)
                     .await
-                    .unwrap()
                     .into_iter()
                     .next()
             }
         },
     )
     .await;
-    assert_eq!(taken.job.prediction_id, p.id);
-    assert_eq!(taken.job.attempts, 2);
+    assert_eq!(taken.item.id, p.id.as_str());
+    assert_eq!(taken.item.claims, 2);
     assert!(matches!(
-        store.renew_lease(&renewed, LONG).await,
+        jobs::Jobs::new(store.clone()).renew(&renewed, LONG).await,
+        Err(Error::LeaseLost)
+    ));
+    // A token for an item someone else holds is refused too.
+    let forged = ItemLease {
+        token: LeaseToken::generate(),
+        ..taken.clone()
+    };
+    assert!(matches!(
+        store.renew(&forged, LONG).await,
         Err(Error::LeaseLost)
     ));
 }
 
-/// Queue statistics count ready, leased and delayed jobs.
-pub async fn queue_stats_counts_jobs(store: DynStore) {
+/// Queue statistics count ready, leased and delayed items.
+pub async fn queue_stats_counts_items(store: DynStore) {
     for _ in 0..3 {
-        insert(&store, &prediction(), &[enqueue_now()]).await;
+        let p = prediction();
+        insert(&store, &p, vec![enqueue_now(&p)]).await;
     }
+    let later = prediction();
     insert(
         &store,
-        &prediction(),
-        &[Effect::EnqueueJob {
-            queue: QUEUE.into(),
-            run_at: Timestamp::now().plus(LONG),
-        }],
+        &later,
+        vec![enqueue_at(&later, Timestamp::now().plus(LONG))],
     )
     .await;
     let w = WorkerId::generate();
-    store.claim_jobs(&claim(&w, LONG, 1)).await.unwrap();
-    let stats = store.queue_stats().await.unwrap();
+    claim_jobs(&store, &w, LONG, 1).await;
+    let stats = store.queue_stats(Lane::Jobs).await.unwrap();
     assert_eq!((stats.ready, stats.leased, stats.delayed), (2, 1, 1));
+    assert_eq!(
+        store.queue_stats(Lane::Webhooks).await.unwrap(),
+        Default::default()
+    );
+}
+
+/// Lanes are separate queues: a claim on one never returns another's items.
+pub async fn lanes_are_separate(store: DynStore) {
+    let p = prediction();
+    let task = Effect::Enqueue(Box::new(NewItem {
+        lane: Lane::Tasks,
+        id: p.id.to_string(),
+        group: p.key(),
+        topic: QUEUE.into(),
+        owner: p.owner.clone(),
+        payload: "{\"do\":\"it\"}".into(),
+        run_at: Timestamp::now(),
+        replace: true,
+        claimed: None,
+    }));
+    insert(&store, &p, vec![enqueue_now(&p), task]).await;
+    let w = WorkerId::generate();
+    let jobs = claim_jobs(&store, &w, LONG, 10).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].item.lane, Lane::Jobs);
+    assert!(
+        store
+            .claim(&claim_on(Lane::Webhooks, &w, LONG, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let tasks = store
+        .claim(&claim_on(Lane::Tasks, &w, LONG, 10))
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].item.payload, "{\"do\":\"it\"}");
+    store
+        .finish(&tasks[0], &finish(Outcome::Done))
+        .await
+        .unwrap();
+    assert_eq!(store.queue_stats(Lane::Jobs).await.unwrap().leased, 1);
+}
+
+/// `Done` removes the item in lanes that keep nothing and keeps it (as done) in lanes that
+/// keep finished items.
+pub async fn done_removes_or_keeps_by_lane(store: DynStore) {
+    let p = prediction();
+    let message = Effect::Enqueue(Box::new(NewItem {
+        lane: Lane::Webhooks,
+        id: format!("msg_{}_0", p.id),
+        group: p.key(),
+        topic: String::new(),
+        owner: p.owner.clone(),
+        payload: "{}".into(),
+        run_at: Timestamp::now(),
+        replace: false,
+        claimed: None,
+    }));
+    insert(&store, &p, vec![enqueue_now(&p), message]).await;
+    let w = WorkerId::generate();
+    for lane in [Lane::Jobs, Lane::Webhooks] {
+        let lease = store
+            .claim(&claim_on(lane, &w, LONG, 1))
+            .await
+            .unwrap()
+            .remove(0);
+        store.finish(&lease, &finish(Outcome::Done)).await.unwrap();
+    }
+    assert!(store.items(Lane::Jobs, &p.key()).await.unwrap().is_empty());
+    let kept = store.items(Lane::Webhooks, &p.key()).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].status, kept[0].due_at), (ItemStatus::Done, None));
 }
 
 /// 8 workers drain one queue of 1,000 jobs: every job is claimed and completed exactly once.
-pub async fn concurrent_claims_complete_each_job_once(store: DynStore) {
+pub async fn concurrent_claims_take_each_item_once(store: DynStore) {
     const JOBS: usize = 1000;
-    let mut ids = Vec::with_capacity(JOBS);
-    for _ in 0..JOBS {
-        let p = prediction();
-        insert(&store, &p, &[enqueue_now()]).await;
-        ids.push(p.id);
+    let owners: Vec<AccountId> = (0..4).map(|_| account("drain")).collect();
+    for i in 0..JOBS {
+        let p = prediction_for(&owners[i % owners.len()]);
+        insert(&store, &p, vec![enqueue_now(&p)]).await;
     }
     let claimed: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let workers: Vec<_> = (0..8)
@@ -422,7 +495,7 @@ pub async fn concurrent_claims_complete_each_job_once(store: DynStore) {
                 let me = WorkerId::generate();
                 let mut idle_rounds = 0;
                 while idle_rounds < 3 {
-                    let leases = store.claim_jobs(&claim(&me, LONG, 7)).await.unwrap();
+                    let leases = claim_jobs(&store, &me, LONG, 7).await;
                     if leases.is_empty() {
                         idle_rounds += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -433,18 +506,18 @@ pub async fn concurrent_claims_complete_each_job_once(store: DynStore) {
                         *claimed
                             .lock()
                             .unwrap()
-                            .entry(lease.job.prediction_id.to_string())
+                            .entry(lease.item.id.clone())
                             .or_default() += 1;
-                        let current = store.get(&lease.job.prediction_id).await.unwrap();
-                        store
-                            .update(
-                                &lease.job.prediction_id,
-                                current.revision,
-                                &current.value,
-                                &[Effect::CompleteJob, Effect::count("done", 1)],
-                            )
-                            .await
-                            .unwrap();
+                        let id = augur_core::PredictionId::parse(&lease.item.id).unwrap();
+                        let current = get(&store, &id).await.unwrap();
+                        update(
+                            &store,
+                            &current.value,
+                            current.revision,
+                            vec![jobs::complete(&id), Effect::count("done", 1)],
+                        )
+                        .await
+                        .unwrap();
                     }
                 }
             })
@@ -457,13 +530,9 @@ pub async fn concurrent_claims_complete_each_job_once(store: DynStore) {
     assert_eq!(claimed.len(), JOBS, "some jobs were never claimed");
     let doubles: Vec<_> = claimed.iter().filter(|(_, n)| **n != 1).collect();
     assert!(doubles.is_empty(), "claimed more than once: {doubles:?}");
-    let done = store
-        .counters()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|(n, _)| n == "done")
-        .map_or(0, |(_, v)| v);
-    assert_eq!(done, JOBS as i64);
-    assert_eq!(store.queue_stats().await.unwrap(), Default::default());
+    assert_eq!(counter(&store, "done").await, JOBS as i64);
+    assert_eq!(
+        store.queue_stats(Lane::Jobs).await.unwrap(),
+        Default::default()
+    );
 }

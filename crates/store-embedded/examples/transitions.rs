@@ -6,21 +6,21 @@
 //!     --dir /tmp/x --seconds 10 --concurrency 64
 //! ```
 //!
-//! (a) `--concurrency` tokio tasks each own `--per-task` predictions and loop: `get`, then
-//! `update` to the next revision with a `Count` effect, in an `EmbeddedStore` opened with the
-//! given `--sync` (default `full`). (b) Then, in the same directory, one thread appends records
+//! (a) `--concurrency` tokio tasks each own `--per-task` predictions and loop: `get`, then a
+//! `write` that updates the record to the next revision (compare-and-set) with a `Count`
+//! effect, in an `EmbeddedStore` opened with the given `--sync` (default `full`). (b) Then, in the same directory, one thread appends records
 //! of the stored JSON's average size to a plain file in batches of the average group-commit
 //! size (a) achieved, calling `fdatasync` (`File::sync_data`) after each batch. Prints both
 //! rates, their ratio and the batch size, then one JSON line.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use augur_core::store::{Effect, NewPrediction, Store};
+use augur_core::store::{Effect, Entity, Op, RecordStore, Write};
 use augur_core::{AccountId, ModelName, Prediction, PredictionId, Status};
 use augur_store_embedded::{EmbeddedOptions, EmbeddedStore, SyncMode};
 use serde_json::json;
@@ -105,19 +105,17 @@ async fn run_store(args: &Args, dir: &Path) -> StoreRun {
         setup.push(tokio::spawn(async move {
             let mut ids = Vec::with_capacity(per_task);
             for _ in 0..per_task {
+                let owner = AccountId::admin();
                 let p = Prediction::new(
-                    PredictionId::generate(),
-                    AccountId::admin(),
+                    PredictionId::generate_for(&owner),
+                    owner.clone(),
                     model.clone(),
                     "v1".into(),
                     input.clone(),
                 );
+                let record = p.to_record().expect("encode");
                 store
-                    .create(NewPrediction {
-                        prediction: &p,
-                        idempotency: None,
-                        effects: &[],
-                    })
+                    .write(&Write::new(owner).op(Op::Insert(record)))
                     .await
                     .expect("create");
                 ids.push(p.id);
@@ -144,25 +142,32 @@ async fn run_store(args: &Args, dir: &Path) -> StoreRun {
             while !stop.load(Ordering::Relaxed) {
                 for id in &ids {
                     let t = Instant::now();
-                    let current = store.get(id).await.expect("get");
-                    let mut next = current.value.clone();
+                    let current = store
+                        .get(&id.key())
+                        .await
+                        .expect("get")
+                        .expect("the task's prediction");
+                    let mut next =
+                        Prediction::clone(&current.decode::<Prediction>().expect("decode"));
                     step += 1;
                     next.status = Status::Processing;
                     next.logs = format!("step {step:08}\n");
+                    let record = next.to_record().expect("encode");
+                    if bytes == 0 {
+                        bytes = record.size();
+                    }
+                    let write = Write::new(next.owner.clone())
+                        .op(Op::Update {
+                            record,
+                            expected: current.revision,
+                        })
+                        .effects([Effect::count("bench_transitions", 1)]);
                     store
-                        .update(
-                            id,
-                            current.revision,
-                            &next,
-                            &[Effect::count("bench_transitions", 1)],
-                        )
+                        .write(&write)
                         .await
                         .expect("update (each task owns its predictions: no conflict)");
                     latencies.push(t.elapsed());
                     done.fetch_add(1, Ordering::Relaxed);
-                    if bytes == 0 {
-                        bytes = serde_json::to_string(&next).map_or(0, |s| s.len());
-                    }
                 }
             }
             (latencies, bytes)

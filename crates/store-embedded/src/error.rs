@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use augur_core::store;
-use augur_core::{PredictionId, Revision};
+use augur_core::store::{self, Key};
+use augur_core::{AccountId, Revision};
 use rusqlite::ErrorCode;
 
 /// The name this backend reports in errors and metrics.
@@ -14,15 +14,26 @@ pub(crate) const BACKEND: &str = "embedded";
 /// the `From` impl below.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
-    #[error("prediction {0} not found")]
-    NotFound(PredictionId),
-    #[error("revision conflict: expected {expected}, found {actual}")]
+    #[error("{0} not found")]
+    NotFound(Key),
+    #[error("{0} already exists")]
+    Exists(Key),
+    #[error("revision conflict on {key}: expected {expected}, found {actual}")]
     Conflict {
+        key: Key,
         expected: Revision,
         actual: Revision,
     },
     #[error("lease lost")]
     LeaseLost,
+    #[error("account {account} has {available} credits available, {needed} needed")]
+    InsufficientCredits {
+        account: AccountId,
+        available: i64,
+        needed: i64,
+    },
+    #[error("counter {counter} is at its limit of {limit}")]
+    LimitReached { counter: String, limit: i64 },
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     /// A failure that ended a whole group-commit transaction, shared by every request in it.
@@ -30,10 +41,14 @@ pub(crate) enum Error {
     Batch(Arc<Error>),
     #[error("the transaction was rolled back by SQLite after an error in the same batch")]
     RolledBack,
-    #[error("stored record is not a valid prediction: {0}")]
+    #[error("stored JSON is invalid: {0}")]
     Decode(#[source] serde_json::Error),
-    #[error("cannot encode the prediction as JSON: {0}")]
+    #[error("cannot encode JSON: {0}")]
     Encode(#[source] serde_json::Error),
+    /// A check that passed before the write found something else when it wrote: a bug, which
+    /// rolls the group back rather than commit half a write.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     #[error("stored {what} is out of range: {value}")]
     OutOfRange { what: &'static str, value: i64 },
     #[error("stored {what} {text:?} is invalid: {reason}")]
@@ -42,8 +57,8 @@ pub(crate) enum Error {
         text: String,
         reason: String,
     },
-    #[error("unsupported effect {0} (this build of the embedded store does not know it)")]
-    UnsupportedEffect(String),
+    #[error("cannot upgrade the database: {0}")]
+    Upgrade(String),
     #[error("the store is closed")]
     Closed,
     #[error("the writer thread stopped")]
@@ -101,12 +116,15 @@ impl Error {
             Error::Decode(_) | Error::OutOfRange { .. } | Error::InvalidStored { .. } => {
                 Class::Corrupt
             }
-            Error::SchemaTooNew { .. } => Class::Corrupt,
+            Error::SchemaTooNew { .. } | Error::Upgrade(_) => Class::Corrupt,
             Error::NotFound(_)
+            | Error::Exists(_)
             | Error::Conflict { .. }
             | Error::LeaseLost
+            | Error::InsufficientCredits { .. }
+            | Error::LimitReached { .. }
             | Error::Encode(_)
-            | Error::UnsupportedEffect(_)
+            | Error::Internal(_)
             | Error::Join(_)
             | Error::Io { .. }
             | Error::Config(_) => Class::Other,
@@ -138,9 +156,28 @@ fn sqlite_class(e: &rusqlite::Error) -> Class {
 impl From<Error> for store::Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::NotFound(id) => store::Error::NotFound(id),
-            Error::Conflict { expected, actual } => store::Error::Conflict { expected, actual },
+            Error::NotFound(key) => store::Error::NotFound(key),
+            Error::Exists(key) => store::Error::Exists(key),
+            Error::Conflict {
+                key,
+                expected,
+                actual,
+            } => store::Error::Conflict {
+                key,
+                expected,
+                actual,
+            },
             Error::LeaseLost => store::Error::LeaseLost,
+            Error::InsufficientCredits {
+                account,
+                available,
+                needed,
+            } => store::Error::InsufficientCredits {
+                account,
+                available,
+                needed,
+            },
+            Error::LimitReached { counter, limit } => store::Error::LimitReached { counter, limit },
             other => {
                 let class = other.class();
                 let source = Box::new(other);
@@ -187,8 +224,14 @@ mod tests {
         assert_eq!(store::Error::from(Error::Decode(decode)).kind(), "corrupt");
         assert!(store::Error::from(Error::WriterGone).is_retryable());
         assert_eq!(store::Error::from(Error::LeaseLost).kind(), "lease_lost");
-        let other: store::Error = Error::UnsupportedEffect("X".into()).into();
+        let other: store::Error = Error::Internal("x").into();
         assert_eq!(other.kind(), "other");
+        let limit: store::Error = Error::LimitReached {
+            counter: "c".into(),
+            limit: 3,
+        }
+        .into();
+        assert_eq!(limit.kind(), "limit_reached");
         assert!(other.to_string().starts_with("embedded store error"));
     }
 }

@@ -5,10 +5,12 @@
 mod config;
 mod error;
 mod ops;
-mod outbox;
+mod queue;
 mod readers;
 mod schema;
 mod store;
+mod transfer;
+mod upgrade;
 mod writer;
 
 pub use config::{DATABASE_FILE, EmbeddedOptions, LOCK_FILE, SCHEME, SyncMode};

@@ -9,11 +9,24 @@ use rusqlite::{Connection, OpenFlags};
 use crate::config::SyncMode;
 use crate::error::Error;
 
+/// The Rust part of a migration.
+pub(crate) type Step = fn(&Connection) -> Result<(), Error>;
+
+/// One step of the schema: SQL, then optionally Rust code in the same transaction (for data
+/// that SQL alone cannot reshape, such as splitting a JSON document the way `augur_core` does).
+pub(crate) struct Migration {
+    /// Runs first.
+    pub(crate) sql: &'static str,
+    /// Runs after `sql`, before the version is recorded.
+    pub(crate) then: Option<Step>,
+}
+
 /// The schema, one migration per entry, applied in order at open. Entry `i` takes the database
 /// from `user_version = i` to `i + 1`. Never edit a released entry: append a new one.
-pub(crate) const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[Migration] = &[
     // 1: predictions, jobs, idempotency keys, counters.
-    "
+    Migration {
+        sql: "
     -- One row per prediction. `body` is the whole record (augur_core::Prediction as JSON); the
     -- other columns repeat the fields that queries filter or sort on.
     CREATE TABLE predictions (
@@ -67,8 +80,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL
     ) STRICT;
     ",
+        then: None,
+    },
     // 2: the webhook outbox and the per-prediction event log.
-    "
+    Migration {
+        sql: "
     -- One row per webhook message, in each prediction's order (seq). A prediction's messages
     -- go out one at a time: only its oldest pending message, the head, may be claimed, and
     -- only the head has claimable_at = max(next_attempt_at, lease_expires_at), so a claim
@@ -110,6 +126,139 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (prediction_id, revision, idx)
     ) STRICT, WITHOUT ROWID;
     ",
+        then: None,
+    },
+    // 3: storage contract v2. Records of every kind in one table, one leased queue with lanes,
+    // event logs keyed by their record, ledgers. Version 2's data moves in (`upgrade::from_v2`,
+    // in Rust: a prediction's JSON is split into body and data as `augur_core` does it), then
+    // the old tables go.
+    Migration {
+        sql: "
+    ALTER TABLE events RENAME TO events_v2;
+
+    -- One row per record of any kind (`Kind::as_str`). `body` and `data` are JSON the store
+    -- never reads; the other columns are what listings, lookups and retention use. Times are
+    -- microseconds since the Unix epoch.
+    CREATE TABLE records (
+        kind         TEXT NOT NULL,
+        id           TEXT NOT NULL,
+        partition    INTEGER NOT NULL,           -- the key's partition, handed back as stored
+        owner        TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        status       TEXT,
+        parent       TEXT,
+        expires_at   INTEGER,
+        data_removed INTEGER NOT NULL,
+        revision     INTEGER NOT NULL,           -- compare-and-set version, 1 on insert
+        body         TEXT NOT NULL,
+        data         TEXT,                       -- NULL once retention removed it
+        gone_at      INTEGER,                    -- kinds deleted on expiry: absent from then on
+        sweep_at     INTEGER,                    -- when retention still has to act; NULL once done
+        UNIQUE (kind, id)
+    ) STRICT;
+    -- Listings, newest first (scanned backwards). The list picks the index with INDEXED BY,
+    -- so its plan never depends on statistics: by parent, by owner and status, by owner, else
+    -- by creation time (a status filter without an owner, which no caller makes today, scans
+    -- that: an index for it would cost every create and status change).
+    CREATE INDEX records_by_created ON records (kind, created_at, id);
+    CREATE INDEX records_by_owner ON records (kind, owner, created_at, id);
+    CREATE INDEX records_by_owner_status ON records (kind, owner, status, created_at, id)
+        WHERE status IS NOT NULL;
+    CREATE INDEX records_by_parent ON records (kind, parent, created_at, id)
+        WHERE parent IS NOT NULL;
+    -- Retention: only records it still has to act on.
+    CREATE INDEX records_by_sweep ON records (sweep_at) WHERE sweep_at IS NOT NULL;
+
+    -- The leased queue: every lane's items. A group's items (those of one record) go out one
+    -- at a time in `seq` order: only the group's head, its oldest pending item, is a claim
+    -- candidate, and only the head has `ready_rank` (claimable now: due and unleased) or
+    -- `wake_at` (claimable from then: due later, or leased until then). A claim moves due
+    -- `wake_at` heads to `ready_rank` and takes the lowest ranks, each off a partial index that
+    -- holds nothing else: leased items, items due later and items queued behind a head cost a
+    -- claim nothing.
+    CREATE TABLE items (
+        lane             TEXT NOT NULL,          -- Lane::as_str
+        id               TEXT NOT NULL,
+        group_kind       TEXT NOT NULL,          -- the record the item belongs to
+        group_id         TEXT NOT NULL,
+        group_partition  INTEGER NOT NULL,
+        topic            TEXT NOT NULL,
+        owner            TEXT NOT NULL,
+        payload          TEXT NOT NULL,
+        seq              INTEGER NOT NULL,       -- place in the group, from 1
+        status           TEXT NOT NULL,          -- pending | done | failed
+        claims           INTEGER NOT NULL,
+        attempts         TEXT NOT NULL,          -- JSON array, oldest first
+        due_at           INTEGER,                -- while pending
+        created_at       INTEGER NOT NULL,
+        rank             INTEGER NOT NULL,       -- fair-queuing rank, given when queued
+        lease_token      INTEGER,                -- NULL: not leased
+        lease_worker     TEXT,
+        lease_expires_at INTEGER,
+        ready_rank       INTEGER,                -- the head, claimable now: its rank
+        wake_at          INTEGER,                -- the head, claimable from this time
+        UNIQUE (lane, id)
+    ) STRICT;
+    -- A group's items by status and place: its head (the first pending one), its last seq, its
+    -- delivery log; and a lane's pending items (statistics).
+    CREATE INDEX items_by_group ON items (lane, status, group_kind, group_id, seq);
+    -- The claim: claimable heads, lowest rank first (ties in the order queued, by rowid); and
+    -- the same by topic, for claims that exclude topics with many claimable items.
+    CREATE INDEX items_ready ON items (lane, ready_rank) WHERE ready_rank IS NOT NULL;
+    CREATE INDEX items_ready_by_topic ON items (lane, topic, ready_rank)
+        WHERE ready_rank IS NOT NULL;
+    -- Heads that become claimable by time alone, earliest first.
+    CREATE INDEX items_waking ON items (lane, wake_at) WHERE wake_at IS NOT NULL;
+
+    -- Fair queuing (start-time fair queuing, see augur_core::store::queue): per lane and topic,
+    -- the last rank given to each account's items, and in the row with owner '' (no account
+    -- id is empty) the clock, the highest rank claimed. An item's rank is one more than the
+    -- larger of its account's row and the clock.
+    CREATE TABLE queue_ranks (
+        lane  TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        rank  INTEGER NOT NULL,
+        PRIMARY KEY (lane, topic, owner)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Each record's event log, at (revision of the write that appended it, index in it).
+    CREATE TABLE events (
+        stream_kind      TEXT NOT NULL,
+        stream_id        TEXT NOT NULL,
+        stream_partition INTEGER NOT NULL,
+        revision         INTEGER NOT NULL,
+        idx              INTEGER NOT NULL,
+        kind             TEXT NOT NULL,          -- output | logs | error | done
+        data             TEXT NOT NULL,
+        PRIMARY KEY (stream_kind, stream_id, revision, idx)
+    ) STRICT, WITHOUT ROWID;
+
+    -- Each account's ledger, with the totals right after every entry, and its current totals.
+    CREATE TABLE ledger (
+        account   TEXT NOT NULL,
+        seq       INTEGER NOT NULL,              -- from 1 per account
+        id        TEXT NOT NULL,                 -- unique per account: a repeat is skipped
+        delta     INTEGER NOT NULL,
+        held      INTEGER NOT NULL,
+        reason    TEXT NOT NULL,
+        reference TEXT,
+        memo      TEXT,
+        at        INTEGER NOT NULL,
+        balance   INTEGER NOT NULL,              -- totals after this entry
+        reserved  INTEGER NOT NULL,
+        PRIMARY KEY (account, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE UNIQUE INDEX ledger_ids ON ledger (account, id);
+    CREATE TABLE ledger_totals (
+        account  TEXT PRIMARY KEY NOT NULL,
+        balance  INTEGER NOT NULL,
+        reserved INTEGER NOT NULL,
+        seq      INTEGER NOT NULL                -- the last entry's
+    ) STRICT, WITHOUT ROWID;
+    ",
+        then: Some(crate::upgrade::from_v2),
+    },
 ];
 
 /// WAL pages after which a commit runs a passive checkpoint (SQLite's default is 1000). The
@@ -123,8 +272,8 @@ const WRITER_CACHE_KIB: i64 = 16 << 10;
 const READER_CACHE_KIB: i64 = 16 << 10;
 /// How long a statement waits for a lock held elsewhere before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Cached prepared statements per connection (the list query alone has 32 shapes).
-const STATEMENT_CACHE: usize = 64;
+/// Cached prepared statements per connection (the list query alone has up to 96 shapes).
+const STATEMENT_CACHE: usize = 160;
 
 /// Opens (creating if needed) the write connection, sets its pragmas and migrates the schema.
 pub(crate) fn open_writer(path: &Path, sync: SyncMode) -> Result<Connection, Error> {
@@ -174,8 +323,8 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, Error> {
 
 /// Keeps each cached statement's query plan across executions. Without it SQLite compiles a
 /// statement again on every run whose bound values could change the plan (those that may use
-/// a partial index, like the outbox's head queries): a profile of the webhook benchmark found
-/// the writer spending about a third of its time recompiling two statements.
+/// a partial index, like the queue's claims): a profile of the webhook benchmark found the
+/// writer spending about a third of its time recompiling two statements (of schema 2's outbox).
 fn stable_plans(conn: &Connection) -> Result<(), Error> {
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -209,17 +358,26 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), Error> {
             known,
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(start) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
         let version = index + 1;
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"
-        ))
-        .inspect_err(|_| {
+        apply(conn, migration, version).inspect_err(|_| {
             // Leave no half-applied migration behind; the error says what failed.
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         })?;
         tracing::info!(path = %path.display(), version, "applied schema migration");
     }
+    Ok(())
+}
+
+/// Applies one migration and records `version`, all in one transaction.
+fn apply(conn: &Connection, migration: &Migration, version: usize) -> Result<(), Error> {
+    conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{}", migration.sql))?;
+    if let Some(then) = migration.then {
+        then(conn)?;
+    }
+    conn.execute_batch(&format!("PRAGMA user_version = {version};\nCOMMIT;"))?;
     Ok(())
 }
 
@@ -248,75 +406,123 @@ mod tests {
         );
     }
 
-    #[test]
-    fn queries_use_the_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open_writer(&dir.path().join("t.db"), SyncMode::Normal).unwrap();
-        let plan = |sql: &str| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let rows = stmt
-                .query_map([], |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap();
-            rows.join("; ")
-        };
-        let owner = plan(
-            "SELECT body FROM predictions WHERE owner = 'a' AND (created_at, id) < (1, 'x') \
-             ORDER BY created_at DESC, id DESC LIMIT 5",
-        );
-        assert!(owner.contains("predictions_by_owner"), "{owner}");
-        assert!(!owner.contains("TEMP B-TREE"), "{owner}");
-        let all = plan(
-            "SELECT body FROM predictions WHERE (created_at, id) < (1, 'x') \
-             ORDER BY created_at DESC, id DESC LIMIT 5",
-        );
-        assert!(all.contains("predictions_by_created"), "{all}");
-        assert!(!all.contains("TEMP B-TREE"), "{all}");
-        let sweep = plan(
-            "SELECT id FROM predictions WHERE data_removed = 0 AND expires_at IS NOT NULL \
-             AND expires_at <= 5 ORDER BY expires_at LIMIT 10",
-        );
-        assert!(sweep.contains("predictions_by_expiry"), "{sweep}");
-        let claim = plan("SELECT * FROM jobs WHERE visible_at <= 5 ORDER BY visible_at, seq");
-        assert!(claim.contains("jobs_by_visibility"), "{claim}");
-        assert!(!claim.contains("TEMP B-TREE"), "{claim}");
-
-        // The outbox (the statements of `outbox`).
-        let heads =
-            plan("SELECT * FROM deliveries WHERE claimable_at <= 5 ORDER BY claimable_at LIMIT 10");
-        assert!(heads.contains("deliveries_by_claimable"), "{heads}");
-        assert!(!heads.contains("TEMP B-TREE"), "{heads}");
-        let head = plan(
-            "UPDATE deliveries SET claimable_at = NULL \
-             WHERE prediction_id = 'p' AND claimable_at IS NOT NULL",
-        );
-        assert!(head.contains("deliveries_head"), "{head}");
-        let next = plan(
-            "SELECT MIN(seq) FROM deliveries WHERE prediction_id = 'p' AND status = 'pending'",
-        );
-        assert!(next.contains("deliveries_pending"), "{next}");
-        let recovery = plan(
-            "UPDATE deliveries SET lease_token = NULL \
-             WHERE claimable_at > 5 AND lease_token IS NOT NULL",
-        );
-        assert!(recovery.contains("deliveries_by_claimable"), "{recovery}");
-        let events = plan(
-            "SELECT * FROM events WHERE prediction_id = 'p' AND (revision, idx) > (1, 0) \
-             ORDER BY revision, idx LIMIT 10",
-        );
-        assert!(events.contains("PRIMARY KEY"), "{events}");
-        assert!(!events.contains("TEMP B-TREE"), "{events}");
+    /// The plan of `sql` (its `EXPLAIN QUERY PLAN` details, joined).
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // Parameters stay unbound (NULL): a plan does not depend on them.
+        let mut rows = stmt.raw_query();
+        let mut details = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            details.push(row.get::<_, String>(3).unwrap());
+        }
+        details.join("; ")
     }
 
     #[test]
-    fn a_version_1_database_gains_the_outbox_and_keeps_its_rows() {
+    fn queries_use_the_indexes() {
+        use crate::queue;
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("t.db"), SyncMode::Normal).unwrap();
+        let uses = |sql: &str, index: &str| {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains(index), "{sql}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+            assert!(
+                !plan.contains("SCAN items") && !plan.contains("SCAN records"),
+                "{sql}: {plan}"
+            );
+        };
+        // Records.
+        uses(crate::ops::GET_RECORD, "sqlite_autoindex_records_1");
+        uses(
+            "SELECT revision, gone_at FROM records WHERE kind = 'k' AND id = 'i'",
+            "sqlite_autoindex_records_1",
+        );
+        uses(
+            "SELECT kind, id, partition FROM records WHERE sweep_at <= 5 ORDER BY sweep_at LIMIT 10",
+            "records_by_sweep",
+        );
+        for (index, filter) in [
+            ("records_by_created", ""),
+            ("records_by_owner", "AND owner = 'o'"),
+            ("records_by_created", "AND status = 's'"),
+            (
+                "records_by_owner_status",
+                "AND owner = 'o' AND status = 's'",
+            ),
+            (
+                "records_by_parent",
+                "AND parent = 'p' AND owner = 'o' AND status = 's'",
+            ),
+        ] {
+            uses(
+                &format!(
+                    "SELECT body FROM records INDEXED BY {index} WHERE kind = 'k' {filter} \
+                     AND created_at >= 0 AND created_at < 9 AND (created_at, id) < (5, 'x') \
+                     AND (gone_at IS NULL OR gone_at > 3) \
+                     ORDER BY created_at DESC, id DESC LIMIT 5"
+                ),
+                index,
+            );
+        }
+        // The queue: every statement touches only the rows it is about.
+        for (sql, index) in [
+            (queue::PROMOTE, "items_waking"),
+            (queue::CANDIDATES, "items_ready"),
+            (queue::NEXT_READY_TOPIC, "items_ready_by_topic"),
+            (queue::TOPIC_CANDIDATES, "items_ready_by_topic"),
+            (queue::PLACEMENT, "items_by_group"),
+            (queue::PLACEMENT, "queue_ranks"),
+            (queue::FIND_HEAD, "items_by_group"),
+            (queue::CLEAR_HEADS, "items_by_group"),
+            (queue::REMOVE_ITEM, "sqlite_autoindex_items_1"),
+            (queue::REMOVE_ITEM, "items_by_group"),
+            (queue::REMOVE_GROUP, "items_by_group"),
+            (queue::REMOVE_FINISHED, "items_by_group"),
+            (queue::RENEW, "sqlite_autoindex_items_1"),
+            (queue::HELD, "sqlite_autoindex_items_1"),
+            (queue::GROUP_ITEMS, "items_by_group"),
+            (queue::STATS, "items_by_group"),
+            (queue::RECOVER, "items_waking"),
+            (queue::EXPORT, "sqlite_autoindex_items_1"),
+        ] {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains(index), "{sql}: {plan}");
+            assert!(!plan.contains("SCAN items"), "{sql}: {plan}");
+        }
+        // Claims take the lowest ranks straight off the index, without sorting.
+        for sql in [
+            queue::CANDIDATES,
+            queue::NEXT_READY_TOPIC,
+            queue::TOPIC_CANDIDATES,
+        ] {
+            let plan = plan(&conn, sql);
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        // Events and ledgers.
+        uses(
+            "SELECT * FROM events WHERE stream_kind = 'k' AND stream_id = 'p' \
+             AND (revision, idx) > (1, 0) ORDER BY revision, idx LIMIT 10",
+            "PRIMARY KEY",
+        );
+        uses(
+            "SELECT * FROM ledger WHERE account = 'a' AND seq < 9 ORDER BY seq DESC LIMIT 10",
+            "PRIMARY KEY",
+        );
+        uses(
+            "SELECT 1 FROM ledger WHERE account = 'a' AND id = 'i'",
+            "ledger_ids",
+        );
+    }
+
+    #[test]
+    fn a_version_1_database_is_brought_to_the_latest_schema_keeping_its_counters() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         {
             // A database as the first release left it.
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(&format!("{}\nPRAGMA user_version = 1;", MIGRATIONS[0]))
+            conn.execute_batch(&format!("{}\nPRAGMA user_version = 1;", MIGRATIONS[0].sql))
                 .unwrap();
             conn.execute("INSERT INTO counters (name, value) VALUES ('made', 3)", [])
                 .unwrap();
@@ -332,11 +538,56 @@ mod tests {
             })
             .unwrap();
         assert_eq!(made, 3);
-        for table in ["deliveries", "events"] {
-            let rows: i64 = conn
-                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(rows, 0, "{table}");
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            tables,
+            [
+                "counters",
+                "events",
+                "items",
+                "ledger",
+                "ledger_totals",
+                "queue_ranks",
+                "records"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_the_database_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "{}\n{}\nPRAGMA user_version = 2;",
+                MIGRATIONS[0].sql, MIGRATIONS[1].sql
+            ))
+            .unwrap();
+            // A body that is not a prediction: the upgrade cannot split it.
+            conn.execute(
+                "INSERT INTO predictions (id, owner, model, status, created_at, revision, body) \
+                 VALUES ('p1', 'admin', 'a/b', 'starting', 1, 1, '{\"not\": \"a prediction\"}')",
+                [],
+            )
+            .unwrap();
         }
+        let err = open_writer(&path, SyncMode::Full).unwrap_err();
+        assert!(matches!(err, Error::Decode(_)), "{err}");
+        let conn = Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM predictions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "the old tables are untouched");
     }
 }

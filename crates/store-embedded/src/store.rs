@@ -1,27 +1,30 @@
-//! [`EmbeddedStore`]: opening a data directory (lock, schema, lease recovery) and the
-//! [`Store`] implementation that sends writes to the writer thread and reads to the read pool.
+//! [`EmbeddedStore`]: opening a data directory (lock, schema, lease recovery) and the storage
+//! contract's parts (`RecordStore`, `QueueStore`, `EventStore`, `LedgerStore`, `AdminStore`),
+//! a thin layer that sends writes to the writer thread and reads to the read pool, encoding
+//! and decoding on the caller's task.
 
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use augur_core::store::{
-    self, Attempt, Capabilities, ClaimRequest, Created, DeliveryLease, DeliveryOutcome,
-    DeliveryState, Effect, IdempotencyRecord, Job, Lease, ListQuery, NewPrediction, Page,
-    QueueStats, Record as StoreRecord, Store, StreamEvent,
+    self, AdminStore, Balance, Capabilities, ClaimRequest, EventStore, Exported, Finish, Item,
+    ItemLease, Key, Lane, LedgerStore, ListQuery, Page, Position, Posted, QueueStats, QueueStore,
+    RecordStore, Section, Stored, StreamEvent, Write, Written,
 };
-use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned, WorkerId};
+use augur_core::{AccountId, Revision, Timestamp};
 
 use crate::config::{EmbeddedOptions, SyncMode};
 use crate::error::{BACKEND, Error};
-use crate::ops::{self, Record};
-use crate::outbox;
+use crate::ops;
+use crate::queue::{self, FinishRequest};
 use crate::readers::Readers;
 use crate::schema;
+use crate::transfer::{self, Piece};
 use crate::writer::Writer;
 
 /// The embedded backend: one SQLite database in a local directory, owned by one process.
@@ -62,9 +65,9 @@ impl EmbeddedStore {
     ///
     /// This takes an exclusive lock on the directory, so a second process (or a second open in
     /// this one) fails with [`store::Error::Unavailable`] naming the directory. Since no other
-    /// process can hold a lease, every leased job and webhook message becomes claimable at
-    /// once: its holder died with the previous process. Blocks for the few milliseconds an
-    /// open takes.
+    /// process can hold a lease, every leased queue item becomes claimable at once: its holder
+    /// died with the previous process. A database of an older schema is upgraded in place
+    /// first. Blocks for the few milliseconds an open takes (longer for an upgrade).
     pub fn open(options: EmbeddedOptions) -> Result<Self, store::Error> {
         Ok(Self::open_inner(options)?)
     }
@@ -83,24 +86,20 @@ impl EmbeddedStore {
         let lock = lock_directory(&options)?;
         let path = options.database_path();
         let conn = schema::open_writer(&path, options.sync)?;
-        let recovered = ops::drop_all_leases(&conn)?;
-        let deliveries = outbox::drop_all_leases(&conn)?;
-        if recovered > 0 || deliveries > 0 {
+        let recovered = queue::drop_all_leases(&conn)?;
+        if recovered > 0 {
             tracing::info!(
                 path = %path.display(),
-                jobs = recovered,
-                deliveries,
-                "made jobs and webhook messages leased by the previous process claimable"
+                items = recovered,
+                "made queue items leased by the previous process claimable"
             );
         }
-        let seq = ops::max_job_seq(&conn)?;
         let readers = Arc::new(Readers::new(path.clone(), options.readers)?);
-        let writer =
-            Writer::start(conn, lock, seq, options.max_batch).map_err(|source| Error::Io {
-                what: "cannot start the writer thread for",
-                path: path.clone(),
-                source,
-            })?;
+        let writer = Writer::start(conn, lock, options.max_batch).map_err(|source| Error::Io {
+            what: "cannot start the writer thread for",
+            path: path.clone(),
+            source,
+        })?;
         tracing::debug!(path = %path.display(), sync = %options.sync, "opened embedded store");
         Ok(Self {
             readers,
@@ -137,7 +136,7 @@ impl EmbeddedStore {
         self.writer.close().await;
     }
 
-    async fn write<T, F>(&self, f: F) -> store::Result<T>
+    async fn on_writer<T, F>(&self, f: F) -> store::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut crate::writer::Ctx<'_>) -> Result<T, Error> + Send + 'static,
@@ -145,7 +144,7 @@ impl EmbeddedStore {
         Ok(self.writer.call(f).await?)
     }
 
-    async fn read<T, F>(&self, f: F) -> store::Result<T>
+    async fn on_reader<T, F>(&self, f: F) -> store::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, Error> + Send + 'static,
@@ -198,7 +197,126 @@ impl fmt::Debug for EmbeddedStore {
 }
 
 #[async_trait]
-impl Store for EmbeddedStore {
+impl RecordStore for EmbeddedStore {
+    async fn write(&self, write: &Write) -> store::Result<Written> {
+        write.check()?;
+        let write = write.clone();
+        self.on_writer(move |ctx| ops::write(ctx, &write)).await
+    }
+
+    async fn get(&self, key: &Key) -> store::Result<Option<Arc<Stored>>> {
+        let key = key.clone();
+        let found = self
+            .on_reader(move |conn| ops::get(conn, &key, Timestamp::now()))
+            .await?;
+        Ok(found.map(|(record, revision)| Arc::new(Stored::new(record, revision))))
+    }
+
+    async fn list(&self, query: &ListQuery) -> store::Result<Page> {
+        let query = query.clone();
+        let (items, next) = self
+            .on_reader(move |conn| ops::list(conn, &query, Timestamp::now()))
+            .await?;
+        Ok(Page {
+            items: items
+                .into_iter()
+                .map(|(record, revision)| Arc::new(Stored::new(record, revision)))
+                .collect(),
+            next,
+        })
+    }
+
+    async fn expire(&self, now: Timestamp, limit: usize) -> store::Result<Vec<Key>> {
+        self.on_writer(move |ctx| ops::expire(ctx.conn, now, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl QueueStore for EmbeddedStore {
+    async fn claim(&self, request: &ClaimRequest) -> store::Result<Vec<ItemLease>> {
+        let request = request.clone();
+        let worker = request.worker.clone();
+        let claimed = self
+            .on_writer(move |ctx| queue::claim(ctx.conn, &request))
+            .await?;
+        // Decoded here, not in the writer thread.
+        Ok(claimed
+            .into_iter()
+            .map(|c| queue::lease_of(c, &worker))
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn renew(&self, lease: &ItemLease, extend_by: Duration) -> store::Result<ItemLease> {
+        let lease = lease.clone();
+        self.on_writer(move |ctx| queue::renew(ctx.conn, &lease, extend_by))
+            .await
+    }
+
+    async fn finish(&self, lease: &ItemLease, finish: &Finish) -> store::Result<()> {
+        let request = FinishRequest::encode(lease, finish)?;
+        self.on_writer(move |ctx| queue::finish(ctx.conn, &request))
+            .await
+    }
+
+    async fn items(&self, lane: Lane, group: &Key) -> store::Result<Vec<Item>> {
+        let group = group.clone();
+        let rows = self
+            .on_reader(move |conn| queue::items(conn, lane, &group))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(queue::ItemRow::decode)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn requeue(&self, lane: Lane, group: &Key, id: &str) -> store::Result<()> {
+        let (group, id) = (group.clone(), id.to_owned());
+        self.on_writer(move |ctx| queue::requeue(ctx.conn, lane, &group, &id))
+            .await
+    }
+
+    async fn queue_stats(&self, lane: Lane) -> store::Result<QueueStats> {
+        self.on_reader(move |conn| queue::stats(conn, lane)).await
+    }
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    async fn read_events(
+        &self,
+        stream: &Key,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> store::Result<Vec<StreamEvent>> {
+        let stream = stream.clone();
+        self.on_reader(move |conn| ops::read_events(conn, &stream, after, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl LedgerStore for EmbeddedStore {
+    async fn balance(&self, account: &AccountId) -> store::Result<Balance> {
+        let account = account.clone();
+        self.on_reader(move |conn| ops::balance(conn, &account))
+            .await
+    }
+
+    async fn ledger(
+        &self,
+        account: &AccountId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> store::Result<Vec<Posted>> {
+        let account = account.clone();
+        self.on_reader(move |conn| ops::ledger(conn, &account, before, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl AdminStore for EmbeddedStore {
     fn backend(&self) -> &'static str {
         BACKEND
     }
@@ -212,190 +330,29 @@ impl Store for EmbeddedStore {
         }
     }
 
-    async fn create(&self, new: NewPrediction<'_>) -> store::Result<Created> {
-        let record = Record::encode(new.prediction)?;
-        let key = new.idempotency.cloned();
-        let effects = ops::encode_effects(new.effects)?;
-        self.write(move |ctx| ops::create(ctx, &record, key.as_ref(), &effects))
-            .await
-    }
-
-    async fn get(&self, id: &PredictionId) -> store::Result<Versioned<Prediction>> {
-        let wanted = id.clone();
-        self.read(move |conn| ops::get(conn, &wanted))
-            .await?
-            .ok_or_else(|| store::Error::NotFound(id.clone()))
-    }
-
-    async fn update(
-        &self,
-        id: &PredictionId,
-        expected: Revision,
-        next: &Prediction,
-        effects: &[Effect],
-    ) -> store::Result<Revision> {
-        let record = Record::encode(next)?;
-        let id = id.clone();
-        let effects = ops::encode_effects(effects)?;
-        self.write(move |ctx| ops::update(ctx, &id, expected, &record, &effects))
-            .await
-    }
-
-    async fn delete(&self, id: &PredictionId) -> store::Result<()> {
-        let id = id.clone();
-        self.write(move |ctx| ops::delete(ctx.conn, &id)).await
-    }
-
-    async fn list(&self, query: &ListQuery) -> store::Result<Page> {
-        let query = query.clone();
-        self.read(move |conn| ops::list(conn, &query)).await
-    }
-
-    async fn expire(&self, now: Timestamp, limit: usize) -> store::Result<Vec<PredictionId>> {
-        self.write(move |ctx| ops::expire(ctx.conn, now, limit))
-            .await
-    }
-
-    async fn claim_jobs(&self, request: &ClaimRequest) -> store::Result<Vec<Lease>> {
-        let request = request.clone();
-        self.write(move |ctx| ops::claim(ctx, &request)).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease, extend_by: Duration) -> store::Result<Lease> {
-        let lease = lease.clone();
-        self.write(move |ctx| ops::renew(ctx.conn, &lease, extend_by))
-            .await
-    }
-
-    async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> store::Result<()> {
-        let lease = lease.clone();
-        self.write(move |ctx| ops::retry(ctx.conn, &lease, run_at))
-            .await
-    }
-
-    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> store::Result<()> {
-        let lease = lease.clone();
-        self.write(move |ctx| ops::release(ctx.conn, &lease, run_at))
-            .await
-    }
-
-    async fn complete_job(&self, id: &PredictionId) -> store::Result<()> {
-        let id = id.clone();
-        self.write(move |ctx| ops::complete(ctx.conn, &id)).await
-    }
-
-    async fn queue_stats(&self) -> store::Result<QueueStats> {
-        self.read(ops::queue_stats).await
-    }
-
     async fn counters(&self) -> store::Result<Vec<(String, i64)>> {
-        self.read(ops::counters).await
+        self.on_reader(ops::counters).await
     }
 
-    async fn list_jobs(
+    async fn export(
         &self,
-        after: Option<&PredictionId>,
+        section: Section,
+        after: Option<&Position>,
         limit: usize,
-    ) -> store::Result<Vec<Job>> {
-        let after = after.map(|a| a.as_str().to_owned());
-        self.read(move |conn| ops::list_jobs(conn, after.as_deref(), limit))
-            .await
-    }
-
-    async fn list_idempotency_keys(
-        &self,
-        after: Option<(&AccountId, &str)>,
-        limit: usize,
-    ) -> store::Result<Vec<IdempotencyRecord>> {
-        let after = after.map(|(o, k)| (o.as_str().to_owned(), k.to_owned()));
-        self.read(move |conn| {
-            ops::list_keys(
-                conn,
-                after.as_ref().map(|(o, k)| (o.as_str(), k.as_str())),
-                limit,
-            )
-        })
-        .await
-    }
-
-    async fn import(&self, records: &[StoreRecord]) -> store::Result<()> {
-        let mut batch = Vec::with_capacity(records.len());
-        for record in records {
-            batch.push(match record {
-                StoreRecord::Prediction(p) => {
-                    ops::Import::Prediction(ops::Record::encode(&p.value)?, p.revision)
-                }
-                StoreRecord::Job(job) => ops::Import::Job(job.clone()),
-                StoreRecord::IdempotencyKey(key) => ops::Import::Key(key.clone()),
-                StoreRecord::Counter { name, value } => ops::Import::Counter(name.clone(), *value),
-                StoreRecord::Delivery(state) => {
-                    ops::Import::Delivery(outbox::ImportedDelivery::encode(state)?)
-                }
-                StoreRecord::Event(id, event) => ops::Import::Event(id.clone(), event.clone()),
-                other => {
-                    return Err(Error::UnsupportedEffect(format!(
-                        "cannot import {other:?} into this build of the embedded store"
-                    ))
-                    .into());
-                }
-            });
-        }
-        self.write(move |ctx| ops::import(ctx, &batch)).await
-    }
-
-    async fn claim_deliveries(
-        &self,
-        worker: &WorkerId,
-        lease_for: Duration,
-        max: usize,
-    ) -> store::Result<Vec<DeliveryLease>> {
-        let holder = worker.clone();
-        let claimed = self
-            .write(move |ctx| outbox::claim(ctx.conn, &holder, lease_for, max))
+    ) -> store::Result<Vec<Exported>> {
+        let after = after.cloned();
+        let rows = self
+            .on_reader(move |conn| transfer::export(conn, section, after.as_ref(), limit))
             .await?;
-        // Decoded here, not in the writer thread.
-        let mut leases = Vec::with_capacity(claimed.len());
-        for c in claimed {
-            leases.push(DeliveryLease {
-                state: c.row.decode()?,
-                worker: worker.clone(),
-                token: c.token,
-                expires_at: c.expires_at,
-            });
-        }
-        Ok(leases)
+        Ok(rows.decode()?)
     }
 
-    async fn finish_delivery(
-        &self,
-        lease: &DeliveryLease,
-        attempt: &Attempt,
-        outcome: DeliveryOutcome,
-    ) -> store::Result<()> {
-        let finish = outbox::Finish::encode(lease, attempt, outcome)?;
-        self.write(move |ctx| outbox::finish(ctx.conn, &finish))
-            .await
-    }
-
-    async fn list_deliveries(&self, id: &PredictionId) -> store::Result<Vec<DeliveryState>> {
-        let id = id.clone();
-        self.read(move |conn| outbox::list(conn, &id)).await
-    }
-
-    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> store::Result<()> {
-        let (id, delivery_id) = (id.clone(), delivery_id.to_owned());
-        self.write(move |ctx| outbox::redeliver(ctx.conn, &id, &delivery_id))
-            .await
-    }
-
-    async fn read_events(
-        &self,
-        id: &PredictionId,
-        after: Option<(Revision, u32)>,
-        limit: usize,
-    ) -> store::Result<Vec<StreamEvent>> {
-        let id = id.clone();
-        self.read(move |conn| outbox::read_events(conn, &id, after, limit))
+    async fn import(&self, pieces: &[Exported]) -> store::Result<()> {
+        let pieces = pieces
+            .iter()
+            .map(Piece::encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.on_writer(move |ctx| transfer::import(ctx, &pieces))
             .await
     }
 

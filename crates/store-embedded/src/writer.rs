@@ -5,9 +5,9 @@
 //! transaction, and answers every request only after `COMMIT` returned: nothing is acknowledged
 //! before it is durable, and one fsync covers the group.
 //!
-//! Requests check before they write (the operations in `ops` are written that way), so a
-//! request refused for a domain reason (a conflict, a lost lease, a missing record) has written
-//! nothing and the group goes on without it. Any other error (an SQL or I/O error) may have
+//! Requests check before they write (the operations in `ops` and `queue` are written that
+//! way), so a request refused for a domain reason (a conflict, a lost lease, a missing record,
+//! insufficient credits) has written nothing and the group goes on without it. Any other error (an SQL or I/O error) may have
 //! left a request half done: the whole group is rolled back and every request in it fails.
 //! This is what lets the group run without a savepoint per request, whose page copies were a
 //! large part of the writer's time. Counter increments are summed over the group and written
@@ -28,8 +28,6 @@ use crate::error::Error;
 pub(crate) struct Ctx<'c> {
     /// The write connection.
     pub(crate) conn: &'c Connection,
-    /// The last job sequence number handed out (first in, first out among equal run times).
-    pub(crate) seq: &'c mut i64,
     /// Counter deltas of the group so far, written just before `COMMIT`.
     pub(crate) counters: &'c mut HashMap<String, i64>,
 }
@@ -51,9 +49,11 @@ fn wrote_nothing(error: &Error) -> bool {
     matches!(
         error,
         Error::NotFound(_)
+            | Error::Exists(_)
             | Error::Conflict { .. }
             | Error::LeaseLost
-            | Error::UnsupportedEffect(_)
+            | Error::InsufficientCredits { .. }
+            | Error::LimitReached { .. }
     )
 }
 
@@ -128,17 +128,11 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the thread. It owns `conn` and keeps `lock` (the directory lock) until the
     /// database is closed.
-    pub(crate) fn start(
-        conn: Connection,
-        lock: File,
-        seq: i64,
-        max_batch: usize,
-    ) -> std::io::Result<Self> {
+    pub(crate) fn start(conn: Connection, lock: File, max_batch: usize) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let state = Thread {
             conn,
-            seq,
             counters: HashMap::new(),
             rx,
             max_batch: max_batch.max(1),
@@ -207,7 +201,6 @@ impl Drop for Writer {
 /// The writer thread's state.
 struct Thread {
     conn: Connection,
-    seq: i64,
     counters: HashMap<String, i64>,
     rx: mpsc::UnboundedReceiver<Msg>,
     max_batch: usize,
@@ -281,7 +274,6 @@ impl Thread {
             }
             let ran = task.run(&mut Ctx {
                 conn: &self.conn,
-                seq: &mut self.seq,
                 counters: &mut self.counters,
             });
             if ran == Ran::Broken {
@@ -385,7 +377,6 @@ mod tests {
         let (_tx, rx) = mpsc::unbounded_channel();
         Thread {
             conn,
-            seq: 0,
             counters: HashMap::new(),
             rx,
             max_batch: 256,

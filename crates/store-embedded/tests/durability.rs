@@ -3,192 +3,184 @@
 //! `kill -9` during concurrent writes loses nothing that was acknowledged.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use augur_core::idempotency::IdempotencyKey;
+use augur_core::jobs::Jobs;
+use augur_core::outbox::{DeliveryOutcome, Outbox};
 use augur_core::store::{
-    Attempt, ClaimRequest, Created, DeliveryOutcome, Effect, Error, IdempotencyRecord, ListQuery,
-    NewPrediction, Store, StreamEventData, StreamEventKind,
+    AdminStore, Attempt, DynStore, Effect, Entity, Error, Kind, Lane, ListQuery, Op, Reason,
+    StreamEventData, StreamEventKind, Write,
 };
-use augur_core::{AccountId, ModelName, Prediction, PredictionId, Revision, Timestamp, WorkerId};
+use augur_core::{
+    AccountId, CreateRequest, Creation, ModelName, Predictions, Revision, ServiceConfig, Timestamp,
+    WebhookEvents, WorkerId,
+};
+use augur_store_conformance::fixtures::{
+    QUEUE, account, claim_jobs, counter, enqueue_at, enqueue_now, get, insert, prediction, update,
+};
+use augur_store_conformance::{assert_balanced, delivery, entry, posting};
 use augur_store_embedded::{EmbeddedOptions, EmbeddedStore, SyncMode};
 use serde_json::json;
 
-const QUEUE: &str = "augur/echo";
 const LONG: Duration = Duration::from_secs(3600);
 
-fn prediction() -> Prediction {
-    Prediction::new(
-        PredictionId::generate(),
-        AccountId::admin(),
-        ModelName::parse(QUEUE).unwrap(),
-        "v1".into(),
-        json!({"text": "hello", "x": 0.1}),
-    )
+fn open(dir: &std::path::Path) -> DynStore {
+    Arc::new(EmbeddedStore::open(EmbeddedOptions::new(dir)).expect("open store"))
 }
 
-fn enqueue() -> Effect {
-    Effect::EnqueueJob {
-        queue: QUEUE.into(),
-        run_at: Timestamp::now(),
+fn keyed_request(owner: &AccountId) -> CreateRequest {
+    CreateRequest {
+        id: None,
+        owner: owner.clone(),
+        model: ModelName::parse(QUEUE).unwrap(),
+        version: "v1".into(),
+        input: json!({"text": "hello", "x": 0.1}),
+        webhook: None,
+        webhook_events_filter: WebhookEvents::ALL,
+        deadline: None,
+        idempotency_key: Some("k-1".into()),
     }
 }
 
-fn open(dir: &std::path::Path) -> EmbeddedStore {
-    EmbeddedStore::open(EmbeddedOptions::new(dir)).expect("open store")
-}
-
-fn claim(worker: &WorkerId, max: usize) -> ClaimRequest {
-    ClaimRequest {
-        worker: worker.clone(),
-        lease_for: LONG,
-        max,
-        exclude_queues: Vec::new(),
-    }
-}
-
-fn counter(all: &[(String, i64)], name: &str) -> i64 {
-    all.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
-}
-
-async fn create(store: &EmbeddedStore, p: &Prediction, effects: &[Effect]) -> Created {
-    store
-        .create(NewPrediction {
-            prediction: p,
-            idempotency: None,
-            effects,
-        })
-        .await
-        .expect("create")
-}
-
-/// Predictions, revisions, jobs with their attempts and run times, idempotency keys and
-/// counters all survive a close and reopen.
+/// Predictions, revisions, jobs with their claims and run times, idempotency keys and counters
+/// all survive a close and reopen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopen_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let owner = AccountId::admin();
-    let keyed = prediction();
-    let key = IdempotencyRecord {
-        owner: owner.clone(),
-        key: "k-1".into(),
-        fingerprint: "fp".into(),
-        prediction_id: keyed.id.clone(),
-        expires_at: Timestamp::now().plus(LONG),
-    };
     let (updated, retried, delayed) = (prediction(), prediction(), prediction());
     let later = Timestamp::now().plus(LONG);
-    {
+    let keyed = {
         let store = open(dir.path());
-        store
-            .create(NewPrediction {
-                prediction: &keyed,
-                idempotency: Some(&key),
-                effects: &[Effect::count("made", 1)],
-            })
-            .await
-            .unwrap();
-        create(&store, &updated, &[Effect::count("made", 1)]).await;
+        let service = Predictions::new(store.clone(), ServiceConfig::default());
+        let keyed = match service.create(keyed_request(&owner)).await.unwrap() {
+            Creation::Created(p) => p.value,
+            other => panic!("expected a new prediction, got {other:?}"),
+        };
+        insert(&store, &updated, vec![Effect::count("made", 1)]).await;
         let mut next = updated.clone();
         next.logs = "step 1".into();
-        store
-            .update(
-                &updated.id,
-                Revision::FIRST,
-                &next,
-                &[Effect::count("steps", 1)],
-            )
+        update(
+            &store,
+            &next,
+            Revision::FIRST,
+            vec![Effect::count("steps", 1)],
+        )
+        .await
+        .unwrap();
+        insert(&store, &retried, vec![enqueue_now(&retried)]).await;
+        // The keyed prediction's job is older: claim both, retry the other one.
+        let jobs = Jobs::new(store.clone());
+        let leases = jobs
+            .claim(&WorkerId::generate(), LONG, 2, vec![])
             .await
             .unwrap();
-        create(&store, &retried, &[enqueue()]).await;
-        let lease = store
-            .claim_jobs(&claim(&WorkerId::generate(), 1))
-            .await
-            .unwrap()
-            .remove(0);
-        store.retry_job(&lease, Timestamp::now()).await.unwrap();
-        create(
-            &store,
-            &delayed,
-            &[Effect::EnqueueJob {
-                queue: QUEUE.into(),
-                run_at: later,
-            }],
-        )
-        .await;
-    }
+        for lease in &leases {
+            if lease.job.prediction_id == retried.id {
+                jobs.retry(lease, Timestamp::now()).await.unwrap();
+            } else {
+                jobs.release(lease, Timestamp::now()).await.unwrap();
+            }
+        }
+        insert(&store, &delayed, vec![enqueue_at(&delayed, later)]).await;
+        keyed
+    };
 
     let store = open(dir.path());
-    assert_eq!(store.get(&keyed.id).await.unwrap().value, keyed);
-    let got = store.get(&updated.id).await.unwrap();
+    assert_eq!(get(&store, &keyed.id).await.unwrap().value, keyed);
+    let got = get(&store, &updated.id).await.unwrap();
     assert_eq!(
         (got.revision, got.value.logs.as_str()),
         (Revision(2), "step 1")
     );
-    let counters = store.counters().await.unwrap();
     assert_eq!(
-        (counter(&counters, "made"), counter(&counters, "steps")),
-        (2, 1)
+        (
+            counter(&store, "made").await,
+            counter(&store, "steps").await
+        ),
+        (1, 1)
     );
-    let stats = store.queue_stats().await.unwrap();
-    assert_eq!((stats.ready, stats.leased, stats.delayed), (1, 0, 1));
-    let again = store
-        .claim_jobs(&claim(&WorkerId::generate(), 10))
-        .await
-        .unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].job.prediction_id, retried.id);
-    assert_eq!(again[0].job.attempts, 2, "the retried attempt still counts");
+    let stats = store.queue_stats(Lane::Jobs).await.unwrap();
+    assert_eq!((stats.ready, stats.leased, stats.delayed), (2, 0, 1));
+    let again = claim_jobs(&store, &WorkerId::generate(), LONG, 10).await;
+    assert_eq!(again.len(), 2);
+    let claims = |id: &str| again.iter().find(|l| l.item.id == id).unwrap().item.claims;
+    assert_eq!(
+        claims(retried.id.as_str()),
+        2,
+        "the retried claim still counts"
+    );
+    assert_eq!(claims(keyed.id.as_str()), 1, "the released claim does not");
+    let delayed_job = store.items(Lane::Jobs, &delayed.key()).await.unwrap();
+    assert_eq!(delayed_job[0].due_at, Some(later));
 
-    let other = prediction();
-    let retry_key = IdempotencyRecord {
-        prediction_id: other.id.clone(),
-        ..key.clone()
-    };
-    match store
-        .create(NewPrediction {
-            prediction: &other,
-            idempotency: Some(&retry_key),
-            effects: &[],
-        })
+    let key = store
+        .get(&IdempotencyKey::record_key(&owner, "k-1"))
         .await
         .unwrap()
-    {
-        Created::ExistingKey { record, prediction } => {
-            assert_eq!(record.prediction_id, keyed.id);
-            assert_eq!(prediction.unwrap().value, keyed);
-        }
-        other => panic!("expected the stored key, got {other:?}"),
+        .expect("the key survives");
+    assert_eq!(
+        key.decode::<IdempotencyKey>().unwrap().prediction_id,
+        keyed.id
+    );
+    let service = Predictions::new(store.clone(), ServiceConfig::default());
+    match service.create(keyed_request(&owner)).await.unwrap() {
+        Creation::Replayed(p) => assert_eq!(p.value.id, keyed.id),
+        other => panic!("expected the stored prediction, got {other:?}"),
     }
 }
 
-/// A job leased by a process that died is claimable at once after reopen, its attempt counted.
+/// A job leased by a process that died is claimable at once after reopen, its claim counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leased_jobs_are_claimable_at_once_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let p = prediction();
     {
         let store = open(dir.path());
-        create(&store, &p, &[enqueue()]).await;
-        let leases = store
-            .claim_jobs(&claim(&WorkerId::generate(), 1))
-            .await
-            .unwrap();
+        insert(&store, &p, vec![enqueue_now(&p)]).await;
+        let leases = claim_jobs(&store, &WorkerId::generate(), LONG, 1).await;
         assert_eq!(leases.len(), 1);
-        assert_eq!(store.queue_stats().await.unwrap().leased, 1);
+        assert_eq!(store.queue_stats(Lane::Jobs).await.unwrap().leased, 1);
     }
     let store = open(dir.path());
-    let stats = store.queue_stats().await.unwrap();
+    let stats = store.queue_stats(Lane::Jobs).await.unwrap();
     assert_eq!((stats.ready, stats.leased), (1, 0));
-    let leases = store
-        .claim_jobs(&claim(&WorkerId::generate(), 1))
-        .await
-        .unwrap();
+    let leases = claim_jobs(&store, &WorkerId::generate(), LONG, 1).await;
     assert_eq!(leases.len(), 1);
-    assert_eq!(leases[0].job.prediction_id, p.id);
-    assert_eq!(leases[0].job.attempts, 2);
+    assert_eq!(leases[0].item.id, p.id.as_str());
+    assert_eq!(leases[0].item.claims, 2);
+}
+
+/// A job queued already claimed by a process that died is claimable at once after reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_claimed_at_create_are_claimable_at_once_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = prediction();
+    {
+        let store = open(dir.path());
+        let (_lease, effect) = augur_core::jobs::Lease::claimed_at_create(
+            &p.id,
+            &p.owner,
+            &p.model,
+            &WorkerId::generate(),
+            LONG,
+            Timestamp::now(),
+        );
+        insert(&store, &p, vec![effect]).await;
+        assert!(
+            claim_jobs(&store, &WorkerId::generate(), LONG, 1)
+                .await
+                .is_empty()
+        );
+    }
+    let store = open(dir.path());
+    let leases = claim_jobs(&store, &WorkerId::generate(), LONG, 1).await;
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].item.claims, 2);
 }
 
 /// Webhook messages (with their attempts) and events survive a reopen, and a message leased by
@@ -209,24 +201,24 @@ async fn outbox_and_events_survive_reopen_and_leases_end() {
     ];
     let (listed, held) = {
         let store = open(dir.path());
-        create(
+        let outbox = Outbox::new(store.clone());
+        insert(
             &store,
             &p,
-            &[
-                augur_store_conformance::delivery(&p, 0),
-                augur_store_conformance::delivery(&p, 1),
-                Effect::AppendEvents(events.clone()),
+            vec![
+                delivery(&p, 0),
+                delivery(&p, 1),
+                Effect::AppendEvents {
+                    stream: p.key(),
+                    events: events.clone(),
+                },
             ],
         )
         .await;
         let w = WorkerId::generate();
-        let lease = store
-            .claim_deliveries(&w, LONG, 10)
-            .await
-            .unwrap()
-            .remove(0);
-        store
-            .finish_delivery(
+        let lease = outbox.claim(&w, LONG, 10).await.unwrap().remove(0);
+        outbox
+            .finish(
                 &lease,
                 &Attempt {
                     at: Timestamp::now(),
@@ -238,34 +230,26 @@ async fn outbox_and_events_survive_reopen_and_leases_end() {
             )
             .await
             .unwrap();
-        let mut held = store.claim_deliveries(&w, LONG, 10).await.unwrap();
+        let mut held = outbox.claim(&w, LONG, 10).await.unwrap();
         assert_eq!(held.len(), 1);
-        assert!(
-            store
-                .claim_deliveries(&w, LONG, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        (store.list_deliveries(&p.id).await.unwrap(), held.remove(0))
+        assert!(outbox.claim(&w, LONG, 10).await.unwrap().is_empty());
+        (outbox.list(&p.id).await.unwrap(), held.remove(0))
     };
 
     let store = open(dir.path());
-    assert_eq!(store.list_deliveries(&p.id).await.unwrap(), listed);
+    let outbox = Outbox::new(store.clone());
+    assert_eq!(outbox.list(&p.id).await.unwrap(), listed);
     assert_eq!(listed[0].attempts.len(), 1);
-    let read = store.read_events(&p.id, None, 10).await.unwrap();
+    let read = store.read_events(&p.key(), None, 10).await.unwrap();
     assert_eq!(
         read.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
         events
     );
-    let again = store
-        .claim_deliveries(&WorkerId::generate(), LONG, 10)
-        .await
-        .unwrap();
+    let again = outbox.claim(&WorkerId::generate(), LONG, 10).await.unwrap();
     assert_eq!(again.len(), 1, "the dead process's lease is over");
     assert_eq!(again[0].state.delivery.id, held.state.delivery.id);
-    let late = store
-        .finish_delivery(
+    let late = outbox
+        .finish(
             &held,
             &Attempt {
                 at: Timestamp::now(),
@@ -277,6 +261,39 @@ async fn outbox_and_events_survive_reopen_and_leases_end() {
         )
         .await;
     assert!(matches!(late, Err(Error::LeaseLost)), "{late:?}");
+}
+
+/// Ledgers survive a reopen and go on from where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledgers_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = account("saver");
+    {
+        let store = open(dir.path());
+        store
+            .write(&posting(
+                &a,
+                vec![
+                    entry(&a, "g", 10, 0, Reason::Grant),
+                    entry(&a, "r", 0, 4, Reason::Reserve),
+                ],
+            ))
+            .await
+            .unwrap();
+    }
+    let store = open(dir.path());
+    let totals = assert_balanced(&store, &a).await;
+    assert_eq!((totals.balance, totals.reserved), (10, 4));
+    let more = entry(&a, "c", 0, 7, Reason::Reserve);
+    assert!(matches!(
+        store.write(&posting(&a, vec![more])).await,
+        Err(Error::InsufficientCredits {
+            available: 6,
+            needed: 7,
+            ..
+        })
+    ));
+    assert_eq!(store.ledger(&a, None, 10).await.unwrap()[0].seq, 2);
 }
 
 /// Only one open store per directory; the error names the directory. Dropping or closing the
@@ -298,19 +315,21 @@ async fn a_locked_directory_cannot_be_opened_twice() {
 
     let second = open(dir.path());
     let p = prediction();
-    create(&second, &p, &[]).await;
+    insert(&second, &p, vec![]).await;
     second.close().await;
     second.close().await;
     assert!(matches!(
-        second.get(&p.id).await,
+        second.get(&p.key()).await,
         Err(Error::Unavailable { .. })
     ));
     assert!(matches!(
-        second.delete(&p.id).await,
+        second
+            .write(&Write::new(p.owner.clone()).op(Op::Delete(p.key())))
+            .await,
         Err(Error::Unavailable { .. })
     ));
     let third = open(dir.path());
-    assert_eq!(third.get(&p.id).await.unwrap().value, p);
+    assert_eq!(get(&third, &p.id).await.unwrap().value, p);
 }
 
 /// Bad URLs fail and say what is wrong; good ones open the directory they name.
@@ -346,7 +365,7 @@ const CRASH_TEST: &str = "kill_9_loses_no_acknowledged_write";
 /// The child half of the crash test: 32 tasks create predictions (each with a job and a
 /// counter) as fast as they can and print every acknowledged id, until killed.
 async fn crash_child(dir: String) {
-    let store = Arc::new(open(std::path::Path::new(&dir)));
+    let store = open(std::path::Path::new(&dir));
     let started = Instant::now();
     let tasks: Vec<_> = (0..32)
         .map(|_| {
@@ -355,15 +374,15 @@ async fn crash_child(dir: String) {
                 // A safety net: the parent kills us long before this.
                 while started.elapsed() < Duration::from_secs(60) {
                     let p = prediction();
-                    let created = store
-                        .create(NewPrediction {
-                            prediction: &p,
-                            idempotency: None,
-                            effects: &[enqueue(), Effect::count("made", 1)],
+                    let written = store
+                        .write(&Write {
+                            account: p.owner.clone(),
+                            ops: vec![Op::Insert(p.to_record().unwrap())],
+                            effects: vec![enqueue_now(&p), Effect::count("made", 1)],
                         })
                         .await
                         .expect("create");
-                    assert!(matches!(created, Created::Inserted(_)));
+                    assert_eq!(written.revisions, vec![Some(Revision::FIRST)]);
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ack:{};", p.id).expect("stdout");
                     out.flush().expect("stdout");
@@ -425,14 +444,11 @@ async fn kill_9_loses_no_acknowledged_write() {
         let store = open(dir.path());
         let opened_in = reopened.elapsed();
         let all = store
-            .list(&ListQuery {
-                limit: 10_000_000,
-                ..Default::default()
-            })
+            .list(&ListQuery::of(Kind::Prediction, 10_000_000))
             .await
             .unwrap();
         let rows = all.items.len();
-        let stored: HashSet<&str> = all.items.iter().map(|p| p.value.id.as_str()).collect();
+        let stored: HashSet<&str> = all.items.iter().map(|s| s.record.key.id.as_str()).collect();
         let missing: Vec<_> = acked
             .iter()
             .filter(|id| !stored.contains(id.as_str()))
@@ -443,15 +459,15 @@ async fn kill_9_loses_no_acknowledged_write() {
         );
         // And through point reads, for a sample.
         for id in acked.iter().take(200) {
-            let id = PredictionId::parse(id).unwrap();
-            store.get(&id).await.expect("acknowledged prediction");
+            let id = augur_core::PredictionId::parse(id).unwrap();
+            get(&store, &id).await.expect("acknowledged prediction");
         }
-        let made = counter(&store.counters().await.unwrap(), "made");
+        let made = counter(&store, "made").await;
         assert_eq!(
             made, rows as i64,
             "counter effect committed apart from its row"
         );
-        let stats = store.queue_stats().await.unwrap();
+        let stats = store.queue_stats(Lane::Jobs).await.unwrap();
         assert_eq!(
             stats.ready, rows as u64,
             "job effect committed apart from its row"

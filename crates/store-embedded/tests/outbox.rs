@@ -1,15 +1,20 @@
-//! The embedded store's webhook outbox and event log beyond the shared suite: how it numbers
-//! events, repeated message ids, long backlogs and redelivery of an earlier message.
+//! The embedded store's queue, webhook outbox and event log beyond the shared suite: how it
+//! numbers events, repeated message ids, long backlogs, redelivery of an earlier message, and
+//! claims that stay cheap however many items are leased, due later or queued behind a head.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use augur_core::jobs::Jobs;
+use augur_core::outbox::{DeliveryOutcome, DeliveryStatus, Outbox};
 use augur_core::store::{
-    Attempt, DeliveryOutcome, DeliveryStatus, DynStore, Effect, StreamEventData, StreamEventKind,
+    Attempt, DynStore, Effect, Entity, Lane, StreamEventData, StreamEventKind,
 };
 use augur_core::{Revision, Timestamp, WorkerId};
 use augur_store_conformance::delivery;
-use augur_store_conformance::fixtures::{insert, prediction};
+use augur_store_conformance::fixtures::{
+    account, claim_jobs, enqueue_at, enqueue_now, insert, prediction, prediction_for, update,
+};
 use augur_store_embedded::{EmbeddedOptions, EmbeddedStore};
 
 const LONG: Duration = Duration::from_secs(3600);
@@ -40,17 +45,21 @@ async fn a_write_numbers_events_across_its_append_effects() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let p = prediction();
+    let append = |events| Effect::AppendEvents {
+        stream: p.key(),
+        events,
+    };
     insert(
         &store,
         &p,
-        &[
-            Effect::AppendEvents(vec![logs("a"), logs("b")]),
+        vec![
+            append(vec![logs("a"), logs("b")]),
             Effect::count("x", 1),
-            Effect::AppendEvents(vec![logs("c")]),
+            append(vec![logs("c")]),
         ],
     )
     .await;
-    let read = store.read_events(&p.id, None, 10).await.unwrap();
+    let read = store.read_events(&p.key(), None, 10).await.unwrap();
     let got: Vec<(Revision, u32, &str)> = read
         .iter()
         .map(|e| (e.revision, e.index, e.event.data.as_str()))
@@ -65,18 +74,19 @@ async fn a_write_numbers_events_across_its_append_effects() {
     );
 }
 
-/// A message id names one message of a prediction: enqueueing it again adds nothing.
+/// A message id names one message of a prediction: enqueueing it again adds nothing, in the
+/// same write or a later one, and the messages are numbered from 1 in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_message_id_is_enqueued_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
+    let outbox = Outbox::new(store.clone());
     let p = prediction();
-    let rev = insert(&store, &p, &[delivery(&p, 0), delivery(&p, 0)]).await;
-    store
-        .update(&p.id, rev, &p, &[delivery(&p, 0), delivery(&p, 1)])
+    let rev = insert(&store, &p, vec![delivery(&p, 0), delivery(&p, 0)]).await;
+    update(&store, &p, rev, vec![delivery(&p, 0), delivery(&p, 1)])
         .await
         .unwrap();
-    let listed = store.list_deliveries(&p.id).await.unwrap();
+    let listed = outbox.list(&p.id).await.unwrap();
     let ids: Vec<(u64, String)> = listed
         .iter()
         .map(|d| (d.seq, d.delivery.id.clone()))
@@ -96,39 +106,36 @@ async fn a_repeated_message_id_is_enqueued_once() {
 async fn a_backlog_behind_a_waiting_head_delays_no_other_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
+    let outbox = Outbox::new(store.clone());
     let p = prediction();
     let effects: Vec<Effect> = (0..300).map(|n| delivery(&p, n)).collect();
-    insert(&store, &p, &effects).await;
+    insert(&store, &p, effects).await;
     let w = WorkerId::generate();
-    let head = store
-        .claim_deliveries(&w, LONG, 10)
-        .await
-        .unwrap()
-        .remove(0);
+    let head = outbox.claim(&w, LONG, 10).await.unwrap().remove(0);
     let soon = Timestamp::now().plus(Duration::from_millis(300));
-    store
-        .finish_delivery(&head, &ok(), DeliveryOutcome::RetryAt(soon))
+    outbox
+        .finish(&head, &ok(), DeliveryOutcome::RetryAt(soon))
         .await
         .unwrap();
     let q = prediction();
-    insert(&store, &q, &[delivery(&q, 0)]).await;
-    let got = store.claim_deliveries(&w, LONG, 1).await.unwrap();
+    insert(&store, &q, vec![delivery(&q, 0)]).await;
+    let got = outbox.claim(&w, LONG, 1).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].state.delivery.prediction_id, q.id);
 
     let mut sent = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while sent.len() < 300 {
-        assert!(std::time::Instant::now() < deadline, "sent {}", sent.len());
-        let leases = store.claim_deliveries(&w, LONG, 10).await.unwrap();
+        assert!(Instant::now() < deadline, "sent {}", sent.len());
+        let leases = outbox.claim(&w, LONG, 10).await.unwrap();
         if leases.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
         assert_eq!(leases.len(), 1, "one message of p at a time");
         sent.push(leases[0].state.delivery.id.clone());
-        store
-            .finish_delivery(&leases[0], &ok(), DeliveryOutcome::Delivered)
+        outbox
+            .finish(&leases[0], &ok(), DeliveryOutcome::Delivered)
             .await
             .unwrap();
     }
@@ -142,46 +149,102 @@ async fn a_backlog_behind_a_waiting_head_delays_no_other_outbox() {
 async fn redelivering_an_earlier_message_makes_it_the_head() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
+    let outbox = Outbox::new(store.clone());
     let p = prediction();
-    insert(&store, &p, &[delivery(&p, 0), delivery(&p, 1)]).await;
+    insert(&store, &p, vec![delivery(&p, 0), delivery(&p, 1)]).await;
     let w = WorkerId::generate();
-    let first = store
-        .claim_deliveries(&w, LONG, 10)
-        .await
-        .unwrap()
-        .remove(0);
-    store
-        .finish_delivery(&first, &ok(), DeliveryOutcome::Delivered)
+    let first = outbox.claim(&w, LONG, 10).await.unwrap().remove(0);
+    outbox
+        .finish(&first, &ok(), DeliveryOutcome::Delivered)
         .await
         .unwrap();
-    let second = store
-        .claim_deliveries(&w, LONG, 10)
-        .await
-        .unwrap()
-        .remove(0);
-    store
+    let second = outbox.claim(&w, LONG, 10).await.unwrap().remove(0);
+    outbox
         .redeliver(&p.id, &first.state.delivery.id)
         .await
         .unwrap();
-    let again = store.claim_deliveries(&w, LONG, 10).await.unwrap();
+    let again = outbox.claim(&w, LONG, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].state.delivery.id, first.state.delivery.id);
-    store
-        .finish_delivery(&second, &ok(), DeliveryOutcome::Delivered)
+    outbox
+        .finish(&second, &ok(), DeliveryOutcome::Delivered)
         .await
         .unwrap();
-    store
-        .finish_delivery(&again[0], &ok(), DeliveryOutcome::Delivered)
+    outbox
+        .finish(&again[0], &ok(), DeliveryOutcome::Delivered)
         .await
         .unwrap();
-    let listed = store.list_deliveries(&p.id).await.unwrap();
+    let listed = outbox.list(&p.id).await.unwrap();
     assert!(listed.iter().all(|d| d.status == DeliveryStatus::Delivered));
     assert_eq!(listed[0].attempts.len(), 2);
-    assert!(
-        store
-            .claim_deliveries(&w, LONG, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(outbox.claim(&w, LONG, 10).await.unwrap().is_empty());
+}
+
+/// With thousands of jobs leased and thousands due later, a claim still finds the one due job
+/// at once and the others stay where they are; the leased jobs are claimable again the moment
+/// their leases lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_thousands_of_leased_and_later_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let owner = account("busy");
+    let later = Timestamp::now().plus(LONG);
+    let write = |i: usize| {
+        let store = store.clone();
+        let owner = owner.clone();
+        async move {
+            let p = prediction_for(&owner);
+            let effect = if i.is_multiple_of(2) {
+                enqueue_now(&p)
+            } else {
+                enqueue_at(&p, later)
+            };
+            insert(&store, &p, vec![effect]).await;
+        }
+    };
+    // Concurrent writes, so that group commit makes this quick.
+    let writes: Vec<_> = (0..4000).map(|i| tokio::spawn(write(i))).collect();
+    for w in writes {
+        w.await.unwrap();
+    }
+    let w = WorkerId::generate();
+    let short = Duration::from_millis(500);
+    let mut leased = 0;
+    loop {
+        let got = claim_jobs(&store, &w, short, 500).await;
+        if got.is_empty() {
+            break;
+        }
+        leased += got.len();
+    }
+    assert_eq!(leased, 2000);
+    let stats = store.queue_stats(Lane::Jobs).await.unwrap();
+    assert_eq!((stats.ready, stats.leased, stats.delayed), (0, 2000, 2000));
+
+    let newcomer = prediction_for(&account("quiet"));
+    insert(&store, &newcomer, vec![enqueue_now(&newcomer)]).await;
+    let started = Instant::now();
+    let got = claim_jobs(&store, &w, LONG, 10).await;
+    let took = started.elapsed();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].item.id, newcomer.id.as_str());
+    // Not a benchmark (a debug build on a shared machine): a claim that walked 4,000 items
+    // would still pass this, so the plans are pinned by the schema's tests; this pins the
+    // behaviour.
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    tokio::time::sleep(short).await;
+    let jobs = Jobs::new(store.clone());
+    let mut again = 0;
+    loop {
+        let got = jobs.claim(&w, LONG, 500, vec![]).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        assert!(got.iter().all(|l| l.job.attempts == 2));
+        again += got.len();
+    }
+    assert_eq!(again, 2000, "every lapsed lease is claimable");
+    let stats = store.queue_stats(Lane::Jobs).await.unwrap();
+    assert_eq!((stats.ready, stats.leased, stats.delayed), (0, 2001, 2000));
 }

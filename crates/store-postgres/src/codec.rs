@@ -1,5 +1,6 @@
 //! Values between Rust and PostgreSQL: timestamps as `timestamptz`, durations as `interval`,
-//! revisions and lease tokens as `bigint`, and a prediction as a row (real columns plus JSONB).
+//! revisions, sequence numbers and lease tokens as `bigint`, records and queue items as rows,
+//! attempts as JSONB, and the escaping of U+0000, which PostgreSQL cannot store in text.
 //!
 //! The timestamp and interval codecs write PostgreSQL's binary forms directly (microseconds
 //! since 2000-01-01, and `(microseconds, days, months)`), so nothing is rounded on the way.
@@ -7,13 +8,19 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use augur_core::{LeaseToken, Prediction, Revision, Timestamp, Versioned};
+use augur_core::store::{
+    Attempt, Item, ItemStatus, Key, Kind, Lane, OnExpiry, Partition, Record, Stored,
+};
+use augur_core::{AccountId, LeaseToken, Revision, Timestamp};
 use bytes::{BufMut, BytesMut};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::error::Error;
+
+/// A statement parameter.
+pub(crate) type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_OFFSET: i64 = 946_684_800_000_000;
@@ -105,10 +112,15 @@ impl ToSql for Interval {
     to_sql_checked!();
 }
 
-/// A revision as `bigint`. A revision beyond `i64` cannot be stored, so it matches no row: -1
-/// never does either.
+/// A revision (or a seq) as `bigint`. One beyond `i64` cannot be stored, so it matches no row:
+/// -1 never does either.
+pub(crate) fn u64_to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(-1)
+}
+
+/// A revision as `bigint` (see [`u64_to_sql`]).
 pub(crate) fn revision_to_sql(revision: Revision) -> i64 {
-    i64::try_from(revision.0).unwrap_or(-1)
+    u64_to_sql(revision.0)
 }
 
 /// A stored revision.
@@ -118,15 +130,19 @@ pub(crate) fn revision_from_sql(value: i64) -> Result<Revision, Error> {
         .map_err(|_| Error::decode("revision", format!("{value} is negative")))
 }
 
+/// A stored count or sequence number.
+pub(crate) fn u64_from_sql(what: &'static str, value: i64) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| Error::decode(what, format!("{value} is negative")))
+}
+
 /// A lease token as `bigint` (the same 64 bits).
 pub(crate) fn token_to_sql(token: LeaseToken) -> i64 {
     token.0.cast_signed()
 }
 
-/// A stored attempt count.
-pub(crate) fn attempts_from_sql(value: i64) -> Result<u32, Error> {
-    u32::try_from(value)
-        .map_err(|_| Error::decode("attempt count", format!("{value} is out of range")))
+/// A stored lease token.
+pub(crate) fn token_from_sql(value: i64) -> LeaseToken {
+    LeaseToken(value.cast_unsigned())
 }
 
 /// A count or limit as `bigint` (saturating).
@@ -143,258 +159,178 @@ pub(crate) fn column<'a, T: FromSql<'a>>(
     row.try_get(index).map_err(|e| Error::decode(what, e))
 }
 
-/// Parses a stored identifier.
-pub(crate) fn parse_id<T>(
-    what: &'static str,
-    text: &str,
-    parse: impl FnOnce(&str) -> Result<T, augur_core::InvalidId>,
-) -> Result<T, Error> {
-    parse(text).map_err(|e| Error::decode(what, e))
+/// A stored kind name.
+pub(crate) fn kind_from_sql(name: &str) -> Result<Kind, Error> {
+    Kind::parse(name).ok_or_else(|| Error::decode("record kind", format!("unknown kind {name:?}")))
 }
 
-/// A unit enum's serde name (`"pending"`, `"start"`) from its serialized form, for a `text`
-/// column checked against the names: `name_of(serde_json::to_value(status))`.
-pub(crate) fn name_of(value: Result<Value, serde_json::Error>) -> Result<String, Error> {
-    match value.map_err(Error::Encode)? {
-        Value::String(name) => Ok(name),
-        other => Err(Error::Config(format!("{other} is not a name"))),
-    }
+/// A stored lane name.
+pub(crate) fn lane_from_sql(name: &str) -> Result<Lane, Error> {
+    Lane::parse(name).ok_or_else(|| Error::decode("lane", format!("unknown lane {name:?}")))
 }
 
-/// Reads a unit enum from its serde name (see [`name_of`]):
-/// `from_name("delivery status", text, serde_json::from_value)`.
-pub(crate) fn from_name<T>(
-    what: &'static str,
-    name: String,
-    parse: impl FnOnce(Value) -> Result<T, serde_json::Error>,
-) -> Result<T, Error> {
-    parse(Value::String(name)).map_err(|e| Error::decode(what, e))
+/// A stored partition.
+pub(crate) fn partition_from_sql(value: i16) -> Result<Partition, Error> {
+    u8::try_from(value)
+        .map(Partition)
+        .map_err(|_| Error::decode("partition", format!("{value} is out of range")))
 }
 
-/// The record fields stored in their own columns; everything else goes to `extra`.
-const COLUMN_FIELDS: [&str; 19] = [
-    "id",
-    "owner",
-    "model",
-    "version",
-    "status",
-    "created_at",
-    "started_at",
-    "completed_at",
-    "deadline",
-    "expires_at",
-    "data_removed",
-    "attempts",
-    "webhook",
-    "error",
-    "logs",
-    "input",
-    "output",
-    "metrics",
-    // Not a record field, but it must never be taken for one.
-    "revision",
-];
+/// A stored account id.
+pub(crate) fn account_from_sql(text: &str) -> Result<AccountId, Error> {
+    AccountId::parse(text).map_err(|e| Error::decode("account id", e))
+}
 
-/// The columns of a prediction row, in the order [`PredictionRow::params`] gives them and
-/// [`decode`] reads them (after the revision). Used verbatim in `SELECT`s.
-pub(crate) const SELECT_COLUMNS: &str = "revision, id, owner, model, version, status, created_at, started_at, \
-     completed_at, deadline, expires_at, data_removed, attempts, webhook, error, logs, input, \
-     output, metrics, extra";
+/// The key `(kind, id, partition)` stored in three columns from `at`.
+pub(crate) fn key_from_row(row: &Row, at: usize) -> Result<Key, Error> {
+    Ok(Key {
+        kind: kind_from_sql(&column::<String>(row, at, "kind")?)?,
+        id: column(row, at + 1, "id")?,
+        partition: partition_from_sql(column(row, at + 2, "partition")?)?,
+    })
+}
 
-/// A prediction encoded for its row. Encoding happens once per write, before the transaction
-/// starts.
+/// A record's columns, in [`RECORD_COLUMNS`] order (without the revision), borrowed from the
+/// record being written. The two columns only retention reads are derived here from the
+/// kind's [`Kind::on_expiry`]: `sweep_at` (when retention still has to act) and `gone_at` (when
+/// a record of a kind that retention deletes reads as absent).
 #[derive(Debug)]
-pub(crate) struct PredictionRow {
-    id: String,
-    owner: String,
-    model: String,
-    version: String,
-    status: String,
+pub(crate) struct RecordRow<'a> {
+    kind: &'static str,
+    id: &'a str,
+    partition: i16,
+    owner: &'a str,
     created_at: Ts,
-    started_at: Option<Ts>,
-    completed_at: Option<Ts>,
-    deadline: Option<Ts>,
+    status: Option<&'a str>,
+    parent: Option<&'a str>,
     expires_at: Option<Ts>,
     data_removed: bool,
-    attempts: i64,
-    webhook: Option<String>,
-    error: Option<String>,
-    logs: String,
-    input: Value,
-    output: Option<Value>,
-    metrics: Value,
-    extra: Value,
+    sweep_at: Option<Ts>,
+    gone_at: Option<Ts>,
+    body: &'a str,
+    data: Option<&'a str>,
 }
 
-impl PredictionRow {
-    /// Encodes a prediction: known fields to columns, the rest (as serde writes it) to `extra`.
-    pub(crate) fn encode(p: &Prediction) -> Result<Self, Error> {
-        let Value::Object(mut map) = serde_json::to_value(p).map_err(Error::Encode)? else {
-            return Err(Error::Config(
-                "a prediction did not serialize to an object".into(),
-            ));
-        };
-        let mut take = |key: &str| map.remove(key).unwrap_or(Value::Null);
-        let input = take("input");
-        let output = match take("output") {
-            Value::Null => None,
-            value => Some(value),
-        };
-        let metrics = take("metrics");
-        let status = match take("status") {
-            Value::String(s) => s,
-            other => other.to_string(),
-        };
-        for key in COLUMN_FIELDS {
-            map.remove(key);
+impl<'a> RecordRow<'a> {
+    /// The row of `record`; refuses texts PostgreSQL cannot store.
+    pub(crate) fn new(record: &'a Record) -> Result<Self, Error> {
+        let texts = [
+            ("a record id", Some(record.key.id.as_str())),
+            ("a record status", record.status.as_deref()),
+            ("a record parent", record.parent.as_deref()),
+            ("a record body", Some(record.body.as_str())),
+            ("a record's data", record.data.as_deref()),
+        ];
+        for (what, text) in texts {
+            storable(what, text.unwrap_or_default())?;
         }
-        let mut row = Self {
-            id: p.id.as_str().to_owned(),
-            owner: p.owner.as_str().to_owned(),
-            model: p.model.as_str().to_owned(),
-            version: p.version.clone(),
-            status,
-            created_at: Ts(p.created_at),
-            started_at: p.started_at.map(Ts),
-            completed_at: p.completed_at.map(Ts),
-            deadline: p.deadline.map(Ts),
-            expires_at: p.expires_at.map(Ts),
-            data_removed: p.data_removed,
-            attempts: i64::from(p.attempts),
-            webhook: p.webhook.clone(),
-            error: p.error.clone(),
-            logs: p.logs.clone(),
-            input,
-            output,
-            metrics,
-            extra: Value::Object(map),
+        let expires_at = record.expires_at.map(Ts);
+        let (sweep_at, gone_at) = match record.key.kind.on_expiry() {
+            OnExpiry::RemoveData => (expires_at.filter(|_| !record.data_removed), None),
+            OnExpiry::Delete => (expires_at, expires_at),
         };
-        if row.holds_nul() {
-            row.escape_nul();
-        }
-        Ok(row)
+        Ok(Self {
+            kind: record.key.kind.as_str(),
+            id: &record.key.id,
+            partition: i16::from(record.key.partition.0),
+            owner: record.owner.as_str(),
+            created_at: Ts(record.created_at),
+            status: record.status.as_deref(),
+            parent: record.parent.as_deref(),
+            expires_at,
+            data_removed: record.data_removed,
+            sweep_at,
+            gone_at,
+            body: &record.body,
+            data: record.data.as_deref(),
+        })
     }
 
-    /// Whether any text of the row holds U+0000, which PostgreSQL cannot store in `text` or
-    /// JSONB.
-    fn holds_nul(&self) -> bool {
-        [&self.version, &self.logs]
-            .into_iter()
-            .chain(&self.webhook)
-            .chain(&self.error)
-            .any(|t| t.contains('\0'))
-            || [&self.input, &self.metrics, &self.extra]
-                .into_iter()
-                .chain(&self.output)
-                .any(json_holds_nul)
-    }
-
-    /// Escapes every text of the row (see [`escape`]) and marks the row as escaped, so that
-    /// the rare record holding U+0000 is stored, and reads back, unchanged. Rows without it
-    /// (all others) are stored as they are and cost nothing on reading.
-    fn escape_nul(&mut self) {
-        for text in [&mut self.version, &mut self.logs]
-            .into_iter()
-            .chain(&mut self.webhook)
-            .chain(&mut self.error)
-        {
-            *text = escape(text);
-        }
-        for value in [&mut self.input, &mut self.metrics, &mut self.extra]
-            .into_iter()
-            .chain(&mut self.output)
-        {
-            map_json_text(value, &escape);
-        }
-        if let Value::Object(extra) = &mut self.extra {
-            extra.insert(ESCAPED.into(), Value::Bool(true));
-        }
-    }
-
-    /// The prediction's id.
-    pub(crate) fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The 19 column values, `id` first, in [`SELECT_COLUMNS`] order (without `revision`).
-    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+    /// The 13 column values (`$1` … `$13` of the record statements).
+    pub(crate) fn params(&self) -> [Param<'_>; 13] {
         [
+            &self.kind,
             &self.id,
+            &self.partition,
             &self.owner,
-            &self.model,
-            &self.version,
-            &self.status,
             &self.created_at,
-            &self.started_at,
-            &self.completed_at,
-            &self.deadline,
+            &self.status,
+            &self.parent,
             &self.expires_at,
             &self.data_removed,
-            &self.attempts,
-            &self.webhook,
-            &self.error,
-            &self.logs,
-            &self.input,
-            &self.output,
-            &self.metrics,
-            &self.extra,
+            &self.sweep_at,
+            &self.gone_at,
+            &self.body,
+            &self.data,
         ]
     }
 }
 
-/// Decodes a row selected with [`SELECT_COLUMNS`] (starting at column `at`).
-pub(crate) fn decode(row: &Row, at: usize) -> Result<Versioned<Prediction>, Error> {
-    let revision = revision_from_sql(column(row, at, "revision")?)?;
-    let mut map = match column::<Value>(row, at + 19, "extra")? {
-        Value::Object(map) => map,
-        _ => Map::new(),
+/// The columns of a stored record, in the order [`stored_from_row`] reads them.
+pub(crate) const RECORD_COLUMNS: &str = "kind, id, partition, owner, created_at, status, parent, \
+     expires_at, data_removed, revision, body, data";
+
+/// Decodes a row selected with [`RECORD_COLUMNS`].
+pub(crate) fn stored_from_row(row: &Row) -> Result<Stored, Error> {
+    let record = Record {
+        key: key_from_row(row, 0)?,
+        owner: account_from_sql(&column::<String>(row, 3, "owner")?)?,
+        created_at: column::<Ts>(row, 4, "created_at")?.0,
+        status: column(row, 5, "status")?,
+        parent: column(row, 6, "parent")?,
+        expires_at: column::<Option<Ts>>(row, 7, "expires_at")?.map(|t| t.0),
+        data_removed: column(row, 8, "data_removed")?,
+        body: column(row, 10, "body")?,
+        data: column(row, 11, "data")?,
     };
-    let text = |i: usize, what: &'static str| -> Result<Value, Error> {
-        Ok(Value::String(column::<String>(row, at + i, what)?))
-    };
-    let optional_text = |i: usize, what: &'static str| -> Result<Value, Error> {
-        Ok(column::<Option<String>>(row, at + i, what)?.map_or(Value::Null, Value::String))
-    };
-    let time = |i: usize, what: &'static str| -> Result<Value, Error> {
-        Ok(column::<Option<Ts>>(row, at + i, what)?
-            .map_or(Value::Null, |t| Value::from(t.0.as_micros())))
-    };
-    map.insert("id".into(), text(1, "id")?);
-    map.insert("owner".into(), text(2, "owner")?);
-    map.insert("model".into(), text(3, "model")?);
-    map.insert("version".into(), text(4, "version")?);
-    map.insert("status".into(), text(5, "status")?);
-    map.insert("created_at".into(), time(6, "created_at")?);
-    map.insert("started_at".into(), time(7, "started_at")?);
-    map.insert("completed_at".into(), time(8, "completed_at")?);
-    map.insert("deadline".into(), time(9, "deadline")?);
-    map.insert("expires_at".into(), time(10, "expires_at")?);
-    map.insert(
-        "data_removed".into(),
-        Value::Bool(column(row, at + 11, "data_removed")?),
-    );
-    let attempts = attempts_from_sql(column(row, at + 12, "attempts")?)?;
-    map.insert("attempts".into(), Value::from(attempts));
-    map.insert("webhook".into(), optional_text(13, "webhook")?);
-    map.insert("error".into(), optional_text(14, "error")?);
-    map.insert("logs".into(), text(15, "logs")?);
-    map.insert("input".into(), column::<Value>(row, at + 16, "input")?);
-    map.insert(
-        "output".into(),
-        column::<Option<Value>>(row, at + 17, "output")?.unwrap_or(Value::Null),
-    );
-    map.insert("metrics".into(), column::<Value>(row, at + 18, "metrics")?);
-    if map.remove(ESCAPED) == Some(Value::Bool(true)) {
-        for value in map.values_mut() {
-            map_json_text(value, &unescape);
-        }
-    }
-    let value: Prediction =
-        serde_json::from_value(Value::Object(map)).map_err(|e| Error::decode("prediction", e))?;
-    Ok(Versioned { value, revision })
+    Ok(Stored::new(
+        record,
+        revision_from_sql(column(row, 9, "revision")?)?,
+    ))
 }
 
-/// The `extra` key marking a row whose texts are escaped (see [`escape`]).
+/// The columns of a queue item, in the order [`item_from_row`] reads them.
+pub(crate) const ITEM_COLUMNS: &str = "lane, id, group_kind, group_id, group_partition, topic, \
+     owner, payload, seq, status, claims, attempts, due_at, created_at";
+
+/// How many columns [`ITEM_COLUMNS`] has.
+pub(crate) const ITEM_COLUMN_COUNT: usize = 14;
+
+/// Decodes a row selected with [`ITEM_COLUMNS`] (starting at column 0).
+pub(crate) fn item_from_row(row: &Row) -> Result<Item, Error> {
+    let status: String = column(row, 9, "item status")?;
+    let claims: i64 = column(row, 10, "item claims")?;
+    Ok(Item {
+        lane: lane_from_sql(&column::<String>(row, 0, "lane")?)?,
+        id: column(row, 1, "item id")?,
+        group: key_from_row(row, 2)?,
+        topic: column(row, 5, "item topic")?,
+        owner: account_from_sql(&column::<String>(row, 6, "item owner")?)?,
+        payload: column(row, 7, "item payload")?,
+        seq: u64_from_sql("item seq", column(row, 8, "item seq")?)?,
+        status: ItemStatus::parse(&status)
+            .ok_or_else(|| Error::decode("item status", format!("unknown status {status:?}")))?,
+        claims: u32::try_from(claims).map_err(|_| Error::decode("item claims", claims))?,
+        attempts: decode_attempts(column(row, 11, "item attempts")?)?,
+        due_at: column::<Option<Ts>>(row, 12, "item due_at")?.map(|t| t.0),
+        created_at: column::<Ts>(row, 13, "item created_at")?.0,
+    })
+}
+
+/// Refuses a text PostgreSQL cannot store: U+0000. (JSON text never holds it: serializers
+/// write it as `\u0000`. Free text that may, a stream event's data or an attempt's error, is
+/// escaped instead.)
+pub(crate) fn storable(what: &str, text: &str) -> Result<(), Error> {
+    if text.contains('\0') {
+        return Err(Error::Contract(augur_core::store::Error::Invalid(format!(
+            "{what} holds U+0000, which PostgreSQL cannot store in text"
+        ))));
+    }
+    Ok(())
+}
+
+/// The key in attempts and in other JSON objects marking one whose texts are escaped (see
+/// [`escape`]).
 pub(crate) const ESCAPED: &str = "_augur_nul_escaped";
 /// The escape character: a private-use code point.
 const ESC: char = '\u{f8ff}';
@@ -417,13 +353,14 @@ pub(crate) fn unescape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
-        match (c, c == ESC) {
-            (_, true) => match chars.next() {
+        if c == ESC {
+            match chars.next() {
                 Some('0') => out.push('\0'),
                 Some(other) => out.push(other),
                 None => out.push(ESC),
-            },
-            (c, false) => out.push(c),
+            }
+        } else {
+            out.push(c);
         }
     }
     out
@@ -454,6 +391,55 @@ pub(crate) fn map_json_text(value: &mut Value, f: &impl Fn(&str) -> String) {
             }
         }
         _ => {}
+    }
+}
+
+/// An attempt as a JSON object, escaped and marked if it holds U+0000 (JSONB cannot).
+pub(crate) fn encode_attempt(attempt: &Attempt) -> Result<Value, Error> {
+    let mut value = serde_json::to_value(attempt).map_err(Error::Encode)?;
+    if json_holds_nul(&value) {
+        map_json_text(&mut value, &escape);
+        if let Value::Object(map) = &mut value {
+            map.insert(ESCAPED.into(), Value::Bool(true));
+        }
+    }
+    Ok(value)
+}
+
+/// An item's attempts, as [`encode_attempt`] writes each.
+pub(crate) fn encode_attempts(attempts: &[Attempt]) -> Result<Value, Error> {
+    Ok(Value::Array(
+        attempts
+            .iter()
+            .map(encode_attempt)
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+/// Decodes what [`encode_attempts`] wrote.
+pub(crate) fn decode_attempts(value: Value) -> Result<Vec<Attempt>, Error> {
+    let Value::Array(items) = value else {
+        return Err(Error::decode("item attempts", "not an array"));
+    };
+    items
+        .into_iter()
+        .map(|mut item| {
+            if let Value::Object(map) = &mut item
+                && map.remove(ESCAPED) == Some(Value::Bool(true))
+            {
+                map_json_text(&mut item, &unescape);
+            }
+            serde_json::from_value(item).map_err(|e| Error::decode("item attempt", e))
+        })
+        .collect()
+}
+
+/// An event's data column and whether it is escaped.
+pub(crate) fn encode_event_data(data: &str) -> (String, bool) {
+    if data.contains('\0') {
+        (escape(data), true)
+    } else {
+        (data.to_owned(), false)
     }
 }
 
@@ -494,21 +480,49 @@ mod tests {
     }
 
     #[test]
-    fn extra_holds_every_field_without_a_column() {
-        let p = Prediction::new(
-            augur_core::PredictionId::generate(),
-            augur_core::AccountId::admin(),
-            augur_core::ModelName::parse("a/b").unwrap(),
-            "v".into(),
-            serde_json::json!({"x": 1}),
-        );
-        let row = PredictionRow::encode(&p).unwrap();
-        let Value::Object(extra) = &row.extra else {
-            panic!("extra is an object")
+    fn attempts_holding_nul_round_trip() {
+        let attempts = vec![
+            Attempt {
+                at: Timestamp::from_micros(1_700_000_000_000_000),
+                status: None,
+                error: Some("bad \0 byte \u{f8ff}".into()),
+                duration_ms: 4,
+            },
+            Attempt {
+                at: Timestamp::from_micros(1_700_000_000_000_001),
+                status: Some(200),
+                error: None,
+                duration_ms: 1,
+            },
+        ];
+        let stored = encode_attempts(&attempts).unwrap();
+        assert!(!json_holds_nul(&stored));
+        assert_eq!(stored[1].get(ESCAPED), None, "only the one holding U+0000");
+        assert_eq!(decode_attempts(stored).unwrap(), attempts);
+    }
+
+    #[test]
+    fn retention_columns_follow_the_kind() {
+        let record = |kind: Kind, data_removed: bool| Record {
+            key: Key::new(kind, "x1"),
+            owner: AccountId::admin(),
+            created_at: Timestamp::EPOCH,
+            status: None,
+            parent: None,
+            expires_at: Some(Timestamp::from_micros(5)),
+            data_removed,
+            body: "{}".into(),
+            data: None,
         };
-        let mut keys: Vec<_> = extra.keys().cloned().collect();
-        keys.sort();
-        assert_eq!(keys, ["stream_token", "webhook_events_filter"]);
-        assert_eq!(row.status, "starting");
+        let at = Some(Ts(Timestamp::from_micros(5)));
+        let kept = record(Kind::Prediction, false);
+        let row = RecordRow::new(&kept).unwrap();
+        assert_eq!((row.sweep_at, row.gone_at), (at, None));
+        let tombstone = record(Kind::Prediction, true);
+        let row = RecordRow::new(&tombstone).unwrap();
+        assert_eq!((row.sweep_at, row.gone_at), (None, None));
+        let key = record(Kind::IdempotencyKey, false);
+        let row = RecordRow::new(&key).unwrap();
+        assert_eq!((row.sweep_at, row.gone_at), (at, at));
     }
 }

@@ -11,6 +11,19 @@ use augur_core::store;
 
 use crate::error::Error;
 
+/// How the pooled connections plan their statements. Every statement is prepared once per
+/// connection and planned once, generically: left to itself (`auto`), PostgreSQL plans some
+/// write statements afresh at every execution (their array parameters make a generic plan
+/// look dearer than it is), which cost more than executing them. A connection may make its
+/// plans while the tables are still empty, with no statistics to tell a keyed lookup from a
+/// scan; every statement of this store is a keyed access that an index serves (the plan test
+/// in `sql` checks each, on empty and on filled tables), so sequential scans, hash joins and
+/// merge joins are ruled out where an index and a nested loop can do: a plan made on empty
+/// tables then stays right as they grow. Migrations, which read whole tables, restore the
+/// defaults for their transaction.
+pub(crate) const PLANNER_SETTINGS: &str = "-c plan_cache_mode=force_generic_plan \
+     -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off";
+
 /// The URL schemes this backend accepts.
 pub const SCHEMES: [&str; 2] = ["postgres", "postgresql"];
 
@@ -85,7 +98,7 @@ impl PostgresOptions {
             .application_name(format!("{}:{role}", self.application_name))
             .connect_timeout(self.connect_timeout)
             // The schema name is validated to be a plain identifier, so it needs no quoting.
-            .options(format!("-c search_path={}", self.schema))
+            .options(format!("-c search_path={} {PLANNER_SETTINGS}", self.schema))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
         if let Some(password) = &self.password {

@@ -3,11 +3,11 @@
 //! Vendor codes are classified here and nowhere else: what a retry may cure (a lost or
 //! refused connection, a pool timeout, a server shutting down, a serialization failure or a
 //! deadlock) becomes `Unavailable`; data that does not decode becomes `Corrupt`; the rest is
-//! `Other`. Unique violations never get here: the operations that can meet one handle it
-//! (`ON CONFLICT`) where it happens.
+//! `Other`. Errors of the contract itself (a revision conflict, a lost lease) pass through
+//! unchanged.
 
 use augur_core::store;
-use augur_core::{PredictionId, Revision};
+use serde_json::Value;
 use tokio_postgres::error::SqlState;
 
 /// The name this backend reports in errors and metrics.
@@ -17,15 +17,14 @@ pub(crate) const BACKEND: &str = "postgres";
 /// the `From` impl below.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
-    #[error("prediction {0} not found")]
-    NotFound(PredictionId),
-    #[error("revision conflict: expected {expected}, found {actual}")]
-    Conflict {
-        expected: Revision,
-        actual: Revision,
-    },
-    #[error("lease lost")]
-    LeaseLost,
+    /// An error of the contract (not found, exists, conflict, lease lost, refused credits or
+    /// limits, an invalid write), passed on as it is.
+    #[error(transparent)]
+    Contract(store::Error),
+    /// A check inside a statement refused the operation (`augur_refuse`); the JSON says which
+    /// and why, and the operation turns it into a contract error.
+    #[error("refused: {0}")]
+    Refused(Value),
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
     #[error("connection pool: {0}")]
@@ -36,8 +35,6 @@ pub(crate) enum Error {
     Decode { what: &'static str, reason: String },
     #[error("cannot encode a record as JSON: {0}")]
     Encode(#[source] serde_json::Error),
-    #[error("unsupported effect {0} (this build of the PostgreSQL store does not know it)")]
-    UnsupportedEffect(String),
     #[error(
         "schema {schema:?} is at migration {found}, newer than this build knows ({known}); \
          upgrade Augur (or use another schema)"
@@ -57,6 +54,9 @@ pub(crate) enum Error {
     Contended(String),
 }
 
+/// The SQLSTATE of `augur_refuse` (migration 0003).
+const REFUSED: &str = "AUG01";
+
 impl Error {
     /// A decoding failure of a stored value.
     pub(crate) fn decode(what: &'static str, reason: impl ToString) -> Self {
@@ -64,6 +64,36 @@ impl Error {
             what,
             reason: reason.to_string(),
         }
+    }
+
+    /// The error a statement's failure means: [`Error::Refused`] for a check that refused the
+    /// operation, the driver's error otherwise.
+    pub(crate) fn from_statement(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) if db.code().code() == REFUSED => match serde_json::from_str(db.message()) {
+                Ok(reason) => Error::Refused(reason),
+                Err(_) => Error::Postgres(e),
+            },
+            _ => Error::Postgres(e),
+        }
+    }
+
+    /// True for a collision with a concurrent write that trying again resolves: two writes
+    /// numbering one queue group at once (a unique violation), or a deadlock between writes
+    /// that locked rows in different orders.
+    pub(crate) fn is_race(&self) -> bool {
+        let Error::Postgres(e) = self else {
+            return false;
+        };
+        e.code().is_some_and(|c| {
+            *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::T_R_DEADLOCK_DETECTED
+        })
+    }
+}
+
+impl From<store::Error> for Error {
+    fn from(e: store::Error) -> Self {
+        Error::Contract(e)
     }
 }
 
@@ -87,12 +117,10 @@ impl Error {
             },
             Error::Closed | Error::Contended(_) => Class::Unavailable,
             Error::Decode { .. } => Class::Corrupt,
-            Error::NotFound(_)
-            | Error::Conflict { .. }
-            | Error::LeaseLost
+            Error::Contract(_)
+            | Error::Refused(_)
             | Error::BuildPool(_)
             | Error::Encode(_)
-            | Error::UnsupportedEffect(_)
             | Error::SchemaTooNew { .. }
             | Error::Config(_) => Class::Other,
         }
@@ -156,9 +184,7 @@ fn sqlstate_class(state: &SqlState) -> Class {
 impl From<Error> for store::Error {
     fn from(e: Error) -> Self {
         match e {
-            Error::NotFound(id) => store::Error::NotFound(id),
-            Error::Conflict { expected, actual } => store::Error::Conflict { expected, actual },
-            Error::LeaseLost => store::Error::LeaseLost,
+            Error::Contract(e) => e,
             other => {
                 let class = other.class();
                 let source = Box::new(other);
@@ -222,8 +248,11 @@ mod tests {
             store::Error::from(Error::decode("revision", "negative")).kind(),
             "corrupt"
         );
-        assert_eq!(store::Error::from(Error::LeaseLost).kind(), "lease_lost");
-        let other: store::Error = Error::UnsupportedEffect("X".into()).into();
+        assert_eq!(
+            store::Error::from(Error::Contract(store::Error::LeaseLost)).kind(),
+            "lease_lost"
+        );
+        let other: store::Error = Error::Config("x".into()).into();
         assert_eq!(other.kind(), "other");
         assert!(other.to_string().starts_with("postgres store error"));
         let too_new: store::Error = Error::SchemaTooNew {

@@ -1,6 +1,6 @@
-//! Change announcements over `LISTEN`/`NOTIFY`: the payloads writes send with `pg_notify` in
-//! their own transaction (so they are delivered on commit, and never for a write that rolled
-//! back), and the listener behind [`Store::subscribe`](augur_core::store::Store::subscribe).
+//! Change announcements over `LISTEN`/`NOTIFY`: the payloads the store sends with `pg_notify`
+//! once a write committed, and the listener behind
+//! [`AdminStore::subscribe`](augur_core::store::AdminStore::subscribe).
 //!
 //! Each subscription holds one dedicated connection (a pooled one would be handed to others
 //! between queries and miss notifications). When it breaks, the listener reconnects with
@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use augur_core::store::Change;
-use augur_core::{PredictionId, Revision};
+use augur_core::Revision;
+use augur_core::store::{Change, Key, Kind, Lane, Partition};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
@@ -19,10 +19,23 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 use crate::config::PostgresOptions;
 use crate::error::Error;
 
-/// The payload announcing that jobs were queued.
-pub(crate) const WORK: &str = "w";
 /// The payload telling every node to refresh everything (after an import).
 pub(crate) const RESYNC: &str = "r";
+
+/// The payload announcing a change: `k:<revision>:<partition>:<kind>:<id>` for a record,
+/// `w:<lane>` for claimable work, [`RESYNC`].
+pub(crate) fn payload(change: &Change) -> String {
+    match change {
+        Change::Record { key, revision } => {
+            format!(
+                "k:{}:{}:{}:{}",
+                revision.0, key.partition.0, key.kind, key.id
+            )
+        }
+        Change::Work(lane) => format!("w:{lane}"),
+        Change::Resync => RESYNC.to_owned(),
+    }
+}
 
 /// How often an idle listener checks that its connection still works.
 const HEALTH_CHECK: Duration = Duration::from_secs(15);
@@ -32,18 +45,25 @@ const BUFFER: usize = 4096;
 /// Parses a payload; `None` for one this build does not know (a newer node's), which the
 /// caller turns into a resync to be safe.
 pub(crate) fn parse_payload(payload: &str) -> Option<Change> {
-    match payload {
-        WORK => Some(Change::Work),
-        RESYNC => Some(Change::Resync),
-        _ => {
-            let rest = payload.strip_prefix("p:")?;
-            let (revision, id) = rest.split_once(':')?;
-            Some(Change::Prediction {
-                id: PredictionId::parse(id).ok()?,
-                revision: Revision(revision.parse().ok()?),
-            })
-        }
+    if payload == RESYNC {
+        return Some(Change::Resync);
     }
+    if let Some(lane) = payload.strip_prefix("w:") {
+        return Lane::parse(lane).map(Change::Work);
+    }
+    let mut parts = payload.strip_prefix("k:")?.splitn(4, ':');
+    let revision = Revision(parts.next()?.parse().ok()?);
+    let partition = Partition(parts.next()?.parse().ok()?);
+    let kind = Kind::parse(parts.next()?)?;
+    let id = parts.next().filter(|id| !id.is_empty())?;
+    Some(Change::Record {
+        key: Key {
+            kind,
+            id: id.to_owned(),
+            partition,
+        },
+        revision,
+    })
 }
 
 /// Opens a listening connection and returns the stream of its announcements. Fails if the
@@ -211,16 +231,31 @@ mod tests {
 
     #[test]
     fn payloads_round_trip() {
-        assert_eq!(parse_payload("w"), Some(Change::Work));
-        assert_eq!(parse_payload("r"), Some(Change::Resync));
-        assert_eq!(
-            parse_payload("p:7:abc-1"),
-            Some(Change::Prediction {
-                id: PredictionId::parse("abc-1").unwrap(),
-                revision: Revision(7)
-            })
-        );
-        for bad in ["", "p:", "p:x:abc", "p:1:", "p:1:A B", "z"] {
+        let changes = [
+            Change::Work(Lane::Jobs),
+            Change::Work(Lane::Webhooks),
+            Change::Resync,
+            Change::Record {
+                key: Key::new(Kind::Prediction, "abc-1"),
+                revision: Revision(7),
+            },
+            Change::Record {
+                key: Key::new(Kind::IdempotencyKey, "admin/0f:1e"),
+                revision: Revision(1),
+            },
+        ];
+        for change in changes {
+            assert_eq!(parse_payload(&payload(&change)), Some(change.clone()));
+        }
+        for bad in [
+            "",
+            "w",
+            "w:nope",
+            "k:",
+            "k:x:1:prediction:a",
+            "k:1:1:prediction:",
+            "z",
+        ] {
             assert_eq!(parse_payload(bad), None, "{bad}");
         }
     }

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox",
         sql: include_str!("../migrations/0002_outbox.sql"),
     },
+    Migration {
+        version: 3,
+        name: "contract_v2",
+        sql: include_str!("../migrations/0003_contract_v2.sql"),
+    },
 ];
 
 /// Creates the schema if missing and applies the migrations it has not seen, in one
@@ -48,8 +53,12 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<usize, 
     )
     .await?;
     // The schema name is validated to be a plain lowercase identifier.
+    // Migrations read and write whole tables: the planner's defaults, not the pool's settings
+    // for keyed statements (`config::PLANNER_SETTINGS`).
     txn.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
+        "SET LOCAL enable_seqscan = on; SET LOCAL enable_hashjoin = on;
+         SET LOCAL enable_mergejoin = on; SET LOCAL plan_cache_mode = auto;
+         CREATE SCHEMA IF NOT EXISTS {schema};
          SET LOCAL search_path = {schema};
          CREATE TABLE IF NOT EXISTS schema_migrations (
              version    bigint PRIMARY KEY,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use augur_core::store::{Change, NewPrediction, Store};
+use augur_core::store::{AdminStore, Change, Entity, Op, RecordStore, Write};
 use augur_core::{AccountId, ModelName, Prediction, PredictionId, Revision};
 use augur_store_postgres::PostgresStore;
 use futures::StreamExt;
@@ -119,7 +119,7 @@ fn run(command: &mut Command) {
 
 fn prediction() -> Prediction {
     Prediction::new(
-        PredictionId::generate(),
+        PredictionId::generate_for(&AccountId::admin()),
         AccountId::admin(),
         ModelName::parse("augur/echo").unwrap(),
         "v1".into(),
@@ -129,11 +129,7 @@ fn prediction() -> Prediction {
 
 async fn create(store: &PostgresStore, p: &Prediction) -> augur_core::store::Result<()> {
     store
-        .create(NewPrediction {
-            prediction: p,
-            idempotency: None,
-            effects: &[],
-        })
+        .write(&Write::new(p.owner.clone()).op(Op::Insert(p.to_record()?)))
         .await
         .map(|_| ())
 }
@@ -154,7 +150,7 @@ async fn the_store_recovers_when_its_server_restarts() {
     create(&store, &before).await.unwrap();
 
     cluster.pg_ctl("stop");
-    let err = store.get(&before.id).await.unwrap_err();
+    let err = store.get(&before.key()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     let err = create(&store, &prediction()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -162,15 +158,19 @@ async fn the_store_recovers_when_its_server_restarts() {
     cluster.pg_ctl("start");
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     let got = loop {
-        match store.get(&before.id).await {
-            Ok(got) => break got,
+        match store.get(&before.key()).await {
+            Ok(got) => break got.expect("the acknowledged create is there"),
             Err(e) if e.is_retryable() && tokio::time::Instant::now() < until => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("the store did not recover: {e}"),
         }
     };
-    assert_eq!(got.value, before, "the acknowledged create survived");
+    assert_eq!(
+        *got.decode::<Prediction>().unwrap(),
+        before,
+        "the acknowledged create survived"
+    );
 
     let mut seen = Vec::new();
     loop {
@@ -184,7 +184,7 @@ async fn the_store_recovers_when_its_server_restarts() {
     create(&store, &after).await.unwrap();
     loop {
         match tokio::time::timeout_at(until, changes.next()).await {
-            Ok(Some(Change::Prediction { id, revision })) if id == after.id => {
+            Ok(Some(Change::Record { key, revision })) if key == after.key() => {
                 assert_eq!(revision, Revision::FIRST);
                 break;
             }

@@ -1,9 +1,10 @@
 //! Change announcements: every write script `PUBLISH`es what it did on `<prefix>changes`,
 //! and [`Inner::subscribe`] turns that channel into a [`ChangeStream`].
 //!
-//! A message is one line per change: `p <id> <revision>` (a prediction was created, changed,
-//! deleted or tombstoned), `w` (jobs became claimable) or `r` (anything may have changed:
-//! an import). Classic pub/sub reaches every node of a cluster, so one connection to any
+//! A message is one line per change: `k <kind> <partition> <revision> <id>` (a record was
+//! created, changed, deleted or tombstoned; the id is last, since it may hold spaces),
+//! `w <lane>` (items became claimable on the lane) or `r` (anything may have changed: an
+//! import). Classic pub/sub reaches every node of a cluster, so one connection to any
 //! node hears every shard. Each subscription owns one connection; when it drops, a background
 //! task reconnects (backing off up to 2 s, trying the cluster's seeds in turn) and yields
 //! [`Change::Resync`], since announcements were missed meanwhile. A subscriber that falls
@@ -11,8 +12,8 @@
 
 use std::time::Duration;
 
-use augur_core::store::{Change, ChangeStream};
-use augur_core::{PredictionId, Revision};
+use augur_core::Revision;
+use augur_core::store::{Change, ChangeStream, Key, Kind, Lane, Partition};
 use futures::StreamExt;
 use redis::aio::PubSub;
 use tokio::sync::mpsc;
@@ -187,14 +188,24 @@ impl Subscription {
 
 /// One line of an announcement.
 fn parse(line: &str) -> Option<Change> {
-    let mut words = line.split(' ');
-    match words.next()? {
-        "p" => {
-            let id = PredictionId::parse(words.next()?).ok()?;
-            let revision = Revision(words.next()?.parse().ok()?);
-            Some(Change::Prediction { id, revision })
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match word {
+        "k" => {
+            let mut parts = rest.splitn(4, ' ');
+            let kind = Kind::parse(parts.next()?)?;
+            let partition = Partition(parts.next()?.parse().ok()?);
+            let revision = Revision(parts.next()?.parse().ok()?);
+            let id = parts.next()?.to_owned();
+            Some(Change::Record {
+                key: Key {
+                    kind,
+                    id,
+                    partition,
+                },
+                revision,
+            })
         }
-        "w" => Some(Change::Work),
+        "w" => Lane::parse(rest).map(Change::Work),
         "r" => Some(Change::Resync),
         _ => None,
     }
@@ -206,17 +217,21 @@ mod tests {
 
     #[test]
     fn parses_announcements() {
-        let id = PredictionId::generate();
         assert_eq!(
-            parse(&format!("p {id} 7")),
-            Some(Change::Prediction {
-                id,
-                revision: Revision(7)
+            parse("k prediction 7 3 abc def"),
+            Some(Change::Record {
+                key: Key {
+                    kind: Kind::Prediction,
+                    id: "abc def".into(),
+                    partition: Partition(7),
+                },
+                revision: Revision(3)
             })
         );
-        assert_eq!(parse("w"), Some(Change::Work));
+        assert_eq!(parse("w webhooks"), Some(Change::Work(Lane::Webhooks)));
         assert_eq!(parse("r"), Some(Change::Resync));
-        assert_eq!(parse("p BAD 1"), None);
+        assert_eq!(parse("k nope 1 1 x"), None);
+        assert_eq!(parse("w nope"), None);
         assert_eq!(parse("x"), None);
     }
 }

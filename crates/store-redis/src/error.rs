@@ -1,7 +1,6 @@
 //! The backend's private error type and its one conversion into [`augur_core::store::Error`].
 
 use augur_core::store;
-use augur_core::{PredictionId, Revision};
 use redis::{ErrorKind, ServerErrorKind};
 
 /// The name this backend reports in errors and metrics.
@@ -11,39 +10,29 @@ pub(crate) const BACKEND: &str = "redis";
 /// the `From` impl below.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
-    #[error("prediction {0} not found")]
-    NotFound(PredictionId),
-    #[error("revision conflict: expected {expected}, found {actual}")]
-    Conflict {
-        expected: Revision,
-        actual: Revision,
-    },
-    #[error("lease lost")]
-    LeaseLost,
+    /// A refusal the contract names (not found, exists, conflict, lease lost, credits,
+    /// limits, invalid writes): passed through as it is.
+    #[error(transparent)]
+    Contract(#[from] store::Error),
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
-    #[error("stored record cannot be decoded: {0}")]
+    #[error("stored data cannot be decoded: {0}")]
     Decode(#[source] serde_json::Error),
-    #[error("cannot encode a record as JSON: {0}")]
+    #[error("cannot encode as JSON: {0}")]
     Encode(#[source] serde_json::Error),
     #[error("stored {what} is invalid: {detail}")]
     InvalidStored { what: &'static str, detail: String },
     #[error("unexpected reply from Redis ({0}); is another version of Augur using this prefix?")]
     Reply(String),
-    #[error("unsupported effect {0} (this build of the Redis store does not know it)")]
-    UnsupportedEffect(String),
     #[error(
-        "the idempotency key {key:?} is being used by another request that has not finished; \
-         retry shortly"
-    )]
-    KeyBusy { key: String },
-    #[error(
-        "the keys under prefix {prefix:?} were written with layout {found:?}, this build writes {expected:?}"
+        "the keys under prefix {prefix:?} were written with layout {found:?}, this build reads and \
+         writes {expected:?}{advice}"
     )]
     Layout {
         prefix: String,
         found: String,
         expected: String,
+        advice: &'static str,
     },
     #[error("the store is closed")]
     Closed,
@@ -63,14 +52,11 @@ impl Error {
     fn class(&self) -> Class {
         match self {
             Error::Redis(e) => redis_class(e),
-            Error::KeyBusy { .. } | Error::Closed => Class::Unavailable,
+            Error::Closed => Class::Unavailable,
             Error::Decode(_) | Error::InvalidStored { .. } => Class::Corrupt,
-            Error::NotFound(_)
-            | Error::Conflict { .. }
-            | Error::LeaseLost
+            Error::Contract(_)
             | Error::Encode(_)
             | Error::Reply(_)
-            | Error::UnsupportedEffect(_)
             | Error::Layout { .. }
             | Error::Config(_) => Class::Other,
         }
@@ -109,28 +95,24 @@ fn redis_class(e: &redis::RedisError) -> Class {
 
 impl From<Error> for store::Error {
     fn from(e: Error) -> Self {
-        match e {
-            Error::NotFound(id) => store::Error::NotFound(id),
-            Error::Conflict { expected, actual } => store::Error::Conflict { expected, actual },
-            Error::LeaseLost => store::Error::LeaseLost,
-            other => {
-                let class = other.class();
-                let source = Box::new(other);
-                match class {
-                    Class::Unavailable => store::Error::Unavailable {
-                        backend: BACKEND,
-                        source,
-                    },
-                    Class::Corrupt => store::Error::Corrupt {
-                        backend: BACKEND,
-                        source,
-                    },
-                    Class::Other => store::Error::Other {
-                        backend: BACKEND,
-                        source,
-                    },
-                }
-            }
+        if let Error::Contract(e) = e {
+            return e;
+        }
+        let class = e.class();
+        let source = Box::new(e);
+        match class {
+            Class::Unavailable => store::Error::Unavailable {
+                backend: BACKEND,
+                source,
+            },
+            Class::Corrupt => store::Error::Corrupt {
+                backend: BACKEND,
+                source,
+            },
+            Class::Other => store::Error::Other {
+                backend: BACKEND,
+                source,
+            },
         }
     }
 }
@@ -171,9 +153,10 @@ mod tests {
         assert_eq!(store::Error::from(server("NOPERM")).kind(), "other");
         let decode = serde_json::from_str::<u8>("x").unwrap_err();
         assert_eq!(store::Error::from(Error::Decode(decode)).kind(), "corrupt");
-        assert_eq!(store::Error::from(Error::LeaseLost).kind(), "lease_lost");
-        assert!(store::Error::from(Error::KeyBusy { key: "k".into() }).is_retryable());
-        let other: store::Error = Error::UnsupportedEffect("X".into()).into();
+        let lost = store::Error::from(Error::Contract(store::Error::LeaseLost));
+        assert_eq!(lost.kind(), "lease_lost");
+        assert!(store::Error::from(Error::Closed).is_retryable());
+        let other: store::Error = Error::Reply("x".into()).into();
         assert_eq!(other.kind(), "other");
         assert!(other.to_string().starts_with("redis store error"));
     }

@@ -1,19 +1,24 @@
-//! [`Layout`]: the names of every key, and which shard (hash tag, so cluster slot) each
-//! prediction, job, webhook outbox, event log and idempotency key lives in.
-//!
-//! This module owns naming only; the Lua scripts in [`crate::scripts`] build the same names
-//! from a shard's tag (`<tag>:p:<id>`, ...), so a change here must be made there too.
+//! [`Layout`]: the shards (hash tags, so cluster slots) and the few key names the Rust side
+//! builds itself; the Lua scripts in [`crate::scripts`] build the rest from a shard's tag, so
+//! a change here must be made there too. Also the encodings of listing positions and
+//! expiries shared by both sides.
 
-use augur_core::{AccountId, PredictionId, Timestamp};
+use augur_core::store::{Key, Partition};
+use augur_core::{AccountId, Timestamp};
 
 use crate::error::Error;
 
-/// How many shards the keyspace is split into. Part of the on-disk layout: changing it
-/// orphans every record, so it is recorded under `<prefix>layout` and checked at connect.
+/// How many shards the keyspace is split into: the shard of a partition is
+/// `partition mod SHARDS`. Part of the stored layout (changing it strands every record), so
+/// it is recorded under `<prefix>layout` and checked at connect.
 pub(crate) const SHARDS: usize = 16;
 
 /// The layout this build writes, stored under `<prefix>layout`.
-pub(crate) const LAYOUT_VERSION: &str = "augur-redis-layout 1 shards=16";
+pub(crate) const LAYOUT_VERSION: &str = "augur-redis-layout 2 shards=16 by=account";
+
+/// What layout 1 (storage contract 1: predictions placed by id, a separate job queue and
+/// webhook outbox) recorded.
+pub(crate) const LAYOUT_1: &str = "augur-redis-layout 1 shards=16";
 
 /// The names of one installation's keys, all under one prefix.
 #[derive(Clone, Debug)]
@@ -23,8 +28,8 @@ pub(crate) struct Layout {
     tags: Vec<String>,
 }
 
-/// One shard: its index and hash tag.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One shard: its index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Shard(pub(crate) usize);
 
 impl Layout {
@@ -55,133 +60,96 @@ impl Layout {
         &self.tags[shard.0]
     }
 
-    /// The shard of a prediction: its record, data, job, and the indexes, queue and counters
-    /// those write to live there.
-    pub(crate) fn shard_of(&self, id: &PredictionId) -> Shard {
-        Shard(stable_hash(id.as_str().as_bytes()) as usize % self.tags.len())
+    /// The shard of a partition.
+    pub(crate) fn shard(&self, partition: Partition) -> Shard {
+        Shard(partition.shard(self.tags.len()))
     }
 
-    /// The name of an idempotency key record: `<owner> <key>`. The space sorts before every
-    /// character an account id may hold, so names sort like `(owner, key)` pairs.
-    pub(crate) fn key_name(owner: &AccountId, key: &str) -> String {
-        format!("{} {key}", owner.as_str())
+    /// The shard of an account: its records, queue items, events, ledger and limited
+    /// counters.
+    pub(crate) fn shard_of_account(&self, account: &AccountId) -> Shard {
+        self.shard(Partition::of_account(account))
     }
 
-    /// The shard of an idempotency key (by its name).
-    pub(crate) fn shard_of_key(&self, name: &str) -> Shard {
-        Shard(stable_hash(name.as_bytes()) as usize % self.tags.len())
+    /// A record's hash (or forwarding entry) in a shard.
+    pub(crate) fn record(&self, shard: Shard, key: &Key) -> String {
+        format!("{}:r:{}:{}", self.tag(shard), key.kind.as_str(), key.id)
     }
 
-    pub(crate) fn prediction_key(&self, shard: Shard, id: &PredictionId) -> String {
-        format!("{}:p:{id}", self.tag(shard))
-    }
-
-    pub(crate) fn job_key(&self, shard: Shard, id: &PredictionId) -> String {
-        format!("{}:j:{id}", self.tag(shard))
-    }
-
-    pub(crate) fn idempotency_key(&self, shard: Shard, name: &str) -> String {
-        format!("{}:k:{name}", self.tag(shard))
-    }
-
-    pub(crate) fn prediction_keys_set(&self, shard: Shard, id: &PredictionId) -> String {
-        format!("{}:pk:{id}", self.tag(shard))
-    }
-
-    /// A prediction's pending webhook messages and its outbox counter (`T:o:<id>`); its
-    /// finished messages (`T:of:<id>`) and pending seqs (`T:op:<id>`) share the tag.
-    pub(crate) fn outbox_key(&self, shard: Shard, id: &PredictionId) -> String {
-        format!("{}:o:{id}", self.tag(shard))
-    }
-
-    /// A prediction's event log.
-    pub(crate) fn events_key(&self, shard: Shard, id: &PredictionId) -> String {
-        format!("{}:e:{id}", self.tag(shard))
-    }
-
-    /// The shard's predictions with a pending webhook message, by when their oldest one is
-    /// claimable.
-    pub(crate) fn outbox_heads(&self, shard: Shard) -> String {
-        format!("{}:oh", self.tag(shard))
-    }
-
-    pub(crate) fn queue(&self, shard: Shard) -> String {
-        format!("{}:q", self.tag(shard))
-    }
-
-    pub(crate) fn jobs_by_id(&self, shard: Shard) -> String {
-        format!("{}:jl", self.tag(shard))
-    }
-
-    pub(crate) fn expiry(&self, shard: Shard) -> String {
-        format!("{}:x", self.tag(shard))
-    }
-
-    pub(crate) fn key_expiry(&self, shard: Shard) -> String {
-        format!("{}:kx", self.tag(shard))
-    }
-
-    pub(crate) fn keys_by_name(&self, shard: Shard) -> String {
-        format!("{}:kl", self.tag(shard))
-    }
-
+    /// The shard-wide counters.
     pub(crate) fn counters(&self, shard: Shard) -> String {
         format!("{}:c", self.tag(shard))
     }
 
-    /// The listing index to read for a query: by owner and status, owner, status, or all.
-    pub(crate) fn index(&self, shard: Shard, owner: Option<&str>, status: Option<&str>) -> String {
-        let tag = self.tag(shard);
-        match (owner, status) {
-            (Some(o), Some(s)) => format!("{tag}:i:os:{o}:{s}"),
-            (Some(o), None) => format!("{tag}:i:o:{o}"),
-            (None, Some(s)) => format!("{tag}:i:s:{s}"),
-            (None, None) => format!("{tag}:i:all"),
-        }
+    /// Records due for retention, by expiry.
+    pub(crate) fn expiry(&self, shard: Shard) -> String {
+        format!("{}:x", self.tag(shard))
+    }
+
+    /// A kind's record ids (export order).
+    pub(crate) fn ids(&self, shard: Shard, kind: &str) -> String {
+        format!("{}:ids:{kind}", self.tag(shard))
+    }
+
+    /// A lane's item ids (export order).
+    pub(crate) fn item_ids(&self, shard: Shard, lane: &str) -> String {
+        format!("{}:qi:{lane}", self.tag(shard))
+    }
+
+    /// Accounts with a ledger.
+    pub(crate) fn ledger_accounts(&self, shard: Shard) -> String {
+        format!("{}:la", self.tag(shard))
+    }
+
+    /// An account's ledger totals (`b`, `r`, `n`) and entry ids.
+    pub(crate) fn ledger_totals(&self, account: &AccountId) -> String {
+        let shard = self.shard_of_account(account);
+        format!("{}:lg:{account}", self.tag(shard))
+    }
+
+    /// An account's ledger entries, by seq.
+    pub(crate) fn ledger_entries(&self, account: &AccountId) -> String {
+        let shard = self.shard_of_account(account);
+        format!("{}:le:{account}", self.tag(shard))
     }
 }
 
-/// FNV-1a (64 bits): fixed forever, since it places records.
-fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
-/// The member of a listing index: `<created_at, 20 digits>:<id>`, so that byte order is
-/// `(created_at, id)` order (negative times included: the sign bit is flipped).
-pub(crate) fn created_key(created_at: Timestamp, id: &PredictionId) -> String {
-    format!("{}:{id}", created_bound(created_at))
-}
-
-/// The 20-digit prefix of [`created_key`] for a time: every member created at or after it
-/// sorts at or after it, every member created before sorts before.
+/// The first 20 characters of a listing index member: the creation time as digits whose byte
+/// order is time order (negative times included: the sign bit is flipped).
 pub(crate) fn created_bound(created_at: Timestamp) -> String {
     let ordered = created_at.as_micros().cast_unsigned() ^ (1 << 63);
     format!("{ordered:020}")
 }
 
+/// A listing index member, `<created_at, 20 digits>:<id>`: byte order is `(created_at, id)`
+/// order.
+pub(crate) fn created_key(created_at: Timestamp, id: &str) -> String {
+    format!("{}:{id}", created_bound(created_at))
+}
+
+/// The creation time of [`created_bound`]'s digits.
+pub(crate) fn parse_created(digits: &str) -> Result<Timestamp, Error> {
+    let ordered: u64 = digits.parse().map_err(|_| Error::InvalidStored {
+        what: "creation time",
+        detail: format!("{digits:?}"),
+    })?;
+    Ok(Timestamp::from_micros((ordered ^ (1 << 63)).cast_signed()))
+}
+
 /// Splits an index member back into its creation time and id.
-pub(crate) fn parse_created_key(member: &str) -> Result<(Timestamp, PredictionId), Error> {
+pub(crate) fn parse_created_key(member: &str) -> Result<(Timestamp, String), Error> {
     let invalid = || Error::InvalidStored {
         what: "listing index member",
         detail: format!("{member:?}"),
     };
     let (time, id) = member.split_once(':').ok_or_else(invalid)?;
-    let ordered: u64 = time.parse().map_err(|_| invalid())?;
-    let micros = (ordered ^ (1 << 63)).cast_signed();
-    let id = PredictionId::parse(id).map_err(|_| invalid())?;
-    Ok((Timestamp::from_micros(micros), id))
+    Ok((parse_created(time)?, id.to_owned()))
 }
 
-/// Microseconds to the millisecond `PEXPIREAT` needs, rounded up so that a key outlives its
-/// `expires_at` rather than vanish before it.
-pub(crate) fn expiry_millis(at: Timestamp) -> i64 {
-    let micros = at.as_micros();
-    micros.div_euclid(1000) + i64::from(micros.rem_euclid(1000) != 0)
+/// An event's position as the first 30 characters of its log member: byte order is
+/// `(revision, index)` order.
+pub(crate) fn event_position(revision: u64, index: u64) -> String {
+    format!("{revision:020}{index:010}")
 }
 
 #[cfg(test)]
@@ -190,12 +158,12 @@ mod tests {
 
     #[test]
     fn created_keys_sort_like_created_at_then_id() {
-        let ids: Vec<PredictionId> = (0..3).map(|_| PredictionId::generate()).collect();
+        let ids = ["01a", "01b", "zz"];
         let times = [-5_000_000i64, -1, 0, 1, 1_700_000_000_000_000];
         let mut pairs = Vec::new();
         for t in times {
-            for id in &ids {
-                pairs.push((Timestamp::from_micros(t), id.clone()));
+            for id in ids {
+                pairs.push((Timestamp::from_micros(t), id.to_owned()));
             }
         }
         let mut by_key: Vec<_> = pairs.iter().map(|(t, id)| created_key(*t, id)).collect();
@@ -207,39 +175,31 @@ mod tests {
             .map(|k| parse_created_key(k).unwrap())
             .collect();
         assert_eq!(decoded, expected);
-        assert!(created_bound(Timestamp::from_micros(1)) > created_key(Timestamp::EPOCH, &ids[0]));
+        assert!(created_bound(Timestamp::from_micros(1)) > created_key(Timestamp::EPOCH, "x"));
     }
 
     #[test]
-    fn shards_are_stable_and_spread() {
+    fn shards_follow_partitions() {
         let layout = Layout::new("augur:");
         assert_eq!(layout.tag(Shard(3)), "{augur:s3}");
-        // Fixed forever: a different answer would orphan stored records.
-        assert_eq!(stable_hash(b"abc"), 0xe71f_a219_0541_574b);
-        let mut seen = [0usize; SHARDS];
-        for _ in 0..1600 {
-            seen[layout.shard_of(&PredictionId::generate()).0] += 1;
-        }
-        assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
+        assert_eq!(layout.shard(Partition(0x4b)), Shard(0xb));
+        let admin = AccountId::admin();
+        assert_eq!(
+            layout.shard_of_account(&admin),
+            Shard(Partition::of_account(&admin).shard(SHARDS))
+        );
     }
 
     #[test]
-    fn key_names_sort_like_owner_then_key() {
-        let a = AccountId::parse("a").unwrap();
-        let ab = AccountId::parse("a-b").unwrap();
-        let mut names = vec![
-            Layout::key_name(&ab, "k"),
-            Layout::key_name(&a, "z"),
-            Layout::key_name(&a, "k"),
+    fn event_positions_sort_like_revision_then_index() {
+        let mut positions = [
+            event_position(10, 0),
+            event_position(2, 1),
+            event_position(2, 0),
+            event_position(u64::MAX, u64::from(u32::MAX) + 1),
         ];
-        names.sort();
-        assert_eq!(names, vec!["a k", "a z", "a-b k"]);
-    }
-
-    #[test]
-    fn expiry_rounds_up_to_milliseconds() {
-        assert_eq!(expiry_millis(Timestamp::from_micros(1_000)), 1);
-        assert_eq!(expiry_millis(Timestamp::from_micros(1_001)), 2);
-        assert_eq!(expiry_millis(Timestamp::from_micros(-1)), 0);
+        positions.sort();
+        assert_eq!(positions[0], event_position(2, 0));
+        assert_eq!(positions[3].len(), 30);
     }
 }

@@ -2,14 +2,14 @@
 //! Lua script per operation.
 #![doc = include_str!("../README.md")]
 
+mod admin;
 mod changes;
 mod codec;
 mod config;
 mod conn;
 mod error;
-mod idempotency;
+mod events;
 mod layout;
-mod outbox;
 mod queue;
 mod scripts;
 mod store;

@@ -1,37 +1,33 @@
-//! [`RedisStore`]: connecting (layout and durability checks) and the [`Store`]
-//! implementation, which hands each operation to its script (see [`crate::scripts`]).
+//! [`RedisStore`]: connecting (layout and durability checks) and [`RecordStore`], which hands
+//! each operation to its script (see [`crate::scripts`]).
 //!
-//! Operations on one prediction run one script on its shard. Operations over every
-//! prediction (listing, claiming, statistics, counters, migration listings) fan out over the
-//! shards and merge; on a single server the claim and statistics scripts take every shard at
-//! once, since one server has no slots to respect.
+//! A write runs one script on its account's shard. A lookup by key runs one script on the
+//! shard of the key's partition, and a second on the owner's shard when it meets a
+//! forwarding entry there. Listings and retention fan out over the shards and merge.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use augur_core::store::{
-    self, Attempt as DeliveryAttempt, Capabilities, ChangeStream, ClaimRequest, Created, Cursor,
-    DeliveryLease, DeliveryOutcome, DeliveryState, Effect, IdempotencyRecord, Job, Lease,
-    ListQuery, NewPrediction, Page, QueueStats, Record, Store, StreamEvent,
+    self, Cursor, Effect, Key, ListQuery, Op, Page, Partition, RecordStore, Stored, Write, Written,
 };
-use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned, WorkerId};
+use augur_core::{AccountId, Revision, Timestamp};
 use futures::future::try_join_all;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{
-    EncodedRecord, array, decode_record, effect_args, parse_id, parse_int, parse_time, text,
-    unexpected,
+    RecordArgs, array, decode_record, event_member, parse_account, parse_int, parse_kind, status,
+    text, unexpected,
 };
 use crate::config::RedisOptions;
 use crate::conn::Conn;
 use crate::error::Error;
 use crate::layout::{
-    LAYOUT_VERSION, Layout, Shard, created_bound, created_key, expiry_millis, parse_created_key,
+    LAYOUT_1, LAYOUT_VERSION, Layout, Shard, created_bound, created_key, parse_created_key,
 };
 use crate::scripts::SCRIPTS;
 
@@ -50,10 +46,10 @@ pub(crate) struct Inner {
     pub(crate) layout: Layout,
     pub(crate) conn: Conn,
     pub(crate) channel: String,
-    durable: bool,
+    pub(crate) durable: bool,
     /// Stops the announcement subscriptions at `close`.
     pub(crate) shutdown: CancellationToken,
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -75,7 +71,8 @@ impl RedisStore {
     /// Connects with parsed options.
     ///
     /// Fails with [`store::Error::Unavailable`] when no server answers, and with
-    /// [`store::Error::Other`] when the prefix holds data of an incompatible layout.
+    /// [`store::Error::Other`] when the prefix holds data of another layout (layout 1, written
+    /// before the storage contract's second version, included: see the crate's README).
     pub async fn connect_with(options: RedisOptions) -> Result<Self, store::Error> {
         Ok(Self::connect_inner(options).await?)
     }
@@ -106,7 +103,9 @@ impl RedisStore {
     }
 }
 
-/// Records the layout under the prefix, or checks the one recorded there.
+/// Records the layout under the prefix, or checks the one recorded there. Layout 1 is
+/// refused with what to do about it: reading it as layout 2 would find nothing (its keys
+/// are named and placed otherwise) and writing would mix the two.
 async fn check_layout(conn: &mut Conn, layout: &Layout, prefix: &str) -> Result<(), Error> {
     let key = layout.layout_key();
     let found: Option<String> = redis::cmd("SET")
@@ -119,6 +118,16 @@ async fn check_layout(conn: &mut Conn, layout: &Layout, prefix: &str) -> Result<
     match found {
         Some(found) if found != LAYOUT_VERSION => Err(Error::Layout {
             prefix: prefix.to_owned(),
+            advice: if found == LAYOUT_1 {
+                ": layout 1 was written by an Augur release before storage contract 2 and is \
+                 not upgraded in place. With that release, copy the data out (`augur migrate \
+                 --from <this redis URL> --to embedded://<dir>`), then with this release copy it \
+                 into a fresh prefix (`augur migrate --from embedded://<dir> --to <redis URL \
+                 with ?prefix=<new prefix>>`) and point Augur at the new prefix; or delete the \
+                 old prefix's keys if its data is not needed"
+            } else {
+                ": use another prefix, or the Augur release that wrote it"
+            },
             found,
             expected: LAYOUT_VERSION.to_owned(),
         }),
@@ -139,7 +148,7 @@ async fn check_durability(conn: &mut Conn, options: &RedisOptions) -> bool {
             url = %options,
             ?policies,
             "Redis may evict keys when full (maxmemory-policy is not noeviction): \
-             predictions and jobs can be lost"
+             records and queue items can be lost"
         ),
         _ => {}
     }
@@ -152,13 +161,26 @@ async fn check_durability(conn: &mut Conn, options: &RedisOptions) -> bool {
     }
 }
 
-/// What one attempt to insert a prediction found.
-pub(crate) enum Attempt {
-    Inserted,
-    /// The id exists: its record, and whether it was created with the idempotency key given.
-    Exists(Box<Versioned<Prediction>>, bool),
-    /// The key reservation this insert was made under was fenced by another request.
-    Fenced,
+/// What a lookup by key found in one shard.
+pub(crate) enum Found<T> {
+    /// The thing looked for.
+    Here(T),
+    /// A forwarding entry: the record lives in this owner's shard.
+    Forward(AccountId),
+}
+
+/// The largest page any listing reads at once: large enough for any sane caller, and small
+/// enough to stay an exact integer through Lua's doubles.
+const MAX_LIMIT: usize = u32::MAX as usize;
+
+/// How many index entries one shard's listing script looks at before it returns a short page
+/// (whose cursor continues after the last entry it looked at), so that a filter the index
+/// does not cover cannot keep Redis busy.
+const LIST_SCAN: usize = 4096;
+
+/// A limit: at least 1 (as the contract says), at most [`MAX_LIMIT`].
+pub(crate) fn clamp_limit(limit: usize) -> usize {
+    limit.clamp(1, MAX_LIMIT)
 }
 
 impl Inner {
@@ -173,158 +195,279 @@ impl Inner {
         matches!(self.conn, Conn::Single(..))
     }
 
-    /// One insert attempt (see `CREATE` in [`crate::scripts`]).
-    pub(crate) async fn create_once(
-        &self,
-        id: &PredictionId,
-        key: Option<(&str, &str)>,
-        record: &EncodedRecord,
-        effects: &[String],
-    ) -> Result<Attempt, Error> {
-        let shard = self.layout.shard_of(id);
-        let (name, nonce) = key.unwrap_or(("", ""));
-        let mut conn = self.conn()?;
-        let reply: Value = SCRIPTS
-            .create
-            .key(self.layout.prediction_key(shard, id))
-            .arg(self.layout.tag(shard))
-            .arg(&self.channel)
-            .arg(id.as_str())
-            .arg(name)
-            .arg(nonce)
-            .arg(&record.args[..])
-            .arg(effects)
-            .invoke_async(&mut conn)
-            .await?;
-        let parts = array(&reply, "create")?;
-        match (status(parts)?, parts) {
-            ("inserted", _) => Ok(Attempt::Inserted),
-            ("fenced", _) => Ok(Attempt::Fenced),
-            ("exists", [_, record, now, bound]) => Ok(Attempt::Exists(
-                Box::new(decode_record(record, parse_time(now, "server time")?)?),
-                parse_int::<i64>(bound, "bound flag")? == 1,
-            )),
-            ("bad_effects", _) => Err(unexpected("the script refused the effects")),
-            (other, _) => Err(unexpected(&format!("create: {other}"))),
+    /// Where the fairness clock of a shard's items lives: one clock for every shard on a
+    /// single server (shard 0's), each shard's own in a cluster.
+    pub(crate) fn clock_tag(&self, shard: Shard) -> &str {
+        if self.single() {
+            self.layout.tag(Shard(0))
+        } else {
+            self.layout.tag(shard)
         }
     }
 
-    /// Reads a prediction, `None` if there is none.
-    pub(crate) async fn get_opt(
+    /// Runs `call` on the shard of the key's partition and, if it finds a forwarding entry
+    /// there, on the owner's shard.
+    pub(crate) async fn follow<T, F, Fut>(&self, key: &Key, call: F) -> Result<Option<T>, Error>
+    where
+        F: Fn(Shard, bool) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Found<T>>, Error>>,
+    {
+        let home = self.layout.shard(key.partition);
+        match call(home, true).await? {
+            None => Ok(None),
+            Some(Found::Here(found)) => Ok(Some(found)),
+            Some(Found::Forward(owner)) => {
+                let shard = self.layout.shard_of_account(&owner);
+                if shard == home {
+                    return Ok(None);
+                }
+                match call(shard, false).await? {
+                    Some(Found::Here(found)) => Ok(Some(found)),
+                    _ => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Claims an id whose record lives outside its partition's shard (see `FORWARD`).
+    async fn forward(&self, home: Shard, key: &Key, owner: &AccountId) -> Result<bool, Error> {
+        let mut conn = self.conn()?;
+        let claimed: i64 = SCRIPTS
+            .forward
+            .key(self.layout.tag(home))
+            .arg(key.kind.as_str())
+            .arg(&key.id)
+            .arg(owner.as_str())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    pub(crate) async fn write(&self, write: &Write) -> Result<Written, Error> {
+        write.check()?;
+        let shard = self.layout.shard(write.partition());
+        // A record whose id lies in another shard claims the id there first (a forwarding
+        // entry); a refusal becomes that operation's `Exists`, checked in order by the script.
+        let mut refused = vec![false; write.ops.len()];
+        for (i, op) in write.ops.iter().enumerate() {
+            if let Op::Insert(record) = op {
+                let home = self.layout.shard(record.key.partition);
+                if home != shard && !self.forward(home, &record.key, &write.account).await? {
+                    refused[i] = true;
+                    break;
+                }
+            }
+        }
+
+        let mut invocation = SCRIPTS.write.prepare_invoke();
+        invocation
+            .key(self.layout.tag(shard))
+            .arg(self.clock_tag(shard))
+            .arg(&self.channel)
+            .arg(write.account.as_str())
+            // Items are stamped with the writer's clock, as the memory store does: it saves
+            // the server's clock in the common write that queues a job already leased.
+            .arg(Timestamp::now().as_micros())
+            .arg(write.ops.len());
+        for (op, refused) in write.ops.iter().zip(&refused) {
+            let (kind, expected, record) = match op {
+                Op::Insert(record) => ("I", String::new(), Some(record)),
+                Op::Update { record, expected } => ("U", expected.0.to_string(), Some(record)),
+                Op::Delete(_) => ("D", String::new(), None),
+            };
+            let key = op.key();
+            invocation
+                .arg(kind)
+                .arg(key.kind.as_str())
+                .arg(&key.id)
+                .arg(key.partition.0)
+                .arg(if *refused { "1" } else { "0" });
+            if let Some(record) = record {
+                invocation.arg(expected);
+                RecordArgs::new(record).push(&mut invocation);
+            }
+        }
+        invocation.arg(write.effects.len());
+        let mut next_index: HashMap<&Key, u64> = HashMap::new();
+        for effect in &write.effects {
+            match effect {
+                Effect::Enqueue(item) => {
+                    let (worker, token, expires) = match &item.claimed {
+                        Some(c) => (
+                            c.worker.as_str(),
+                            c.token.0.to_string(),
+                            c.expires_at.as_micros().to_string(),
+                        ),
+                        None => ("", String::new(), String::new()),
+                    };
+                    invocation
+                        .arg("Q")
+                        .arg(item.lane.as_str())
+                        .arg(&item.id)
+                        .arg(item.group.kind.as_str())
+                        .arg(&item.group.id)
+                        .arg(item.group.partition.0)
+                        .arg(&item.topic)
+                        .arg(&item.payload)
+                        .arg(item.run_at.as_micros())
+                        .arg(if item.replace { "1" } else { "0" })
+                        .arg(if item.claimed.is_some() { "1" } else { "0" })
+                        .arg(worker)
+                        .arg(token)
+                        .arg(expires);
+                }
+                Effect::Complete { lane, id } => {
+                    invocation.arg("C").arg(lane.as_str()).arg(id);
+                }
+                Effect::Count { name, delta, limit } => {
+                    invocation
+                        .arg("N")
+                        .arg(name)
+                        .arg(*delta)
+                        .arg(limit.map_or_else(String::new, |l| l.to_string()));
+                }
+                Effect::AppendEvents { stream, events } => {
+                    let revision = write.revision_of(stream).ok_or_else(|| {
+                        unexpected("events for a record the write does not write")
+                    })?;
+                    let index = next_index.entry(stream).or_default();
+                    invocation
+                        .arg("V")
+                        .arg(stream.kind.as_str())
+                        .arg(&stream.id)
+                        .arg(events.len());
+                    for event in events {
+                        invocation.arg(event_member(revision, *index, event)?);
+                        *index += 1;
+                    }
+                }
+                Effect::Post(entry) => {
+                    invocation
+                        .arg("L")
+                        .arg(&entry.id)
+                        .arg(entry.delta)
+                        .arg(entry.held)
+                        .arg(serde_json::to_string(entry).map_err(Error::Encode)?);
+                }
+            }
+        }
+        let mut conn = self.conn()?;
+        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        let (word, rest) = status(&reply, "write")?;
+        let op_key = |at: &Value| -> Result<Key, Error> {
+            let i: usize = parse_int(at, "operation")?;
+            write
+                .ops
+                .get(i.wrapping_sub(1))
+                .map(|op| op.key().clone())
+                .ok_or_else(|| unexpected("write: no such operation"))
+        };
+        let refusal = match (word, rest) {
+            ("ok", skipped) => {
+                return Ok(Written {
+                    revisions: write
+                        .ops
+                        .iter()
+                        .map(|op| match op {
+                            Op::Insert(_) => Some(Revision::FIRST),
+                            Op::Update { expected, .. } => Some(expected.next()),
+                            Op::Delete(_) => None,
+                        })
+                        .collect(),
+                    skipped_entries: skipped
+                        .iter()
+                        .map(|id| text(id, "entry id").map(str::to_owned))
+                        .collect::<Result<_, _>>()?,
+                });
+            }
+            ("exists", [at]) => store::Error::Exists(op_key(at)?),
+            ("notfound", [at]) => store::Error::NotFound(op_key(at)?),
+            ("conflict", [at, actual]) => {
+                let Op::Update { expected, .. } = &write.ops[parse_int::<usize>(at, "op")? - 1]
+                else {
+                    return Err(unexpected(
+                        "write: a conflict on an operation that is no update",
+                    ));
+                };
+                store::Error::Conflict {
+                    key: op_key(at)?,
+                    expected: *expected,
+                    actual: Revision(parse_int(actual, "revision")?),
+                }
+            }
+            ("credits", [available, needed]) => store::Error::InsufficientCredits {
+                account: write.account.clone(),
+                available: parse_int(available, "available")?,
+                needed: parse_int(needed, "needed")?,
+            },
+            ("limit", [counter, limit]) => store::Error::LimitReached {
+                counter: text(counter, "counter")?.to_owned(),
+                limit: parse_int(limit, "limit")?,
+            },
+            (other, _) => return Err(unexpected(&format!("write: {other}"))),
+        };
+        Err(Error::Contract(refusal))
+    }
+
+    async fn get_in(
         &self,
-        id: &PredictionId,
-    ) -> Result<Option<Versioned<Prediction>>, Error> {
-        let shard = self.layout.shard_of(id);
+        shard: Shard,
+        key: &Key,
+        follow: bool,
+    ) -> Result<Option<Found<Arc<Stored>>>, Error> {
         let mut conn = self.conn()?;
         let reply: Value = SCRIPTS
             .get
-            .key(self.layout.prediction_key(shard, id))
-            .arg(self.layout.tag(shard))
-            .arg(id.as_str())
+            .key(self.layout.tag(shard))
+            .arg(key.kind.as_str())
+            .arg(&key.id)
+            .arg(if follow { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         if reply == Value::Nil {
             return Ok(None);
         }
-        match array(&reply, "get")? {
-            [record, now] => Ok(Some(decode_record(
-                record,
-                parse_time(now, "server time")?,
-            )?)),
-            _ => Err(unexpected("get: expected a record and the time")),
+        let (word, rest) = status(&reply, "get")?;
+        match (word, rest) {
+            ("rec", [record]) => Ok(Some(Found::Here(decode_record(record)?))),
+            ("fwd", [owner]) => Ok(Some(Found::Forward(parse_account(text(owner, "owner")?)?))),
+            (other, _) => Err(unexpected(&format!("get: {other}"))),
         }
     }
 
-    /// Reads predictions of one shard (those that exist).
-    async fn get_many(
+    pub(crate) async fn get(&self, key: &Key) -> Result<Option<Arc<Stored>>, Error> {
+        self.follow(key, |shard, follow| self.get_in(shard, key, follow))
+            .await
+    }
+
+    /// Records of one kind in one shard, by id; those that are absent are left out.
+    pub(crate) async fn get_many(
         &self,
         shard: Shard,
-        ids: &[PredictionId],
-    ) -> Result<HashMap<PredictionId, Versioned<Prediction>>, Error> {
-        let Some(first) = ids.first() else {
-            return Ok(HashMap::new());
-        };
+        kind: &str,
+        ids: &[String],
+    ) -> Result<Vec<Arc<Stored>>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn()?;
         let reply: Value = SCRIPTS
             .get_many
-            .key(self.layout.prediction_key(shard, first))
-            .arg(self.layout.tag(shard))
-            .arg(ids.iter().map(PredictionId::as_str).collect::<Vec<_>>())
+            .key(self.layout.tag(shard))
+            .arg(kind)
+            .arg(ids)
             .invoke_async(&mut conn)
             .await?;
-        let parts = array(&reply, "get_many")?;
-        let (now, records) = parts
-            .split_first()
-            .ok_or_else(|| unexpected("get_many: empty reply"))?;
-        let now = parse_time(now, "server time")?;
-        let mut found = HashMap::with_capacity(records.len());
-        for (id, record) in ids.iter().zip(records) {
-            if *record != Value::Nil {
-                found.insert(id.clone(), decode_record(record, now)?);
-            }
-        }
-        Ok(found)
+        array(&reply, "get_many")?
+            .iter()
+            .filter(|v| **v != Value::Nil)
+            .map(decode_record)
+            .collect()
     }
 
-    async fn update(
-        &self,
-        id: &PredictionId,
-        expected: Revision,
-        next: &Prediction,
-        effects: &[Effect],
-    ) -> Result<Revision, Error> {
-        let effects = effect_args(effects)?;
-        let record = EncodedRecord::encode(id, next)?;
-        let shard = self.layout.shard_of(id);
-        let mut conn = self.conn()?;
-        let reply: Value = SCRIPTS
-            .update
-            .key(self.layout.prediction_key(shard, id))
-            .arg(self.layout.tag(shard))
-            .arg(&self.channel)
-            .arg(id.as_str())
-            .arg(expected.0.to_string())
-            .arg(&record.args[..])
-            .arg(effects)
-            .invoke_async(&mut conn)
-            .await?;
-        let parts = array(&reply, "update")?;
-        match (status(parts)?, parts) {
-            ("ok", [_, rev]) => Ok(Revision(parse_int(rev, "revision")?)),
-            ("conflict", [_, rev]) => Err(Error::Conflict {
-                expected,
-                actual: Revision(parse_int(rev, "revision")?),
-            }),
-            ("notfound", _) => Err(Error::NotFound(id.clone())),
-            ("bad_effects", _) => Err(unexpected("the script refused the effects")),
-            (other, _) => Err(unexpected(&format!("update: {other}"))),
-        }
-    }
-
-    async fn delete(&self, id: &PredictionId) -> Result<(), Error> {
-        let shard = self.layout.shard_of(id);
-        let mut conn = self.conn()?;
-        let reply: Value = SCRIPTS
-            .delete
-            .key(self.layout.prediction_key(shard, id))
-            .arg(self.layout.tag(shard))
-            .arg(&self.channel)
-            .arg(id.as_str())
-            .invoke_async(&mut conn)
-            .await?;
-        // The keys that pointed at it live in their own shards: forget each there, unless it
-        // was reused for another prediction meanwhile.
-        for name in array(&reply, "delete")? {
-            let name = text(name, "key name")?;
-            self.unbind_key(name, id).await?;
-        }
-        Ok(())
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<Page, Error> {
+    pub(crate) async fn list(&self, query: &ListQuery) -> Result<Page, Error> {
         let limit = clamp_limit(query.limit);
-        let owner = query.owner.as_ref().map(AccountId::as_str);
-        let status = query.status.map(|s| s.as_str());
+        let want = limit.saturating_add(1).min(MAX_LIMIT);
         // Index members sort like `(created_at, id)`: the range is one lexicographic range.
         let mut upper = query.created_before.map(created_bound);
         if let Some(c) = &query.after {
@@ -337,517 +480,168 @@ impl Inner {
         let min = query
             .created_after
             .map_or_else(|| "-".to_owned(), |a| format!("[{}", created_bound(a)));
-
-        // Each shard's newest `limit + 1`, merged: the first `limit` are the page.
-        let per_shard = try_join_all(self.layout.shards().map(|shard| {
-            let (max, min) = (&max, &min);
+        let owner = query.owner.as_ref().map(AccountId::as_str);
+        let index = match (&query.parent, owner, &query.status) {
+            (Some(parent), _, _) => format!("p:{parent}"),
+            (None, Some(o), Some(s)) => format!("os:{o}:{s}"),
+            (None, Some(o), None) => format!("o:{o}"),
+            (None, None, Some(s)) => format!("s:{s}"),
+            (None, None, None) => "a".to_owned(),
+        };
+        let filter = |v: &Option<String>| v.as_ref().map_or_else(String::new, |s| format!("+{s}"));
+        let (status_filter, parent_filter) = (filter(&query.status), filter(&query.parent));
+        // An owner's records are all in its shard; otherwise every shard has some.
+        let shards: Vec<Shard> = match &query.owner {
+            Some(o) => vec![self.layout.shard_of_account(o)],
+            None => self.layout.shards().collect(),
+        };
+        let per_shard = try_join_all(shards.iter().map(|shard| {
+            let (max, min, index) = (&max, &min, &index);
+            let (status_filter, parent_filter) = (&status_filter, &parent_filter);
             async move {
                 let mut conn = self.conn()?;
-                let members: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
-                    .arg(self.layout.index(shard, owner, status))
+                let reply: Value = SCRIPTS
+                    .list
+                    .key(self.layout.tag(*shard))
+                    .arg(query.kind.as_str())
+                    .arg(index)
                     .arg(max)
                     .arg(min)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit + 1)
-                    .query_async(&mut conn)
+                    .arg(want)
+                    .arg(LIST_SCAN.max(want))
+                    .arg(owner.unwrap_or(""))
+                    .arg(status_filter)
+                    .arg(parent_filter)
+                    .invoke_async(&mut conn)
                     .await?;
-                Ok::<_, Error>(members.into_iter().map(move |m| (m, shard)))
+                let [exhausted, last, records] = array(&reply, "list")? else {
+                    return Err(unexpected("list: expected three values"));
+                };
+                let records = array(records, "list records")?
+                    .iter()
+                    .map(decode_record)
+                    .collect::<Result<Vec<_>, Error>>()?;
+                // Where this shard's answer is complete down to: nowhere left if it read
+                // its whole range, else the last entry it looked at.
+                let frontier = if text(exhausted, "exhausted")? == "1" {
+                    None
+                } else {
+                    Some(text(last, "last entry")?.to_owned())
+                };
+                Ok::<_, Error>((records, frontier))
             }
         }))
         .await?;
-        let mut candidates: Vec<(String, Shard)> = per_shard.into_iter().flatten().collect();
+        // Entries above the highest frontier are complete in every shard: the page is the
+        // newest `limit` of them.
+        let frontier = per_shard.iter().filter_map(|(_, f)| f.clone()).max();
+        let mut candidates: Vec<(String, Arc<Stored>)> = per_shard
+            .into_iter()
+            .flat_map(|(records, _)| records)
+            .map(|s| (created_key(s.record.created_at, &s.record.key.id), s))
+            .filter(|(position, _)| frontier.as_ref().is_none_or(|f| position >= f))
+            .collect();
         candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         let more = candidates.len() > limit;
         candidates.truncate(limit);
-
-        let mut wanted: BTreeMap<usize, Vec<PredictionId>> = BTreeMap::new();
-        let mut parsed = Vec::with_capacity(candidates.len());
-        for (member, shard) in &candidates {
-            let (created_at, id) = parse_created_key(member)?;
-            wanted.entry(shard.0).or_default().push(id.clone());
-            parsed.push((created_at, id));
-        }
-        let fetched = try_join_all(
-            wanted
-                .iter()
-                .map(|(shard, ids)| self.get_many(Shard(*shard), ids)),
-        )
-        .await?;
-        let mut records: HashMap<PredictionId, Versioned<Prediction>> =
-            fetched.into_iter().flatten().collect();
-
-        let mut items = Vec::with_capacity(parsed.len());
-        for (created_at, id) in &parsed {
-            // Between reading the index and the records, a record may have been deleted or
-            // changed so that it no longer matches: skip it (the cursor still moves past it).
-            let Some(p) = records.remove(id) else {
-                continue;
-            };
-            if p.value.created_at != *created_at
-                || owner.is_some_and(|o| o != p.value.owner.as_str())
-                || query.status.is_some_and(|s| s != p.value.status)
-            {
-                continue;
-            }
-            items.push(p);
-        }
         let next = if more {
-            parsed.last().map(|(created_at, id)| Cursor {
-                created_at: *created_at,
-                id: id.clone(),
+            candidates.last().map(|(_, s)| Cursor {
+                created_at: s.record.created_at,
+                id: s.record.key.id.clone(),
             })
+        } else if let Some(f) = frontier {
+            let (created_at, id) = parse_created_key(&f)?;
+            Some(Cursor { created_at, id })
         } else {
             None
         };
-        Ok(Page { items, next })
+        Ok(Page {
+            items: candidates.into_iter().map(|(_, s)| s).collect(),
+            next,
+        })
     }
 
-    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>, Error> {
+    pub(crate) async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>, Error> {
         let limit = limit.min(MAX_LIMIT);
-        let mut due: Vec<(i64, PredictionId, Shard)> = Vec::new();
-        if limit > 0 {
-            let per_shard = try_join_all(self.layout.shards().map(|shard| async move {
-                let mut conn = self.conn()?;
-                let found: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
-                    .arg(self.layout.expiry(shard))
-                    .arg("-inf")
-                    .arg(now.as_micros())
-                    .arg("WITHSCORES")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .query_async(&mut conn)
-                    .await?;
-                found
-                    .into_iter()
-                    .map(|(id, at)| {
-                        let id = PredictionId::parse(&id).map_err(|e| Error::InvalidStored {
-                            what: "prediction id",
-                            detail: e.to_string(),
-                        })?;
-                        Ok((at, id, shard))
-                    })
-                    .collect::<Result<Vec<_>, Error>>()
-            }))
-            .await?;
-            due = per_shard.into_iter().flatten().collect();
-            due.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-            due.truncate(limit);
+        if limit == 0 {
+            return Ok(Vec::new());
         }
-
-        let mut by_shard: BTreeMap<usize, Vec<&PredictionId>> = BTreeMap::new();
-        for (_, id, shard) in &due {
-            by_shard.entry(shard.0).or_default().push(id);
+        let per_shard = try_join_all(self.layout.shards().map(|shard| async move {
+            let mut conn = self.conn()?;
+            let found: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(self.layout.expiry(shard))
+                .arg("-inf")
+                .arg(now.as_micros())
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, Error>(found.into_iter().map(move |(m, at)| (at, m, shard)))
+        }))
+        .await?;
+        let mut due: Vec<(i64, String, Shard)> = per_shard.into_iter().flatten().collect();
+        due.sort_unstable();
+        due.truncate(limit);
+        let mut by_shard: BTreeMap<Shard, Vec<&str>> = BTreeMap::new();
+        for (_, member, shard) in &due {
+            by_shard.entry(*shard).or_default().push(member);
         }
-        let done = try_join_all(by_shard.iter().map(|(shard, ids)| async move {
-            let shard = Shard(*shard);
+        let done = try_join_all(by_shard.iter().map(|(shard, members)| async move {
             let mut conn = self.conn()?;
             let reply: Value = SCRIPTS
                 .expire
-                .key(self.layout.expiry(shard))
-                .arg(self.layout.tag(shard))
+                .key(self.layout.tag(*shard))
                 .arg(&self.channel)
                 .arg(now.as_micros())
-                .arg(ids.iter().map(|id| id.as_str()).collect::<Vec<_>>())
+                .arg(members)
                 .invoke_async(&mut conn)
                 .await?;
             array(&reply, "expire")?
                 .iter()
-                .map(parse_id)
-                .collect::<Result<Vec<_>, Error>>()
-        }))
-        .await?;
-        let done: std::collections::HashSet<PredictionId> = done.into_iter().flatten().collect();
-
-        // Expired idempotency keys, in batches per shard.
-        try_join_all(self.layout.shards().map(|shard| async move {
-            loop {
-                let mut conn = self.conn()?;
-                let n: i64 = SCRIPTS
-                    .expire_keys
-                    .key(self.layout.key_expiry(shard))
-                    .arg(self.layout.tag(shard))
-                    .arg(now.as_micros())
-                    .arg(1000)
-                    .invoke_async(&mut conn)
-                    .await?;
-                if n < 1000 {
-                    return Ok::<_, Error>(());
-                }
-            }
-        }))
-        .await?;
-
-        Ok(due
-            .into_iter()
-            .map(|(_, id, _)| id)
-            .filter(|id| done.contains(id))
-            .collect())
-    }
-
-    async fn counters(&self) -> Result<Vec<(String, i64)>, Error> {
-        let per_shard = try_join_all(self.layout.shards().map(|shard| async move {
-            let mut conn = self.conn()?;
-            let all: Vec<(String, i64)> = redis::cmd("HGETALL")
-                .arg(self.layout.counters(shard))
-                .query_async(&mut conn)
-                .await?;
-            Ok::<_, Error>(all)
-        }))
-        .await?;
-        let mut sums: BTreeMap<String, i64> = BTreeMap::new();
-        for (name, value) in per_shard.into_iter().flatten() {
-            let sum = sums.entry(name).or_default();
-            *sum = sum.wrapping_add(value);
-        }
-        Ok(sums.into_iter().collect())
-    }
-
-    async fn list_jobs(
-        &self,
-        after: Option<&PredictionId>,
-        limit: usize,
-    ) -> Result<Vec<Job>, Error> {
-        let limit = clamp_limit(limit);
-        let after = after.map_or("", PredictionId::as_str);
-        let per_shard = try_join_all(self.layout.shards().map(|shard| async move {
-            let mut conn = self.conn()?;
-            let reply: Value = SCRIPTS
-                .list_jobs
-                .key(self.layout.jobs_by_id(shard))
-                .arg(self.layout.tag(shard))
-                .arg(after)
-                .arg(limit)
-                .invoke_async(&mut conn)
-                .await?;
-            array(&reply, "list_jobs")?
-                .iter()
-                .map(|job| match array(job, "job")? {
-                    [id, queue, attempts, run_at] => Ok(Job {
-                        prediction_id: parse_id(id)?,
-                        queue: text(queue, "queue")?.to_owned(),
-                        attempts: parse_int(attempts, "attempt count")?,
-                        run_at: parse_time(run_at, "run time")?,
+                .map(|key| match array(key, "expired key")? {
+                    [kind, id, partition] => Ok(Key {
+                        kind: parse_kind(text(kind, "kind")?)?,
+                        id: text(id, "record id")?.to_owned(),
+                        partition: Partition(parse_int(partition, "partition")?),
                     }),
-                    _ => Err(unexpected("list_jobs: a job is not four values")),
+                    _ => Err(unexpected("expire: a key is not three values")),
                 })
                 .collect::<Result<Vec<_>, Error>>()
         }))
         .await?;
-        let mut jobs: Vec<Job> = per_shard.into_iter().flatten().collect();
-        jobs.sort_unstable_by(|a, b| a.prediction_id.cmp(&b.prediction_id));
-        jobs.truncate(limit);
-        Ok(jobs)
+        let done: HashMap<(String, String), Key> = done
+            .into_iter()
+            .flatten()
+            .map(|k| ((k.kind.as_str().to_owned(), k.id.clone()), k))
+            .collect();
+        // In due order, as the memory store returns them.
+        Ok(due
+            .iter()
+            .filter_map(|(_, member, _)| {
+                let (kind, id) = member.split_once(':')?;
+                done.get(&(kind.to_owned(), id.to_owned())).cloned()
+            })
+            .collect())
     }
-
-    async fn import(&self, records: &[Record]) -> Result<(), Error> {
-        // Each shard's writes run in order, shards side by side; counters (spread over every
-        // shard) come last.
-        let mut per_shard: Vec<Vec<ImportOp<'_>>> =
-            self.layout.shards().map(|_| Vec::new()).collect();
-        let mut counters = Vec::new();
-        for record in records {
-            match record {
-                Record::Prediction(p) => {
-                    let id = &p.value.id;
-                    per_shard[self.layout.shard_of(id).0].push(ImportOp::Prediction(
-                        id,
-                        p.revision,
-                        EncodedRecord::encode(id, &p.value)?,
-                    ));
-                }
-                Record::Job(job) => {
-                    per_shard[self.layout.shard_of(&job.prediction_id).0].push(ImportOp::Job(job));
-                }
-                Record::IdempotencyKey(key) => {
-                    let name = Layout::key_name(&key.owner, &key.key);
-                    per_shard[self.layout.shard_of_key(&name).0]
-                        .push(ImportOp::Key(name.clone(), key));
-                    per_shard[self.layout.shard_of(&key.prediction_id).0]
-                        .push(ImportOp::KeyLink(name, &key.prediction_id));
-                }
-                Record::Counter { name, value } => counters.push((name, *value)),
-                Record::Delivery(state) => {
-                    per_shard[self.layout.shard_of(&state.delivery.prediction_id).0]
-                        .push(ImportOp::Delivery(state));
-                }
-                Record::Event(id, event) => {
-                    per_shard[self.layout.shard_of(id).0].push(ImportOp::Event(id, event));
-                }
-                other => {
-                    return Err(Error::Config(format!(
-                        "cannot import {other:?}: this build of the Redis store does not know the record kind"
-                    )));
-                }
-            }
-        }
-        try_join_all(
-            per_shard
-                .into_iter()
-                .enumerate()
-                .map(|(shard, ops)| async move {
-                    let shard = Shard(shard);
-                    for op in ops {
-                        self.import_one(shard, op).await?;
-                    }
-                    Ok::<_, Error>(())
-                }),
-        )
-        .await?;
-        for (name, value) in counters {
-            // The value lives in shard 0; other shards' shares of it are dropped.
-            try_join_all(self.layout.shards().map(|shard| async move {
-                let mut conn = self.conn()?;
-                if shard.0 == 0 {
-                    let _: () = redis::cmd("HSET")
-                        .arg(self.layout.counters(shard))
-                        .arg(name)
-                        .arg(value)
-                        .query_async(&mut conn)
-                        .await?;
-                } else {
-                    let _: () = redis::cmd("HDEL")
-                        .arg(self.layout.counters(shard))
-                        .arg(name)
-                        .query_async(&mut conn)
-                        .await?;
-                }
-                Ok::<_, Error>(())
-            }))
-            .await?;
-        }
-        // Whatever was derived from earlier announcements is stale now.
-        let mut conn = self.conn()?;
-        let _: () = redis::cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg("r")
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn import_one(&self, shard: Shard, op: ImportOp<'_>) -> Result<(), Error> {
-        let mut conn = self.conn()?;
-        let tag = self.layout.tag(shard);
-        match op {
-            ImportOp::Prediction(id, revision, record) => {
-                let _: Value = SCRIPTS
-                    .import_prediction
-                    .key(self.layout.prediction_key(shard, id))
-                    .arg(tag)
-                    .arg(id.as_str())
-                    .arg(revision.0.to_string())
-                    .arg(&record.args[..])
-                    .invoke_async(&mut conn)
-                    .await?;
-            }
-            ImportOp::Job(job) => {
-                let _: Value = SCRIPTS
-                    .import_job
-                    .key(self.layout.job_key(shard, &job.prediction_id))
-                    .arg(tag)
-                    .arg(job.prediction_id.as_str())
-                    .arg(&job.queue)
-                    .arg(job.attempts)
-                    .arg(job.run_at.as_micros())
-                    .invoke_async(&mut conn)
-                    .await?;
-            }
-            ImportOp::Key(name, key) => {
-                let _: Value = SCRIPTS
-                    .import_key
-                    .key(self.layout.idempotency_key(shard, &name))
-                    .arg(tag)
-                    .arg(&name)
-                    .arg(key.prediction_id.as_str())
-                    .arg(&key.fingerprint)
-                    .arg(key.expires_at.as_micros())
-                    .arg(expiry_millis(key.expires_at))
-                    .invoke_async(&mut conn)
-                    .await?;
-            }
-            ImportOp::Delivery(state) => self.import_delivery(shard, state).await?,
-            ImportOp::Event(id, event) => self.import_event(shard, id, event).await?,
-            ImportOp::KeyLink(name, id) => {
-                let _: () = redis::cmd("SADD")
-                    .arg(self.layout.prediction_keys_set(shard, id))
-                    .arg(&name)
-                    .query_async(&mut conn)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-enum ImportOp<'a> {
-    Prediction(&'a PredictionId, Revision, EncodedRecord),
-    Job(&'a Job),
-    Key(String, &'a IdempotencyRecord),
-    /// Records on the prediction's shard that the key points at it, so `delete` finds it.
-    KeyLink(String, &'a PredictionId),
-    Delivery(&'a DeliveryState),
-    Event(&'a PredictionId, &'a StreamEvent),
-}
-
-/// The largest page any listing reads at once: large enough for any sane caller, and small
-/// enough to stay an exact integer through Lua's doubles.
-const MAX_LIMIT: usize = u32::MAX as usize;
-
-/// A listing's limit: at least 1 (as the contract says), at most [`MAX_LIMIT`].
-pub(crate) fn clamp_limit(limit: usize) -> usize {
-    limit.clamp(1, MAX_LIMIT)
-}
-
-/// The status word a script reply starts with.
-pub(crate) fn status(parts: &[Value]) -> Result<&str, Error> {
-    text(
-        parts.first().ok_or_else(|| unexpected("an empty reply"))?,
-        "status",
-    )
 }
 
 #[async_trait]
-impl Store for RedisStore {
-    fn backend(&self) -> &'static str {
-        crate::error::BACKEND
+impl RecordStore for RedisStore {
+    async fn write(&self, write: &Write) -> store::Result<Written> {
+        Ok(self.inner.write(write).await?)
     }
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            durable: self.inner.durable,
-            shared: true,
-            native_ttl: true,
-            change_notifications: true,
-        }
-    }
-
-    async fn create(&self, new: NewPrediction<'_>) -> store::Result<Created> {
-        Ok(self.inner.create(new).await?)
-    }
-
-    async fn get(&self, id: &PredictionId) -> store::Result<Versioned<Prediction>> {
-        self.inner
-            .get_opt(id)
-            .await?
-            .ok_or_else(|| store::Error::NotFound(id.clone()))
-    }
-
-    async fn update(
-        &self,
-        id: &PredictionId,
-        expected: Revision,
-        next: &Prediction,
-        effects: &[Effect],
-    ) -> store::Result<Revision> {
-        Ok(self.inner.update(id, expected, next, effects).await?)
-    }
-
-    async fn delete(&self, id: &PredictionId) -> store::Result<()> {
-        Ok(self.inner.delete(id).await?)
+    async fn get(&self, key: &Key) -> store::Result<Option<Arc<Stored>>> {
+        Ok(self.inner.get(key).await?)
     }
 
     async fn list(&self, query: &ListQuery) -> store::Result<Page> {
         Ok(self.inner.list(query).await?)
     }
 
-    async fn expire(&self, now: Timestamp, limit: usize) -> store::Result<Vec<PredictionId>> {
+    async fn expire(&self, now: Timestamp, limit: usize) -> store::Result<Vec<Key>> {
         Ok(self.inner.expire(now, limit).await?)
-    }
-
-    async fn claim_jobs(&self, request: &ClaimRequest) -> store::Result<Vec<Lease>> {
-        Ok(self.inner.claim(request).await?)
-    }
-
-    async fn renew_lease(&self, lease: &Lease, extend_by: Duration) -> store::Result<Lease> {
-        Ok(self.inner.renew(lease, extend_by).await?)
-    }
-
-    async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> store::Result<()> {
-        Ok(self.inner.requeue(lease, run_at, false).await?)
-    }
-
-    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> store::Result<()> {
-        Ok(self.inner.requeue(lease, run_at, true).await?)
-    }
-
-    async fn complete_job(&self, id: &PredictionId) -> store::Result<()> {
-        Ok(self.inner.complete(id).await?)
-    }
-
-    async fn queue_stats(&self) -> store::Result<QueueStats> {
-        Ok(self.inner.queue_stats().await?)
-    }
-
-    async fn counters(&self) -> store::Result<Vec<(String, i64)>> {
-        Ok(self.inner.counters().await?)
-    }
-
-    async fn subscribe(&self) -> store::Result<Option<ChangeStream>> {
-        Ok(Some(self.inner.subscribe().await?))
-    }
-
-    async fn list_jobs(
-        &self,
-        after: Option<&PredictionId>,
-        limit: usize,
-    ) -> store::Result<Vec<Job>> {
-        Ok(self.inner.list_jobs(after, limit).await?)
-    }
-
-    async fn list_idempotency_keys(
-        &self,
-        after: Option<(&AccountId, &str)>,
-        limit: usize,
-    ) -> store::Result<Vec<IdempotencyRecord>> {
-        Ok(self.inner.list_keys(after, limit).await?)
-    }
-
-    async fn import(&self, records: &[Record]) -> store::Result<()> {
-        Ok(self.inner.import(records).await?)
-    }
-
-    async fn claim_deliveries(
-        &self,
-        worker: &WorkerId,
-        lease_for: Duration,
-        max: usize,
-    ) -> store::Result<Vec<DeliveryLease>> {
-        Ok(self.inner.claim_deliveries(worker, lease_for, max).await?)
-    }
-
-    async fn finish_delivery(
-        &self,
-        lease: &DeliveryLease,
-        attempt: &DeliveryAttempt,
-        outcome: DeliveryOutcome,
-    ) -> store::Result<()> {
-        Ok(self.inner.finish_delivery(lease, attempt, outcome).await?)
-    }
-
-    async fn list_deliveries(&self, id: &PredictionId) -> store::Result<Vec<DeliveryState>> {
-        Ok(self.inner.list_deliveries(id).await?)
-    }
-
-    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> store::Result<()> {
-        Ok(self.inner.redeliver(id, delivery_id).await?)
-    }
-
-    async fn read_events(
-        &self,
-        id: &PredictionId,
-        after: Option<(Revision, u32)>,
-        limit: usize,
-    ) -> store::Result<Vec<StreamEvent>> {
-        Ok(self.inner.read_events(id, after, limit).await?)
-    }
-
-    /// Stops the announcement subscriptions; later operations fail as unavailable. The
-    /// connection itself closes when the last clone is dropped. Every acknowledged write is
-    /// already on the server, so nothing needs flushing.
-    async fn close(&self) {
-        self.inner.closed.store(true, Ordering::Relaxed);
-        self.inner.shutdown.cancel();
     }
 }

@@ -1,108 +1,151 @@
-//! The key layout on a real Redis Cluster (`AUGUR_TEST_REDIS_CLUSTER_URL`): every key of a
-//! prediction (record, data, job, the keys that point at it, webhook outbox, event log) and
-//! every shard structure its scripts write (queue, outbox heads, indexes, expiry, counters)
-//! hash to one slot, and the shards spread
-//! over the cluster's nodes. Also: durability is read from every primary.
+//! The key layout on a real Redis Cluster (`AUGUR_TEST_REDIS_CLUSTER_URL`): every key carries
+//! a shard tag and hashes to its slot; everything of one account (records, data, event logs,
+//! queue items and groups, ledger) is in its account's shard, and a record whose id lies in
+//! another shard leaves only a forwarding entry there; the shards spread over the cluster's
+//! nodes. Also: durability is read from every primary.
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
+use augur_core::idempotency::IdempotencyKey;
+use augur_core::jobs;
+use augur_core::outbox::{DeliveryOutcome, Outbox};
 use augur_core::store::{
-    Attempt, DeliveryOutcome, Effect, IdempotencyRecord, NewPrediction, Store, StreamEventData,
-    StreamEventKind,
+    Attempt, DynStore, Effect, Entity, LedgerEntry, NewItem, Op, Partition, Reason,
+    StreamEventData, StreamEventKind, Write,
 };
-use augur_core::{AccountId, LeaseToken, Revision, Timestamp, WorkerId};
-use augur_store_conformance::fixtures::{QUEUE, claim, enqueue_now, prediction};
+use augur_core::{AccountId, PredictionId, Revision, Timestamp, WorkerId};
+use augur_store_conformance::delivery;
+use augur_store_conformance::fixtures::{LONG, account, claim_jobs, enqueue_now, prediction_for};
 use augur_store_redis::RedisStore;
 
+fn tag_of(prefix: &str, partition: Partition) -> String {
+    format!("{{{prefix}s{}}}", partition.shard(16))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_prediction_lives_in_one_slot() {
+async fn every_account_lives_in_one_slot() {
     let Some(url) = augur_store_conformance::skip_unless_configured("AUGUR_TEST_REDIS_CLUSTER_URL")
     else {
         return;
     };
     let prefix = common::fresh_prefix();
-    let store = RedisStore::connect(&common::with_prefix(&url, &prefix))
-        .await
-        .expect("connect");
+    let store: DynStore = Arc::new(
+        RedisStore::connect(&common::with_prefix(&url, &prefix))
+            .await
+            .expect("connect"),
+    );
 
-    // Exercise every kind of key: records with data and expiry, jobs (queued and leased),
-    // idempotency keys, counters, webhook messages (pending and finished), event logs.
-    let mut ids = Vec::new();
-    for i in 0..48 {
-        let mut p = prediction();
+    // Exercise every kind of key: records with data and expiry, idempotency keys (which
+    // Redis expires whole), a misplaced id, jobs (queued and leased), tasks, webhook messages
+    // (pending and finished), event logs, ledgers, limited and plain counters.
+    let owners: Vec<AccountId> = (0..12).map(|_| account("layout")).collect();
+    let mut keys_of: HashMap<AccountId, Vec<String>> = HashMap::new();
+    for (i, owner) in owners.iter().enumerate() {
+        let mut p = prediction_for(owner);
+        if i == 0 {
+            // A client-chosen id outside its owner's partition.
+            while p.to_record().unwrap().is_placed() {
+                p.id =
+                    PredictionId::parse(&format!("chosen-{}", PredictionId::generate())).unwrap();
+            }
+        }
         p.logs = format!("log {i}");
         p.expires_at = Some(Timestamp::now().plus(Duration::from_secs(3600)));
-        let key = IdempotencyRecord {
-            owner: AccountId::admin(),
+        let key = IdempotencyKey {
+            owner: owner.clone(),
             key: format!("key-{i}"),
             fingerprint: "fp".into(),
             prediction_id: p.id.clone(),
+            created_at: Timestamp::now(),
             expires_at: Timestamp::now().plus(Duration::from_secs(3600)),
         };
-        let effect = if i % 2 == 0 {
-            enqueue_now()
+        let job = if i % 2 == 0 {
+            enqueue_now(&p)
         } else {
-            Effect::EnqueueClaimed {
-                queue: QUEUE.into(),
-                worker: WorkerId::generate(),
-                token: LeaseToken::generate(),
-                expires_at: Timestamp::now().plus(Duration::from_secs(60)),
-            }
+            jobs::Lease::claimed_at_create(
+                &p.id,
+                owner,
+                &p.model,
+                &WorkerId::generate(),
+                LONG,
+                Timestamp::now(),
+            )
+            .1
         };
-        store
-            .create(NewPrediction {
-                prediction: &p,
-                idempotency: (i % 3 == 0).then_some(&key),
-                effects: &[
-                    effect,
-                    Effect::count("made", 1),
-                    augur_store_conformance::delivery(&p, 0),
-                    augur_store_conformance::delivery(&p, 1),
-                    Effect::AppendEvents(vec![StreamEventData {
+        let task = Effect::Enqueue(Box::new(NewItem {
+            lane: augur_core::store::Lane::Tasks,
+            id: format!("task-{}", p.id),
+            group: p.key(),
+            topic: "settle".into(),
+            owner: owner.clone(),
+            payload: "{}".into(),
+            run_at: Timestamp::now().plus(LONG),
+            replace: true,
+            claimed: None,
+        }));
+        let write = Write::new(owner.clone())
+            .op(Op::Insert(p.to_record().unwrap()))
+            .op(Op::Insert(key.to_record().unwrap()))
+            .effects([
+                job,
+                task,
+                Effect::count("made", 1),
+                Effect::Count {
+                    name: augur_core::service::counters::per_account("running", owner),
+                    delta: 1,
+                    limit: Some(10),
+                },
+                delivery(&p, 0),
+                delivery(&p, 1),
+                Effect::AppendEvents {
+                    stream: p.key(),
+                    events: vec![StreamEventData {
                         kind: StreamEventKind::Logs,
                         data: format!("log {i}"),
-                    }]),
-                ],
-            })
-            .await
-            .expect("create");
-        ids.push(p.id);
+                    }],
+                },
+                Effect::Post(Box::new(LedgerEntry {
+                    account: owner.clone(),
+                    id: "grant".into(),
+                    delta: 5,
+                    held: 0,
+                    reason: Reason::Grant,
+                    reference: None,
+                    memo: None,
+                    at: Timestamp::now(),
+                })),
+            ]);
+        store.write(&write).await.expect("write");
+        keys_of
+            .entry(owner.clone())
+            .or_default()
+            .push(p.id.to_string());
+        if i == 0 {
+            // The misplaced record is found by id and updated like any other.
+            let got = store.get(&p.key()).await.unwrap().expect("found by id");
+            assert_eq!(got.revision, Revision::FIRST);
+            assert!(!got.record.is_placed());
+        }
     }
-    let leases = store
-        .claim_jobs(&claim(&WorkerId::generate(), Duration::from_secs(60), 5))
-        .await
-        .expect("claim");
-    assert_eq!(leases.len(), 5);
-    let messages = store
-        .claim_deliveries(&WorkerId::generate(), Duration::from_secs(60), 5)
-        .await
-        .expect("claim deliveries");
-    assert_eq!(messages.len(), 5);
-    for lease in &messages {
-        let attempt = Attempt {
-            at: Timestamp::now(),
-            status: Some(200),
-            error: None,
-            duration_ms: 1,
-        };
-        store
-            .finish_delivery(lease, &attempt, DeliveryOutcome::Delivered)
+    let leases = claim_jobs(&store, &WorkerId::generate(), LONG, 3).await;
+    assert_eq!(leases.len(), 3);
+    let outbox = Outbox::new(store.clone());
+    let attempt = Attempt {
+        at: Timestamp::now(),
+        status: Some(200),
+        error: None,
+        duration_ms: 1,
+    };
+    for lease in outbox.claim(&WorkerId::generate(), LONG, 4).await.unwrap() {
+        outbox
+            .finish(&lease, &attempt, DeliveryOutcome::Delivered)
             .await
-            .expect("finish delivery");
+            .unwrap();
     }
-    let current = store.get(&ids[0]).await.expect("get");
-    store
-        .update(
-            &ids[0],
-            Revision::FIRST,
-            &current.value,
-            &[Effect::count("updated", 1)],
-        )
-        .await
-        .expect("update");
 
     // Durable iff every primary appends with `appendfsync always`.
     let mut nodes = common::node_connections(&url).await;
@@ -159,7 +202,7 @@ async fn every_prediction_lives_in_one_slot() {
         slot_of.insert(key.clone(), slot);
     }
 
-    // Each shard key starts with its tag and hashes to the tag's slot.
+    // Each key starts with a shard tag and hashes to the tag's slot.
     let mut tag_slots = BTreeMap::new();
     for k in 0..16 {
         let tag = format!("{{{prefix}s{k}}}");
@@ -182,45 +225,64 @@ async fn every_prediction_lives_in_one_slot() {
         assert_eq!(slot, tag_slot, "{key} is not in the slot of {tag}");
     }
 
-    // All of a prediction's keys, and its queue entry, share one slot.
-    let mut cluster = cluster_conn(&url).await;
-    for id in &ids {
-        let own: Vec<&String> = slot_of
+    // Everything of an account is in its account's shard: its records and their data, event
+    // logs, queue items and groups, its idempotency keys and its ledger.
+    for (owner, ids) in &keys_of {
+        let tag = tag_of(&prefix, Partition::of_account(owner));
+        for id in ids {
+            for part in [
+                format!(":r:prediction:{id}"),
+                format!(":d:prediction:{id}"),
+                format!(":e:prediction:{id}"),
+                format!(":g:webhooks:prediction:{id}"),
+                format!(":g:tasks:prediction:{id}"),
+                format!(":q:tasks:task-{id}"),
+            ] {
+                let key = format!("{tag}{part}");
+                assert!(slot_of.contains_key(&key), "{key} missing");
+            }
+        }
+        for part in [format!(":lg:{owner}"), format!(":le:{owner}")] {
+            assert!(
+                slot_of.contains_key(&format!("{tag}{part}")),
+                "{part} missing"
+            );
+        }
+        let own_keys = slot_of
             .keys()
-            .filter(|k| k.ends_with(&format!(":{id}")))
-            .collect();
-        assert!(
-            [":p:", ":j:", ":o:", ":op:", ":e:"]
-                .iter()
-                .all(|kind| own.iter().any(|k| k.contains(kind))),
-            "record, job, outbox or event log of {id} missing: {own:?}"
-        );
-        let slots: BTreeSet<u16> = own.iter().map(|k| slot_of[*k]).collect();
-        assert_eq!(slots.len(), 1, "{id} spans slots: {own:?}");
-        let record = own.iter().find(|k| k.contains(":p:")).unwrap();
-        let tag = &record[..record.find("}:").unwrap() + 1];
-        let queued: Option<f64> = redis::cmd("ZSCORE")
-            .arg(format!("{tag}:q"))
-            .arg(id.as_str())
-            .query_async(&mut cluster)
-            .await
-            .expect("ZSCORE");
-        assert!(
-            queued.is_some(),
-            "the job of {id} is not in its shard's queue"
-        );
+            .filter(|k| k.contains(&format!(":r:idempotency_key:{owner}/")))
+            .collect::<Vec<_>>();
+        assert_eq!(own_keys.len(), 1, "{own_keys:?}");
+        assert!(own_keys[0].starts_with(&tag), "{own_keys:?}");
     }
+    // The misplaced record left a forwarding entry (and nothing else) in its id's shard.
+    let (owner, ids) = keys_of.iter().find(|(o, _)| *o == &owners[0]).unwrap();
+    let id = &ids[0];
+    let home = tag_of(&prefix, Partition::of(id));
+    let entry = format!("{home}:r:prediction:{id}");
+    let mut cluster = cluster_conn(&url).await;
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&entry)
+        .query_async(&mut cluster)
+        .await
+        .expect("HGETALL");
+    assert_eq!(
+        fields,
+        HashMap::from([("f".to_owned(), owner.to_string())]),
+        "{entry}"
+    );
+    let elsewhere: Vec<&String> = slot_of
+        .keys()
+        .filter(|k| k.starts_with(&home) && k.contains(id.as_str()) && **k != entry)
+        .collect();
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
 
-    // Five predictions have a finished message, and every prediction a head in its shard's
-    // `T:oh`.
-    let finished = slot_of.keys().filter(|k| k.contains(":of:")).count();
-    assert_eq!(finished, 5);
-    let heads = slot_of.keys().filter(|k| k.ends_with(":oh")).count();
-    assert!(heads >= 2, "heads sets: {heads}");
-
-    // The idempotency keys live in their own shards and point back at their predictions.
-    let key_records = slot_of.keys().filter(|k| k.contains(":k:admin ")).count();
-    assert_eq!(key_records, ids.len().div_ceil(3));
+    // Finished messages are kept in their group's finished set.
+    let finished = slot_of
+        .keys()
+        .filter(|k| k.contains(":gf:webhooks:"))
+        .count();
+    assert_eq!(finished, 4);
 
     // The 16 shards spread over the nodes (16 random slots all on one of 3 nodes would be
     // a broken hash tag).

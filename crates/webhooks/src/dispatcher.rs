@@ -1,12 +1,12 @@
 //! [`Dispatcher`]: drains the durable webhook outbox, signing and POSTing each message and
 //! recording every attempt.
 //!
-//! The store decides what may go: [`Store::claim_deliveries`] hands out, for each
+//! The store decides what may go: [`Outbox::claim`] hands out, for each
 //! prediction, its oldest pending message once it is due, under a lease, so a prediction's
 //! messages go one at a time and in order, and several dispatchers (one per node) never send
 //! the same message at once. The dispatcher decides what an attempt means
 //! ([`crate::classify`]) and when to try again ([`crate::Backoff`]), and reports both through
-//! [`Store::finish_delivery`]:
+//! [`Outbox::finish`]:
 //!
 //! - 2xx: delivered;
 //! - 410 Gone: the message and the prediction's later ones are given up;
@@ -22,14 +22,15 @@
 //! delivery log (the API) are not this module's business.
 //!
 //! [`Store::claim_deliveries`]: augur_core::store::Store::claim_deliveries
-//! [`Store::finish_delivery`]: augur_core::store::Store::finish_delivery
+//! [`Outbox::finish`]: augur_core::store::Store::finish_delivery
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use augur_core::store::{self, Attempt, Delivery, DeliveryLease, DeliveryOutcome, DynStore};
+use augur_core::outbox::{Delivery, DeliveryLease, DeliveryOutcome, Outbox};
+use augur_core::store::{self, Attempt};
 use augur_core::{Prediction, Timestamp, WorkerId};
 use bytes::Bytes;
 use reqwest::StatusCode;
@@ -126,7 +127,7 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    store: DynStore,
+    outbox: Outbox,
     secret: WebhookSecret,
     render: Render,
     options: DispatcherOptions,
@@ -137,7 +138,7 @@ struct Inner {
 impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dispatcher")
-            .field("store", &self.inner.store)
+            .field("outbox", &self.inner.outbox)
             .field("secret", &self.inner.secret)
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
@@ -181,10 +182,9 @@ enum Sent {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `store`'s outbox that signs with `secret` and renders bodies with
-    /// `render`.
+    /// A dispatcher over `outbox` that signs with `secret` and renders bodies with `render`.
     pub fn new(
-        store: DynStore,
+        outbox: Outbox,
         secret: WebhookSecret,
         render: Render,
         mut options: DispatcherOptions,
@@ -199,7 +199,7 @@ impl Dispatcher {
             .map_err(Error::Client)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                store,
+                outbox,
                 secret,
                 render,
                 options,
@@ -243,8 +243,8 @@ impl Dispatcher {
                     next_retry = None;
                 }
                 match inner
-                    .store
-                    .claim_deliveries(&options.worker_id, options.lease_for, free)
+                    .outbox
+                    .claim(&options.worker_id, options.lease_for, free)
                     .await
                 {
                     Ok(leases) if !leases.is_empty() => {
@@ -500,7 +500,7 @@ impl Inner {
     async fn finish(&self, lease: &DeliveryLease, attempt: &Attempt, outcome: DeliveryOutcome) {
         let mut wait = Duration::from_millis(50);
         loop {
-            match self.store.finish_delivery(lease, attempt, outcome).await {
+            match self.outbox.finish(lease, attempt, outcome).await {
                 Ok(()) => return,
                 Err(store::Error::LeaseLost) => {
                     tracing::info!(
@@ -508,7 +508,7 @@ impl Inner {
                     );
                     return;
                 }
-                Err(e) if e.is_retryable() && Timestamp::now().plus(wait) < lease.expires_at => {
+                Err(e) if e.is_retryable() && Timestamp::now().plus(wait) < lease.expires_at() => {
                     tracing::warn!(error = %e, retry_in = ?wait, "cannot record webhook attempt");
                     tokio::time::sleep(wait).await;
                     wait *= 2;

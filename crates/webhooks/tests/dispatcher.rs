@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use augur_core::Timestamp;
-use augur_core::store::DeliveryStatus;
+use augur_core::outbox::DeliveryStatus;
 use common::{
     Receiver, Reply, Running, create_with_messages, eventually, fast_options, message_id,
     message_number, render, secret, settled, store,
@@ -273,6 +273,44 @@ async fn messages_are_given_up_once_too_old() {
 }
 
 #[tokio::test]
+async fn the_last_retry_is_at_the_age_limit_even_when_the_backoff_is_longer() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let store = store();
+    // Several messages: each retry waits a random part of the backoff (full jitter), so
+    // without the cap one of them would wait well past the age limit.
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(create_with_messages(&store, &url, 1).await);
+    }
+    let mut options = fast_options();
+    // Without the cap a retry could come up to 10 s after the attempt before it.
+    options.backoff = augur_webhooks::Backoff {
+        base: Duration::from_secs(10),
+        max: Duration::from_secs(10),
+    };
+    options.max_age = Duration::from_millis(500);
+    let running = Running::start(&store, options);
+
+    for id in &ids {
+        let states = settled(&store, id, Duration::from_secs(4)).await;
+        let state = &states[0];
+        assert_eq!(state.status, DeliveryStatus::Failed);
+        assert!(state.attempts.len() >= 2, "{:?}", state.attempts);
+        let last = state.attempts.last().unwrap();
+        let limit = state.delivery.created_at.plus(Duration::from_millis(500));
+        assert!(last.at >= limit, "the last retry came before the age limit");
+        assert!(
+            last.at < limit.plus(Duration::from_millis(1500)),
+            "the last retry waited for the backoff instead of the age limit"
+        );
+        assert!(last.error.as_deref().unwrap().contains("gave up after"));
+    }
+    running.stop(WAIT).await;
+}
+
+#[tokio::test]
 async fn wake_claims_at_once_without_waiting_for_the_poll() {
     let receiver = Receiver::start(|_, _| Reply::Status(200)).await;
     let store = store();
@@ -303,7 +341,7 @@ async fn shutdown_lets_attempts_in_flight_finish() {
     .await;
     running.stop(WAIT).await;
 
-    let states = store.list_deliveries(&id).await.unwrap();
+    let states = common::list(&store, &id).await;
     assert_eq!(states[0].status, DeliveryStatus::Delivered);
     assert_eq!(states[0].attempts.len(), 1);
     assert!(states[0].attempts[0].duration_ms >= 400);

@@ -19,8 +19,8 @@
 //!   `--sync`, the default durable backend; `memory`: the non-durable `MemoryStore`): a
 //!   [`Dispatcher`] with `--concurrency` attempts in flight drains the store's outbox. The
 //!   benchmark drives the store directly, as the service would: each message is one
-//!   `Store::create` of a settled prediction carrying one `Effect::EnqueueDelivery` (its
-//!   `completed` webhook) in the same commit, followed by `DispatcherHandle::wake` (the server
+//!   write inserting a settled prediction with its `completed` webhook message (an
+//!   `Effect::Enqueue` on the webhooks lane) in the same commit, followed by `DispatcherHandle::wake` (the server
 //!   wakes the dispatcher from the hub's outbox signal after a commit). Burst: `--producers`
 //!   tasks create `--messages` predictions as fast as the store takes them while the
 //!   dispatcher sends. Steady: one create every 1/`--steady-rate` s for `--steady-seconds`.
@@ -41,8 +41,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use augur_core::outbox::{Delivery, Outbox};
 use augur_core::store::memory::MemoryStore;
-use augur_core::store::{Delivery, DynStore, Effect, NewPrediction};
+use augur_core::store::{DynStore, Entity, Op, Write};
 use augur_core::{
     AccountId, ModelName, Prediction, PredictionId, Status, Timestamp, WebhookEvent, WorkerId,
 };
@@ -514,7 +515,7 @@ async fn augur(
     let store = open_store(backend, dir, args.sync);
     let worker_id = WorkerId::parse("bench-dispatcher").expect("worker id");
     let dispatcher = Dispatcher::new(
-        store.clone(),
+        Outbox::new(store.clone()),
         WebhookSecret::parse(SECRET).expect("secret"),
         render(),
         DispatcherOptions {
@@ -554,8 +555,8 @@ async fn augur(
     let _ = stop.send(());
     running.await.expect("the dispatcher stops");
     // Every attempt was recorded: nothing is left to claim.
-    let pending = store
-        .claim_deliveries(&worker_id, Duration::from_secs(60), 1000)
+    let pending = Outbox::new(store.clone())
+        .claim(&worker_id, Duration::from_secs(60), 1000)
         .await
         .expect("claim")
         .len();
@@ -609,7 +610,7 @@ struct Enqueue {
 impl Enqueue {
     async fn one(&self, i: usize) {
         let mut p = self.template.clone();
-        p.id = PredictionId::generate();
+        p.id = PredictionId::generate_for(&p.owner);
         let delivery = Delivery {
             id: format!("msg_{}_{i}", p.id),
             prediction_id: p.id.clone(),
@@ -618,16 +619,13 @@ impl Enqueue {
             payload: Box::new(p.clone()),
             created_at: Timestamp::now(),
         };
-        let effects = [Effect::EnqueueDelivery(Box::new(delivery))];
+        let write = Write {
+            account: p.owner.clone(),
+            ops: vec![Op::Insert(p.to_record().expect("encodes"))],
+            effects: vec![delivery.enqueue(&p.owner).expect("encodes")],
+        };
         self.submitted[i].store(since(self.base), Ordering::Relaxed);
-        self.store
-            .create(NewPrediction {
-                prediction: &p,
-                idempotency: None,
-                effects: &effects,
-            })
-            .await
-            .expect("create");
+        self.store.write(&write).await.expect("create");
         self.committed[i].store(since(self.base), Ordering::Relaxed);
         self.handle.wake();
     }

@@ -1,15 +1,17 @@
-//! [`CachedStore`]: a bounded read cache of predictions in front of any store.
+//! [`CachedStore`]: a bounded read cache of records in front of any store.
 //!
-//! Reads by id are served from memory; every write through this decorator updates or
-//! invalidates its entry at once, so a process never reads its own write stale. This is exact
-//! when the process is the store's only writer ([`Capabilities::shared`] is false: the embedded
-//! and memory stores). For stores shared by several nodes the cache must also hear of the other
-//! nodes' writes (see [`CachedStore::invalidate`]), and bounds staleness with a time to live.
+//! Reads by key are served from memory; every write through this decorator updates or
+//! invalidates its entries at once, so a process never reads its own write stale. This is
+//! exact when the process is the store's only writer ([`Capabilities::shared`] is false: the
+//! embedded and memory stores). For stores shared by several nodes the cache must also hear of
+//! the other nodes' writes (see [`CachedStore::invalidate_below`]), and bounds staleness with a
+//! time to live.
 //!
 //! Entries carry their revision and only a newer revision replaces an older one, so a slow read
 //! that raced a write cannot put an old record back. After a failed write (whose outcome is
 //! unknown) or a delete, the entry becomes a *floor*: reads below that revision are not cached
-//! until a write or read at or above it.
+//! until a write or read at or above it. Cached records keep what they were decoded into
+//! ([`Stored::decode`]), so a hot record is decoded once, not per read.
 //!
 //! Hits and misses are counted as `augur_cache_reads_total{result}`.
 
@@ -21,18 +23,24 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
 use super::{
-    Attempt, Capabilities, ChangeStream, ClaimRequest, Created, DeliveryLease, DeliveryOutcome,
-    DeliveryState, DynStore, Effect, Error, IdempotencyRecord, Job, Lease, ListQuery,
-    NewPrediction, Page, QueueStats, Record, Result, Store, StreamEvent,
+    Capabilities, DynStore, Error, Key, Kind, ListQuery, Op, Page, RecordStore, Result, Stored,
+    Write, Written,
 };
-use crate::id::{AccountId, PredictionId, WorkerId};
-use crate::prediction::{Prediction, Revision, Versioned};
+use crate::forward_store;
+use crate::prediction::Revision;
 use crate::time::Timestamp;
+
+/// A cached record's identity (the partition follows from it).
+type Id = (Kind, String);
+
+fn id_of(key: &Key) -> Id {
+    (key.kind, key.id.clone())
+}
 
 #[derive(Clone)]
 enum Entry {
     /// A record at its revision, cached at `at`.
-    Value(Arc<Versioned<Prediction>>, Instant),
+    Value(Arc<Stored>, Instant),
     /// No record cached; records below this revision must not be.
     Floor(Revision),
 }
@@ -52,7 +60,7 @@ const STRIPES: usize = 64;
 /// The read cache decorator.
 pub struct CachedStore {
     inner: DynStore,
-    cache: Cache<PredictionId, Entry>,
+    cache: Cache<Id, Entry>,
     ttl: Option<Duration>,
     stripes: Vec<Mutex<()>>,
 }
@@ -69,7 +77,7 @@ impl std::fmt::Debug for CachedStore {
 }
 
 impl CachedStore {
-    /// A cache of up to `capacity` predictions in front of `inner`. `ttl` bounds how long an
+    /// A cache of up to `capacity` records in front of `inner`. `ttl` bounds how long an
     /// entry is trusted (`None`: until this process writes it; only right for a store this
     /// process alone writes).
     pub fn new(inner: DynStore, capacity: usize, ttl: Option<Duration>) -> Self {
@@ -81,7 +89,7 @@ impl CachedStore {
         }
     }
 
-    fn lock(&self, id: &PredictionId) -> MutexGuard<'_, ()> {
+    fn lock(&self, id: &Id) -> MutexGuard<'_, ()> {
         static HASHER: OnceLock<RandomState> = OnceLock::new();
         let hash = HASHER.get_or_init(RandomState::new).hash_one(id);
         self.stripes[(hash as usize) % STRIPES]
@@ -100,22 +108,24 @@ impl CachedStore {
         self.cache.clear();
     }
 
-    /// Forgets a prediction (another node changed it).
-    pub fn invalidate(&self, id: &PredictionId) {
-        let _guard = self.lock(id);
-        self.cache.remove(id);
+    /// Forgets a record (another node changed it).
+    pub fn invalidate(&self, key: &Key) {
+        let id = id_of(key);
+        let _guard = self.lock(&id);
+        self.cache.remove(&id);
     }
 
-    /// Forgets a prediction unless its entry is already at `revision` or later: what an
-    /// announcement that the prediction is now at `revision` calls for. A node hears its own
+    /// Forgets a record unless its entry is already at `revision` or later: what an
+    /// announcement that the record is now at `revision` calls for. A node hears its own
     /// writes announced too, and the entry they left is the announced revision, so it stays.
-    pub fn invalidate_below(&self, id: &PredictionId, revision: Revision) {
-        let _guard = self.lock(id);
-        match self.cache.get(id) {
+    pub fn invalidate_below(&self, key: &Key, revision: Revision) {
+        let id = id_of(key);
+        let _guard = self.lock(&id);
+        match self.cache.get(&id) {
             Some(Entry::Value(existing, _)) if existing.revision >= revision => {}
             Some(Entry::Floor(floor)) if floor >= revision => {}
             Some(_) => {
-                self.cache.remove(id);
+                self.cache.remove(&id);
             }
             None => {}
         }
@@ -124,9 +134,8 @@ impl CachedStore {
     /// Caches `record` unless an entry at a newer revision (or a higher floor) is there. An
     /// entry at the same revision is the same record: it is replaced, which restarts its time
     /// to live (a record read again after its entry expired is trusted for another `ttl`).
-    fn offer(&self, record: impl Into<Arc<Versioned<Prediction>>>) {
-        let record = record.into();
-        let id = record.value.id.clone();
+    fn offer(&self, record: Arc<Stored>) {
+        let id = id_of(&record.record.key);
         let _guard = self.lock(&id);
         let stale = match self.cache.get(&id) {
             Some(Entry::Value(existing, _)) => existing.revision > record.revision,
@@ -139,19 +148,19 @@ impl CachedStore {
     }
 
     /// Caches the result of a successful write unless a newer revision is already there.
-    fn record_write(&self, record: Versioned<Prediction>) {
-        let id = record.value.id.clone();
+    fn record_write(&self, record: Arc<Stored>) {
+        let id = id_of(&record.record.key);
         let _guard = self.lock(&id);
         match self.cache.get(&id) {
             Some(Entry::Value(existing, _)) if existing.revision > record.revision => {}
-            _ => self
-                .cache
-                .insert(id, Entry::Value(Arc::new(record), Instant::now())),
+            _ => self.cache.insert(id, Entry::Value(record, Instant::now())),
         }
     }
 
     /// After a write whose outcome is unknown (or a conflict), distrust what is cached.
-    fn raise_floor(&self, id: &PredictionId, floor: Revision) {
+    fn raise_floor(&self, key: &Key, floor: Revision) {
+        let id = id_of(key);
+        let id = &id;
         let _guard = self.lock(id);
         match self.cache.get(id) {
             Some(existing) if existing.revision() >= floor => {
@@ -165,9 +174,12 @@ impl CachedStore {
         }
     }
 
-    fn cached(&self, id: &PredictionId) -> Option<Arc<Versioned<Prediction>>> {
-        let hit = match self.cache.get(id) {
-            Some(Entry::Value(record, at)) if self.ttl.is_none_or(|ttl| at.elapsed() < ttl) => {
+    fn cached(&self, key: &Key) -> Option<Arc<Stored>> {
+        let hit = match self.cache.get(&id_of(key)) {
+            Some(Entry::Value(record, at))
+                if self.ttl.is_none_or(|ttl| at.elapsed() < ttl)
+                    && !record.record.is_gone_at(Timestamp::now()) =>
+            {
                 Some(record)
             }
             _ => None,
@@ -179,7 +191,80 @@ impl CachedStore {
 }
 
 #[async_trait]
-impl Store for CachedStore {
+impl RecordStore for CachedStore {
+    async fn write(&self, write: &Write) -> Result<Written> {
+        let result = self.inner.write(write).await;
+        match &result {
+            Ok(written) => {
+                for (op, revision) in write.ops.iter().zip(&written.revisions) {
+                    match (op, revision) {
+                        (Op::Insert(record) | Op::Update { record, .. }, Some(revision)) => {
+                            self.record_write(Arc::new(Stored::new(record.clone(), *revision)));
+                        }
+                        _ => self.raise_floor(op.key(), Revision(u64::MAX)),
+                    }
+                }
+            }
+            Err(Error::Conflict { key, actual, .. }) => self.raise_floor(key, *actual),
+            Err(Error::Exists(key) | Error::NotFound(key)) => self.invalidate(key),
+            // Refused before anything was written.
+            Err(
+                Error::InsufficientCredits { .. } | Error::LimitReached { .. } | Error::Invalid(_),
+            ) => {}
+            // The write may or may not have committed.
+            Err(_) => {
+                for op in &write.ops {
+                    let floor = match op {
+                        Op::Insert(_) => Revision::FIRST,
+                        Op::Update { expected, .. } => expected.next(),
+                        Op::Delete(_) => Revision(u64::MAX),
+                    };
+                    self.raise_floor(op.key(), floor);
+                }
+            }
+        }
+        result
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Arc<Stored>>> {
+        if let Some(hit) = self.cached(key) {
+            return Ok(Some(hit));
+        }
+        let record = self.inner.get(key).await?;
+        if let Some(record) = &record {
+            self.offer(record.clone());
+        }
+        Ok(record)
+    }
+
+    async fn get_uncached(&self, key: &Key) -> Result<Option<Arc<Stored>>> {
+        let record = self.inner.get_uncached(key).await?;
+        if let Some(record) = &record {
+            self.offer(record.clone());
+        }
+        Ok(record)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        self.inner.list(query).await
+    }
+
+    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>> {
+        let expired = self.inner.expire(now, limit).await?;
+        for key in &expired {
+            self.invalidate(key);
+        }
+        Ok(expired)
+    }
+}
+
+forward_store!(QueueStore for CachedStore => inner);
+forward_store!(EventStore for CachedStore => inner);
+forward_store!(LedgerStore for CachedStore => inner);
+
+/// Imports replace records behind the cache's back: it forgets everything after one.
+#[async_trait]
+impl super::AdminStore for CachedStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
@@ -188,165 +273,27 @@ impl Store for CachedStore {
         self.inner.capabilities()
     }
 
-    async fn create(&self, new: NewPrediction<'_>) -> Result<Created> {
-        let created = self.inner.create(new).await;
-        match &created {
-            Ok(Created::Inserted(revision)) => self.record_write(Versioned {
-                value: new.prediction.clone(),
-                revision: *revision,
-            }),
-            Ok(Created::ExistingId(existing)) => self.offer(existing.clone()),
-            Ok(Created::ExistingKey { prediction, .. }) => {
-                if let Some(p) = prediction {
-                    self.offer(p.clone());
-                }
-            }
-            Err(_) => self.invalidate(&new.prediction.id),
-        }
-        created
-    }
-
-    async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
-        Ok(Arc::unwrap_or_clone(self.get_shared(id).await?))
-    }
-
-    async fn get_uncached(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
-        let record = self.inner.get_uncached(id).await?;
-        self.offer(record.clone());
-        Ok(record)
-    }
-
-    async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
-        if let Some(hit) = self.cached(id) {
-            return Ok(hit);
-        }
-        let record = self.inner.get_shared(id).await?;
-        self.offer(record.clone());
-        Ok(record)
-    }
-
-    async fn update(
-        &self,
-        id: &PredictionId,
-        expected: Revision,
-        next: &Prediction,
-        effects: &[Effect],
-    ) -> Result<Revision> {
-        let result = self.inner.update(id, expected, next, effects).await;
-        match &result {
-            Ok(revision) => self.record_write(Versioned {
-                value: next.clone(),
-                revision: *revision,
-            }),
-            Err(Error::Conflict { actual, .. }) => self.raise_floor(id, *actual),
-            Err(Error::NotFound(_)) => self.invalidate(id),
-            // The write may or may not have committed.
-            Err(_) => self.raise_floor(id, expected.next()),
-        }
-        result
-    }
-
-    async fn delete(&self, id: &PredictionId) -> Result<()> {
-        let result = self.inner.delete(id).await;
-        self.raise_floor(id, Revision(u64::MAX));
-        result
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        self.inner.list(query).await
-    }
-
-    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>> {
-        let expired = self.inner.expire(now, limit).await?;
-        for id in &expired {
-            self.invalidate(id);
-        }
-        Ok(expired)
-    }
-
-    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Lease>> {
-        self.inner.claim_jobs(request).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease, extend_by: Duration) -> Result<Lease> {
-        self.inner.renew_lease(lease, extend_by).await
-    }
-
-    async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
-        self.inner.retry_job(lease, run_at).await
-    }
-
-    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
-        self.inner.release_job(lease, run_at).await
-    }
-
-    async fn complete_job(&self, id: &PredictionId) -> Result<()> {
-        self.inner.complete_job(id).await
-    }
-
-    async fn queue_stats(&self) -> Result<QueueStats> {
-        self.inner.queue_stats().await
-    }
-
     async fn counters(&self) -> Result<Vec<(String, i64)>> {
         self.inner.counters().await
     }
 
-    async fn subscribe(&self) -> Result<Option<ChangeStream>> {
+    async fn subscribe(&self) -> Result<Option<super::ChangeStream>> {
         self.inner.subscribe().await
     }
 
-    async fn list_jobs(&self, after: Option<&PredictionId>, limit: usize) -> Result<Vec<Job>> {
-        self.inner.list_jobs(after, limit).await
-    }
-
-    async fn list_idempotency_keys(
+    async fn export(
         &self,
-        after: Option<(&AccountId, &str)>,
+        section: super::Section,
+        after: Option<&super::Position>,
         limit: usize,
-    ) -> Result<Vec<IdempotencyRecord>> {
-        self.inner.list_idempotency_keys(after, limit).await
+    ) -> Result<Vec<super::Exported>> {
+        self.inner.export(section, after, limit).await
     }
 
-    async fn import(&self, records: &[Record]) -> Result<()> {
-        let result = self.inner.import(records).await;
+    async fn import(&self, pieces: &[super::Exported]) -> Result<()> {
+        let result = self.inner.import(pieces).await;
         self.clear();
         result
-    }
-
-    async fn claim_deliveries(
-        &self,
-        worker: &WorkerId,
-        lease_for: Duration,
-        max: usize,
-    ) -> Result<Vec<DeliveryLease>> {
-        self.inner.claim_deliveries(worker, lease_for, max).await
-    }
-
-    async fn finish_delivery(
-        &self,
-        lease: &DeliveryLease,
-        attempt: &Attempt,
-        outcome: DeliveryOutcome,
-    ) -> Result<()> {
-        self.inner.finish_delivery(lease, attempt, outcome).await
-    }
-
-    async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
-        self.inner.list_deliveries(id).await
-    }
-
-    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
-        self.inner.redeliver(id, delivery_id).await
-    }
-
-    async fn read_events(
-        &self,
-        id: &PredictionId,
-        after: Option<(Revision, u32)>,
-        limit: usize,
-    ) -> Result<Vec<StreamEvent>> {
-        self.inner.read_events(id, after, limit).await
     }
 
     async fn close(&self) {
@@ -356,128 +303,55 @@ impl Store for CachedStore {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
-    use crate::id::{AccountId, ModelName};
+    use crate::id::{AccountId, ModelName, PredictionId};
+    use crate::prediction::Prediction;
     use crate::store::memory::MemoryStore;
+    use crate::store::{Access, Entity};
 
-    /// Commits updates but may then report them as failed (an unknown outcome).
-    #[derive(Debug, Default)]
+    /// Commits writes but may then report them as failed (an unknown outcome), and counts
+    /// reads.
+    #[derive(Debug)]
     struct Lossy {
-        inner: MemoryStore,
+        inner: DynStore,
         fail_after_commit: AtomicBool,
-        reads: std::sync::atomic::AtomicUsize,
+        reads: AtomicUsize,
     }
 
-    #[async_trait]
-    impl Store for Lossy {
-        fn backend(&self) -> &'static str {
-            "lossy"
-        }
-        fn capabilities(&self) -> Capabilities {
-            self.inner.capabilities()
-        }
-        async fn create(&self, new: NewPrediction<'_>) -> Result<Created> {
-            self.inner.create(new).await
-        }
-        async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            self.inner.get(id).await
-        }
-        async fn update(
-            &self,
-            id: &PredictionId,
-            expected: Revision,
-            next: &Prediction,
-            effects: &[Effect],
-        ) -> Result<Revision> {
-            let rev = self.inner.update(id, expected, next, effects).await?;
-            if self.fail_after_commit.load(Ordering::SeqCst) {
+    impl Lossy {
+        async fn call<T, F, Fut>(&self, access: Access, _: &'static str, call: F) -> Result<T>
+        where
+            F: FnOnce(DynStore) -> Fut,
+            Fut: Future<Output = Result<T>>,
+        {
+            if access == Access::Read {
+                self.reads.fetch_add(1, Ordering::SeqCst);
+            }
+            let result = call(self.inner.clone()).await;
+            if access == Access::Write && self.fail_after_commit.load(Ordering::SeqCst) {
                 return Err(Error::Unavailable {
                     backend: "lossy",
                     source: "connection reset after commit".into(),
                 });
             }
-            Ok(rev)
+            result
         }
-        async fn delete(&self, id: &PredictionId) -> Result<()> {
-            self.inner.delete(id).await
-        }
-        async fn list(&self, q: &ListQuery) -> Result<Page> {
-            self.inner.list(q).await
-        }
-        async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>> {
-            self.inner.expire(now, limit).await
-        }
-        async fn claim_jobs(&self, r: &ClaimRequest) -> Result<Vec<Lease>> {
-            self.inner.claim_jobs(r).await
-        }
-        async fn renew_lease(&self, l: &Lease, d: Duration) -> Result<Lease> {
-            self.inner.renew_lease(l, d).await
-        }
-        async fn retry_job(&self, l: &Lease, t: Timestamp) -> Result<()> {
-            self.inner.retry_job(l, t).await
-        }
-        async fn release_job(&self, l: &Lease, t: Timestamp) -> Result<()> {
-            self.inner.release_job(l, t).await
-        }
-        async fn complete_job(&self, id: &PredictionId) -> Result<()> {
-            self.inner.complete_job(id).await
-        }
-        async fn queue_stats(&self) -> Result<QueueStats> {
-            self.inner.queue_stats().await
-        }
-        async fn counters(&self) -> Result<Vec<(String, i64)>> {
-            self.inner.counters().await
-        }
-        async fn list_jobs(&self, a: Option<&PredictionId>, l: usize) -> Result<Vec<Job>> {
-            self.inner.list_jobs(a, l).await
-        }
-        async fn list_idempotency_keys(
-            &self,
-            a: Option<(&AccountId, &str)>,
-            l: usize,
-        ) -> Result<Vec<IdempotencyRecord>> {
-            self.inner.list_idempotency_keys(a, l).await
-        }
-        async fn import(&self, r: &[Record]) -> Result<()> {
-            self.inner.import(r).await
-        }
-        async fn claim_deliveries(
-            &self,
-            worker: &WorkerId,
-            lease_for: Duration,
-            max: usize,
-        ) -> Result<Vec<DeliveryLease>> {
-            self.inner.claim_deliveries(worker, lease_for, max).await
-        }
+    }
 
-        async fn finish_delivery(
-            &self,
-            lease: &DeliveryLease,
-            attempt: &Attempt,
-            outcome: DeliveryOutcome,
-        ) -> Result<()> {
-            self.inner.finish_delivery(lease, attempt, outcome).await
-        }
+    forward_store!(RecordStore for Lossy => inner via call);
+    forward_store!(QueueStore for Lossy => inner via call);
+    forward_store!(EventStore for Lossy => inner via call);
+    forward_store!(LedgerStore for Lossy => inner via call);
+    forward_store!(AdminStore for Lossy => inner via call);
 
-        async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
-            self.inner.list_deliveries(id).await
-        }
-
-        async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
-            self.inner.redeliver(id, delivery_id).await
-        }
-
-        async fn read_events(
-            &self,
-            id: &PredictionId,
-            after: Option<(Revision, u32)>,
-            limit: usize,
-        ) -> Result<Vec<StreamEvent>> {
-            self.inner.read_events(id, after, limit).await
-        }
+    fn lossy() -> Arc<Lossy> {
+        Arc::new(Lossy {
+            inner: Arc::new(MemoryStore::new()),
+            fail_after_commit: AtomicBool::new(false),
+            reads: AtomicUsize::new(0),
+        })
     }
 
     fn prediction() -> Prediction {
@@ -490,50 +364,70 @@ mod tests {
         )
     }
 
+    fn insert(p: &Prediction) -> Write {
+        Write::new(p.owner.clone()).op(Op::Insert(p.to_record().unwrap()))
+    }
+
+    fn update(p: &Prediction, expected: Revision) -> Write {
+        Write::new(p.owner.clone()).op(Op::Update {
+            record: p.to_record().unwrap(),
+            expected,
+        })
+    }
+
+    async fn read(store: &dyn RecordStore, p: &Prediction) -> (Revision, Prediction) {
+        let got = store.get(&p.key()).await.unwrap().expect("present");
+        (got.revision, (*got.decode::<Prediction>().unwrap()).clone())
+    }
+
     async fn setup() -> (Arc<Lossy>, CachedStore, Prediction) {
-        let lossy = Arc::new(Lossy::default());
+        let lossy = lossy();
         let cached = CachedStore::exclusive(lossy.clone(), 100);
         let p = prediction();
-        cached
-            .create(NewPrediction {
-                prediction: &p,
-                idempotency: None,
-                effects: &[],
-            })
-            .await
-            .unwrap();
+        cached.write(&insert(&p)).await.unwrap();
         (lossy, cached, p)
     }
 
     #[tokio::test]
     async fn reads_after_writes_come_from_memory_and_are_fresh() {
         let (lossy, cached, mut p) = setup().await;
-        assert_eq!(cached.get(&p.id).await.unwrap().revision, Revision::FIRST);
+        assert_eq!(read(&cached, &p).await.0, Revision::FIRST);
         p.logs = "new".into();
-        cached
-            .update(&p.id, Revision::FIRST, &p, &[])
-            .await
-            .unwrap();
-        let got = cached.get(&p.id).await.unwrap();
-        assert_eq!(
-            (got.revision, got.value.logs.as_str()),
-            (Revision(2), "new")
-        );
+        cached.write(&update(&p, Revision::FIRST)).await.unwrap();
+        let (rev, got) = read(&cached, &p).await;
+        assert_eq!((rev, got.logs.as_str()), (Revision(2), "new"));
         assert_eq!(lossy.reads.load(Ordering::SeqCst), 0, "the store was read");
+    }
+
+    #[tokio::test]
+    async fn a_cached_record_is_decoded_once() {
+        let (_, cached, p) = setup().await;
+        let a = cached
+            .get(&p.key())
+            .await
+            .unwrap()
+            .unwrap()
+            .decode::<Prediction>()
+            .unwrap();
+        let b = cached
+            .get(&p.key())
+            .await
+            .unwrap()
+            .unwrap()
+            .decode::<Prediction>()
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
     }
 
     #[tokio::test]
     async fn a_stale_read_cannot_replace_a_newer_entry() {
         let (_, cached, p) = setup().await;
-        let old = cached.get(&p.id).await.unwrap();
+        let old = cached.get(&p.key()).await.unwrap().unwrap();
         let mut next = p.clone();
         next.logs = "new".into();
-        cached
-            .update(&p.id, Revision::FIRST, &next, &[])
-            .await
-            .unwrap();
+        cached.write(&update(&next, Revision::FIRST)).await.unwrap();
         cached.offer(old);
-        assert_eq!(cached.get(&p.id).await.unwrap().revision, Revision(2));
+        assert_eq!(read(&cached, &p).await.0, Revision(2));
     }
 
     #[tokio::test]
@@ -542,17 +436,13 @@ mod tests {
         lossy.fail_after_commit.store(true, Ordering::SeqCst);
         let mut next = p.clone();
         next.logs = "committed anyway".into();
-        assert!(
-            cached
-                .update(&p.id, Revision::FIRST, &next, &[])
-                .await
-                .is_err()
-        );
-        let got = cached.get(&p.id).await.unwrap();
-        assert_eq!(got.revision, Revision(2), "served the pre-write record");
+        assert!(cached.write(&update(&next, Revision::FIRST)).await.is_err());
+        lossy.fail_after_commit.store(false, Ordering::SeqCst);
+        let (rev, _) = read(&cached, &p).await;
+        assert_eq!(rev, Revision(2), "served the pre-write record");
         assert_eq!(lossy.reads.load(Ordering::SeqCst), 1);
         // The fresh read is cached again.
-        cached.get(&p.id).await.unwrap();
+        read(&cached, &p).await;
         assert_eq!(lossy.reads.load(Ordering::SeqCst), 1);
     }
 
@@ -564,86 +454,64 @@ mod tests {
         other.logs = "elsewhere".into();
         lossy
             .inner
-            .update(&p.id, Revision::FIRST, &other, &[])
+            .write(&update(&other, Revision::FIRST))
             .await
             .unwrap();
-        assert_eq!(cached.get(&p.id).await.unwrap().revision, Revision::FIRST);
-        let result = cached.update(&p.id, Revision::FIRST, &p, &[]).await;
+        assert_eq!(read(&cached, &p).await.0, Revision::FIRST);
+        let result = cached.write(&update(&p, Revision::FIRST)).await;
         assert!(matches!(result, Err(Error::Conflict { .. })));
-        let got = cached.get(&p.id).await.unwrap();
-        assert_eq!(got.value.logs, "elsewhere");
+        assert_eq!(read(&cached, &p).await.1.logs, "elsewhere");
     }
 
     #[tokio::test]
     async fn ttl_bounds_staleness_for_shared_stores() {
-        let lossy = Arc::new(Lossy::default());
+        let lossy = lossy();
         let cached = CachedStore::new(lossy.clone(), 100, Some(Duration::from_millis(50)));
         let p = prediction();
-        cached
-            .create(NewPrediction {
-                prediction: &p,
-                idempotency: None,
-                effects: &[],
-            })
-            .await
-            .unwrap();
+        cached.write(&insert(&p)).await.unwrap();
         let mut other = p.clone();
         other.logs = "elsewhere".into();
         lossy
             .inner
-            .update(&p.id, Revision::FIRST, &other, &[])
+            .write(&update(&other, Revision::FIRST))
             .await
             .unwrap();
-        assert_eq!(cached.get(&p.id).await.unwrap().revision, Revision::FIRST);
+        assert_eq!(read(&cached, &p).await.0, Revision::FIRST);
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(cached.get(&p.id).await.unwrap().revision, Revision(2));
-        cached.invalidate(&p.id);
+        assert_eq!(read(&cached, &p).await.0, Revision(2));
+        cached.invalidate(&p.key());
     }
 
     #[tokio::test]
     async fn an_announcement_drops_only_older_entries() {
-        let lossy = Arc::new(Lossy::default());
+        let lossy = lossy();
         let cached = CachedStore::new(lossy.clone(), 100, Some(Duration::from_secs(60)));
         let p = prediction();
-        cached
-            .create(NewPrediction {
-                prediction: &p,
-                idempotency: None,
-                effects: &[],
-            })
-            .await
-            .unwrap();
+        cached.write(&insert(&p)).await.unwrap();
         // Its own write announced: the entry stays.
-        cached.invalidate_below(&p.id, Revision::FIRST);
-        cached.get(&p.id).await.unwrap();
+        cached.invalidate_below(&p.key(), Revision::FIRST);
+        read(&cached, &p).await;
         assert_eq!(lossy.reads.load(Ordering::SeqCst), 0);
         // Another node's write: the next read goes to the store and sees it.
         let mut other = p.clone();
         other.logs = "elsewhere".into();
         lossy
             .inner
-            .update(&p.id, Revision::FIRST, &other, &[])
+            .write(&update(&other, Revision::FIRST))
             .await
             .unwrap();
-        cached.invalidate_below(&p.id, Revision(2));
-        assert_eq!(cached.get(&p.id).await.unwrap().value.logs, "elsewhere");
+        cached.invalidate_below(&p.key(), Revision(2));
+        assert_eq!(read(&cached, &p).await.1.logs, "elsewhere");
         assert_eq!(lossy.reads.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_record_read_again_after_its_ttl_is_cached_again() {
-        let lossy = Arc::new(Lossy::default());
+        let lossy = lossy();
         let cached = CachedStore::new(lossy.clone(), 100, Some(Duration::from_millis(50)));
         let p = prediction();
-        cached
-            .create(NewPrediction {
-                prediction: &p,
-                idempotency: None,
-                effects: &[],
-            })
-            .await
-            .unwrap();
-        cached.get(&p.id).await.unwrap();
+        cached.write(&insert(&p)).await.unwrap();
+        read(&cached, &p).await;
         assert_eq!(
             lossy.reads.load(Ordering::SeqCst),
             0,
@@ -651,9 +519,9 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(80)).await;
         // Expired: read from the store, at the same revision, and trusted again.
-        cached.get(&p.id).await.unwrap();
-        cached.get(&p.id).await.unwrap();
-        cached.get(&p.id).await.unwrap();
+        for _ in 0..3 {
+            read(&cached, &p).await;
+        }
         assert_eq!(lossy.reads.load(Ordering::SeqCst), 1);
     }
 }

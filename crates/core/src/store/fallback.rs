@@ -9,19 +9,15 @@
 //! secondary may lag, so a fallback read can be stale; that is the trade this decorator makes
 //! for availability of status reads during an outage.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use async_trait::async_trait;
 
 use super::{
-    Attempt, Capabilities, ChangeStream, ClaimRequest, Created, DeliveryLease, DeliveryOutcome,
-    DeliveryState, DynStore, Effect, IdempotencyRecord, Job, Lease, ListQuery, NewPrediction, Page,
-    QueueStats, Record, Result, Store, StreamEvent,
+    Access, AdminStore, Capabilities, ChangeStream, DynStore, Exported, Position, Result, Section,
 };
-use crate::id::{AccountId, PredictionId, WorkerId};
-use crate::prediction::{Prediction, Revision, Versioned};
-use crate::time::Timestamp;
+use crate::forward_store;
+
+#[cfg(test)]
+use super::Error;
 
 /// Primary for everything, secondary for reads while the primary is unavailable.
 #[derive(Debug)]
@@ -36,13 +32,13 @@ impl FallbackStore {
         Self { primary, secondary }
     }
 
-    async fn read<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T>
+    async fn route<T, F, Fut>(&self, access: Access, operation: &'static str, call: F) -> Result<T>
     where
         F: Fn(DynStore) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         match call(self.primary.clone()).await {
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.is_retryable() && access == Access::Read => {
                 tracing::warn!(error = %e, operation, "primary store unavailable; reading from the fallback");
                 metrics::counter!("augur_store_fallback_reads_total", "operation" => operation)
                     .increment(1);
@@ -53,8 +49,14 @@ impl FallbackStore {
     }
 }
 
+forward_store!(RecordStore for FallbackStore => primary via route);
+forward_store!(QueueStore for FallbackStore => primary via route);
+forward_store!(EventStore for FallbackStore => primary via route);
+forward_store!(LedgerStore for FallbackStore => primary via route);
+
+/// Everything of the primary's, but closing closes both.
 #[async_trait]
-impl Store for FallbackStore {
+impl AdminStore for FallbackStore {
     fn backend(&self) -> &'static str {
         self.primary.backend()
     }
@@ -63,138 +65,30 @@ impl Store for FallbackStore {
         self.primary.capabilities()
     }
 
-    async fn create(&self, new: NewPrediction<'_>) -> Result<Created> {
-        self.primary.create(new).await
-    }
-
-    async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
-        self.read("get", |s| async move { s.get(id).await }).await
-    }
-
-    async fn get_uncached(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
-        self.read("get", |s| async move { s.get_uncached(id).await })
-            .await
-    }
-
-    async fn get_shared(&self, id: &PredictionId) -> Result<Arc<Versioned<Prediction>>> {
-        self.read("get", |s| async move { s.get_shared(id).await })
-            .await
-    }
-
-    async fn update(
-        &self,
-        id: &PredictionId,
-        expected: Revision,
-        next: &Prediction,
-        effects: &[Effect],
-    ) -> Result<Revision> {
-        self.primary.update(id, expected, next, effects).await
-    }
-
-    async fn delete(&self, id: &PredictionId) -> Result<()> {
-        self.primary.delete(id).await
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        self.read("list", |s| async move { s.list(query).await })
-            .await
-    }
-
-    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>> {
-        self.primary.expire(now, limit).await
-    }
-
-    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Lease>> {
-        self.primary.claim_jobs(request).await
-    }
-
-    async fn renew_lease(&self, lease: &Lease, extend_by: Duration) -> Result<Lease> {
-        self.primary.renew_lease(lease, extend_by).await
-    }
-
-    async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
-        self.primary.retry_job(lease, run_at).await
-    }
-
-    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
-        self.primary.release_job(lease, run_at).await
-    }
-
-    async fn complete_job(&self, id: &PredictionId) -> Result<()> {
-        self.primary.complete_job(id).await
-    }
-
-    /// Queue depth comes from the primary only: a fallback figure would look healthy while
-    /// nothing can be claimed.
-    async fn queue_stats(&self) -> Result<QueueStats> {
-        self.primary.queue_stats().await
-    }
-
     async fn counters(&self) -> Result<Vec<(String, i64)>> {
-        self.read("counters", |s| async move { s.counters().await })
-            .await
+        self.route(
+            Access::Read,
+            "counters",
+            |s| async move { s.counters().await },
+        )
+        .await
     }
 
     async fn subscribe(&self) -> Result<Option<ChangeStream>> {
         self.primary.subscribe().await
     }
 
-    async fn list_jobs(&self, after: Option<&PredictionId>, limit: usize) -> Result<Vec<Job>> {
-        self.primary.list_jobs(after, limit).await
-    }
-
-    async fn list_idempotency_keys(
+    async fn export(
         &self,
-        after: Option<(&AccountId, &str)>,
+        section: Section,
+        after: Option<&Position>,
         limit: usize,
-    ) -> Result<Vec<IdempotencyRecord>> {
-        self.primary.list_idempotency_keys(after, limit).await
+    ) -> Result<Vec<Exported>> {
+        self.primary.export(section, after, limit).await
     }
 
-    async fn import(&self, records: &[Record]) -> Result<()> {
-        self.primary.import(records).await
-    }
-
-    async fn claim_deliveries(
-        &self,
-        worker: &WorkerId,
-        lease_for: Duration,
-        max: usize,
-    ) -> Result<Vec<DeliveryLease>> {
-        self.primary.claim_deliveries(worker, lease_for, max).await
-    }
-
-    async fn finish_delivery(
-        &self,
-        lease: &DeliveryLease,
-        attempt: &Attempt,
-        outcome: DeliveryOutcome,
-    ) -> Result<()> {
-        self.primary.finish_delivery(lease, attempt, outcome).await
-    }
-
-    async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
-        self.read(
-            "list_deliveries",
-            |s| async move { s.list_deliveries(id).await },
-        )
-        .await
-    }
-
-    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
-        self.primary.redeliver(id, delivery_id).await
-    }
-
-    async fn read_events(
-        &self,
-        id: &PredictionId,
-        after: Option<(Revision, u32)>,
-        limit: usize,
-    ) -> Result<Vec<StreamEvent>> {
-        self.read("read_events", |s| async move {
-            s.read_events(id, after, limit).await
-        })
-        .await
+    async fn import(&self, pieces: &[Exported]) -> Result<()> {
+        self.primary.import(pieces).await
     }
 
     async fn close(&self) {
@@ -205,154 +99,43 @@ impl Store for FallbackStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::id::ModelName;
-    use crate::store::Error;
+    use crate::id::{AccountId, ModelName, PredictionId};
+    use crate::prediction::{Prediction, Revision};
     use crate::store::memory::MemoryStore;
+    use crate::store::{Entity, Kind, Lane, ListQuery, Op, QueueStore, RecordStore, Write};
 
     /// A primary that can be switched off.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     struct Switchable {
-        inner: MemoryStore,
+        inner: DynStore,
         down: AtomicBool,
     }
 
     impl Switchable {
-        fn check(&self) -> Result<()> {
+        async fn checked<T, F, Fut>(&self, _: Access, _: &'static str, call: F) -> Result<T>
+        where
+            F: FnOnce(DynStore) -> Fut,
+            Fut: Future<Output = Result<T>>,
+        {
             if self.down.load(Ordering::SeqCst) {
                 return Err(Error::Unavailable {
                     backend: "switchable",
                     source: "connection refused".into(),
                 });
             }
-            Ok(())
+            call(self.inner.clone()).await
         }
     }
 
-    #[async_trait]
-    impl Store for Switchable {
-        fn backend(&self) -> &'static str {
-            "switchable"
-        }
-        fn capabilities(&self) -> Capabilities {
-            self.inner.capabilities()
-        }
-        async fn create(&self, new: NewPrediction<'_>) -> Result<Created> {
-            self.check()?;
-            self.inner.create(new).await
-        }
-        async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
-            self.check()?;
-            self.inner.get(id).await
-        }
-        async fn update(
-            &self,
-            id: &PredictionId,
-            expected: Revision,
-            next: &Prediction,
-            effects: &[Effect],
-        ) -> Result<Revision> {
-            self.check()?;
-            self.inner.update(id, expected, next, effects).await
-        }
-        async fn delete(&self, id: &PredictionId) -> Result<()> {
-            self.check()?;
-            self.inner.delete(id).await
-        }
-        async fn list(&self, q: &ListQuery) -> Result<Page> {
-            self.check()?;
-            self.inner.list(q).await
-        }
-        async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>> {
-            self.check()?;
-            self.inner.expire(now, limit).await
-        }
-        async fn claim_jobs(&self, r: &ClaimRequest) -> Result<Vec<Lease>> {
-            self.check()?;
-            self.inner.claim_jobs(r).await
-        }
-        async fn renew_lease(&self, l: &Lease, d: Duration) -> Result<Lease> {
-            self.check()?;
-            self.inner.renew_lease(l, d).await
-        }
-        async fn retry_job(&self, l: &Lease, t: Timestamp) -> Result<()> {
-            self.check()?;
-            self.inner.retry_job(l, t).await
-        }
-        async fn release_job(&self, l: &Lease, t: Timestamp) -> Result<()> {
-            self.check()?;
-            self.inner.release_job(l, t).await
-        }
-        async fn complete_job(&self, id: &PredictionId) -> Result<()> {
-            self.check()?;
-            self.inner.complete_job(id).await
-        }
-        async fn queue_stats(&self) -> Result<QueueStats> {
-            self.check()?;
-            self.inner.queue_stats().await
-        }
-        async fn counters(&self) -> Result<Vec<(String, i64)>> {
-            self.check()?;
-            self.inner.counters().await
-        }
-        async fn list_jobs(&self, a: Option<&PredictionId>, l: usize) -> Result<Vec<Job>> {
-            self.check()?;
-            self.inner.list_jobs(a, l).await
-        }
-        async fn list_idempotency_keys(
-            &self,
-            a: Option<(&AccountId, &str)>,
-            l: usize,
-        ) -> Result<Vec<IdempotencyRecord>> {
-            self.check()?;
-            self.inner.list_idempotency_keys(a, l).await
-        }
-        async fn import(&self, r: &[Record]) -> Result<()> {
-            self.check()?;
-            self.inner.import(r).await
-        }
-        async fn claim_deliveries(
-            &self,
-            worker: &WorkerId,
-            lease_for: Duration,
-            max: usize,
-        ) -> Result<Vec<DeliveryLease>> {
-            self.check()?;
-            self.inner.claim_deliveries(worker, lease_for, max).await
-        }
-
-        async fn finish_delivery(
-            &self,
-            lease: &DeliveryLease,
-            attempt: &Attempt,
-            outcome: DeliveryOutcome,
-        ) -> Result<()> {
-            self.check()?;
-            self.inner.finish_delivery(lease, attempt, outcome).await
-        }
-
-        async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
-            self.check()?;
-            self.inner.list_deliveries(id).await
-        }
-
-        async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
-            self.check()?;
-            self.inner.redeliver(id, delivery_id).await
-        }
-
-        async fn read_events(
-            &self,
-            id: &PredictionId,
-            after: Option<(Revision, u32)>,
-            limit: usize,
-        ) -> Result<Vec<StreamEvent>> {
-            self.check()?;
-            self.inner.read_events(id, after, limit).await
-        }
-    }
+    forward_store!(RecordStore for Switchable => inner via checked);
+    forward_store!(QueueStore for Switchable => inner via checked);
+    forward_store!(EventStore for Switchable => inner via checked);
+    forward_store!(LedgerStore for Switchable => inner via checked);
+    forward_store!(AdminStore for Switchable => inner via checked);
 
     fn prediction() -> Prediction {
         Prediction::new(
@@ -364,75 +147,68 @@ mod tests {
         )
     }
 
+    fn insert(p: &Prediction) -> Write {
+        Write::new(p.owner.clone()).op(Op::Insert(p.to_record().unwrap()))
+    }
+
     #[tokio::test]
     async fn reads_fall_back_and_writes_fail_loudly() {
-        let primary = Arc::new(Switchable::default());
+        let primary = Arc::new(Switchable {
+            inner: Arc::new(MemoryStore::new()),
+            down: AtomicBool::new(false),
+        });
         let secondary = Arc::new(MemoryStore::new());
         let store = FallbackStore::new(primary.clone(), secondary.clone());
         let p = prediction();
-        let new = NewPrediction {
-            prediction: &p,
-            idempotency: None,
-            effects: &[],
-        };
-        store.create(new).await.unwrap();
+        store.write(&insert(&p)).await.unwrap();
         // The secondary is a replica: copy the record there as replication would.
-        secondary.create(new).await.unwrap();
+        secondary.write(&insert(&p)).await.unwrap();
 
         primary.down.store(true, Ordering::SeqCst);
-        assert_eq!(
-            store.get(&p.id).await.unwrap().value,
-            p,
-            "read from the fallback"
-        );
-        assert_eq!(
-            store
-                .list(&ListQuery {
-                    limit: 10,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .items
-                .len(),
-            1
-        );
+        let got = store
+            .get(&p.key())
+            .await
+            .unwrap()
+            .expect("read from the fallback");
+        assert_eq!(*got.decode::<Prediction>().unwrap(), p);
+        let listed = store
+            .list(&ListQuery::of(Kind::Prediction, 10))
+            .await
+            .unwrap();
+        assert_eq!(listed.items.len(), 1);
 
         let mut next = p.clone();
         next.logs = "written while down".into();
-        let write = store.update(&p.id, Revision::FIRST, &next, &[]).await;
-        assert!(matches!(write, Err(Error::Unavailable { .. })), "{write:?}");
+        let update = Write::new(p.owner.clone()).op(Op::Update {
+            record: next.to_record().unwrap(),
+            expected: Revision::FIRST,
+        });
+        let written = store.write(&update).await;
+        assert!(
+            matches!(written, Err(Error::Unavailable { .. })),
+            "{written:?}"
+        );
         assert_eq!(
-            secondary.get(&p.id).await.unwrap().revision,
+            secondary.get(&p.key()).await.unwrap().unwrap().revision,
             Revision::FIRST,
             "no split write"
         );
         assert!(
-            store.queue_stats().await.is_err(),
+            store.queue_stats(Lane::Jobs).await.is_err(),
             "queue depth is the primary's only"
         );
 
         primary.down.store(false, Ordering::SeqCst);
-        store
-            .update(&p.id, Revision::FIRST, &next, &[])
-            .await
-            .unwrap();
+        store.write(&update).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_missing_record_is_not_a_reason_to_fall_back() {
-        let primary = Arc::new(Switchable::default());
+        let primary: DynStore = Arc::new(MemoryStore::new());
         let secondary = Arc::new(MemoryStore::new());
         let p = prediction();
-        secondary
-            .create(NewPrediction {
-                prediction: &p,
-                idempotency: None,
-                effects: &[],
-            })
-            .await
-            .unwrap();
+        secondary.write(&insert(&p)).await.unwrap();
         let store = FallbackStore::new(primary, secondary);
-        assert!(matches!(store.get(&p.id).await, Err(Error::NotFound(_))));
+        assert!(store.get(&p.key()).await.unwrap().is_none());
     }
 }

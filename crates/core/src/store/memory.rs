@@ -1,26 +1,27 @@
 //! [`MemoryStore`]: the whole storage contract in process memory, for tests and `memory://`.
 //!
 //! One mutex guards everything, which makes every operation trivially atomic. Nothing survives
-//! the process; `capabilities().durable` says so. Writes are announced to
-//! [`Store::subscribe`]rs, so that the multi-node machinery (cache invalidation, waking other
-//! services' waiters) can be tested without a server.
+//! the process; `capabilities().durable` says so. Writes are announced to subscribers, so that
+//! the multi-node machinery (cache invalidation, waking other services' waiters) can be tested
+//! without a server. It is the reference the other backends are written against: where they
+//! differ only in representation, their comments say so.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    Attempt, Capabilities, Change, ChangeStream, ClaimRequest, Created, Cursor, DeliveryLease,
-    DeliveryOutcome, DeliveryState, DeliveryStatus, Effect, Error, IdempotencyRecord, Job, Lease,
-    ListQuery, NewPrediction, Page, QueueStats, Record, Result, Store, StreamEvent,
+    AdminStore, Balance, Capabilities, Change, ChangeStream, ClaimRequest, Cursor, Effect, Error,
+    EventStore, Exported, Finish, Item, ItemLease, ItemStatus, Key, Kind, Lane, LedgerEntry,
+    LedgerStore, ListQuery, NewItem, OnExpiry, Op, Outcome, Page, Position, Posted, QueueStats,
+    QueueStore, Record, RecordStore, Result, Section, Stored, StreamEvent, Write, Written,
 };
-use crate::id::{AccountId, LeaseToken, PredictionId, WorkerId};
-use crate::prediction::{Prediction, Revision, Versioned};
+use crate::id::{AccountId, LeaseToken, WorkerId};
+use crate::prediction::Revision;
 use crate::time::Timestamp;
 
 /// The in-memory backend.
@@ -39,39 +40,67 @@ impl Default for MemoryStore {
     }
 }
 
+/// A record's identity without its partition (which this backend ignores).
+type Id = (Kind, String);
+
+fn id_of(key: &Key) -> Id {
+    (key.kind, key.id.clone())
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    predictions: HashMap<PredictionId, Versioned<Prediction>>,
-    /// `(created_at, id)` of every prediction, for listing.
-    by_created: BTreeSet<(Timestamp, PredictionId)>,
-    /// `(expires_at, id)` of predictions whose data retention has yet to remove.
-    by_expiry: BTreeSet<(Timestamp, PredictionId)>,
-    jobs: HashMap<PredictionId, JobEntry>,
-    /// `(visible_at, seq, id)` of every job: claimable once `visible_at` has passed. For a job
-    /// under lease `visible_at` is the lease expiry, so a lapsed lease needs no sweeping.
-    visibility: BTreeSet<(Timestamp, u64, PredictionId)>,
-    keys: HashMap<(AccountId, String), IdempotencyRecord>,
+    records: HashMap<Id, (Record, Revision)>,
+    /// `(kind, created_at, id)` of every record, for listing.
+    by_created: BTreeSet<(Kind, Timestamp, String)>,
+    /// `(expires_at, kind, id)` of records retention has yet to act on.
+    by_expiry: BTreeSet<(Timestamp, Kind, String)>,
+    queue: Queue,
+    /// Each record's event log, in order, under the record's key.
+    events: HashMap<Id, (Key, Vec<StreamEvent>)>,
+    ledgers: HashMap<AccountId, Ledger>,
     counters: BTreeMap<String, i64>,
-    seq: u64,
-    /// Each prediction's webhook outbox, in order.
-    deliveries: HashMap<PredictionId, Vec<DeliveryEntry>>,
-    /// Each prediction's event log, in order.
-    events: HashMap<PredictionId, Vec<StreamEvent>>,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    totals: Balance,
+    entries: BTreeMap<u64, Posted>,
+    ids: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: HashMap<(Lane, String), Entry>,
+    /// Each group's items, by seq.
+    groups: HashMap<(Lane, Id), BTreeMap<u64, String>>,
+    /// The last seq given in each group (seqs keep rising after removals).
+    group_seq: HashMap<(Lane, Id), u64>,
+    /// `(lane, rank, order, id)` of every group head (its oldest pending item): the claim
+    /// candidates, lowest rank first.
+    heads: BTreeSet<(Lane, u64, u64, String)>,
+    /// The highest rank claimed per lane and topic (the fair-queuing clock).
+    clock: HashMap<(Lane, String), u64>,
+    /// The last rank given per lane, topic and account.
+    last: HashMap<(Lane, String, AccountId), u64>,
+    /// Enqueue order, the tie-break between equal ranks.
+    order: u64,
 }
 
 #[derive(Debug, Clone)]
-struct DeliveryEntry {
-    state: DeliveryState,
-    /// `(worker, token, expires_at)` of the lease, while claimed.
+struct Entry {
+    item: Item,
+    rank: u64,
+    order: u64,
+    /// `(worker, token, expires_at)` while claimed.
     lease: Option<(WorkerId, LeaseToken, Timestamp)>,
 }
 
-#[derive(Debug, Clone)]
-struct JobEntry {
-    job: Job,
-    visible_at: Timestamp,
-    seq: u64,
-    lease: Option<(WorkerId, LeaseToken)>,
+impl Entry {
+    fn leased_at(&self, now: Timestamp) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|(_, _, until)| *until > now)
+    }
 }
 
 impl MemoryStore {
@@ -93,138 +122,360 @@ impl MemoryStore {
 }
 
 impl Inner {
-    /// Stores a record in place of whatever had its id, keeping the indexes right.
-    fn put(&mut self, record: Versioned<Prediction>) {
-        let id = record.value.id.clone();
-        if let Some(old) = self.predictions.get(&id) {
-            let (created_at, expires_at) = (old.value.created_at, old.value.expires_at);
-            self.unindex(&id, created_at, expires_at);
-        }
+    fn present(&self, key: &Key, now: Timestamp) -> Option<&(Record, Revision)> {
+        self.records
+            .get(&id_of(key))
+            .filter(|(r, _)| !r.is_gone_at(now))
+    }
+
+    /// Stores a record in place of whatever had its key, keeping the indexes right.
+    fn put(&mut self, record: Record, revision: Revision) {
+        let id = id_of(&record.key);
+        self.unindex(&id);
         self.by_created
-            .insert((record.value.created_at, id.clone()));
-        if let Some(at) = record
-            .value
-            .expires_at
-            .filter(|_| !record.value.data_removed)
-        {
-            self.by_expiry.insert((at, id.clone()));
+            .insert((record.key.kind, record.created_at, record.key.id.clone()));
+        if let Some(at) = expiry_of(&record) {
+            self.by_expiry
+                .insert((at, record.key.kind, record.key.id.clone()));
         }
-        self.predictions.insert(id, record);
+        self.records.insert(id, (record, revision));
     }
 
-    /// Removes a prediction's index entries.
-    fn unindex(&mut self, id: &PredictionId, created_at: Timestamp, expires_at: Option<Timestamp>) {
-        self.by_created.remove(&(created_at, id.clone()));
-        if let Some(at) = expires_at {
-            self.by_expiry.remove(&(at, id.clone()));
-        }
-    }
-
-    fn apply_effects(&mut self, id: &PredictionId, effects: &[Effect], revision: Revision) {
-        // Events of one write are numbered across all its `AppendEvents` lists.
-        let mut next_index = 0u32;
-        for effect in effects {
-            match effect {
-                Effect::EnqueueJob { queue, run_at } => {
-                    self.remove_job(id);
-                    self.seq += 1;
-                    let entry = JobEntry {
-                        job: Job {
-                            prediction_id: id.clone(),
-                            queue: queue.clone(),
-                            attempts: 0,
-                            run_at: *run_at,
-                        },
-                        visible_at: *run_at,
-                        seq: self.seq,
-                        lease: None,
-                    };
-                    self.visibility.insert((*run_at, self.seq, id.clone()));
-                    self.jobs.insert(id.clone(), entry);
-                }
-                Effect::EnqueueClaimed {
-                    queue,
-                    worker,
-                    token,
-                    expires_at,
-                } => {
-                    self.remove_job(id);
-                    self.seq += 1;
-                    let entry = JobEntry {
-                        job: Job {
-                            prediction_id: id.clone(),
-                            queue: queue.clone(),
-                            attempts: 1,
-                            run_at: Timestamp::now(),
-                        },
-                        visible_at: *expires_at,
-                        seq: self.seq,
-                        lease: Some((worker.clone(), *token)),
-                    };
-                    self.visibility.insert((*expires_at, self.seq, id.clone()));
-                    self.jobs.insert(id.clone(), entry);
-                }
-                Effect::CompleteJob => self.remove_job(id),
-                Effect::Count { name, delta } => {
-                    *self.counters.entry(name.clone()).or_default() += delta;
-                }
-                Effect::EnqueueDelivery(delivery) => {
-                    let outbox = self.deliveries.entry(id.clone()).or_default();
-                    if outbox.iter().any(|d| d.state.delivery.id == delivery.id) {
-                        // A message id is enqueued once.
-                        continue;
-                    }
-                    let seq = outbox.last().map_or(1, |d| d.state.seq + 1);
-                    outbox.push(DeliveryEntry {
-                        state: DeliveryState {
-                            delivery: (**delivery).clone(),
-                            seq,
-                            status: DeliveryStatus::Pending,
-                            attempts: Vec::new(),
-                            next_attempt_at: Some(Timestamp::now()),
-                        },
-                        lease: None,
-                    });
-                }
-                Effect::AppendEvents(events) => {
-                    let log = self.events.entry(id.clone()).or_default();
-                    for event in events {
-                        log.push(StreamEvent {
-                            revision,
-                            index: next_index,
-                            event: event.clone(),
-                        });
-                        next_index += 1;
-                    }
-                }
+    fn unindex(&mut self, id: &Id) {
+        if let Some((old, _)) = self.records.get(id) {
+            self.by_created
+                .remove(&(old.key.kind, old.created_at, old.key.id.clone()));
+            if let Some(at) = expiry_of(old) {
+                self.by_expiry
+                    .remove(&(at, old.key.kind, old.key.id.clone()));
             }
         }
     }
 
-    fn remove_job(&mut self, id: &PredictionId) {
-        if let Some(entry) = self.jobs.remove(id) {
-            self.visibility
-                .remove(&(entry.visible_at, entry.seq, id.clone()));
+    /// Removes a record with its items and events; returns its revision if it was there.
+    fn remove(&mut self, key: &Key) -> Option<Revision> {
+        let id = id_of(key);
+        self.unindex(&id);
+        let removed = self.records.remove(&id).map(|(_, rev)| rev);
+        self.events.remove(&id);
+        for lane in Lane::ALL {
+            self.queue.drop_group(lane, &id, |_| true);
         }
+        removed
     }
 
-    fn set_visible_at(&mut self, id: &PredictionId, at: Timestamp) {
-        if let Some(entry) = self.jobs.get_mut(id) {
-            self.visibility
-                .remove(&(entry.visible_at, entry.seq, id.clone()));
-            entry.visible_at = at;
-            self.visibility.insert((at, entry.seq, id.clone()));
-        }
+    /// True if the record a queue group belongs to still holds its data.
+    fn holds_data(&self, group: &Id) -> bool {
+        self.records
+            .get(group)
+            .is_some_and(|(r, _)| !r.data_removed)
     }
 
-    /// The job entry if `lease` is still its current, unexpired lease.
-    fn held(&mut self, lease: &Lease, now: Timestamp) -> Result<&mut JobEntry> {
-        match self.jobs.get_mut(&lease.job.prediction_id) {
-            Some(entry)
-                if entry.lease.as_ref().map(|(_, t)| *t) == Some(lease.token)
-                    && entry.visible_at > now =>
+    /// Checks the effects' guards; returns which effects to apply (a repeated ledger entry is
+    /// skipped).
+    fn check_guards(&self, write: &Write) -> Result<Vec<bool>> {
+        let mut apply = Vec::with_capacity(write.effects.len());
+        let mut totals: HashMap<&AccountId, Balance> = HashMap::new();
+        let mut seen: HashSet<(&AccountId, &str)> = HashSet::new();
+        let mut needed: HashMap<&AccountId, i64> = HashMap::new();
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for effect in &write.effects {
+            apply.push(true);
+            match effect {
+                Effect::Post(entry) => {
+                    let ledger = self.ledgers.get(&entry.account);
+                    let posted = ledger.is_some_and(|l| l.ids.contains(&entry.id));
+                    if posted || !seen.insert((&entry.account, entry.id.as_str())) {
+                        *apply.last_mut().expect("pushed") = false;
+                        continue;
+                    }
+                    let before = ledger.map(|l| l.totals).unwrap_or_default();
+                    let now = totals.entry(&entry.account).or_insert(before);
+                    *now = now.after(entry);
+                    if entry.available_delta() < 0 {
+                        *needed.entry(&entry.account).or_default() -= entry.available_delta();
+                        if now.available() < 0 {
+                            return Err(Error::InsufficientCredits {
+                                account: entry.account.clone(),
+                                available: before.available(),
+                                needed: needed[&entry.account],
+                            });
+                        }
+                    }
+                }
+                Effect::Count {
+                    name,
+                    delta,
+                    limit: Some(limit),
+                } => {
+                    let value = counts
+                        .entry(name)
+                        .or_insert_with(|| self.counters.get(name).copied().unwrap_or(0));
+                    *value += delta;
+                    if *delta > 0 && *value > *limit {
+                        return Err(Error::LimitReached {
+                            counter: name.clone(),
+                            limit: *limit,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(apply)
+    }
+
+    /// Applies a checked write: its operations, then the effects `apply` selects. Returns what
+    /// it did and the changes to announce.
+    fn apply(&mut self, write: &Write, apply: &[bool], now: Timestamp) -> (Written, Vec<Change>) {
+        let mut written = Written::default();
+        let mut changes = Vec::new();
+        for op in &write.ops {
+            let (revision, announced) = match op {
+                Op::Insert(record) => {
+                    // A record that reads as absent (an expired key) is replaced whole.
+                    self.remove(&record.key);
+                    self.put(record.clone(), Revision::FIRST);
+                    (Some(Revision::FIRST), Some(Revision::FIRST))
+                }
+                Op::Update { record, expected } => {
+                    self.put(record.clone(), expected.next());
+                    (Some(expected.next()), Some(expected.next()))
+                }
+                Op::Delete(key) => {
+                    let theirs = self
+                        .records
+                        .get(&id_of(key))
+                        .is_some_and(|(r, _)| r.owner != write.account);
+                    (
+                        None,
+                        if theirs {
+                            None
+                        } else {
+                            self.remove(key).map(Revision::next)
+                        },
+                    )
+                }
+            };
+            written.revisions.push(revision);
+            if let Some(revision) = announced {
+                changes.push(Change::Record {
+                    key: op.key().clone(),
+                    revision,
+                });
+            }
+        }
+        // Events of one write are numbered across all its `AppendEvents` for the record.
+        let mut next_index: HashMap<Id, u32> = HashMap::new();
+        for (effect, _) in write.effects.iter().zip(apply).filter(|(_, a)| **a) {
+            match effect {
+                Effect::Enqueue(item) => self.queue.enqueue(item, now),
+                Effect::Complete { lane, id } => self.queue.remove(*lane, id),
+                Effect::Count { name, delta, .. } => {
+                    *self.counters.entry(name.clone()).or_default() += delta;
+                }
+                Effect::AppendEvents { stream, events } => {
+                    let revision = write
+                        .revision_of(stream)
+                        .expect("checked: the write writes the stream's record");
+                    let id = id_of(stream);
+                    let index = next_index.entry(id.clone()).or_default();
+                    let (_, log) = self
+                        .events
+                        .entry(id)
+                        .or_insert_with(|| (stream.clone(), Vec::new()));
+                    for event in events {
+                        log.push(StreamEvent {
+                            revision,
+                            index: *index,
+                            event: event.clone(),
+                        });
+                        *index += 1;
+                    }
+                }
+                Effect::Post(entry) => self.post(entry),
+            }
+        }
+        for (effect, applied) in write.effects.iter().zip(apply) {
+            if let Effect::Post(entry) = effect
+                && !applied
             {
-                Ok(entry)
+                written.skipped_entries.push(entry.id.clone());
+            }
+        }
+        let mut lanes: Vec<Lane> = write
+            .effects
+            .iter()
+            .filter_map(Effect::queues_work)
+            .collect();
+        lanes.sort();
+        lanes.dedup();
+        changes.extend(lanes.into_iter().map(Change::Work));
+        (written, changes)
+    }
+
+    fn post(&mut self, entry: &LedgerEntry) {
+        let ledger = self.ledgers.entry(entry.account.clone()).or_default();
+        ledger.totals = ledger.totals.after(entry);
+        let seq = ledger.entries.keys().next_back().map_or(1, |s| s + 1);
+        ledger.ids.insert(entry.id.clone());
+        ledger.entries.insert(
+            seq,
+            Posted {
+                seq,
+                entry: entry.clone(),
+                after: ledger.totals,
+            },
+        );
+    }
+}
+
+/// When retention acts on a record, if it still has to.
+fn expiry_of(record: &Record) -> Option<Timestamp> {
+    let pending = match record.key.kind.on_expiry() {
+        OnExpiry::RemoveData => !record.data_removed,
+        OnExpiry::Delete => true,
+    };
+    record.expires_at.filter(|_| pending)
+}
+
+impl Queue {
+    fn head_of(&self, lane: Lane, group: &Id) -> Option<&String> {
+        self.groups
+            .get(&(lane, group.clone()))?
+            .values()
+            .find(|id| {
+                self.items
+                    .get(&(lane, (*id).clone()))
+                    .is_some_and(|e| e.item.status == ItemStatus::Pending)
+            })
+    }
+
+    /// Makes the group's oldest pending item (and only it) a claim candidate.
+    fn refresh_head(&mut self, lane: Lane, group: &Id) {
+        let Some(ids) = self.groups.get(&(lane, group.clone())) else {
+            return;
+        };
+        for id in ids.values() {
+            if let Some(e) = self.items.get(&(lane, id.clone())) {
+                self.heads.remove(&(lane, e.rank, e.order, id.clone()));
+            }
+        }
+        if let Some(head) = self.head_of(lane, group).cloned() {
+            let e = &self.items[&(lane, head.clone())];
+            self.heads.insert((lane, e.rank, e.order, head));
+        }
+    }
+
+    fn enqueue(&mut self, new: &NewItem, now: Timestamp) {
+        let slot = (new.lane, new.id.clone());
+        if self.items.contains_key(&slot) {
+            if !new.replace {
+                return;
+            }
+            self.remove(new.lane, &new.id);
+        }
+        let group = id_of(&new.group);
+        let seq = self.group_seq.entry((new.lane, group.clone())).or_default();
+        *seq += 1;
+        let seq = *seq;
+        let item = Item {
+            lane: new.lane,
+            id: new.id.clone(),
+            group: new.group.clone(),
+            topic: new.topic.clone(),
+            owner: new.owner.clone(),
+            payload: new.payload.clone(),
+            seq,
+            status: ItemStatus::Pending,
+            claims: u32::from(new.claimed.is_some()),
+            attempts: Vec::new(),
+            due_at: Some(new.run_at),
+            created_at: now,
+        };
+        let lease = new
+            .claimed
+            .as_ref()
+            .map(|c| (c.worker.clone(), c.token, c.expires_at));
+        self.insert(item, lease);
+    }
+
+    /// Adds an item at its seq, ranked as if queued now.
+    fn insert(&mut self, item: Item, lease: Option<(WorkerId, LeaseToken, Timestamp)>) {
+        let (lane, group) = (item.lane, id_of(&item.group));
+        let topic = (lane, item.topic.clone());
+        let clock = self.clock.get(&topic).copied().unwrap_or(0);
+        let last = self
+            .last
+            .entry((lane, item.topic.clone(), item.owner.clone()))
+            .or_default();
+        let rank = clock.max(*last) + 1;
+        *last = rank;
+        if lease.is_some() {
+            let clock = self.clock.entry(topic).or_default();
+            *clock = (*clock).max(rank);
+        }
+        self.order += 1;
+        let seq = self.group_seq.entry((lane, group.clone())).or_default();
+        *seq = (*seq).max(item.seq);
+        self.groups
+            .entry((lane, group.clone()))
+            .or_default()
+            .insert(item.seq, item.id.clone());
+        self.items.insert(
+            (lane, item.id.clone()),
+            Entry {
+                item,
+                rank,
+                order: self.order,
+                lease,
+            },
+        );
+        self.refresh_head(lane, &group);
+    }
+
+    fn remove(&mut self, lane: Lane, id: &str) {
+        let Some(e) = self.items.remove(&(lane, id.to_owned())) else {
+            return;
+        };
+        self.heads.remove(&(lane, e.rank, e.order, id.to_owned()));
+        let group = id_of(&e.item.group);
+        if let Some(ids) = self.groups.get_mut(&(lane, group.clone())) {
+            ids.remove(&e.item.seq);
+            if ids.is_empty() {
+                self.groups.remove(&(lane, group.clone()));
+            }
+        }
+        self.refresh_head(lane, &group);
+    }
+
+    /// Removes a group's items that `which` selects.
+    fn drop_group(&mut self, lane: Lane, group: &Id, which: impl Fn(&Entry) -> bool) {
+        let Some(ids) = self.groups.get(&(lane, group.clone())) else {
+            return;
+        };
+        let doomed: Vec<String> = ids
+            .values()
+            .filter(|id| self.items.get(&(lane, (*id).clone())).is_some_and(&which))
+            .cloned()
+            .collect();
+        for id in doomed {
+            self.remove(lane, &id);
+        }
+    }
+
+    /// The entry if `lease` is still its current, live lease.
+    fn held(&mut self, lease: &ItemLease, now: Timestamp) -> Result<&mut Entry> {
+        match self
+            .items
+            .get_mut(&(lease.item.lane, lease.item.id.clone()))
+        {
+            Some(e)
+                if e.lease
+                    .as_ref()
+                    .is_some_and(|(_, token, until)| *token == lease.token && *until > now) =>
+            {
+                Ok(e)
             }
             _ => Err(Error::LeaseLost),
         }
@@ -232,7 +483,372 @@ impl Inner {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl RecordStore for MemoryStore {
+    async fn write(&self, write: &Write) -> Result<Written> {
+        write.check()?;
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        for op in &write.ops {
+            match op {
+                Op::Insert(record) => {
+                    if inner.present(&record.key, now).is_some() {
+                        return Err(Error::Exists(record.key.clone()));
+                    }
+                }
+                Op::Update { record, expected } => match inner.present(&record.key, now) {
+                    Some((stored, _)) if stored.owner != write.account => {
+                        return Err(Error::NotFound(record.key.clone()));
+                    }
+                    None => return Err(Error::NotFound(record.key.clone())),
+                    Some((_, actual)) if actual != expected => {
+                        return Err(Error::Conflict {
+                            key: record.key.clone(),
+                            expected: *expected,
+                            actual: *actual,
+                        });
+                    }
+                    Some(_) => {}
+                },
+                Op::Delete(_) => {}
+            }
+        }
+        let apply = inner.check_guards(write)?;
+        let (written, changes) = inner.apply(write, &apply, now);
+        drop(inner);
+        changes.into_iter().for_each(|c| self.announce(c));
+        Ok(written)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Arc<Stored>>> {
+        let now = Timestamp::now();
+        Ok(self
+            .lock()
+            .present(key, now)
+            .map(|(r, rev)| Arc::new(Stored::new(r.clone(), *rev))))
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page> {
+        let now = Timestamp::now();
+        let inner = self.lock();
+        let limit = query.limit.max(1);
+        let mut items: Vec<Arc<Stored>> = Vec::with_capacity(limit.min(1024));
+        let mut next = None;
+        let lower = (query.kind, Timestamp::from_micros(i64::MIN), String::new());
+        let upper = match &query.after {
+            Some(c) => std::ops::Bound::Excluded((query.kind, c.created_at, c.id.clone())),
+            None => std::ops::Bound::Included((
+                query.kind,
+                Timestamp::from_micros(i64::MAX),
+                "\u{10ffff}".to_owned(),
+            )),
+        };
+        for (_, created_at, id) in inner
+            .by_created
+            .range((std::ops::Bound::Included(lower), upper))
+            .rev()
+        {
+            if query.created_before.is_some_and(|b| *created_at >= b) {
+                continue;
+            }
+            if query.created_after.is_some_and(|a| *created_at < a) {
+                break;
+            }
+            let Some((record, revision)) = inner.records.get(&(query.kind, id.clone())) else {
+                continue;
+            };
+            if !query.matches(record) || record.is_gone_at(now) {
+                continue;
+            }
+            if items.len() == limit {
+                let last = &items[limit - 1].record;
+                next = Some(Cursor {
+                    created_at: last.created_at,
+                    id: last.key.id.clone(),
+                });
+                break;
+            }
+            items.push(Arc::new(Stored::new(record.clone(), *revision)));
+        }
+        Ok(Page { items, next })
+    }
+
+    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>> {
+        let mut inner = self.lock();
+        let due: Vec<(Kind, String)> = inner
+            .by_expiry
+            .iter()
+            .take_while(|(at, _, _)| *at <= now)
+            .take(limit)
+            .map(|(_, kind, id)| (*kind, id.clone()))
+            .collect();
+        let mut changes = Vec::with_capacity(due.len());
+        let mut keys = Vec::with_capacity(due.len());
+        for id in due {
+            let Some((record, revision)) = inner.records.get(&id).cloned() else {
+                continue;
+            };
+            let key = record.key.clone();
+            match key.kind.on_expiry() {
+                OnExpiry::RemoveData => {
+                    inner.put(record.tombstone(), revision.next());
+                    inner.events.remove(&id);
+                    for lane in Lane::ALL.into_iter().filter(|l| l.keeps_finished()) {
+                        inner
+                            .queue
+                            .drop_group(lane, &id, |e| e.item.status != ItemStatus::Pending);
+                    }
+                    changes.push(Change::Record {
+                        key: key.clone(),
+                        revision: revision.next(),
+                    });
+                }
+                OnExpiry::Delete => {
+                    inner.remove(&key);
+                    changes.push(Change::Record {
+                        key: key.clone(),
+                        revision: revision.next(),
+                    });
+                }
+            }
+            keys.push(key);
+        }
+        drop(inner);
+        changes.into_iter().for_each(|c| self.announce(c));
+        Ok(keys)
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryStore {
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ItemLease>> {
+        let now = Timestamp::now();
+        let expires_at = now.plus(request.lease_for);
+        let mut inner = self.lock();
+        let queue = &mut inner.queue;
+        let lane = request.lane;
+        let mut picked = Vec::new();
+        for (_, _, _, id) in queue
+            .heads
+            .range((lane, 0, 0, String::new())..)
+            .take_while(|(l, ..)| *l == lane)
+        {
+            if picked.len() >= request.max {
+                break;
+            }
+            let e = &queue.items[&(lane, id.clone())];
+            let due = e.item.due_at.is_some_and(|at| at <= now);
+            if due && !e.leased_at(now) && !request.exclude_topics.contains(&e.item.topic) {
+                picked.push(id.clone());
+            }
+        }
+        let mut leases = Vec::with_capacity(picked.len());
+        for id in picked {
+            let e = queue
+                .items
+                .get_mut(&(lane, id))
+                .expect("picked from the index");
+            let token = LeaseToken::generate();
+            e.item.claims += 1;
+            e.lease = Some((request.worker.clone(), token, expires_at));
+            let clock = queue.clock.entry((lane, e.item.topic.clone())).or_default();
+            *clock = (*clock).max(e.rank);
+            leases.push(ItemLease {
+                item: e.item.clone(),
+                worker: request.worker.clone(),
+                token,
+                expires_at,
+            });
+        }
+        Ok(leases)
+    }
+
+    async fn renew(&self, lease: &ItemLease, extend_by: Duration) -> Result<ItemLease> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        let e = inner.queue.held(lease, now)?;
+        let expires_at = now.plus(extend_by);
+        if let Some((_, _, until)) = e.lease.as_mut() {
+            *until = expires_at;
+        }
+        Ok(ItemLease {
+            expires_at,
+            ..lease.clone()
+        })
+    }
+
+    async fn finish(&self, lease: &ItemLease, finish: &Finish) -> Result<()> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        let lane = lease.item.lane;
+        let group = id_of(&lease.item.group);
+        let keep = lane.keeps_finished() && inner.holds_data(&group);
+        let e = inner.queue.held(lease, now)?;
+        e.lease = None;
+        if let Some(attempt) = &finish.attempt {
+            e.item.attempts.push(attempt.clone());
+        }
+        let seq = e.item.seq;
+        let mut gone = Vec::new();
+        match finish.outcome {
+            Outcome::Done => {
+                e.item.status = ItemStatus::Done;
+                e.item.due_at = None;
+                gone.push(e.item.id.clone());
+            }
+            Outcome::Retry(at) => e.item.due_at = Some(at),
+            Outcome::Release(at) => {
+                e.item.claims = e.item.claims.saturating_sub(1);
+                e.item.due_at = Some(at);
+            }
+            Outcome::GiveUp { rest } => {
+                e.item.status = ItemStatus::Failed;
+                e.item.due_at = None;
+                gone.push(e.item.id.clone());
+                if rest {
+                    let later: Vec<String> = inner.queue.groups[&(lane, group.clone())]
+                        .range(seq + 1..)
+                        .map(|(_, id)| id.clone())
+                        .collect();
+                    for id in later {
+                        let e = inner
+                            .queue
+                            .items
+                            .get_mut(&(lane, id.clone()))
+                            .expect("grouped");
+                        if e.item.status == ItemStatus::Pending {
+                            e.item.status = ItemStatus::Failed;
+                            e.item.due_at = None;
+                            e.lease = None;
+                            gone.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        if !keep {
+            for id in &gone {
+                inner.queue.remove(lane, id);
+            }
+        }
+        inner.queue.refresh_head(lane, &group);
+        drop(inner);
+        if matches!(finish.outcome, Outcome::Retry(_) | Outcome::Release(_)) {
+            self.announce(Change::Work(lane));
+        }
+        Ok(())
+    }
+
+    async fn items(&self, lane: Lane, group: &Key) -> Result<Vec<Item>> {
+        let inner = self.lock();
+        Ok(inner
+            .queue
+            .groups
+            .get(&(lane, id_of(group)))
+            .map(|ids| {
+                ids.values()
+                    .map(|id| inner.queue.items[&(lane, id.clone())].item.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn requeue(&self, lane: Lane, group: &Key, id: &str) -> Result<()> {
+        let now = Timestamp::now();
+        let mut inner = self.lock();
+        let e = inner
+            .queue
+            .items
+            .get_mut(&(lane, id.to_owned()))
+            .filter(|e| e.item.group.kind == group.kind && e.item.group.id == group.id)
+            .ok_or_else(|| Error::NotFound(group.clone()))?;
+        e.item.status = ItemStatus::Pending;
+        e.item.due_at = Some(now);
+        e.lease = None;
+        inner.queue.refresh_head(lane, &id_of(group));
+        drop(inner);
+        self.announce(Change::Work(lane));
+        Ok(())
+    }
+
+    async fn queue_stats(&self, lane: Lane) -> Result<QueueStats> {
+        let now = Timestamp::now();
+        let inner = self.lock();
+        let mut stats = QueueStats::default();
+        for ((l, id), e) in &inner.queue.items {
+            if *l != lane || e.item.status != ItemStatus::Pending {
+                continue;
+            }
+            let head = inner.queue.head_of(lane, &id_of(&e.item.group)) == Some(id);
+            if e.leased_at(now) {
+                stats.leased += 1;
+            } else if head && e.item.due_at.is_some_and(|at| at <= now) {
+                stats.ready += 1;
+            } else {
+                stats.delayed += 1;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn read_events(
+        &self,
+        stream: &Key,
+        after: Option<(Revision, u32)>,
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>> {
+        Ok(self
+            .lock()
+            .events
+            .get(&id_of(stream))
+            .map(|(_, log)| {
+                log.iter()
+                    .filter(|e| after.is_none_or(|a| (e.revision, e.index) > a))
+                    .take(limit.max(1))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl LedgerStore for MemoryStore {
+    async fn balance(&self, account: &AccountId) -> Result<Balance> {
+        Ok(self
+            .lock()
+            .ledgers
+            .get(account)
+            .map(|l| l.totals)
+            .unwrap_or_default())
+    }
+
+    async fn ledger(
+        &self,
+        account: &AccountId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Posted>> {
+        Ok(self
+            .lock()
+            .ledgers
+            .get(account)
+            .map(|l| {
+                l.entries
+                    .range(..before.unwrap_or(u64::MAX))
+                    .rev()
+                    .take(limit.max(1))
+                    .map(|(_, p)| p.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl AdminStore for MemoryStore {
     fn backend(&self) -> &'static str {
         "memory"
     }
@@ -244,265 +860,6 @@ impl Store for MemoryStore {
             native_ttl: false,
             change_notifications: true,
         }
-    }
-
-    async fn create(&self, new: NewPrediction<'_>) -> Result<Created> {
-        let now = Timestamp::now();
-        let mut inner = self.lock();
-        let p = new.prediction;
-        if let Some(existing) = inner.predictions.get(&p.id) {
-            return Ok(Created::ExistingId(existing.clone()));
-        }
-        if let Some(key) = new.idempotency {
-            let slot = (key.owner.clone(), key.key.clone());
-            if let Some(record) = inner.keys.get(&slot).filter(|r| r.expires_at > now) {
-                let prediction = inner.predictions.get(&record.prediction_id).cloned();
-                return Ok(Created::ExistingKey {
-                    record: record.clone(),
-                    prediction,
-                });
-            }
-            inner.keys.insert(slot, key.clone());
-        }
-        inner.put(Versioned {
-            value: p.clone(),
-            revision: Revision::FIRST,
-        });
-        inner.apply_effects(&p.id, new.effects, Revision::FIRST);
-        drop(inner);
-        self.announce(Change::Prediction {
-            id: p.id.clone(),
-            revision: Revision::FIRST,
-        });
-        if queues_work(new.effects) {
-            self.announce(Change::Work);
-        }
-        Ok(Created::Inserted(Revision::FIRST))
-    }
-
-    async fn get(&self, id: &PredictionId) -> Result<Versioned<Prediction>> {
-        self.lock()
-            .predictions
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(id.clone()))
-    }
-
-    async fn update(
-        &self,
-        id: &PredictionId,
-        expected: Revision,
-        next: &Prediction,
-        effects: &[Effect],
-    ) -> Result<Revision> {
-        let mut inner = self.lock();
-        let stored = inner
-            .predictions
-            .get(id)
-            .ok_or_else(|| Error::NotFound(id.clone()))?;
-        if stored.revision != expected {
-            return Err(Error::Conflict {
-                expected,
-                actual: stored.revision,
-            });
-        }
-        let revision = expected.next();
-        let mut record = next.clone();
-        // The record is stored under `id` whatever `next.id` says.
-        record.id = id.clone();
-        inner.put(Versioned {
-            value: record,
-            revision,
-        });
-        inner.apply_effects(id, effects, revision);
-        drop(inner);
-        self.announce(Change::Prediction {
-            id: id.clone(),
-            revision,
-        });
-        if queues_work(effects) {
-            self.announce(Change::Work);
-        }
-        Ok(revision)
-    }
-
-    async fn delete(&self, id: &PredictionId) -> Result<()> {
-        let mut inner = self.lock();
-        let removed = inner.predictions.remove(id);
-        if let Some(p) = &removed {
-            inner.unindex(id, p.value.created_at, p.value.expires_at);
-        }
-        inner.remove_job(id);
-        inner.keys.retain(|_, r| r.prediction_id != *id);
-        inner.deliveries.remove(id);
-        inner.events.remove(id);
-        drop(inner);
-        if let Some(p) = removed {
-            self.announce(Change::Prediction {
-                id: id.clone(),
-                revision: p.revision.next(),
-            });
-        }
-        Ok(())
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<Page> {
-        let inner = self.lock();
-        let limit = query.limit.max(1);
-        let mut items = Vec::with_capacity(limit.min(1024));
-        let mut next = None;
-        let upper = query.after.as_ref().map(|c| (c.created_at, c.id.clone()));
-        let iter = inner
-            .by_created
-            .iter()
-            .rev()
-            .filter(|key| upper.as_ref().is_none_or(|u| *key < u));
-        for (created_at, id) in iter {
-            if query.created_before.is_some_and(|b| *created_at >= b) {
-                continue;
-            }
-            if query.created_after.is_some_and(|a| *created_at < a) {
-                break;
-            }
-            let Some(p) = inner.predictions.get(id) else {
-                continue;
-            };
-            if query.owner.as_ref().is_some_and(|o| *o != p.value.owner)
-                || query.status.is_some_and(|s| s != p.value.status)
-            {
-                continue;
-            }
-            if items.len() == limit {
-                let last: &Versioned<Prediction> = items.last().expect("limit is at least 1");
-                next = Some(Cursor {
-                    created_at: last.value.created_at,
-                    id: last.value.id.clone(),
-                });
-                break;
-            }
-            items.push(p.clone());
-        }
-        Ok(Page { items, next })
-    }
-
-    async fn expire(&self, now: Timestamp, limit: usize) -> Result<Vec<PredictionId>> {
-        let mut inner = self.lock();
-        let due: Vec<PredictionId> = inner
-            .by_expiry
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .take(limit)
-            .map(|(_, id)| id.clone())
-            .collect();
-        let mut changes = Vec::with_capacity(due.len());
-        for id in &due {
-            if let Some(mut p) = inner.predictions.get(id).cloned() {
-                p.value.remove_data();
-                p.revision = p.revision.next();
-                changes.push(Change::Prediction {
-                    id: id.clone(),
-                    revision: p.revision,
-                });
-                inner.put(p);
-                inner.events.remove(id);
-                if let Some(outbox) = inner.deliveries.get_mut(id) {
-                    outbox.retain(|d| d.state.status == DeliveryStatus::Pending);
-                }
-            }
-        }
-        inner.keys.retain(|_, r| r.expires_at > now);
-        drop(inner);
-        changes.into_iter().for_each(|c| self.announce(c));
-        Ok(due)
-    }
-
-    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Lease>> {
-        let now = Timestamp::now();
-        let mut inner = self.lock();
-        let mut picked = Vec::new();
-        for (visible_at, _, id) in inner.visibility.iter() {
-            if *visible_at > now || picked.len() >= request.max {
-                break;
-            }
-            let entry = &inner.jobs[id];
-            if !request.exclude_queues.contains(&entry.job.queue) {
-                picked.push(id.clone());
-            }
-        }
-        let expires_at = now.plus(request.lease_for);
-        let mut leases = Vec::with_capacity(picked.len());
-        for id in picked {
-            inner.set_visible_at(&id, expires_at);
-            let entry = inner.jobs.get_mut(&id).expect("picked from the index");
-            let token = LeaseToken::generate();
-            entry.job.attempts += 1;
-            entry.lease = Some((request.worker.clone(), token));
-            leases.push(Lease {
-                job: entry.job.clone(),
-                worker: request.worker.clone(),
-                token,
-                expires_at,
-            });
-        }
-        Ok(leases)
-    }
-
-    async fn renew_lease(&self, lease: &Lease, extend_by: Duration) -> Result<Lease> {
-        let now = Timestamp::now();
-        let mut inner = self.lock();
-        inner.held(lease, now)?;
-        let expires_at = now.plus(extend_by);
-        inner.set_visible_at(&lease.job.prediction_id, expires_at);
-        Ok(Lease {
-            expires_at,
-            ..lease.clone()
-        })
-    }
-
-    async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
-        let now = Timestamp::now();
-        let mut inner = self.lock();
-        let entry = inner.held(lease, now)?;
-        entry.lease = None;
-        entry.job.run_at = run_at;
-        inner.set_visible_at(&lease.job.prediction_id, run_at);
-        drop(inner);
-        self.announce(Change::Work);
-        Ok(())
-    }
-
-    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> Result<()> {
-        let now = Timestamp::now();
-        let mut inner = self.lock();
-        let entry = inner.held(lease, now)?;
-        entry.lease = None;
-        entry.job.attempts = entry.job.attempts.saturating_sub(1);
-        entry.job.run_at = run_at;
-        inner.set_visible_at(&lease.job.prediction_id, run_at);
-        drop(inner);
-        self.announce(Change::Work);
-        Ok(())
-    }
-
-    async fn complete_job(&self, id: &PredictionId) -> Result<()> {
-        self.lock().remove_job(id);
-        Ok(())
-    }
-
-    async fn queue_stats(&self) -> Result<QueueStats> {
-        let now = Timestamp::now();
-        let inner = self.lock();
-        let mut stats = QueueStats::default();
-        for entry in inner.jobs.values() {
-            if entry.lease.is_some() && entry.visible_at > now {
-                stats.leased += 1;
-            } else if entry.visible_at > now {
-                stats.delayed += 1;
-            } else {
-                stats.ready += 1;
-            }
-        }
-        Ok(stats)
     }
 
     async fn counters(&self) -> Result<Vec<(String, i64)>> {
@@ -527,83 +884,99 @@ impl Store for MemoryStore {
         Ok(Some(stream.boxed()))
     }
 
-    async fn list_jobs(&self, after: Option<&PredictionId>, limit: usize) -> Result<Vec<Job>> {
-        let inner = self.lock();
-        let mut jobs: Vec<Job> = inner
-            .jobs
-            .values()
-            .filter(|e| after.is_none_or(|a| e.job.prediction_id > *a))
-            .map(|e| e.job.clone())
-            .collect();
-        jobs.sort_by(|a, b| a.prediction_id.cmp(&b.prediction_id));
-        jobs.truncate(limit.max(1));
-        Ok(jobs)
-    }
-
-    async fn list_idempotency_keys(
+    async fn export(
         &self,
-        after: Option<(&AccountId, &str)>,
+        section: Section,
+        after: Option<&Position>,
         limit: usize,
-    ) -> Result<Vec<IdempotencyRecord>> {
+    ) -> Result<Vec<Exported>> {
         let inner = self.lock();
-        let mut keys: Vec<IdempotencyRecord> = inner
-            .keys
-            .values()
-            .filter(|r| after.is_none_or(|(o, k)| (&r.owner, r.key.as_str()) > (o, k)))
-            .cloned()
-            .collect();
-        keys.sort_by(|a, b| (&a.owner, &a.key).cmp(&(&b.owner, &b.key)));
-        keys.truncate(limit.max(1));
-        Ok(keys)
+        let mut all: Vec<Exported> = match section {
+            Section::Records => inner
+                .records
+                .values()
+                .map(|(record, revision)| Exported::Record {
+                    record: Box::new(record.clone()),
+                    revision: *revision,
+                })
+                .collect(),
+            Section::Items => inner
+                .queue
+                .items
+                .values()
+                .map(|e| Exported::Item(Box::new(e.item.clone())))
+                .collect(),
+            Section::Events => inner
+                .events
+                .values()
+                .flat_map(|(stream, log)| {
+                    log.iter().map(|event| Exported::Event {
+                        stream: stream.clone(),
+                        event: event.clone(),
+                    })
+                })
+                .collect(),
+            Section::Ledger => inner
+                .ledgers
+                .values()
+                .flat_map(|l| l.entries.values())
+                .map(|p| Exported::Ledger(Box::new(p.clone())))
+                .collect(),
+            Section::Counters => inner
+                .counters
+                .iter()
+                .map(|(name, value)| Exported::Counter {
+                    name: name.clone(),
+                    value: *value,
+                })
+                .collect(),
+        };
+        drop(inner);
+        all.retain(|e| after.is_none_or(|a| e.position() > *a));
+        all.sort_by_key(Exported::position);
+        all.truncate(limit.max(1));
+        Ok(all)
     }
 
-    async fn import(&self, records: &[Record]) -> Result<()> {
+    async fn import(&self, pieces: &[Exported]) -> Result<()> {
         let mut inner = self.lock();
-        for record in records {
-            match record {
-                Record::Prediction(p) => inner.put((**p).clone()),
-                Record::Job(job) => {
-                    let id = job.prediction_id.clone();
-                    inner.remove_job(&id);
-                    inner.seq += 1;
-                    let seq = inner.seq;
-                    inner.visibility.insert((job.run_at, seq, id.clone()));
-                    inner.jobs.insert(
-                        id,
-                        JobEntry {
-                            job: job.clone(),
-                            visible_at: job.run_at,
-                            seq,
-                            lease: None,
-                        },
-                    );
+        for piece in pieces {
+            match piece {
+                Exported::Record { record, revision } => {
+                    inner.put((**record).clone(), *revision);
                 }
-                Record::IdempotencyKey(key) => {
-                    inner
-                        .keys
-                        .insert((key.owner.clone(), key.key.clone()), key.clone());
+                Exported::Item(item) => {
+                    inner.queue.remove(item.lane, &item.id);
+                    inner.queue.insert((**item).clone(), None);
                 }
-                Record::Counter { name, value } => {
-                    inner.counters.insert(name.clone(), *value);
-                }
-                Record::Delivery(state) => {
-                    let outbox = inner
-                        .deliveries
-                        .entry(state.delivery.prediction_id.clone())
-                        .or_default();
-                    outbox.retain(|d| d.state.delivery.id != state.delivery.id);
-                    outbox.push(DeliveryEntry {
-                        state: (**state).clone(),
-                        lease: None,
-                    });
-                    outbox.sort_by_key(|d| d.state.seq);
-                }
-                Record::Event(id, event) => {
-                    let log = inner.events.entry(id.clone()).or_default();
-                    let key = (event.revision, event.index);
-                    log.retain(|e| (e.revision, e.index) != key);
+                Exported::Event { stream, event } => {
+                    let (_, log) = inner
+                        .events
+                        .entry(id_of(stream))
+                        .or_insert_with(|| (stream.clone(), Vec::new()));
+                    let at = (event.revision, event.index);
+                    log.retain(|e| (e.revision, e.index) != at);
                     log.push(event.clone());
                     log.sort_by_key(|e| (e.revision, e.index));
+                }
+                Exported::Ledger(posted) => {
+                    let ledger = inner
+                        .ledgers
+                        .entry(posted.entry.account.clone())
+                        .or_default();
+                    if let Some(old) = ledger.entries.insert(posted.seq, (**posted).clone()) {
+                        ledger.ids.remove(&old.entry.id);
+                    }
+                    ledger.ids.insert(posted.entry.id.clone());
+                    ledger.totals = ledger
+                        .entries
+                        .values()
+                        .next_back()
+                        .map(|p| p.after)
+                        .unwrap_or_default();
+                }
+                Exported::Counter { name, value } => {
+                    inner.counters.insert(name.clone(), *value);
                 }
             }
         }
@@ -611,154 +984,4 @@ impl Store for MemoryStore {
         self.announce(Change::Resync);
         Ok(())
     }
-    async fn claim_deliveries(
-        &self,
-        worker: &WorkerId,
-        lease_for: Duration,
-        max: usize,
-    ) -> Result<Vec<DeliveryLease>> {
-        let now = Timestamp::now();
-        let expires_at = now.plus(lease_for);
-        let mut inner = self.lock();
-        // The head of each outbox: its first pending message, if due and not leased.
-        let mut heads: Vec<(Timestamp, PredictionId)> = inner
-            .deliveries
-            .iter()
-            .filter_map(|(id, outbox)| {
-                let head = outbox
-                    .iter()
-                    .find(|d| d.state.status == DeliveryStatus::Pending)?;
-                let due = head.state.next_attempt_at.unwrap_or(now);
-                let leased = head
-                    .lease
-                    .as_ref()
-                    .is_some_and(|(_, _, until)| *until > now);
-                (due <= now && !leased).then(|| (due, id.clone()))
-            })
-            .collect();
-        heads.sort();
-        heads.truncate(max);
-        let mut leases = Vec::with_capacity(heads.len());
-        for (_, id) in heads {
-            let outbox = inner.deliveries.get_mut(&id).expect("found above");
-            let head = outbox
-                .iter_mut()
-                .find(|d| d.state.status == DeliveryStatus::Pending)
-                .expect("found above");
-            let token = LeaseToken::generate();
-            head.lease = Some((worker.clone(), token, expires_at));
-            leases.push(DeliveryLease {
-                state: head.state.clone(),
-                worker: worker.clone(),
-                token,
-                expires_at,
-            });
-        }
-        Ok(leases)
-    }
-
-    async fn finish_delivery(
-        &self,
-        lease: &DeliveryLease,
-        attempt: &Attempt,
-        outcome: DeliveryOutcome,
-    ) -> Result<()> {
-        let now = Timestamp::now();
-        let mut inner = self.lock();
-        let id = &lease.state.delivery.prediction_id;
-        let data_removed = inner
-            .predictions
-            .get(id)
-            .is_none_or(|p| p.value.data_removed);
-        let outbox = inner.deliveries.get_mut(id).ok_or(Error::LeaseLost)?;
-        let position = outbox
-            .iter()
-            .position(|d| {
-                d.state.delivery.id == lease.state.delivery.id
-                    && d.lease
-                        .as_ref()
-                        .is_some_and(|(_, token, until)| *token == lease.token && *until > now)
-            })
-            .ok_or(Error::LeaseLost)?;
-        let entry = &mut outbox[position];
-        entry.lease = None;
-        entry.state.attempts.push(attempt.clone());
-        match outcome {
-            DeliveryOutcome::Delivered => {
-                entry.state.status = DeliveryStatus::Delivered;
-                entry.state.next_attempt_at = None;
-            }
-            DeliveryOutcome::RetryAt(at) => entry.state.next_attempt_at = Some(at),
-            DeliveryOutcome::GiveUp { drop_rest } => {
-                entry.state.status = DeliveryStatus::Failed;
-                entry.state.next_attempt_at = None;
-                if drop_rest {
-                    for later in outbox.iter_mut().skip(position + 1) {
-                        if later.state.status == DeliveryStatus::Pending {
-                            later.state.status = DeliveryStatus::Failed;
-                            later.state.next_attempt_at = None;
-                            later.lease = None;
-                        }
-                    }
-                }
-            }
-        }
-        if data_removed {
-            // Retention ran while it was pending: keep no data once it is done.
-            outbox.retain(|d| d.state.status == DeliveryStatus::Pending);
-        }
-        Ok(())
-    }
-
-    async fn list_deliveries(&self, id: &PredictionId) -> Result<Vec<DeliveryState>> {
-        Ok(self
-            .lock()
-            .deliveries
-            .get(id)
-            .map(|outbox| outbox.iter().map(|d| d.state.clone()).collect())
-            .unwrap_or_default())
-    }
-
-    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> Result<()> {
-        let mut inner = self.lock();
-        let entry = inner
-            .deliveries
-            .get_mut(id)
-            .and_then(|outbox| {
-                outbox
-                    .iter_mut()
-                    .find(|d| d.state.delivery.id == delivery_id)
-            })
-            .ok_or_else(|| Error::NotFound(id.clone()))?;
-        entry.state.status = DeliveryStatus::Pending;
-        entry.state.next_attempt_at = Some(Timestamp::now());
-        entry.lease = None;
-        Ok(())
-    }
-
-    async fn read_events(
-        &self,
-        id: &PredictionId,
-        after: Option<(Revision, u32)>,
-        limit: usize,
-    ) -> Result<Vec<StreamEvent>> {
-        Ok(self
-            .lock()
-            .events
-            .get(id)
-            .map(|log| {
-                log.iter()
-                    .filter(|e| after.is_none_or(|a| (e.revision, e.index) > a))
-                    .take(limit.max(1))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-}
-
-fn queues_work(effects: &[Effect]) -> bool {
-    effects
-        .iter()
-        .any(|e| matches!(e, Effect::EnqueueJob { .. }))
 }

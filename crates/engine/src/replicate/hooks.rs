@@ -232,9 +232,9 @@ impl ReplicateHooks {
         let mut next_read = tokio::time::Instant::now();
         let settled = loop {
             if tokio::time::Instant::now() >= next_read {
-                match self.service.store().get_uncached(&id).await {
+                match self.service.get_uncached(&id).await {
                     Ok(p) if p.value.is_terminal() => break Some(p.value.status),
-                    Err(augur_core::store::Error::NotFound(_)) => break None,
+                    Err(augur_core::Error::NotFound(_)) => break None,
                     _ => {}
                 }
                 next_read = tokio::time::Instant::now() + FOLLOW_RECHECK;

@@ -8,14 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use augur_core::store::{
-    self, Attempt, Capabilities, ChangeStream, ClaimRequest, Created, DeliveryLease,
-    DeliveryOutcome, DeliveryState, Effect, IdempotencyRecord, Job, Lease, ListQuery,
-    NewPrediction, Page, QueueStats, Record, Store, StreamEvent,
-};
-use augur_core::{AccountId, Prediction, PredictionId, Revision, Timestamp, Versioned, WorkerId};
-use augur_store_postgres::PostgresStore;
+use augur_core::forward_store;
+use augur_store_postgres::{PostgresOptions, PostgresStore};
 use tokio_postgres::NoTls;
 
 /// The prefix of every schema the tests create.
@@ -92,13 +86,27 @@ async fn drop_stale_schemas(url: &str) {
 
 /// A store in a fresh schema, or `None` (a skip) when no database is configured.
 pub(crate) async fn store() -> Option<TestStore> {
+    open(false).await
+}
+
+/// Like [`store`], but every write takes the general path (a pipelined transaction), never
+/// the fused statement.
+pub(crate) async fn general_store() -> Option<TestStore> {
+    open(true).await
+}
+
+async fn open(general_only: bool) -> Option<TestStore> {
     let url = url()?;
     static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     SWEPT.get_or_init(|| drop_stale_schemas(&url)).await;
     let schema = fresh_schema();
-    let inner = PostgresStore::connect(&url_with_schema(&url, &schema))
-        .await
-        .expect("connect to the test database");
+    let options = PostgresOptions::from_url(&url_with_schema(&url, &schema)).expect("a valid URL");
+    let inner = if general_only {
+        PostgresStore::connect_general_only(options).await
+    } else {
+        PostgresStore::connect_with(options).await
+    }
+    .expect("connect to the test database");
     Some(TestStore {
         inner: Arc::new(inner),
         url,
@@ -137,110 +145,8 @@ impl Drop for TestStore {
     }
 }
 
-#[async_trait]
-impl Store for TestStore {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn create(&self, new: NewPrediction<'_>) -> store::Result<Created> {
-        self.inner.create(new).await
-    }
-    async fn get(&self, id: &PredictionId) -> store::Result<Versioned<Prediction>> {
-        self.inner.get(id).await
-    }
-    async fn update(
-        &self,
-        id: &PredictionId,
-        expected: Revision,
-        next: &Prediction,
-        effects: &[Effect],
-    ) -> store::Result<Revision> {
-        self.inner.update(id, expected, next, effects).await
-    }
-    async fn delete(&self, id: &PredictionId) -> store::Result<()> {
-        self.inner.delete(id).await
-    }
-    async fn list(&self, query: &ListQuery) -> store::Result<Page> {
-        self.inner.list(query).await
-    }
-    async fn expire(&self, now: Timestamp, limit: usize) -> store::Result<Vec<PredictionId>> {
-        self.inner.expire(now, limit).await
-    }
-    async fn claim_jobs(&self, request: &ClaimRequest) -> store::Result<Vec<Lease>> {
-        self.inner.claim_jobs(request).await
-    }
-    async fn renew_lease(&self, lease: &Lease, extend_by: Duration) -> store::Result<Lease> {
-        self.inner.renew_lease(lease, extend_by).await
-    }
-    async fn retry_job(&self, lease: &Lease, run_at: Timestamp) -> store::Result<()> {
-        self.inner.retry_job(lease, run_at).await
-    }
-    async fn release_job(&self, lease: &Lease, run_at: Timestamp) -> store::Result<()> {
-        self.inner.release_job(lease, run_at).await
-    }
-    async fn complete_job(&self, id: &PredictionId) -> store::Result<()> {
-        self.inner.complete_job(id).await
-    }
-    async fn queue_stats(&self) -> store::Result<QueueStats> {
-        self.inner.queue_stats().await
-    }
-    async fn counters(&self) -> store::Result<Vec<(String, i64)>> {
-        self.inner.counters().await
-    }
-    async fn subscribe(&self) -> store::Result<Option<ChangeStream>> {
-        self.inner.subscribe().await
-    }
-    async fn list_jobs(
-        &self,
-        after: Option<&PredictionId>,
-        limit: usize,
-    ) -> store::Result<Vec<Job>> {
-        self.inner.list_jobs(after, limit).await
-    }
-    async fn list_idempotency_keys(
-        &self,
-        after: Option<(&AccountId, &str)>,
-        limit: usize,
-    ) -> store::Result<Vec<IdempotencyRecord>> {
-        self.inner.list_idempotency_keys(after, limit).await
-    }
-    async fn import(&self, records: &[Record]) -> store::Result<()> {
-        self.inner.import(records).await
-    }
-    async fn claim_deliveries(
-        &self,
-        worker: &WorkerId,
-        lease_for: Duration,
-        max: usize,
-    ) -> store::Result<Vec<DeliveryLease>> {
-        self.inner.claim_deliveries(worker, lease_for, max).await
-    }
-    async fn finish_delivery(
-        &self,
-        lease: &DeliveryLease,
-        attempt: &Attempt,
-        outcome: DeliveryOutcome,
-    ) -> store::Result<()> {
-        self.inner.finish_delivery(lease, attempt, outcome).await
-    }
-    async fn list_deliveries(&self, id: &PredictionId) -> store::Result<Vec<DeliveryState>> {
-        self.inner.list_deliveries(id).await
-    }
-    async fn redeliver(&self, id: &PredictionId, delivery_id: &str) -> store::Result<()> {
-        self.inner.redeliver(id, delivery_id).await
-    }
-    async fn read_events(
-        &self,
-        id: &PredictionId,
-        after: Option<(Revision, u32)>,
-        limit: usize,
-    ) -> store::Result<Vec<StreamEvent>> {
-        self.inner.read_events(id, after, limit).await
-    }
-    async fn close(&self) {
-        self.inner.close().await;
-    }
-}
+forward_store!(RecordStore for TestStore => inner);
+forward_store!(QueueStore for TestStore => inner);
+forward_store!(EventStore for TestStore => inner);
+forward_store!(LedgerStore for TestStore => inner);
+forward_store!(AdminStore for TestStore => inner);

@@ -3,12 +3,16 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+use std::net::TcpListener;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use augur_core::store::DynStore;
 use augur_core::{PredictionId, Timestamp};
+use augur_store_conformance::fixtures::eventually;
 use augur_store_redis::{RedisOptions, RedisStore, Topology};
+use tokio::process::{Child, Command};
 
 /// Every test prefix starts with this, then a ULID (whose time says how old it is).
 pub(crate) const TEST_PREFIX: &str = "augur-test-";
@@ -104,4 +108,60 @@ fn prefix_time(key: &str) -> Option<Timestamp> {
         millis = millis * 32 + digit;
     }
     Some(Timestamp::from_micros(millis * 1000))
+}
+
+/// A throwaway `redis-server` a test owns (appending with `appendfsync always`, no
+/// snapshots), killed when dropped.
+pub(crate) struct Server {
+    child: Child,
+}
+
+impl Server {
+    /// Starts it on `port`, keeping its files in `dir`, and waits until it answers.
+    pub(crate) async fn start(bin: &str, port: u16, dir: &std::path::Path) -> Self {
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server");
+        let url = format!("redis://127.0.0.1:{port}/0");
+        eventually("redis-server to answer", Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                let client = redis::Client::open(url).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                // Not ready while it replays its log.
+                let pong: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
+                (pong == "PONG").then_some(())
+            }
+        })
+        .await;
+        Self { child }
+    }
+
+    /// `kill -9`.
+    pub(crate) async fn kill(mut self) {
+        self.child.start_kill().expect("kill redis-server");
+        self.child.wait().await.expect("reap redis-server");
+    }
+}
+
+/// A free loopback port.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

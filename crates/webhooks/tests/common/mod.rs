@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use augur_core::outbox::{Delivery, DeliveryState, DeliveryStatus, Outbox};
 use augur_core::store::memory::MemoryStore;
-use augur_core::store::{Delivery, DeliveryState, DynStore, Effect, NewPrediction};
+use augur_core::store::{DynStore, Effect, Entity, Op, Write};
 use augur_core::{
     AccountId, ModelName, Prediction, PredictionId, Timestamp, WebhookEvent, WorkerId,
 };
@@ -217,7 +218,7 @@ pub async fn create_with_messages(store: &DynStore, url: &str, messages: usize) 
         .map(|n| {
             let mut payload = p.clone();
             payload.logs = format!("message {n}\n");
-            Effect::EnqueueDelivery(Box::new(Delivery {
+            Delivery {
                 id: message_id(&p.id, n),
                 prediction_id: p.id.clone(),
                 url: url.to_owned(),
@@ -228,14 +229,16 @@ pub async fn create_with_messages(store: &DynStore, url: &str, messages: usize) 
                 },
                 payload: Box::new(payload),
                 created_at: Timestamp::now(),
-            }))
+            }
+            .enqueue(&p.owner)
+            .expect("encodes")
         })
         .collect();
     store
-        .create(NewPrediction {
-            prediction: &p,
-            idempotency: None,
-            effects: &effects,
+        .write(&Write {
+            account: p.owner.clone(),
+            ops: vec![Op::Insert(p.to_record().expect("encodes"))],
+            effects,
         })
         .await
         .expect("create");
@@ -251,7 +254,8 @@ pub struct Running {
 
 impl Running {
     pub fn start(store: &DynStore, options: DispatcherOptions) -> Self {
-        let dispatcher = Dispatcher::new(store.clone(), secret(), render(), options).unwrap();
+        let dispatcher =
+            Dispatcher::new(Outbox::new(store.clone()), secret(), render(), options).unwrap();
         let handle = dispatcher.handle();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(dispatcher.run(async {
@@ -305,12 +309,17 @@ where
 /// The prediction's messages once none is pending any more.
 pub async fn settled(store: &DynStore, id: &PredictionId, within: Duration) -> Vec<DeliveryState> {
     eventually(within, "the messages to settle", || async {
-        let states = store.list_deliveries(id).await.expect("list deliveries");
-        let done = !states.is_empty()
-            && states
-                .iter()
-                .all(|s| s.status != augur_core::store::DeliveryStatus::Pending);
+        let states = list(store, id).await;
+        let done = !states.is_empty() && states.iter().all(|s| s.status != DeliveryStatus::Pending);
         done.then_some(states)
     })
     .await
+}
+
+/// The prediction's messages and their attempts.
+pub async fn list(store: &DynStore, id: &PredictionId) -> Vec<DeliveryState> {
+    Outbox::new(store.clone())
+        .list(id)
+        .await
+        .expect("list deliveries")
 }
