@@ -1,6 +1,6 @@
 //! `core::Error`: the domain failures of prediction operations.
 
-use crate::id::PredictionId;
+use crate::id::{AccountId, ModelName, PredictionId};
 use crate::state::TransitionError;
 
 /// The result type of [`crate::service::Predictions`] operations.
@@ -28,6 +28,41 @@ pub enum Error {
     /// Too many concurrent writers kept winning the compare-and-set.
     #[error("prediction {0} is being updated too often; try again")]
     Contention(PredictionId),
+    /// No such account.
+    #[error("account {0} not found")]
+    AccountNotFound(AccountId),
+    /// The username is taken.
+    #[error("account {0} already exists")]
+    AccountExists(AccountId),
+    /// No such API token (or it is another account's).
+    #[error("token {0} not found")]
+    TokenNotFound(String),
+    /// The account cannot afford the prediction (or the adjustment).
+    #[error("account {account} has {available} credits available, {price} needed")]
+    InsufficientCredits {
+        /// The account.
+        account: AccountId,
+        /// What it could spend.
+        available: i64,
+        /// What was asked.
+        price: i64,
+        /// The model, for a prediction.
+        model: Option<ModelName>,
+    },
+    /// The account has as many unsettled predictions as its limit allows.
+    #[error("account {account} already has {limit} predictions running, its limit")]
+    TooManyActive {
+        /// The account.
+        account: AccountId,
+        /// Its limit.
+        limit: u32,
+    },
+    /// A request the domain refuses (a name too long, an amount of zero).
+    #[error("{0}")]
+    Invalid(String),
+    /// Too many concurrent writers kept winning on a record other than a prediction.
+    #[error("{0} is being updated too often; try again")]
+    Busy(String),
     /// The store failed.
     #[error(transparent)]
     Store(crate::store::Error),

@@ -6,12 +6,17 @@
 //!   its error vocabulary, [`store::memory::MemoryStore`] and the decorators.
 //! - [`service`]: [`service::Predictions`], the operations the API and workers call, and the
 //!   handles they reach the store through: [`jobs::Jobs`], [`outbox::Outbox`], [`ops::Ops`].
+//! - [`account`], [`accounts`]: accounts and API tokens, and the service over them.
+//! - [`credits`]: prices, holds, settlements and the credit operations.
 //! - [`idempotency`]: idempotency keys as records.
 //! - [`hub`]: in-process change notifications.
 //! - [`notices`]: the stream events and webhook messages a change makes.
 //!
 //! This crate does no I/O of its own and names no backend.
 
+pub mod account;
+pub mod accounts;
+pub mod credits;
 pub mod error;
 pub mod hub;
 pub mod id;
@@ -27,6 +32,8 @@ pub mod state;
 pub mod store;
 pub mod time;
 
+pub use accounts::{Accounts, AccountsConfig, Caller};
+pub use credits::{CanceledAfterStart, Credits, Price};
 pub use error::{Error, Result};
 pub use id::{AccountId, InvalidId, LeaseToken, ModelName, PredictionId, WorkerId};
 pub use prediction::{Metrics, Prediction, Revision, Versioned, WebhookEvent, WebhookEvents};

@@ -76,6 +76,14 @@ pub struct Prediction {
     /// work up or cancel it. Internal: never shown to clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// The credits its create reserved, settled when it becomes terminal; `None` for a free
+    /// model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<crate::credits::Hold>,
+    /// True if it counts against its owner's limit on predictions running at once (the
+    /// counter `predictions_active@<owner>`), which its settlement then lowers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limited: bool,
 }
 
 /// Logs longer than this lose their oldest part, so a chatty model cannot grow a record without
@@ -110,6 +118,8 @@ impl Prediction {
             webhook_events_filter: WebhookEvents::ALL,
             deadline: None,
             expires_at: None,
+            hold: None,
+            limited: false,
             attempts: 0,
             stream_token: new_secret_token(),
             external_id: None,
@@ -252,7 +262,7 @@ impl Serialize for Body<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.0;
-        let mut b = s.serialize_struct("Prediction", 19)?;
+        let mut b = s.serialize_struct("Prediction", 21)?;
         b.serialize_field("id", &p.id)?;
         b.serialize_field("owner", &p.owner)?;
         b.serialize_field("model", &p.model)?;
@@ -270,6 +280,12 @@ impl Serialize for Body<'_> {
         b.serialize_field("expires_at", &p.expires_at)?;
         b.serialize_field("attempts", &p.attempts)?;
         b.serialize_field("stream_token", &p.stream_token)?;
+        if let Some(hold) = &p.hold {
+            b.serialize_field("hold", hold)?;
+        }
+        if p.limited {
+            b.serialize_field("limited", &p.limited)?;
+        }
         if let Some(external) = &p.external_id {
             b.serialize_field("external_id", external)?;
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::credits::{self, CanceledAfterStart, Hold, Price};
 use crate::error::{Error, Result};
 use crate::hub::{Hub, Watch};
 use crate::id::{AccountId, ModelName, PredictionId, WorkerId};
@@ -34,6 +35,8 @@ pub struct ServiceConfig {
     pub retention: Duration,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
+    /// What a priced prediction canceled after it started costs.
+    pub canceled_after_start: CanceledAfterStart,
 }
 
 impl Default for ServiceConfig {
@@ -41,6 +44,7 @@ impl Default for ServiceConfig {
         Self {
             retention: Duration::from_secs(3600),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            canceled_after_start: CanceledAfterStart::default(),
         }
     }
 }
@@ -53,6 +57,9 @@ pub mod counters {
     pub const CREATED: &str = "predictions_created_total";
     /// Predictions that reached a terminal state. Each prediction adds exactly one.
     pub const SETTLED: &str = "predictions_settled_total";
+    /// An account's unsettled predictions that count against its `max_active` limit (a
+    /// per-account counter, see [`per_account`]).
+    pub const ACTIVE: &str = "predictions_active";
 
     /// The counter for predictions that settled with `status`.
     pub fn settled_as(status: crate::state::Status) -> String {
@@ -92,6 +99,12 @@ pub struct CreateRequest {
     pub deadline: Option<Timestamp>,
     /// The client's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
+    /// The model's price: the create reserves it from the owner's credits, or fails with
+    /// [`Error::InsufficientCredits`]. `None` is free.
+    pub price: Option<Price>,
+    /// The owner's limit on unsettled predictions: the create fails with
+    /// [`Error::TooManyActive`] at it. `None` is unlimited.
+    pub max_active: Option<u32>,
 }
 
 impl CreateRequest {
@@ -297,6 +310,11 @@ impl Predictions {
         prediction.webhook = request.webhook.clone();
         prediction.webhook_events_filter = request.webhook_events_filter;
         prediction.deadline = request.deadline;
+        let reserve = request.price.map(|p| p.reserve()).filter(|r| *r > 0);
+        if let (Some(price), Some(reserved)) = (request.price, reserve) {
+            prediction.hold = Some(Hold { price, reserved });
+        }
+        prediction.limited = request.max_active.is_some();
 
         let key = request.idempotency_key.as_ref().map(|key| IdempotencyKey {
             owner: request.owner.clone(),
@@ -331,6 +349,20 @@ impl Predictions {
         };
         write.effects.push(enqueue);
         write.effects.push(Effect::count(counters::CREATED, 1));
+        if let Some(hold) = &prediction.hold {
+            write.effects.push(Effect::Post(Box::new(credits::reserve(
+                &prediction,
+                hold,
+                now,
+            ))));
+        }
+        if let Some(limit) = request.max_active {
+            write.effects.push(Effect::Count {
+                name: counters::per_account(counters::ACTIVE, &request.owner),
+                delta: 1,
+                limit: Some(i64::from(limit)),
+            });
+        }
         write
             .effects
             .extend(self.notices.effects(None, &prediction, 0)?);
@@ -394,6 +426,18 @@ impl Predictions {
                     None => Err(Error::NotFound(first.value.prediction_id.clone())),
                 }
             }
+            Err(store::Error::InsufficientCredits { available, .. }) => {
+                Err(Error::InsufficientCredits {
+                    account: request.owner.clone(),
+                    available,
+                    price: reserve.unwrap_or_default(),
+                    model: Some(request.model.clone()),
+                })
+            }
+            Err(store::Error::LimitReached { .. }) => Err(Error::TooManyActive {
+                account: request.owner.clone(),
+                limit: request.max_active.unwrap_or_default(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -557,6 +601,19 @@ impl Predictions {
                 effects.push(jobs::complete(id));
                 effects.push(Effect::count(counters::SETTLED, 1));
                 effects.push(Effect::count(counters::settled_as(next.status), 1));
+                if let Some(hold) = &next.hold {
+                    effects.extend(
+                        credits::settlement(&next, hold, self.config.canceled_after_start, now)
+                            .into_iter()
+                            .map(|e| Effect::Post(Box::new(e))),
+                    );
+                }
+                if next.limited {
+                    effects.push(Effect::count(
+                        counters::per_account(counters::ACTIVE, &next.owner),
+                        -1,
+                    ));
+                }
             }
             effects.extend_from_slice(extra);
             effects.extend(self.notices.effects(
@@ -677,6 +734,8 @@ mod tests {
             webhook_events_filter: WebhookEvents::ALL,
             deadline: None,
             idempotency_key: None,
+            price: None,
+            max_active: None,
         }
     }
 

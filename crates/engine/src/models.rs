@@ -48,6 +48,8 @@ pub struct Model {
     pub created_at: Timestamp,
     /// Its limits.
     pub settings: ModelSettings,
+    /// What a prediction of it costs; `None` is free.
+    pub price: Option<augur_core::Price>,
     /// What runs it.
     pub provider: Arc<dyn Provider>,
 }
@@ -68,6 +70,7 @@ impl Model {
             description: description.into(),
             created_at: Timestamp::now(),
             settings,
+            price: None,
             provider,
         }
     }
@@ -120,6 +123,18 @@ impl ModelRegistry {
         self.by_version
             .insert(model.version.clone(), model.name.clone());
         self.by_name.insert(model.name.clone(), Arc::new(model));
+    }
+
+    /// Sets the price of a registered model (a `[[models]]` entry that names a built-in
+    /// model and sets only `price`). False if there is no such model, or it is already shared.
+    pub fn set_price(&mut self, name: &ModelName, price: Option<augur_core::Price>) -> bool {
+        match self.by_name.get_mut(name).and_then(Arc::get_mut) {
+            Some(model) => {
+                model.price = price;
+                true
+            }
+            None => false,
+        }
     }
 
     /// A model by name.

@@ -44,6 +44,8 @@ fn request(model: &str, input: serde_json::Value) -> CreateRequest {
         webhook_events_filter: WebhookEvents::ALL,
         deadline: None,
         idempotency_key: None,
+        price: None,
+        max_active: None,
     }
 }
 

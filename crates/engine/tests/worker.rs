@@ -142,6 +142,8 @@ impl Harness {
                 webhook_events_filter: WebhookEvents::ALL,
                 deadline,
                 idempotency_key: None,
+                price: None,
+                max_active: None,
             })
             .await
             .unwrap()

@@ -17,7 +17,7 @@ use augur_core::store::DynStore;
 use augur_core::store::cached::CachedStore;
 use augur_core::store::fallback::FallbackStore;
 use augur_core::store::metered::MeteredStore;
-use augur_core::{Prediction, Predictions, Secret, ServiceConfig};
+use augur_core::{Accounts, AccountsConfig, Credits, Prediction, Predictions, Secret, ServiceConfig};
 use augur_engine::{ChangeListener, OutputFiles, Sweeper, UrlImportLimits, Worker, WorkerOptions};
 use augur_webhooks::{Dispatcher, DispatcherOptions, WebhookSecret};
 
@@ -80,9 +80,14 @@ pub async fn serve(
     }
     let webhook_secret = WebhookSecret::parse(api_config.webhook_secret.expose())
         .context("the webhook signing secret")?;
+    let accounts = Accounts::new(stack.store.clone(), AccountsConfig::default());
     let state = AppState::new(AppParts {
         rendered: Default::default(),
         service: service.clone(),
+        accounts: accounts.clone(),
+        credits: Credits::new(stack.store.clone()),
+        create_limiter: Default::default(),
+        payments: None,
         models: models.clone(),
         files: files.clone(),
         config: api_config,

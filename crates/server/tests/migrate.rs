@@ -32,6 +32,8 @@ pub async fn fill(store: DynStore, n: usize) {
                 webhook_events_filter: WebhookEvents::ALL,
                 deadline: None,
                 idempotency_key: (i % 10 == 0).then(|| format!("key-{i}")),
+                price: None,
+                max_active: None,
             })
             .await
             .unwrap();

@@ -34,6 +34,8 @@ fn request(input: serde_json::Value) -> CreateRequest {
         webhook_events_filter: WebhookEvents::ALL,
         deadline: None,
         idempotency_key: None,
+        price: None,
+        max_active: None,
     }
 }
 

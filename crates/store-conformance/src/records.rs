@@ -387,6 +387,8 @@ fn create_request(owner: &AccountId, key: &str, input: serde_json::Value) -> Cre
         webhook_events_filter: WebhookEvents::ALL,
         deadline: None,
         idempotency_key: Some(key.into()),
+        price: None,
+        max_active: None,
     }
 }
 

@@ -43,6 +43,8 @@ fn keyed_request(owner: &AccountId) -> CreateRequest {
         webhook_events_filter: WebhookEvents::ALL,
         deadline: None,
         idempotency_key: Some("k-1".into()),
+        price: None,
+        max_active: None,
     }
 }
 

@@ -556,6 +556,8 @@ mod tests {
                 webhook_events_filter: WebhookEvents::ALL,
                 deadline: None,
                 idempotency_key: None,
+                price: None,
+                max_active: None,
             })
             .await
             .unwrap();
