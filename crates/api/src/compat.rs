@@ -2,31 +2,29 @@
 //! `{"success": true, "data": {"predictionId", "status", "imageUrl", ...}}`, and on error
 //! `{"success": false, "error": "...", "errorCode": "..."}`.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use augur_core::PredictionId;
+use augur_core::Caller;
 
 use crate::AppState;
-use crate::error::{ApiError, AppPath, ErrorCode};
+use crate::error::AppPath;
 use crate::wire::SeedStatus;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/api/predictions/{id}", get(get_status))
 }
 
-async fn get_status(State(state): State<AppState>, AppPath(id): AppPath<String>) -> Response {
-    let result = match PredictionId::parse(&id) {
-        Ok(id) => state.service.get(&id).await.map_err(ApiError::from),
-        Err(_) => Err(ApiError::new(
-            ErrorCode::PredictionNotFound,
-            "prediction not found",
-        )),
-    };
-    match result {
+async fn get_status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    AppPath(id): AppPath<String>,
+) -> Response {
+    match crate::predictions::read_visible(&state, &caller, &id).await {
         Ok(p) => Json(json!({"success": true, "data": SeedStatus::new(&p.value)})).into_response(),
         Err(e) => {
             let status = e.code().status();

@@ -72,6 +72,18 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// Anything else went wrong on the server.
     Internal,
+    /// The route is for the admin token.
+    AdminRequired,
+    /// The account cannot afford the prediction.
+    InsufficientCredits,
+    /// The account is over one of its limits (running predictions, creates per minute).
+    RateLimited,
+    /// No such account.
+    AccountNotFound,
+    /// The username is taken.
+    AccountExists,
+    /// No such API token.
+    TokenNotFound,
 }
 
 impl ErrorCode {
@@ -95,6 +107,11 @@ impl ErrorCode {
             Contention => StatusCode::TOO_MANY_REQUESTS,
             StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminRequired => StatusCode::FORBIDDEN,
+            InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            AccountNotFound | TokenNotFound => StatusCode::NOT_FOUND,
+            AccountExists => StatusCode::CONFLICT,
         }
     }
 
@@ -125,6 +142,12 @@ impl ErrorCode {
             Contention => "Too many concurrent updates",
             StoreUnavailable => "Service unavailable",
             Internal => "Internal server error",
+            AdminRequired => "Admin token required",
+            InsufficientCredits => "Insufficient credits",
+            RateLimited => "Request was throttled",
+            AccountNotFound => "Account not found",
+            AccountExists => "Account exists",
+            TokenNotFound => "Token not found",
         }
     }
 }
@@ -136,6 +159,7 @@ pub struct ApiError {
     detail: String,
     field: Option<String>,
     retry_after: Option<Duration>,
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The result type of handlers.
@@ -149,7 +173,14 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             retry_after: None,
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a member to the body (`price`, `available`): what a client needs to act on it.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
     }
 
     /// Names the request field to blame.
@@ -192,6 +223,8 @@ struct Problem<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl IntoResponse for ApiError {
@@ -203,6 +236,7 @@ impl IntoResponse for ApiError {
             title: self.code.title(),
             detail: &self.detail,
             field: self.field.as_deref(),
+            extra: &self.extra,
         };
         let mut response = (status, Json(body)).into_response();
         if let Some(after) = self.retry_after
@@ -239,6 +273,56 @@ impl From<augur_core::Error> for ApiError {
             )
             .with_retry_after(Duration::from_secs(1)),
             E::Store(store) => store.into(),
+            E::AccountNotFound(id) => ApiError::new(
+                ErrorCode::AccountNotFound,
+                format!("account {id} not found"),
+            ),
+            E::AccountExists(id) => ApiError::new(
+                ErrorCode::AccountExists,
+                format!("the username {id} is taken"),
+            )
+            .with_field("username"),
+            E::TokenNotFound(id) => ApiError::new(
+                ErrorCode::TokenNotFound,
+                format!("token {id} not found"),
+            ),
+            E::InsufficientCredits {
+                account,
+                available,
+                price,
+                model,
+            } => {
+                let what = model.as_ref().map_or_else(
+                    || "this change".to_owned(),
+                    |m| format!("a prediction of {m}"),
+                );
+                let mut e = ApiError::new(
+                    ErrorCode::InsufficientCredits,
+                    format!(
+                        "{what} costs {price} credits and account {account} has {available} available; top up or wait for running predictions to settle"
+                    ),
+                )
+                .with("price", price)
+                .with("available", available);
+                if let Some(model) = model {
+                    e = e.with("model", model.to_string());
+                }
+                e
+            }
+            E::TooManyActive { account, limit } => ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "account {account} has {limit} predictions that have not finished, its limit; retry when one finishes"
+                ),
+            )
+            .with("limit", limit)
+            .with_retry_after(Duration::from_secs(1)),
+            E::Invalid(why) => ApiError::new(ErrorCode::InvalidRequest, why),
+            E::Busy(what) => ApiError::new(
+                ErrorCode::Contention,
+                format!("{what} is being updated by too many writers; retry"),
+            )
+            .with_retry_after(Duration::from_secs(1)),
             other => ApiError::internal(other),
         }
     }

@@ -11,6 +11,7 @@
 //! Handlers parse, call [`augur_core::Predictions`], and render; HTTP statuses are decided in
 //! [`error`] only. The API never names a store backend.
 
+mod accounts;
 pub mod auth;
 mod cog_hooks;
 mod compat;
@@ -18,6 +19,7 @@ pub mod error;
 mod files;
 mod models;
 mod ops;
+pub mod payments;
 mod predictions;
 mod replicate_hooks;
 mod stream;
@@ -35,7 +37,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use augur_core::{Predictions, Secret};
+use augur_core::{Accounts, Credits, Predictions, Secret};
 use augur_engine::{ModelRegistry, OutputFiles};
 
 pub use error::{ApiError, ErrorCode};
@@ -96,6 +98,16 @@ pub struct AppParts {
     pub rendered: wire::Rendered,
     /// The prediction service.
     pub service: Predictions,
+    /// Accounts and tokens.
+    pub accounts: Accounts,
+    /// Balances, ledgers, grants and top-ups.
+    pub credits: Credits,
+    /// Node-local limits on creates per minute.
+    #[doc(hidden)]
+    pub create_limiter: auth::CreateLimiter,
+    /// Top-ups by a payment provider's webhook; `None` leaves `POST /v1/payments/webhook`
+    /// answering 404.
+    pub payments: Option<payments::PaymentsConfig>,
     /// The models this server runs.
     pub models: Arc<ModelRegistry>,
     /// Output files.
@@ -133,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .merge(models::routes())
         .merge(compat::routes())
         .merge(webhooks::routes())
+        .merge(accounts::routes())
         .merge(stream::account_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -141,6 +154,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(authenticated)
         .merge(stream::routes())
+        .merge(payments::routes())
         .merge(files::routes())
         .merge(ops::routes())
         .fallback(error::route_not_found)

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,7 @@ use serde_json::Value;
 use augur_core::PredictionQuery;
 use augur_core::store::Cursor;
 use augur_core::{
-    AccountId, CreateRequest, Creation, Event, ModelName, PredictionId, Status, Timestamp,
+    Caller, CreateRequest, Creation, Event, ModelName, PredictionId, Status, Timestamp,
     WebhookEvent, WebhookEvents,
 };
 use augur_engine::Model;
@@ -58,6 +59,7 @@ struct CreateBody {
 
 async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     AppJson(body): AppJson<CreateBody>,
 ) -> ApiResult<Response> {
@@ -75,17 +77,18 @@ async fn create(
         )
         .with_field("version")
     })?;
-    create_prediction(&state, &headers, model, body).await
+    create_prediction(&state, &caller, &headers, model, body).await
 }
 
 async fn create_for_model(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     AppPath((owner, name)): AppPath<(String, String)>,
     headers: HeaderMap,
     AppJson(body): AppJson<CreateBody>,
 ) -> ApiResult<Response> {
     let model = find_model(&state, &owner, &name)?;
-    create_prediction(&state, &headers, model, body).await
+    create_prediction(&state, &caller, &headers, model, body).await
 }
 
 pub(crate) fn find_model(state: &AppState, owner: &str, name: &str) -> ApiResult<Arc<Model>> {
@@ -102,6 +105,7 @@ pub(crate) fn find_model(state: &AppState, owner: &str, name: &str) -> ApiResult
 
 async fn create_prediction(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     model: Arc<Model>,
     body: CreateBody,
@@ -118,9 +122,24 @@ async fn create_prediction(
         ApiError::new(ErrorCode::InvalidInput, e.to_string()).with_field(field)
     })?;
     let wait = prefer_wait(headers, state.config.max_wait)?;
+    let limits = state.accounts.limits(&caller.account).await?;
+    if let Some(per_minute) = limits.creates_per_minute
+        && let Err(after) = state.create_limiter.check(&caller.account, per_minute)
+    {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "account {} may create {per_minute} predictions a minute; retry in {} s",
+                caller.account,
+                after.as_secs().max(1)
+            ),
+        )
+        .with("limit", per_minute)
+        .with_retry_after(after));
+    }
     let request = CreateRequest {
         id: body.id.as_deref().map(parse_client_id).transpose()?,
-        owner: AccountId::admin(),
+        owner: caller.account.clone(),
         model: model.name.clone(),
         version: model.version.clone(),
         input,
@@ -130,6 +149,9 @@ async fn create_prediction(
             .map_or(WebhookEvents::ALL, |events| events.into_iter().collect()),
         deadline: cancel_after(headers)?,
         idempotency_key: idempotency_key(headers)?,
+        // The operator's own predictions (the admin token's) are free.
+        price: if caller.admin { None } else { model.price },
+        max_active: limits.max_active,
     };
     let creation = state.service.create(request).await?;
     let (status, replayed) = match &creation {
@@ -164,12 +186,27 @@ async fn create_prediction(
     Ok(response)
 }
 
+/// Reads a prediction the caller may see; another account's is not found, like a missing one.
+pub(crate) async fn read_visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<augur_core::Versioned<Arc<augur_core::Prediction>>> {
+    let id = parse_path_id(id)?;
+    let p = state.service.read(&id).await?;
+    if caller.may_see(&p.value.owner) {
+        Ok(p)
+    } else {
+        Err(augur_core::Error::NotFound(id).into())
+    }
+}
+
 async fn get_one(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<Response> {
-    let id = parse_path_id(&id)?;
-    let p = state.service.read(&id).await?;
+    let p = read_visible(&state, &caller, &id).await?;
     let body = state
         .rendered
         .json(&state.config.public_url, &p.value, p.revision);
@@ -178,10 +215,14 @@ async fn get_one(
 
 async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     AppPath(id): AppPath<String>,
 ) -> ApiResult<Response> {
-    let id = parse_path_id(&id)?;
-    let done = state.service.transition(&id, &Event::canceled()).await?;
+    let p = read_visible(&state, &caller, &id).await?;
+    let done = state
+        .service
+        .transition(&p.value.id, &Event::canceled())
+        .await?;
     Ok(Json(PredictionJson::new(
         &state.config.public_url,
         &done.prediction.value,
@@ -203,6 +244,7 @@ const MAX_PAGE: usize = 1000;
 
 async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     AppQuery(params): AppQuery<ListParams>,
 ) -> ApiResult<Response> {
     let status = params
@@ -227,7 +269,8 @@ async fn list(
         .with_field("limit"));
     }
     let query = PredictionQuery {
-        owner: Some(AccountId::admin()),
+        // The admin token sees every account's predictions.
+        owner: (!caller.admin).then(|| caller.account.clone()),
         status,
         created_after: params
             .created_after
@@ -287,7 +330,7 @@ fn parse_time(field: &str, text: &str) -> ApiResult<Timestamp> {
     })
 }
 
-fn encode_cursor(cursor: &Cursor) -> String {
+pub(crate) fn encode_cursor(cursor: &Cursor) -> String {
     URL_SAFE_NO_PAD.encode(format!(
         "v1:{}:{}",
         cursor.created_at.as_micros(),
@@ -295,7 +338,7 @@ fn encode_cursor(cursor: &Cursor) -> String {
     ))
 }
 
-fn decode_cursor(text: &str) -> ApiResult<Cursor> {
+pub(crate) fn decode_cursor(text: &str) -> ApiResult<Cursor> {
     let invalid = || {
         ApiError::new(
             ErrorCode::InvalidCursor,

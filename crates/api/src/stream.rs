@@ -4,7 +4,9 @@
 //!
 //! The stream URL handed out in `urls.stream` carries the prediction's unguessable stream
 //! token, so it works without an `Authorization` header (the JS client sends none); without the
-//! token the admin bearer token is required. Events are appended to the store's event log in
+//! token a bearer token that may see the prediction is required. Whatever is missing or wrong
+//! (no such prediction, a wrong stream token, no credentials, another account's token), the
+//! answer is the same 404, so the route tells nobody which ids exist. Events are appended to the store's event log in
 //! the same write as the change that made them (see [`augur_core::notices`]), so a client that
 //! reconnects with the last `id:` it saw, to this node after a restart or to another node,
 //! gets every later event exactly once, in order. Waiting for new events is woken by this
@@ -15,11 +17,11 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
+use axum::{Extension, Router};
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -27,7 +29,7 @@ use tokio::sync::broadcast;
 use augur_core::hub::Watch;
 use augur_core::notices;
 use augur_core::store::{StreamEvent, StreamEventKind};
-use augur_core::{Prediction, PredictionId, Revision, Secret};
+use augur_core::{Caller, Prediction, PredictionId, Revision, Secret};
 
 use crate::AppState;
 use crate::auth;
@@ -49,26 +51,36 @@ pub(crate) fn account_routes() -> Router<AppState> {
 /// many changes it missed (re-list with `GET /v1/predictions` to catch up).
 async fn account_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.service.hub().subscribe_all();
-    let events = futures::stream::unfold((state, rx), |(state, mut rx)| async move {
-        let event = match rx.recv().await {
-            Ok(record) => {
-                let body =
-                    state
-                        .rendered
-                        .json(&state.config.public_url, &record.value, record.revision);
-                Event::default()
-                    .event("prediction")
-                    .id(format!("{}:{}", record.value.id, record.revision.0))
-                    .data(String::from_utf8_lossy(&body))
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => Event::default()
-                .event("lagged")
-                .data(format!("{{\"missed\":{missed}}}")),
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(event), (state, rx)))
+    let events = futures::stream::unfold((state, rx), move |(state, mut rx)| {
+        let caller = caller.clone();
+        async move {
+            let event = loop {
+                match rx.recv().await {
+                    Ok(record) if !caller.may_see(&record.value.owner) => continue,
+                    Ok(record) => {
+                        let body = state.rendered.json(
+                            &state.config.public_url,
+                            &record.value,
+                            record.revision,
+                        );
+                        break Event::default()
+                            .event("prediction")
+                            .id(format!("{}:{}", record.value.id, record.revision.0))
+                            .data(String::from_utf8_lossy(&body));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        break Event::default()
+                            .event("lagged")
+                            .data(format!("{{\"missed\":{missed}}}"));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            };
+            Some((Ok(event), (state, rx)))
+        }
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
@@ -93,16 +105,19 @@ async fn stream(
     let pid = PredictionId::parse(&id).map_err(|_| not_found())?;
     // Subscribe before reading, so no change between the read and the subscription is missed.
     let watch = state.service.watch(&pid);
-    let current = state.service.get(&pid).await?;
-    match &params.token {
-        Some(token) if Secret::new(current.value.stream_token.clone()).matches(token) => {}
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidToken,
-                "the stream token is not valid",
-            ));
-        }
-        None => auth::check(&state, &headers)?,
+    let current = match state.service.get(&pid).await {
+        Ok(current) => current,
+        Err(augur_core::Error::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    let allowed = match &params.token {
+        Some(token) => Secret::new(current.value.stream_token.clone()).matches(token),
+        None => auth::check(&state, &headers)
+            .await
+            .is_ok_and(|caller| caller.may_see(&current.value.owner)),
+    };
+    if !allowed {
+        return Err(not_found());
     }
     let after = last_event_id(&headers)?;
     let follow = Follow {

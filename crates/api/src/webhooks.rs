@@ -1,22 +1,22 @@
-//! Outgoing webhooks as the API shows them: the signing secret
-//! (`GET /v1/webhooks/default/secret`), a prediction's delivery log
+//! Outgoing webhooks as the API shows them: the caller's signing secret
+//! (`GET /v1/webhooks/default/secret`, rotated with `POST /v1/webhooks/default/secret/rotate`),
+//! a prediction's delivery log
 //! (`GET /v1/predictions/{id}/webhooks`) and manual redelivery
 //! (`POST /v1/predictions/{id}/webhooks/{webhook_id}/redeliver`).
 //!
 //! The messages themselves are written by the service into the store's outbox, atomically with
 //! the transition that caused them, and sent by the dispatcher (crate `augur-webhooks`).
 
-use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 
 use augur_core::outbox::{DeliveryState, DeliveryStatus};
 use augur_core::store::Attempt;
-use augur_core::{PredictionId, Timestamp, WebhookEvent};
+use augur_core::{Caller, Timestamp, WebhookEvent};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppPath, ErrorCode};
@@ -24,6 +24,7 @@ use crate::error::{ApiError, ApiResult, AppPath, ErrorCode};
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/webhooks/default/secret", get(secret))
+        .route("/v1/webhooks/default/secret/rotate", post(rotate))
         .route("/v1/predictions/{id}/webhooks", get(log))
         .route(
             "/v1/predictions/{id}/webhooks/{webhook_id}/redeliver",
@@ -31,9 +32,43 @@ pub(crate) fn routes() -> Router<AppState> {
         )
 }
 
-/// Replicate's shape: `{"key": "whsec_..."}`.
-async fn secret(State(state): State<AppState>) -> Response {
-    Json(serde_json::json!({ "key": state.config.webhook_secret.expose() })).into_response()
+/// Replicate's shape: `{"key": "whsec_..."}`: the caller's account's secret (the admin's is
+/// the server's, `AUGUR_WEBHOOK_SECRET` or derived from the admin token).
+async fn secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    if caller.admin {
+        return Ok(
+            Json(serde_json::json!({ "key": state.config.webhook_secret.expose() }))
+                .into_response(),
+        );
+    }
+    let account = state.accounts.get(&caller.account).await?;
+    Ok(Json(serde_json::json!({ "key": account.webhook_secret.expose() })).into_response())
+}
+
+/// A new secret for the caller's account; the old one keeps signing beside it for a day
+/// (`retiring_until`), so webhooks of predictions already running still verify.
+async fn rotate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    if caller.admin {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the admin's webhook secret is the server's: change AUGUR_WEBHOOK_SECRET (or the admin token it is derived from)",
+        ));
+    }
+    let account = state
+        .accounts
+        .rotate_webhook_secret(&caller.account)
+        .await?;
+    Ok(Json(serde_json::json!({
+        "key": account.webhook_secret.expose(),
+        "retiring_until": account.retiring_webhook_secret.as_ref().map(|r| r.until.to_rfc3339()),
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Serialize)]
@@ -91,23 +126,18 @@ impl From<&Attempt> for AttemptJson {
     }
 }
 
-fn prediction_id(id: &str) -> ApiResult<PredictionId> {
-    PredictionId::parse(id).map_err(|_| {
-        ApiError::new(
-            ErrorCode::PredictionNotFound,
-            format!(
-                "prediction {:?} not found",
-                id.chars().take(80).collect::<String>()
-            ),
-        )
-    })
-}
-
 /// Every message of the prediction, oldest first, with its attempts and next retry.
-async fn log(State(state): State<AppState>, AppPath(id): AppPath<String>) -> ApiResult<Response> {
-    let id = prediction_id(&id)?;
-    // 404 for an unknown prediction, rather than an empty log.
-    state.service.read(&id).await?;
+async fn log(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Response> {
+    // 404 for an unknown prediction (or another account's), rather than an empty log.
+    let id = crate::predictions::read_visible(&state, &caller, &id)
+        .await?
+        .value
+        .id
+        .clone();
     let deliveries = state.service.outbox().list(&id).await?;
     Ok(Json(LogJson {
         prediction_id: id.to_string(),
@@ -120,10 +150,14 @@ async fn log(State(state): State<AppState>, AppPath(id): AppPath<String>) -> Api
 /// the message.
 async fn redeliver(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     AppPath((id, webhook_id)): AppPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let id = prediction_id(&id)?;
-    state.service.read(&id).await?;
+    let id = crate::predictions::read_visible(&state, &caller, &id)
+        .await?
+        .value
+        .id
+        .clone();
     let not_found = || {
         ApiError::new(
             ErrorCode::WebhookNotFound,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use augur_api::{ApiConfig, AppParts, AppState, router};
 use augur_core::store::memory::MemoryStore;
-use augur_core::{Predictions, Secret, ServiceConfig};
+use augur_core::{Accounts, AccountsConfig, Credits, Predictions, Secret, ServiceConfig};
 use augur_engine::{ModelRegistry, OutputFiles, Worker, WorkerOptions};
 use axum::Router;
 use axum::body::Body;
@@ -39,11 +39,22 @@ struct App {
 fn state() -> AppState {
     let mut models = ModelRegistry::new();
     augur_engine::builtin::register(&mut models);
+    // augur/demo-image costs 3 credits; augur/echo stays free.
+    let priced = augur_core::ModelName::parse("augur/demo-image").unwrap();
+    assert!(models.set_price(
+        &priced,
+        Some(augur_core::Price::PerPrediction { per_prediction: 3 })
+    ));
     let mut config = ApiConfig::new(BASE, Secret::new(TOKEN));
     config.max_body_bytes = 64 * 1024;
+    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
     AppState::new(AppParts {
         rendered: Default::default(),
-        service: Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default()),
+        service: Predictions::new(store.clone(), ServiceConfig::default()),
+        accounts: Accounts::new(store.clone(), AccountsConfig::default()),
+        credits: Credits::new(store),
+        create_limiter: Default::default(),
+        payments: None,
         models: Arc::new(models),
         files: OutputFiles::in_memory(BASE),
         config,
@@ -774,21 +785,24 @@ async fn stream_works_with_the_url_token_and_ends_with_done() {
     );
     assert!(text.contains("id: "), "every event has an id: {text}");
 
+    // A wrong stream token, no credentials and an unknown id all get the same answer, so
+    // the route does not tell which ids exist.
     let id = p["id"].as_str().unwrap();
-    app.send(
-        Request::get(format!("/v1/predictions/{id}/stream?token=wrong"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
-    .assert_error(401, "invalid_token", "stream token");
-    app.send(
-        Request::get(format!("/v1/predictions/{id}/stream"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
-    .assert_error(401, "unauthenticated", "Authorization");
+    let mut bodies = Vec::new();
+    for path in [
+        format!("/v1/predictions/{id}/stream?token=wrong"),
+        format!("/v1/predictions/{id}/stream"),
+        "/v1/predictions/nosuchprediction/stream".to_owned(),
+    ] {
+        let reply = app
+            .send(Request::get(&path).body(Body::empty()).unwrap())
+            .await;
+        reply.assert_error(404, "prediction_not_found", "not found");
+        let mut body = reply.json();
+        body["detail"] = Value::Null;
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
     let authed = app.get(&format!("/v1/predictions/{id}/stream")).await;
     assert_eq!(authed.status, StatusCode::OK);
 }
@@ -807,6 +821,15 @@ async fn openapi_document_lists_every_route() {
         "/v1/predictions/{id}/webhooks",
         "/v1/events",
         "/v1/webhooks/default/secret",
+        "/v1/webhooks/default/secret/rotate",
+        "/v1/account",
+        "/v1/accounts",
+        "/v1/accounts/{username}/tokens",
+        "/v1/accounts/{username}/credits",
+        "/v1/account/tokens/{id}",
+        "/v1/account/credits",
+        "/v1/account/ledger",
+        "/v1/payments/webhook",
         "/v1/models/{owner}/{name}/predictions",
         "/v1/models/{owner}/{name}",
         "/api/predictions/{id}",
@@ -875,4 +898,387 @@ async fn readyz_reports_the_store() {
     let body = reply.json();
     assert_eq!(body["status"], "ready");
     assert_eq!(body["store"], "memory");
+}
+
+impl App {
+    async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let body = match body {
+            Some(b) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    /// Creates an account with the admin token and returns a token of its own.
+    async fn account(&self, username: &str) -> String {
+        let created = self
+            .call(
+                "POST",
+                "/v1/accounts",
+                TOKEN,
+                Some(json!({"username": username, "name": username.to_uppercase()})),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+        let token = self
+            .call(
+                "POST",
+                &format!("/v1/accounts/{username}/tokens"),
+                TOKEN,
+                Some(json!({"name": "test"})),
+            )
+            .await;
+        assert_eq!(token.status, StatusCode::CREATED, "{}", token.json());
+        token.json()["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn create_as(&self, token: &str, model: &str) -> Reply {
+        self.call(
+            "POST",
+            &format!("/v1/models/{model}/predictions"),
+            token,
+            Some(if model == "augur/echo" {
+                json!({"input": {"text": "hi"}})
+            } else {
+                json!({"input": {"prompt": "p", "width": 8, "height": 8, "steps": 1, "step_ms": 1}})
+            }),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn accounts_see_only_their_own_predictions_and_the_admin_sees_all() {
+    let app = app();
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let a = app.create_as(&alice, "augur/echo").await.json();
+    let id = a["id"].as_str().unwrap();
+    app.create_as(&bob, "augur/echo").await;
+
+    for (method, path) in [
+        ("GET", format!("/v1/predictions/{id}")),
+        ("POST", format!("/v1/predictions/{id}/cancel")),
+        ("GET", format!("/v1/predictions/{id}/webhooks")),
+        ("GET", format!("/v1/predictions/{id}/stream")),
+    ] {
+        let theirs = app.call(method, &path, &bob, None).await;
+        let missing = app
+            .call(method, &path.replace(id, "nosuchprediction"), &bob, None)
+            .await;
+        theirs.assert_error(404, "prediction_not_found", "not found");
+        assert_eq!(theirs.status, missing.status, "{path}");
+        assert_eq!(theirs.json()["code"], missing.json()["code"], "{path}");
+    }
+    let seed = app
+        .call("GET", &format!("/api/predictions/{id}"), &bob, None)
+        .await;
+    assert_eq!(seed.status, StatusCode::NOT_FOUND);
+    assert_eq!(seed.json()["success"], false);
+
+    let listed = |reply: Reply| -> Vec<String> {
+        reply.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let bobs = listed(app.call("GET", "/v1/predictions", &bob, None).await);
+    assert_eq!(bobs.len(), 1);
+    assert!(!bobs.contains(&id.to_owned()));
+    let alices = listed(app.call("GET", "/v1/predictions", &alice, None).await);
+    assert_eq!(alices, vec![id.to_owned()]);
+    let all = listed(app.call("GET", "/v1/predictions", TOKEN, None).await);
+    assert_eq!(all.len(), 2);
+    // Alice still reads and cancels her own.
+    assert_eq!(
+        app.call("GET", &format!("/v1/predictions/{id}"), &alice, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let canceled = app
+        .call(
+            "POST",
+            &format!("/v1/predictions/{id}/cancel"),
+            &alice,
+            None,
+        )
+        .await;
+    assert_eq!(canceled.json()["status"], "canceled");
+}
+
+#[tokio::test]
+async fn account_routes_answer_replicates_shape_and_refuse_non_admins() {
+    let app = app();
+    let alice = app.account("alice").await;
+    let me = app.call("GET", "/v1/account", &alice, None).await.json();
+    assert_eq!(
+        (&me["type"], &me["username"], &me["name"]),
+        (&json!("user"), &json!("alice"), &json!("ALICE"))
+    );
+    assert!(me.as_object().unwrap().contains_key("github_url"));
+    app.call(
+        "POST",
+        "/v1/accounts",
+        &alice,
+        Some(json!({"username": "x"})),
+    )
+    .await
+    .assert_error(403, "admin_required", "admin token");
+    app.call("GET", "/v1/accounts", &alice, None)
+        .await
+        .assert_error(403, "admin_required", "admin token");
+    app.call("GET", "/v1/accounts/bob", &alice, None)
+        .await
+        .assert_error(404, "account_not_found", "bob");
+    app.call(
+        "POST",
+        "/v1/accounts",
+        TOKEN,
+        Some(json!({"username": "alice"})),
+    )
+    .await
+    .assert_error(409, "account_exists", "alice");
+    app.call(
+        "POST",
+        "/v1/accounts",
+        TOKEN,
+        Some(json!({"username": "Not Valid"})),
+    )
+    .await
+    .assert_error(422, "invalid_request", "account id");
+    let listed = app.call("GET", "/v1/accounts", TOKEN, None).await.json();
+    assert_eq!(listed["results"][0]["username"], "alice");
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_listed_without_secrets_and_revoked() {
+    let app = app();
+    let alice = app.account("alice").await;
+    assert!(alice.starts_with("aug_"));
+    let second = app
+        .call(
+            "POST",
+            "/v1/account/tokens",
+            &alice,
+            Some(json!({"name": "ci"})),
+        )
+        .await
+        .json();
+    let second_token = second["token"].as_str().unwrap().to_owned();
+    let listed = app.call("GET", "/v1/account/tokens", &alice, None).await;
+    let text = String::from_utf8(listed.body.clone()).unwrap();
+    assert!(!text.contains(&second_token) && !text.contains(&alice));
+    assert_eq!(listed.json()["results"].as_array().unwrap().len(), 2);
+    let id = second["id"].as_str().unwrap();
+    let revoked = app
+        .call("DELETE", &format!("/v1/account/tokens/{id}"), &alice, None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    app.call("GET", "/v1/account", &second_token, None)
+        .await
+        .assert_error(401, "invalid_token", "not valid");
+    app.call("DELETE", &format!("/v1/account/tokens/{id}"), &alice, None)
+        .await
+        .assert_error(404, "token_not_found", id);
+    // A token that differs in its last character is refused.
+    let mut forged = alice.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'a' { 'b' } else { 'a' });
+    app.call("GET", "/v1/account", &forged, None)
+        .await
+        .assert_error(401, "invalid_token", "not valid");
+}
+
+#[tokio::test]
+async fn priced_predictions_reserve_charge_and_refuse_with_402() {
+    let app = app_with_worker();
+    let alice = app.account("alice").await;
+    let credits = app.call("GET", "/v1/account/credits", &alice, None).await;
+    assert_eq!(
+        credits.json(),
+        json!({"balance": 10, "reserved": 0, "available": 10})
+    );
+    // demo-image costs 3: three fit in 10, the fourth does not while they hold credits.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let reply = app.create_as(&alice, "augur/demo-image").await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json());
+        ids.push(reply.json()["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        app.state
+            .service
+            .wait_until_settled(
+                &augur_core::PredictionId::parse(id).unwrap(),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+    }
+    let after = app
+        .call("GET", "/v1/account/credits", &alice, None)
+        .await
+        .json();
+    assert_eq!(after, json!({"balance": 1, "reserved": 0, "available": 1}));
+    let refused = app.create_as(&alice, "augur/demo-image").await;
+    refused.assert_error(402, "insufficient_credits", "costs 3 credits");
+    let body = refused.json();
+    assert_eq!(
+        (&body["price"], &body["available"], &body["model"]),
+        (&json!(3), &json!(1), &json!("augur/demo-image"))
+    );
+    let listed = app
+        .call("GET", "/v1/predictions", &alice, None)
+        .await
+        .json();
+    assert_eq!(
+        listed["results"].as_array().unwrap().len(),
+        3,
+        "nothing created"
+    );
+    // Free models still run.
+    assert_eq!(
+        app.create_as(&alice, "augur/echo").await.status,
+        StatusCode::CREATED
+    );
+
+    // The ledger, newest first, with running balances, in pages.
+    let page = app
+        .call("GET", "/v1/account/ledger?limit=4", &alice, None)
+        .await
+        .json();
+    let results = page["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0]["balance_after"], 1);
+    let next = page["next"].as_str().unwrap().strip_prefix(BASE).unwrap();
+    let rest = app.call("GET", next, &alice, None).await.json();
+    let total = results.len() + rest["results"].as_array().unwrap().len();
+    assert_eq!(total, 7, "grant + 3 reserves + 3 charges");
+    let reasons: Vec<_> = rest["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.last(), Some(&"grant"));
+
+    // The admin grants, and sees the same ledger.
+    let granted = app
+        .call(
+            "POST",
+            "/v1/accounts/alice/credits",
+            TOKEN,
+            Some(json!({"amount": 5, "memo": "welcome back"})),
+        )
+        .await;
+    assert_eq!(granted.json()["balance"], 6, "{}", granted.json());
+    app.call(
+        "POST",
+        "/v1/accounts/alice/credits",
+        TOKEN,
+        Some(json!({"amount": -100, "reason": "adjust"})),
+    )
+    .await
+    .assert_error(402, "insufficient_credits", "100");
+    app.call(
+        "POST",
+        "/v1/accounts/alice/credits",
+        &alice,
+        Some(json!({"amount": 5})),
+    )
+    .await
+    .assert_error(403, "admin_required", "admin");
+    let admin_view = app
+        .call("GET", "/v1/accounts/alice/ledger", TOKEN, None)
+        .await
+        .json();
+    assert_eq!(admin_view["results"][0]["memo"], "welcome back");
+}
+
+#[tokio::test]
+async fn limits_answer_429_with_retry_after() {
+    let app = app();
+    let alice = app.account("alice").await;
+    let set = app
+        .call(
+            "PATCH",
+            "/v1/accounts/alice",
+            TOKEN,
+            Some(json!({"limits": {"max_active": 2}})),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.json());
+    // No worker: predictions stay unsettled.
+    for _ in 0..2 {
+        assert_eq!(
+            app.create_as(&alice, "augur/echo").await.status,
+            StatusCode::CREATED
+        );
+    }
+    let refused = app.create_as(&alice, "augur/echo").await;
+    refused.assert_error(429, "rate_limited", "limit");
+    assert!(refused.headers.contains_key(header::RETRY_AFTER));
+
+    let bob = app.account("bob").await;
+    app.call(
+        "PATCH",
+        "/v1/accounts/bob",
+        TOKEN,
+        Some(json!({"limits": {"creates_per_minute": 2}})),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            app.create_as(&bob, "augur/echo").await.status,
+            StatusCode::CREATED
+        );
+    }
+    let throttled = app.create_as(&bob, "augur/echo").await;
+    throttled.assert_error(429, "rate_limited", "a minute");
+    let after: u64 = throttled.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&after), "{after}");
+}
+
+#[tokio::test]
+async fn webhook_secrets_are_per_account_and_rotate() {
+    let app = app();
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let key = |reply: Reply| reply.json()["key"].as_str().unwrap().to_owned();
+    let a = key(app
+        .call("GET", "/v1/webhooks/default/secret", &alice, None)
+        .await);
+    let b = key(app
+        .call("GET", "/v1/webhooks/default/secret", &bob, None)
+        .await);
+    let admin = key(app
+        .call("GET", "/v1/webhooks/default/secret", TOKEN, None)
+        .await);
+    assert!(a.starts_with("whsec_") && a != b && a != admin && b != admin);
+    let rotated = app
+        .call("POST", "/v1/webhooks/default/secret/rotate", &alice, None)
+        .await
+        .json();
+    assert_ne!(rotated["key"], a);
+    assert!(rotated["retiring_until"].is_string());
+    assert_eq!(
+        key(app
+            .call("GET", "/v1/webhooks/default/secret", &alice, None)
+            .await),
+        rotated["key"].as_str().unwrap()
+    );
 }

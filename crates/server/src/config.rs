@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use augur_core::Secret;
+use augur_core::{CanceledAfterStart, Secret};
 
 use crate::models::ModelConfig;
 
@@ -59,6 +59,10 @@ pub struct Config {
     pub output_download_timeout: Duration,
     /// Outgoing webhooks (`[webhooks]`).
     pub webhooks: WebhookConfig,
+    /// Accounts and credits (`[accounts]`).
+    pub accounts: AccountSettings,
+    /// Top-ups through a payment provider's webhook (`[payments]`).
+    pub payments: PaymentSettings,
     /// Log format: `text` or `json` (`AUGUR_LOG_FORMAT`); the filter is `AUGUR_LOG` or
     /// `RUST_LOG` (default `info`).
     pub log_format: LogFormat,
@@ -68,6 +72,47 @@ pub struct Config {
     /// Models served by external model servers (`[[models]]`, see [`crate::models`]), beside
     /// the built-in ones. Last, as TOML wants tables after plain values.
     pub models: Vec<ModelConfig>,
+    /// What each product a payment provider sells is worth in credits (`[[credit_packs]]`).
+    pub credit_packs: Vec<CreditPack>,
+}
+
+/// Settings of accounts and credits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountSettings {
+    /// Credits a new account is granted (`AUGUR_SIGNUP_GRANT`; the seeds give 10).
+    pub signup_grant: i64,
+    /// What a priced prediction canceled after it started costs: `charge` (the time it ran,
+    /// as Replicate does; the default) or `refund` (`AUGUR_CANCELED_AFTER_START`).
+    pub canceled_after_start: CanceledAfterStart,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            signup_grant: 10,
+            canceled_after_start: CanceledAfterStart::Charge,
+        }
+    }
+}
+
+/// Settings of the payment provider's webhook (`POST /v1/payments/webhook`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// The provider's Standard Webhooks secret, `whsec_<base64>`
+    /// (`AUGUR_PAYMENTS_WEBHOOK_SECRET`). Unset: the route answers 404.
+    pub webhook_secret: Option<Secret>,
+}
+
+/// A product a payment provider sells, and the credits a paid order of it buys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditPack {
+    /// The provider's product id (Polar's `data.product_id`).
+    pub product_id: String,
+    /// Credits per order.
+    pub credits: i64,
 }
 
 /// Settings of outgoing webhooks.
@@ -135,9 +180,12 @@ impl Default for Config {
             output_download_max_bytes: augur_engine::UrlImportLimits::default().max_bytes,
             output_download_timeout: augur_engine::UrlImportLimits::default().timeout,
             webhooks: WebhookConfig::default(),
+            accounts: AccountSettings::default(),
+            payments: PaymentSettings::default(),
             log_format: LogFormat::Text,
             callback_url: None,
             models: Vec::new(),
+            credit_packs: Vec::new(),
         }
     }
 }
@@ -276,6 +324,21 @@ impl Config {
                 format!("AUGUR_WEBHOOK_CONCURRENCY must be a number, got {v:?}")
             })?;
         }
+        if let Some(v) = var("AUGUR_SIGNUP_GRANT") {
+            self.accounts.signup_grant = v
+                .parse()
+                .with_context(|| format!("AUGUR_SIGNUP_GRANT must be a number, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_CANCELED_AFTER_START") {
+            self.accounts.canceled_after_start = match v.as_str() {
+                "charge" => CanceledAfterStart::Charge,
+                "refund" => CanceledAfterStart::Refund,
+                _ => bail!("AUGUR_CANCELED_AFTER_START must be charge or refund, got {v:?}"),
+            };
+        }
+        if let Some(v) = var("AUGUR_PAYMENTS_WEBHOOK_SECRET") {
+            self.payments.webhook_secret = Some(Secret::new(v));
+        }
         if let Some(v) = var("AUGUR_CALLBACK_URL") {
             self.callback_url = Some(v);
         }
@@ -345,6 +408,32 @@ impl Config {
         if self.webhooks.concurrency == 0 {
             bail!("webhooks.concurrency must be at least 1");
         }
+        if self.accounts.signup_grant < 0 {
+            bail!("accounts.signup_grant must not be negative");
+        }
+        if let Some(secret) = &self.payments.webhook_secret {
+            augur_webhooks::WebhookSecret::parse(secret.expose()).map_err(|e| {
+                anyhow::anyhow!("payments.webhook_secret (AUGUR_PAYMENTS_WEBHOOK_SECRET): {e}")
+            })?;
+        }
+        let mut products = std::collections::HashSet::new();
+        for (i, pack) in self.credit_packs.iter().enumerate() {
+            if pack.product_id.trim().is_empty() {
+                bail!("credit_packs[{i}]: product_id must not be empty");
+            }
+            if pack.credits <= 0 {
+                bail!(
+                    "credit_packs[{i}] ({:?}): credits must be positive",
+                    pack.product_id
+                );
+            }
+            if !products.insert(pack.product_id.as_str()) {
+                bail!(
+                    "credit_packs[{i}]: the product {:?} is listed twice",
+                    pack.product_id
+                );
+            }
+        }
         Ok(())
     }
 
@@ -373,6 +462,9 @@ impl Config {
         }
         if printable.admin_token.is_some() {
             printable.admin_token = Some(Secret::new("<redacted>"));
+        }
+        if printable.payments.webhook_secret.is_some() {
+            printable.payments.webhook_secret = Some(Secret::new("<redacted>"));
         }
         for model in &mut printable.models {
             if model.token.is_some() {
@@ -451,13 +543,98 @@ mod tests {
     }
 
     #[test]
+    fn prices_packs_and_credit_settings_parse_and_mistakes_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("augur.toml");
+        std::fs::write(
+            &file,
+            r#"
+[accounts]
+signup_grant = 25
+canceled_after_start = "refund"
+
+[[models]]
+name = "augur/demo-image"
+price = { per_second = 2, max_seconds = 60 }
+
+[[models]]
+name = "augur/echo"
+price = { per_prediction = 1 }
+
+[[credit_packs]]
+product_id = "prod_small"
+credits = 100
+"#,
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.accounts.signup_grant, 25);
+        assert_eq!(c.accounts.canceled_after_start, CanceledAfterStart::Refund);
+        assert_eq!(c.credit_packs[0].credits, 100);
+        assert_eq!(
+            c.models[0].price,
+            Some(augur_core::Price::PerSecond {
+                per_second: 2,
+                max_seconds: 60
+            })
+        );
+        for (text, needle) in [
+            (
+                "[[models]]\nname = \"augur/echo\"\nprice = { per_prediction = -1 }\n",
+                "must not be negative",
+            ),
+            (
+                "[[models]]\nname = \"augur/echo\"\nprice = { per_second = 1, max_seconds = 0 }\n",
+                "max_seconds",
+            ),
+            (
+                "[[models]]\nname = \"augur/echo\"\nurl = \"http://127.0.0.1:1\"\nprice = { per_prediction = 1 }\n",
+                "only price",
+            ),
+            (
+                "[[models]]\nname = \"acme/x\"\nprice = { per_prediction = 1 }\n",
+                "provider is required",
+            ),
+            (
+                "[[credit_packs]]\nproduct_id = \"p\"\ncredits = 0\n",
+                "credits must be positive",
+            ),
+            (
+                "[[credit_packs]]\nproduct_id = \"p\"\ncredits = 1\n[[credit_packs]]\nproduct_id = \"p\"\ncredits = 2\n",
+                "listed twice",
+            ),
+            ("[accounts]\nsignup_grant = -1\n", "signup_grant"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = format!(
+                "{:#}",
+                Config::load_from(Some(&file), env(&[])).unwrap_err()
+            );
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            Config::load_from(None, env(&[("AUGUR_PAYMENTS_WEBHOOK_SECRET", "nope")])).unwrap_err()
+        );
+        assert!(err.contains("AUGUR_PAYMENTS_WEBHOOK_SECRET"), "{err}");
+    }
+
+    #[test]
     fn printed_configuration_hides_secrets() {
         let c = Config::load_from(
             None,
-            env(&[("AUGUR_ADMIN_TOKEN", "super-secret-token-123")]),
+            env(&[
+                ("AUGUR_ADMIN_TOKEN", "super-secret-token-123"),
+                (
+                    "AUGUR_PAYMENTS_WEBHOOK_SECRET",
+                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                ),
+            ]),
         )
         .unwrap();
         let text = c.to_redacted_toml().unwrap();
+        assert!(!text.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{text}");
+        assert!(!format!("{c:?}").contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
         assert!(!text.contains("super-secret-token-123"), "{text}");
         assert!(text.contains("<redacted>"));
         assert!(!format!("{c:?}").contains("super-secret-token-123"));

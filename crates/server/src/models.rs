@@ -48,7 +48,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use augur_core::{ModelName, Predictions, Secret};
+use augur_core::{ModelName, Predictions, Price, Secret};
 use augur_engine::cog::{CogHooks, CogOptions, CogProvider};
 use augur_engine::command::{CommandOptions, CommandProvider};
 use augur_engine::replicate::{ReplicateHooks, ReplicateOptions, ReplicateProvider};
@@ -70,7 +70,9 @@ const SCHEMA_AT_START: Duration = Duration::from_secs(3);
 pub struct ModelConfig {
     /// `owner/name`.
     pub name: String,
-    /// What runs it: `cog`, `command` or `replicate`.
+    /// What runs it: `cog`, `command` or `replicate`. Empty in an entry that names a built-in
+    /// model to give it a `price`, and sets nothing else.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub provider: String,
     /// The model server's base URL (not for `command`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -124,6 +126,10 @@ pub struct ModelConfig {
         with = "optional_duration"
     )]
     pub poll_interval: Option<Duration>,
+    /// What a prediction costs the account that creates it: `{ per_prediction = N }` or
+    /// `{ per_second = N, max_seconds = M }`, in credits. Unset: free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
 }
 
 /// How often a `replicate` model's predictions are read back by default.
@@ -295,11 +301,33 @@ pub fn validate(models: &[ModelConfig]) -> Result<()> {
         let name = ModelName::parse(&model.name).map_err(|e| {
             anyhow::anyhow!("{at}: name must be owner/name, e.g. \"acme/sketch\": {e}")
         })?;
-        if builtin.get(&name).is_some() {
-            bail!("{at}: {name} is a built-in model; choose another name");
+        if let Some(price) = &model.price {
+            price
+                .validate()
+                .map_err(|why| anyhow::anyhow!("{at}: price: {why}"))?;
         }
         if !seen.insert(name.clone()) {
             bail!("{at}: the model {name} is configured twice");
+        }
+        if builtin.get(&name).is_some() {
+            let only_price = model.provider.is_empty()
+                && model.url.is_empty()
+                && model.command.is_empty()
+                && model.model.is_none()
+                && model.token.is_none()
+                && model.description.is_none();
+            if !only_price {
+                bail!(
+                    "{at}: {name} is a built-in model; an entry for it may set only price (or choose another name)"
+                );
+            }
+            continue;
+        }
+        if model.provider.is_empty() {
+            bail!(
+                "{at}: provider is required (one of {}); only a built-in model's entry may set just a price",
+                PROVIDERS.join(", ")
+            );
         }
         if !PROVIDERS.contains(&model.provider.as_str()) {
             bail!(
@@ -365,7 +393,14 @@ pub async fn registry(
 ) -> Result<ModelRegistry> {
     let mut registry = ModelRegistry::new();
     augur_engine::builtin::register(&mut registry);
-    if config.models.is_empty() {
+    // Entries that only price a built-in model.
+    for model in config.models.iter().filter(|m| m.provider.is_empty()) {
+        let name = ModelName::parse(&model.name)?;
+        if !registry.set_price(&name, model.price) {
+            bail!("models: {name} is not a built-in model");
+        }
+    }
+    if config.models.iter().all(|m| m.provider.is_empty()) {
         return Ok(registry);
     }
     let callback_url = config
@@ -378,7 +413,7 @@ pub async fn registry(
     let replicate_hooks =
         ReplicateHooks::new(service.clone(), files.clone(), admin_token, &callback_url);
     let mut providers = Vec::new();
-    for model in &config.models {
+    for model in config.models.iter().filter(|m| !m.provider.is_empty()) {
         let name = ModelName::parse(&model.name)?;
         if model.provider == "command" {
             register_command_model(&mut registry, name, model);
@@ -415,6 +450,12 @@ pub async fn registry(
         ));
         tracing::info!(model = %name, url = %model.url, concurrency = model.concurrency, "cog model configured");
         providers.push((name, provider));
+    }
+    for model in config.models.iter().filter(|m| m.price.is_some()) {
+        let name = ModelName::parse(&model.name)?;
+        if !registry.set_price(&name, model.price) {
+            bail!("models: cannot price {name}");
+        }
     }
     let fetches = providers.iter().map(|(name, provider)| async move {
         match tokio::time::timeout(SCHEMA_AT_START, provider.refresh_schema()).await {

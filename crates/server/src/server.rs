@@ -12,12 +12,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use augur_api::payments::PaymentsConfig;
 use augur_api::{ApiConfig, AppParts, AppState};
 use augur_core::store::DynStore;
 use augur_core::store::cached::CachedStore;
 use augur_core::store::fallback::FallbackStore;
 use augur_core::store::metered::MeteredStore;
-use augur_core::{Accounts, AccountsConfig, Credits, Prediction, Predictions, Secret, ServiceConfig};
+use augur_core::{
+    Accounts, AccountsConfig, Credits, Prediction, Predictions, Secret, ServiceConfig,
+};
 use augur_engine::{ChangeListener, OutputFiles, Sweeper, UrlImportLimits, Worker, WorkerOptions};
 use augur_webhooks::{Dispatcher, DispatcherOptions, WebhookSecret};
 
@@ -49,6 +52,7 @@ pub async fn serve(
         stack.store.clone(),
         ServiceConfig {
             retention: config.retention,
+            canceled_after_start: config.accounts.canceled_after_start,
             ..ServiceConfig::default()
         },
     );
@@ -80,14 +84,32 @@ pub async fn serve(
     }
     let webhook_secret = WebhookSecret::parse(api_config.webhook_secret.expose())
         .context("the webhook signing secret")?;
-    let accounts = Accounts::new(stack.store.clone(), AccountsConfig::default());
+    let accounts = Accounts::new(
+        stack.store.clone(),
+        AccountsConfig {
+            signup_grant: config.accounts.signup_grant,
+            ..AccountsConfig::default()
+        },
+    );
+    let payments = config
+        .payments
+        .webhook_secret
+        .clone()
+        .map(|secret| PaymentsConfig {
+            secret,
+            packs: config
+                .credit_packs
+                .iter()
+                .map(|p| (p.product_id.clone(), p.credits))
+                .collect(),
+        });
     let state = AppState::new(AppParts {
         rendered: Default::default(),
         service: service.clone(),
         accounts: accounts.clone(),
         credits: Credits::new(stack.store.clone()),
         create_limiter: Default::default(),
-        payments: None,
+        payments,
         models: models.clone(),
         files: files.clone(),
         config: api_config,

@@ -1,0 +1,534 @@
+//! Accounts and credits on the real binary: `kill -9` under a load of priced predictions
+//! (embedded, and two nodes sharing Redis or PostgreSQL) leaves every ledger balanced; the
+//! payment webhook, signed by the PyPI `standardwebhooks` library, credits an order once;
+//! two accounts are isolated from each other through the official Python client.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{TOKEN, TestServer};
+use serde_json::{Value, json};
+
+/// A config that prices the built-in models: echo 1 credit, demo-image 2 a second (at most
+/// 10 s, so 20 reserved).
+const PRICED: &str = r#"
+[[models]]
+name = "augur/echo"
+price = { per_prediction = 1 }
+
+[[models]]
+name = "augur/demo-image"
+price = { per_second = 2, max_seconds = 10 }
+
+[[credit_packs]]
+product_id = "prod_100"
+credits = 100
+"#;
+
+const PAYMENTS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwJrgtuYvUXtM=";
+
+fn config_file(dir: &Path) -> String {
+    let file = dir.join("augur.toml");
+    std::fs::write(&file, PRICED).unwrap();
+    file.display().to_string()
+}
+
+/// An HTTP client acting with one token.
+#[derive(Clone)]
+struct As {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl As {
+    fn new(base: &str, token: &str) -> Self {
+        As {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn try_create(&self, model: &str, input: Value) -> reqwest::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/models/{model}/predictions", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({ "input": input }))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
+    /// Creates `username` and returns a token of its own.
+    async fn account(&self, username: &str, grant: i64) -> String {
+        let (status, body) = self
+            .call("POST", "/v1/accounts", Some(json!({"username": username})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        if grant > 0 {
+            let (status, body) = self
+                .call(
+                    "POST",
+                    &format!("/v1/accounts/{username}/credits"),
+                    Some(json!({"amount": grant, "reason": "grant"})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, body) = self
+            .call("POST", &format!("/v1/accounts/{username}/tokens"), None)
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Every ledger entry of `username`, newest first.
+    async fn ledger(&self, username: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut path = format!("/v1/accounts/{username}/ledger?limit=1000");
+        loop {
+            let (status, page) = self.call("GET", &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            out.extend(page["results"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => path = next.strip_prefix(&self.base).unwrap().to_owned(),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// Checks the money invariants of one account, and returns its balance: nothing reserved,
+/// the balance equal to the sum of the ledger and to grants + top-ups + adjustments − charges,
+/// each entry's `balance_after` the running sum, each prediction reserved once and settled
+/// once.
+async fn assert_balanced(admin: &As, username: &str) -> i64 {
+    let (_, credits) = admin
+        .call("GET", &format!("/v1/accounts/{username}/credits"), None)
+        .await;
+    let ledger = admin.ledger(username).await;
+    let sum = |f: &dyn Fn(&Value) -> bool, field: &str| -> i64 {
+        ledger
+            .iter()
+            .filter(|e| f(e))
+            .map(|e| e[field].as_i64().unwrap())
+            .sum()
+    };
+    let reason = |r: &'static str| move |e: &Value| e["reason"] == r;
+    let balance = credits["balance"].as_i64().unwrap();
+    assert_eq!(credits["reserved"], 0, "{username}: {credits}");
+    assert_eq!(balance, sum(&|_| true, "delta"), "{username}: Σ ledger");
+    assert_eq!(sum(&|_| true, "held"), 0, "{username}: Σ held");
+    let income = sum(&reason("grant"), "delta")
+        + sum(&reason("topup"), "delta")
+        + sum(&reason("adjust"), "delta");
+    assert_eq!(
+        balance,
+        income + sum(&reason("charge"), "delta"),
+        "{username}: grants + top-ups − charges"
+    );
+    // Running balances, oldest first.
+    let mut running = 0;
+    for entry in ledger.iter().rev() {
+        running += entry["delta"].as_i64().unwrap();
+        assert_eq!(entry["balance_after"], running, "{entry}");
+    }
+    // One reserve and one settlement per prediction.
+    let mut per_prediction: HashMap<String, Vec<String>> = HashMap::new();
+    for entry in &ledger {
+        if let Some(p) = entry["reference"].as_str()
+            && entry["reason"] != "topup"
+        {
+            per_prediction
+                .entry(p.to_owned())
+                .or_default()
+                .push(entry["reason"].as_str().unwrap().to_owned());
+        }
+    }
+    for (p, reasons) in &per_prediction {
+        let count = |r: &str| reasons.iter().filter(|x| *x == r).count();
+        assert_eq!(count("reserve"), 1, "{p}: {reasons:?}");
+        assert_eq!(
+            count("charge").max(count("refund")),
+            1,
+            "{p} settled once: {reasons:?}"
+        );
+        assert!(count("charge") + count("refund") == 1, "{p}: {reasons:?}");
+    }
+    balance
+}
+
+/// Runs `clients` loops creating echo predictions (and a few slow priced ones) across the
+/// accounts' tokens until `stop`; returns the acknowledged ids.
+fn load(
+    nodes: Vec<String>,
+    tokens: Vec<String>,
+    clients: usize,
+    total: usize,
+) -> (Arc<Mutex<Vec<String>>>, Vec<tokio::task::JoinHandle<()>>) {
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let api = As::new(&nodes[c % nodes.len()], &tokens[c % tokens.len()]);
+        let (acked, next) = (acked.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n >= total {
+                    return;
+                }
+                let (model, input) = if n % 50 == 0 {
+                    (
+                        "augur/demo-image",
+                        json!({"prompt": "slow", "width": 8, "height": 8, "steps": 10, "step_ms": 100}),
+                    )
+                } else {
+                    ("augur/echo", json!({"text": format!("{n}")}))
+                };
+                match api.try_create(model, input).await {
+                    Ok((status, body)) if (200..300).contains(&status) => {
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push(body["id"].as_str().unwrap().to_owned());
+                    }
+                    // 402 once an account runs dry; anything else is a node dying under it.
+                    Ok(_) | Err(_) => {}
+                }
+            }
+        }));
+    }
+    (acked, tasks)
+}
+
+async fn wait_for(count: &Arc<Mutex<Vec<String>>>, at_least: usize) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while count.lock().unwrap().len() < at_least && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+/// Every acknowledged prediction settles; every account's ledger balances.
+async fn check_after_restart(admin: &As, acked: &[String]) {
+    let api = common::Api {
+        http: reqwest::Client::new(),
+        base: admin.base.clone(),
+    };
+    for id in acked {
+        api.settled(id, Duration::from_secs(90)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending = api
+            .all_ids()
+            .await
+            .into_iter()
+            .filter(|(_, s)| !matches!(s.as_str(), "succeeded" | "failed" | "canceled"))
+            .count();
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "{pending} never settled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for user in USERS {
+        let balance = assert_balanced(admin, user).await;
+        assert!(balance >= 0, "{user}: {balance}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_priced_load_keeps_every_ledger_balanced() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config_file(dir.path());
+    let env = [("AUGUR_CONFIG", config.as_str())];
+    let mut server = TestServer::start(&data, &env);
+    let admin = As::new(&server.url, TOKEN);
+    let mut tokens = Vec::new();
+    for user in USERS {
+        // Sign-up 10 + 140: some accounts run dry under the load and get 402s.
+        tokens.push(admin.account(user, 140).await);
+    }
+    let (acked, tasks) = load(vec![server.url.clone()], tokens, 32, 1000);
+    wait_for(&acked, 300).await;
+    server.kill9();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.len() >= 300, "only {} acknowledged", acked.len());
+    eprintln!("{} priced creates acknowledged before kill -9", acked.len());
+
+    let server = TestServer::start(&data, &env);
+    let admin = As::new(&server.url, TOKEN);
+    check_after_restart(&admin, &acked).await;
+}
+
+/// Two nodes share `backend`; one is killed mid-load and restarted.
+async fn two_nodes_killed_under_priced_load(backend: common::backends::Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let env = [("AUGUR_CONFIG", config.as_str())];
+    let mut a = TestServer::start_on(&backend.url, &dir.path().join("a"), &env);
+    let b = TestServer::start_on(&backend.url, &dir.path().join("b"), &env);
+    let admin = As::new(&b.url, TOKEN);
+    let mut tokens = Vec::new();
+    for user in USERS {
+        tokens.push(admin.account(user, 90).await);
+    }
+    let (acked, tasks) = load(vec![a.url.clone(), b.url.clone()], tokens, 32, 600);
+    wait_for(&acked, 150).await;
+    a.kill9();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    eprintln!(
+        "{}: {} priced creates acknowledged around kill -9",
+        backend.name,
+        acked.len()
+    );
+    let _a = TestServer::start_on(&backend.url, &dir.path().join("a"), &env);
+    check_after_restart(&admin, &acked).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_redis_killed_under_priced_load_keep_ledgers_balanced() {
+    let Some(backend) = common::backends::redis() else {
+        return;
+    };
+    two_nodes_killed_under_priced_load(backend).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_postgres_killed_under_priced_load_keep_ledgers_balanced() {
+    let Some(backend) = common::backends::postgres() else {
+        return;
+    };
+    two_nodes_killed_under_priced_load(backend).await;
+}
+
+/// The Python interpreter of the test virtualenv, or `None` (a skip; a failure with
+/// `AUGUR_E2E_REQUIRED=1`).
+fn python() -> Option<String> {
+    let Some(python) = std::env::var("AUGUR_TEST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        assert!(
+            std::env::var("AUGUR_E2E_REQUIRED").as_deref() != Ok("1"),
+            "AUGUR_TEST_PYTHON is not set and AUGUR_E2E_REQUIRED=1"
+        );
+        eprintln!("skipping: set AUGUR_TEST_PYTHON to the test virtualenv's python");
+        return None;
+    };
+    Some(python)
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_accounts_are_isolated_through_the_python_client() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let admin = As::new(&server.url, TOKEN);
+    let alice = admin.account("alice", 0).await;
+    let bob = admin.account("bob", 0).await;
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script("isolation.py"))
+            .env("AUGUR_URL", &server.url)
+            .env("AUGUR_ADMIN_TOKEN", TOKEN)
+            .env("AUGUR_TOKEN_A", alice)
+            .env("AUGUR_TOKEN_B", bob)
+            .output()
+            .map(|o| (o, server))
+    })
+    .await
+    .unwrap()
+    .expect("run python");
+    let (output, server) = output;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("all isolation checks passed"),
+        "{stdout}\n{stderr}\nserver log:\n{}",
+        std::fs::read_to_string(&server.log).unwrap_or_default()
+    );
+}
+
+/// Signs `payload` as the payment provider would, with the PyPI library.
+fn sign(python: &str, msg_id: &str, timestamp: i64, payload: &str) -> String {
+    let output = Command::new(python)
+        .arg(script("sign_payment.py"))
+        .args([PAYMENTS_SECRET, msg_id, &timestamp.to_string(), payload])
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn deliver(
+    http: &reqwest::Client,
+    base: &str,
+    msg_id: &str,
+    timestamp: i64,
+    signature: &str,
+    payload: &str,
+) -> (u16, Value) {
+    let response = http
+        .post(format!("{base}/v1/payments/webhook"))
+        .header("webhook-id", msg_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .header("content-type", "application/json")
+        .body(payload.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn order(id: &str, product: &str, customer: &str) -> String {
+    json!({
+        "type": "order.paid",
+        "timestamp": "2026-12-06T10:00:00Z",
+        "data": {
+            "id": id,
+            "status": "paid",
+            "product_id": product,
+            "total_amount": 1000,
+            "currency": "usd",
+            "customer": {"id": "cus_1", "external_id": customer, "email": "a@example.com"},
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paid_orders_are_credited_once_and_forged_ones_refused() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_CONFIG", config.as_str()),
+            ("AUGUR_PAYMENTS_WEBHOOK_SECRET", PAYMENTS_SECRET),
+        ],
+    );
+    let admin = As::new(&server.url, TOKEN);
+    admin.account("alice", 0).await;
+    let http = reqwest::Client::new();
+    let payload = order("ord_1", "prod_100", "alice");
+    let now = now_secs();
+    let signature = sign(&python, "msg_1", now, &payload);
+
+    // Replays, in sequence and 10 at once: credited once.
+    for _ in 0..3 {
+        let (status, body) = deliver(&http, &server.url, "msg_1", now, &signature, &payload).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let concurrent: Vec<_> = (0..10)
+        .map(|_| {
+            let (http, base, signature, payload) = (
+                http.clone(),
+                server.url.clone(),
+                signature.clone(),
+                payload.clone(),
+            );
+            tokio::spawn(
+                async move { deliver(&http, &base, "msg_1", now, &signature, &payload).await },
+            )
+        })
+        .collect();
+    for c in concurrent {
+        assert_eq!(c.await.unwrap().0, 200);
+    }
+    let (_, credits) = admin.call("GET", "/v1/accounts/alice/credits", None).await;
+    assert_eq!(
+        credits["balance"], 110,
+        "10 at sign-up + one pack: {credits}"
+    );
+
+    // A bad signature and a stale timestamp: 401, nothing changes.
+    let other = order("ord_2", "prod_100", "alice");
+    let (status, body) = deliver(&http, &server.url, "msg_2", now, &signature, &other).await;
+    assert_eq!(status, 401, "{body}");
+    let stale = now - 600;
+    let stale_signature = sign(&python, "msg_2", stale, &other);
+    let (status, body) =
+        deliver(&http, &server.url, "msg_2", stale, &stale_signature, &other).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("5 minutes"),
+        "{body}"
+    );
+
+    // Unknown product or account: a 4xx the provider sees.
+    for (payload, needle) in [
+        (order("ord_3", "prod_unknown", "alice"), "prod_unknown"),
+        (order("ord_4", "prod_100", "mallory"), "mallory"),
+    ] {
+        let signature = sign(&python, "msg_3", now, &payload);
+        let (status, body) = deliver(&http, &server.url, "msg_3", now, &signature, &payload).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains(needle), "{body}");
+    }
+    let (_, credits) = admin.call("GET", "/v1/accounts/alice/credits", None).await;
+    assert_eq!(credits["balance"], 110, "{credits}");
+    let topups: Vec<_> = admin
+        .ledger("alice")
+        .await
+        .into_iter()
+        .filter(|e| e["reason"] == "topup")
+        .collect();
+    assert_eq!(topups.len(), 1, "{topups:?}");
+    assert_eq!(topups[0]["reference"], "ord_1");
+}
