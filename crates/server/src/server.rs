@@ -22,7 +22,7 @@ use augur_core::{
     Accounts, AccountsConfig, Credits, Prediction, Predictions, Secret, ServiceConfig,
 };
 use augur_engine::{ChangeListener, OutputFiles, Sweeper, UrlImportLimits, Worker, WorkerOptions};
-use augur_webhooks::{Dispatcher, DispatcherOptions, WebhookSecret};
+use augur_webhooks::{AccountSigners, Dispatcher, DispatcherOptions, Signers, WebhookSecret};
 
 use crate::backend;
 use crate::config::Config;
@@ -133,7 +133,7 @@ pub async fn serve(
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
     let dispatcher = Dispatcher::new(
         service.outbox(),
-        webhook_secret,
+        Arc::new(AccountSigners::new(accounts, webhook_secret)) as Arc<dyn Signers>,
         webhook_body(public_url.clone()),
         DispatcherOptions {
             concurrency: config.webhooks.concurrency,

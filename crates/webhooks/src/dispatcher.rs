@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use crate::policy::{Backoff, Verdict, classify};
-use crate::secret::WebhookSecret;
+use crate::signers::{Signers, signature_header};
 
 /// Renders the body of a message from the prediction it carries (the same JSON as
 /// `GET /v1/predictions/{id}`). It must be deterministic: every attempt sends what it returns.
@@ -128,7 +128,7 @@ pub struct Dispatcher {
 
 struct Inner {
     outbox: Outbox,
-    secret: WebhookSecret,
+    signers: Arc<dyn Signers>,
     render: Render,
     options: DispatcherOptions,
     client: reqwest::Client,
@@ -139,7 +139,7 @@ impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dispatcher")
             .field("outbox", &self.inner.outbox)
-            .field("secret", &self.inner.secret)
+            .field("signers", &self.inner.signers)
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
@@ -182,10 +182,12 @@ enum Sent {
 }
 
 impl Dispatcher {
-    /// A dispatcher over `outbox` that signs with `secret` and renders bodies with `render`.
+    /// A dispatcher over `outbox` that signs with `signers` (a [`crate::WebhookSecret`] for
+    /// one secret, [`crate::AccountSigners`] for each account's own) and renders bodies with
+    /// `render`.
     pub fn new(
         outbox: Outbox,
-        secret: WebhookSecret,
+        signers: impl Into<Arc<dyn Signers>>,
         render: Render,
         mut options: DispatcherOptions,
     ) -> Result<Self, Error> {
@@ -200,7 +202,7 @@ impl Dispatcher {
         Ok(Self {
             inner: Arc::new(Inner {
                 outbox,
-                secret,
+                signers: signers.into(),
                 render,
                 options,
                 client,
@@ -390,7 +392,12 @@ impl Inner {
             Err(e) => return Sent::Unsendable(format!("invalid webhook url: {e}")),
         };
         let timestamp = at.as_micros().div_euclid(1_000_000);
-        let signature = self.secret.sign(&delivery.id, timestamp, &body);
+        let secrets = match self.signers.secrets_for(&delivery.payload.owner).await {
+            Ok(secrets) => secrets,
+            // Never unsigned: retried like a network failure.
+            Err(why) => return Sent::Failed(why),
+        };
+        let signature = signature_header(&secrets, &delivery.id, timestamp, &body);
         let request = self
             .client
             .post(url)
