@@ -14,6 +14,7 @@
 //! ```
 
 mod changes;
+mod credits;
 pub mod fixtures;
 mod ledger;
 mod outbox;
@@ -21,6 +22,7 @@ mod queue;
 mod records;
 
 pub use changes::*;
+pub use credits::*;
 pub use ledger::*;
 pub use outbox::*;
 pub use queue::*;
@@ -108,6 +110,12 @@ macro_rules! conformance_suite {
             ledger_entries_commit_with_their_write,
             concurrent_reservations_never_overdraw,
             ledgers_are_per_account,
+            accounts_and_tokens_round_trip,
+            concurrent_priced_creates_never_overdraw,
+            settle_racing_cancel_settles_once,
+            concurrent_topups_credit_an_order_once,
+            max_active_limits_unsettled_predictions,
+            ledger_invariant_holds_over_random_sequences,
             changes_are_announced,
             migration_round_trips_every_section,
         );
