@@ -290,7 +290,7 @@ pub async fn ledger_invariant_holds_over_random_sequences(store: DynStore) {
                         Err(e) => panic!("seed {seed} step {step}: {e}"),
                     }
                 }
-                2 | 3 | 4 if !open.is_empty() => {
+                2..=4 if !open.is_empty() => {
                     let (id, status) = &open[rng.random_range(0..open.len())];
                     let event = match (rng.random_range(0..4), status) {
                         (0, Status::Starting) => Event::processing(),
