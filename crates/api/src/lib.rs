@@ -4,7 +4,8 @@
 //!   Augur's extensions (client ids, `Idempotency-Key`, `Cancel-After`, list filters).
 //! - `/api/predictions/{id}`: the seeds' status route, in the seeds' shape.
 //! - `/files/...`: output files (unauthenticated, unguessable URLs).
-//! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction tokens).
+//! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction and per-model
+//!   tokens, checked before the body is read).
 //! - `/internal/replicate/...`: webhooks from upstream Replicate APIs (per-prediction tokens).
 //! - `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: operations.
 //!
@@ -13,6 +14,7 @@
 
 mod accounts;
 pub mod auth;
+pub mod callbacks;
 mod cog_hooks;
 mod compat;
 pub mod error;
@@ -102,6 +104,9 @@ pub struct AppParts {
     pub accounts: Accounts,
     /// Balances, ledgers, grants and top-ups.
     pub credits: Credits,
+    /// The memory model servers' callback bodies share while they are read.
+    #[doc(hidden)]
+    pub callback_budget: callbacks::Budget,
     /// Node-local limits on creates per minute.
     #[doc(hidden)]
     pub create_limiter: auth::CreateLimiter,

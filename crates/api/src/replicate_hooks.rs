@@ -6,22 +6,25 @@
 //!   JSON; the token is the prediction's own ([`augur_engine::replicate::ReplicateHooks`]
 //!   makes and checks it). Any 2xx tells the upstream to stop; a 5xx makes it retry.
 //!
-//! The mapping from upstream predictions to transitions lives in the engine; this module only
-//! speaks HTTP.
+//! The token is checked before a byte of the body is read, and the body is read within a
+//! limit and the shared [`crate::callbacks::Budget`]. The mapping from upstream predictions to
+//! transitions lives in the engine; this module only speaks HTTP.
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
 use augur_core::PredictionId;
 use augur_engine::replicate::{CallbackError, ReplicateHooks, UpstreamPrediction};
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, AppJson, AppPath, ErrorCode};
+use crate::error::{ApiError, ApiResult, AppPath, ErrorCode};
 
-/// The largest webhook accepted: outputs arrive in them (possibly as data URIs).
-const MAX_WEBHOOK_BYTES: usize = 64 << 20;
+/// The largest webhook accepted: outputs arrive in them (possibly as data URIs; an upstream
+/// Replicate API sends URLs).
+const MAX_WEBHOOK_BYTES: usize = 32 << 20;
 
 /// The callback route with its own layers: the same metrics and panic handling as the rest of
 /// the API, and a request log that names the route template instead of the URI (which carries
@@ -71,10 +74,25 @@ fn callback_error(e: CallbackError) -> ApiError {
 async fn webhook(
     State(state): State<AppState>,
     AppPath((id, token)): AppPath<(String, String)>,
-    AppJson(payload): AppJson<UpstreamPrediction>,
+    headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<StatusCode> {
     let hooks = hooks(&state)?;
     let prediction = PredictionId::parse(&id).map_err(|_| not_found(&id))?;
+    if !hooks.token_matches(&prediction, &token) {
+        return Err(callback_error(CallbackError::InvalidToken));
+    }
+    let bytes = state
+        .callback_budget
+        .read(&headers, body, MAX_WEBHOOK_BYTES)
+        .await?;
+    let payload: UpstreamPrediction = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("the webhook body is not a prediction: {e}"),
+        )
+    })?;
+    drop(bytes);
     let receipt = hooks
         .receive_webhook(&prediction, &token, payload)
         .await

@@ -54,6 +54,7 @@ fn state() -> AppState {
         accounts: Accounts::new(store.clone(), AccountsConfig::default()),
         credits: Credits::new(store),
         create_limiter: Default::default(),
+        callback_budget: Default::default(),
         payments: None,
         models: Arc::new(models),
         files: OutputFiles::in_memory(BASE),

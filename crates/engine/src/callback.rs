@@ -11,7 +11,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use augur_core::{PredictionId, Secret};
+use augur_core::{ModelName, PredictionId, Secret};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -54,12 +54,25 @@ impl CallbackKey {
 
     /// Whether `token` is the webhook token of `id` (compared in constant time).
     pub(crate) fn matches(&self, id: &PredictionId, token: &str) -> bool {
+        self.verifies(&[b"webhook", id.as_str().as_bytes()], token)
+    }
+
+    /// The upload token of `model`: what its model server was given in its `--upload-url`,
+    /// and nobody else (secret: never log it).
+    pub(crate) fn upload_token(&self, model: &ModelName) -> String {
+        hex(&self.mac(&[b"upload", model.as_str().as_bytes()]))
+    }
+
+    /// Whether `token` is the upload token of `model` (compared in constant time).
+    pub(crate) fn upload_matches(&self, model: &ModelName, token: &str) -> bool {
+        self.verifies(&[b"upload", model.as_str().as_bytes()], token)
+    }
+
+    fn verifies(&self, parts: &[&[u8]], token: &str) -> bool {
         let Some(bytes) = unhex(token) else {
             return false;
         };
-        self.keyed(&[b"webhook", id.as_str().as_bytes()])
-            .verify_slice(&bytes)
-            .is_ok()
+        self.keyed(parts).verify_slice(&bytes).is_ok()
     }
 }
 

@@ -39,7 +39,7 @@ use augur_core::{ModelName, Prediction, PredictionId};
 
 use crate::provider::{InputError, Outcome, Provider, ProviderError, RunContext};
 
-pub use hooks::{CogHooks, HookError, WebhookPayload};
+pub use hooks::{CogHooks, HookError, WebhookPayload, upload_url_for};
 
 /// How long one call to a model server may take: health and cancel, then the create (its
 /// body carries the input, which may hold data URIs).

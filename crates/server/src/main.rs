@@ -75,12 +75,32 @@ enum Command {
         #[arg(long)]
         verify_only: bool,
     },
+    /// Cog model servers.
+    Cog {
+        #[command(subcommand)]
+        command: CogCommand,
+    },
     /// Prints a prediction.
     Get {
         /// The prediction id.
         id: String,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CogCommand {
+    /// Prints the `--upload-url` to start a Cog model's server (coglet) with: it carries a
+    /// token only that model's server is given, derived from the admin token, so nobody else
+    /// can upload files into its predictions.
+    UploadUrl {
+        /// The model, owner/name, as in its `[[models]]` entry.
+        model: String,
+        /// Where the model server reaches Augur (default: `callback_url`, else the public URL,
+        /// of the configuration).
+        #[arg(long)]
+        callback_url: Option<String>,
     },
 }
 
@@ -162,6 +182,29 @@ async fn run(args: Args) -> Result<i32> {
             };
             let summary = migrate::run(&options).await?;
             println!("verified: {summary}");
+            Ok(0)
+        }
+        Command::Cog {
+            command:
+                CogCommand::UploadUrl {
+                    model,
+                    callback_url,
+                },
+        } => {
+            let config = Config::load(args.config.as_deref())?;
+            let model = augur_core::ModelName::parse(&model)?;
+            let token = config
+                .admin_token
+                .clone()
+                .or_else(|| local_admin_token(args.config.as_deref()).map(augur_core::Secret::new))
+                .context("no admin token: set AUGUR_ADMIN_TOKEN (the one the servers use), or run next to the server's data directory")?;
+            let callback = callback_url
+                .or_else(|| config.callback_url.clone())
+                .unwrap_or_else(|| config.public_url_for(config.listen));
+            println!(
+                "{}",
+                augur_engine::cog::upload_url_for(&token, &callback, &model)
+            );
             Ok(0)
         }
         Command::Get { id, server } => {

@@ -36,9 +36,10 @@
 //!
 //! (How predictions are forwarded is in [`augur_engine::replicate`].)
 //!
-//! Model servers call Augur back at `callback_url` (default: the public URL); start coglet
-//! with `--upload-url <callback_url>/internal/cog/uploads/` so file outputs come back as
-//! files instead of data URIs.
+//! Model servers call Augur back at `callback_url` (default: the public URL); start each
+//! model's coglet with the `--upload-url` that `augur cog upload-url <model>` prints
+//! (`<callback_url>/internal/cog/uploads/<model>/<token>/`, the token derived from the admin
+//! token, one per model) so file outputs come back as files instead of data URIs.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -470,7 +471,9 @@ pub async fn registry(
             tokio::spawn(provider.refresh_schema_until_available());
         }
     }
-    tracing::info!(upload_url = %hooks.upload_url(), "start Cog model servers with --upload-url set to this");
+    tracing::info!(
+        "start each Cog model server with --upload-url set to what `augur cog upload-url <model>` prints"
+    );
     registry.set_cog_hooks(hooks);
     if config.models.iter().any(|m| m.provider == "replicate") {
         registry.set_replicate_hooks(replicate_hooks);

@@ -109,6 +109,7 @@ pub async fn serve(
         accounts: accounts.clone(),
         credits: Credits::new(stack.store.clone()),
         create_limiter: Default::default(),
+        callback_budget: Default::default(),
         payments,
         models: models.clone(),
         files: files.clone(),

@@ -193,7 +193,17 @@ impl Default for Options {
 async fn stack(python: &str, options: Options) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let (cog_port, augur_port) = (free_port(), free_port());
-    let upload = format!("http://127.0.0.1:{augur_port}/internal/cog/uploads/");
+    // What `augur cog upload-url` prints for the model.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_augur"))
+        .args(["cog", "upload-url", MODEL, "--callback-url"])
+        .arg(format!("http://127.0.0.1:{augur_port}"))
+        .env("AUGUR_ADMIN_TOKEN", common::TOKEN)
+        .env("AUGUR_STORE", "memory://")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let upload = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(upload.contains("/internal/cog/uploads/"), "{upload}");
     let coglet = Coglet::start(
         python,
         cog_port,
@@ -727,4 +737,96 @@ async fn a_cog_predictions_webhooks_arrive_signed_filtered_and_in_order() {
         String::from_utf8_lossy(&output.stderr)
     );
     receiver.abort();
+}
+
+/// Sends a request whose body never ends after `prefix`: an answer proves the server did not
+/// wait to read it.
+async fn answer_without_body(url: &str, method: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = reqwest::Url::parse(url).unwrap();
+    let mut stream = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    let mut head = format!(
+        "{method} {} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 1073741824\r\ncontent-type: application/json\r\n",
+        url.path()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n{\"status\": \"succeeded\", \"output\": \"");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered before the body arrived")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]).to_string();
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_without_their_token_are_refused_before_the_body_is_read() {
+    let Some(python) = python() else { return };
+    let stack = stack(&python, Options::default()).await;
+    let created = stack
+        .create(json!({"prompt": "long", "steps": 20, "sleep": 0.5}))
+        .await;
+    let id = id_of(&created);
+    stack
+        .until(&id, Duration::from_secs(30), |p| {
+            p["status"] == "processing"
+        })
+        .await;
+    let base = &stack.server.url;
+    let bad = "00".repeat(32);
+    // A webhook with a wrong token, uploads without the model's token (the old route, a wrong
+    // token, another model's path): answered at once, whatever the body.
+    for (path, method) in [
+        (
+            format!("/internal/cog/predictions/{id}/webhook/{bad}"),
+            "POST",
+        ),
+        ("/internal/cog/uploads/out.png".to_owned(), "PUT"),
+        (
+            format!("/internal/cog/uploads/{MODEL}/{bad}/out.png"),
+            "PUT",
+        ),
+        (
+            format!("/internal/cog/uploads/acme/other/{bad}/out.png"),
+            "PUT",
+        ),
+    ] {
+        let status = answer_without_body(
+            &format!("{base}{path}"),
+            method,
+            &[("x-prediction-id", &id)],
+        )
+        .await;
+        assert_eq!(status, 401, "{method} {path}");
+    }
+    // Nothing was stored: the prediction's output is still the model's to give.
+    let (_, p) = stack.api.get(&id).await.unwrap();
+    assert!(
+        p["output"].is_null() || !p.to_string().contains("out.png"),
+        "{p}"
+    );
+    let files = stack.server.data_dir.join("files");
+    let count = walk(&files);
+    assert_eq!(count, 0, "files were stored by an unauthenticated upload");
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    walk(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
 }

@@ -83,6 +83,11 @@ impl EmbeddedStore {
             path: options.dir.clone(),
             source,
         })?;
+        owner_only(&options.dir).map_err(|source| Error::Io {
+            what: "cannot make the data directory private",
+            path: options.dir.clone(),
+            source,
+        })?;
         let lock = lock_directory(&options)?;
         let path = options.database_path();
         let conn = schema::open_writer(&path, options.sync)?;
@@ -359,4 +364,18 @@ impl AdminStore for EmbeddedStore {
     async fn close(&self) {
         EmbeddedStore::close(self).await;
     }
+}
+
+/// Makes the data directory readable by its owner only (0700): the database holds every
+/// account's predictions, token digests and ledgers, and whatever is created inside inherits
+/// the protection.
+#[cfg(unix)]
+fn owner_only(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn owner_only(_dir: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
 }

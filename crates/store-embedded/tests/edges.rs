@@ -234,3 +234,17 @@ async fn claims_take_what_the_memory_store_takes() {
         assert_eq!(got[1], got[0], "round {n}");
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = EmbeddedStore::open(EmbeddedOptions::new(&data)).unwrap();
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    drop(store);
+}

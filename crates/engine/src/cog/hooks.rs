@@ -101,6 +101,22 @@ struct Submission {
     ended_on_server: bool,
 }
 
+/// The `--upload-url` of `model`'s server for an Augur reached at `callback_url`, with
+/// tokens derived from `root` (the admin token): what `augur cog upload-url` prints.
+pub fn upload_url_for(root: &Secret, callback_url: &str, model: &ModelName) -> String {
+    let key = CallbackKey::derive(root, COG_LABEL);
+    upload_url(callback_url.trim_end_matches('/'), &key, model)
+}
+
+fn upload_url(callback_url: &str, key: &CallbackKey, model: &ModelName) -> String {
+    format!(
+        "{callback_url}/internal/cog/uploads/{model}/{}/",
+        key.upload_token(model)
+    )
+}
+
+const COG_LABEL: &[u8] = b"augur cog callbacks v1";
+
 /// Callbacks from Cog model servers, and the predictions this process has on them.
 pub struct CogHooks {
     key: CallbackKey,
@@ -132,7 +148,7 @@ impl CogHooks {
         root: &Secret,
         callback_url: &str,
     ) -> Arc<Self> {
-        let key = CallbackKey::derive(root, b"augur cog callbacks v1");
+        let key = CallbackKey::derive(root, COG_LABEL);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .build()
@@ -167,9 +183,15 @@ impl CogHooks {
             .contains(model)
     }
 
-    /// The URL to give model servers as `--upload-url`.
-    pub fn upload_url(&self) -> String {
-        format!("{}/internal/cog/uploads/", self.callback_url)
+    /// The URL to give `model`'s server as `--upload-url` (secret: it carries the model's
+    /// upload token). Only that model's running predictions take files through it.
+    pub fn upload_url(&self, model: &ModelName) -> String {
+        upload_url(&self.callback_url, &self.key, model)
+    }
+
+    /// Whether `token` is `model`'s upload token (compared in constant time).
+    pub fn upload_token_matches(&self, model: &ModelName, token: &str) -> bool {
+        self.key.upload_matches(model, token)
     }
 
     /// The webhook URL of one prediction (secret: never log it).
@@ -351,10 +373,12 @@ impl CogHooks {
         }
     }
 
-    /// Stores a file coglet uploads for prediction `id` (its `X-Prediction-ID`) and returns
-    /// its public URL. Only a running prediction of a Cog model takes uploads.
+    /// Stores a file `model`'s server uploads for prediction `id` (its `X-Prediction-ID`)
+    /// and returns its public URL. Only a running prediction of that model takes uploads (the
+    /// caller checked the model's upload token).
     pub async fn receive_upload(
         &self,
+        model: &ModelName,
         id: &PredictionId,
         name: &str,
         bytes: Bytes,
@@ -364,7 +388,7 @@ impl CogHooks {
             Err(augur_core::Error::NotFound(_)) => return Err(HookError::NotFound(id.clone())),
             Err(e) => return Err(e.into()),
         };
-        if !self.is_cog_model(&current.model) {
+        if !self.is_cog_model(&current.model) || current.model != *model {
             return Err(HookError::NotFound(id.clone()));
         }
         if current.is_terminal() {
@@ -691,32 +715,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn uploads_go_to_running_cog_predictions_only() {
+    async fn uploads_go_to_running_predictions_of_their_model_only() {
         let (hooks, service, files) = setup();
         let id = create(&service).await;
+        let model = service.get(&id).await.unwrap().value.model;
         let url = hooks
-            .receive_upload(&id, "out.png", Bytes::from_static(PNG))
+            .receive_upload(&model, &id, "out.png", Bytes::from_static(PNG))
             .await
             .unwrap();
         let again = hooks
-            .receive_upload(&id, "out.png", Bytes::from_static(PNG))
+            .receive_upload(&model, &id, "out.png", Bytes::from_static(PNG))
             .await
             .unwrap();
         assert_ne!(url, again, "same basename, unique keys");
         let key = url.strip_prefix("http://augur.test/files/").unwrap();
         assert_eq!(&files.get(key).await.unwrap().unwrap().bytes[..], PNG);
+        // Another model's upload URL does not reach this model's predictions.
+        let other = ModelName::parse("acme/other").unwrap();
+        assert!(matches!(
+            hooks
+                .receive_upload(&other, &id, "out.png", Bytes::new())
+                .await,
+            Err(HookError::NotFound(_))
+        ));
         service.transition(&id, &Event::canceled()).await.unwrap();
         assert!(matches!(
-            hooks.receive_upload(&id, "out.png", Bytes::new()).await,
+            hooks
+                .receive_upload(&model, &id, "out.png", Bytes::new())
+                .await,
             Err(HookError::NotRunning(_))
         ));
         let missing = PredictionId::parse("missing").unwrap();
         assert!(matches!(
             hooks
-                .receive_upload(&missing, "out.png", Bytes::new())
+                .receive_upload(&model, &missing, "out.png", Bytes::new())
                 .await,
             Err(HookError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn upload_urls_carry_a_token_per_model() {
+        let (hooks, _, _) = setup();
+        let a = ModelName::parse("acme/a").unwrap();
+        let b = ModelName::parse("acme/b").unwrap();
+        let url = hooks.upload_url(&a);
+        let token = url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(url.contains("/internal/cog/uploads/acme/a/"), "{url}");
+        assert!(hooks.upload_token_matches(&a, &token));
+        assert!(!hooks.upload_token_matches(&b, &token));
+        assert!(!hooks.upload_token_matches(&a, "00"));
+        assert_ne!(hooks.upload_url(&b), url);
     }
 
     #[test]
