@@ -1,5 +1,5 @@
 //! The client commands: `augur predict` (create, follow with a progress bar, save file
-//! outputs) and `augur get`.
+//! outputs), `augur get`, and the admin's `augur accounts ...` and `augur credits ...`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,6 +65,20 @@ impl Client {
                 .json(&serde_json::json!({"input": input})),
         )
         .await
+    }
+
+    /// A request with an optional JSON body, answered with JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
     }
 
     async fn cancel(&self, id: &str) -> Result<Value> {
@@ -234,6 +248,80 @@ async fn save_outputs(
         saved.push(path);
     }
     Ok(saved)
+}
+
+/// `augur accounts create`: creates an account; prints it.
+pub async fn create_account(client: &Client, username: &str, name: Option<&str>) -> Result<Value> {
+    let mut body = serde_json::json!({ "username": username });
+    if let Some(name) = name {
+        body["name"] = Value::from(name);
+    }
+    client
+        .call(reqwest::Method::POST, "/v1/accounts", Some(body))
+        .await
+}
+
+/// `augur accounts list`: every account, following the pages.
+pub async fn list_accounts(client: &Client) -> Result<Vec<Value>> {
+    let mut all = Vec::new();
+    let mut path = "/v1/accounts?limit=1000".to_owned();
+    loop {
+        let page = client.call(reqwest::Method::GET, &path, None).await?;
+        all.extend(page["results"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_str() {
+            Some(next) => {
+                path = next
+                    .strip_prefix(&client.base)
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow!("the server's next page is elsewhere: {next}"))?;
+            }
+            None => return Ok(all),
+        }
+    }
+}
+
+/// `augur accounts token`: issues a token for an account (shown once).
+pub async fn create_token(client: &Client, username: &str, name: Option<&str>) -> Result<Value> {
+    let body = serde_json::json!({ "name": name.unwrap_or("cli") });
+    client
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/accounts/{username}/tokens"),
+            Some(body),
+        )
+        .await
+}
+
+/// `augur credits grant`: grants (or, negative, takes away) credits; returns the new totals.
+pub async fn grant(
+    client: &Client,
+    username: &str,
+    amount: i64,
+    memo: Option<&str>,
+) -> Result<Value> {
+    let reason = if amount > 0 { "grant" } else { "adjust" };
+    let mut body = serde_json::json!({ "amount": amount, "reason": reason });
+    if let Some(memo) = memo {
+        body["memo"] = Value::from(memo);
+    }
+    client
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/accounts/{username}/credits"),
+            Some(body),
+        )
+        .await
+}
+
+/// `augur credits show`: an account's totals.
+pub async fn credits(client: &Client, username: &str) -> Result<Value> {
+    client
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/accounts/{username}/credits"),
+            None,
+        )
+        .await
 }
 
 #[cfg(test)]

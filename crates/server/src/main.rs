@@ -75,6 +75,20 @@ enum Command {
         #[arg(long)]
         verify_only: bool,
     },
+    /// Accounts (with the admin token): `augur accounts create alice`.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Credits (with the admin token): `augur credits grant alice 100`.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Cog model servers.
     Cog {
         #[command(subcommand)]
@@ -86,6 +100,48 @@ enum Command {
         id: String,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Creates an account (it gets the sign-up grant).
+    Create {
+        /// The username: lowercase letters, digits, '-' and '_'.
+        username: String,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Lists accounts, newest first.
+    List,
+    /// Issues an API token for an account; it is printed once and never shown again.
+    Token {
+        /// The username.
+        username: String,
+        /// What the token is for.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CreditsCommand {
+    /// Grants credits (a negative amount is an adjustment that takes them away).
+    Grant {
+        /// The username.
+        username: String,
+        /// Credits to add (or, negative, to take).
+        #[arg(allow_negative_numbers = true)]
+        amount: i64,
+        /// A note kept on the ledger entry.
+        #[arg(long)]
+        memo: Option<String>,
+    },
+    /// Shows an account's balance, reserved and available credits.
+    Show {
+        /// The username.
+        username: String,
     },
 }
 
@@ -182,6 +238,46 @@ async fn run(args: Args) -> Result<i32> {
             };
             let summary = migrate::run(&options).await?;
             println!("verified: {summary}");
+            Ok(0)
+        }
+        Command::Accounts { command, server } => {
+            let client = client(&server, args.config.as_deref())?;
+            match command {
+                AccountsCommand::Create { username, name } => {
+                    let account = cli::create_account(&client, &username, name.as_deref()).await?;
+                    println!("{}", serde_json::to_string_pretty(&account)?);
+                }
+                AccountsCommand::List => {
+                    for account in cli::list_accounts(&client).await? {
+                        println!(
+                            "{}\t{}\t{}",
+                            account["username"].as_str().unwrap_or(""),
+                            account["name"].as_str().unwrap_or(""),
+                            account["created_at"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+                AccountsCommand::Token { username, name } => {
+                    let token = cli::create_token(&client, &username, name.as_deref()).await?;
+                    println!("{}", token["token"].as_str().unwrap_or_default());
+                }
+            }
+            Ok(0)
+        }
+        Command::Credits { command, server } => {
+            let client = client(&server, args.config.as_deref())?;
+            let totals = match command {
+                CreditsCommand::Grant {
+                    username,
+                    amount,
+                    memo,
+                } => cli::grant(&client, &username, amount, memo.as_deref()).await?,
+                CreditsCommand::Show { username } => cli::credits(&client, &username).await?,
+            };
+            println!(
+                "balance {} reserved {} available {}",
+                totals["balance"], totals["reserved"], totals["available"]
+            );
             Ok(0)
         }
         Command::Cog {

@@ -532,3 +532,45 @@ async fn paid_orders_are_credited_once_and_forged_ones_refused() {
     assert_eq!(topups.len(), 1, "{topups:?}");
     assert_eq!(topups[0]["reference"], "ord_1");
 }
+
+/// Runs the `augur` CLI against `server` with the admin token.
+fn cli(server: &TestServer, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_augur"))
+        .args(args)
+        .env("AUGUR_URL", &server.url)
+        .env("AUGUR_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "augur {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_accounts_issues_tokens_and_grants_credits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let created = cli(&server, &["accounts", "create", "erin", "--name", "Erin"]);
+    assert!(created.contains("\"username\": \"erin\""), "{created}");
+    let listed = cli(&server, &["accounts", "list"]);
+    assert!(listed.starts_with("erin\tErin\t"), "{listed}");
+    let token = cli(&server, &["accounts", "token", "erin"]);
+    let token = token.trim();
+    assert!(token.starts_with("aug_"), "{token}");
+    let granted = cli(&server, &["credits", "grant", "erin", "15", "--memo", "hello"]);
+    assert_eq!(granted.trim(), "balance 25 reserved 0 available 25");
+    let taken = cli(&server, &["credits", "grant", "erin", "-5"]);
+    assert_eq!(taken.trim(), "balance 20 reserved 0 available 20");
+    assert_eq!(
+        cli(&server, &["credits", "show", "erin"]).trim(),
+        "balance 20 reserved 0 available 20"
+    );
+    // The token works, as erin.
+    let (status, me) = As::new(&server.url, token).call("GET", "/v1/account", None).await;
+    assert_eq!((status, me["username"].as_str()), (200, Some("erin")));
+    let admin = As::new(&server.url, TOKEN);
+    assert_eq!(assert_balanced(&admin, "erin").await, 20);
+}
