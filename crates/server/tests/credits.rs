@@ -560,7 +560,10 @@ async fn the_cli_creates_accounts_issues_tokens_and_grants_credits() {
     let token = cli(&server, &["accounts", "token", "erin"]);
     let token = token.trim();
     assert!(token.starts_with("aug_"), "{token}");
-    let granted = cli(&server, &["credits", "grant", "erin", "15", "--memo", "hello"]);
+    let granted = cli(
+        &server,
+        &["credits", "grant", "erin", "15", "--memo", "hello"],
+    );
     assert_eq!(granted.trim(), "balance 25 reserved 0 available 25");
     let taken = cli(&server, &["credits", "grant", "erin", "-5"]);
     assert_eq!(taken.trim(), "balance 20 reserved 0 available 20");
@@ -569,7 +572,9 @@ async fn the_cli_creates_accounts_issues_tokens_and_grants_credits() {
         "balance 20 reserved 0 available 20"
     );
     // The token works, as erin.
-    let (status, me) = As::new(&server.url, token).call("GET", "/v1/account", None).await;
+    let (status, me) = As::new(&server.url, token)
+        .call("GET", "/v1/account", None)
+        .await;
     assert_eq!((status, me["username"].as_str()), (200, Some("erin")));
     let admin = As::new(&server.url, TOKEN);
     assert_eq!(assert_balanced(&admin, "erin").await, 20);
