@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,12 @@ struct Inner {
     active: AtomicUsize,
     /// Where reserved slots send their lease to be run; `None` unless `run` is running.
     direct: Mutex<Option<mpsc::UnboundedSender<(Lease, RunningGuard)>>>,
+    /// True while the queue holds more jobs than this worker could take at its last claim.
+    /// New predictions then go through the queue, whose fair order decides who runs next,
+    /// instead of taking a free slot at once: a slot taken at create would let a busy
+    /// account's new predictions pass everyone's queued ones (and lift the queue's
+    /// fair-queuing clock to the busy account's rank, sending other accounts to the back).
+    backlogged: AtomicBool,
 }
 
 type Direct = (Lease, RunningGuard);
@@ -179,6 +185,7 @@ impl Worker {
                 running: Mutex::new(HashMap::new()),
                 active: AtomicUsize::new(0),
                 direct: Mutex::new(None),
+                backlogged: AtomicBool::new(false),
             }),
         }
     }
@@ -239,6 +246,11 @@ impl Worker {
                         inner.full_queues(),
                     )
                     .await;
+                if let Ok(leases) = &claimed {
+                    inner
+                        .backlogged
+                        .store(leases.len() >= free, Ordering::Release);
+                }
                 match claimed {
                     Ok(leases) if !leases.is_empty() => {
                         for lease in leases {
@@ -653,6 +665,9 @@ impl Dispatch for Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
+        if self.inner.backlogged.load(Ordering::Acquire) {
+            return None;
+        }
         let guard = RunningGuard::try_enter(&self.inner, queue)?;
         Some(Box::new(DirectSlot {
             worker: self.inner.options.worker_id.clone(),

@@ -579,3 +579,65 @@ async fn the_cli_creates_accounts_issues_tokens_and_grants_credits() {
     let admin = As::new(&server.url, TOKEN);
     assert_eq!(assert_balanced(&admin, "erin").await, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_accounts_backlog_does_not_starve_another_on_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two slots, so that a backlog forms.
+    let server = TestServer::start(&dir.path().join("data"), &[("AUGUR_WORKERS", "2")]);
+    let admin = As::new(&server.url, TOKEN);
+    let busy = As::new(&server.url, &admin.account("busy", 0).await);
+    let quiet = As::new(&server.url, &admin.account("quiet", 0).await);
+    let input = json!({"prompt": "p", "width": 8, "height": 8, "steps": 1, "step_ms": 20});
+    // 1,000 predictions of 20 ms on two slots: a backlog of about ten seconds.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (busy, input, next) = (busy.clone(), input.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 1000 {
+                    let (status, body) = busy
+                        .try_create("augur/demo-image", input.clone())
+                        .await
+                        .unwrap();
+                    assert_eq!(status, 201, "{body}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let started = Instant::now();
+    let (status, mine) = quiet
+        .try_create("augur/demo-image", input.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{mine}");
+    let id = mine["id"].as_str().unwrap().to_owned();
+    let waited = loop {
+        let (_, p) = quiet
+            .call("GET", &format!("/v1/predictions/{id}"), None)
+            .await;
+        if p["status"] == "succeeded" {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the quiet account's prediction waited behind the backlog: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (_, page) = busy
+        .call("GET", "/v1/predictions?status=starting&limit=1000", None)
+        .await;
+    let still_queued = page["results"].as_array().unwrap().len();
+    eprintln!(
+        "the quiet account's prediction ran after {waited:?}; {still_queued} of the busy account's still queued"
+    );
+    assert!(
+        still_queued > 500,
+        "the busy account's backlog drained first ({still_queued} left after {waited:?})"
+    );
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}
