@@ -83,15 +83,16 @@ impl Caller {
     }
 }
 
-type Fresh<T> = (Arc<T>, Instant);
+/// What a node read (the record, or that there is none) and when.
+type Fresh<T> = (Option<Arc<T>>, Instant);
 
 /// The accounts service. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Accounts {
     store: DynStore,
     config: Arc<AccountsConfig>,
-    tokens: Arc<Cache<String, Option<Fresh<Token>>>>,
-    accounts: Arc<Cache<AccountId, Option<Fresh<Account>>>>,
+    tokens: Arc<Cache<String, Fresh<Token>>>,
+    accounts: Arc<Cache<AccountId, Fresh<Account>>>,
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -160,16 +161,16 @@ impl Accounts {
             .map(|s| s.decode::<Account>())
             .transpose()?;
         self.accounts
-            .insert(id.clone(), found.clone().map(|a| (a, Instant::now())));
+            .insert(id.clone(), (found.clone(), Instant::now()));
         found.ok_or_else(|| Error::AccountNotFound(id.clone()))
     }
 
     /// The account as this node saw it at most [`FRESHNESS`] ago; `None` if there is none.
     pub async fn cached(&self, id: &AccountId) -> Result<Option<Arc<Account>>> {
-        if let Some(seen) = self.accounts.get(id)
-            && seen.as_ref().is_none_or(|(_, at)| at.elapsed() < FRESHNESS)
+        if let Some((seen, at)) = self.accounts.get(id)
+            && at.elapsed() < FRESHNESS
         {
-            return Ok(seen.map(|(a, _)| a));
+            return Ok(seen);
         }
         match self.get(id).await {
             Ok(a) => Ok(Some(a)),
@@ -302,9 +303,7 @@ impl Accounts {
         };
         let id = parsed.id.to_owned();
         let token = match self.tokens.get(&id) {
-            Some(seen) if seen.as_ref().is_none_or(|(_, at)| at.elapsed() < FRESHNESS) => {
-                seen.map(|(t, _)| t)
-            }
+            Some((seen, at)) if at.elapsed() < FRESHNESS => seen,
             _ => {
                 let found = self
                     .store
@@ -313,7 +312,7 @@ impl Accounts {
                     .map(|s| s.decode::<Token>())
                     .transpose()?;
                 self.tokens
-                    .insert(id.clone(), found.clone().map(|t| (t, Instant::now())));
+                    .insert(id.clone(), (found.clone(), Instant::now()));
                 found
             }
         };
@@ -340,7 +339,7 @@ impl Accounts {
         let mut used = (**token).clone();
         used.last_used_at = Some(now);
         self.tokens
-            .insert(used.id.clone(), Some((Arc::new(used), Instant::now())));
+            .insert(used.id.clone(), (Some(Arc::new(used)), Instant::now()));
         let store = self.store.clone();
         let id = token.id.clone();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -475,6 +474,18 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn an_account_created_on_another_node_is_seen_within_the_freshness() {
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let here = Accounts::new(store.clone(), AccountsConfig::default());
+        let there = Accounts::new(store, AccountsConfig::default());
+        // `there` looks before the account exists, and remembers that it does not.
+        assert!(there.cached(&id("late")).await.unwrap().is_none());
+        here.create(id("late"), "Late").await.unwrap();
+        tokio::time::sleep(FRESHNESS + Duration::from_millis(100)).await;
+        assert!(there.cached(&id("late")).await.unwrap().is_some());
     }
 
     #[tokio::test]
