@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::id::AccountId;
 use crate::secret::Secret;
-use crate::store::{self, Entity, Key, Kind, Partition, Record, decode_json, encode_json};
+use crate::store::{self, Entity, Key, Kind, Partition, Record, body_record, decode_json};
 use crate::time::Timestamp;
 
 /// What every API token starts with.
@@ -127,17 +127,7 @@ impl Entity for Account {
     }
 
     fn to_record(&self) -> store::Result<Record> {
-        Ok(Record {
-            key: self.key(),
-            owner: self.id.clone(),
-            created_at: self.created_at,
-            status: None,
-            parent: None,
-            expires_at: None,
-            data_removed: false,
-            body: encode_json(self)?,
-            data: None,
-        })
+        body_record(self.key(), &self.id, self.created_at, None, self)
     }
 
     fn from_record(record: &Record) -> store::Result<Self> {
@@ -242,17 +232,7 @@ impl Entity for Token {
     }
 
     fn to_record(&self) -> store::Result<Record> {
-        Ok(Record {
-            key: self.key(),
-            owner: self.owner.clone(),
-            created_at: self.created_at,
-            status: None,
-            parent: None,
-            expires_at: None,
-            data_removed: false,
-            body: encode_json(self)?,
-            data: None,
-        })
+        body_record(self.key(), &self.owner, self.created_at, None, self)
     }
 
     fn from_record(record: &Record) -> store::Result<Self> {

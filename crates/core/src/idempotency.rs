@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::id::{AccountId, PredictionId};
-use crate::store::{self, Entity, Key, Kind, Record, decode_json, encode_json};
+use crate::store::{self, Entity, Key, Kind, Record, body_record, decode_json};
 use crate::time::Timestamp;
 
 /// A key as recorded by the create that first used it.
@@ -48,17 +48,13 @@ impl Entity for IdempotencyKey {
     }
 
     fn to_record(&self) -> store::Result<Record> {
-        Ok(Record {
-            key: self.key(),
-            owner: self.owner.clone(),
-            created_at: self.created_at,
-            status: None,
-            parent: None,
-            expires_at: Some(self.expires_at),
-            data_removed: false,
-            body: encode_json(self)?,
-            data: None,
-        })
+        body_record(
+            self.key(),
+            &self.owner,
+            self.created_at,
+            Some(self.expires_at),
+            self,
+        )
     }
 
     fn from_record(record: &Record) -> store::Result<Self> {

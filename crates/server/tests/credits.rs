@@ -339,30 +339,15 @@ async fn two_nodes_on_postgres_killed_under_priced_load_keep_ledgers_balanced() 
     two_nodes_killed_under_priced_load(backend).await;
 }
 
-/// The Python interpreter of the test virtualenv, or `None` (a skip; a failure with
-/// `AUGUR_E2E_REQUIRED=1`).
-fn python() -> Option<String> {
-    let Some(python) = std::env::var("AUGUR_TEST_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
-    else {
-        assert!(
-            std::env::var("AUGUR_E2E_REQUIRED").as_deref() != Ok("1"),
-            "AUGUR_TEST_PYTHON is not set and AUGUR_E2E_REQUIRED=1"
-        );
-        eprintln!("skipping: set AUGUR_TEST_PYTHON to the test virtualenv's python");
-        return None;
-    };
-    Some(python)
-}
-
 fn script(name: &str) -> String {
     format!("{}/tests/python/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_accounts_are_isolated_through_the_python_client() {
-    let Some(python) = python() else { return };
+    let Some(python) = common::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
     let admin = As::new(&server.url, TOKEN);
@@ -453,7 +438,9 @@ fn order(id: &str, product: &str, customer: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paid_orders_are_credited_once_and_forged_ones_refused() {
-    let Some(python) = python() else { return };
+    let Some(python) = common::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path());
     let server = TestServer::start(

@@ -10,22 +10,6 @@ use std::process::Command;
 
 use common::{TOKEN, TestServer};
 
-/// The Python interpreter with the client, or `None` (a skip) when not configured.
-fn python() -> Option<String> {
-    let Some(python) = std::env::var("AUGUR_TEST_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
-    else {
-        assert!(
-            std::env::var("AUGUR_E2E_REQUIRED").as_deref() != Ok("1"),
-            "AUGUR_TEST_PYTHON is not set and AUGUR_E2E_REQUIRED=1"
-        );
-        eprintln!("skipping: set AUGUR_TEST_PYTHON to a Python with the replicate package");
-        return None;
-    };
-    Some(python)
-}
-
 /// Runs the client's checks against a server on `store_url`.
 fn run_checks(python: &str, server: &TestServer) {
     let script = concat!(
@@ -53,7 +37,9 @@ fn run_checks(python: &str, server: &TestServer) {
 
 #[test]
 fn replicate_python_client_on_the_embedded_store() {
-    let Some(python) = python() else { return };
+    let Some(python) = common::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
     run_checks(&python, &server);
@@ -62,7 +48,7 @@ fn replicate_python_client_on_the_embedded_store() {
 #[cfg(feature = "postgres")]
 #[test]
 fn replicate_python_client_on_postgres() {
-    let (Some(python), Some(backend)) = (python(), common::backends::postgres()) else {
+    let (Some(python), Some(backend)) = (common::python(), common::backends::postgres()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -73,7 +59,7 @@ fn replicate_python_client_on_postgres() {
 #[cfg(feature = "redis")]
 #[test]
 fn replicate_python_client_on_redis() {
-    let (Some(python), Some(backend)) = (python(), common::backends::redis()) else {
+    let (Some(python), Some(backend)) = (common::python(), common::backends::redis()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +70,8 @@ fn replicate_python_client_on_redis() {
 #[cfg(feature = "redis")]
 #[test]
 fn replicate_python_client_on_redis_cluster() {
-    let (Some(python), Some(backend)) = (python(), common::backends::redis_cluster()) else {
+    let (Some(python), Some(backend)) = (common::python(), common::backends::redis_cluster())
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -23,24 +23,6 @@ use serde_json::{Value, json};
 
 use common::{Api, TOKEN, TestServer};
 
-/// The Python interpreter with the official clients, or `None` (a skip).
-fn python() -> Option<String> {
-    let Some(python) = std::env::var("AUGUR_TEST_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
-    else {
-        assert!(
-            std::env::var("AUGUR_E2E_REQUIRED").as_deref() != Ok("1"),
-            "AUGUR_TEST_PYTHON is not set and AUGUR_E2E_REQUIRED=1"
-        );
-        eprintln!(
-            "skipping: set AUGUR_TEST_PYTHON to a Python with replicate and standardwebhooks"
-        );
-        return None;
-    };
-    Some(python)
-}
-
 #[derive(Clone, Debug)]
 struct Received {
     headers: BTreeMap<String, String>,
@@ -119,7 +101,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_comes_back_gets_every_message_once_in_order_and_signed() {
-    let Some(python) = python() else { return };
+    let Some(python) = common::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(
         &dir.path().join("data"),
@@ -437,7 +421,9 @@ async fn a_stream_resumed_after_a_restart_misses_nothing_and_repeats_nothing() {
 
 #[test]
 fn the_replicate_python_clients_stream_works() {
-    let Some(python) = python() else { return };
+    let Some(python) = common::python() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data"), &[]);
     let output = Command::new(python)

@@ -33,6 +33,28 @@ pub trait Entity: Send + Sync + Sized + 'static {
     fn from_record(record: &Record) -> Result<Self>;
 }
 
+/// A record that is all body (no data for retention to remove, no status or parent): how
+/// accounts, tokens and idempotency keys are stored.
+pub fn body_record<T: Serialize>(
+    key: Key,
+    owner: &AccountId,
+    created_at: crate::time::Timestamp,
+    expires_at: Option<crate::time::Timestamp>,
+    body: &T,
+) -> Result<Record> {
+    Ok(Record {
+        key,
+        owner: owner.clone(),
+        created_at,
+        status: None,
+        parent: None,
+        expires_at,
+        data_removed: false,
+        body: encode_json(body)?,
+        data: None,
+    })
+}
+
 /// JSON text of `value`, for a record's body or data.
 pub fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Other {

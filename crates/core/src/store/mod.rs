@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 pub use admin::{AdminStore, Capabilities, Change, ChangeStream, Exported, Position, Section};
 pub use effect::Effect;
-pub use entity::{Entity, StoreExt, decode_json, encode_json};
+pub use entity::{Entity, StoreExt, body_record, decode_json, encode_json};
 pub use events::{EventStore, StreamEvent, StreamEventData, StreamEventKind};
 pub use ledger::{Balance, LedgerEntry, LedgerStore, Posted, Reason};
 pub use queue::{

@@ -220,3 +220,23 @@ impl Api {
         }
     }
 }
+
+/// The Python interpreter of the test virtualenv (`AUGUR_TEST_PYTHON`, made by
+/// `scripts/test.sh` with the Replicate client, standardwebhooks, cog and coglet), or `None`:
+/// a skip, or a failure with `AUGUR_E2E_REQUIRED=1`.
+pub fn python() -> Option<String> {
+    let Some(python) = std::env::var("AUGUR_TEST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        assert!(
+            std::env::var("AUGUR_E2E_REQUIRED").as_deref() != Ok("1"),
+            "AUGUR_TEST_PYTHON is not set and AUGUR_E2E_REQUIRED=1"
+        );
+        eprintln!(
+            "skipping: set AUGUR_TEST_PYTHON to the test virtualenv's python (scripts/test.sh makes one)"
+        );
+        return None;
+    };
+    Some(python)
+}
