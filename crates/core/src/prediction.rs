@@ -307,6 +307,14 @@ pub struct Metrics {
     pub extra: Map<String, Value>,
 }
 
+impl Metrics {
+    /// Whether `key` names one of Augur's own timings, which model-reported metrics may not
+    /// set.
+    pub fn is_timing(key: &str) -> bool {
+        matches!(key, "predict_time" | "total_time")
+    }
+}
+
 /// The set of webhook events a prediction's owner asked for: `start`, `output`, `logs`,
 /// `completed` (Replicate's `webhook_events_filter`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

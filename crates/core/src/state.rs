@@ -18,7 +18,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::prediction::{MAX_LOGS_BYTES, Prediction};
+use crate::prediction::{MAX_LOGS_BYTES, Metrics, Prediction};
 use crate::time::Timestamp;
 
 /// Where a prediction is in its lifecycle.
@@ -154,6 +154,12 @@ pub struct Event {
     pub attempt: Option<u32>,
     /// The id an external service gave the prediction, recorded as its `external_id`.
     pub external_id: Option<String>,
+    /// When the run began, for a start reported after the fact (the worker writes a run that
+    /// ends within its grace period in one step): the prediction's `started_at`, so its
+    /// `predict_time` (and a per-second price) counts the whole run. Ignored unless the
+    /// prediction has not started yet; never later than the report nor earlier than the
+    /// prediction's creation.
+    pub started_at: Option<Timestamp>,
 }
 
 impl Event {
@@ -166,6 +172,7 @@ impl Event {
             metrics: Map::new(),
             attempt: None,
             external_id: None,
+            started_at: None,
         }
     }
 
@@ -211,6 +218,12 @@ impl Event {
     /// [`Prediction::external_id`]).
     pub fn with_external_id(mut self, external_id: impl Into<String>) -> Self {
         self.external_id = Some(external_id.into());
+        self
+    }
+
+    /// Records when the run began (see [`Event::started_at`]).
+    pub fn with_started_at(mut self, at: Timestamp) -> Self {
+        self.started_at = Some(at);
         self
     }
 
@@ -262,10 +275,17 @@ impl Prediction {
             next.external_id = Some(external_id.clone());
         }
         for (k, v) in &event.metrics {
-            next.metrics.extra.insert(k.clone(), v.clone());
+            // The timings are Augur's own fields: a model's metric of the same name would be
+            // written twice into the record and make it unreadable.
+            if !Metrics::is_timing(k) {
+                next.metrics.extra.insert(k.clone(), v.clone());
+            }
         }
         if event.status == Status::Processing && next.started_at.is_none() {
-            next.started_at = Some(now);
+            let began = event
+                .started_at
+                .map_or(now, |at| at.clamp(self.created_at, now));
+            next.started_at = Some(began);
         }
         if event.status.is_terminal() {
             next.completed_at = Some(now);
@@ -454,6 +474,62 @@ mod tests {
         assert_eq!(done.metrics.total_time, Some(3.0));
         assert_eq!(done.output, Some(json!(["a"])));
         assert_eq!(done.error, None);
+    }
+
+    #[test]
+    fn a_start_reported_after_the_fact_keeps_when_the_run_began() {
+        // Started and finished in one step: the run counts from when it began.
+        let p = prediction_in(Status::Starting);
+        let began = Timestamp::from_micros(1_200_000);
+        let now = Timestamp::from_micros(1_700_000);
+        let Applied::Changed(running) = p
+            .apply(&Event::processing().with_started_at(began), now)
+            .unwrap()
+        else {
+            panic!("start did not change the record")
+        };
+        let Applied::Changed(done) = running.apply(&Event::succeeded(json!(1)), now).unwrap()
+        else {
+            panic!("success did not change the record")
+        };
+        assert_eq!(done.started_at, Some(began));
+        assert_eq!(done.metrics.predict_time, Some(0.5));
+
+        // Never before the creation, never after the report, never moved once set.
+        for (claimed, recorded) in [(0, 1_000_000), (9_000_000, 1_700_000)] {
+            let Applied::Changed(running) = p
+                .apply(
+                    &Event::processing().with_started_at(Timestamp::from_micros(claimed)),
+                    now,
+                )
+                .unwrap()
+            else {
+                panic!("start did not change the record")
+            };
+            assert_eq!(running.started_at, Some(Timestamp::from_micros(recorded)));
+        }
+        let moved = running.apply(&Event::processing().with_started_at(began), now);
+        assert!(matches!(moved, Ok(Applied::Unchanged)), "{moved:?}");
+    }
+
+    #[test]
+    fn model_metrics_cannot_set_the_timings() {
+        let p = prediction_in(Status::Processing);
+        let mut event = Event::succeeded(json!(1));
+        for (k, v) in [("predict_time", 99.0), ("total_time", 99.0), ("steps", 3.0)] {
+            event.metrics.insert(k.into(), json!(v));
+        }
+        let Applied::Changed(done) = p.apply(&event, Timestamp::from_micros(4_000_000)).unwrap()
+        else {
+            panic!("success did not change the record")
+        };
+        assert_eq!(done.metrics.predict_time, Some(2.0));
+        assert_eq!(done.metrics.total_time, Some(3.0));
+        // The stored form reads back (a timing in both places would be a duplicate field).
+        let stored = serde_json::to_string(&done.metrics).unwrap();
+        let back: Metrics = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back, done.metrics, "{stored}");
+        assert_eq!(back.extra.get("steps"), Some(&json!(3.0)));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use augur_core::{Event, Logs, Prediction, PredictionId, Predictions};
+use augur_core::{Event, Logs, Prediction, PredictionId, Predictions, Timestamp};
 
 use crate::files::OutputFiles;
 
@@ -135,6 +135,8 @@ pub struct Progress {
     id: PredictionId,
     attempt: u32,
     started: Arc<AtomicBool>,
+    /// When this run was handed to the model: the start written after the fact says so.
+    began: Timestamp,
 }
 
 impl Progress {
@@ -144,6 +146,7 @@ impl Progress {
             id,
             attempt,
             started: Arc::new(AtomicBool::new(started)),
+            began: Timestamp::now(),
         }
     }
 
@@ -199,7 +202,10 @@ impl Progress {
         if self.is_started() {
             vec![event]
         } else {
-            vec![Event::processing().with_attempt(self.attempt), event]
+            let start = Event::processing()
+                .with_attempt(self.attempt)
+                .with_started_at(self.began);
+            vec![start, event]
         }
     }
 }

@@ -156,7 +156,7 @@ impl UpstreamPrediction {
         if let Some(logs) = self.logs {
             progress = progress.with_logs(Logs::Cumulative(logs));
         }
-        progress.metrics = model_metrics(self.metrics);
+        progress.metrics = self.metrics.unwrap_or_default(); // Prediction::apply keeps timings Augur's own
         Ok(match status {
             Status::Starting => Mapped::Waiting,
             Status::Processing => {
@@ -575,14 +575,6 @@ fn valid_upstream_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The model's own metrics: the upstream's timings are dropped, Augur measures its own.
-fn model_metrics(metrics: Option<Map<String, Value>>) -> Map<String, Value> {
-    let mut metrics = metrics.unwrap_or_default();
-    metrics.remove("predict_time");
-    metrics.remove("total_time");
-    metrics
-}
-
 /// The upstream's `error`: a string, or an object with a message.
 fn error_message(error: Option<Value>) -> String {
     let text = match error {
@@ -668,7 +660,6 @@ mod tests {
         assert_eq!(progress.output, None, "an older output list is stale");
         assert_eq!(progress.logs, Some(Logs::Cumulative("a\n".into())));
         assert_eq!(progress.metrics.get("tokens"), Some(&json!(3)));
-        assert!(progress.metrics.get("predict_time").is_none());
 
         let done = upstream(json!({"status": "succeeded", "output": "hi", "logs": null}));
         let Ok(Mapped::Succeeded(progress, output)) = done.map(None) else {

@@ -628,3 +628,52 @@ async fn one_accounts_backlog_does_not_starve_another_on_the_same_model() {
     );
     assert!(waited < Duration::from_secs(3), "{waited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_second_model_that_finishes_at_once_is_charged_its_started_second() {
+    // Echo reports nothing while it runs, so the worker writes its start and its success in one
+    // step: the run still counts from when it was handed to the model.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("augur.toml");
+    std::fs::write(
+        &config,
+        "[[models]]\nname = \"augur/echo\"\nprice = { per_second = 3, max_seconds = 3 }\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("AUGUR_CONFIG", config.as_str())],
+    );
+    let admin = As::new(&server.url, TOKEN);
+    let fay = As::new(&server.url, &admin.account("fay", 0).await);
+    let (status, created) = fay
+        .try_create("augur/echo", json!({"text": "hi"}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let done = loop {
+        let (_, p) = fay
+            .call("GET", &format!("/v1/predictions/{id}"), None)
+            .await;
+        if p["status"] == "succeeded" {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        done["metrics"]["predict_time"].as_f64().unwrap() > 0.0,
+        "{done}"
+    );
+    let charge: Vec<_> = admin
+        .ledger("fay")
+        .await
+        .into_iter()
+        .filter(|e| e["reason"] == "charge")
+        .collect();
+    assert_eq!(charge.len(), 1, "{charge:?}");
+    assert_eq!(charge[0]["delta"], -3, "one started second at 3 credits");
+    // The sign-up grant of 10, less one second.
+    assert_eq!(assert_balanced(&admin, "fay").await, 7);
+}

@@ -344,7 +344,7 @@ impl CogHooks {
         if let Some(logs) = payload.logs {
             progress = progress.with_logs(Logs::Cumulative(logs));
         }
-        progress.metrics = model_metrics(payload.metrics);
+        progress.metrics = payload.metrics.unwrap_or_default(); // Prediction::apply keeps timings Augur's own
         // A terminal report follows a `processing` one, so that a prediction whose start
         // was not recorded yet (a lost or late first webhook) may still settle.
         let events = match status {
@@ -448,14 +448,6 @@ impl Drop for Reservation {
             self.hooks.lock().remove(&id);
         }
     }
-}
-
-/// The model's own metrics: coglet's `predict_time` is dropped, Augur measures its own.
-fn model_metrics(metrics: Option<Map<String, Value>>) -> Map<String, Value> {
-    let mut metrics = metrics.unwrap_or_default();
-    metrics.remove("predict_time");
-    metrics.remove("total_time");
-    metrics
 }
 
 /// coglet says `Prediction failed: Prediction failed: ValueError: ...`; keep the cause.
