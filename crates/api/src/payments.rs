@@ -22,17 +22,18 @@ use serde::Deserialize;
 use serde_json::json;
 
 use augur_core::credits::Posting;
-use augur_core::{AccountId, Secret, Timestamp};
+use augur_core::{AccountId, Timestamp};
 use augur_webhooks::WebhookSecret;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 
 /// How paid orders become credits.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PaymentsConfig {
-    /// The provider's Standard Webhooks secret (`whsec_…`, `AUGUR_PAYMENTS_WEBHOOK_SECRET`).
-    pub secret: Secret,
+    /// The provider's signing secret (`AUGUR_PAYMENTS_WEBHOOK_SECRET`: `whsec_…`, or Polar's
+    /// `polar_whs_…`; see [`WebhookSecret::parse_provider`]).
+    pub secret: WebhookSecret,
     /// Credits per product id (`[[credit_packs]]`).
     pub packs: BTreeMap<String, i64>,
 }
@@ -84,7 +85,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<&'a str> {
 }
 
 /// Checks the Standard Webhooks signature and timestamp of a delivery.
-fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
+fn verify(secret: &WebhookSecret, headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
     let id = header(headers, "webhook-id")?;
     let timestamp: i64 = header(headers, "webhook-timestamp")?
         .trim()
@@ -97,7 +98,6 @@ fn verify(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
             "webhook-timestamp is more than 5 minutes from now",
         ));
     }
-    let secret = WebhookSecret::parse(secret.expose()).map_err(ApiError::internal)?;
     if secret.verify(id, timestamp, body, signature) {
         Ok(())
     } else {

@@ -412,7 +412,7 @@ impl Config {
             bail!("accounts.signup_grant must not be negative");
         }
         if let Some(secret) = &self.payments.webhook_secret {
-            augur_webhooks::WebhookSecret::parse(secret.expose()).map_err(|e| {
+            augur_webhooks::WebhookSecret::parse_provider(secret.expose()).map_err(|e| {
                 anyhow::anyhow!("payments.webhook_secret (AUGUR_PAYMENTS_WEBHOOK_SECRET): {e}")
             })?;
         }

@@ -91,18 +91,20 @@ pub async fn serve(
             ..AccountsConfig::default()
         },
     );
-    let payments = config
-        .payments
-        .webhook_secret
-        .clone()
-        .map(|secret| PaymentsConfig {
-            secret,
-            packs: config
-                .credit_packs
-                .iter()
-                .map(|p| (p.product_id.clone(), p.credits))
-                .collect(),
-        });
+    let payments = match &config.payments.webhook_secret {
+        Some(secret) => Some(augur_webhooks::WebhookSecret::parse_provider(
+            secret.expose(),
+        )?),
+        None => None,
+    };
+    let payments = payments.map(|secret| PaymentsConfig {
+        secret,
+        packs: config
+            .credit_packs
+            .iter()
+            .map(|p| (p.product_id.clone(), p.credits))
+            .collect(),
+    });
     let state = AppState::new(AppParts {
         rendered: Default::default(),
         service: service.clone(),

@@ -378,9 +378,14 @@ async fn two_accounts_are_isolated_through_the_python_client() {
 
 /// Signs `payload` as the payment provider would, with the PyPI library.
 fn sign(python: &str, msg_id: &str, timestamp: i64, payload: &str) -> String {
+    sign_with(python, PAYMENTS_SECRET, msg_id, timestamp, payload)
+}
+
+/// Signs `payload` with `secret` (`whsec_…`, or Polar's `polar_whs_…` signed as Polar does).
+fn sign_with(python: &str, secret: &str, msg_id: &str, timestamp: i64, payload: &str) -> String {
     let output = Command::new(python)
         .arg(script("sign_payment.py"))
-        .args([PAYMENTS_SECRET, msg_id, &timestamp.to_string(), payload])
+        .args([secret, msg_id, &timestamp.to_string(), payload])
         .output()
         .expect("run python");
     assert!(
@@ -518,6 +523,37 @@ async fn paid_orders_are_credited_once_and_forged_ones_refused() {
         .collect();
     assert_eq!(topups.len(), 1, "{topups:?}");
     assert_eq!(topups[0]["reference"], "ord_1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polars_dashboard_secret_is_taken_as_shown() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    const POLAR_SECRET: &str = "polar_whs_Hq3b7uLqY0hX2WdJ9vKc5mTnR8sAeZpF1oGiBy4wDxE";
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_CONFIG", config.as_str()),
+            ("AUGUR_PAYMENTS_WEBHOOK_SECRET", POLAR_SECRET),
+        ],
+    );
+    let admin = As::new(&server.url, TOKEN);
+    admin.account("gus", 0).await;
+    let http = reqwest::Client::new();
+    let payload = order("ord_p1", "prod_100", "gus");
+    let now = now_secs();
+    // Signed with another secret: refused.
+    let forged = sign(&python, "msg_p1", now, &payload);
+    let (status, body) = deliver(&http, &server.url, "msg_p1", now, &forged, &payload).await;
+    assert_eq!(status, 401, "{body}");
+    // Signed as Polar signs with the secret its dashboard shows: credited.
+    let signature = sign_with(&python, POLAR_SECRET, "msg_p1", now, &payload);
+    let (status, body) = deliver(&http, &server.url, "msg_p1", now, &signature, &payload).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(assert_balanced(&admin, "gus").await, 110);
 }
 
 /// Runs the `augur` CLI against `server` with the admin token.

@@ -49,7 +49,16 @@ pub enum SecretError {
     /// The key is too short or too long.
     #[error("webhook secret key must be {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes, found {0} bytes")]
     BadLength(usize),
+    /// Neither a Standard Webhooks secret nor a payment provider's.
+    #[error(
+        "payment webhook secret must be a Standard Webhooks secret (\"whsec_\" followed by \
+         standard base64) or Polar's secret as its dashboard shows it (\"polar_whs_…\")"
+    )]
+    UnknownProviderForm,
 }
+
+/// The prefix of the secrets Polar's dashboard shows.
+const POLAR_PREFIX: &str = "polar_whs_";
 
 /// A Standard Webhooks signing secret (`whsec_<base64 key>`).
 ///
@@ -89,6 +98,28 @@ impl WebhookSecret {
         Ok(Self {
             text: Secret::new(text),
             key,
+        })
+    }
+
+    /// Parses a payment provider's webhook secret: a Standard Webhooks secret (`whsec_…`, see
+    /// [`WebhookSecret::parse`]), or Polar's secret as its dashboard shows it
+    /// (`polar_whs_…`). Polar signs with the text's own bytes as the key (its SDKs base64-encode
+    /// the text before handing it to a Standard Webhooks library), so that text is the key
+    /// here too, and the operator pastes the secret unchanged.
+    pub fn parse_provider(text: &str) -> Result<Self, SecretError> {
+        let text = text.trim();
+        if text.starts_with(PREFIX) {
+            return Self::parse(text);
+        }
+        if !text.starts_with(POLAR_PREFIX) {
+            return Err(SecretError::UnknownProviderForm);
+        }
+        if text.len() < MIN_KEY_BYTES {
+            return Err(SecretError::BadLength(text.len()));
+        }
+        Ok(Self {
+            text: Secret::new(text),
+            key: text.as_bytes().to_vec(),
         })
     }
 
@@ -183,6 +214,32 @@ mod tests {
         let signature = secret.sign("msg_test_1", 1700000000, body);
         assert_eq!(signature, "v1,xaXPp7gfDYg4eQx4LDIL0umGr91ymNRHC5yDkTjZm7E=");
         assert!(secret.verify("msg_test_1", 1700000000, body, &signature));
+    }
+
+    #[test]
+    fn polar_dashboard_secrets_sign_with_their_text_as_the_key() {
+        // Polar's SDK base64-encodes the dashboard text and hands it to Standard Webhooks: the
+        // same key as a `whsec_` secret of that base64.
+        let text = "polar_whs_Hq3b7uLqY0hX2WdJ9vKc5mTnR8sAeZpF1oGiBy4wDxE";
+        let polar = WebhookSecret::parse_provider(text).unwrap();
+        let standard =
+            WebhookSecret::parse(&format!("whsec_{}", general_purpose::STANDARD.encode(text)))
+                .unwrap();
+        let signature = standard.sign("msg_1", 1700000000, b"{}");
+        assert!(polar.verify("msg_1", 1700000000, b"{}", &signature));
+        assert_eq!(polar.sign("msg_1", 1700000000, b"{}"), signature);
+        // A `whsec_` secret keeps its meaning; other forms are refused without echoing them.
+        let whsec = WebhookSecret::generate();
+        let parsed = WebhookSecret::parse_provider(whsec.as_str()).unwrap();
+        assert_eq!(parsed.sign("m", 1, b"x"), whsec.sign("m", 1, b"x"));
+        let err =
+            WebhookSecret::parse_provider("sk_live_hunter2hunter2hunter2hunter2").unwrap_err();
+        assert_eq!(err, SecretError::UnknownProviderForm);
+        assert!(!err.to_string().contains("hunter2"));
+        assert_eq!(
+            WebhookSecret::parse_provider("polar_whs_short").unwrap_err(),
+            SecretError::BadLength(15)
+        );
     }
 
     #[test]
