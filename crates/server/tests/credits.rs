@@ -294,6 +294,7 @@ async fn kill_9_under_priced_load_keeps_every_ledger_balanced() {
 }
 
 /// Two nodes share `backend`; one is killed mid-load and restarted.
+#[cfg(any(feature = "redis", feature = "postgres"))]
 async fn two_nodes_killed_under_priced_load(backend: common::backends::Backend) {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path());
