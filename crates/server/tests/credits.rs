@@ -442,20 +442,25 @@ fn order(id: &str, product: &str, customer: &str) -> String {
     .to_string()
 }
 
+/// A server with the priced config whose payment webhooks are signed with `secret`.
+fn payments_server(dir: &Path, secret: &str) -> TestServer {
+    let config = config_file(dir);
+    TestServer::start(
+        &dir.join("data"),
+        &[
+            ("AUGUR_CONFIG", config.as_str()),
+            ("AUGUR_PAYMENTS_WEBHOOK_SECRET", secret),
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paid_orders_are_credited_once_and_forged_ones_refused() {
     let Some(python) = common::python() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &[
-            ("AUGUR_CONFIG", config.as_str()),
-            ("AUGUR_PAYMENTS_WEBHOOK_SECRET", PAYMENTS_SECRET),
-        ],
-    );
+    let server = payments_server(dir.path(), PAYMENTS_SECRET);
     let admin = As::new(&server.url, TOKEN);
     admin.account("alice", 0).await;
     let http = reqwest::Client::new();
@@ -533,14 +538,7 @@ async fn polars_dashboard_secret_is_taken_as_shown() {
     };
     const POLAR_SECRET: &str = "polar_whs_Hq3b7uLqY0hX2WdJ9vKc5mTnR8sAeZpF1oGiBy4wDxE";
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &[
-            ("AUGUR_CONFIG", config.as_str()),
-            ("AUGUR_PAYMENTS_WEBHOOK_SECRET", POLAR_SECRET),
-        ],
-    );
+    let server = payments_server(dir.path(), POLAR_SECRET);
     let admin = As::new(&server.url, TOKEN);
     admin.account("gus", 0).await;
     let http = reqwest::Client::new();
