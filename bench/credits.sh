@@ -18,7 +18,8 @@
 #    that reserved is 0 and balance equals the grant minus one credit per prediction.
 #
 # Run from anywhere:  bench/credits.sh   (env: ROUNDS=3 DURATION=10s STORES="embedded redis
-#                                          postgres" BENCH_AUGUR=<binary> to skip the build)
+#                                          postgres" MEASURE="lifecycles creates"
+#                                          BENCH_AUGUR=<binary> to skip the build)
 # Raw output: bench/results/raw/credits-<time>/; summary: bench/results/credits.md
 set -euo pipefail
 # shellcheck source=bench/lib.sh
@@ -29,6 +30,7 @@ source "$BENCH_DIR/lib-shared.sh"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10s}"
 STORES="${STORES:-embedded redis postgres}"
+MEASURE="${MEASURE:-lifecycles creates}"
 GRANT=1000000000000
 
 ensure_wrk
@@ -111,18 +113,26 @@ declare -A RPS P50 P99
 wait_quiet
 for ((round = 1; round <= ROUNDS; round++)); do
     for store in $STORES; do
-        # 1. lifecycles, free and priced, as one account.
-        for variant in free priced; do
+        # 1. lifecycles: free and priced as one account, priced over 64 accounts.
+        for variant in free priced free64 priced64; do
+            [[ " $MEASURE " == *" lifecycles "* ]] || break
             out="$RUN/round$round-$store-lifecycles-$variant"
-            config="$FREE_CONFIG"; [ "$variant" = priced ] && config="$PRICED_CONFIG"
+            config="$PRICED_CONFIG"; [ "${variant#free}" != "$variant" ] && config="$FREE_CONFIG"
             start_augur_shared "$(store_url "$store")" "$out.augur.log" AUGUR_CONFIG="$config"
-            token="$(account bench)"
+            names=()
+            tokens=""
+            count=1; [ "${variant%64}" != "$variant" ] && count=64
+            for ((i = 0; i < count; i++)); do
+                names+=("bench$i")
+                tokens+="$(account "bench$i"),"
+            done
+            token="${tokens%%,*}"
             TOKEN="$token" create_one "$AUGUR_URL" >/dev/null
-            wrk -t2 -c64 -d"$DURATION" --latency --timeout 10s -s "$BENCH_DIR/wrk-lifecycle.lua" \
-                -H "Authorization: Bearer $token" \
+            BENCH_TOKENS="${tokens%,}" wrk -t2 -c64 -d"$DURATION" --latency --timeout 10s \
+                -s "$BENCH_DIR/wrk-lifecycle.lua" \
                 "$AUGUR_URL/v1/models/augur/echo/predictions" >"$out.wrk.txt" 2>"$out.wrk.err"
             n="$(settle)"
-            if [ "$variant" = priced ]; then check_accounts "$n" bench; fi
+            if [ "${variant#priced}" != "$variant" ]; then check_accounts "$n" "${names[@]}"; fi
             stop_started "$AUGUR_PID"
             j="$(wrk_json "$out.wrk.txt")"
             if [ "$(jq '.non2xx + .socket_errors + .not_succeeded' <<<"$j")" != 0 ]; then
@@ -134,6 +144,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         done
         # 2. creates, one hot account or 64.
         for variant in one many; do
+            [[ " $MEASURE " == *" creates "* ]] || break
             out="$RUN/round$round-$store-creates-$variant"
             start_augur_shared "$(store_url "$store")" "$out.augur.log" AUGUR_CONFIG="$PRICED_CONFIG"
             names=()
@@ -167,11 +178,12 @@ summary="$RESULTS/credits.md"
     echo "| store | measurement | variant | median/s | p50 ms | p99 ms | runs/s | ratio |"
     echo "|---|---|---|---:|---:|---:|---|---:|"
     for store in $STORES; do
-        for pair in "lifecycles free priced" "creates many one"; do
-            read -r what base other <<<"$pair"
+        for set in "lifecycles free priced free64 priced64" "creates many one"; do
+            read -r what base others <<<"$set"
+            [ -n "${RPS[$store $what $base]:-}" ] || continue
             # shellcheck disable=SC2086
             base_m="$(median ${RPS[$store $what $base]})"
-            for variant in "$base" "$other"; do
+            for variant in "$base" $others; do
                 key="$store $what $variant"
                 # shellcheck disable=SC2086
                 m="$(median ${RPS[$key]})"

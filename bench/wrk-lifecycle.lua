@@ -1,7 +1,9 @@
 -- wrk script for bench/lifecycles.sh and bench/memory.sh: each request is one whole
 -- lifecycle, POST /v1/models/augur/echo/predictions with "Prefer: wait" (create, queue,
 -- claim by a worker, succeed; the response comes when the prediction has settled).
--- The Authorization header comes from the command line (-H).
+-- The Authorization header comes from the command line (-H), or, with BENCH_TOKENS set (a
+-- comma-separated list of tokens), from those tokens taken in turn (bench/credits.sh's
+-- lifecycles spread over 64 accounts).
 --
 -- The response hook counts responses that are 201 with "status":"succeeded" in the body
 -- (ok) and everything else (bad). With BENCH_REQUESTS_PER_THREAD set, each wrk thread stops
@@ -12,6 +14,20 @@ wrk.method = "POST"
 wrk.body = '{"input":{"text":"hello from the benchmark"}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Prefer"] = "wait"
+
+local tokens = {}
+for t in string.gmatch(os.getenv("BENCH_TOKENS") or "", "[^,]+") do
+  table.insert(tokens, t)
+end
+if #tokens > 0 then
+  local n = 0
+  function request()
+    n = n + 1
+    local headers = { ["Content-Type"] = "application/json", ["Prefer"] = "wait",
+                      ["Authorization"] = "Bearer " .. tokens[(n % #tokens) + 1] }
+    return wrk.format("POST", nil, headers, wrk.body)
+  end
+end
 
 ok = 0
 bad = 0
