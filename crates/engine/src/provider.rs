@@ -135,7 +135,7 @@ pub struct Progress {
     id: PredictionId,
     attempt: u32,
     started: Arc<AtomicBool>,
-    /// When this run was handed to the model: the start written after the fact says so.
+    /// When this run was handed to the model: a start written with the result says so.
     began: Timestamp,
 }
 
@@ -197,15 +197,19 @@ impl Progress {
         self.started.load(Ordering::Acquire)
     }
 
-    /// The events that report `event`, preceded by the start if it is not recorded yet.
+    /// The events that report `event`, preceded by the start if it is not recorded yet. A
+    /// start written with the result says the run began when it was handed to the model (so
+    /// a run that ended within the grace period is not timed, and charged, as 0 s); a start
+    /// written with a progress report is timed by that first report, as the model server
+    /// saw it.
     pub(crate) fn with_start(&self, event: Event) -> Vec<Event> {
         if self.is_started() {
-            vec![event]
-        } else {
-            let start = Event::processing()
-                .with_attempt(self.attempt)
-                .with_started_at(self.began);
-            vec![start, event]
+            return vec![event];
         }
+        let mut start = Event::processing().with_attempt(self.attempt);
+        if event.status.is_terminal() {
+            start = start.with_started_at(self.began);
+        }
+        vec![start, event]
     }
 }
