@@ -214,6 +214,16 @@ fn has_delivery(effects: &[Effect]) -> bool {
         .any(|e| matches!(e, Effect::Enqueue(item) if item.lane == Lane::Webhooks))
 }
 
+/// Hands a cache in front of the store the prediction just written at `revision`, so that the
+/// next read (the worker's, the transition's) does not decode the JSON it was just encoded
+/// into. Not for a prediction whose data is removed: its record decodes without input and
+/// output, which the value may still hold.
+fn remember(store: &dyn store::Store, prediction: &Prediction, revision: Revision) {
+    if !prediction.data_removed {
+        store.remember_decoded(&prediction.key(), revision, Arc::new(prediction.clone()));
+    }
+}
+
 /// How often a transition re-reads and retries after losing a compare-and-set.
 const MAX_CAS_ATTEMPTS: usize = 64;
 
@@ -372,6 +382,7 @@ impl Predictions {
         let hub = self.hub.clone();
         let commit = async move {
             store.write(&write).await?;
+            remember(&*store, &prediction, Revision::FIRST);
             let record = Versioned {
                 value: prediction,
                 revision: Revision::FIRST,
@@ -631,6 +642,7 @@ impl Predictions {
             };
             match self.store.write(&write).await {
                 Ok(_) => {
+                    remember(&*self.store, &next, current.revision.next());
                     let record = Versioned {
                         value: next,
                         revision: current.revision.next(),

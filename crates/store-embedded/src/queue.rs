@@ -69,22 +69,43 @@ pub(crate) const SET_HEAD: &str = "UPDATE items SET \
      wake_at = CASE WHEN MAX(due_at, COALESCE(lease_expires_at, 0)) > ?2 \
          THEN MAX(due_at, COALESCE(lease_expires_at, 0)) END \
      WHERE rowid = ?1";
-/// Removes an item, returning whether it was its group's head and the group's next pending
-/// item (itself excluded, so it does not matter whether the subquery sees the row deleted).
-pub(crate) const REMOVE_ITEM: &str = "DELETE FROM items WHERE lane = ?1 AND id = ?2 \
-     RETURNING ready_rank IS NOT NULL OR wake_at IS NOT NULL, \
+/// An item to remove: its rowid, whether it is its group's head, and the group's next pending
+/// item (itself excluded). A `SELECT` and then [`DELETE_ITEM`] rather than one `DELETE …
+/// RETURNING`, which SQLite runs through a temporary table (a page cache of its own, opened
+/// and zeroed at every run) to hold what it returns.
+pub(crate) const ITEM_TO_REMOVE: &str = "SELECT rowid, ready_rank IS NOT NULL OR wake_at IS NOT NULL, \
      (SELECT n.rowid FROM items AS n WHERE n.lane = items.lane AND n.status = 'pending' \
       AND n.group_kind = items.group_kind AND n.group_id = items.group_id \
-      AND n.rowid <> items.rowid ORDER BY n.seq LIMIT 1)";
-/// A new item's place in its group, whether it is the group's head (nothing else pending),
-/// and its fair-queuing rank (one past the larger of its account's last rank and the clock).
+      AND n.rowid <> items.rowid ORDER BY n.seq LIMIT 1) \
+     FROM items WHERE lane = ?1 AND id = ?2";
+pub(crate) const DELETE_ITEM: &str = "DELETE FROM items WHERE rowid = ?1";
+/// The last `seq` of a group's items of one status: an index seek (no aggregate).
+macro_rules! last_seq {
+    ($status:literal) => {
+        concat!(
+            "COALESCE((SELECT seq FROM items WHERE lane = ?1 AND status = '",
+            $status,
+            "' AND group_kind = ?2 AND group_id = ?3 ORDER BY seq DESC LIMIT 1), 0)"
+        )
+    };
+}
+
+/// The last `seq`s of a group's pending items and of all its items (a new item's place is one
+/// past it; it is its group's head if nothing is pending), and a new item's fair-queuing rank
+/// (one past the larger of its account's last rank and the clock). Each is a seek on a
+/// primary key or `items_by_group`, one per status and one per rank row: an `IN` list, on a
+/// status or on the two rank rows, would make SQLite build a temporary table for it at every
+/// run, and `MAX()` over rows an aggregate.
 pub(crate) const PLACEMENT: &str = concat!(
-    "SELECT COALESCE(MAX(seq), 0) + 1, COALESCE(MAX(status = 'pending'), 0) = 0, \
-     (SELECT COALESCE(MAX(rank), 0) + 1 FROM queue_ranks \
-      WHERE lane = ?1 AND topic = ?4 AND owner IN ('', ?5)) \
-     FROM items WHERE lane = ?1 AND status IN ",
-    statuses!(),
-    " AND group_kind = ?2 AND group_id = ?3"
+    "SELECT ",
+    last_seq!("pending"),
+    ", MAX(",
+    last_seq!("done"),
+    ", ",
+    last_seq!("failed"),
+    "), MAX(COALESCE((SELECT rank FROM queue_ranks WHERE lane = ?1 AND topic = ?4 \
+     AND owner = ''), 0), COALESCE((SELECT rank FROM queue_ranks WHERE lane = ?1 \
+     AND topic = ?4 AND owner = ?5), 0)) + 1"
 );
 pub(crate) const INSERT_ITEM: &str = "INSERT INTO items (lane, id, group_kind, group_id, \
      group_partition, topic, owner, payload, seq, status, claims, attempts, due_at, created_at, \
@@ -112,6 +133,11 @@ pub(crate) const REMOVE_GROUP: &str = concat!(
 );
 pub(crate) const REMOVE_FINISHED: &str = "DELETE FROM items WHERE lane = ?1 \
      AND status IN ('done', 'failed') AND group_kind = ?2 AND group_id = ?3";
+/// Whether a head's run time came or its lease lapsed: [`PROMOTE`] runs only then, since an
+/// `UPDATE` of the column its index is on collects the rows in a temporary table first, even
+/// when there are none.
+pub(crate) const ANY_WAKING: &str =
+    "SELECT EXISTS (SELECT 1 FROM items WHERE lane = ?1 AND wake_at <= ?2)";
 /// Heads whose run time came or whose lease lapsed become claimable.
 pub(crate) const PROMOTE: &str =
     "UPDATE items SET ready_rank = rank, wake_at = NULL WHERE lane = ?1 AND wake_at <= ?2";
@@ -124,12 +150,13 @@ pub(crate) const NEXT_READY_TOPIC: &str = "SELECT topic FROM items \
 /// A topic's claimable heads, lowest rank first.
 pub(crate) const TOPIC_CANDIDATES: &str = "SELECT rowid, rank FROM items \
      WHERE lane = ?1 AND topic = ?2 AND ready_rank IS NOT NULL ORDER BY ready_rank LIMIT ?3";
-pub(crate) const TAKE: &str = concat!(
-    "UPDATE items SET claims = claims + 1, lease_token = ?2, lease_worker = ?3, \
-     lease_expires_at = ?4, ready_rank = NULL, wake_at = MAX(due_at, ?4) \
-     WHERE rowid = ?1 RETURNING ",
-    item_columns!()
-);
+/// Leases item `?1`; [`TAKEN`] then reads it (not `RETURNING`, which SQLite runs through a
+/// temporary table).
+pub(crate) const TAKE: &str = "UPDATE items SET claims = claims + 1, lease_token = ?2, \
+     lease_worker = ?3, lease_expires_at = ?4, ready_rank = NULL, wake_at = MAX(due_at, ?4) \
+     WHERE rowid = ?1";
+/// The item [`TAKE`] leased.
+pub(crate) const TAKEN: &str = concat!("SELECT ", item_columns!(), " FROM items WHERE rowid = ?1");
 pub(crate) const RENEW: &str = "UPDATE items SET lease_expires_at = ?3, \
      wake_at = CASE WHEN wake_at IS NOT NULL THEN MAX(due_at, ?3) END \
      WHERE lane = ?1 AND id = ?2 AND lease_token = ?4 AND lease_expires_at > ?5";
@@ -277,16 +304,20 @@ fn set_head(conn: &Connection, rowid: i64, now: i64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes an item; if it was its group's head, the next pending item (found by the same
-/// statement, so that completing a job whose group holds nothing else is one statement)
-/// becomes the head.
+/// Removes an item; if it was its group's head, the next pending item (found by the statement
+/// that finds the item, so that completing a job whose group holds nothing else is a seek and
+/// a delete) becomes the head.
 fn remove_item(conn: &Connection, lane: &str, id: &str, now: i64) -> Result<(), Error> {
-    let removed: Option<(bool, Option<i64>)> = conn
-        .prepare_cached(REMOVE_ITEM)?
-        .query_row(params![lane, id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let found: Option<(i64, bool, Option<i64>)> = conn
+        .prepare_cached(ITEM_TO_REMOVE)?
+        .query_row(params![lane, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    match removed {
-        Some((true, Some(next))) => set_head(conn, next, now),
+    let Some((rowid, head, next)) = found else {
+        return Ok(());
+    };
+    conn.prepare_cached(DELETE_ITEM)?.execute([rowid])?;
+    match (head, next) {
+        (true, Some(next)) => set_head(conn, next, now),
         _ => Ok(()),
     }
 }
@@ -299,10 +330,11 @@ fn placement(
     topic: &str,
     owner: &str,
 ) -> Result<(i64, bool, i64), Error> {
-    Ok(conn.prepare_cached(PLACEMENT)?.query_row(
+    let (pending, finished, rank): (i64, i64, i64) = conn.prepare_cached(PLACEMENT)?.query_row(
         params![lane, group.kind.as_str(), group.id, topic, owner],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?)
+    )?;
+    Ok((pending.max(finished) + 1, pending == 0, rank))
 }
 
 /// Records a rank given to `owner`'s item, and with `claimed` also that it was claimed (the
@@ -426,23 +458,27 @@ pub(crate) fn claim(conn: &Connection, request: &ClaimRequest) -> Result<Vec<Cla
     let now = Timestamp::now();
     let expires_at = now.plus(request.lease_for);
     // Heads whose run time came or whose lease lapsed are claimable now.
-    conn.prepare_cached(PROMOTE)?
-        .execute(params![lane, now.as_micros()])?;
+    let waking: bool = conn
+        .prepare_cached(ANY_WAKING)?
+        .query_row(params![lane, now.as_micros()], |r| r.get(0))?;
+    if waking {
+        conn.prepare_cached(PROMOTE)?
+            .execute(params![lane, now.as_micros()])?;
+    }
     let picked = candidates(conn, lane, request.max, &request.exclude_topics)?;
     let mut take = conn.prepare_cached(TAKE)?;
+    let mut taken = conn.prepare_cached(TAKEN)?;
     let mut claimed = Vec::with_capacity(picked.len());
     let mut clocks: Vec<(String, i64)> = Vec::new();
     for (rowid, topic, rank) in picked {
         let token = LeaseToken::generate();
-        let row = take.query_row(
-            params![
-                rowid,
-                token_to_sql(token),
-                request.worker.as_str(),
-                expires_at.as_micros()
-            ],
-            ItemRow::read,
-        )?;
+        take.execute(params![
+            rowid,
+            token_to_sql(token),
+            request.worker.as_str(),
+            expires_at.as_micros()
+        ])?;
+        let row = taken.query_row([rowid], ItemRow::read)?;
         claimed.push(Claimed {
             row,
             token,

@@ -11,10 +11,13 @@
 //! that raced a write cannot put an old record back. After a failed write (whose outcome is
 //! unknown) or a delete, the entry becomes a *floor*: reads below that revision are not cached
 //! until a write or read at or above it. Cached records keep what they were decoded into
-//! ([`Stored::decode`]), so a hot record is decoded once, not per read.
+//! ([`Stored::decode`]), so a hot record is decoded once, not per read; a record written
+//! through the cache is not decoded at all when its writer hands over the value it encoded
+//! ([`RecordStore::remember_decoded`]).
 //!
 //! Hits and misses are counted as `augur_cache_reads_total{result}`.
 
+use std::any::Any;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -226,6 +229,14 @@ impl RecordStore for CachedStore {
         result
     }
 
+    fn remember_decoded(&self, key: &Key, revision: Revision, value: Arc<dyn Any + Send + Sync>) {
+        if let Some(Entry::Value(stored, _)) = self.cache.get(&id_of(key))
+            && stored.revision == revision
+        {
+            stored.set_decoded(value);
+        }
+    }
+
     async fn get(&self, key: &Key) -> Result<Option<Arc<Stored>>> {
         if let Some(hit) = self.cached(key) {
             return Ok(Some(hit));
@@ -417,6 +428,22 @@ mod tests {
             .decode::<Prediction>()
             .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[tokio::test]
+    async fn a_written_record_reads_as_the_value_its_writer_remembered() {
+        let (_, cached, p) = setup().await;
+        let mut next = p.clone();
+        next.logs = "new".into();
+        cached.write(&update(&next, Revision::FIRST)).await.unwrap();
+        let value = Arc::new(next.clone());
+        // Another revision's value is not taken.
+        cached.remember_decoded(&p.key(), Revision::FIRST, Arc::new(p.clone()));
+        cached.remember_decoded(&p.key(), Revision(2), value.clone());
+        let stored = cached.get(&p.key()).await.unwrap().unwrap();
+        let got = stored.decode::<Prediction>().unwrap();
+        assert!(Arc::ptr_eq(&got, &value));
+        assert_eq!(*got, Prediction::from_record(&stored.record).unwrap());
     }
 
     #[tokio::test]

@@ -285,6 +285,11 @@ impl Stored {
         }
     }
 
+    /// Keeps `value` as what the record decodes into, unless it was decoded already.
+    pub(crate) fn set_decoded(&self, value: Arc<dyn Any + Send + Sync>) {
+        let _ = self.decoded.set(value);
+    }
+
     /// The record decoded as `T`, decoded at most once per `Stored` (for the first type asked).
     pub fn decode<T: super::Entity>(&self) -> Result<Arc<T>> {
         if let Some(done) = self.decoded.get() {
@@ -561,6 +566,14 @@ pub trait RecordStore: Send + Sync + fmt::Debug + 'static {
     /// to see other nodes' writes. The default is `get`.
     async fn get_uncached(&self, key: &Key) -> Result<Option<Arc<Stored>>> {
         self.get(key).await
+    }
+
+    /// Hands a cache what the record this process just wrote at `revision` decodes into
+    /// (`value` must be what [`Entity::from_record`](super::Entity::from_record) makes of the
+    /// written record), so that the next read of it does not decode it again. A cache keeps it
+    /// only with its entry at that revision; the default does nothing.
+    fn remember_decoded(&self, key: &Key, revision: Revision, value: Arc<dyn Any + Send + Sync>) {
+        let _ = (key, revision, value);
     }
 
     /// Lists records newest first, filtered and paginated.
