@@ -5,6 +5,9 @@
 //! `<public url>/files/<key>` without authentication: the random part makes the URL
 //! unguessable, as Replicate's delivery URLs are.
 //!
+//! Uploaded files (`POST /v1/files`) live in the same store under `uploads/<file id>`; their
+//! metadata is a record ([`augur_core::file::FileObject`]).
+//!
 //! [`OutputFiles::import_urls`] brings outputs that point elsewhere (an upstream provider's
 //! `https://` delivery URLs) into the store, so a prediction's files stay available under
 //! Augur's own URLs for as long as Augur keeps them.
@@ -186,6 +189,32 @@ impl OutputFiles {
                 content_type: content_type_for(key),
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores an uploaded file's bytes under `key` ([`augur_core::file::FileObject::object_key`]).
+    pub async fn put_upload(&self, key: &str, payload: PutPayload) -> Result<(), FilesError> {
+        let path = parse_upload_key(key)?;
+        self.store.put(&path, payload).await?;
+        Ok(())
+    }
+
+    /// An uploaded file's bytes; `None` if there are none.
+    pub async fn get_upload(&self, key: &str) -> Result<Option<Bytes>, FilesError> {
+        let path = parse_upload_key(key)?;
+        match self.store.get(&path).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an uploaded file's bytes (absent bytes are not an error).
+    pub async fn delete_upload(&self, key: &str) -> Result<(), FilesError> {
+        let path = parse_upload_key(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -471,6 +500,17 @@ fn parse_key(key: &str) -> Result<ObjectPath, FilesError> {
         return Err(invalid());
     }
     ObjectPath::parse(key).map_err(|_| invalid())
+}
+
+/// Validates an upload's key: `uploads/<file id>`.
+fn parse_upload_key(key: &str) -> Result<ObjectPath, FilesError> {
+    let invalid = || FilesError::InvalidKey(key.chars().take(200).collect());
+    match key.strip_prefix("uploads/") {
+        Some(id) if augur_core::file::FileObject::is_valid_id(id) => {
+            ObjectPath::parse(key).map_err(|_| invalid())
+        }
+        _ => Err(invalid()),
+    }
 }
 
 /// A file name safe in a URL and on any filesystem: `[A-Za-z0-9._-]`, no leading dot, at most

@@ -1,5 +1,5 @@
 //! [`Sweeper`]: applies retention, replacing expired predictions by their tombstones and
-//! deleting their output files.
+//! deleting their output files, and deleting expired uploads (bytes, then record).
 //!
 //! Readers never see expired data even when the sweeper lags (the service masks it), so the
 //! sweeper only has to catch up eventually; it runs every `every` and works in batches.
@@ -31,21 +31,34 @@ impl Sweeper {
         }
     }
 
-    /// Sweeps once, until nothing is due; returns how many predictions it tombstoned.
+    /// Sweeps once, until nothing is due; returns how many records it expired.
     ///
     /// Files are deleted after their prediction is tombstoned, so a crash in between leaves
-    /// orphaned files, never a prediction pointing at deleted ones.
+    /// orphaned files, never a prediction pointing at deleted ones. An expired upload's bytes go
+    /// first, then its tombstone.
     pub async fn sweep(&self) -> Result<usize, augur_core::Error> {
         let mut total = 0;
         loop {
             let expired = self.service.expire_due(self.batch).await?;
-            for id in &expired {
+            for id in &expired.predictions {
                 if let Err(e) = self.files.delete_for(id).await {
                     tracing::warn!(prediction_id = %id, error = %e, "cannot delete expired output files");
                 }
             }
-            total += expired.len();
-            if expired.len() < self.batch {
+            let uploads = self.service.files();
+            for id in &expired.files {
+                let key = augur_core::file::FileObject::object_key(id);
+                if let Err(e) = self.files.delete_upload(&key).await {
+                    tracing::warn!(file_id = %id, error = %e, "cannot delete an expired file's bytes");
+                    continue;
+                }
+                let key = augur_core::file::FileObject::key_of(id);
+                if let Some(owner) = uploads.owner_of(&key).await? {
+                    uploads.forget_key(&owner, id).await?;
+                }
+            }
+            total += expired.count;
+            if expired.count < self.batch {
                 return Ok(total);
             }
         }
