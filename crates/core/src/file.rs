@@ -10,11 +10,14 @@
 
 use std::sync::Arc;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::Sha256;
 
 use crate::error::Result;
 use crate::id::AccountId;
+use crate::secret::Secret;
 use crate::store::{
     self, Cursor, DynStore, Entity, Key, Kind, ListQuery, Op, Partition, Record, StoreExt, Write,
     decode_json, encode_json,
@@ -117,6 +120,80 @@ impl Entity for FileObject {
         };
         Ok(file)
     }
+}
+
+/// Signs and checks download URLs of files
+/// (`/v1/files/{id}/download?expiry=<unix seconds>&owner=<account>&signature=<hex>`), which work
+/// without a token until they expire: HMAC-SHA256 with a server secret over the id, the owner
+/// and the expiry, compared in constant time.
+#[derive(Clone, Debug)]
+pub struct UrlSigner {
+    key: Secret,
+}
+
+impl UrlSigner {
+    /// A signer with the server's secret.
+    pub fn new(key: Secret) -> Self {
+        Self { key }
+    }
+
+    /// A signer whose secret is derived from the admin token (which every node sharing a store
+    /// shares), so that each node checks URLs the others signed with nothing stored.
+    pub fn derived_from(admin_token: &Secret) -> Self {
+        let mut mac = Self::mac(admin_token.expose().as_bytes());
+        mac.update(b"augur file url v1");
+        Self::new(Secret::new(hex(&mac.finalize().into_bytes())))
+    }
+
+    fn mac(key: &[u8]) -> Hmac<Sha256> {
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length")
+    }
+
+    fn mac_for(&self, id: &str, owner: &AccountId, expiry: i64) -> Hmac<Sha256> {
+        let mut mac = Self::mac(self.key.expose().as_bytes());
+        mac.update(format!("{id}\n{owner}\n{expiry}").as_bytes());
+        mac
+    }
+
+    /// The signature of file `id` of `owner`, valid until `expiry` (unix seconds).
+    pub fn sign(&self, id: &str, owner: &AccountId, expiry: i64) -> String {
+        hex(&self.mac_for(id, owner, expiry).finalize().into_bytes())
+    }
+
+    /// Whether `signature` is this server's for these values (whatever the time).
+    pub fn verify(&self, id: &str, owner: &AccountId, expiry: i64, signature: &str) -> bool {
+        let Some(bytes) = unhex(signature) else {
+            return false;
+        };
+        self.mac_for(id, owner, expiry).verify_slice(&bytes).is_ok()
+    }
+
+    /// The download URL of `file` under `public_url`, valid until `expires` (rounded down to a
+    /// second).
+    pub fn download_url(&self, public_url: &str, file: &FileObject, expires: Timestamp) -> String {
+        let expiry = expires.as_micros().div_euclid(1_000_000);
+        format!(
+            "{}/v1/files/{}/download?expiry={expiry}&owner={}&signature={}",
+            public_url.trim_end_matches('/'),
+            file.id,
+            file.owner,
+            self.sign(&file.id, &file.owner, expiry)
+        )
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// One page of an account's files.
@@ -253,5 +330,23 @@ mod tests {
         let tombstone = FileObject::from_record(&record.tombstone()).unwrap();
         assert_eq!(tombstone.metadata, Value::Null);
         assert!(file.is_expired_at(file.expires_at));
+    }
+
+    #[test]
+    fn signatures_bind_id_owner_and_expiry() {
+        let signer = UrlSigner::derived_from(&Secret::new("admin"));
+        let owner = AccountId::parse("alice").unwrap();
+        let other = AccountId::parse("bob").unwrap();
+        let sig = signer.sign("f1", &owner, 100);
+        assert_eq!(sig.len(), 64);
+        assert!(signer.verify("f1", &owner, 100, &sig));
+        assert!(!signer.verify("f1", &owner, 101, &sig));
+        assert!(!signer.verify("f2", &owner, 100, &sig));
+        assert!(!signer.verify("f1", &other, 100, &sig));
+        assert!(!signer.verify("f1", &owner, 100, "zz"));
+        assert!(!signer.verify("f1", &owner, 100, &sig[..62]));
+        let elsewhere = UrlSigner::derived_from(&Secret::new("other admin"));
+        assert!(!elsewhere.verify("f1", &owner, 100, &sig));
+        assert!(!format!("{signer:?}").contains(&signer.key.expose()[..8]));
     }
 }

@@ -25,7 +25,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::Value;
 
-use augur_core::PredictionId;
+use augur_core::file::{FileObject, Files, UrlSigner};
+use augur_core::{AccountId, PredictionId, Timestamp};
 
 /// Errors of the output file store.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,10 @@ pub struct OutputFiles {
     store: Arc<dyn ObjectStore>,
     /// `<public url>/files`, without a trailing slash.
     base_url: Arc<str>,
+    /// `<public url>/v1/files/`: what uploaded files' URLs start with.
+    uploads_url: Arc<str>,
+    /// Signs uploaded files' download URLs for providers that fetch them.
+    signer: Option<UrlSigner>,
     /// Downloads output URLs into the store.
     importer: Arc<UrlImporter>,
 }
@@ -70,6 +75,7 @@ impl fmt::Debug for OutputFiles {
         f.debug_struct("OutputFiles")
             .field("store", &self.store.to_string())
             .field("base_url", &self.base_url)
+            .field("signs_urls", &self.signer.is_some())
             .field("url_imports", &self.importer.limits)
             .finish()
     }
@@ -93,9 +99,12 @@ impl OutputFiles {
 
     /// Files in any object store.
     pub fn new(store: Arc<dyn ObjectStore>, public_url: &str) -> Self {
+        let public_url = public_url.trim_end_matches('/');
         Self {
             store,
-            base_url: Arc::from(format!("{}/files", public_url.trim_end_matches('/'))),
+            base_url: Arc::from(format!("{public_url}/files")),
+            uploads_url: Arc::from(format!("{public_url}/v1/files/")),
+            signer: None,
             importer: Arc::new(UrlImporter::new(UrlImportLimits::default())),
         }
     }
@@ -105,6 +114,84 @@ impl OutputFiles {
     pub fn with_url_import_limits(mut self, limits: UrlImportLimits) -> Self {
         self.importer = Arc::new(UrlImporter::new(limits));
         self
+    }
+
+    /// The same store, signing uploaded files' download URLs with `signer` for providers that
+    /// fetch their inputs ([`FileInputs::SignedUrl`]).
+    #[must_use]
+    pub fn with_url_signer(mut self, signer: UrlSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Replaces every string in `input` that is an uploaded file's URL (`urls.get`, what the
+    /// official clients put in inputs) by the form the provider takes: a data URI with the
+    /// bytes, or a signed download URL it can fetch without a token. Only `owner`'s live files
+    /// are resolved: another account's file reads as missing.
+    ///
+    /// # Errors
+    ///
+    /// A file that is missing, expired, another account's, or whose bytes cannot be read.
+    pub async fn resolve_inputs(
+        &self,
+        records: &Files,
+        owner: &AccountId,
+        input: Value,
+        form: FileInputs,
+    ) -> Result<Value, String> {
+        let mut urls = Vec::new();
+        visit_strings(&input, &mut |s| {
+            if self.upload_id(s).is_some() && !urls.iter().any(|u| u == s) {
+                urls.push(s.to_owned());
+            }
+        });
+        if urls.is_empty() {
+            return Ok(input);
+        }
+        let mut resolved = HashMap::new();
+        for url in urls {
+            let id = self.upload_id(&url).unwrap_or_default();
+            let missing = || {
+                format!(
+                    "input file {url} was not found: it expired, was deleted, or belongs to another account"
+                )
+            };
+            let file = records
+                .get(id)
+                .await
+                .map_err(|e| format!("cannot read input file {url}: {e}"))?
+                .filter(|f| f.owner == *owner)
+                .ok_or_else(missing)?;
+            let value = match (&self.signer, form) {
+                (Some(signer), FileInputs::SignedUrl) => {
+                    let until = Timestamp::now().plus(SIGNED_INPUT_VALIDITY);
+                    let base = self.uploads_url.trim_end_matches("/v1/files/");
+                    signer.download_url(base, &file, until.min(file.expires_at))
+                }
+                _ => {
+                    use base64::Engine;
+                    let bytes = self
+                        .get_upload(&FileObject::object_key(&file.id))
+                        .await
+                        .map_err(|e| format!("cannot read input file {url}: {e}"))?
+                        .ok_or_else(missing)?;
+                    let essence = file.content_type.split(';').next().unwrap_or_default();
+                    format!(
+                        "data:{};base64,{}",
+                        essence.trim(),
+                        base64::engine::general_purpose::STANDARD.encode(&bytes)
+                    )
+                }
+            };
+            resolved.insert(url, value);
+        }
+        Ok(replace_strings(input, &|s| resolved.get(s).cloned()))
+    }
+
+    /// The file id in an uploaded file's `urls.get`, if `s` is one.
+    fn upload_id<'a>(&self, s: &'a str) -> Option<&'a str> {
+        s.strip_prefix(&*self.uploads_url)
+            .filter(|id| FileObject::is_valid_id(id))
     }
 
     /// Whether `url` is one of this store's own file URLs.
@@ -235,6 +322,20 @@ impl OutputFiles {
         Ok(paths.len())
     }
 }
+
+/// How a provider takes inputs that are uploaded files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileInputs {
+    /// The bytes, as a `data:` URI (models in this process, local commands).
+    DataUri,
+    /// A signed download URL that works without a token (model servers and upstream APIs,
+    /// which fetch it themselves).
+    SignedUrl,
+}
+
+/// How long a signed URL handed to a provider for an input works (at most until the file
+/// expires).
+const SIGNED_INPUT_VALIDITY: Duration = Duration::from_secs(6 * 3600);
 
 /// Downloads at once per [`OutputFiles::import_urls`] call.
 const IMPORT_PARALLELISM: usize = 4;

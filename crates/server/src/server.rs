@@ -72,13 +72,16 @@ pub async fn serve(
     .with_url_import_limits(UrlImportLimits {
         max_bytes: config.output_download_max_bytes,
         timeout: config.output_download_timeout,
-    });
+    })
+    .with_url_signer(augur_core::file::UrlSigner::derived_from(&admin_token));
     let models = Arc::new(
         crate::models::registry(&config, &service, &files, &public_url, &admin_token).await?,
     );
 
     let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
     api_config.max_body_bytes = config.max_body_bytes;
+    api_config.max_file_bytes = config.file_max_bytes;
+    api_config.file_expiry = config.file_expiry;
     if let Some(secret) = &config.webhooks.secret {
         api_config.webhook_secret = secret.clone();
     }
