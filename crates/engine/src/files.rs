@@ -92,6 +92,23 @@ impl OutputFiles {
         Ok(Self::new(Arc::new(store), public_url))
     }
 
+    /// Files in an S3-compatible bucket, under `prefix` (may be empty), served under
+    /// `public_url`. The endpoint, region and credentials come from the usual `AWS_*`
+    /// variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint).
+    #[cfg(feature = "s3")]
+    pub fn s3(bucket: &str, prefix: &str, public_url: &str) -> Result<Self, FilesError> {
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        Ok(Self::new(store, public_url))
+    }
+
     /// Files in memory (tests, `memory://` stores).
     pub fn in_memory(public_url: &str) -> Self {
         Self::new(Arc::new(InMemory::new()), public_url)

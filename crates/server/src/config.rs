@@ -25,9 +25,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Base of absolute URLs (`AUGUR_PUBLIC_URL`); defaults to `http://<listen>`.
     pub public_url: Option<String>,
-    /// Directory for output files (`AUGUR_FILES_DIR`); defaults to `<data dir>/files` for the
-    /// embedded store and to memory for `memory://`.
-    pub files_dir: Option<PathBuf>,
+    /// Where output files and uploads go (`AUGUR_FILES_DIR`): a directory, `file:///dir` or
+    /// `s3://bucket/prefix` (see [`crate::backend::FilesUrl`]); defaults to `<data dir>/files`
+    /// for the embedded store and to memory for `memory://`.
+    pub files_dir: Option<String>,
     /// The largest file `POST /v1/files` accepts, in bytes (`AUGUR_FILE_MAX_BYTES`).
     pub file_max_bytes: u64,
     /// How long an uploaded file is kept (`AUGUR_FILE_EXPIRY`); its download URLs last as
@@ -257,7 +258,7 @@ impl Config {
             self.public_url = Some(v);
         }
         if let Some(v) = var("AUGUR_FILES_DIR") {
-            self.files_dir = Some(PathBuf::from(v));
+            self.files_dir = Some(v);
         }
         if let Some(v) = var("AUGUR_FILE_MAX_BYTES") {
             self.file_max_bytes = v
@@ -390,6 +391,9 @@ impl Config {
             bail!("the admin token must be at least 16 characters");
         }
         crate::backend::StoreUrl::parse(&self.store)?;
+        if let Some(files) = &self.files_dir {
+            crate::backend::FilesUrl::parse(files).context("files_dir (AUGUR_FILES_DIR)")?;
+        }
         if let Some(fallback) = &self.store_fallback {
             crate::backend::StoreUrl::parse(fallback)
                 .context("store_fallback (AUGUR_STORE_FALLBACK)")?;

@@ -59,7 +59,10 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let public_url = config.public_url_for(bound);
     let files = match (&config.files_dir, &opened.data_dir) {
-        (Some(dir), _) => OutputFiles::local(dir, &public_url)?,
+        (Some(location), _) => backend::FilesUrl::parse(location)
+            .context("files_dir (AUGUR_FILES_DIR)")?
+            .open(&public_url)
+            .context("cannot open the files location")?,
         (None, Some(data)) => OutputFiles::local(&data.join("files"), &public_url)?,
         (None, None) if capabilities.shared => {
             tracing::warn!(

@@ -68,3 +68,47 @@ fn signed_urls_and_files_expire() {
     );
     run_checks(&python, &server, "expiry", "2");
 }
+
+/// A files location the binary cannot use stops it at start, naming the problem, instead of
+/// becoming a local directory named after the URL.
+#[test]
+fn an_unusable_files_location_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases = vec![
+        ("s3:bucket/x", "looks like a URL without //"),
+        ("gs://bucket/x", "unsupported files location scheme"),
+        ("s3://", "needs a bucket"),
+    ];
+    if !cfg!(feature = "s3") {
+        cases.push(("s3://bucket/x", "--features s3"));
+    }
+    for (location, says) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_augur"))
+            .arg("serve")
+            .env_clear()
+            .env("AUGUR_LISTEN", "127.0.0.1:0")
+            .env(
+                "AUGUR_STORE",
+                format!("embedded://{}", dir.path().join("data").display()),
+            )
+            .env("AUGUR_ADMIN_TOKEN", TOKEN)
+            .env("AUGUR_FILES_DIR", location)
+            .current_dir(dir.path())
+            .output()
+            .expect("run augur");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{location}: started");
+        assert!(
+            stderr.contains("AUGUR_FILES_DIR") && stderr.contains(says),
+            "{location}: {stderr}"
+        );
+    }
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        entries.iter().all(|e| e == "data"),
+        "no directory named after a URL: {entries:?}"
+    );
+}
