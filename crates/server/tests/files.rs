@@ -16,10 +16,15 @@ const MAX_BYTES: &str = "200000";
 
 /// Runs `files_client.py` against `server`, with `mode` (`all` or `expiry`).
 fn run_checks(python: &str, server: &TestServer, mode: &str, expiry_secs: &str) {
+    run_checks_at(python, &server.url, &server.log, mode, expiry_secs);
+}
+
+/// [`run_checks`] against the server at `url` whose log is `log`.
+fn run_checks_at(python: &str, url: &str, log: &std::path::Path, mode: &str, expiry_secs: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/files_client.py");
     let output = Command::new(python)
         .arg(script)
-        .env("AUGUR_URL", &server.url)
+        .env("AUGUR_URL", url)
         .env("AUGUR_ADMIN_TOKEN", TOKEN)
         .env("AUGUR_FILE_MAX_BYTES", MAX_BYTES)
         .env("AUGUR_FILE_EXPIRY_SECS", expiry_secs)
@@ -31,7 +36,7 @@ fn run_checks(python: &str, server: &TestServer, mode: &str, expiry_secs: &str) 
     assert!(
         output.status.success() && stdout.contains("all files checks passed"),
         "the files checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        std::fs::read_to_string(&server.log).unwrap_or_default()
+        std::fs::read_to_string(log).unwrap_or_default()
     );
 }
 
@@ -110,5 +115,153 @@ fn an_unusable_files_location_refuses_to_start() {
     assert!(
         entries.iter().all(|e| e == "data"),
         "no directory named after a URL: {entries:?}"
+    );
+}
+
+/// A moto S3 server (`moto_server` from the test virtualenv) on a loopback port, killed on
+/// drop.
+#[cfg(feature = "s3")]
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+#[cfg(feature = "s3")]
+impl Moto {
+    /// Starts moto beside `python`, or `None` (a skip, or a failure with
+    /// `AUGUR_STORE_TESTS_REQUIRED=1`) if the virtualenv has no moto.
+    fn start(python: &str) -> Option<Moto> {
+        let bin = std::path::Path::new(python).with_file_name("moto_server");
+        if !bin.exists() {
+            assert!(
+                std::env::var("AUGUR_STORE_TESTS_REQUIRED").as_deref() != Ok("1"),
+                "{} is missing and AUGUR_STORE_TESTS_REQUIRED=1 (scripts/test.sh installs moto[server])",
+                bin.display()
+            );
+            eprintln!("skipping: the test virtualenv has no moto_server");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(moto)
+    }
+}
+
+#[cfg(feature = "s3")]
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The whole files path on S3-compatible storage (moto's server mode): uploads, file inputs,
+/// downloads and deletes through the official client, and a model's output file written to
+/// and served from the bucket, all under the configured prefix.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread")]
+async fn files_live_in_an_s3_bucket() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let Some(moto) = Moto::start(&python) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let bucket = format!("{}/augur-test", moto.endpoint);
+    let made = http.put(&bucket).send().await.unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_FILES_DIR", "s3://augur-test/some/prefix"),
+            ("AUGUR_FILE_MAX_BYTES", MAX_BYTES),
+            ("AWS_ENDPOINT_URL", &moto.endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    let checks = {
+        let python = python.clone();
+        let url = server.url.clone();
+        let log = server.log.clone();
+        tokio::task::spawn_blocking(move || {
+            let server = (url, log);
+            run_checks_at(&python, &server.0, &server.1, "all", "86400");
+        })
+    };
+    checks.await.unwrap();
+    assert!(
+        !dir.path().join("data/files").exists(),
+        "nothing goes to a local directory"
+    );
+
+    let api = server.client();
+    let (status, created) = api
+        .create(
+            "augur/demo-image",
+            serde_json::json!({"prompt": "s3", "width": 32, "height": 16, "steps": 1, "step_ms": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let done = api
+        .settled(
+            created["id"].as_str().unwrap(),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    let output = done["output"].as_str().expect("an output URL").to_owned();
+    let served = http.get(&output).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["x-content-type-options"], "nosniff");
+    let bytes = served.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG served from S3");
+
+    let listing = http
+        .get(format!("{bucket}?list-type=2&prefix=some/prefix/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listing
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .collect();
+    let uploads = keys
+        .iter()
+        .filter(|k| k.starts_with("some/prefix/uploads/"))
+        .count();
+    assert_eq!(uploads, 3, "the live uploads are in the bucket: {keys:?}");
+    let id = created["id"].as_str().unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("some/prefix/{id}/"))),
+        "the output is in the bucket: {keys:?}"
     );
 }
