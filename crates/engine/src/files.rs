@@ -894,6 +894,63 @@ mod tests {
         assert_eq!(file_name_for(&url, Some("audio/mpeg")), "output.mp3");
     }
 
+    #[tokio::test]
+    async fn uploaded_file_inputs_resolve_for_their_owner_only() {
+        use augur_core::store::memory::MemoryStore;
+        let records = Files::new(Arc::new(MemoryStore::new()));
+        let files = OutputFiles::in_memory("http://augur.test/")
+            .with_url_signer(UrlSigner::derived_from(&augur_core::Secret::new("admin")));
+        let alice = AccountId::parse("alice").unwrap();
+        let now = Timestamp::now();
+        let file = FileObject {
+            id: FileObject::generate_id(&alice),
+            owner: alice.clone(),
+            name: "cat.png".into(),
+            content_type: "image/png".into(),
+            size: 3,
+            sha256: String::new(),
+            created_at: now,
+            expires_at: now.plus(Duration::from_secs(60)),
+            metadata: Value::Null,
+        };
+        records.create(&file).await.unwrap();
+        files
+            .put_upload(
+                &FileObject::object_key(&file.id),
+                Bytes::from_static(b"png").into(),
+            )
+            .await
+            .unwrap();
+        let url = format!("http://augur.test/v1/files/{}", file.id);
+        let input = serde_json::json!({"image": url, "list": [url], "text": "keep"});
+
+        let inline = files
+            .resolve_inputs(&records, &alice, input.clone(), FileInputs::DataUri)
+            .await
+            .unwrap();
+        assert_eq!(inline["image"], "data:image/png;base64,cG5n");
+        assert_eq!(inline["list"][0], inline["image"]);
+        assert_eq!(inline["text"], "keep");
+
+        let fetched = files
+            .resolve_inputs(&records, &alice, input.clone(), FileInputs::SignedUrl)
+            .await
+            .unwrap();
+        let signed = fetched["image"].as_str().unwrap();
+        assert!(
+            signed.starts_with(&format!("{url}/download?expiry="))
+                && signed.contains("&owner=alice&signature="),
+            "{signed}"
+        );
+
+        let bob = AccountId::parse("bob").unwrap();
+        let err = files
+            .resolve_inputs(&records, &bob, input, FileInputs::DataUri)
+            .await
+            .unwrap_err();
+        assert!(err.contains("not found") && err.contains(&file.id), "{err}");
+    }
+
     #[test]
     fn names_are_sanitized() {
         assert_eq!(sanitize_name("../../x.png"), "_.._x.png");

@@ -20,7 +20,7 @@ import zlib
 
 import httpx
 import replicate
-from replicate.exceptions import ModelError, ReplicateError
+from replicate.exceptions import ReplicateError
 
 URL = os.environ["AUGUR_URL"]
 ADMIN = os.environ["AUGUR_ADMIN_TOKEN"]
@@ -141,12 +141,12 @@ def main_checks():
     check("other inputs pass unchanged", out["prompt"] == "hi", repr(out))
     uploads = [x for x in alice.files.list() if x.id != f.id]
     check("run() uploaded through POST /v1/files", len(uploads) == 1 and uploads[0].checksums["sha256"] == cat_sha, repr(uploads))
-    # bob names alice's file in an input: the prediction fails as if it were missing.
+    # bob names alice's file in an input: refused at once, naming the field, as if missing.
     try:
         bob.run("augur/echo", input={"image": f.urls["get"]})
         raise AssertionError("bob's model read alice's file")
-    except ModelError as e:
-        check("another account's file in an input fails the prediction", "not found" in str(e), str(e))
+    except ReplicateError as e:
+        check("another account's file in an input is a 422 naming the field", e.status == 422 and "input.image" in (e.detail or "") and "not found" in (e.detail or ""), repr(e))
 
     # 5. Types a browser would run are served as attachments.
     svg = alice.files.create(io.BytesIO(b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"), filename="x.svg")
