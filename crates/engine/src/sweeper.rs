@@ -83,3 +83,57 @@ impl Sweeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use augur_core::file::FileObject;
+    use augur_core::store::memory::MemoryStore;
+    use augur_core::{AccountId, ServiceConfig, Timestamp};
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn expired_uploads_lose_their_bytes_then_their_record() {
+        let service = Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default());
+        let files = OutputFiles::in_memory("http://augur.test");
+        let owner = AccountId::parse("alice").unwrap();
+        let now = Timestamp::now();
+        let upload = |ttl_ms: u64| FileObject {
+            id: FileObject::generate_id(&owner),
+            owner: owner.clone(),
+            name: "x.bin".into(),
+            content_type: "application/octet-stream".into(),
+            size: 1,
+            sha256: String::new(),
+            created_at: now,
+            expires_at: now.plus(Duration::from_millis(ttl_ms)),
+            metadata: serde_json::Value::Null,
+        };
+        let (short, long) = (upload(50), upload(3_600_000));
+        for file in [&short, &long] {
+            service.files().create(file).await.unwrap();
+            files
+                .put_upload(
+                    &FileObject::object_key(&file.id),
+                    Bytes::from_static(b"x").into(),
+                )
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sweeper = Sweeper::new(service.clone(), files.clone(), Duration::from_secs(60), 10);
+        assert_eq!(sweeper.sweep().await.unwrap(), 1);
+        let key = |f: &FileObject| FileObject::object_key(&f.id);
+        assert!(files.get_upload(&key(&short)).await.unwrap().is_none());
+        let record = FileObject::key_of(&short.id);
+        assert!(
+            service.files().owner_of(&record).await.unwrap().is_none(),
+            "no tombstone left"
+        );
+        assert!(files.get_upload(&key(&long)).await.unwrap().is_some());
+        assert!(service.files().get(&long.id).await.unwrap().is_some());
+    }
+}
