@@ -207,10 +207,7 @@ async fn files_live_in_an_s3_bucket() {
         let python = python.clone();
         let url = server.url.clone();
         let log = server.log.clone();
-        tokio::task::spawn_blocking(move || {
-            let server = (url, log);
-            run_checks_at(&python, &server.0, &server.1, "all", "86400");
-        })
+        tokio::task::spawn_blocking(move || run_checks_at(&python, &url, &log, "all", "86400"))
     };
     checks.await.unwrap();
     assert!(
@@ -264,4 +261,136 @@ async fn files_live_in_an_s3_bucket() {
             .any(|k| k.starts_with(&format!("some/prefix/{id}/"))),
         "the output is in the bucket: {keys:?}"
     );
+}
+
+/// Uploads `bytes` as `name` through `POST /v1/files` (multipart written by hand).
+#[cfg(feature = "s3")]
+async fn upload(http: &reqwest::Client, base: &str, name: &str, bytes: &[u8]) -> serde_json::Value {
+    let boundary = "augur-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"content\"; filename=\"{name}\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = http
+        .post(format!("{base}/v1/files"))
+        .bearer_auth(TOKEN)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+/// Two nodes that share only a store server and an S3 bucket (no filesystem): a file uploaded
+/// to one is read, downloaded and deleted through the other, and an output one writes is
+/// served by the other.
+#[cfg(feature = "s3")]
+async fn two_nodes_share_files_through_s3_only(backend: common::backends::Backend) {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let Some(moto) = Moto::start(&python) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let made = http
+        .put(format!("{}/shared", moto.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+    let env = [
+        ("AUGUR_FILES_DIR", "s3://shared/nodes"),
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestServer::start_on(&backend.url, &dir.path().join("a"), &env);
+    let b = TestServer::start_on(&backend.url, &dir.path().join("b"), &env);
+
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let file = upload(&http, &a.url, "shared.bin", &bytes).await;
+    let id = file["id"].as_str().unwrap();
+    let read = http
+        .get(format!("{}/v1/files/{id}", b.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.status(),
+        200,
+        "{}: node b reads a's file",
+        backend.name
+    );
+    let signed = file["urls"]["download"].as_str().unwrap();
+    let on_b = signed.replacen(&a.url, &b.url, 1);
+    let got = http.get(&on_b).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(&got.bytes().await.unwrap()[..], &bytes[..]);
+
+    let api = a.client();
+    let (status, created) = api
+        .create(
+            "augur/demo-image",
+            serde_json::json!({"prompt": "shared", "width": 24, "height": 16, "steps": 1, "step_ms": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let done = api
+        .settled(
+            created["id"].as_str().unwrap(),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    let output = done["output"].as_str().expect("an output URL");
+    // Whichever node ran it, the other serves its output from the bucket.
+    for node in [&a, &b] {
+        let path = &output[output.find("/files/").unwrap()..];
+        let served = http
+            .get(format!("{}{path}", node.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200, "{}{path}", node.url);
+        assert!(served.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    }
+
+    let deleted = http
+        .delete(format!("{}/v1/files/{id}", b.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = http.get(signed).send().await.unwrap();
+    assert_eq!(gone.status(), 404, "a deleted file is gone on node a too");
+    assert!(!dir.path().join("a/files").exists() && !dir.path().join("b/files").exists());
+}
+
+#[cfg(all(feature = "s3", feature = "postgres"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_postgres_share_files_through_s3() {
+    if let Some(backend) = common::backends::postgres() {
+        two_nodes_share_files_through_s3_only(backend).await;
+    }
+}
+
+#[cfg(all(feature = "s3", feature = "redis"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_redis_share_files_through_s3() {
+    if let Some(backend) = common::backends::redis() {
+        two_nodes_share_files_through_s3_only(backend).await;
+    }
 }
