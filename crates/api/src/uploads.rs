@@ -3,7 +3,8 @@
 //!
 //! `POST /v1/files` takes multipart fields `content` (the bytes; its file name and type are
 //! used unless `filename` or `type` fields say otherwise) and `metadata` (JSON), streams the
-//! bytes through a SHA-256 and a size limit into the object store, then records the file. It
+//! bytes through a SHA-256 and a size limit into the object store in parts (an upload never sits
+//! whole in memory), then records the file; a refused upload's bytes are deleted. It
 //! authenticates inside the handler, not in a layer, so that every error answer (a bad token,
 //! a file too large, a malformed body) is sent after the rest of the body has been read (up to
 //! a bound): a client still writing its upload then reads the answer instead of a broken pipe.
@@ -22,7 +23,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -132,7 +132,6 @@ async fn drain(stream: &SharedBody) -> bool {
 /// What the multipart body said.
 #[derive(Default)]
 struct Upload {
-    chunks: Vec<Bytes>,
     size: u64,
     sha256: Option<String>,
     field_name: Option<String>,
@@ -158,18 +157,69 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
         let next = stream.lock().await.next().await;
         next.map(|item| (item, stream))
     });
-    let mut multipart = multer::Multipart::new(body, boundary);
+    let multipart = multer::Multipart::new(body, boundary);
+    let id = FileObject::generate_id(&caller.account);
+    let object_key = FileObject::object_key(&id);
+    let upload = match read_fields(state, multipart, &object_key).await {
+        Ok(upload) => upload,
+        Err(e) => {
+            // The bytes may have been stored before a later field failed.
+            if let Err(e) = state.files.delete_upload(&object_key).await {
+                tracing::warn!(file_id = %id, error = %e, "cannot delete a refused upload's bytes");
+            }
+            return Err(e);
+        }
+    };
+    match record(state, &caller, id.clone(), upload).await {
+        Ok(response) => Ok(response),
+        Err(e) => {
+            if let Err(e) = state.files.delete_upload(&object_key).await {
+                tracing::warn!(file_id = %id, error = %e, "cannot delete a refused upload's bytes");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Reads every field; the `content` field's bytes stream into the object store under
+/// `object_key` through a digest and the size limit.
+async fn read_fields(
+    state: &AppState,
+    mut multipart: multer::Multipart<'_>,
+    object_key: &str,
+) -> ApiResult<Upload> {
     let max = state.config.max_file_bytes;
     let mut upload = Upload::default();
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name().unwrap_or_default() {
+            "content" if upload.sha256.is_some() => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "the content field is given more than once; send one file per request",
+                )
+                .with_field("content"));
+            }
             "content" => {
                 upload.field_name = field.file_name().map(str::to_owned);
                 upload.field_type = field.content_type().map(ToString::to_string);
+                let mut writer = state
+                    .files
+                    .upload_writer(object_key)
+                    .await
+                    .map_err(ApiError::internal)?;
                 let mut hasher = Sha256::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                loop {
+                    let chunk = match field.chunk().await {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break,
+                        Err(e) => {
+                            writer.abort().await;
+                            return Err(multipart_error(e));
+                        }
+                    };
                     upload.size += chunk.len() as u64;
                     if upload.size > max {
+                        writer.abort().await;
                         return Err(ApiError::new(
                             ErrorCode::PayloadTooLarge,
                             format!("the file is larger than this server's limit of {max} bytes"),
@@ -178,8 +228,9 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
                         .with("limit", max));
                     }
                     hasher.update(&chunk);
-                    upload.chunks.push(chunk);
+                    writer.write(chunk).await.map_err(ApiError::internal)?;
                 }
+                writer.finish().await.map_err(ApiError::internal)?;
                 upload.sha256 = Some(
                     hasher
                         .finalize()
@@ -205,6 +256,16 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
             _ => while field.chunk().await.map_err(multipart_error)?.is_some() {},
         }
     }
+    Ok(upload)
+}
+
+/// Checks what the fields said and records the file (whose bytes are stored).
+async fn record(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+    upload: Upload,
+) -> ApiResult<Response> {
     let Some(sha256) = upload.sha256 else {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -242,7 +303,7 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
     }
     let now = Timestamp::now();
     let file = FileObject {
-        id: FileObject::generate_id(&caller.account),
+        id,
         owner: caller.account.clone(),
         name,
         content_type,
@@ -252,15 +313,6 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
         expires_at: now.plus(state.config.file_expiry),
         metadata: upload.metadata.unwrap_or_else(|| json!({})),
     };
-    // Bytes first: a record never names bytes that are not there.
-    state
-        .files
-        .put_upload(
-            &FileObject::object_key(&file.id),
-            upload.chunks.into_iter().collect(),
-        )
-        .await
-        .map_err(ApiError::internal)?;
     state.service.files().create(&file).await?;
     tracing::info!(file_id = %file.id, owner = %file.owner, size = file.size, "file uploaded");
     let mut response = (StatusCode::CREATED, Json(file_json(state, &file))).into_response();

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde_json::Value;
 
 use augur_core::file::{FileObject, Files, UrlSigner};
@@ -304,6 +304,17 @@ impl OutputFiles {
         Ok(())
     }
 
+    /// Starts writing an uploaded file's bytes under `key` as they arrive, in parts, so that
+    /// an upload never sits whole in memory; nothing is visible under the key before
+    /// [`UploadWriter::finish`].
+    pub async fn upload_writer(&self, key: &str) -> Result<UploadWriter, FilesError> {
+        let path = parse_upload_key(key)?;
+        let upload = self.store.put_multipart(&path).await?;
+        Ok(UploadWriter {
+            inner: WriteMultipart::new(upload),
+        })
+    }
+
     /// An uploaded file's bytes; `None` if there are none.
     pub async fn get_upload(&self, key: &str) -> Result<Option<Bytes>, FilesError> {
         let path = parse_upload_key(key)?;
@@ -337,6 +348,43 @@ impl OutputFiles {
             self.store.delete(path).await?;
         }
         Ok(paths.len())
+    }
+}
+
+/// An upload being written ([`OutputFiles::upload_writer`]). Dropping it unfinished abandons
+/// the upload.
+pub struct UploadWriter {
+    inner: WriteMultipart,
+}
+
+impl fmt::Debug for UploadWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UploadWriter").finish_non_exhaustive()
+    }
+}
+
+/// Parts of an upload in flight at once.
+const UPLOAD_PARTS_IN_FLIGHT: usize = 4;
+
+impl UploadWriter {
+    /// Adds bytes, waiting while too many parts are in flight.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), FilesError> {
+        self.inner.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
+        self.inner.put(chunk);
+        Ok(())
+    }
+
+    /// Completes the upload: the bytes appear under the key.
+    pub async fn finish(self) -> Result<(), FilesError> {
+        self.inner.finish().await?;
+        Ok(())
+    }
+
+    /// Abandons the upload.
+    pub async fn abort(self) {
+        if let Err(e) = self.inner.abort().await {
+            tracing::warn!(error = %e, "cannot abort an upload");
+        }
     }
 }
 
