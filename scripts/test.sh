@@ -13,8 +13,8 @@
 #   is missing fails instead of skipping.
 # - a Python virtualenv with the official Replicate client and the Cog model server (coglet),
 #   from PyPI (scripts/requirements-test.txt), used by the end-to-end tests of the real binary
-#   (AUGUR_TEST_PYTHON); AUGUR_E2E_REQUIRED=1 makes a missing interpreter a failure instead
-#   of a skip.
+#   (AUGUR_TEST_PYTHON), and moto's S3-compatible server for the files tests on S3;
+#   AUGUR_E2E_REQUIRED=1 makes a missing interpreter a failure instead of a skip.
 # Then it runs the Rust tests once, in the dev profile with every backend compiled in (one
 # build, no rebuilds).
 set -euo pipefail
@@ -38,7 +38,7 @@ echo "   redis cluster: $AUGUR_TEST_REDIS_CLUSTER_URL"
 echo "   postgres:      ${AUGUR_TEST_POSTGRES_URL%%\?*}"
 
 venv="${AUGUR_TEST_VENV:-$PWD/target/test-venv}"
-if ! "$venv/bin/python" -c 'import replicate, standardwebhooks, cog, coglet' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import replicate, standardwebhooks, cog, coglet, moto.server' >/dev/null 2>&1; then
     echo "== preparing the Python test environment in $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt

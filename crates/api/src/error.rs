@@ -84,6 +84,10 @@ pub enum ErrorCode {
     AccountExists,
     /// No such API token.
     TokenNotFound,
+    /// A signed URL's signature is not the server's.
+    InvalidSignature,
+    /// A signed URL's time is past.
+    UrlExpired,
 }
 
 impl ErrorCode {
@@ -112,6 +116,7 @@ impl ErrorCode {
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             AccountNotFound | TokenNotFound => StatusCode::NOT_FOUND,
             AccountExists => StatusCode::CONFLICT,
+            InvalidSignature | UrlExpired => StatusCode::FORBIDDEN,
         }
     }
 
@@ -148,6 +153,8 @@ impl ErrorCode {
             AccountNotFound => "Account not found",
             AccountExists => "Account exists",
             TokenNotFound => "Token not found",
+            InvalidSignature => "Invalid signature",
+            UrlExpired => "URL expired",
         }
     }
 }
@@ -430,8 +437,10 @@ where
     }
 }
 
-/// The answer for routes that do not exist.
-pub async fn route_not_found(uri: axum::http::Uri) -> ApiError {
+/// The answer for routes that do not exist, sent after reading the body (up to the body limit)
+/// so that a client still sending it reads the answer rather than a broken pipe.
+pub async fn route_not_found(uri: axum::http::Uri, body: axum::body::Body) -> ApiError {
+    let _ = axum::body::to_bytes(body, 1 << 20).await;
     ApiError::new(
         ErrorCode::RouteNotFound,
         format!("no route for {}", uri.path()),

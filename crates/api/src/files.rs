@@ -1,5 +1,6 @@
 //! `GET /files/{key}`: output files, served without authentication (their URLs are
-//! unguessable) and cached forever (a key never changes content).
+//! unguessable) and cached forever (a key never changes content), with the headers that keep a
+//! browser from running them ([`crate::uploads::safe_headers`]).
 
 use axum::Router;
 use axum::extract::State;
@@ -28,10 +29,8 @@ async fn download(
     };
     let mut response = file.bytes.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(file.content_type),
-    );
+    let name = key.rsplit('/').next().unwrap_or_default();
+    crate::uploads::safe_headers(headers, file.content_type, name);
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),

@@ -4,6 +4,7 @@
 //!   Augur's extensions (client ids, `Idempotency-Key`, `Cancel-After`, list filters).
 //! - `/api/predictions/{id}`: the seeds' status route, in the seeds' shape.
 //! - `/files/...`: output files (unauthenticated, unguessable URLs).
+//! - `/v1/files`: the files API (uploads) and signed download URLs.
 //! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction and per-model
 //!   tokens, checked before the body is read).
 //! - `/internal/replicate/...`: webhooks from upstream Replicate APIs (per-prediction tokens).
@@ -26,6 +27,7 @@ mod predictions;
 mod replicate_hooks;
 mod stream;
 mod telemetry;
+mod uploads;
 mod webhooks;
 pub mod wire;
 
@@ -56,6 +58,13 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// The longest `Prefer: wait` honoured (Replicate's is 60 s).
     pub max_wait: Duration,
+    /// The largest upload accepted by `POST /v1/files`, in bytes.
+    pub max_file_bytes: u64,
+    /// How long an uploaded file is kept.
+    pub file_expiry: Duration,
+    /// Signs and checks files' download URLs; by default keyed by a secret derived from the
+    /// admin token.
+    pub url_signer: augur_core::file::UrlSigner,
     /// The Standard Webhooks signing secret (`whsec_…`) shown at
     /// `GET /v1/webhooks/default/secret`; by default derived from the admin token (see
     /// [`ApiConfig::derived_webhook_secret`]).
@@ -68,6 +77,9 @@ impl ApiConfig {
         Self {
             public_url: public_url.into().trim_end_matches('/').to_owned(),
             webhook_secret: Self::derived_webhook_secret(&admin_token),
+            url_signer: augur_core::file::UrlSigner::derived_from(&admin_token),
+            max_file_bytes: 100 << 20,
+            file_expiry: Duration::from_secs(24 * 3600),
             admin_token,
             max_body_bytes: 1 << 20,
             max_wait: Duration::from_secs(60),
@@ -152,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::routes())
         .merge(accounts::routes())
         .merge(stream::account_routes())
+        .merge(uploads::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -161,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stream::routes())
         .merge(payments::routes())
         .merge(files::routes())
+        .merge(uploads::upload_routes())
         .merge(ops::routes())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -121,6 +121,7 @@ async fn create_prediction(
             .map_or_else(|| "input".to_owned(), |f| format!("input.{f}"));
         ApiError::new(ErrorCode::InvalidInput, e.to_string()).with_field(field)
     })?;
+    check_file_inputs(state, &caller.account, &input, "input").await?;
     let wait = prefer_wait(headers, state.config.max_wait)?;
     let limits = state.accounts.limits(&caller.account).await?;
     if let Some(per_minute) = limits.creates_per_minute
@@ -184,6 +185,57 @@ async fn create_prediction(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// Refuses an input that names an uploaded file (its `urls.get`) the prediction's owner does
+/// not have (missing, expired, deleted, or another account's), naming the field: the worker
+/// would fail the prediction anyway, and the client learns it at once.
+async fn check_file_inputs(
+    state: &AppState,
+    owner: &augur_core::AccountId,
+    value: &Value,
+    field: &str,
+) -> ApiResult<()> {
+    let prefix = format!("{}/v1/files/", state.config.public_url);
+    let mut found = Vec::new();
+    collect_file_urls(value, field, &prefix, &mut found);
+    for (field, url) in found {
+        let id = &url[prefix.len()..];
+        match state.service.files().get(id).await? {
+            Some(file) if file.owner == *owner => {}
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidInput,
+                    format!("{field}: file {url} was not found: it expired, was deleted, or belongs to another account"),
+                )
+                .with_field(field));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The strings in `value` that are uploaded files' `urls.get`, with their field paths.
+fn collect_file_urls(value: &Value, path: &str, prefix: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::String(s)
+            if s.strip_prefix(prefix)
+                .is_some_and(augur_core::file::FileObject::is_valid_id) =>
+        {
+            out.push((path.to_owned(), s.clone()));
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_file_urls(item, &format!("{path}[{i}]"), prefix, out);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                collect_file_urls(item, &format!("{path}.{key}"), prefix, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Reads a prediction the caller may see; another account's is not found, like a missing one.

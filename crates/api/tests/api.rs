@@ -155,6 +155,11 @@ impl App {
         self.post_with(path, body, &[]).await
     }
 
+    async fn get_without_token(&self, path: &str) -> Reply {
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
     async fn post_with(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
         let mut request = Request::post(path)
             .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
@@ -831,6 +836,9 @@ async fn openapi_document_lists_every_route() {
         "/v1/account/credits",
         "/v1/account/ledger",
         "/v1/payments/webhook",
+        "/v1/files",
+        "/v1/files/{id}",
+        "/v1/files/{id}/download",
         "/v1/models/{owner}/{name}/predictions",
         "/v1/models/{owner}/{name}",
         "/api/predictions/{id}",
@@ -1282,4 +1290,69 @@ async fn webhook_secrets_are_per_account_and_rotate() {
             .await),
         rotated["key"].as_str().unwrap()
     );
+}
+
+/// A body with a multipart `content` field holding `bytes`.
+fn multipart(bytes: &[u8], extra: &str) -> (String, Vec<u8>) {
+    let boundary = "b0undary";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"content\"; filename=\"page.html\"\r\ncontent-type: text/html\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n{extra}--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn files_need_a_token_and_html_is_served_as_an_attachment() {
+    let app = app();
+    let (content_type, body) = multipart(b"<script>alert(1)</script>", "");
+    let upload = |token: Option<&str>| {
+        let mut request = Request::post("/v1/files").header(header::CONTENT_TYPE, &content_type);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        request.body(Body::from(body.clone())).unwrap()
+    };
+    app.send(upload(None))
+        .await
+        .assert_error(401, "unauthenticated", "Authorization");
+    app.get_without_token("/v1/files")
+        .await
+        .assert_error(401, "unauthenticated", "Authorization");
+    let created = app.send(upload(Some(TOKEN))).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let file = created.json();
+    assert_eq!(file["content_type"], "text/html");
+    assert_eq!(file["size"], 25);
+    let download = file["urls"]["download"].as_str().unwrap();
+    let served = app
+        .get_without_token(download.strip_prefix(BASE).unwrap())
+        .await;
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(
+        served.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment"),
+        "{:?}",
+        served.headers
+    );
+    let listed = app.get("/v1/files").await.json();
+    assert_eq!(listed["results"][0]["id"], file["id"]);
+
+    let not_multipart = Request::post("/v1/files")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    app.send(not_multipart).await.assert_error(
+        415,
+        "unsupported_media_type",
+        "multipart/form-data",
+    );
+    let missing = app.get("/v1/files/0123456789abcdefghijklmnop").await;
+    missing.assert_error(404, "file_not_found", "not found");
 }

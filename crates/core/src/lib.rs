@@ -9,6 +9,7 @@
 //! - [`account`], [`accounts`]: accounts and API tokens, and the service over them.
 //! - [`credits`]: prices, holds, settlements and the credit operations.
 //! - [`idempotency`]: idempotency keys as records.
+//! - [`file`]: uploaded files' metadata as records, and the [`file::Files`] handle.
 //! - [`hub`]: in-process change notifications.
 //! - [`notices`]: the stream events and webhook messages a change makes.
 //!
@@ -18,6 +19,7 @@ pub mod account;
 pub mod accounts;
 pub mod credits;
 pub mod error;
+pub mod file;
 pub mod hub;
 pub mod id;
 pub mod idempotency;
@@ -39,8 +41,8 @@ pub use id::{AccountId, InvalidId, LeaseToken, ModelName, PredictionId, WorkerId
 pub use prediction::{Metrics, Prediction, Revision, Versioned, WebhookEvent, WebhookEvents};
 pub use secret::Secret;
 pub use service::{
-    CreateRequest, Creation, Dispatch, PredictionPage, PredictionQuery, Predictions, ServiceConfig,
-    Slot, Transition,
+    CreateRequest, Creation, Dispatch, Expired, PredictionPage, PredictionQuery, Predictions,
+    ServiceConfig, Slot, Transition,
 };
 pub use state::{Applied, Event, Logs, Status, TransitionError};
 pub use time::Timestamp;

@@ -270,6 +270,11 @@ impl Predictions {
         Outbox::new(self.store.clone())
     }
 
+    /// Uploaded files' records (for the files API and the worker).
+    pub fn files(&self) -> crate::file::Files {
+        crate::file::Files::new(self.store.clone())
+    }
+
     /// The store's capabilities, counters and announcements (for operations).
     pub fn ops(&self) -> Ops {
         Ops::new(self.store.clone())
@@ -708,16 +713,37 @@ impl Predictions {
         Ok(latest)
     }
 
-    /// Applies retention to up to `limit` records whose time ran out; returns the ids of the
-    /// predictions that lost their data (so that their files can go too).
-    pub async fn expire_due(&self, limit: usize) -> Result<Vec<PredictionId>> {
+    /// Applies retention to up to `limit` records whose time ran out; returns what lost its
+    /// data: predictions (so that their output files can go too) and files (so that their
+    /// bytes and then their tombstones can go).
+    pub async fn expire_due(&self, limit: usize) -> Result<Expired> {
         let keys = self.store.expire(Timestamp::now(), limit).await?;
-        Ok(keys
-            .into_iter()
-            .filter(|k| k.kind == Kind::Prediction)
-            .filter_map(|k| PredictionId::parse(&k.id).ok())
-            .collect())
+        let mut expired = Expired {
+            count: keys.len(),
+            ..Expired::default()
+        };
+        for key in keys {
+            match key.kind {
+                Kind::Prediction => expired
+                    .predictions
+                    .extend(PredictionId::parse(&key.id).ok()),
+                Kind::File => expired.files.push(key.id),
+                _ => {}
+            }
+        }
+        Ok(expired)
     }
+}
+
+/// What one [`Predictions::expire_due`] call expired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Records retention acted on, of every kind.
+    pub count: usize,
+    /// Predictions that lost their data.
+    pub predictions: Vec<PredictionId>,
+    /// Ids of files that became tombstones.
+    pub files: Vec<String>,
 }
 
 #[cfg(test)]

@@ -355,6 +355,11 @@ impl CogProvider {
 
 #[async_trait]
 impl Provider for CogProvider {
+    /// It fetches inputs itself, without Augur's token.
+    fn file_inputs(&self) -> crate::files::FileInputs {
+        crate::files::FileInputs::SignedUrl
+    }
+
     fn validate_input(&self, input: &Map<String, Value>) -> Result<Map<String, Value>, InputError> {
         let schema = self
             .schema

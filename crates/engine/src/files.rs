@@ -5,6 +5,9 @@
 //! `<public url>/files/<key>` without authentication: the random part makes the URL
 //! unguessable, as Replicate's delivery URLs are.
 //!
+//! Uploaded files (`POST /v1/files`) live in the same store under `uploads/<file id>`; their
+//! metadata is a record ([`augur_core::file::FileObject`]).
+//!
 //! [`OutputFiles::import_urls`] brings outputs that point elsewhere (an upstream provider's
 //! `https://` delivery URLs) into the store, so a prediction's files stay available under
 //! Augur's own URLs for as long as Augur keeps them.
@@ -19,10 +22,11 @@ use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde_json::Value;
 
-use augur_core::PredictionId;
+use augur_core::file::{FileObject, Files, UrlSigner};
+use augur_core::{AccountId, PredictionId, Timestamp};
 
 /// Errors of the output file store.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,10 @@ pub struct OutputFiles {
     store: Arc<dyn ObjectStore>,
     /// `<public url>/files`, without a trailing slash.
     base_url: Arc<str>,
+    /// `<public url>/v1/files/`: what uploaded files' URLs start with.
+    uploads_url: Arc<str>,
+    /// Signs uploaded files' download URLs for providers that fetch them.
+    signer: Option<UrlSigner>,
     /// Downloads output URLs into the store.
     importer: Arc<UrlImporter>,
 }
@@ -67,6 +75,7 @@ impl fmt::Debug for OutputFiles {
         f.debug_struct("OutputFiles")
             .field("store", &self.store.to_string())
             .field("base_url", &self.base_url)
+            .field("signs_urls", &self.signer.is_some())
             .field("url_imports", &self.importer.limits)
             .finish()
     }
@@ -83,6 +92,23 @@ impl OutputFiles {
         Ok(Self::new(Arc::new(store), public_url))
     }
 
+    /// Files in an S3-compatible bucket, under `prefix` (may be empty), served under
+    /// `public_url`. The endpoint, region and credentials come from the usual `AWS_*`
+    /// variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint).
+    #[cfg(feature = "s3")]
+    pub fn s3(bucket: &str, prefix: &str, public_url: &str) -> Result<Self, FilesError> {
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        Ok(Self::new(store, public_url))
+    }
+
     /// Files in memory (tests, `memory://` stores).
     pub fn in_memory(public_url: &str) -> Self {
         Self::new(Arc::new(InMemory::new()), public_url)
@@ -90,9 +116,12 @@ impl OutputFiles {
 
     /// Files in any object store.
     pub fn new(store: Arc<dyn ObjectStore>, public_url: &str) -> Self {
+        let public_url = public_url.trim_end_matches('/');
         Self {
             store,
-            base_url: Arc::from(format!("{}/files", public_url.trim_end_matches('/'))),
+            base_url: Arc::from(format!("{public_url}/files")),
+            uploads_url: Arc::from(format!("{public_url}/v1/files/")),
+            signer: None,
             importer: Arc::new(UrlImporter::new(UrlImportLimits::default())),
         }
     }
@@ -102,6 +131,84 @@ impl OutputFiles {
     pub fn with_url_import_limits(mut self, limits: UrlImportLimits) -> Self {
         self.importer = Arc::new(UrlImporter::new(limits));
         self
+    }
+
+    /// The same store, signing uploaded files' download URLs with `signer` for providers that
+    /// fetch their inputs ([`FileInputs::SignedUrl`]).
+    #[must_use]
+    pub fn with_url_signer(mut self, signer: UrlSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Replaces every string in `input` that is an uploaded file's URL (`urls.get`, what the
+    /// official clients put in inputs) by the form the provider takes: a data URI with the
+    /// bytes, or a signed download URL it can fetch without a token. Only `owner`'s live files
+    /// are resolved: another account's file reads as missing.
+    ///
+    /// # Errors
+    ///
+    /// A file that is missing, expired, another account's, or whose bytes cannot be read.
+    pub async fn resolve_inputs(
+        &self,
+        records: &Files,
+        owner: &AccountId,
+        input: Value,
+        form: FileInputs,
+    ) -> Result<Value, String> {
+        let mut urls = Vec::new();
+        visit_strings(&input, &mut |s| {
+            if self.upload_id(s).is_some() && !urls.iter().any(|u| u == s) {
+                urls.push(s.to_owned());
+            }
+        });
+        if urls.is_empty() {
+            return Ok(input);
+        }
+        let mut resolved = HashMap::new();
+        for url in urls {
+            let id = self.upload_id(&url).unwrap_or_default();
+            let missing = || {
+                format!(
+                    "input file {url} was not found: it expired, was deleted, or belongs to another account"
+                )
+            };
+            let file = records
+                .get(id)
+                .await
+                .map_err(|e| format!("cannot read input file {url}: {e}"))?
+                .filter(|f| f.owner == *owner)
+                .ok_or_else(missing)?;
+            let value = match (&self.signer, form) {
+                (Some(signer), FileInputs::SignedUrl) => {
+                    let until = Timestamp::now().plus(SIGNED_INPUT_VALIDITY);
+                    let base = self.uploads_url.trim_end_matches("/v1/files/");
+                    signer.download_url(base, &file, until.min(file.expires_at))
+                }
+                _ => {
+                    use base64::Engine;
+                    let bytes = self
+                        .get_upload(&FileObject::object_key(&file.id))
+                        .await
+                        .map_err(|e| format!("cannot read input file {url}: {e}"))?
+                        .ok_or_else(missing)?;
+                    let essence = file.content_type.split(';').next().unwrap_or_default();
+                    format!(
+                        "data:{};base64,{}",
+                        essence.trim(),
+                        base64::engine::general_purpose::STANDARD.encode(&bytes)
+                    )
+                }
+            };
+            resolved.insert(url, value);
+        }
+        Ok(replace_strings(input, &|s| resolved.get(s).cloned()))
+    }
+
+    /// The file id in an uploaded file's `urls.get`, if `s` is one.
+    fn upload_id<'a>(&self, s: &'a str) -> Option<&'a str> {
+        s.strip_prefix(&*self.uploads_url)
+            .filter(|id| FileObject::is_valid_id(id))
     }
 
     /// Whether `url` is one of this store's own file URLs.
@@ -190,6 +297,43 @@ impl OutputFiles {
         }
     }
 
+    /// Stores an uploaded file's bytes under `key` ([`augur_core::file::FileObject::object_key`]).
+    pub async fn put_upload(&self, key: &str, payload: PutPayload) -> Result<(), FilesError> {
+        let path = parse_upload_key(key)?;
+        self.store.put(&path, payload).await?;
+        Ok(())
+    }
+
+    /// Starts writing an uploaded file's bytes under `key` as they arrive, in parts, so that
+    /// an upload never sits whole in memory; nothing is visible under the key before
+    /// [`UploadWriter::finish`].
+    pub async fn upload_writer(&self, key: &str) -> Result<UploadWriter, FilesError> {
+        let path = parse_upload_key(key)?;
+        let upload = self.store.put_multipart(&path).await?;
+        Ok(UploadWriter {
+            inner: WriteMultipart::new(upload),
+        })
+    }
+
+    /// An uploaded file's bytes; `None` if there are none.
+    pub async fn get_upload(&self, key: &str) -> Result<Option<Bytes>, FilesError> {
+        let path = parse_upload_key(key)?;
+        match self.store.get(&path).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an uploaded file's bytes (absent bytes are not an error).
+    pub async fn delete_upload(&self, key: &str) -> Result<(), FilesError> {
+        let path = parse_upload_key(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes every output file of a prediction (retention).
     pub async fn delete_for(&self, prediction: &PredictionId) -> Result<usize, FilesError> {
         use futures::TryStreamExt;
@@ -206,6 +350,57 @@ impl OutputFiles {
         Ok(paths.len())
     }
 }
+
+/// An upload being written ([`OutputFiles::upload_writer`]). Dropping it unfinished abandons
+/// the upload.
+pub struct UploadWriter {
+    inner: WriteMultipart,
+}
+
+impl fmt::Debug for UploadWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UploadWriter").finish_non_exhaustive()
+    }
+}
+
+/// Parts of an upload in flight at once.
+const UPLOAD_PARTS_IN_FLIGHT: usize = 4;
+
+impl UploadWriter {
+    /// Adds bytes, waiting while too many parts are in flight.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), FilesError> {
+        self.inner.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
+        self.inner.put(chunk);
+        Ok(())
+    }
+
+    /// Completes the upload: the bytes appear under the key.
+    pub async fn finish(self) -> Result<(), FilesError> {
+        self.inner.finish().await?;
+        Ok(())
+    }
+
+    /// Abandons the upload.
+    pub async fn abort(self) {
+        if let Err(e) = self.inner.abort().await {
+            tracing::warn!(error = %e, "cannot abort an upload");
+        }
+    }
+}
+
+/// How a provider takes inputs that are uploaded files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileInputs {
+    /// The bytes, as a `data:` URI (models in this process, local commands).
+    DataUri,
+    /// A signed download URL that works without a token (model servers and upstream APIs,
+    /// which fetch it themselves).
+    SignedUrl,
+}
+
+/// How long a signed URL handed to a provider for an input works (at most until the file
+/// expires).
+const SIGNED_INPUT_VALIDITY: Duration = Duration::from_secs(6 * 3600);
 
 /// Downloads at once per [`OutputFiles::import_urls`] call.
 const IMPORT_PARALLELISM: usize = 4;
@@ -473,6 +668,17 @@ fn parse_key(key: &str) -> Result<ObjectPath, FilesError> {
     ObjectPath::parse(key).map_err(|_| invalid())
 }
 
+/// Validates an upload's key: `uploads/<file id>`.
+fn parse_upload_key(key: &str) -> Result<ObjectPath, FilesError> {
+    let invalid = || FilesError::InvalidKey(key.chars().take(200).collect());
+    match key.strip_prefix("uploads/") {
+        Some(id) if augur_core::file::FileObject::is_valid_id(id) => {
+            ObjectPath::parse(key).map_err(|_| invalid())
+        }
+        _ => Err(invalid()),
+    }
+}
+
 /// A file name safe in a URL and on any filesystem: `[A-Za-z0-9._-]`, no leading dot, at most
 /// 100 characters; anything else becomes `_`.
 fn sanitize_name(name: &str) -> String {
@@ -734,6 +940,63 @@ mod tests {
         assert_eq!(file_name_for(&url, Some("application/x-thing")), "out");
         let url = url::Url::parse("https://x.test/").unwrap();
         assert_eq!(file_name_for(&url, Some("audio/mpeg")), "output.mp3");
+    }
+
+    #[tokio::test]
+    async fn uploaded_file_inputs_resolve_for_their_owner_only() {
+        use augur_core::store::memory::MemoryStore;
+        let records = Files::new(Arc::new(MemoryStore::new()));
+        let files = OutputFiles::in_memory("http://augur.test/")
+            .with_url_signer(UrlSigner::derived_from(&augur_core::Secret::new("admin")));
+        let alice = AccountId::parse("alice").unwrap();
+        let now = Timestamp::now();
+        let file = FileObject {
+            id: FileObject::generate_id(&alice),
+            owner: alice.clone(),
+            name: "cat.png".into(),
+            content_type: "image/png".into(),
+            size: 3,
+            sha256: String::new(),
+            created_at: now,
+            expires_at: now.plus(Duration::from_secs(60)),
+            metadata: Value::Null,
+        };
+        records.create(&file).await.unwrap();
+        files
+            .put_upload(
+                &FileObject::object_key(&file.id),
+                Bytes::from_static(b"png").into(),
+            )
+            .await
+            .unwrap();
+        let url = format!("http://augur.test/v1/files/{}", file.id);
+        let input = serde_json::json!({"image": url, "list": [url], "text": "keep"});
+
+        let inline = files
+            .resolve_inputs(&records, &alice, input.clone(), FileInputs::DataUri)
+            .await
+            .unwrap();
+        assert_eq!(inline["image"], "data:image/png;base64,cG5n");
+        assert_eq!(inline["list"][0], inline["image"]);
+        assert_eq!(inline["text"], "keep");
+
+        let fetched = files
+            .resolve_inputs(&records, &alice, input.clone(), FileInputs::SignedUrl)
+            .await
+            .unwrap();
+        let signed = fetched["image"].as_str().unwrap();
+        assert!(
+            signed.starts_with(&format!("{url}/download?expiry="))
+                && signed.contains("&owner=alice&signature="),
+            "{signed}"
+        );
+
+        let bob = AccountId::parse("bob").unwrap();
+        let err = files
+            .resolve_inputs(&records, &bob, input, FileInputs::DataUri)
+            .await
+            .unwrap_err();
+        assert!(err.contains("not found") && err.contains(&file.id), "{err}");
     }
 
     #[test]

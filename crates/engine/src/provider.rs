@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use augur_core::{Event, Logs, Prediction, PredictionId, Predictions, Timestamp};
 
-use crate::files::OutputFiles;
+use crate::files::{FileInputs, OutputFiles};
 
 /// Runs predictions of one or more models.
 #[async_trait]
@@ -40,6 +40,13 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// let any client make Augur fetch URLs of its choosing.
     fn imports_output_urls(&self) -> bool {
         false
+    }
+
+    /// How this provider takes inputs that are uploaded files' URLs: the worker rewrites them
+    /// before [`Provider::run`] (the stored input keeps the URLs). By default, the bytes as a
+    /// `data:` URI.
+    fn file_inputs(&self) -> FileInputs {
+        FileInputs::DataUri
     }
 
     /// Runs one attempt of a prediction.

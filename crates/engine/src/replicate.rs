@@ -495,6 +495,11 @@ impl ReplicateProvider {
 
 #[async_trait]
 impl Provider for ReplicateProvider {
+    /// It fetches inputs itself, without Augur's token.
+    fn file_inputs(&self) -> crate::files::FileInputs {
+        crate::files::FileInputs::SignedUrl
+    }
+
     async fn run(&self, ctx: RunContext) -> Result<Outcome, ProviderError> {
         let known = ctx
             .prediction

@@ -405,7 +405,13 @@ impl Worker {
             files: inner.files.clone(),
         };
         let provider = model.provider.clone();
-        let run = run_and_import(provider, ctx, inner.files.clone(), id.clone());
+        let run = run_and_import(
+            provider,
+            ctx,
+            inner.files.clone(),
+            inner.service.files(),
+            id.clone(),
+        );
         tokio::pin!(run);
         let renew = renew_lease(
             inner.service.clone(),
@@ -701,15 +707,27 @@ impl Slot for DirectSlot {
     }
 }
 
-/// Runs the provider and, for providers that ask for it, brings the `http(s)` URLs of a
-/// successful output into the file store ([`OutputFiles::import_urls`]). The downloads are
-/// part of the run, so cancels, timeouts and lost leases stop them too.
+/// Runs the provider, with uploaded files in its input in the form it takes
+/// ([`OutputFiles::resolve_inputs`]), and, for providers that ask for it, brings the `http(s)`
+/// URLs of a successful output into the file store ([`OutputFiles::import_urls`]). Reads and
+/// downloads are part of the run, so cancels, timeouts and lost leases stop them too.
 async fn run_and_import(
     provider: Arc<dyn Provider>,
-    ctx: RunContext,
+    mut ctx: RunContext,
     files: OutputFiles,
+    records: augur_core::file::Files,
     id: PredictionId,
 ) -> Result<Outcome, ProviderError> {
+    let input = std::mem::take(&mut ctx.prediction.input);
+    ctx.prediction.input = files
+        .resolve_inputs(
+            &records,
+            &ctx.prediction.owner,
+            input,
+            provider.file_inputs(),
+        )
+        .await
+        .map_err(ProviderError::Failed)?;
     match provider.run(ctx).await? {
         Outcome::Succeeded(output) if provider.imports_output_urls() => files
             .import_urls(&id, output)

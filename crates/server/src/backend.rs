@@ -1,4 +1,5 @@
-//! Picks the store backend from the `AUGUR_STORE` URL: the only place that names backends.
+//! Picks the store backend from the `AUGUR_STORE` URL, and the object store for files from
+//! `AUGUR_FILES_DIR` ([`FilesUrl`]): the only place that names backends.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +51,95 @@ impl StoreUrl {
                 "unknown store scheme {other:?} in {}; use embedded://<dir>, memory://, redis://… or postgres://…",
                 redact_url(url)
             ),
+        }
+    }
+}
+
+/// Where files (outputs and uploads) live, from `AUGUR_FILES_DIR`: a directory (a path or a
+/// `file://` URL) or an S3-compatible bucket (`s3://bucket/prefix`, with the `s3` feature).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilesUrl {
+    /// A local directory.
+    Local(PathBuf),
+    /// An S3-compatible bucket and a key prefix (maybe empty).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// Keys start with this (no leading or trailing `/`).
+        prefix: String,
+    },
+}
+
+impl FilesUrl {
+    /// Parses a files location, naming the problem when this binary cannot use it (an unknown
+    /// scheme, `s3://` without a bucket or without the `s3` feature) instead of taking it for
+    /// a directory name.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let hint = "use a directory path, file:///abs/dir or s3://bucket/prefix";
+        if text.is_empty() {
+            bail!("the files location is empty; {hint}");
+        }
+        let Some((scheme, rest)) = text.split_once("://") else {
+            // `s3:bucket` and the like are malformed URLs, not directory names.
+            if let Some((head, _)) = text.split_once(':')
+                && !head.is_empty()
+                && !head.contains('/')
+                && head
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            {
+                bail!("files location {text:?} looks like a URL without //; {hint}");
+            }
+            return Ok(FilesUrl::Local(PathBuf::from(text)));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" => {
+                if !rest.starts_with('/') {
+                    bail!("files location {text:?} must be an absolute file:///path; {hint}");
+                }
+                Ok(FilesUrl::Local(PathBuf::from(rest)))
+            }
+            "s3" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let valid_bucket = (3..=63).contains(&bucket.len())
+                    && bucket.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b)
+                    });
+                if !valid_bucket {
+                    bail!(
+                        "files location {text:?} needs a bucket name (3 to 63 lowercase letters, digits, '-' or '.'): s3://bucket/prefix"
+                    );
+                }
+                if rest.contains(['?', '#']) {
+                    bail!(
+                        "files location {text:?} takes no query or fragment; the endpoint, region and credentials come from the AWS_* variables"
+                    );
+                }
+                if !cfg!(feature = "s3") {
+                    bail!(
+                        "this augur binary was built without S3 support; rebuild with `--features s3` to use {text:?}"
+                    );
+                }
+                Ok(FilesUrl::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.trim_matches('/').to_owned(),
+                })
+            }
+            other => bail!("unsupported files location scheme {other:?} in {text:?}; {hint}"),
+        }
+    }
+
+    /// Opens the object store, its files served under `public_url`.
+    pub fn open(&self, public_url: &str) -> Result<augur_engine::OutputFiles> {
+        match self {
+            FilesUrl::Local(dir) => Ok(augur_engine::OutputFiles::local(dir, public_url)?),
+            #[cfg(feature = "s3")]
+            FilesUrl::S3 { bucket, prefix } => {
+                Ok(augur_engine::OutputFiles::s3(bucket, prefix, public_url)?)
+            }
+            #[cfg(not(feature = "s3"))]
+            FilesUrl::S3 { .. } => bail!("this augur binary was built without S3 support"),
         }
     }
 }
@@ -108,6 +198,42 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_locations_parse_or_name_the_problem() {
+        assert_eq!(
+            FilesUrl::parse("./data/files").unwrap(),
+            FilesUrl::Local("./data/files".into())
+        );
+        assert_eq!(
+            FilesUrl::parse("file:///srv/files").unwrap(),
+            FilesUrl::Local("/srv/files".into())
+        );
+        for (bad, says) in [
+            ("s3:bucket", "without //"),
+            ("gs://bucket/x", "unsupported files location scheme"),
+            ("s3://", "needs a bucket"),
+            ("s3://UPPER/x", "needs a bucket"),
+            ("s3://bucket/x?region=y", "no query"),
+            ("file://relative", "absolute"),
+            ("", "empty"),
+        ] {
+            let err = FilesUrl::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let s3 = FilesUrl::parse("s3://my-bucket/a/b/");
+        if cfg!(feature = "s3") {
+            assert_eq!(
+                s3.unwrap(),
+                FilesUrl::S3 {
+                    bucket: "my-bucket".into(),
+                    prefix: "a/b".into()
+                }
+            );
+        } else {
+            assert!(s3.unwrap_err().to_string().contains("--features s3"));
+        }
+    }
 
     #[test]
     fn urls_pick_backends_or_explain() {

@@ -25,9 +25,16 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Base of absolute URLs (`AUGUR_PUBLIC_URL`); defaults to `http://<listen>`.
     pub public_url: Option<String>,
-    /// Directory for output files (`AUGUR_FILES_DIR`); defaults to `<data dir>/files` for the
-    /// embedded store and to memory for `memory://`.
-    pub files_dir: Option<PathBuf>,
+    /// Where output files and uploads go (`AUGUR_FILES_DIR`): a directory, `file:///dir` or
+    /// `s3://bucket/prefix` (see [`crate::backend::FilesUrl`]); defaults to `<data dir>/files`
+    /// for the embedded store and to memory for `memory://`.
+    pub files_dir: Option<String>,
+    /// The largest file `POST /v1/files` accepts, in bytes (`AUGUR_FILE_MAX_BYTES`).
+    pub file_max_bytes: u64,
+    /// How long an uploaded file is kept (`AUGUR_FILE_EXPIRY`); its download URLs last as
+    /// long.
+    #[serde(with = "humantime_serde_compat")]
+    pub file_expiry: Duration,
     /// Jobs run at once by this node's worker (`AUGUR_WORKERS`).
     pub workers: usize,
     /// How long settled predictions keep their input, output and logs (`AUGUR_RETENTION`).
@@ -170,6 +177,8 @@ impl Default for Config {
             admin_token: None,
             public_url: None,
             files_dir: None,
+            file_max_bytes: 100 << 20,
+            file_expiry: Duration::from_secs(24 * 3600),
             workers: 64,
             retention: Duration::from_secs(3600),
             max_body_bytes: 1 << 20,
@@ -249,7 +258,17 @@ impl Config {
             self.public_url = Some(v);
         }
         if let Some(v) = var("AUGUR_FILES_DIR") {
-            self.files_dir = Some(PathBuf::from(v));
+            self.files_dir = Some(v);
+        }
+        if let Some(v) = var("AUGUR_FILE_MAX_BYTES") {
+            self.file_max_bytes = v
+                .parse()
+                .with_context(|| format!("AUGUR_FILE_MAX_BYTES must be a number, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_FILE_EXPIRY") {
+            self.file_expiry = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_FILE_EXPIRY must be a duration such as 24h, got {v:?}")
+            })?;
         }
         if let Some(v) = var("AUGUR_WORKERS") {
             self.workers = v
@@ -372,9 +391,18 @@ impl Config {
             bail!("the admin token must be at least 16 characters");
         }
         crate::backend::StoreUrl::parse(&self.store)?;
+        if let Some(files) = &self.files_dir {
+            crate::backend::FilesUrl::parse(files).context("files_dir (AUGUR_FILES_DIR)")?;
+        }
         if let Some(fallback) = &self.store_fallback {
             crate::backend::StoreUrl::parse(fallback)
                 .context("store_fallback (AUGUR_STORE_FALLBACK)")?;
+        }
+        if self.file_max_bytes == 0 {
+            bail!("file_max_bytes must be at least 1");
+        }
+        if self.file_expiry < Duration::from_secs(1) {
+            bail!("file_expiry must be at least 1s");
         }
         if self.lease < Duration::from_secs(1) {
             bail!("lease must be at least 1s");

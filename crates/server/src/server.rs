@@ -59,7 +59,10 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let public_url = config.public_url_for(bound);
     let files = match (&config.files_dir, &opened.data_dir) {
-        (Some(dir), _) => OutputFiles::local(dir, &public_url)?,
+        (Some(location), _) => backend::FilesUrl::parse(location)
+            .context("files_dir (AUGUR_FILES_DIR)")?
+            .open(&public_url)
+            .context("cannot open the files location")?,
         (None, Some(data)) => OutputFiles::local(&data.join("files"), &public_url)?,
         (None, None) if capabilities.shared => {
             tracing::warn!(
@@ -72,13 +75,16 @@ pub async fn serve(
     .with_url_import_limits(UrlImportLimits {
         max_bytes: config.output_download_max_bytes,
         timeout: config.output_download_timeout,
-    });
+    })
+    .with_url_signer(augur_core::file::UrlSigner::derived_from(&admin_token));
     let models = Arc::new(
         crate::models::registry(&config, &service, &files, &public_url, &admin_token).await?,
     );
 
     let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
     api_config.max_body_bytes = config.max_body_bytes;
+    api_config.max_file_bytes = config.file_max_bytes;
+    api_config.file_expiry = config.file_expiry;
     if let Some(secret) = &config.webhooks.secret {
         api_config.webhook_secret = secret.clone();
     }

@@ -375,6 +375,67 @@ async fn a_cog_prediction_succeeds_with_logs_and_its_png_in_augurs_file_store() 
     assert_eq!(still["status"], "succeeded");
 }
 
+/// An uploaded file given as an input (its `urls.get`, as the official clients send it) reaches
+/// the Cog server as a signed URL it fetches without a token: the model sees the file's bytes,
+/// and the stored input keeps the file's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_file_input_reaches_the_cog_model() {
+    use sha2::Digest;
+    let Some(python) = python() else { return };
+    let stack = stack(&python, Options::default()).await;
+    let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let boundary = "augur-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"content\"; filename=\"cat.bin\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let uploaded: Value = stack
+        .api
+        .http
+        .post(format!("{}/v1/files", stack.server.url))
+        .bearer_auth(TOKEN)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        uploaded["checksums"]["sha256"],
+        digest.as_str(),
+        "{uploaded}"
+    );
+    let url = uploaded["urls"]["get"].as_str().unwrap();
+
+    let created = stack
+        .create(json!({"prompt": "file", "steps": 1, "sleep": 0, "image": url}))
+        .await;
+    let done = stack
+        .settled(&id_of(&created), Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let logs = done["logs"].as_str().unwrap();
+    assert!(
+        logs.contains(&format!("image 5000 bytes sha256 {digest}")),
+        "{logs}"
+    );
+    assert_eq!(
+        done["input"]["image"], url,
+        "the stored input keeps the URL"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_uri_outputs_become_augur_files() {
     let Some(python) = python() else { return };

@@ -15,6 +15,7 @@
 
 mod changes;
 mod credits;
+mod files;
 pub mod fixtures;
 mod ledger;
 mod outbox;
@@ -23,6 +24,7 @@ mod records;
 
 pub use changes::*;
 pub use credits::*;
+pub use files::*;
 pub use ledger::*;
 pub use outbox::*;
 pub use queue::*;
@@ -111,6 +113,8 @@ macro_rules! conformance_suite {
             concurrent_reservations_never_overdraw,
             ledgers_are_per_account,
             accounts_and_tokens_round_trip,
+            files_round_trip_list_and_delete_per_owner,
+            expired_files_are_absent_and_reported_to_retention,
             concurrent_priced_creates_never_overdraw,
             settle_racing_cancel_settles_once,
             concurrent_topups_credit_an_order_once,

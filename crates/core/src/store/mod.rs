@@ -2,7 +2,7 @@
 //! vocabulary.
 //!
 //! A store is the durable home of records of every [`Kind`] (predictions, idempotency keys,
-//! accounts, tokens), a leased queue with [`Lane`]s (jobs, webhook messages, internal tasks),
+//! accounts, tokens, files), a leased queue with [`Lane`]s (jobs, webhook messages, internal tasks),
 //! each record's event log, each account's credit ledger, and counters. Its methods are
 //! primitives a backend can perform atomically; business rules (which transitions are legal,
 //! what a change costs, what it tells the world) live in [`crate::state`] and

@@ -3,7 +3,7 @@
 //!
 //! A record is a JSON body a backend stores without reading it, plus the few columns it indexes
 //! (owner, creation time, status, parent, expiry). Every kind of record (predictions,
-//! idempotency keys, accounts, tokens, ...) is stored the same way, so a new kind costs a
+//! idempotency keys, accounts, tokens, files, ...) is stored the same way, so a new kind costs a
 //! domain module ([`crate::store::Entity`]) and conformance cases, never a backend method.
 //!
 //! Writes are [`Write`]s: record operations and their [`Effect`]s, all within one account's
@@ -26,6 +26,9 @@ use crate::time::Timestamp;
 pub enum Kind {
     /// An account.
     Account,
+    /// An uploaded file's metadata ([`crate::file::FileObject`]); its bytes are in an object
+    /// store.
+    File,
     /// An `Idempotency-Key` and the prediction it created.
     IdempotencyKey,
     /// A prediction ([`crate::Prediction`]).
@@ -47,8 +50,9 @@ pub enum OnExpiry {
 impl Kind {
     /// Every kind, in [`Kind::as_str`] order, which is also their `Ord` order (the order of
     /// exports).
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Account,
+        Kind::File,
         Kind::IdempotencyKey,
         Kind::Prediction,
         Kind::Token,
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Prediction => "prediction",
             Kind::IdempotencyKey => "idempotency_key",
             Kind::Account => "account",
+            Kind::File => "file",
             Kind::Token => "token",
         }
     }
@@ -72,7 +77,8 @@ impl Kind {
     /// What retention does to records of this kind.
     pub fn on_expiry(self) -> OnExpiry {
         match self {
-            Kind::Prediction => OnExpiry::RemoveData,
+            // A file's tombstone tells the sweeper, on every backend, whose bytes to delete.
+            Kind::Prediction | Kind::File => OnExpiry::RemoveData,
             Kind::IdempotencyKey | Kind::Account | Kind::Token => OnExpiry::Delete,
         }
     }

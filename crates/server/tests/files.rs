@@ -1,0 +1,396 @@
+//! The files API end to end: the official Replicate Python client uploads, lists, gets,
+//! downloads (signed URLs without a token) and deletes files, runs a model with a file input
+//! (its default upload strategy), and meets the size limit, another account and expiry.
+//!
+//! Needs the test virtualenv (`AUGUR_TEST_PYTHON`, made by `scripts/test.sh`); skips without
+//! it unless `AUGUR_E2E_REQUIRED=1`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TOKEN, TestServer};
+
+/// The largest upload of the servers these tests start.
+const MAX_BYTES: &str = "200000";
+
+/// Runs `files_client.py` against `server`, with `mode` (`all` or `expiry`).
+fn run_checks(python: &str, server: &TestServer, mode: &str, expiry_secs: &str) {
+    run_checks_at(python, &server.url, &server.log, mode, expiry_secs);
+}
+
+/// [`run_checks`] against the server at `url` whose log is `log`.
+fn run_checks_at(python: &str, url: &str, log: &std::path::Path, mode: &str, expiry_secs: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/files_client.py");
+    let output = Command::new(python)
+        .arg(script)
+        .env("AUGUR_URL", url)
+        .env("AUGUR_ADMIN_TOKEN", TOKEN)
+        .env("AUGUR_FILE_MAX_BYTES", MAX_BYTES)
+        .env("AUGUR_FILE_EXPIRY_SECS", expiry_secs)
+        .env("AUGUR_FILES_CHECKS", mode)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("all files checks passed"),
+        "the files checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn python_client_uploads_runs_with_and_deletes_files() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("AUGUR_FILE_MAX_BYTES", MAX_BYTES)],
+    );
+    run_checks(&python, &server, "all", "86400");
+    // Deleted files leave no bytes behind; the two live uploads and the SVG and the file at
+    // the limit do.
+    let uploads = dir.path().join("data/files/uploads");
+    let left = std::fs::read_dir(&uploads).map_or(0, |d| d.count());
+    assert_eq!(left, 3, "bytes left in {}", uploads.display());
+}
+
+#[test]
+fn signed_urls_and_files_expire() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_FILE_EXPIRY", "2s"),
+            ("AUGUR_FILE_MAX_BYTES", MAX_BYTES),
+        ],
+    );
+    run_checks(&python, &server, "expiry", "2");
+}
+
+/// A files location the binary cannot use stops it at start, naming the problem, instead of
+/// becoming a local directory named after the URL.
+#[test]
+fn an_unusable_files_location_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases = vec![
+        ("s3:bucket/x", "looks like a URL without //"),
+        ("gs://bucket/x", "unsupported files location scheme"),
+        ("s3://", "needs a bucket"),
+    ];
+    if !cfg!(feature = "s3") {
+        cases.push(("s3://bucket/x", "--features s3"));
+    }
+    for (location, says) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_augur"))
+            .arg("serve")
+            .env_clear()
+            .env("AUGUR_LISTEN", "127.0.0.1:0")
+            .env(
+                "AUGUR_STORE",
+                format!("embedded://{}", dir.path().join("data").display()),
+            )
+            .env("AUGUR_ADMIN_TOKEN", TOKEN)
+            .env("AUGUR_FILES_DIR", location)
+            .current_dir(dir.path())
+            .output()
+            .expect("run augur");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{location}: started");
+        assert!(
+            stderr.contains("AUGUR_FILES_DIR") && stderr.contains(says),
+            "{location}: {stderr}"
+        );
+    }
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        entries.iter().all(|e| e == "data"),
+        "no directory named after a URL: {entries:?}"
+    );
+}
+
+/// A moto S3 server (`moto_server` from the test virtualenv) on a loopback port, killed on
+/// drop.
+#[cfg(feature = "s3")]
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+#[cfg(feature = "s3")]
+impl Moto {
+    /// Starts moto beside `python`, or `None` (a skip, or a failure with
+    /// `AUGUR_STORE_TESTS_REQUIRED=1`) if the virtualenv has no moto.
+    fn start(python: &str) -> Option<Moto> {
+        let bin = std::path::Path::new(python).with_file_name("moto_server");
+        if !bin.exists() {
+            assert!(
+                std::env::var("AUGUR_STORE_TESTS_REQUIRED").as_deref() != Ok("1"),
+                "{} is missing and AUGUR_STORE_TESTS_REQUIRED=1 (scripts/test.sh installs moto[server])",
+                bin.display()
+            );
+            eprintln!("skipping: the test virtualenv has no moto_server");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(moto)
+    }
+}
+
+#[cfg(feature = "s3")]
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The whole files path on S3-compatible storage (moto's server mode): uploads, file inputs,
+/// downloads and deletes through the official client, and a model's output file written to
+/// and served from the bucket, all under the configured prefix.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread")]
+async fn files_live_in_an_s3_bucket() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let Some(moto) = Moto::start(&python) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let bucket = format!("{}/augur-test", moto.endpoint);
+    let made = http.put(&bucket).send().await.unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_FILES_DIR", "s3://augur-test/some/prefix"),
+            ("AUGUR_FILE_MAX_BYTES", MAX_BYTES),
+            ("AWS_ENDPOINT_URL", &moto.endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    let checks = {
+        let python = python.clone();
+        let url = server.url.clone();
+        let log = server.log.clone();
+        tokio::task::spawn_blocking(move || run_checks_at(&python, &url, &log, "all", "86400"))
+    };
+    checks.await.unwrap();
+    assert!(
+        !dir.path().join("data/files").exists(),
+        "nothing goes to a local directory"
+    );
+
+    let api = server.client();
+    let (status, created) = api
+        .create(
+            "augur/demo-image",
+            serde_json::json!({"prompt": "s3", "width": 32, "height": 16, "steps": 1, "step_ms": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let done = api
+        .settled(
+            created["id"].as_str().unwrap(),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    let output = done["output"].as_str().expect("an output URL").to_owned();
+    let served = http.get(&output).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["x-content-type-options"], "nosniff");
+    let bytes = served.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG served from S3");
+
+    let listing = http
+        .get(format!("{bucket}?list-type=2&prefix=some/prefix/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listing
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .collect();
+    let uploads = keys
+        .iter()
+        .filter(|k| k.starts_with("some/prefix/uploads/"))
+        .count();
+    assert_eq!(uploads, 3, "the live uploads are in the bucket: {keys:?}");
+    let id = created["id"].as_str().unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("some/prefix/{id}/"))),
+        "the output is in the bucket: {keys:?}"
+    );
+}
+
+/// Uploads `bytes` as `name` through `POST /v1/files` (multipart written by hand).
+#[cfg(feature = "s3")]
+async fn upload(http: &reqwest::Client, base: &str, name: &str, bytes: &[u8]) -> serde_json::Value {
+    let boundary = "augur-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"content\"; filename=\"{name}\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = http
+        .post(format!("{base}/v1/files"))
+        .bearer_auth(TOKEN)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+/// Two nodes that share only a store server and an S3 bucket (no filesystem): a file uploaded
+/// to one is read, downloaded and deleted through the other, and an output one writes is
+/// served by the other.
+#[cfg(feature = "s3")]
+async fn two_nodes_share_files_through_s3_only(backend: common::backends::Backend) {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let Some(moto) = Moto::start(&python) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let made = http
+        .put(format!("{}/shared", moto.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+    let env = [
+        ("AUGUR_FILES_DIR", "s3://shared/nodes"),
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let a = TestServer::start_on(&backend.url, &dir.path().join("a"), &env);
+    let b = TestServer::start_on(&backend.url, &dir.path().join("b"), &env);
+
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let file = upload(&http, &a.url, "shared.bin", &bytes).await;
+    let id = file["id"].as_str().unwrap();
+    let read = http
+        .get(format!("{}/v1/files/{id}", b.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.status(),
+        200,
+        "{}: node b reads a's file",
+        backend.name
+    );
+    let signed = file["urls"]["download"].as_str().unwrap();
+    let on_b = signed.replacen(&a.url, &b.url, 1);
+    let got = http.get(&on_b).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(&got.bytes().await.unwrap()[..], &bytes[..]);
+
+    let api = a.client();
+    let (status, created) = api
+        .create(
+            "augur/demo-image",
+            serde_json::json!({"prompt": "shared", "width": 24, "height": 16, "steps": 1, "step_ms": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let done = api
+        .settled(
+            created["id"].as_str().unwrap(),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    let output = done["output"].as_str().expect("an output URL");
+    // Whichever node ran it, the other serves its output from the bucket.
+    for node in [&a, &b] {
+        let path = &output[output.find("/files/").unwrap()..];
+        let served = http
+            .get(format!("{}{path}", node.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200, "{}{path}", node.url);
+        assert!(served.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    }
+
+    let deleted = http
+        .delete(format!("{}/v1/files/{id}", b.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = http.get(signed).send().await.unwrap();
+    assert_eq!(gone.status(), 404, "a deleted file is gone on node a too");
+    assert!(!dir.path().join("a/files").exists() && !dir.path().join("b/files").exists());
+}
+
+#[cfg(all(feature = "s3", feature = "postgres"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_postgres_share_files_through_s3() {
+    if let Some(backend) = common::backends::postgres() {
+        two_nodes_share_files_through_s3_only(backend).await;
+    }
+}
+
+#[cfg(all(feature = "s3", feature = "redis"))]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_redis_share_files_through_s3() {
+    if let Some(backend) = common::backends::redis() {
+        two_nodes_share_files_through_s3_only(backend).await;
+    }
+}
