@@ -141,29 +141,13 @@ struct PageParams {
     limit: Option<usize>,
 }
 
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
-
-fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
-        )
-        .with_field("limit"))
-    }
-}
-
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     AppQuery(params): AppQuery<PageParams>,
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
-    let limit = page_limit(params.limit)?;
+    let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = state.accounts.list(after, limit).await?;
     let public = &state.config.public_url;
@@ -409,7 +393,7 @@ async fn ledger_json(
     path: &str,
     params: LedgerParams,
 ) -> ApiResult<Response> {
-    let limit = page_limit(params.limit)?;
+    let limit = crate::error::page_limit(params.limit)?;
     let before = params
         .cursor
         .as_deref()

@@ -496,3 +496,23 @@ where
         }
     }
 }
+
+/// How many items a list page holds when the query does not say.
+const DEFAULT_PAGE: usize = 100;
+/// The most items a list page may hold.
+const MAX_PAGE: usize = 1000;
+
+/// A list route's `limit` query parameter: [`DEFAULT_PAGE`] when absent, else 1 to
+/// [`MAX_PAGE`], or a 400 naming the field.
+pub(crate) fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+        )
+        .with_field("limit"))
+    }
+}

@@ -291,9 +291,6 @@ struct ListParams {
     limit: Option<usize>,
 }
 
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
-
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -312,14 +309,7 @@ async fn list(
             })
         })
         .transpose()?;
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
-        )
-        .with_field("limit"));
-    }
+    let limit = crate::error::page_limit(params.limit)?;
     let query = PredictionQuery {
         // The admin token sees every account's predictions.
         owner: (!caller.admin).then(|| caller.account.clone()),

@@ -42,8 +42,6 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 /// The largest `metadata` field.
 const MAX_METADATA_BYTES: usize = 64 << 10;
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
 
 pub(crate) fn upload_routes() -> Router<AppState> {
     Router::new()
@@ -420,14 +418,7 @@ async fn list(
     Extension(caller): Extension<Caller>,
     AppQuery(params): AppQuery<ListParams>,
 ) -> ApiResult<Response> {
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
-        )
-        .with_field("limit"));
-    }
+    let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     // The admin token sees every account's files.
     let owner = (!caller.admin).then_some(&caller.account);
@@ -564,17 +555,7 @@ pub(crate) fn safe_headers(headers: &mut HeaderMap, content_type: &str, name: &s
         HeaderValue::from_static("cross-origin"),
     );
     if !inline {
-        let safe_name: String = name
-            .chars()
-            .take(100)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe_name = augur_engine::files::sanitize_name(name);
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe_name}\"")) {
             headers.insert(header::CONTENT_DISPOSITION, v);
         }

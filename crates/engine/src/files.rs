@@ -681,7 +681,7 @@ fn parse_upload_key(key: &str) -> Result<ObjectPath, FilesError> {
 
 /// A file name safe in a URL and on any filesystem: `[A-Za-z0-9._-]`, no leading dot, at most
 /// 100 characters; anything else becomes `_`.
-fn sanitize_name(name: &str) -> String {
+pub fn sanitize_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
         .take(100)

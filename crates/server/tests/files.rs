@@ -215,22 +215,7 @@ async fn files_live_in_an_s3_bucket() {
         "nothing goes to a local directory"
     );
 
-    let api = server.client();
-    let (status, created) = api
-        .create(
-            "augur/demo-image",
-            serde_json::json!({"prompt": "s3", "width": 32, "height": 16, "steps": 1, "step_ms": 1}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{created}");
-    let done = api
-        .settled(
-            created["id"].as_str().unwrap(),
-            std::time::Duration::from_secs(30),
-        )
-        .await;
-    let output = done["output"].as_str().expect("an output URL").to_owned();
+    let (id, output) = demo_image_output(&server, "s3", 32).await;
     let served = http.get(&output).send().await.unwrap();
     assert_eq!(served.status(), 200);
     assert_eq!(served.headers()["x-content-type-options"], "nosniff");
@@ -255,7 +240,6 @@ async fn files_live_in_an_s3_bucket() {
         .filter(|k| k.starts_with("some/prefix/uploads/"))
         .count();
     assert_eq!(uploads, 3, "the live uploads are in the bucket: {keys:?}");
-    let id = created["id"].as_str().unwrap();
     assert!(
         keys.iter()
             .any(|k| k.starts_with(&format!("some/prefix/{id}/"))),
@@ -339,22 +323,8 @@ async fn two_nodes_share_files_through_s3_only(backend: common::backends::Backen
     assert_eq!(got.status(), 200);
     assert_eq!(&got.bytes().await.unwrap()[..], &bytes[..]);
 
-    let api = a.client();
-    let (status, created) = api
-        .create(
-            "augur/demo-image",
-            serde_json::json!({"prompt": "shared", "width": 24, "height": 16, "steps": 1, "step_ms": 1}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{created}");
-    let done = api
-        .settled(
-            created["id"].as_str().unwrap(),
-            std::time::Duration::from_secs(30),
-        )
-        .await;
-    let output = done["output"].as_str().expect("an output URL");
+    let (_, output) = demo_image_output(&a, "shared", 24).await;
+    let output = output.as_str();
     // Whichever node ran it, the other serves its output from the bucket.
     for node in [&a, &b] {
         let path = &output[output.find("/files/").unwrap()..];
@@ -393,4 +363,19 @@ async fn two_nodes_on_redis_share_files_through_s3() {
     if let Some(backend) = common::backends::redis() {
         two_nodes_share_files_through_s3_only(backend).await;
     }
+}
+
+/// Runs a one-step `augur/demo-image` of `width`×16 on `server`; returns its id and output URL.
+#[cfg(feature = "s3")]
+async fn demo_image_output(server: &TestServer, prompt: &str, width: u32) -> (String, String) {
+    let api = server.client();
+    let input = serde_json::json!(
+        {"prompt": prompt, "width": width, "height": 16, "steps": 1, "step_ms": 1}
+    );
+    let (status, created) = api.create("augur/demo-image", input).await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let done = api.settled(&id, std::time::Duration::from_secs(30)).await;
+    let output = done["output"].as_str().expect("an output URL").to_owned();
+    (id, output)
 }
