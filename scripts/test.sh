@@ -15,6 +15,9 @@
 #   from PyPI (scripts/requirements-test.txt), used by the end-to-end tests of the real binary
 #   (AUGUR_TEST_PYTHON), and moto's S3-compatible server for the files tests on S3;
 #   AUGUR_E2E_REQUIRED=1 makes a missing interpreter a failure instead of a skip.
+# - the official Replicate JS client (npm `replicate`, pinned by
+#   crates/server/tests/js/package-lock.json, `npm ci`), with Node.js and npm from Debian's
+#   packages when missing; only the tests use Node, never Augur itself.
 # Then it runs the Rust tests once, in the dev profile with every backend compiled in (one
 # build, no rebuilds).
 set -euo pipefail
@@ -44,6 +47,20 @@ if ! "$venv/bin/python" -c 'import replicate, standardwebhooks, cog, coglet, mot
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 fi
 export AUGUR_TEST_PYTHON="$venv/bin/python"
+
+js=crates/server/tests/js
+if [ ! -f "$js/node_modules/.package-lock.json" ] ||
+    [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+    echo "== installing the JS client tests' packages in $js (npm ci)"
+    if ! command -v npm >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null 2>&1; } ||
+            echo "   node and npm could not be installed; the JS client tests will fail"
+    fi
+    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error) ||
+        echo "   npm ci failed; the JS client tests will fail"
+fi
 export AUGUR_E2E_REQUIRED="${AUGUR_E2E_REQUIRED:-1}"
 
 echo "== running the Rust tests"

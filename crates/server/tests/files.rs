@@ -58,6 +58,53 @@ fn python_client_uploads_runs_with_and_deletes_files() {
     assert_eq!(left, 3, "bytes left in {}", uploads.display());
 }
 
+/// The folder of the JS client checks, whose `node_modules` scripts/test.sh installs from the
+/// lock file.
+const JS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
+
+/// Whether Node and the pinned npm `replicate` are here (required with AUGUR_E2E_REQUIRED=1).
+fn js_client_ready() -> bool {
+    let node = Command::new("node").arg("--version").output();
+    let installed = std::path::Path::new(JS_DIR)
+        .join("node_modules/replicate/package.json")
+        .exists();
+    if node.is_ok_and(|o| o.status.success()) && installed {
+        return true;
+    }
+    assert!(
+        std::env::var("AUGUR_E2E_REQUIRED").as_deref() != Ok("1"),
+        "node or {JS_DIR}/node_modules is missing and AUGUR_E2E_REQUIRED=1 (scripts/test.sh installs it)"
+    );
+    eprintln!("skipping: node or {JS_DIR}/node_modules is missing (scripts/test.sh installs it)");
+    false
+}
+
+#[test]
+fn js_client_uploads_runs_with_and_deletes_files() {
+    if !js_client_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("AUGUR_FILE_MAX_BYTES", MAX_BYTES)],
+    );
+    let output = Command::new("node")
+        .arg("files_client.mjs")
+        .current_dir(JS_DIR)
+        .env("AUGUR_URL", &server.url)
+        .env("AUGUR_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("all js client checks passed"),
+        "the JS client checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        std::fs::read_to_string(&server.log).unwrap_or_default()
+    );    eprint!("{stdout}");
+}
+
 #[test]
 fn signed_urls_and_files_expire() {
     let Some(python) = common::python() else {
