@@ -102,7 +102,8 @@ fn js_client_uploads_runs_with_and_deletes_files() {
         output.status.success() && stdout.contains("all js client checks passed"),
         "the JS client checks failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         std::fs::read_to_string(&server.log).unwrap_or_default()
-    );    eprint!("{stdout}");
+    );
+    eprint!("{stdout}");
 }
 
 #[test]
