@@ -525,12 +525,7 @@ const INLINE_TYPES: &[&str] = &[
 /// `Content-Disposition: attachment` for any type a browser might run (HTML, SVG, XML,
 /// scripts, anything not known to be inert).
 pub(crate) fn safe_headers(headers: &mut HeaderMap, content_type: &str, name: &str) {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = augur_engine::files::media_essence(content_type);
     let inline = INLINE_TYPES.contains(&essence.as_str());
     let shown = if inline && essence == "text/plain" {
         "text/plain; charset=utf-8".to_owned()

@@ -584,15 +584,19 @@ fn file_name_for(url: &url::Url, content_type: Option<&str>) -> String {
     }
 }
 
-/// The extension [`content_type_for`] maps to a media type.
-fn extension_for(content_type: &str) -> Option<&'static str> {
-    let essence = content_type
+/// A media type without its parameters, lower-cased: `Image/PNG; q=1` → `image/png`.
+pub fn media_essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    Some(match essence.as_str() {
+        .to_ascii_lowercase()
+}
+
+/// The extension [`content_type_for`] maps to a media type.
+fn extension_for(content_type: &str) -> Option<&'static str> {
+    Some(match media_essence(content_type).as_str() {
         "image/png" => "png",
         "image/jpeg" => "jpg",
         "image/webp" => "webp",

@@ -388,29 +388,7 @@ async fn an_uploaded_file_input_reaches_the_cog_model() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let boundary = "augur-test-boundary";
-    let mut body = format!(
-        "--{boundary}\r\ncontent-disposition: form-data; name=\"content\"; filename=\"cat.bin\"\r\ncontent-type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let uploaded: Value = stack
-        .api
-        .http
-        .post(format!("{}/v1/files", stack.server.url))
-        .bearer_auth(TOKEN)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let uploaded = common::upload(&stack.api.http, &stack.server.url, "cat.bin", &bytes).await;
     assert_eq!(
         uploaded["checksums"]["sha256"],
         digest.as_str(),

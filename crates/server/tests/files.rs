@@ -295,31 +295,6 @@ async fn files_live_in_an_s3_bucket() {
     );
 }
 
-/// Uploads `bytes` as `name` through `POST /v1/files` (multipart written by hand).
-#[cfg(feature = "s3")]
-async fn upload(http: &reqwest::Client, base: &str, name: &str, bytes: &[u8]) -> serde_json::Value {
-    let boundary = "augur-test-boundary";
-    let mut body = format!(
-        "--{boundary}\r\ncontent-disposition: form-data; name=\"content\"; filename=\"{name}\"\r\ncontent-type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let response = http
-        .post(format!("{base}/v1/files"))
-        .bearer_auth(TOKEN)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
-
 /// Two nodes that share only a store server and an S3 bucket (no filesystem): a file uploaded
 /// to one is read, downloaded and deleted through the other, and an output one writes is
 /// served by the other.
@@ -351,7 +326,7 @@ async fn two_nodes_share_files_through_s3_only(backend: common::backends::Backen
     let b = TestServer::start_on(&backend.url, &dir.path().join("b"), &env);
 
     let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
-    let file = upload(&http, &a.url, "shared.bin", &bytes).await;
+    let file = common::upload(&http, &a.url, "shared.bin", &bytes).await;
     let id = file["id"].as_str().unwrap();
     let read = http
         .get(format!("{}/v1/files/{id}", b.url))

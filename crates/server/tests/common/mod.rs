@@ -240,3 +240,32 @@ pub fn python() -> Option<String> {
     };
     Some(python)
 }
+
+/// Uploads `bytes` as `name` through `POST /v1/files` (multipart written by hand).
+pub async fn upload(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    bytes: &[u8],
+) -> serde_json::Value {
+    let boundary = "augur-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"content\"; filename=\"{name}\"\r\ncontent-type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = http
+        .post(format!("{base}/v1/files"))
+        .bearer_auth(TOKEN)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
