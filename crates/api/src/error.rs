@@ -50,6 +50,8 @@ pub enum ErrorCode {
     VersionNotFound,
     /// No such file.
     FileNotFound,
+    /// No such batch.
+    BatchNotFound,
     /// No such webhook message.
     WebhookNotFound,
     /// No such route.
@@ -102,7 +104,7 @@ impl ErrorCode {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Unauthenticated | InvalidToken => StatusCode::UNAUTHORIZED,
-            PredictionNotFound | ModelNotFound | VersionNotFound | FileNotFound
+            PredictionNotFound | ModelNotFound | VersionNotFound | FileNotFound | BatchNotFound
             | WebhookNotFound | RouteNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             InvalidTransition | IdConflict => StatusCode::CONFLICT,
@@ -136,6 +138,7 @@ impl ErrorCode {
             ModelNotFound => "Model not found",
             VersionNotFound => "Version not found",
             FileNotFound => "File not found",
+            BatchNotFound => "Batch not found",
             WebhookNotFound => "Webhook message not found",
             RouteNotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
@@ -280,6 +283,9 @@ impl From<augur_core::Error> for ApiError {
             )
             .with_retry_after(Duration::from_secs(1)),
             E::Store(store) => store.into(),
+            E::BatchNotFound(id) => {
+                ApiError::new(ErrorCode::BatchNotFound, format!("batch {id:?} not found"))
+            }
             E::AccountNotFound(id) => ApiError::new(
                 ErrorCode::AccountNotFound,
                 format!("account {id} not found"),

@@ -5,6 +5,7 @@
 //! - `/api/predictions/{id}`: the seeds' status route, in the seeds' shape.
 //! - `/files/...`: output files (unauthenticated, unguessable URLs).
 //! - `/v1/files`: the files API (uploads) and signed download URLs.
+//! - `/v1/batches`: batches of predictions ([`batches`]).
 //! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction and per-model
 //!   tokens, checked before the body is read).
 //! - `/internal/replicate/...`: webhooks from upstream Replicate APIs (per-prediction tokens).
@@ -15,6 +16,7 @@
 
 mod accounts;
 pub mod auth;
+pub mod batches;
 pub mod callbacks;
 mod cog_hooks;
 mod compat;
@@ -62,6 +64,10 @@ pub struct ApiConfig {
     pub max_file_bytes: u64,
     /// How long an uploaded file is kept.
     pub file_expiry: Duration,
+    /// The most items a batch may have.
+    pub max_batch_items: usize,
+    /// The largest `POST /v1/batches` body accepted, in bytes.
+    pub max_batch_body_bytes: usize,
     /// Signs and checks files' download URLs; by default keyed by a secret derived from the
     /// admin token.
     pub url_signer: augur_core::file::UrlSigner,
@@ -80,6 +86,8 @@ impl ApiConfig {
             url_signer: augur_core::file::UrlSigner::derived_from(&admin_token),
             max_file_bytes: 100 << 20,
             file_expiry: Duration::from_secs(24 * 3600),
+            max_batch_items: augur_core::batch::DEFAULT_MAX_ITEMS,
+            max_batch_body_bytes: 16 << 20,
             admin_token,
             max_body_bytes: 1 << 20,
             max_wait: Duration::from_secs(60),
@@ -165,6 +173,8 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(stream::account_routes())
         .merge(uploads::routes())
+        // Inside the router-wide limit, so this one wins for batches.
+        .merge(batches::routes().layer(DefaultBodyLimit::max(state.config.max_batch_body_bytes)))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -190,7 +190,7 @@ async fn create_prediction(
 /// Refuses an input that names an uploaded file (its `urls.get`) the prediction's owner does
 /// not have (missing, expired, deleted, or another account's), naming the field: the worker
 /// would fail the prediction anyway, and the client learns it at once.
-async fn check_file_inputs(
+pub(crate) async fn check_file_inputs(
     state: &AppState,
     owner: &augur_core::AccountId,
     value: &Value,
@@ -418,7 +418,7 @@ fn parse_client_id(id: &str) -> ApiResult<PredictionId> {
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_field("id"))
 }
 
-fn parse_webhook(text: &str) -> ApiResult<String> {
+pub(crate) fn parse_webhook(text: &str) -> ApiResult<String> {
     let invalid = |why: &str| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -496,7 +496,7 @@ fn cancel_after(headers: &HeaderMap) -> ApiResult<Option<Timestamp>> {
     Ok(Some(Timestamp::now().plus(duration)))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };

@@ -28,6 +28,9 @@ pub enum Error {
     /// Too many concurrent writers kept winning the compare-and-set.
     #[error("prediction {0} is being updated too often; try again")]
     Contention(PredictionId),
+    /// No such batch (or it is another account's).
+    #[error("batch {0} not found")]
+    BatchNotFound(String),
     /// No such account.
     #[error("account {0} not found")]
     AccountNotFound(AccountId),

@@ -24,6 +24,7 @@ pub struct Hub {
     watchers: Arc<Mutex<HashMap<PredictionId, Slot>>>,
     work: Arc<Notify>,
     outbox: Arc<Notify>,
+    tasks: Arc<Notify>,
     all: broadcast::Sender<Arc<Versioned<Prediction>>>,
     /// The latest revision sent to the firehose per recently changed prediction, so a change
     /// published twice (written here, then heard back from the store) goes out once.
@@ -39,6 +40,7 @@ impl Default for Hub {
             watchers: Arc::default(),
             work: Arc::default(),
             outbox: Arc::default(),
+            tasks: Arc::default(),
             all: broadcast::channel(FIREHOSE_BUFFER).0,
             sent_to_all: Arc::new(Cache::new(FIREHOSE_BUFFER)),
         }
@@ -109,6 +111,16 @@ impl Hub {
     /// Tells the webhook dispatcher that a write put a message in an outbox.
     pub fn notify_outbox(&self) {
         self.outbox.notify_one();
+    }
+
+    /// Tells the internal-task loop (batch tallies) that a write queued a task.
+    pub fn notify_tasks(&self) {
+        self.tasks.notify_one();
+    }
+
+    /// What [`Hub::notify_tasks`] signals, for the task loop to wait on.
+    pub fn tasks_signal(&self) -> Arc<Notify> {
+        self.tasks.clone()
     }
 
     /// What [`Hub::notify_outbox`] signals, for the webhook dispatcher to wait on.

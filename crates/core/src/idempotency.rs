@@ -18,8 +18,11 @@ pub struct IdempotencyKey {
     pub key: String,
     /// A digest of the request that first used the key.
     pub fingerprint: String,
-    /// The prediction that request created.
+    /// The prediction that request created (a batch's first item).
     pub prediction_id: PredictionId,
+    /// The batch that request created, for a batch's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
     /// When it was first used.
     pub created_at: Timestamp,
     /// When it may be forgotten.

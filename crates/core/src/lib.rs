@@ -17,6 +17,7 @@
 
 pub mod account;
 pub mod accounts;
+pub mod batch;
 pub mod credits;
 pub mod error;
 pub mod file;

@@ -142,14 +142,13 @@ impl Notices {
         if !next.webhook_events_filter.contains(kind) || !self.may_send(&next.id, kind) {
             return Ok(effects);
         }
-        let message = Delivery {
-            id: format!("msg_{}_{replaced}", next.id),
-            prediction_id: next.id.clone(),
-            url: url.clone(),
-            event: kind,
-            payload: Box::new(next.clone()),
-            created_at: Timestamp::now(),
-        };
+        let message = Delivery::for_prediction(
+            format!("msg_{}_{replaced}", next.id),
+            url.clone(),
+            kind,
+            next.clone(),
+            Timestamp::now(),
+        );
         effects.push(message.enqueue(&next.owner)?);
         Ok(effects)
     }
@@ -298,7 +297,10 @@ mod tests {
         let message = sent.first().expect("completed is always sent");
         assert_eq!(message.event, WebhookEvent::Completed);
         assert_eq!(message.id, format!("msg_{}_3", d.id));
-        assert_eq!(message.payload.status, Status::Succeeded);
+        assert_eq!(
+            message.payload.prediction().map(|p| p.status),
+            Some(Status::Succeeded)
+        );
         // Without a webhook there is no message.
         let mut quiet = d.clone();
         quiet.webhook = None;

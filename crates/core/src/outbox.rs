@@ -18,33 +18,95 @@ use crate::store::{
 };
 use crate::time::Timestamp;
 
-/// A webhook message for one prediction, as written into the outbox.
+/// A webhook message about one prediction or one batch, as written into the outbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
     /// The message id (`webhook-id`), the same for every attempt: unique per prediction,
-    /// revision and event.
+    /// revision and event (per batch, for `batch.completed`).
     pub id: String,
-    /// The prediction it is about.
-    pub prediction_id: PredictionId,
     /// Where it goes.
     pub url: String,
     /// Which event it announces.
     pub event: WebhookEvent,
-    /// The prediction as it was when the event happened; the body is rendered from it, the
+    /// What it is about, as it was when the event happened; the body is rendered from it, the
     /// same bytes at every attempt.
-    pub payload: Box<Prediction>,
+    #[serde(flatten)]
+    pub payload: Payload,
     /// When it was enqueued.
     pub created_at: Timestamp,
 }
 
+/// What a message is about. Stored under the key `payload` (a prediction, as messages always
+/// were) or `batch`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    /// A prediction's `start`, `output`, `logs` or `completed`.
+    #[serde(rename = "payload")]
+    Prediction(Box<Prediction>),
+    /// A batch's `batch.completed`.
+    #[serde(rename = "batch")]
+    Batch(Box<crate::batch::Batch>),
+}
+
+impl Payload {
+    /// The account whose secret signs it.
+    pub fn owner(&self) -> &AccountId {
+        match self {
+            Payload::Prediction(p) => &p.owner,
+            Payload::Batch(b) => &b.owner,
+        }
+    }
+
+    /// The record whose outbox holds it.
+    pub fn group(&self) -> store::Key {
+        match self {
+            Payload::Prediction(p) => p.id.key(),
+            Payload::Batch(b) => crate::batch::Batch::key_of(&b.id),
+        }
+    }
+
+    /// The prediction, for a prediction's message.
+    pub fn prediction(&self) -> Option<&Prediction> {
+        match self {
+            Payload::Prediction(p) => Some(p),
+            Payload::Batch(_) => None,
+        }
+    }
+}
+
 impl Delivery {
-    /// The effect that puts the message in its prediction's outbox (once: a message id the
-    /// outbox holds is not added again).
+    /// A message about a prediction.
+    pub fn for_prediction(
+        id: String,
+        url: String,
+        event: WebhookEvent,
+        prediction: Prediction,
+        created_at: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            url,
+            event,
+            payload: Payload::Prediction(Box::new(prediction)),
+            created_at,
+        }
+    }
+
+    /// The id of what it is about: the prediction's, or the batch's.
+    pub fn subject_id(&self) -> &str {
+        match &self.payload {
+            Payload::Prediction(p) => p.id.as_str(),
+            Payload::Batch(b) => &b.id,
+        }
+    }
+
+    /// The effect that puts the message in its prediction's (or batch's) outbox (once: a
+    /// message id the outbox holds is not added again).
     pub fn enqueue(&self, owner: &AccountId) -> store::Result<Effect> {
         Ok(Effect::Enqueue(Box::new(NewItem {
             lane: Lane::Webhooks,
             id: self.id.clone(),
-            group: self.prediction_id.key(),
+            group: self.payload.group(),
             topic: String::new(),
             owner: owner.clone(),
             payload: encode_json(self)?,

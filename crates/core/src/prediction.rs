@@ -84,6 +84,10 @@ pub struct Prediction {
     /// counter `predictions_active@<owner>`), which its settlement then lowers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub limited: bool,
+    /// The batch it is an item of ([`crate::batch::Batch`]), if any: stored as the record's
+    /// parent, so a batch lists its items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
 }
 
 /// Logs longer than this lose their oldest part, so a chatty model cannot grow a record without
@@ -120,6 +124,7 @@ impl Prediction {
             expires_at: None,
             hold: None,
             limited: false,
+            batch: None,
             attempts: 0,
             stream_token: new_secret_token(),
             external_id: None,
@@ -204,7 +209,7 @@ impl Entity for Prediction {
             owner: self.owner.clone(),
             created_at: self.created_at,
             status: Some(self.status.as_str().to_owned()),
-            parent: None,
+            parent: self.batch.clone(),
             expires_at: self.expires_at,
             data_removed: self.data_removed,
             body: encode_json(&Body(self))?,
@@ -262,7 +267,7 @@ impl Serialize for Body<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.0;
-        let mut b = s.serialize_struct("Prediction", 21)?;
+        let mut b = s.serialize_struct("Prediction", 22)?;
         b.serialize_field("id", &p.id)?;
         b.serialize_field("owner", &p.owner)?;
         b.serialize_field("model", &p.model)?;
@@ -288,6 +293,9 @@ impl Serialize for Body<'_> {
         }
         if let Some(external) = &p.external_id {
             b.serialize_field("external_id", external)?;
+        }
+        if let Some(batch) = &p.batch {
+            b.serialize_field("batch", batch)?;
         }
         b.end()
     }

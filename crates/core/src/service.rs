@@ -285,6 +285,16 @@ impl Predictions {
         &self.hub
     }
 
+    /// The store, for the service's other modules (batches).
+    pub(crate) fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// What changes announce, for the service's other modules (batches).
+    pub(crate) fn notices(&self) -> &Notices {
+        &self.notices
+    }
+
     /// The service settings.
     pub fn config(&self) -> &ServiceConfig {
         &self.config
@@ -336,6 +346,7 @@ impl Predictions {
             key: key.clone(),
             fingerprint: request.fingerprint(),
             prediction_id: id.clone(),
+            batch_id: None,
             created_at: now,
             expires_at: now.plus(self.config.idempotency_ttl),
         });
@@ -631,6 +642,13 @@ impl Predictions {
                     ));
                 }
             }
+            let tally = match &next.batch {
+                Some(batch) if next.status != current.value.status => {
+                    effects.push(crate::batch::tally_task(batch, &next.owner, now));
+                    true
+                }
+                _ => false,
+            };
             effects.extend_from_slice(extra);
             effects.extend(self.notices.effects(
                 Some(&current.value),
@@ -655,6 +673,9 @@ impl Predictions {
                     self.hub.publish(&record);
                     if has_delivery(&write.effects) {
                         self.hub.notify_outbox();
+                    }
+                    if tally {
+                        self.hub.notify_tasks();
                     }
                     return Ok(Transition {
                         prediction: record,

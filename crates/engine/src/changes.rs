@@ -107,7 +107,7 @@ impl ChangeListener {
             }
             Change::Work(Lane::Jobs) => self.service.hub().notify_work(),
             Change::Work(Lane::Webhooks) => self.service.hub().notify_outbox(),
-            Change::Work(Lane::Tasks) => {}
+            Change::Work(Lane::Tasks) => self.service.hub().notify_tasks(),
             Change::Resync => self.resync().await,
         }
     }

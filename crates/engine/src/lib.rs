@@ -14,10 +14,12 @@
 //!   predictions through [`augur_core::Predictions`].
 //! - [`files`]: [`files::OutputFiles`], output files in the operator's object storage.
 //! - [`sweeper`] applies retention.
+//! - [`batches`]: the [`batches::BatchLoop`] that tallies batches and completes them once.
 //! - [`changes`] brings other nodes' writes into this process (cache, waiters, workers).
 //!
 //! The engine never names a store backend: it works through `augur_core`'s contract.
 
+pub mod batches;
 pub mod builtin;
 mod callback;
 pub mod changes;
@@ -30,6 +32,7 @@ pub mod replicate;
 pub mod sweeper;
 pub mod worker;
 
+pub use batches::{BatchLoop, BatchLoopOptions};
 pub use changes::ChangeListener;
 pub use files::{FileInputs, ImportError, OutputFiles, UrlImportLimits};
 pub use models::{Model, ModelRegistry, ModelSettings};

@@ -35,6 +35,8 @@ pub struct Config {
     /// long.
     #[serde(with = "humantime_serde_compat")]
     pub file_expiry: Duration,
+    /// The most items one `POST /v1/batches` may create (`AUGUR_BATCH_MAX_ITEMS`).
+    pub batch_max_items: usize,
     /// Jobs run at once by this node's worker (`AUGUR_WORKERS`).
     pub workers: usize,
     /// How long settled predictions keep their input, output and logs (`AUGUR_RETENTION`).
@@ -178,6 +180,7 @@ impl Default for Config {
             public_url: None,
             files_dir: None,
             file_max_bytes: 100 << 20,
+            batch_max_items: augur_core::batch::DEFAULT_MAX_ITEMS,
             file_expiry: Duration::from_secs(24 * 3600),
             workers: 64,
             retention: Duration::from_secs(3600),
@@ -264,6 +267,11 @@ impl Config {
             self.file_max_bytes = v
                 .parse()
                 .with_context(|| format!("AUGUR_FILE_MAX_BYTES must be a number, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_BATCH_MAX_ITEMS") {
+            self.batch_max_items = v
+                .parse()
+                .with_context(|| format!("AUGUR_BATCH_MAX_ITEMS must be a number, got {v:?}"))?;
         }
         if let Some(v) = var("AUGUR_FILE_EXPIRY") {
             self.file_expiry = humantime::parse_duration(&v).with_context(|| {
@@ -397,6 +405,9 @@ impl Config {
         if let Some(fallback) = &self.store_fallback {
             crate::backend::StoreUrl::parse(fallback)
                 .context("store_fallback (AUGUR_STORE_FALLBACK)")?;
+        }
+        if !(1..=100_000).contains(&self.batch_max_items) {
+            bail!("batch_max_items must be between 1 and 100000");
         }
         if self.file_max_bytes == 0 {
             bail!("file_max_bytes must be at least 1");

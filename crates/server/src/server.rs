@@ -14,14 +14,16 @@ use tokio_util::sync::CancellationToken;
 
 use augur_api::payments::PaymentsConfig;
 use augur_api::{ApiConfig, AppParts, AppState};
+use augur_core::outbox::Payload;
 use augur_core::store::DynStore;
 use augur_core::store::cached::CachedStore;
 use augur_core::store::fallback::FallbackStore;
 use augur_core::store::metered::MeteredStore;
-use augur_core::{
-    Accounts, AccountsConfig, Credits, Prediction, Predictions, Secret, ServiceConfig,
+use augur_core::{Accounts, AccountsConfig, Credits, Predictions, Secret, ServiceConfig};
+use augur_engine::{
+    BatchLoop, BatchLoopOptions, ChangeListener, OutputFiles, Sweeper, UrlImportLimits, Worker,
+    WorkerOptions,
 };
-use augur_engine::{ChangeListener, OutputFiles, Sweeper, UrlImportLimits, Worker, WorkerOptions};
 use augur_webhooks::{AccountSigners, Dispatcher, DispatcherOptions, Signers, WebhookSecret};
 
 use crate::backend;
@@ -84,6 +86,7 @@ pub async fn serve(
     let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
     api_config.max_body_bytes = config.max_body_bytes;
     api_config.max_file_bytes = config.file_max_bytes;
+    api_config.max_batch_items = config.batch_max_items;
     api_config.file_expiry = config.file_expiry;
     if let Some(secret) = &config.webhooks.secret {
         api_config.webhook_secret = secret.clone();
@@ -140,6 +143,8 @@ pub async fn serve(
     let worker_task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
     let sweeper = Sweeper::new(service.clone(), files, Duration::from_secs(10), 1000);
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
+    let batches = BatchLoop::new(service.clone(), BatchLoopOptions::default());
+    let batches_task = tokio::spawn(batches.run(stop.clone().cancelled_owned()));
     let dispatcher = Dispatcher::new(
         service.outbox(),
         Arc::new(AccountSigners::new(accounts, webhook_secret)) as Arc<dyn Signers>,
@@ -189,6 +194,7 @@ pub async fn serve(
     }
     let _ = worker_task.await;
     let _ = sweeper_task.await;
+    let _ = batches_task.await;
     let _ = dispatcher_task.await;
     wake_task.abort();
     if let Some(task) = listener_task {
@@ -200,13 +206,15 @@ pub async fn serve(
     Ok(())
 }
 
-/// Renders a webhook's body: the prediction as `GET /v1/predictions/{id}` shows it.
+/// Renders a webhook's body: the prediction as `GET /v1/predictions/{id}` shows it, or the
+/// batch as `GET /v1/batches/{id}` does.
 fn webhook_body(public_url: String) -> augur_webhooks::Render {
-    Arc::new(move |p: &Prediction| {
-        bytes::Bytes::from(
+    Arc::new(move |payload: &Payload| match payload {
+        Payload::Prediction(p) => bytes::Bytes::from(
             serde_json::to_vec(&augur_api::wire::PredictionJson::new(&public_url, p))
                 .expect("a prediction always serializes"),
-        )
+        ),
+        Payload::Batch(b) => augur_api::batches::webhook_body(&public_url, b).into(),
     })
 }
 

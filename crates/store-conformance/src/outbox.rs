@@ -23,18 +23,17 @@ pub fn delivery(p: &Prediction, n: u32) -> Effect {
 }
 
 fn delivery_of(p: &Prediction, n: u32) -> Delivery {
-    Delivery {
-        id: format!("msg_{}_{n}", p.id),
-        prediction_id: p.id.clone(),
-        url: "https://hooks.example.com/augur?x=1".into(),
-        event: if n == 0 {
+    Delivery::for_prediction(
+        format!("msg_{}_{n}", p.id),
+        "https://hooks.example.com/augur?x=1".into(),
+        if n == 0 {
             WebhookEvent::Start
         } else {
             WebhookEvent::Completed
         },
-        payload: Box::new(p.clone()),
-        created_at: Timestamp::now(),
-    }
+        p.clone(),
+        Timestamp::now(),
+    )
 }
 
 fn attempt(status: u16) -> Attempt {
@@ -82,12 +81,15 @@ pub async fn deliveries_are_enqueued_with_their_write(store: DynStore) {
     let listed = outbox.list(&p.id).await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(listed[0].delivery.id, format!("msg_{}_0", p.id));
-    assert_eq!(listed[0].delivery.payload.as_ref(), &p);
+    assert_eq!(listed[0].delivery.payload.prediction(), Some(&p));
     assert_eq!(
         listed[0].delivery.url,
         "https://hooks.example.com/augur?x=1"
     );
-    assert_eq!(listed[1].delivery.payload.status, Status::Processing);
+    assert_eq!(
+        listed[1].delivery.payload.prediction().map(|p| p.status),
+        Some(Status::Processing)
+    );
     assert!(listed[0].seq < listed[1].seq);
     for d in &listed {
         assert_eq!(d.status, DeliveryStatus::Pending);
@@ -116,7 +118,7 @@ pub async fn groups_go_out_in_order(store: DynStore) {
     let w = WorkerId::generate();
 
     let mut first = outbox.claim(&w, LONG, 10).await.unwrap();
-    first.sort_by_key(|l| l.state.delivery.prediction_id == other.id);
+    first.sort_by_key(|l| l.state.delivery.subject_id() == other.id.as_str());
     assert_eq!(first.len(), 2, "one head per prediction: {first:?}");
     assert_eq!(first[0].state.delivery.id, format!("msg_{}_0", p.id));
     assert_eq!(first[1].state.delivery.id, format!("msg_{}_0", other.id));
@@ -245,7 +247,7 @@ pub async fn attempts_are_recorded_and_outcomes_applied(store: DynStore) {
             error: Some("connection refused ✗".into()),
             duration_ms: 1,
         };
-        let outcome = if lease.state.delivery.prediction_id == p.id {
+        let outcome = if lease.state.delivery.subject_id() == p.id.as_str() {
             // p's receiver is gone for good (410): p's messages are all given up.
             DeliveryOutcome::GiveUp { drop_rest: true }
         } else {
@@ -344,7 +346,10 @@ pub async fn concurrent_claims_of_groups_deliver_each_once(store: DynStore) {
                     delivered
                         .lock()
                         .unwrap()
-                        .entry(lease.state.delivery.prediction_id.clone())
+                        .entry(
+                            PredictionId::parse(lease.state.delivery.subject_id())
+                                .expect("a prediction's message"),
+                        )
                         .or_default()
                         .push(lease.state.delivery.id.clone());
                     outbox

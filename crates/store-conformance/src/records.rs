@@ -89,6 +89,7 @@ pub async fn a_write_of_several_records_is_atomic(store: DynStore) {
         key: "key-1 ✓".into(),
         fingerprint: fp.into(),
         prediction_id: p.id.clone(),
+        batch_id: None,
         created_at: now,
         expires_at: now.plus(Duration::from_secs(3600)),
     };
@@ -635,6 +636,7 @@ pub async fn expired_records_of_delete_kinds_are_absent(store: DynStore) {
         key: "short-lived".into(),
         fingerprint: fp.into(),
         prediction_id: PredictionId::generate_for(&owner),
+        batch_id: None,
         created_at: now,
         expires_at: Timestamp::now().plus(ttl),
     };

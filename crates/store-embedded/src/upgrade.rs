@@ -11,7 +11,7 @@
 //! as at every open).
 
 use augur_core::idempotency::IdempotencyKey;
-use augur_core::outbox::Delivery;
+use augur_core::outbox::{Delivery, Payload};
 use augur_core::store::{
     Attempt, Entity, Item, ItemStatus, Key, Kind, Lane, StreamEventData, StreamEventKind,
 };
@@ -85,6 +85,7 @@ fn idempotency_keys(conn: &Connection) -> Result<(), Error> {
             key: row.get(1)?,
             fingerprint: row.get(2)?,
             prediction_id: prediction_id(&prediction)?,
+            batch_id: None,
             created_at: Timestamp::from_micros(created_at.unwrap_or(expires_at)),
             expires_at: Timestamp::from_micros(expires_at),
         };
@@ -180,22 +181,27 @@ fn deliveries(conn: &Connection, now: Timestamp) -> Result<(), Error> {
         let status: String = row.get(7)?;
         let attempts: String = row.get(8)?;
         let p: Box<Prediction> = serde_json::from_str(&payload).map_err(Error::Decode)?;
+        if p.id != prediction_id(&prediction)? {
+            return Err(upgrade(format!(
+                "a message of prediction {prediction} is about {}",
+                p.id
+            )));
+        }
         let delivery = Delivery {
             id: row.get(2)?,
-            prediction_id: prediction_id(&prediction)?,
             url: row.get(3)?,
             event: serde_json::from_value::<WebhookEvent>(serde_json::Value::String(event.clone()))
                 .map_err(|_| upgrade(format!("webhook event {event:?}")))?,
             created_at,
-            payload: p,
+            payload: Payload::Prediction(p),
         };
         let tried: Vec<Attempt> = serde_json::from_str(&attempts).map_err(Error::Decode)?;
         let item = Item {
             lane: Lane::Webhooks,
             id: delivery.id.clone(),
-            group: delivery.prediction_id.key(),
+            group: delivery.payload.group(),
             topic: String::new(),
-            owner: delivery.payload.owner.clone(),
+            owner: delivery.payload.owner().clone(),
             payload: serde_json::to_string(&delivery).map_err(Error::Encode)?,
             seq: u64_from("delivery sequence number", row.get(1)?)?,
             status: match status.as_str() {

@@ -121,7 +121,7 @@ async fn a_backlog_behind_a_waiting_head_delays_no_other_outbox() {
     insert(&store, &q, vec![delivery(&q, 0)]).await;
     let got = outbox.claim(&w, LONG, 1).await.unwrap();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].state.delivery.prediction_id, q.id);
+    assert_eq!(got[0].state.delivery.subject_id(), q.id.as_str());
 
     let mut sent = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);

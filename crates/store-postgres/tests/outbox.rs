@@ -35,10 +35,9 @@ fn prediction() -> Prediction {
 fn delivery(p: &Prediction, id: &str) -> Delivery {
     Delivery {
         id: id.into(),
-        prediction_id: p.id.clone(),
         url: "https://hooks.example.com/augur".into(),
         event: WebhookEvent::Output,
-        payload: Box::new(p.clone()),
+        payload: augur_core::outbox::Payload::Prediction(Box::new(p.clone())),
         created_at: Timestamp::now(),
     }
 }
@@ -331,7 +330,7 @@ async fn strand_nothing(store: common::TestStore) {
                     continue;
                 }
                 for lease in &leases {
-                    let id = lease.state.delivery.prediction_id.clone();
+                    let id = PredictionId::parse(lease.state.delivery.subject_id()).unwrap();
                     assert!(
                         in_flight.lock().unwrap().insert(id.clone()),
                         "two messages of {id} in flight"
@@ -347,7 +346,7 @@ async fn strand_nothing(store: common::TestStore) {
                     in_flight
                         .lock()
                         .unwrap()
-                        .remove(&lease.state.delivery.prediction_id);
+                        .remove(&PredictionId::parse(lease.state.delivery.subject_id()).unwrap());
                     outbox
                         .finish(&lease, &attempt(None), DeliveryOutcome::Delivered)
                         .await

@@ -106,10 +106,9 @@ fn job(p: &Prediction, n: usize, now: Timestamp) -> Effect {
 fn message(p: &Prediction, n: u32, now: Timestamp) -> Effect {
     Delivery {
         id: format!("msg_{}_{n}", p.id),
-        prediction_id: p.id.clone(),
         url: "https://hooks.example.com/paths".into(),
         event: WebhookEvent::Output,
-        payload: Box::new(p.clone()),
+        payload: augur_core::outbox::Payload::Prediction(Box::new(p.clone())),
         created_at: now,
     }
     .enqueue(&p.owner)
@@ -355,6 +354,7 @@ async fn fused_and_general_writes_leave_the_same_state() {
         key: "paths".into(),
         fingerprint: "fp".into(),
         prediction_id: c.id.clone(),
+        batch_id: None,
         created_at: now,
         expires_at: now.plus(Duration::from_secs(3600)),
     };

@@ -181,7 +181,7 @@ async fn old_delivery(
     next_attempt_at: Option<Timestamp>,
     visible_at: Option<Timestamp>,
 ) {
-    let mut payload = serde_json::to_value(&*d.payload).unwrap();
+    let mut payload = serde_json::to_value(d.payload.prediction().unwrap()).unwrap();
     let escaped = d.id.contains('\0') || d.url.contains('\0') || holds_nul(&payload);
     if escaped {
         escape_json(&mut payload);
@@ -198,7 +198,7 @@ async fn old_delivery(
         &sql,
         &[
             &d.created_at.as_micros(),
-            &d.prediction_id.as_str(),
+            &d.subject_id(),
             &seq,
             &d.id,
             &d.url,
@@ -230,10 +230,9 @@ fn prediction(owner: &AccountId) -> Prediction {
 fn delivery(p: &Prediction, n: u32, event: WebhookEvent) -> Delivery {
     Delivery {
         id: format!("msg_{}_{n}", p.id),
-        prediction_id: p.id.clone(),
         url: "https://hooks.example.com/augur?x=1".into(),
         event,
-        payload: Box::new(p.clone()),
+        payload: augur_core::outbox::Payload::Prediction(Box::new(p.clone())),
         created_at: Timestamp::from_micros(p.created_at.as_micros() + i64::from(n)),
     }
 }

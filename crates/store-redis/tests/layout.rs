@@ -61,6 +61,7 @@ async fn every_account_lives_in_one_slot() {
             key: format!("key-{i}"),
             fingerprint: "fp".into(),
             prediction_id: p.id.clone(),
+            batch_id: None,
             created_at: Timestamp::now(),
             expires_at: Timestamp::now().plus(Duration::from_secs(3600)),
         };

@@ -29,9 +29,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use augur_core::outbox::{Delivery, DeliveryLease, DeliveryOutcome, Outbox};
+use augur_core::outbox::{Delivery, DeliveryLease, DeliveryOutcome, Outbox, Payload};
 use augur_core::store::{self, Attempt};
-use augur_core::{Prediction, Timestamp, WorkerId};
+use augur_core::{Timestamp, WorkerId};
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, LOCATION};
@@ -42,9 +42,10 @@ use tracing::Instrument as _;
 use crate::policy::{Backoff, Verdict, classify};
 use crate::signers::{Signers, signature_header};
 
-/// Renders the body of a message from the prediction it carries (the same JSON as
-/// `GET /v1/predictions/{id}`). It must be deterministic: every attempt sends what it returns.
-pub type Render = Arc<dyn Fn(&Prediction) -> Bytes + Send + Sync>;
+/// Renders the body of a message from what it carries (a prediction as
+/// `GET /v1/predictions/{id}` shows it, a batch as `GET /v1/batches/{id}`). It must be
+/// deterministic: every attempt sends what it returns.
+pub type Render = Arc<dyn Fn(&Payload) -> Bytes + Send + Sync>;
 
 /// The `user-agent` of every request.
 const USER_AGENT: &str = concat!("augur/", env!("CARGO_PKG_VERSION"));
@@ -329,7 +330,7 @@ impl Inner {
         let delivery = &lease.state.delivery;
         let span = tracing::info_span!(
             "webhook",
-            prediction_id = %delivery.prediction_id,
+            subject = %delivery.subject_id(),
             webhook_id = %delivery.id,
             attempt = lease.state.attempts.len() + 1,
         );
@@ -392,7 +393,7 @@ impl Inner {
             Err(e) => return Sent::Unsendable(format!("invalid webhook url: {e}")),
         };
         let timestamp = at.as_micros().div_euclid(1_000_000);
-        let secrets = match self.signers.secrets_for(&delivery.payload.owner).await {
+        let secrets = match self.signers.secrets_for(delivery.payload.owner()).await {
             Ok(secrets) => secrets,
             // Never unsigned: retried like a network failure.
             Err(why) => return Sent::Failed(why),

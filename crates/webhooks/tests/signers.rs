@@ -30,10 +30,9 @@ async fn create_for(store: &DynStore, owner: &AccountId, url: &str) -> Predictio
     p.webhook = Some(url.to_owned());
     let delivery = Delivery {
         id: format!("msg_{}_0", p.id),
-        prediction_id: p.id.clone(),
         url: url.to_owned(),
         event: WebhookEvent::Completed,
-        payload: Box::new(p.clone()),
+        payload: augur_core::outbox::Payload::Prediction(Box::new(p.clone())),
         created_at: Timestamp::now(),
     };
     store

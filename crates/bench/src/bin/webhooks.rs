@@ -366,7 +366,15 @@ fn template(url: &str) -> Prediction {
 /// The body of a message: the prediction's JSON (the server renders the API's JSON of it,
 /// `PredictionJson`, of about the same size).
 fn render() -> Render {
-    Arc::new(|p: &Prediction| Bytes::from(serde_json::to_vec(p).expect("serialize")))
+    Arc::new(|p: &augur_core::outbox::Payload| {
+        Bytes::from(
+            match p {
+                augur_core::outbox::Payload::Prediction(p) => serde_json::to_vec(p),
+                augur_core::outbox::Payload::Batch(b) => serde_json::to_vec(b),
+            }
+            .expect("serialize"),
+        )
+    })
 }
 
 /// How messages are produced in a phase.
@@ -430,7 +438,9 @@ where
 /// The reference: a plain reqwest client POSTing signed bodies of the same size.
 async fn reference(base: Instant, args: &Args, n: usize, load: Load) -> Value {
     let receiver = Receiver::start(base, n).await;
-    let body = render()(&template(&receiver.url));
+    let body = render()(&augur_core::outbox::Payload::Prediction(Box::new(
+        template(&receiver.url),
+    )));
     let secret = Arc::new(WebhookSecret::parse(SECRET).expect("secret"));
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -613,10 +623,9 @@ impl Enqueue {
         p.id = PredictionId::generate_for(&p.owner);
         let delivery = Delivery {
             id: format!("msg_{}_{i}", p.id),
-            prediction_id: p.id.clone(),
             url: p.webhook.clone().unwrap_or_default(),
             event: WebhookEvent::Completed,
-            payload: Box::new(p.clone()),
+            payload: augur_core::outbox::Payload::Prediction(Box::new(p.clone())),
             created_at: Timestamp::now(),
         };
         let write = Write {

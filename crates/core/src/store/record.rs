@@ -26,6 +26,8 @@ use crate::time::Timestamp;
 pub enum Kind {
     /// An account.
     Account,
+    /// A batch of predictions ([`crate::batch::Batch`]); its items name it as their parent.
+    Batch,
     /// An uploaded file's metadata ([`crate::file::FileObject`]); its bytes are in an object
     /// store.
     File,
@@ -50,8 +52,9 @@ pub enum OnExpiry {
 impl Kind {
     /// Every kind, in [`Kind::as_str`] order, which is also their `Ord` order (the order of
     /// exports).
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Account,
+        Kind::Batch,
         Kind::File,
         Kind::IdempotencyKey,
         Kind::Prediction,
@@ -64,6 +67,7 @@ impl Kind {
             Kind::Prediction => "prediction",
             Kind::IdempotencyKey => "idempotency_key",
             Kind::Account => "account",
+            Kind::Batch => "batch",
             Kind::File => "file",
             Kind::Token => "token",
         }
@@ -80,6 +84,8 @@ impl Kind {
             // A file's tombstone tells the sweeper, on every backend, whose bytes to delete.
             Kind::Prediction | Kind::File => OnExpiry::RemoveData,
             Kind::IdempotencyKey | Kind::Account | Kind::Token => OnExpiry::Delete,
+            // Batches never expire (they are the history); this applies if one is given a time.
+            Kind::Batch => OnExpiry::Delete,
         }
     }
 }

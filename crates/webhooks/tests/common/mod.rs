@@ -169,7 +169,15 @@ pub fn secret() -> WebhookSecret {
 
 /// Renders a prediction as its JSON.
 pub fn render() -> Render {
-    Arc::new(|p: &Prediction| Bytes::from(serde_json::to_vec(p).expect("serialize")))
+    Arc::new(|p: &augur_core::outbox::Payload| {
+        Bytes::from(
+            match p {
+                augur_core::outbox::Payload::Prediction(p) => serde_json::to_vec(p),
+                augur_core::outbox::Payload::Batch(b) => serde_json::to_vec(b),
+            }
+            .expect("serialize"),
+        )
+    })
 }
 
 /// Settings that keep tests fast.
@@ -220,14 +228,13 @@ pub async fn create_with_messages(store: &DynStore, url: &str, messages: usize) 
             payload.logs = format!("message {n}\n");
             Delivery {
                 id: message_id(&p.id, n),
-                prediction_id: p.id.clone(),
                 url: url.to_owned(),
                 event: if n + 1 == messages {
                     WebhookEvent::Completed
                 } else {
                     WebhookEvent::Logs
                 },
-                payload: Box::new(payload),
+                payload: augur_core::outbox::Payload::Prediction(Box::new(payload)),
                 created_at: Timestamp::now(),
             }
             .enqueue(&p.owner)
