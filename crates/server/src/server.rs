@@ -143,7 +143,13 @@ pub async fn serve(
     let worker_task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
     let sweeper = Sweeper::new(service.clone(), files, Duration::from_secs(10), 1000);
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
-    let batches = BatchLoop::new(service.clone(), BatchLoopOptions::default());
+    let batches = BatchLoop::new(
+        service.clone(),
+        BatchLoopOptions {
+            lease_for: config.lease,
+            ..BatchLoopOptions::default()
+        },
+    );
     let batches_task = tokio::spawn(batches.run(stop.clone().cancelled_owned()));
     let dispatcher = Dispatcher::new(
         service.outbox(),

@@ -7,60 +7,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use common::hooks::{Inbox, free_port, listen_on};
 use common::{Api, TOKEN, TestServer};
-
-#[derive(Clone, Debug)]
-struct Received {
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-type Inbox = Arc<Mutex<Vec<Received>>>;
-
-async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let headers = headers
-        .iter()
-        .filter(|(k, _)| k.as_str().starts_with("webhook-") || k.as_str() == "content-type")
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
-    inbox.lock().unwrap().push(Received {
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    });
-    StatusCode::NO_CONTENT
-}
-
-/// A free loopback port: nothing listens there until [`listen_on`].
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn listen_on(addr: SocketAddr, inbox: Inbox) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(inbox);
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    })
-}
 
 async fn create(api: &Api, body: Value) -> Value {
     let response = api

@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod backends;
+pub mod hooks;
+pub mod money;
 pub mod throwaway;
 
 use std::io::{BufRead, BufReader};
