@@ -200,7 +200,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Renders a webhook's body: the prediction as `GET /v1/predictions/{id}` shows it.
+/// Renders a webhook's body: the prediction as `GET /v1/predictions/{id}` shows it, at send
+/// time, so output files' URLs are under the public URL of the node that sends it (messages
+/// carry the stored `/files/<key>` references).
 fn webhook_body(public_url: String) -> augur_webhooks::Render {
     Arc::new(move |p: &Prediction| {
         bytes::Bytes::from(
