@@ -86,12 +86,16 @@ impl fmt::Debug for OutputFiles {
 impl OutputFiles {
     /// Files in a local directory (created if missing), served under `public_url`.
     pub fn local(dir: &Path, public_url: &str) -> Result<Self, FilesError> {
+        Ok(Self::new(Self::local_store(dir)?, public_url))
+    }
+
+    /// The object store of a local directory (created if missing).
+    pub fn local_store(dir: &Path) -> Result<Arc<dyn ObjectStore>, FilesError> {
         std::fs::create_dir_all(dir).map_err(|source| FilesError::Directory {
             path: dir.display().to_string(),
             source,
         })?;
-        let store = LocalFileSystem::new_with_prefix(dir)?;
-        Ok(Self::new(Arc::new(store), public_url))
+        Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
     }
 
     /// Files in an S3-compatible bucket, under `prefix` (may be empty), served under
@@ -100,15 +104,21 @@ impl OutputFiles {
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint).
     #[cfg(feature = "s3")]
     pub fn s3(bucket: &str, prefix: &str, public_url: &str) -> Result<Self, FilesError> {
+        Ok(Self::new(Self::s3_store(bucket, prefix)?, public_url))
+    }
+
+    /// The object store of an S3-compatible bucket under `prefix`, configured as
+    /// [`OutputFiles::s3`] says.
+    #[cfg(feature = "s3")]
+    pub fn s3_store(bucket: &str, prefix: &str) -> Result<Arc<dyn ObjectStore>, FilesError> {
         let store = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .build()?;
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Ok(if prefix.is_empty() {
             Arc::new(store)
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-        };
-        Ok(Self::new(store, public_url))
+        })
     }
 
     /// Files in memory (tests, `memory://` stores).
