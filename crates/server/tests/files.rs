@@ -166,61 +166,6 @@ fn an_unusable_files_location_refuses_to_start() {
     );
 }
 
-/// A moto S3 server (`moto_server` from the test virtualenv) on a loopback port, killed on
-/// drop.
-#[cfg(feature = "s3")]
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-#[cfg(feature = "s3")]
-impl Moto {
-    /// Starts moto beside `python`, or `None` (a skip, or a failure with
-    /// `AUGUR_STORE_TESTS_REQUIRED=1`) if the virtualenv has no moto.
-    fn start(python: &str) -> Option<Moto> {
-        let bin = std::path::Path::new(python).with_file_name("moto_server");
-        if !bin.exists() {
-            assert!(
-                std::env::var("AUGUR_STORE_TESTS_REQUIRED").as_deref() != Ok("1"),
-                "{} is missing and AUGUR_STORE_TESTS_REQUIRED=1 (scripts/test.sh installs moto[server])",
-                bin.display()
-            );
-            eprintln!("skipping: the test virtualenv has no moto_server");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Some(moto)
-    }
-}
-
-#[cfg(feature = "s3")]
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The whole files path on S3-compatible storage (moto's server mode): uploads, file inputs,
 /// downloads and deletes through the official client, and a model's output file written to
 /// and served from the bucket, all under the configured prefix.
@@ -230,7 +175,7 @@ async fn files_live_in_an_s3_bucket() {
     let Some(python) = common::python() else {
         return;
     };
-    let Some(moto) = Moto::start(&python) else {
+    let Some(moto) = common::moto::Moto::start(&python) else {
         return;
     };
     let http = reqwest::Client::new();
@@ -303,7 +248,7 @@ async fn two_nodes_share_files_through_s3_only(backend: common::backends::Backen
     let Some(python) = common::python() else {
         return;
     };
-    let Some(moto) = Moto::start(&python) else {
+    let Some(moto) = common::moto::Moto::start(&python) else {
         return;
     };
     let http = reqwest::Client::new();

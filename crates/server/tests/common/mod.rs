@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod backends;
+#[cfg(feature = "s3")]
+pub mod moto;
 pub mod throwaway;
 
 use std::io::{BufRead, BufReader};
