@@ -307,3 +307,28 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(b"\n")?;
     file.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_bodies_show_output_files_under_the_senders_public_url() {
+        let id = augur_core::PredictionId::generate();
+        let key = format!("{id}/{}/out.png", "0f".repeat(16));
+        let mut p = Prediction::new(
+            id,
+            augur_core::AccountId::admin(),
+            augur_core::ModelName::parse("augur/demo-image").unwrap(),
+            "v".into(),
+            serde_json::json!({}),
+        );
+        p.output = Some(serde_json::json!([format!("/files/{key}"), "text"]));
+        let body = webhook_body("https://new.example".into())(&p);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json["output"],
+            serde_json::json!([format!("https://new.example/files/{key}"), "text"])
+        );
+    }
+}

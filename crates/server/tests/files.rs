@@ -1,6 +1,7 @@
 //! The files API end to end: the official Replicate Python client uploads, lists, gets,
 //! downloads (signed URLs without a token) and deletes files, runs a model with a file input
-//! (its default upload strategy), and meets the size limit, another account and expiry.
+//! (its default upload strategy), and meets the size limit, another account and expiry; output
+//! files stay served when the public URL changes, and live in S3 when told to.
 //!
 //! Needs the test virtualenv (`AUGUR_TEST_PYTHON`, made by `scripts/test.sh`); skips without
 //! it unless `AUGUR_E2E_REQUIRED=1`.
@@ -346,4 +347,52 @@ async fn demo_image_output(server: &TestServer, prompt: &str, width: u32) -> (St
     let done = api.settled(&id, std::time::Duration::from_secs(30)).await;
     let output = done["output"].as_str().expect("an output URL").to_owned();
     (id, output)
+}
+
+/// Outputs keep keys, not URLs: an output written by a node at one public URL is served after
+/// a restart at another (a new port here), under the new one, with the same bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_follow_a_change_of_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = TestServer::start(&data, &[]);
+    let api = server.client();
+    let input =
+        serde_json::json!({"prompt": "moved", "width": 24, "height": 16, "steps": 1, "step_ms": 1});
+    let (status, created) = api.create("augur/demo-image", input).await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let done = api.settled(&id, std::time::Duration::from_secs(30)).await;
+    let old = done["output"].as_str().expect("an output URL").to_owned();
+    let key = old
+        .strip_prefix(&format!("{}/files/", server.url))
+        .expect("under the public URL")
+        .to_owned();
+    let bytes = api
+        .http
+        .get(&old)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"));
+    let old_base = server.url.clone();
+    assert!(server.terminate().0);
+
+    // Another port, so another public URL.
+    let port = std::iter::repeat_with(common::throwaway::free_port)
+        .find(|port| !old_base.ends_with(&format!(":{port}")))
+        .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let server = TestServer::start(&data, &[("AUGUR_LISTEN", &listen)]);
+    assert_ne!(server.url, old_base, "a new public URL");
+    let api = server.client();
+    let (_, again) = api.get(&id).await.unwrap();
+    let new = format!("{}/files/{key}", server.url);
+    assert_eq!(again["output"], new.as_str());
+    let served = api.http.get(&new).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.bytes().await.unwrap(), bytes);
 }
