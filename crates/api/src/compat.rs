@@ -25,7 +25,10 @@ async fn get_status(
     AppPath(id): AppPath<String>,
 ) -> Response {
     match crate::predictions::read_visible(&state, &caller, &id).await {
-        Ok(p) => Json(json!({"success": true, "data": SeedStatus::new(&p.value)})).into_response(),
+        Ok(p) => Json(
+            json!({"success": true, "data": SeedStatus::new(&state.config.public_url, &p.value)}),
+        )
+        .into_response(),
         Err(e) => {
             let status = e.code().status();
             let body = json!({"success": false, "error": e.detail(), "errorCode": e.code()});

@@ -11,7 +11,8 @@
 //! reconnects with the last `id:` it saw, to this node after a restart or to another node,
 //! gets every later event exactly once, in order. Waiting for new events is woken by this
 //! node's change notifications (which carry other nodes' writes where the store announces
-//! them) and re-checks the log every second regardless.
+//! them) and re-checks the log every second regardless. The log keeps output files as
+//! `/files/<key>` references; they are sent as absolute URLs under the current public URL.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -187,7 +188,7 @@ impl Follow {
                 if event.event.kind == StreamEventKind::Done {
                     self.done = true;
                 }
-                return Some(sse(&event));
+                return Some(sse(&self.state.config.public_url, &event));
             }
             if self.done {
                 return None;
@@ -246,9 +247,17 @@ impl Follow {
     }
 }
 
-fn sse(event: &StreamEvent) -> Event {
+/// An event of the log as SSE; `output` events show output files as absolute URLs under
+/// `public_url` (the log keeps `/files/<key>` references, [`augur_core::output`]).
+fn sse(public_url: &str, event: &StreamEvent) -> Event {
+    let data = match event.event.kind {
+        StreamEventKind::Output => {
+            augur_core::output::render_event_text(public_url, &event.event.data)
+        }
+        _ => std::borrow::Cow::Borrowed(event.event.data.as_str()),
+    };
     Event::default()
         .event(event.event.kind.as_str())
         .id(format!("{}:{}", event.revision.0, event.index))
-        .data(&event.event.data)
+        .data(data)
 }

@@ -1,4 +1,8 @@
 //! The JSON shapes the API sends: Replicate's prediction object and the seeds' status object.
+//! Both show output files as absolute URLs under the current public URL (stored outputs hold
+//! `/files/<key>` references, [`augur_core::output`]).
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use quick_cache::sync::Cache;
@@ -59,7 +63,7 @@ pub struct PredictionJson<'a> {
     model: &'a str,
     version: &'a str,
     input: &'a Value,
-    output: Option<&'a Value>,
+    output: Option<Cow<'a, Value>>,
     logs: &'a str,
     error: Option<&'a str>,
     status: Status,
@@ -146,7 +150,7 @@ impl Serialize for Urls<'_> {
 }
 
 impl<'a> PredictionJson<'a> {
-    /// Renders a prediction with absolute URLs under `public_url`.
+    /// Renders a prediction with absolute URLs under `public_url`, its output files' included.
     pub fn new(public_url: &'a str, p: &'a Prediction) -> Self {
         Self {
             id: p.id.as_str(),
@@ -158,7 +162,10 @@ impl<'a> PredictionJson<'a> {
             } else {
                 empty_object()
             },
-            output: p.output.as_ref(),
+            output: p
+                .output
+                .as_ref()
+                .map(|output| augur_core::output::render(public_url, output)),
             logs: &p.logs,
             error: p.error.as_deref(),
             status: p.status,
@@ -195,7 +202,7 @@ impl<'a> PredictionJson<'a> {
 pub struct SeedStatus<'a> {
     prediction_id: &'a str,
     status: Status,
-    image_url: Option<&'a str>,
+    image_url: Option<String>,
     error: Option<&'a str>,
     estimated_time: Option<u64>,
     generation_time: Option<u64>,
@@ -204,13 +211,15 @@ pub struct SeedStatus<'a> {
 }
 
 impl<'a> SeedStatus<'a> {
-    /// The seeds' view of a prediction (times in Unix milliseconds).
-    pub fn new(p: &'a Prediction) -> Self {
+    /// The seeds' view of a prediction (times in Unix milliseconds, URLs under `public_url`).
+    pub fn new(public_url: &str, p: &'a Prediction) -> Self {
         let updated = p.completed_at.or(p.started_at).unwrap_or(p.created_at);
         Self {
             prediction_id: p.id.as_str(),
             status: p.status,
-            image_url: first_url(p.output.as_ref()),
+            image_url: p.output.as_ref().and_then(|output| {
+                first_url(&augur_core::output::render(public_url, output)).map(str::to_owned)
+            }),
             error: p.error.as_deref(),
             estimated_time: None,
             generation_time: p.metrics.predict_time.map(|s| (s * 1000.0).round() as u64),
@@ -221,10 +230,10 @@ impl<'a> SeedStatus<'a> {
 }
 
 /// The first URL in an output: the output itself, or the first of a list.
-fn first_url(output: Option<&Value>) -> Option<&str> {
+fn first_url(output: &Value) -> Option<&str> {
     let is_url =
         |s: &&str| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("data:");
-    match output? {
+    match output {
         Value::String(s) => Some(s.as_str()).filter(is_url),
         Value::Array(items) => items.iter().filter_map(Value::as_str).find(is_url),
         _ => None,

@@ -37,6 +37,12 @@ struct App {
 }
 
 fn state() -> AppState {
+    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
+    state_on(BASE, store, OutputFiles::in_memory(BASE))
+}
+
+/// The API's state at `public_url` over `store` and `files`.
+fn state_on(public_url: &str, store: augur_core::store::DynStore, files: OutputFiles) -> AppState {
     let mut models = ModelRegistry::new();
     augur_engine::builtin::register(&mut models);
     // augur/demo-image costs 3 credits; augur/echo stays free.
@@ -45,9 +51,8 @@ fn state() -> AppState {
         &priced,
         Some(augur_core::Price::PerPrediction { per_prediction: 3 })
     ));
-    let mut config = ApiConfig::new(BASE, Secret::new(TOKEN));
+    let mut config = ApiConfig::new(public_url, Secret::new(TOKEN));
     config.max_body_bytes = 64 * 1024;
-    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
     AppState::new(AppParts {
         rendered: Default::default(),
         service: Predictions::new(store.clone(), ServiceConfig::default()),
@@ -57,7 +62,7 @@ fn state() -> AppState {
         callback_budget: Default::default(),
         payments: None,
         models: Arc::new(models),
-        files: OutputFiles::in_memory(BASE),
+        files,
         config,
         metrics: Some(metrics_handle()),
     })
@@ -73,9 +78,22 @@ fn app() -> App {
     }
 }
 
+/// The API on `state`, without workers.
+fn app_on(state: AppState) -> App {
+    App {
+        router: router(state.clone()),
+        state,
+        _stop: None,
+    }
+}
+
 /// The API with a worker running the built-in models.
 fn app_with_worker() -> App {
-    let mut app = app();
+    with_worker(app())
+}
+
+/// `app` with a worker running the built-in models.
+fn with_worker(mut app: App) -> App {
     let worker = Worker::new(
         app.state.service.clone(),
         app.state.models.clone(),
@@ -687,6 +705,72 @@ async fn list_pages_with_absolute_next_urls_and_filters() {
     app.get("/v1/predictions?limit=x")
         .await
         .assert_error(400, "invalid_query", "limit");
+}
+
+/// A stored output keeps `/files/<key>`, not the public URL of the node that wrote it: the
+/// same store and files served under another public URL show the output (REST, the seeds'
+/// route, SSE) under the new one, and its bytes are there.
+#[tokio::test]
+async fn outputs_follow_the_current_public_url() {
+    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
+    let files = OutputFiles::in_memory(BASE);
+    let app = with_worker(app_on(state_on(BASE, store.clone(), files.clone())));
+    let p = app
+        .post_with(
+            "/v1/models/augur/demo-image/predictions",
+            json!({"input": {"prompt": "x", "steps": 1, "step_ms": 0, "width": 16, "height": 16}}),
+            &[("prefer", "wait")],
+        )
+        .await
+        .json();
+    assert_eq!(p["status"], "succeeded", "{p}");
+    let id = p["id"].as_str().unwrap();
+    let shown = p["output"].as_str().unwrap();
+    let key = shown
+        .strip_prefix(&format!("{BASE}/files/"))
+        .unwrap_or_else(|| panic!("{shown} is under {BASE}"));
+    let stored = app
+        .state
+        .service
+        .get(&augur_core::PredictionId::parse(id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.value.output,
+        Some(json!(format!("/files/{key}"))),
+        "the record keeps the reference"
+    );
+
+    let moved = "https://moved.example/augur";
+    let other = app_on(state_on(moved, store, files));
+    let again = other.get(&format!("/v1/predictions/{id}")).await.json();
+    assert_eq!(again["output"], format!("{moved}/files/{key}"));
+    let seeds = other.get(&format!("/api/predictions/{id}")).await.json();
+    assert_eq!(seeds["data"]["imageUrl"], format!("{moved}/files/{key}"));
+    let listed = other.get("/v1/predictions").await.json();
+    assert_eq!(
+        listed["results"][0]["output"],
+        format!("{moved}/files/{key}")
+    );
+    let file = other.get_without_token(&format!("/files/{key}")).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert!(file.body.starts_with(b"\x89PNG"), "the bytes are served");
+    let token = again["urls"]["stream"]
+        .as_str()
+        .unwrap()
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let stream = other
+        .get_without_token(&format!("/v1/predictions/{id}/stream?token={token}"))
+        .await;
+    let text = String::from_utf8_lossy(&stream.body);
+    assert!(
+        text.contains("event: output\n") && text.contains(&format!("data: {moved}/files/{key}\n")),
+        "{text}"
+    );
+    assert!(!text.contains(BASE), "{text}");
 }
 
 #[tokio::test]

@@ -10,6 +10,8 @@
 //! - [`credits`]: prices, holds, settlements and the credit operations.
 //! - [`idempotency`]: idempotency keys as records.
 //! - [`file`]: uploaded files' metadata as records, and the [`file::Files`] handle.
+//! - [`output`]: output files as `/files/<key>` references in stored outputs, rendered as
+//!   absolute URLs for clients.
 //! - [`hub`]: in-process change notifications.
 //! - [`notices`]: the stream events and webhook messages a change makes.
 //!
@@ -28,6 +30,7 @@ pub mod jobs;
 pub mod notices;
 pub mod ops;
 pub mod outbox;
+pub mod output;
 pub mod prediction;
 pub mod secret;
 pub mod service;

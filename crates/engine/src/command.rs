@@ -606,9 +606,7 @@ echo '{"file": "file:outputs/sub/a.txt", "again": ["file:outputs/sub/a.txt"], "t
         let url = output["file"].as_str().unwrap();
         assert_eq!(output["again"][0], url, "one file, one copy");
         assert_eq!(output["text"], "file:other");
-        let key = url
-            .strip_prefix("http://augur.test/files/")
-            .expect("an Augur file URL");
+        let key = url.strip_prefix("/files/").expect("an Augur file URL");
         assert!(key.ends_with("/a.txt"), "{key}");
         let stored = f.files.get(key).await.unwrap().unwrap();
         assert_eq!(&stored.bytes[..], b"hello");

@@ -3,7 +3,9 @@
 //! Files are written through the `object_store` crate (a local directory by default; any
 //! `ObjectStore` works) under keys `<prediction id>/<random>/<name>`, and served by the API at
 //! `<public url>/files/<key>` without authentication: the random part makes the URL
-//! unguessable, as Replicate's delivery URLs are.
+//! unguessable, as Replicate's delivery URLs are. A stored output keeps the reference
+//! `/files/<key>` ([`augur_core::output`]), never the absolute URL: the API renders it under
+//! the public URL of the moment.
 //!
 //! Uploaded files (`POST /v1/files`) live in the same store under `uploads/<file id>`; their
 //! metadata is a record ([`augur_core::file::FileObject`]).
@@ -84,12 +86,16 @@ impl fmt::Debug for OutputFiles {
 impl OutputFiles {
     /// Files in a local directory (created if missing), served under `public_url`.
     pub fn local(dir: &Path, public_url: &str) -> Result<Self, FilesError> {
+        Ok(Self::new(Self::local_store(dir)?, public_url))
+    }
+
+    /// The object store of a local directory (created if missing).
+    pub fn local_store(dir: &Path) -> Result<Arc<dyn ObjectStore>, FilesError> {
         std::fs::create_dir_all(dir).map_err(|source| FilesError::Directory {
             path: dir.display().to_string(),
             source,
         })?;
-        let store = LocalFileSystem::new_with_prefix(dir)?;
-        Ok(Self::new(Arc::new(store), public_url))
+        Ok(Arc::new(LocalFileSystem::new_with_prefix(dir)?))
     }
 
     /// Files in an S3-compatible bucket, under `prefix` (may be empty), served under
@@ -98,15 +104,21 @@ impl OutputFiles {
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP` for a plain-HTTP endpoint).
     #[cfg(feature = "s3")]
     pub fn s3(bucket: &str, prefix: &str, public_url: &str) -> Result<Self, FilesError> {
+        Ok(Self::new(Self::s3_store(bucket, prefix)?, public_url))
+    }
+
+    /// The object store of an S3-compatible bucket under `prefix`, configured as
+    /// [`OutputFiles::s3`] says.
+    #[cfg(feature = "s3")]
+    pub fn s3_store(bucket: &str, prefix: &str) -> Result<Arc<dyn ObjectStore>, FilesError> {
         let store = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .build()?;
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Ok(if prefix.is_empty() {
             Arc::new(store)
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-        };
-        Ok(Self::new(store, public_url))
+        })
     }
 
     /// Files in memory (tests, `memory://` stores).
@@ -211,14 +223,18 @@ impl OutputFiles {
             .filter(|id| FileObject::is_valid_id(id))
     }
 
-    /// Whether `url` is one of this store's own file URLs.
+    /// Whether `url` is one of this store's own files: a reference (`/files/<key>`, what
+    /// outputs hold), or an absolute URL under the current public URL (what outputs held
+    /// before references).
     pub fn is_own_url(&self, url: &str) -> bool {
-        url.strip_prefix(&*self.base_url)
-            .is_some_and(|rest| rest.starts_with('/'))
+        augur_core::output::key_of(url).is_some()
+            || url
+                .strip_prefix(&*self.base_url)
+                .is_some_and(|rest| rest.starts_with('/'))
     }
 
     /// Replaces every string in `output` that is an `http(s)` URL other than this store's own
-    /// by the URL of a copy in this store, and returns the new output.
+    /// by the reference to a copy in this store, and returns the new output.
     ///
     /// A string counts when it is a URL as a whole (`"https://x/y.png"`), not when it merely
     /// contains one. Each distinct URL is downloaded once (a few at a time) under the
@@ -257,7 +273,8 @@ impl OutputFiles {
         Ok(replace_strings(output, &|s| imported.get(s).cloned()))
     }
 
-    /// Stores an output file of a prediction and returns its public URL.
+    /// Stores an output file of a prediction and returns the reference to keep in its output
+    /// (`/files/<key>`, see [`augur_core::output`]); clients see it as an absolute URL.
     pub async fn put(
         &self,
         prediction: &PredictionId,
@@ -281,7 +298,7 @@ impl OutputFiles {
         let key = format!("{prediction}/{token}/{}", sanitize_name(name));
         let path = parse_key(&key)?;
         self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
-        Ok(format!("{}/{key}", self.base_url))
+        Ok(augur_core::output::reference(&key))
     }
 
     /// Reads a file by key (the part of its URL after `/files/`); `None` if there is none.
@@ -658,15 +675,7 @@ pub(crate) fn replace_strings(value: Value, replace: &impl Fn(&str) -> Option<St
 /// Validates a key from a URL: exactly `<id>/<token>/<name>`, nothing that escapes.
 fn parse_key(key: &str) -> Result<ObjectPath, FilesError> {
     let invalid = || FilesError::InvalidKey(key.chars().take(200).collect());
-    let parts: Vec<&str> = key.split('/').collect();
-    let [id, token, name] = parts.as_slice() else {
-        return Err(invalid());
-    };
-    if PredictionId::parse(id).is_err()
-        || token.len() != 32
-        || !token.bytes().all(|b| b.is_ascii_hexdigit())
-        || sanitize_name(name) != *name
-    {
+    if !augur_core::output::is_valid_key(key) {
         return Err(invalid());
     }
     ObjectPath::parse(key).map_err(|_| invalid())
@@ -736,9 +745,12 @@ mod tests {
             .put(&id, "out.png", Bytes::from_static(b"png"))
             .await
             .unwrap();
-        let key = url
-            .strip_prefix("http://127.0.0.1:8080/files/")
-            .expect("url under /files");
+        let key = augur_core::output::key_of(&url).expect("a /files/<key> reference");
+        assert!(files.is_own_url(&url));
+        assert!(
+            files.is_own_url(&format!("http://127.0.0.1:8080/files/{key}")),
+            "an absolute URL under the current public URL (older records) is still own"
+        );
         let got = files.get(key).await.unwrap().unwrap();
         assert_eq!(&got.bytes[..], b"png");
         assert_eq!(got.content_type, "image/png");
@@ -846,11 +858,7 @@ mod tests {
             "text is not a URL"
         );
         assert_eq!(imported["n"], 1);
-        let key = |url: &str| {
-            url.strip_prefix("http://augur.test/files/")
-                .unwrap()
-                .to_owned()
-        };
+        let key = |url: &str| augur_core::output::key_of(url).unwrap().to_owned();
         let got = files.get(&key(image)).await.unwrap().unwrap();
         assert_eq!(
             (&got.bytes[..], got.content_type),

@@ -132,14 +132,32 @@ impl FilesUrl {
 
     /// Opens the object store, its files served under `public_url`.
     pub fn open(&self, public_url: &str) -> Result<augur_engine::OutputFiles> {
+        Ok(augur_engine::OutputFiles::new(
+            self.object_store()?,
+            public_url,
+        ))
+    }
+
+    /// The raw object store (a local directory is created if missing): what `augur migrate`
+    /// copies objects through.
+    pub fn object_store(&self) -> Result<Arc<dyn object_store::ObjectStore>> {
         match self {
-            FilesUrl::Local(dir) => Ok(augur_engine::OutputFiles::local(dir, public_url)?),
+            FilesUrl::Local(dir) => Ok(augur_engine::OutputFiles::local_store(dir)?),
             #[cfg(feature = "s3")]
             FilesUrl::S3 { bucket, prefix } => {
-                Ok(augur_engine::OutputFiles::s3(bucket, prefix, public_url)?)
+                Ok(augur_engine::OutputFiles::s3_store(bucket, prefix)?)
             }
             #[cfg(not(feature = "s3"))]
             FilesUrl::S3 { .. } => bail!("this augur binary was built without S3 support"),
+        }
+    }
+
+    /// Where it is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            FilesUrl::Local(dir) => dir.display().to_string(),
+            FilesUrl::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}"),
+            FilesUrl::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
         }
     }
 }

@@ -55,8 +55,8 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Copies everything from one store to another (with the nodes stopped), then verifies
-    /// the copy; an interrupted run resumes when started again.
+    /// Copies everything from one store to another (with the nodes stopped), files included,
+    /// then verifies the copy; an interrupted run resumes when started again.
     Migrate {
         /// The source store's URL.
         #[arg(long)]
@@ -64,6 +64,14 @@ enum Command {
         /// The target store's URL.
         #[arg(long)]
         to: String,
+        /// The source's files (outputs and uploads), as AUGUR_FILES_DIR: a directory,
+        /// file:///dir or s3://bucket/prefix (default: an embedded source's files directory).
+        #[arg(long)]
+        from_files: Option<String>,
+        /// Where the files go, in the same forms (default: an embedded target's files
+        /// directory); the same location as --from-files is only checked, not copied.
+        #[arg(long)]
+        to_files: Option<String>,
         /// Records per page.
         #[arg(long, default_value_t = 500)]
         batch: usize,
@@ -221,6 +229,8 @@ async fn run(args: Args) -> Result<i32> {
         Command::Migrate {
             from,
             to,
+            from_files,
+            to_files,
             batch,
             checkpoint,
             verify_only,
@@ -231,6 +241,8 @@ async fn run(args: Args) -> Result<i32> {
             let options = migrate::Options {
                 from,
                 to,
+                from_files,
+                to_files,
                 batch,
                 checkpoint,
                 verify_only,

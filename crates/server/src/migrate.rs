@@ -11,6 +11,11 @@
 //! leases are not copied (a copied job is claimable at once), and writes during the copy would
 //! make the verification fail.
 //!
+//! Files (outputs and uploads) are copied too, object by object, from `--from-files` to
+//! `--to-files` ([`files`]); an embedded store's side defaults to the `files` directory in its
+//! data directory, as `augur serve` does without `AUGUR_FILES_DIR`. Records hold output files
+//! as `/files/<key>` references, so they need no rewriting to be served from the target.
+//!
 //! [`AdminStore::export`]: augur_core::store::AdminStore::export
 //! [`AdminStore::import`]: augur_core::store::AdminStore::import
 
@@ -27,7 +32,9 @@ use sha2::{Digest, Sha256};
 use augur_core::store::{DynStore, Exported, Kind, Lane, Position, Section};
 use augur_core::{AccountId, Revision};
 
-use crate::backend;
+use crate::backend::{self, FilesUrl};
+
+pub mod files;
 
 /// Options of one migration.
 #[derive(Clone, Debug)]
@@ -36,6 +43,11 @@ pub struct Options {
     pub from: String,
     /// The target store's URL.
     pub to: String,
+    /// The source's files location (`AUGUR_FILES_DIR` forms); default: an embedded source's
+    /// `files` directory, if it has one.
+    pub from_files: Option<String>,
+    /// The target's files location; default: an embedded target's `files` directory.
+    pub to_files: Option<String>,
     /// Pieces per page.
     pub batch: usize,
     /// Where to keep the progress of an interrupted copy.
@@ -136,6 +148,8 @@ pub struct Summary {
     pub records: BTreeMap<&'static str, u64>,
     /// SHA-256 over every piece, in order, identical on both sides.
     pub checksum: String,
+    /// The files step, if either side has files.
+    pub files: Option<files::FilesSummary>,
 }
 
 impl Summary {
@@ -173,7 +187,11 @@ impl fmt::Display for Summary {
             .iter()
             .map(|(section, name)| format!("{} {name}", self.count(*section)))
             .collect();
-        write!(f, "; {}; sha256 {}", rest.join(", "), self.checksum)
+        write!(f, "; {}; sha256 {}", rest.join(", "), self.checksum)?;
+        if let Some(files) = &self.files {
+            write!(f, "; {files}")?;
+        }
+        Ok(())
     }
 }
 
@@ -191,17 +209,23 @@ pub async fn run(options: &Options) -> Result<Summary> {
     }
     let from = backend::open(&options.from)
         .await
-        .with_context(|| format!("cannot open --from {}", backend::redact_url(&options.from)))?
-        .store;
+        .with_context(|| format!("cannot open --from {}", backend::redact_url(&options.from)))?;
     let to = backend::open(&options.to)
         .await
-        .with_context(|| format!("cannot open --to {}", backend::redact_url(&options.to)))?
-        .store;
+        .with_context(|| format!("cannot open --to {}", backend::redact_url(&options.to)))?;
+    let locations = files_locations(options, from.data_dir.as_deref(), to.data_dir.as_deref())?;
+    let (from, to) = (from.store, to.store);
     if !options.verify_only {
         copy(&from, &to, options).await?;
     }
     let source = fingerprint(&from, options, "verifying the source").await?;
     let target = fingerprint(&to, options, "verifying the target").await?;
+    let files = match &locations {
+        Some((source_files, target_files)) if source == target => {
+            Some(files::migrate(source_files, target_files, &to, options).await)
+        }
+        _ => None,
+    };
     from.close().await;
     to.close().await;
     if source != target {
@@ -211,11 +235,55 @@ pub async fn run(options: &Options) -> Result<Summary> {
             options.checkpoint.display()
         );
     }
+    let mut summary = source;
+    summary.files = files.transpose()?;
     if options.checkpoint.exists() {
         std::fs::remove_file(&options.checkpoint)
             .with_context(|| format!("cannot remove {}", options.checkpoint.display()))?;
     }
-    Ok(source)
+    Ok(summary)
+}
+
+/// The source's and the target's files locations, or `None` when the source has none (then
+/// there are no files to copy).
+fn files_locations(
+    options: &Options,
+    from_data: Option<&Path>,
+    to_data: Option<&Path>,
+) -> Result<Option<(FilesUrl, FilesUrl)>> {
+    let parse =
+        |text: &str, flag: &str| FilesUrl::parse(text).with_context(|| format!("{flag} {text:?}"));
+    let from = match &options.from_files {
+        Some(text) => {
+            let url = parse(text, "--from-files")?;
+            if let FilesUrl::Local(dir) = &url
+                && !dir.is_dir()
+            {
+                bail!("--from-files {text:?} is not a directory");
+            }
+            Some(url)
+        }
+        // An embedded store's own files, if it ever wrote any.
+        None => from_data
+            .map(|dir| dir.join("files"))
+            .filter(|dir| dir.is_dir())
+            .map(FilesUrl::Local),
+    };
+    let to = match &options.to_files {
+        Some(text) => Some(parse(text, "--to-files")?),
+        None => to_data.map(|dir| FilesUrl::Local(dir.join("files"))),
+    };
+    match (from, to) {
+        (Some(from), Some(to)) => Ok(Some((from, to))),
+        (Some(from), None) => bail!(
+            "the source has files at {}; say where they go with --to-files (a directory or s3://bucket/prefix)",
+            from.describe()
+        ),
+        (None, _) if options.to_files.is_some() => {
+            bail!("--to-files needs --from-files: the source store keeps no files of its own")
+        }
+        (None, _) => Ok(None),
+    }
 }
 
 fn bar(options: &Options, what: &str) -> ProgressBar {

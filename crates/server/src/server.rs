@@ -213,7 +213,8 @@ pub async fn serve(
 }
 
 /// Renders a webhook's body: the prediction as `GET /v1/predictions/{id}` shows it, or the
-/// batch as `GET /v1/batches/{id}` does.
+/// batch as `GET /v1/batches/{id}` does, at send time, so output files' URLs are under the
+/// public URL of the node that sends it (messages carry the stored `/files/<key>` references).
 fn webhook_body(public_url: String) -> augur_webhooks::Render {
     Arc::new(move |payload: &Payload| match payload {
         Payload::Prediction(p) => bytes::Bytes::from(
@@ -318,4 +319,29 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(contents.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_bodies_show_output_files_under_the_senders_public_url() {
+        let id = augur_core::PredictionId::generate();
+        let key = format!("{id}/{}/out.png", "0f".repeat(16));
+        let mut p = augur_core::Prediction::new(
+            id,
+            augur_core::AccountId::admin(),
+            augur_core::ModelName::parse("augur/demo-image").unwrap(),
+            "v".into(),
+            serde_json::json!({}),
+        );
+        p.output = Some(serde_json::json!([format!("/files/{key}"), "text"]));
+        let body = webhook_body("https://new.example".into())(&Payload::Prediction(Box::new(p)));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json["output"],
+            serde_json::json!([format!("https://new.example/files/{key}"), "text"])
+        );
+    }
 }

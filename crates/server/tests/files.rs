@@ -1,6 +1,7 @@
 //! The files API end to end: the official Replicate Python client uploads, lists, gets,
 //! downloads (signed URLs without a token) and deletes files, runs a model with a file input
-//! (its default upload strategy), and meets the size limit, another account and expiry.
+//! (its default upload strategy), and meets the size limit, another account and expiry; output
+//! files stay served when the public URL changes, and live in S3 when told to.
 //!
 //! Needs the test virtualenv (`AUGUR_TEST_PYTHON`, made by `scripts/test.sh`); skips without
 //! it unless `AUGUR_E2E_REQUIRED=1`.
@@ -166,61 +167,6 @@ fn an_unusable_files_location_refuses_to_start() {
     );
 }
 
-/// A moto S3 server (`moto_server` from the test virtualenv) on a loopback port, killed on
-/// drop.
-#[cfg(feature = "s3")]
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-#[cfg(feature = "s3")]
-impl Moto {
-    /// Starts moto beside `python`, or `None` (a skip, or a failure with
-    /// `AUGUR_STORE_TESTS_REQUIRED=1`) if the virtualenv has no moto.
-    fn start(python: &str) -> Option<Moto> {
-        let bin = std::path::Path::new(python).with_file_name("moto_server");
-        if !bin.exists() {
-            assert!(
-                std::env::var("AUGUR_STORE_TESTS_REQUIRED").as_deref() != Ok("1"),
-                "{} is missing and AUGUR_STORE_TESTS_REQUIRED=1 (scripts/test.sh installs moto[server])",
-                bin.display()
-            );
-            eprintln!("skipping: the test virtualenv has no moto_server");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Some(moto)
-    }
-}
-
-#[cfg(feature = "s3")]
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The whole files path on S3-compatible storage (moto's server mode): uploads, file inputs,
 /// downloads and deletes through the official client, and a model's output file written to
 /// and served from the bucket, all under the configured prefix.
@@ -230,7 +176,7 @@ async fn files_live_in_an_s3_bucket() {
     let Some(python) = common::python() else {
         return;
     };
-    let Some(moto) = Moto::start(&python) else {
+    let Some(moto) = common::moto::Moto::start(&python) else {
         return;
     };
     let http = reqwest::Client::new();
@@ -303,7 +249,7 @@ async fn two_nodes_share_files_through_s3_only(backend: common::backends::Backen
     let Some(python) = common::python() else {
         return;
     };
-    let Some(moto) = Moto::start(&python) else {
+    let Some(moto) = common::moto::Moto::start(&python) else {
         return;
     };
     let http = reqwest::Client::new();
@@ -401,4 +347,52 @@ async fn demo_image_output(server: &TestServer, prompt: &str, width: u32) -> (St
     let done = api.settled(&id, std::time::Duration::from_secs(30)).await;
     let output = done["output"].as_str().expect("an output URL").to_owned();
     (id, output)
+}
+
+/// Outputs keep keys, not URLs: an output written by a node at one public URL is served after
+/// a restart at another (a new port here), under the new one, with the same bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_follow_a_change_of_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = TestServer::start(&data, &[]);
+    let api = server.client();
+    let input =
+        serde_json::json!({"prompt": "moved", "width": 24, "height": 16, "steps": 1, "step_ms": 1});
+    let (status, created) = api.create("augur/demo-image", input).await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let done = api.settled(&id, std::time::Duration::from_secs(30)).await;
+    let old = done["output"].as_str().expect("an output URL").to_owned();
+    let key = old
+        .strip_prefix(&format!("{}/files/", server.url))
+        .expect("under the public URL")
+        .to_owned();
+    let bytes = api
+        .http
+        .get(&old)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"));
+    let old_base = server.url.clone();
+    assert!(server.terminate().0);
+
+    // Another port, so another public URL.
+    let port = std::iter::repeat_with(common::throwaway::free_port)
+        .find(|port| !old_base.ends_with(&format!(":{port}")))
+        .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let server = TestServer::start(&data, &[("AUGUR_LISTEN", &listen)]);
+    assert_ne!(server.url, old_base, "a new public URL");
+    let api = server.client();
+    let (_, again) = api.get(&id).await.unwrap();
+    let new = format!("{}/files/{key}", server.url);
+    assert_eq!(again["output"], new.as_str());
+    let served = api.http.get(&new).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.bytes().await.unwrap(), bytes);
 }

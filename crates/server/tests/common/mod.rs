@@ -5,6 +5,8 @@
 pub mod backends;
 pub mod hooks;
 pub mod money;
+#[cfg(feature = "s3")]
+pub mod moto;
 pub mod throwaway;
 
 use std::io::{BufRead, BufReader};
