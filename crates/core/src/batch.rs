@@ -752,6 +752,9 @@ impl Predictions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::ServiceConfig;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{DynStore, Outcome};
 
     fn batch(total: u32) -> Batch {
         Batch {
@@ -838,5 +841,166 @@ mod tests {
         assert_eq!(item.lane, Lane::Tasks);
         assert_eq!(tally_target(&item.payload), Some(b.id.clone()));
         assert_eq!(tally_target("\"../x\""), None);
+    }
+
+    fn request(n: usize) -> BatchRequest {
+        BatchRequest {
+            owner: AccountId::admin(),
+            model: ModelName::parse("augur/echo").unwrap(),
+            version: "v".into(),
+            inputs: (0..n).map(|i| serde_json::json!({"i": i})).collect(),
+            webhook: Some("http://127.0.0.1:9/hook".into()),
+            webhook_events_filter: WebhookEvents::NONE,
+            idempotency_key: Some("k".into()),
+            price: None,
+            max_active: None,
+        }
+    }
+
+    /// Claims and runs tally tasks, as the engine's loop does, until the batch is terminal.
+    async fn tally_until_done(service: Predictions, batch: String) -> usize {
+        let tallies = service.tallies();
+        let worker = crate::id::WorkerId::generate();
+        let mut runs = 0;
+        loop {
+            let leases = tallies
+                .claim(&worker, std::time::Duration::from_secs(30), 4)
+                .await
+                .unwrap();
+            for lease in leases {
+                let id = tally_target(&lease.item.payload).unwrap();
+                let tallied = service.tally_batch(&lease.item.owner, &id).await.unwrap();
+                runs += 1;
+                match tallies.finish(&lease, Outcome::Done).await {
+                    Ok(()) | Err(store::Error::LeaseLost) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                if tallied.value.status.is_terminal() && id == batch {
+                    return runs;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Items settle from eight tasks at once, in no particular order, while tallies run: the
+    /// counts end exact, the batch completes once, and its outbox holds one message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_batch_completes_once_however_its_items_settle() {
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let service = Predictions::new(store.clone(), ServiceConfig::default());
+        let created = service.create_batch(&request(120)).await.unwrap();
+        let batch = created.batch().value.clone();
+        let items = service
+            .batch_items(&batch, None, None, 1000)
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(items.len(), 120);
+        let runner = tokio::spawn(tally_until_done(service.clone(), batch.id.clone()));
+        let mut settlers = Vec::new();
+        for chunk in items.chunks(15) {
+            let ids: Vec<_> = chunk.iter().map(|p| p.id.clone()).collect();
+            let service = service.clone();
+            settlers.push(tokio::spawn(async move {
+                for (n, id) in ids.iter().enumerate() {
+                    service.transition(id, &Event::processing()).await.unwrap();
+                    let last = if n % 5 == 0 {
+                        Event::failed("no")
+                    } else {
+                        Event::succeeded(serde_json::json!(n))
+                    };
+                    service.transition(id, &last).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        for s in settlers {
+            s.await.unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(20), runner)
+            .await
+            .expect("the batch completes")
+            .unwrap();
+        let done = service.get_batch(None, &batch.id).await.unwrap().value;
+        assert_eq!(done.status, BatchStatus::CompletedWithErrors);
+        assert_eq!(
+            done.counts,
+            Counts {
+                succeeded: 96,
+                failed: 24,
+                ..Counts::default()
+            }
+        );
+        // A late tally changes nothing.
+        let again = service.tally_batch(&batch.owner, &batch.id).await.unwrap();
+        assert_eq!(again.value, done);
+        let messages = store.items(Lane::Webhooks, &batch.key()).await.unwrap();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert_eq!(messages[0].id, done.completion_message_id());
+        // The idempotency key replays the batch.
+        match service.create_batch(&request(120)).await.unwrap() {
+            BatchCreation::Replayed(b) => assert_eq!(b.value.id, batch.id),
+            BatchCreation::Created(_) => panic!("a second batch for the same key"),
+        }
+    }
+
+    /// A cancel stops every unsettled item, and a tally after a crash between the request and
+    /// the cancels (simulated: the flag set, nothing canceled) finishes the job.
+    #[tokio::test]
+    async fn a_canceled_batch_cancels_what_the_canceller_did_not_reach() {
+        let store: DynStore = Arc::new(MemoryStore::new());
+        let service = Predictions::new(store.clone(), ServiceConfig::default());
+        let batch = service
+            .create_batch(&request(10))
+            .await
+            .unwrap()
+            .batch()
+            .value
+            .clone();
+        let items = service
+            .batch_items(&batch, None, None, 100)
+            .await
+            .unwrap()
+            .items;
+        for p in &items[..3] {
+            service
+                .transition_all(
+                    &p.id,
+                    &[Event::processing(), Event::succeeded(serde_json::json!(1))],
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        // The request recorded, then a crash before any item was canceled.
+        let current = service.get_batch(None, &batch.id).await.unwrap();
+        let mut flagged = current.value.clone();
+        flagged.cancel_requested = true;
+        store
+            .write(&Write {
+                account: batch.owner.clone(),
+                ops: vec![Op::Update {
+                    record: flagged.to_record().unwrap(),
+                    expected: current.revision,
+                }],
+                effects: vec![],
+            })
+            .await
+            .unwrap();
+        let done = service
+            .tally_batch(&batch.owner, &batch.id)
+            .await
+            .unwrap()
+            .value;
+        assert_eq!(done.status, BatchStatus::Canceled);
+        assert_eq!(
+            done.counts,
+            Counts {
+                succeeded: 3,
+                canceled: 7,
+                ..Counts::default()
+            }
+        );
     }
 }

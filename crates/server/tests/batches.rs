@@ -280,6 +280,7 @@ async fn cancel_refunds_the_canceled_items(admin: &As, user: &str) {
         .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
+    let progress = tokio::spawn(read_progress(api.clone(), id.clone()));
     wait_until("an item to succeed", Duration::from_secs(60), || {
         let (api, id) = (api.clone(), id.clone());
         async move {
@@ -315,6 +316,34 @@ async fn cancel_refunds_the_canceled_items(admin: &As, user: &str) {
     let ledger = admin.ledger(user).await;
     let refunds = ledger.iter().filter(|e| e["reason"] == "refund").count() as i64;
     assert_eq!(refunds, canceled, "refunded exactly the canceled items");
+}
+
+/// Reads a batch's progress stream (`event`, JSON `data`) until it ends.
+async fn read_progress(api: As, id: String) -> Vec<(String, Value)> {
+    use futures::StreamExt;
+    let response = api
+        .http
+        .get(format!("{}/v1/batches/{id}/stream", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let (mut buffer, mut events, mut kind) = (String::new(), Vec::new(), String::new());
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let line = line.trim_end();
+            if let Some(k) = line.strip_prefix("event: ") {
+                kind = k.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                events.push((kind.clone(), serde_json::from_str(data).unwrap()));
+            }
+        }
+    }
+    events
 }
 
 /// Everything one backend must do with batches.
@@ -363,6 +392,55 @@ async fn batches_on_postgres() {
     };
     let dir = tempfile::tempdir().unwrap();
     batches_work_on(&backend.url, dir.path()).await;
+}
+
+/// One account's 200-item batch does not hold up another account's prediction of the same
+/// model: the queue takes turns between accounts, batch or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_big_batch_does_not_starve_another_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let env = [("AUGUR_CONFIG", config.as_str()), ("AUGUR_WORKERS", "2")];
+    let server = TestServer::start(&dir.path().join("data"), &env);
+    let admin = As::new(&server.url, TOKEN);
+    let big = As::new(&server.url, &admin.account("big", 200).await);
+    let small = As::new(&server.url, &admin.account("small", 0).await);
+    let inputs: Vec<Value> = (0..200)
+        .map(|i| json!({"prompt": format!("{i}"), "width": 8, "height": 8, "steps": 5, "step_ms": 20}))
+        .collect();
+    let (status, created) = big
+        .call(
+            "POST",
+            "/v1/batches",
+            Some(json!({"model": "augur/demo-image", "inputs": inputs})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, mine) = small
+        .call(
+            "POST",
+            "/v1/models/augur/demo-image/predictions",
+            Some(json!({"input": {"prompt": "me", "width": 8, "height": 8, "steps": 5, "step_ms": 20}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{mine}");
+    let api = common::Api {
+        http: reqwest::Client::new(),
+        base: server.url.clone(),
+    };
+    let settled = api
+        .settled(mine["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(settled["status"], "succeeded");
+    let (_, batch) = big.call("GET", &format!("/v1/batches/{id}"), None).await;
+    let done = batch["counts"]["succeeded"].as_u64().unwrap();
+    assert!(
+        done < 50,
+        "the other account waited for {done} batch items: {batch}"
+    );
+    settled_batch(&big, &id, Duration::from_secs(120)).await;
+    assert_balanced(&admin, "big").await;
 }
 
 /// Starts a priced batch of 200 slowish items for a fresh account, kills `victim` (-9) once
