@@ -307,6 +307,31 @@ async fn cancel_refunds_the_canceled_items(admin: &As, user: &str) {
         all.iter().filter(|(_, s)| s == "canceled").count() as i64,
         canceled
     );
+    // The progress stream showed the batch filling up, and ended with it canceled.
+    let events = tokio::time::timeout(Duration::from_secs(30), progress)
+        .await
+        .expect("the progress stream ends")
+        .unwrap();
+    let (last_kind, last) = events.last().unwrap();
+    assert_eq!(last_kind, "done", "{events:?}");
+    assert_eq!(last["status"], "canceled");
+    assert_eq!(last["counts"], done["counts"]);
+    let settled: Vec<u64> = events
+        .iter()
+        .map(|(_, b)| {
+            ["succeeded", "failed", "canceled"]
+                .iter()
+                .map(|s| b["counts"][s].as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert!(settled.windows(2).all(|w| w[0] <= w[1]), "{settled:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(k, b)| k == "batch" && b["status"] == "processing"),
+        "progress was shown before the end: {events:?}"
+    );
     let balance = assert_balanced(admin, user).await;
     assert_eq!(
         balance,
