@@ -923,6 +923,11 @@ async fn openapi_document_lists_every_route() {
         "/v1/files",
         "/v1/files/{id}",
         "/v1/files/{id}/download",
+        "/v1/batches",
+        "/v1/batches/{id}",
+        "/v1/batches/{id}/predictions",
+        "/v1/batches/{id}/cancel",
+        "/v1/batches/{id}/stream",
         "/v1/models/{owner}/{name}/predictions",
         "/v1/models/{owner}/{name}",
         "/api/predictions/{id}",
@@ -1439,4 +1444,144 @@ async fn files_need_a_token_and_html_is_served_as_an_attachment() {
     );
     let missing = app.get("/v1/files/0123456789abcdefghijklmnop").await;
     missing.assert_error(404, "file_not_found", "not found");
+}
+
+/// A batch request that is wrong in any way is refused with a 422 (or 404 for a model that
+/// does not exist) naming the problem, before anything is written.
+#[tokio::test]
+async fn batch_requests_are_validated_before_anything_is_written() {
+    let app = app();
+    let cases = [
+        (json!({"inputs": [{"text": "a"}]}), "model"),
+        (
+            json!({"model": "augur/echo", "version": "x", "inputs": [{}]}),
+            "model",
+        ),
+        (json!({"model": "augur/echo"}), "inputs"),
+        (json!({"model": "augur/echo", "inputs": []}), "inputs"),
+        (
+            json!({"model": "augur/echo", "inputs": [{}], "files": ["x"]}),
+            "files",
+        ),
+        (
+            json!({"model": "augur/echo", "files": ["not a file id"]}),
+            "files[0]",
+        ),
+        (
+            json!({"model": "augur/echo", "input": [1], "files": []}),
+            "input",
+        ),
+        (
+            json!({"model": "augur/demo-image", "inputs": [{"prompt": "a"}, {"prompt": "b", "steps": "many"}]}),
+            "inputs[1].steps",
+        ),
+        (
+            json!({"model": "augur/echo", "inputs": [{}], "webhook": "ftp://x"}),
+            "webhook",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = app.post("/v1/batches", body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.json()
+        );
+        assert_eq!(reply.json()["field"], field, "{body}: {}", reply.json());
+    }
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({})).collect();
+    let reply = app
+        .post(
+            "/v1/batches",
+            json!({"model": "augur/echo", "inputs": too_many}),
+        )
+        .await;
+    reply.assert_error(422, "invalid_request", "1 to 1000 items");
+    assert_eq!(reply.json()["max_items"], 1000);
+    let reply = app
+        .post(
+            "/v1/batches",
+            json!({"model": "augur/nope", "inputs": [{}]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let reply = app
+        .post(
+            "/v1/batches",
+            json!({"model": "augur/echo", "inputs": [{}], "extra": 1}),
+        )
+        .await;
+    assert_eq!(reply.status.as_u16() / 100, 4, "{}", reply.json());
+    // Nothing was written.
+    assert_eq!(app.get("/v1/batches").await.json()["results"], json!([]));
+    assert_eq!(
+        app.get("/v1/predictions").await.json()["results"],
+        json!([])
+    );
+}
+
+/// Batches are their account's: another account's batch, its items, its stream and its
+/// cancel are 404s like a missing one; the admin sees every account's batch.
+#[tokio::test]
+async fn a_batch_is_its_accounts_alone() {
+    let app = app();
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let created = app
+        .call(
+            "POST",
+            "/v1/batches",
+            &alice,
+            Some(json!({"model": "augur/echo", "inputs": [{"text": "a"}, {"text": "b"}]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+    let batch = created.json();
+    assert_eq!(batch["status"], "starting");
+    assert_eq!(batch["counts"]["starting"], 2);
+    let id = batch["id"].as_str().unwrap();
+    for (method, path) in [
+        ("GET", format!("/v1/batches/{id}")),
+        ("GET", format!("/v1/batches/{id}/predictions")),
+        ("GET", format!("/v1/batches/{id}/stream")),
+        ("POST", format!("/v1/batches/{id}/cancel")),
+    ] {
+        let reply = app.call(method, &path, &bob, None).await;
+        reply.assert_error(404, "batch_not_found", id);
+        let missing = path.replace(id, "01m96st33z4wag1yer7xrfe00k");
+        let reply = app.call(method, &missing, &bob, None).await;
+        reply.assert_error(404, "batch_not_found", "01m96st33z4wag1yer7xrfe00k");
+    }
+    assert_eq!(
+        app.call("GET", "/v1/batches", &bob, None).await.json()["results"],
+        json!([])
+    );
+    let mine = app
+        .call(
+            "GET",
+            &format!("/v1/batches/{id}/predictions"),
+            &alice,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(mine["results"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        app.get(&format!("/v1/batches/{id}")).await.status,
+        StatusCode::OK
+    );
+    // Alice cancels: both items (never started) are canceled and the batch with them.
+    let canceled = app
+        .call("POST", &format!("/v1/batches/{id}/cancel"), &alice, None)
+        .await
+        .json();
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    assert_eq!(canceled["counts"]["canceled"], 2);
+    // Canceling again changes nothing.
+    let again = app
+        .call("POST", &format!("/v1/batches/{id}/cancel"), &alice, None)
+        .await
+        .json();
+    assert_eq!(again, canceled);
 }
