@@ -241,6 +241,46 @@ async fn two_hundred_succeed(api: &As, dir: &Path) {
     receiver.abort();
 }
 
+/// The seeds' flow: uploaded images plus one shared prompt make one item per file, and the
+/// model sees each file's bytes.
+async fn one_item_per_uploaded_file(api: &As) {
+    let mut ids = Vec::new();
+    for n in 0..3u8 {
+        let file = common::upload(&api.http, &api.base, &format!("img{n}.bin"), &[n; 5]).await;
+        ids.push(file["id"].as_str().unwrap().to_owned());
+    }
+    let (status, created) = api
+        .call(
+            "POST",
+            "/v1/batches",
+            Some(json!({"model": "augur/echo", "input": {"prompt": "make it blue"}, "files": ids, "file_input": "image"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let done = settled_batch(api, id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let (_, page) = api
+        .call("GET", &format!("/v1/batches/{id}/predictions"), None)
+        .await;
+    let mut seen = Vec::new();
+    for item in page["results"].as_array().unwrap() {
+        assert_eq!(item["input"]["prompt"], "make it blue");
+        let url = item["input"]["image"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("{}/v1/files/", api.base)),
+            "{item}"
+        );
+        // Built-in models get the bytes as a data URI.
+        let data = item["output"]["image"].as_str().unwrap();
+        assert!(data.starts_with("data:"), "{item}");
+        seen.push(data.to_owned());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "each item saw its own file: {seen:?}");
+}
+
 /// An account with 30 credits asks for 50 items: 402, and nothing exists.
 async fn unaffordable_batch_creates_nothing(admin: &As, user: &str) {
     let token = admin.account(user, 20).await;
@@ -378,6 +418,7 @@ async fn batches_work_on(store_url: &str, dir: &Path) {
     let server = TestServer::start_on(store_url, &dir.join("node"), &env);
     let admin = As::new(&server.url, TOKEN);
     two_hundred_succeed(&admin, dir).await;
+    one_item_per_uploaded_file(&admin).await;
     unaffordable_batch_creates_nothing(&admin, "poor").await;
     cancel_refunds_the_canceled_items(&admin, "canceler").await;
 }
