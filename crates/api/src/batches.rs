@@ -26,13 +26,14 @@ use serde_json::{Value, json};
 
 use augur_core::batch::{Batch, BatchCreation, BatchRequest, Counts};
 use augur_core::file::FileObject;
-use augur_core::{Caller, ModelName, Status, WebhookEvent, WebhookEvents};
+use augur_core::{Caller, ModelName, WebhookEvent, WebhookEvents};
 use augur_engine::Model;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
 use crate::predictions::{
-    check_file_inputs, decode_cursor, encode_cursor, find_model, idempotency_key, parse_webhook,
+    check_create_rate, check_file_inputs, decode_cursor, find_model, idempotency_key, next_page,
+    parse_webhook, status_param,
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -229,21 +230,7 @@ async fn create(
         .await?;
         inputs.push(input);
     }
-    let limits = state.accounts.limits(&caller.account).await?;
-    if let Some(per_minute) = limits.creates_per_minute
-        && let Err(after) = state.create_limiter.check(&caller.account, per_minute)
-    {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "account {} may create {per_minute} predictions or batches a minute; retry in {} s",
-                caller.account,
-                after.as_secs().max(1)
-            ),
-        )
-        .with("limit", per_minute)
-        .with_retry_after(after));
-    }
+    let limits = check_create_rate(&state, &caller).await?;
     let request = BatchRequest {
         owner: caller.account.clone(),
         model: model.name.clone(),
@@ -332,13 +319,12 @@ async fn list(
         .iter()
         .map(|b| BatchJson::new(public, b))
         .collect();
-    let next = page.next.map(|cursor| {
-        let mut url = format!("{public}/v1/batches?cursor={}", encode_cursor(&cursor));
-        if params.limit.is_some() {
-            url.push_str(&format!("&limit={limit}"));
-        }
-        url
-    });
+    let next = next_page(
+        &format!("{public}/v1/batches"),
+        page.next.as_ref(),
+        &[],
+        params.limit.map(|_| limit),
+    );
     Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
 }
 
@@ -349,19 +335,7 @@ async fn items(
     AppQuery(params): AppQuery<ListParams>,
 ) -> ApiResult<Response> {
     let batch = visible(&state, &caller, &id).await?;
-    let status = params
-        .status
-        .as_deref()
-        .map(|s| {
-            Status::parse(s).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidQuery,
-                    format!("status must be one of starting, processing, succeeded, failed, canceled; got {s:?}"),
-                )
-                .with_field("status")
-            })
-        })
-        .transpose()?;
+    let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = state
@@ -374,20 +348,12 @@ async fn items(
         .iter()
         .map(|p| crate::wire::PredictionJson::new(public, p))
         .collect();
-    let next = page.next.map(|cursor| {
-        let mut url = format!(
-            "{public}/v1/batches/{}/predictions?cursor={}",
-            batch.value.id,
-            encode_cursor(&cursor)
-        );
-        if let Some(status) = status {
-            url.push_str(&format!("&status={status}"));
-        }
-        if params.limit.is_some() {
-            url.push_str(&format!("&limit={limit}"));
-        }
-        url
-    });
+    let next = next_page(
+        &format!("{public}/v1/batches/{}/predictions", batch.value.id),
+        page.next.as_ref(),
+        &[("status", params.status.as_deref())],
+        params.limit.map(|_| limit),
+    );
     Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
 }
 

@@ -123,21 +123,7 @@ async fn create_prediction(
     })?;
     check_file_inputs(state, &caller.account, &input, "input").await?;
     let wait = prefer_wait(headers, state.config.max_wait)?;
-    let limits = state.accounts.limits(&caller.account).await?;
-    if let Some(per_minute) = limits.creates_per_minute
-        && let Err(after) = state.create_limiter.check(&caller.account, per_minute)
-    {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "account {} may create {per_minute} predictions a minute; retry in {} s",
-                caller.account,
-                after.as_secs().max(1)
-            ),
-        )
-        .with("limit", per_minute)
-        .with_retry_after(after));
-    }
+    let limits = check_create_rate(state, caller).await?;
     let request = CreateRequest {
         id: body.id.as_deref().map(parse_client_id).transpose()?,
         owner: caller.account.clone(),
@@ -185,6 +171,30 @@ async fn create_prediction(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The caller's limits, after counting one create (a prediction or a batch) against its
+/// creates per minute on this node: 429 with `Retry-After` over it.
+pub(crate) async fn check_create_rate(
+    state: &AppState,
+    caller: &Caller,
+) -> ApiResult<augur_core::account::Limits> {
+    let limits = state.accounts.limits(&caller.account).await?;
+    if let Some(per_minute) = limits.creates_per_minute
+        && let Err(after) = state.create_limiter.check(&caller.account, per_minute)
+    {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "account {} may create {per_minute} predictions (or batches) a minute; retry in {} s",
+                caller.account,
+                after.as_secs().max(1)
+            ),
+        )
+        .with("limit", per_minute)
+        .with_retry_after(after));
+    }
+    Ok(limits)
 }
 
 /// Refuses an input that names an uploaded file (its `urls.get`) the prediction's owner does
@@ -296,19 +306,7 @@ async fn list(
     Extension(caller): Extension<Caller>,
     AppQuery(params): AppQuery<ListParams>,
 ) -> ApiResult<Response> {
-    let status = params
-        .status
-        .as_deref()
-        .map(|s| {
-            Status::parse(s).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidQuery,
-                    format!("status must be one of starting, processing, succeeded, failed, canceled; got {s:?}"),
-                )
-                .with_field("status")
-            })
-        })
-        .transpose()?;
+    let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
     let query = PredictionQuery {
         // The admin token sees every account's predictions.
@@ -334,28 +332,58 @@ async fn list(
         .iter()
         .map(|p| PredictionJson::new(public, &p.value))
         .collect();
-    let next = page.next.map(|cursor| {
-        let mut url = format!("{public}/v1/predictions?cursor={}", encode_cursor(&cursor));
-        for (key, value) in [
+    let next = next_page(
+        &format!("{public}/v1/predictions"),
+        page.next.as_ref(),
+        &[
             ("status", params.status.as_deref()),
             ("created_after", params.created_after.as_deref()),
             ("created_before", params.created_before.as_deref()),
-        ] {
-            if let Some(value) = value {
-                url.push_str(&format!("&{key}={}", urlencode(value)));
-            }
-        }
-        if params.limit.is_some() {
-            url.push_str(&format!("&limit={limit}"));
-        }
-        url
-    });
+        ],
+        params.limit.map(|_| limit),
+    );
     Ok(Json(serde_json::json!({
         "previous": null,
         "next": next,
         "results": results,
     }))
     .into_response())
+}
+
+/// The `status` filter of a prediction listing, if given.
+pub(crate) fn status_param(status: Option<&str>) -> ApiResult<Option<Status>> {
+    status
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("status must be one of starting, processing, succeeded, failed, canceled; got {s:?}"),
+                )
+                .with_field("status")
+            })
+        })
+        .transpose()
+}
+
+/// The `next` URL of a list page: `route` continued after `cursor`, keeping the client's
+/// filters and, if the client gave one, its `limit`; `None` on the last page.
+pub(crate) fn next_page(
+    route: &str,
+    cursor: Option<&Cursor>,
+    filters: &[(&str, Option<&str>)],
+    limit: Option<usize>,
+) -> Option<String> {
+    let cursor = cursor?;
+    let mut url = format!("{route}?cursor={}", encode_cursor(cursor));
+    for (key, value) in filters {
+        if let Some(value) = value {
+            url.push_str(&format!("&{key}={}", urlencode(value)));
+        }
+    }
+    if let Some(limit) = limit {
+        url.push_str(&format!("&limit={limit}"));
+    }
+    Some(url)
 }
 
 fn urlencode(value: &str) -> String {

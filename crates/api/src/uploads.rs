@@ -33,7 +33,7 @@ use augur_core::{AccountId, Caller, Timestamp};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppPath, AppQuery, ErrorCode};
-use crate::predictions::{decode_cursor, encode_cursor};
+use crate::predictions::decode_cursor;
 
 /// Most bytes read and thrown away after an error, so that the client can read the answer; a
 /// longer body gets the answer with `Connection: close`.
@@ -425,13 +425,12 @@ async fn list(
     let page = state.service.files().list(owner, after, limit).await?;
     let public = &state.config.public_url;
     let results: Vec<_> = page.items.iter().map(|f| file_json(&state, f)).collect();
-    let next = page.next.map(|cursor| {
-        let mut url = format!("{public}/v1/files?cursor={}", encode_cursor(&cursor));
-        if params.limit.is_some() {
-            url.push_str(&format!("&limit={limit}"));
-        }
-        url
-    });
+    let next = crate::predictions::next_page(
+        &format!("{public}/v1/files"),
+        page.next.as_ref(),
+        &[],
+        params.limit.map(|_| limit),
+    );
     Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
 }
 

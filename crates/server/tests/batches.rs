@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -118,35 +117,14 @@ fn completions(inbox: &Inbox, batch: &str) -> (Vec<common::hooks::Received>, usi
     (got, ids.len())
 }
 
-/// Verifies deliveries with the PyPI `standardwebhooks` library and the Replicate client,
-/// with the secret `api`'s account signs with.
+/// Verifies deliveries with the official verifiers and the secret `api`'s account signs
+/// with.
 async fn verify(api: &As, dir: &Path, received: &[common::hooks::Received]) {
     let Some(python) = common::python() else {
         return;
     };
     let (_, secret) = api.call("GET", "/v1/webhooks/default/secret", None).await;
-    let secret = secret["key"].as_str().unwrap().to_owned();
-    let records = dir.join("batch-records.json");
-    let as_json: Vec<Value> = received
-        .iter()
-        .map(|r| json!({"headers": r.headers, "body": r.body}))
-        .collect();
-    std::fs::write(&records, serde_json::to_vec(&as_json).unwrap()).unwrap();
-    let output = Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/verify_webhooks.py"
-        ))
-        .arg(&records)
-        .arg(&secret)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "verification failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::hooks::verify(&python, dir, received, secret["key"].as_str().unwrap());
 }
 
 /// 200 echo items succeed: exact counts, the items listed and filtered, one signed completion

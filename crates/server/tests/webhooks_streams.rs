@@ -184,27 +184,7 @@ async fn a_receiver_that_comes_back_gets_every_message_once_in_order_and_signed(
         .unwrap();
     let secret = secret["key"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"));
-    let records = dir.path().join("records.json");
-    let as_json: Vec<Value> = received
-        .iter()
-        .map(|r| json!({"headers": r.headers, "body": r.body}))
-        .collect();
-    std::fs::write(&records, serde_json::to_vec(&as_json).unwrap()).unwrap();
-    let output = Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/verify_webhooks.py"
-        ))
-        .arg(&records)
-        .arg(&secret)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "verification failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::hooks::verify(&python, dir.path(), &received, &secret);
 
     // A manual redelivery sends the same message again, with the same webhook-id.
     let message_id = per_prediction[&quiet_id][0].0.clone();

@@ -1,5 +1,6 @@
 //! A webhook receiver for tests: [`listen_on`] serves `POST /hook` on a loopback address and
-//! keeps every delivery (its `webhook-*` headers and raw body) in an [`Inbox`].
+//! keeps every delivery (its `webhook-*` headers and raw body) in an [`Inbox`]; [`verify`]
+//! checks deliveries with the official verifiers.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,4 +49,34 @@ pub async fn listen_on(addr: SocketAddr, inbox: Inbox) -> tokio::task::JoinHandl
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     })
+}
+
+/// Verifies deliveries with the PyPI `standardwebhooks` library and the Replicate Python
+/// client (`tests/python/verify_webhooks.py`, which also checks that a tampered body fails),
+/// with the signing secret `secret`; panics with their output if any fails.
+pub fn verify(python: &str, dir: &std::path::Path, received: &[Received], secret: &str) {
+    let records = dir.join(format!(
+        "records-{}.json",
+        augur_core::PredictionId::generate()
+    ));
+    let as_json: Vec<serde_json::Value> = received
+        .iter()
+        .map(|r| serde_json::json!({"headers": r.headers, "body": r.body}))
+        .collect();
+    std::fs::write(&records, serde_json::to_vec(&as_json).unwrap()).unwrap();
+    let output = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/verify_webhooks.py"
+        ))
+        .arg(&records)
+        .arg(secret)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "verification failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
