@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use common::hooks::{Inbox, listen_on};
 use common::money::{As, assert_balanced};
-use common::{TOKEN, TestServer};
+use common::{TOKEN, TestServer, eventually};
 
 /// Echo costs 1 credit, demo-image 1 per prediction; a prediction canceled after it started
 /// is refunded, so a cancel refunds every item it stops.
@@ -43,18 +43,6 @@ async fn receiver(inbox: &Inbox) -> (String, tokio::task::JoinHandle<()>) {
     let addr = common::hooks::free_port();
     let task = listen_on(addr, inbox.clone()).await;
     (format!("http://{addr}/hook"), task)
-}
-
-async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + deadline;
-    while !check().await {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Polls the batch until it is terminal; returns it.
@@ -168,7 +156,7 @@ async fn two_hundred_succeed(api: &As, dir: &Path) {
     assert_eq!(items(api, &id, Some("succeeded")).await.len(), 200);
     assert!(items(api, &id, Some("failed")).await.is_empty());
 
-    wait_until("the completion webhook", Duration::from_secs(30), || {
+    eventually("the completion webhook", Duration::from_secs(30), || {
         let inbox = inbox.clone();
         let id = id.clone();
         async move { !completions(&inbox, &id).0.is_empty() }
@@ -299,7 +287,7 @@ async fn cancel_refunds_the_canceled_items(admin: &As, user: &str) {
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     let progress = tokio::spawn(read_progress(api.clone(), id.clone()));
-    wait_until("an item to succeed", Duration::from_secs(60), || {
+    eventually("an item to succeed", Duration::from_secs(60), || {
         let (api, id) = (api.clone(), id.clone());
         async move {
             let (_, b) = api.call("GET", &format!("/v1/batches/{id}"), None).await;
@@ -513,7 +501,7 @@ async fn kill_9_mid_batch(
         .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    wait_until("some items to settle", Duration::from_secs(60), || {
+    eventually("some items to settle", Duration::from_secs(60), || {
         let (api, id) = (api.clone(), id.clone());
         async move {
             let (_, b) = api.call("GET", &format!("/v1/batches/{id}"), None).await;
@@ -532,7 +520,7 @@ async fn kill_9_mid_batch(
     let all = items(&api, &id, None).await;
     assert_eq!(all.len(), 200);
     assert!(all.iter().all(|(_, s)| s == "succeeded"), "{all:?}");
-    wait_until("the completion webhook", Duration::from_secs(60), || {
+    eventually("the completion webhook", Duration::from_secs(60), || {
         let inbox = inbox.clone();
         let id = id.clone();
         async move { !completions(&inbox, &id).0.is_empty() }

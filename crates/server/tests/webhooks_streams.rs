@@ -10,13 +10,13 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use common::hooks::{Inbox, free_port, listen_on};
-use common::{Api, TOKEN, TestServer};
+use common::{Api, TOKEN, TestServer, eventually};
 
 async fn create(api: &Api, body: Value) -> Value {
     let response = api
@@ -41,18 +41,6 @@ async fn delivery_log(api: &Api, id: &str) -> Value {
         .unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
-}
-
-async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + deadline;
-    while !check().await {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

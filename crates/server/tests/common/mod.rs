@@ -126,6 +126,19 @@ impl Drop for TestServer {
     }
 }
 
+/// Polls `check` every 100 ms until it holds; panics naming `what` after `deadline`.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A small client for the API.
 #[derive(Clone)]
 pub struct Api {
