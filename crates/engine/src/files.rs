@@ -143,19 +143,21 @@ impl OutputFiles {
 
     /// Replaces every string in `input` that is an uploaded file's URL (`urls.get`, what the
     /// official clients put in inputs) by the form the provider takes: a data URI with the
-    /// bytes, or a signed download URL it can fetch without a token. Only `owner`'s live files
-    /// are resolved: another account's file reads as missing.
+    /// bytes, a signed download URL it can fetch without a token, or the path of a local copy
+    /// in a fresh temporary directory that [`ResolvedInput`] removes when dropped. Only
+    /// `owner`'s live files are resolved: another account's file reads as missing.
     ///
     /// # Errors
     ///
-    /// A file that is missing, expired, another account's, or whose bytes cannot be read.
+    /// A file that is missing, expired, another account's, or whose bytes cannot be read or
+    /// copied.
     pub async fn resolve_inputs(
         &self,
         records: &Files,
         owner: &AccountId,
         input: Value,
         form: FileInputs,
-    ) -> Result<Value, String> {
+    ) -> Result<ResolvedInput, String> {
         let mut urls = Vec::new();
         visit_strings(&input, &mut |s| {
             if self.upload_id(s).is_some() && !urls.iter().any(|u| u == s) {
@@ -163,8 +165,20 @@ impl OutputFiles {
             }
         });
         if urls.is_empty() {
-            return Ok(input);
+            return Ok(ResolvedInput {
+                input,
+                local_copies: None,
+            });
         }
+        let local_copies = match form {
+            FileInputs::LocalPath => Some(
+                tempfile::Builder::new()
+                    .prefix("augur-inputs-")
+                    .tempdir()
+                    .map_err(|e| format!("cannot create a directory for input files: {e}"))?,
+            ),
+            _ => None,
+        };
         let mut resolved = HashMap::new();
         for url in urls {
             let id = self.upload_id(&url).unwrap_or_default();
@@ -179,11 +193,26 @@ impl OutputFiles {
                 .map_err(|e| format!("cannot read input file {url}: {e}"))?
                 .filter(|f| f.owner == *owner)
                 .ok_or_else(missing)?;
-            let value = match (&self.signer, form) {
-                (Some(signer), FileInputs::SignedUrl) => {
+            let value = match (&self.signer, form, &local_copies) {
+                (Some(signer), FileInputs::SignedUrl, _) => {
                     let until = Timestamp::now().plus(SIGNED_INPUT_VALIDITY);
                     let base = self.uploads_url.trim_end_matches("/v1/files/");
                     signer.download_url(base, &file, until.min(file.expires_at))
+                }
+                (_, FileInputs::LocalPath, Some(dir)) => {
+                    // One directory per file, so that two files of the same name keep theirs
+                    // (and with it their extension, which tools go by).
+                    let path = dir.path().join(&file.id).join(sanitize_name(&file.name));
+                    let copied = self
+                        .copy_upload_to(&FileObject::object_key(&file.id), &path)
+                        .await
+                        .map_err(|e| format!("cannot copy input file {url}: {e}"))?;
+                    if !copied {
+                        return Err(missing());
+                    }
+                    path.to_str()
+                        .ok_or_else(|| format!("the temporary path {path:?} is not UTF-8"))?
+                        .to_owned()
                 }
                 _ => {
                     use base64::Engine;
@@ -202,7 +231,10 @@ impl OutputFiles {
             };
             resolved.insert(url, value);
         }
-        Ok(replace_strings(input, &|s| resolved.get(s).cloned()))
+        Ok(ResolvedInput {
+            input: replace_strings(input, &|s| resolved.get(s).cloned()),
+            local_copies,
+        })
     }
 
     /// The file id in an uploaded file's `urls.get`, if `s` is one.
@@ -325,6 +357,33 @@ impl OutputFiles {
         }
     }
 
+    /// Writes an uploaded file's bytes to a new local file at `path` (creating its parent
+    /// directory) as they stream in; false if there are none.
+    pub async fn copy_upload_to(&self, key: &str, path: &Path) -> Result<bool, FilesError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let object = parse_upload_key(key)?;
+        let result = match self.store.get(&object).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let local = |source: std::io::Error| FilesError::Directory {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(local)?;
+        }
+        let mut file = tokio::fs::File::create_new(path).await.map_err(local)?;
+        let mut chunks = result.into_stream();
+        while let Some(chunk) = chunks.next().await {
+            file.write_all(&chunk?).await.map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        Ok(true)
+    }
+
     /// Deletes an uploaded file's bytes (absent bytes are not an error).
     pub async fn delete_upload(&self, key: &str) -> Result<(), FilesError> {
         let path = parse_upload_key(key)?;
@@ -391,11 +450,24 @@ impl UploadWriter {
 /// How a provider takes inputs that are uploaded files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileInputs {
-    /// The bytes, as a `data:` URI (models in this process, local commands).
+    /// The bytes, as a `data:` URI (models in this process).
     DataUri,
     /// A signed download URL that works without a token (model servers and upstream APIs,
     /// which fetch it themselves).
     SignedUrl,
+    /// The absolute path of a local copy of the bytes, named like the upload, in a temporary
+    /// directory removed after the run (local commands).
+    LocalPath,
+}
+
+/// An input with its uploaded files in a provider's form ([`OutputFiles::resolve_inputs`]).
+#[derive(Debug)]
+pub struct ResolvedInput {
+    /// The input to hand the provider.
+    pub input: Value,
+    /// The directory of the local copies [`FileInputs::LocalPath`] points to; removed when
+    /// dropped, so keep it until the run is over.
+    pub local_copies: Option<tempfile::TempDir>,
 }
 
 /// How long a signed URL handed to a provider for an input works (at most until the file
@@ -980,14 +1052,29 @@ mod tests {
             .resolve_inputs(&records, &alice, input.clone(), FileInputs::DataUri)
             .await
             .unwrap();
+        assert!(inline.local_copies.is_none());
+        let inline = inline.input;
         assert_eq!(inline["image"], "data:image/png;base64,cG5n");
         assert_eq!(inline["list"][0], inline["image"]);
         assert_eq!(inline["text"], "keep");
 
+        let local = files
+            .resolve_inputs(&records, &alice, input.clone(), FileInputs::LocalPath)
+            .await
+            .unwrap();
+        let path = std::path::PathBuf::from(local.input["image"].as_str().unwrap());
+        assert_eq!(local.input["list"][0], local.input["image"]);
+        assert_eq!(local.input["text"], "keep");
+        assert!(path.is_absolute() && path.ends_with("cat.png"), "{path:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"png");
+        drop(local);
+        assert!(!path.exists(), "the local copy goes with the run");
+
         let fetched = files
             .resolve_inputs(&records, &alice, input.clone(), FileInputs::SignedUrl)
             .await
-            .unwrap();
+            .unwrap()
+            .input;
         let signed = fetched["image"].as_str().unwrap();
         assert!(
             signed.starts_with(&format!("{url}/download?expiry="))

@@ -31,7 +31,7 @@ pub mod sweeper;
 pub mod worker;
 
 pub use changes::ChangeListener;
-pub use files::{FileInputs, ImportError, OutputFiles, UrlImportLimits};
+pub use files::{FileInputs, ImportError, OutputFiles, ResolvedInput, UrlImportLimits};
 pub use models::{Model, ModelRegistry, ModelSettings};
 pub use provider::{InputError, Outcome, Progress, Provider, ProviderError, RunContext};
 pub use sweeper::Sweeper;
