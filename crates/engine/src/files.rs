@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
@@ -68,6 +69,9 @@ pub struct OutputFiles {
     signer: Option<UrlSigner>,
     /// Downloads output URLs into the store.
     importer: Arc<UrlImporter>,
+    /// Uploads smaller than this are stored with one put when complete, not streamed in parts
+    /// (0: always in parts). See [`OutputFiles::upload_writer`].
+    single_put_below: usize,
 }
 
 impl fmt::Debug for OutputFiles {
@@ -106,7 +110,11 @@ impl OutputFiles {
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
         };
-        Ok(Self::new(store, public_url))
+        let mut files = Self::new(store, public_url);
+        // Each request is a round trip: a small upload is one `PutObject`, not a multipart
+        // upload's create, part and complete.
+        files.single_put_below = UPLOAD_PART_BYTES;
+        Ok(files)
     }
 
     /// Files in memory (tests, `memory://` stores).
@@ -123,6 +131,7 @@ impl OutputFiles {
             uploads_url: Arc::from(format!("{public_url}/v1/files/")),
             signer: None,
             importer: Arc::new(UrlImporter::new(UrlImportLimits::default())),
+            single_put_below: 0,
         }
     }
 
@@ -336,15 +345,24 @@ impl OutputFiles {
         Ok(())
     }
 
-    /// Starts writing an uploaded file's bytes under `key` as they arrive, in parts, so that
-    /// an upload never sits whole in memory; nothing is visible under the key before
-    /// [`UploadWriter::finish`].
+    /// Starts writing an uploaded file's bytes under `key` as they arrive; nothing is visible
+    /// under the key before [`UploadWriter::finish`]. Bytes stream into the store in parts (a
+    /// multipart upload), so that an upload never sits whole in memory; on S3, where every
+    /// request is a round trip, a file smaller than one part ([`UPLOAD_PART_BYTES`]) is instead
+    /// stored with one put when it is complete (`bench/uploads.sh`: 100 KB uploads went from
+    /// 0.29× to 0.79× of plain `PutObject`s). On a local directory the staged multipart write
+    /// measured faster than a single put for small files, so it stays.
     pub async fn upload_writer(&self, key: &str) -> Result<UploadWriter, FilesError> {
         let path = parse_upload_key(key)?;
-        let upload = self.store.put_multipart(&path).await?;
-        Ok(UploadWriter {
-            inner: WriteMultipart::new(upload),
-        })
+        let inner = if self.single_put_below > 0 {
+            Writer::Buffered(
+                BufWriter::with_capacity(self.store.clone(), path, self.single_put_below)
+                    .with_max_concurrency(UPLOAD_PARTS_IN_FLIGHT),
+            )
+        } else {
+            Writer::Parts(WriteMultipart::new(self.store.put_multipart(&path).await?))
+        };
+        Ok(UploadWriter { inner })
     }
 
     /// An uploaded file's bytes; `None` if there are none.
@@ -413,7 +431,14 @@ impl OutputFiles {
 /// An upload being written ([`OutputFiles::upload_writer`]). Dropping it unfinished abandons
 /// the upload.
 pub struct UploadWriter {
-    inner: WriteMultipart,
+    inner: Writer,
+}
+
+enum Writer {
+    /// Small files in one put, larger ones in parts.
+    Buffered(BufWriter),
+    /// Always in parts.
+    Parts(WriteMultipart),
 }
 
 impl fmt::Debug for UploadWriter {
@@ -425,23 +450,49 @@ impl fmt::Debug for UploadWriter {
 /// Parts of an upload in flight at once.
 const UPLOAD_PARTS_IN_FLIGHT: usize = 4;
 
+/// The size of an upload's parts on S3 (its smallest part), below which a file is stored with
+/// one put there: a multipart upload costs two requests more (create and complete).
+pub const UPLOAD_PART_BYTES: usize = 5 << 20;
+
 impl UploadWriter {
     /// Adds bytes, waiting while too many parts are in flight.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), FilesError> {
-        self.inner.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
-        self.inner.put(chunk);
+        match &mut self.inner {
+            Writer::Buffered(writer) => writer.put(chunk).await?,
+            Writer::Parts(writer) => {
+                writer.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT).await?;
+                writer.put(chunk);
+            }
+        }
         Ok(())
     }
 
     /// Completes the upload: the bytes appear under the key.
     pub async fn finish(self) -> Result<(), FilesError> {
-        self.inner.finish().await?;
+        match self.inner {
+            Writer::Buffered(mut writer) => {
+                use tokio::io::AsyncWriteExt;
+                writer.shutdown().await.map_err(|e| {
+                    FilesError::Store(object_store::Error::Generic {
+                        store: "uploads",
+                        source: Box::new(e),
+                    })
+                })?;
+            }
+            Writer::Parts(writer) => {
+                writer.finish().await?;
+            }
+        }
         Ok(())
     }
 
     /// Abandons the upload.
     pub async fn abort(self) {
-        if let Err(e) = self.inner.abort().await {
+        let result = match self.inner {
+            Writer::Buffered(mut writer) => writer.abort().await,
+            Writer::Parts(writer) => writer.abort().await,
+        };
+        if let Err(e) = result {
             tracing::warn!(error = %e, "cannot abort an upload");
         }
     }
