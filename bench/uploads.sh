@@ -149,7 +149,7 @@ done
 summary="$RESULTS/uploads.md"
 {
     echo "# bench/uploads.sh, $(date -u +%Y-%m-%dT%H:%MZ), ROUNDS=$ROUNDS CONCURRENCY=$CONCURRENCY"
-    machine_info
+    machine_info | grep -v "^wrk:"
     echo "rounds that started while rustc ran elsewhere on the machine: ${busy:-none}"
     echo
     echo "| store | file size | target | median files/s | median MB/s | median p50 ms | files/s per run | Augur / PUT |"
