@@ -455,6 +455,51 @@ async fn files_live_in_an_s3_bucket() {
     );
 }
 
+/// Uploads on both sides of S3's part size arrive whole: a small file is one `PutObject`, a
+/// file over 5 MiB a multipart upload of several parts.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_below_and_above_one_part_reach_s3_whole() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let Some(moto) = Moto::start(&python) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let made = http
+        .put(format!("{}/parts", moto.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_FILES_DIR", "s3://parts/p"),
+            ("AUGUR_FILE_MAX_BYTES", "20000000"),
+            ("AWS_ENDPOINT_URL", &moto.endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    for size in [1000usize, (5 << 20) - 1, 11 << 20] {
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let file = common::upload(&http, &server.url, "part.bin", &bytes).await;
+        assert_eq!(file["size"], size);
+        let got = http
+            .get(file["urls"]["download"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert!(got.bytes().await.unwrap()[..] == bytes[..], "{size} bytes");
+    }
+}
+
 /// Two nodes that share only a store server and an S3 bucket (no filesystem): a file uploaded
 /// to one is read, downloaded and deleted through the other, and an output one writes is
 /// served by the other.
