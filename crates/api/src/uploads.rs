@@ -5,9 +5,13 @@
 //! used unless `filename` or `type` fields say otherwise) and `metadata` (JSON), streams the
 //! bytes through a SHA-256 and a size limit into the object store in parts (an upload never sits
 //! whole in memory), then records the file; a refused upload's bytes are deleted. It
-//! authenticates inside the handler, not in a layer, so that every error answer (a bad token,
-//! a file too large, a malformed body) is sent after the rest of the body has been read (up to
-//! a bound): a client still writing its upload then reads the answer instead of a broken pipe.
+//! authenticates inside the handler, not in a layer, so that no error answer (a bad token, a
+//! file too large, a malformed body) breaks the client's connection ([`refuse`]): a small rest
+//! of the body is read before the answer, so the connection stays open; a large or endless rest
+//! (a `Content-Length` beyond the limit is refused before any of the body is read) is answered
+//! at once with `Connection: close` while the body is read and thrown away in the background,
+//! up to a bound, so that a client still writing reads the answer instead of a reset; and a
+//! client waiting for `100 Continue` gets the answer without ever being asked for the body.
 //!
 //! Another account's file is a 404, like a missing one. Served bytes carry
 //! `X-Content-Type-Options: nosniff` and a sandboxing `Content-Security-Policy`, and any type a
@@ -42,6 +46,11 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 /// The largest `metadata` field.
 const MAX_METADATA_BYTES: usize = 64 << 10;
+/// Room in a request's body beside the file itself: the multipart framing and the small
+/// fields (`filename`, `type`, `metadata`, each at most [`MAX_METADATA_BYTES`]). A body longer
+/// than the file limit plus this cannot hold an acceptable upload, so a `Content-Length` above
+/// it is refused before the body is read.
+const FORM_OVERHEAD: u64 = 256 << 10;
 
 pub(crate) fn upload_routes() -> Router<AppState> {
     Router::new()
@@ -88,30 +97,95 @@ fn not_found(id: &str) -> ApiError {
 }
 
 async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let stream = Arc::new(tokio::sync::Mutex::new(body.into_data_stream()));
-    match receive(&state, &headers, stream.clone()).await {
+    let body = Arc::new(tokio::sync::Mutex::new(Incoming {
+        stream: body.into_data_stream(),
+        read: 0,
+        polled: false,
+        over_limit: false,
+    }));
+    match receive(&state, &headers, body.clone()).await {
         Ok(response) => response,
-        Err(error) => {
-            let mut response = error.into_response();
-            if !drain(&stream).await {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            response
-        }
+        Err(error) => refuse(error, &headers, body).await,
     }
 }
 
-type SharedBody = Arc<tokio::sync::Mutex<axum::body::BodyDataStream>>;
+/// The request's body as it is read: how much, and whether it went past the limit on a whole
+/// body ([`body_limit`]).
+struct Incoming {
+    stream: axum::body::BodyDataStream,
+    /// Bytes read so far.
+    read: u64,
+    /// Whether reading started (which is when a client waiting for `100 Continue` gets it).
+    polled: bool,
+    /// Whether the body went past [`body_limit`] (reading stopped there).
+    over_limit: bool,
+}
+
+type SharedBody = Arc<tokio::sync::Mutex<Incoming>>;
+
+/// The longest body an acceptable upload can have.
+fn body_limit(state: &AppState) -> u64 {
+    state.config.max_file_bytes.saturating_add(FORM_OVERHEAD)
+}
+
+/// The body's declared length, if it has one (not chunked).
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Answers a refused upload without breaking the client's connection.
+///
+/// - A client that waits for `100 Continue` before sending the body (`Expect: 100-continue`,
+///   as curl does for large bodies) and was not yet asked for it is answered at once with
+///   `Connection: close`: hyper sends `100 Continue` only when the body is read, so the client
+///   never sends it and the connection closes cleanly.
+/// - A rest of the body that is known to be small is read and thrown away first (up to
+///   [`DRAIN_LIMIT`] and [`DRAIN_TIME`]), then answered; the connection stays open.
+/// - A rest that is large (a declared length beyond [`DRAIN_LIMIT`]) or unknown after a file
+///   went past the limit (chunked, so possibly endless) is answered at once with `Connection:
+///   close`, and read and thrown away in the background up to the same bounds before the
+///   connection closes (a lingering close): a client that reads while it writes gets the
+///   answer at once, one that writes first gets it if its body fits the bounds, and nobody is
+///   reset with the answer unread because the server closed under unread bytes.
+async fn refuse(error: ApiError, headers: &HeaderMap, body: SharedBody) -> Response {
+    let too_large = error.code() == ErrorCode::PayloadTooLarge;
+    let mut response = error.into_response();
+    let (read, polled) = {
+        let incoming = body.lock().await;
+        (incoming.read, incoming.polled)
+    };
+    let awaits_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let rest = declared_length(headers).map(|len| len.saturating_sub(read));
+    let close = |response: &mut Response| {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    };
+    if awaits_continue && !polled {
+        close(&mut response);
+    } else if rest.map_or(too_large, |rest| rest > DRAIN_LIMIT) {
+        close(&mut response);
+        tokio::spawn(async move { drain(&body).await });
+    } else if !drain(&body).await {
+        close(&mut response);
+    }
+    response
+}
 
 /// Reads what is left of the body, up to [`DRAIN_LIMIT`] and [`DRAIN_TIME`]; true if it was
 /// read to its end.
-async fn drain(stream: &SharedBody) -> bool {
+async fn drain(body: &SharedBody) -> bool {
     let read_all = async {
-        let mut stream = stream.lock().await;
+        let mut incoming = body.lock().await;
+        incoming.polled = true;
         let mut seen = 0u64;
-        while let Some(chunk) = stream.next().await {
+        while let Some(chunk) = incoming.stream.next().await {
             match chunk {
                 Ok(chunk) => seen += chunk.len() as u64,
                 Err(_) => return false,
@@ -125,6 +199,22 @@ async fn drain(stream: &SharedBody) -> bool {
     tokio::time::timeout(DRAIN_TIME, read_all)
         .await
         .unwrap_or(false)
+}
+
+/// The 413 for a body longer than [`body_limit`]: `length` bytes long, or found longer as it
+/// was read.
+fn body_too_large(state: &AppState, length: Option<u64>) -> ApiError {
+    let max = state.config.max_file_bytes;
+    let size = length.map_or_else(|| "longer".to_owned(), |n| format!("{n} bytes, longer"));
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "the request body is {size} than this server's limit of {max} bytes for a file \
+             plus {FORM_OVERHEAD} bytes for the other form fields"
+        ),
+    )
+    .with_field("content")
+    .with("limit", max)
 }
 
 /// What the multipart body said.
@@ -151,8 +241,27 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
                 "send the file as multipart/form-data with a content field",
             )
         })?;
-    let body = futures::stream::unfold(stream, |stream| async move {
-        let next = stream.lock().await.next().await;
+    // Refused before a byte of the body is read: it cannot hold an acceptable upload.
+    if let Some(length) = declared_length(headers).filter(|&n| n > body_limit(state)) {
+        return Err(body_too_large(state, Some(length)));
+    }
+    let limit = body_limit(state);
+    let body = futures::stream::unfold(stream.clone(), move |stream| async move {
+        let mut incoming = stream.lock().await;
+        incoming.polled = true;
+        if incoming.over_limit {
+            return None;
+        }
+        let next = incoming.stream.next().await;
+        if let Some(Ok(chunk)) = &next {
+            incoming.read += chunk.len() as u64;
+            if incoming.read > limit {
+                // A chunked body (or one longer than it said): stop here.
+                incoming.over_limit = true;
+                return Some((Err(axum::Error::new("body too large")), stream.clone()));
+            }
+        }
+        drop(incoming);
         next.map(|item| (item, stream))
     });
     let multipart = multer::Multipart::new(body, boundary);
@@ -161,6 +270,11 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
     let upload = match read_fields(state, multipart, &object_key).await {
         Ok(upload) => upload,
         Err(e) => {
+            let e = if stream.lock().await.over_limit {
+                body_too_large(state, None)
+            } else {
+                e
+            };
             // The bytes may have been stored before a later field failed.
             if let Err(e) = state.files.delete_upload(&object_key).await {
                 tracing::warn!(file_id = %id, error = %e, "cannot delete a refused upload's bytes");

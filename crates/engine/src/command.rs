@@ -5,7 +5,11 @@
 //! 1. makes a fresh work directory (under the system's temporary directory, removed when the
 //!    attempt ends however it ends) with an empty `outputs/` inside;
 //! 2. starts the command in its own process group, in `working_dir` (default: the work
-//!    directory), with the prediction's input as JSON on stdin and, beside Augur's own
+//!    directory), with the prediction's input as JSON on stdin (where an input value is an
+//!    uploaded file's URL, `<public url>/v1/files/<id>`, the command gets instead the absolute
+//!    path of a local copy of the file's bytes, named like the upload, in a temporary directory
+//!    the worker removes when the attempt ends; data URIs and other URLs are left as they are)
+//!    and, beside Augur's own
 //!    environment without its `AUGUR_*` variables (they hold secrets), `AUGUR_WORK_DIR`,
 //!    `AUGUR_OUTPUTS_DIR` (`$AUGUR_WORK_DIR/outputs`) and `AUGUR_PREDICTION_ID`; to give the
 //!    command more variables, configure `["/usr/bin/env", "KEY=value", ...]` as its argv;
@@ -136,6 +140,10 @@ impl Provider for CommandProvider {
 
     fn imports_output_urls(&self) -> bool {
         true
+    }
+
+    fn file_inputs(&self) -> crate::files::FileInputs {
+        crate::files::FileInputs::LocalPath
     }
 }
 

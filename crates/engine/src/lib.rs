@@ -34,7 +34,7 @@ pub mod worker;
 
 pub use batches::{BatchLoop, BatchLoopOptions};
 pub use changes::ChangeListener;
-pub use files::{FileInputs, ImportError, OutputFiles, UrlImportLimits};
+pub use files::{FileInputs, ImportError, OutputFiles, ResolvedInput, UrlImportLimits};
 pub use models::{Model, ModelRegistry, ModelSettings};
 pub use provider::{InputError, Outcome, Progress, Provider, ProviderError, RunContext};
 pub use sweeper::Sweeper;

@@ -719,7 +719,7 @@ async fn run_and_import(
     id: PredictionId,
 ) -> Result<Outcome, ProviderError> {
     let input = std::mem::take(&mut ctx.prediction.input);
-    ctx.prediction.input = files
+    let resolved = files
         .resolve_inputs(
             &records,
             &ctx.prediction.owner,
@@ -728,14 +728,21 @@ async fn run_and_import(
         )
         .await
         .map_err(ProviderError::Failed)?;
-    match provider.run(ctx).await? {
-        Outcome::Succeeded(output) if provider.imports_output_urls() => files
+    ctx.prediction.input = resolved.input;
+    let result = match provider.run(ctx).await {
+        Ok(Outcome::Succeeded(output)) if provider.imports_output_urls() => files
             .import_urls(&id, output)
             .await
             .map(Outcome::Succeeded)
             .map_err(|e| ProviderError::Failed(e.to_string())),
-        other => Ok(other),
+        other => other,
+    };
+    // Local copies of input files last as long as the run; they go off the async threads
+    // since they may be large. (A dropped run removes them in place.)
+    if let Some(copies) = resolved.local_copies {
+        let _ = tokio::task::spawn_blocking(move || drop(copies)).await;
     }
+    result
 }
 
 /// Renews a lease every third of its length; completes when the lease is lost or the

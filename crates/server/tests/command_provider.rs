@@ -84,6 +84,16 @@ wait
             pids = pids.display()
         ),
     );
+    // Reports the path it got for its `file` input, and that file's size and SHA-256.
+    let digest = write_script(
+        dir.path(),
+        "digest.sh",
+        r#"path=$(sed -n 's/.*"file": *"\([^"]*\)".*/\1/p')
+[ -f "$path" ] || { echo "no file at $path" >&2; exit 4; }
+sum=$(sha256sum "$path" | cut -d' ' -f1)
+printf '{"path": "%s", "size": %s, "sha256": "%s"}\n' "$path" "$(wc -c < "$path")" "$sum"
+"#,
+    );
     let config = dir.path().join("augur.toml");
     std::fs::write(
         &config,
@@ -94,6 +104,11 @@ name = "acme/tool"
 provider = "command"
 command = ["/bin/sh", "{tool}"]
 concurrency = 2
+
+[[models]]
+name = "acme/digest"
+provider = "command"
+command = ["/bin/sh", "{digest}"]
 
 [[models]]
 name = "acme/fails"
@@ -327,4 +342,31 @@ async fn an_oversized_output_url_fails_naming_the_limit_but_not_the_query() {
             stack.web
         )
     );
+}
+
+/// An uploaded file in the input reaches the command as the path of a local copy of its bytes
+/// (named like the upload), removed when the run is over; the stored input keeps the file's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_file_input_reaches_the_command_as_a_local_path() {
+    let stack = stack().await;
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = common::upload(&stack.api.http, &stack.server.url, "photo.jpg", &bytes).await;
+    let url = file["urls"]["get"].as_str().unwrap();
+    let id = stack.create("acme/digest", json!({"file": url})).await;
+    let done = stack.settled(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let output = &done["output"];
+    assert_eq!(output["size"], bytes.len(), "{output}");
+    assert_eq!(output["sha256"], file["checksums"]["sha256"], "{output}");
+    let path = Path::new(output["path"].as_str().unwrap());
+    assert!(
+        path.is_absolute() && path.ends_with("photo.jpg"),
+        "{output}"
+    );
+    assert!(
+        !path.exists(),
+        "the local copy outlived the run: {}",
+        path.display()
+    );
+    assert_eq!(done["input"]["file"], url, "the stored input keeps the URL");
 }

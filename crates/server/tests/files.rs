@@ -123,6 +123,166 @@ fn signed_urls_and_files_expire() {
     run_checks(&python, &server, "expiry", "2");
 }
 
+/// A raw HTTP/1.1 connection to `server` for uploads whose framing the test controls.
+fn raw_connection(server: &TestServer) -> std::net::TcpStream {
+    let address = server.url.strip_prefix("http://").unwrap();
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// The head of an upload request with `framing` (a `Content-Length` or `Transfer-Encoding`
+/// line) and any `extra` header lines.
+fn upload_head(framing: &str, extra: &str) -> String {
+    format!(
+        "POST /v1/files HTTP/1.1\r\nhost: augur.test\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: multipart/form-data; boundary=b0undary\r\n{framing}\r\n{extra}\r\n"
+    )
+}
+
+/// Reads one answer: its status line and headers (lower-cased), and its body (by its
+/// `Content-Length`). Fails if it does not arrive within the read timeout.
+fn read_answer(stream: &mut std::net::TcpStream) -> (String, String, serde_json::Value) {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("an answer within 5 s");
+        assert_eq!(n, 1, "the connection closed before an answer: {bytes:?}");
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8(bytes).unwrap().to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    let status = head.lines().next().unwrap().to_owned();
+    (status, head, serde_json::from_slice(&body).unwrap())
+}
+
+/// Whether the server closes the connection within the read timeout (what it sends before
+/// closing is read and thrown away).
+fn closes(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A `Content-Length` far beyond the limit gets a 413 naming the limit at once, before any of
+/// the body is sent (the old behaviour waited for the body), with `Connection: close`; the
+/// server then keeps reading what the client goes on sending instead of resetting it.
+#[test]
+fn a_declared_length_over_the_limit_is_refused_before_the_body_is_read() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("AUGUR_FILE_MAX_BYTES", MAX_BYTES)],
+    );
+    let mut stream = raw_connection(&server);
+    let started = std::time::Instant::now();
+    stream
+        .write_all(upload_head("content-length: 10000000000", "").as_bytes())
+        .unwrap();
+    let (status, head, body) = read_answer(&mut stream);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(status, "http/1.1 413 payload too large", "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert_eq!(body["code"], "payload_too_large", "{body}");
+    assert_eq!(body["limit"], MAX_BYTES.parse::<u64>().unwrap(), "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("10000000000 bytes"),
+        "{body}"
+    );
+    // A client that writes before it reads is not reset while it writes: the server reads
+    // (and throws away) a bounded amount after its answer.
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..4 {
+        stream.write_all(&chunk).expect("the server still reads");
+    }
+}
+
+/// A client that waits for `100 Continue` is never asked for an oversized body: it gets the
+/// 413 straight away and the connection closes cleanly.
+#[test]
+fn an_oversized_upload_that_expects_100_continue_is_answered_without_the_body() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("AUGUR_FILE_MAX_BYTES", MAX_BYTES)],
+    );
+    let mut stream = raw_connection(&server);
+    stream
+        .write_all(
+            upload_head("content-length: 10000000000", "expect: 100-continue\r\n").as_bytes(),
+        )
+        .unwrap();
+    let (status, head, body) = read_answer(&mut stream);
+    assert_eq!(status, "http/1.1 413 payload too large", "{head}");
+    assert_eq!(body["limit"], MAX_BYTES.parse::<u64>().unwrap(), "{body}");
+    assert!(closes(&mut stream), "the server closes the connection");
+}
+
+/// A chunked upload (no length known in advance) over the limit gets the 413 as soon as the
+/// file passes the limit, while the client is still sending, and the server reads the rest so
+/// that the client's writes all succeed; the connection closes when the body ends.
+#[test]
+fn a_chunked_upload_over_the_limit_is_answered_while_it_is_sent() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("AUGUR_FILE_MAX_BYTES", MAX_BYTES)],
+    );
+    let mut stream = raw_connection(&server);
+    stream
+        .write_all(upload_head("transfer-encoding: chunked", "").as_bytes())
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let chunked = |data: &[u8]| {
+        let mut framed = format!("{:x}\r\n", data.len()).into_bytes();
+        framed.extend_from_slice(data);
+        framed.extend_from_slice(b"\r\n");
+        framed
+    };
+    let sending = std::thread::spawn(move || {
+        writer.write_all(&chunked(
+            b"--b0undary\r\ncontent-disposition: form-data; name=\"content\"; filename=\"big.bin\"\r\n\r\n",
+        ))?;
+        let data = vec![b'x'; 64 << 10];
+        // 4 MiB: 20 times the limit.
+        for _ in 0..64 {
+            writer.write_all(&chunked(&data))?;
+        }
+        writer.write_all(&chunked(b"\r\n--b0undary--\r\n"))?;
+        writer.write_all(b"0\r\n\r\n")
+    });
+    let (status, head, body) = read_answer(&mut stream);
+    assert_eq!(status, "http/1.1 413 payload too large", "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert_eq!(body["limit"], MAX_BYTES.parse::<u64>().unwrap(), "{body}");
+    sending
+        .join()
+        .unwrap()
+        .expect("every write of the body succeeds");
+    assert!(closes(&mut stream), "the server closes after the body");
+}
+
 /// A files location the binary cannot use stops it at start, naming the problem, instead of
 /// becoming a local directory named after the URL.
 #[test]
@@ -239,6 +399,51 @@ async fn files_live_in_an_s3_bucket() {
             .any(|k| k.starts_with(&format!("some/prefix/{id}/"))),
         "the output is in the bucket: {keys:?}"
     );
+}
+
+/// Uploads on both sides of S3's part size arrive whole: a small file is one `PutObject`, a
+/// file over 5 MiB a multipart upload of several parts.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_below_and_above_one_part_reach_s3_whole() {
+    let Some(python) = common::python() else {
+        return;
+    };
+    let Some(moto) = common::moto::Moto::start(&python) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let made = http
+        .put(format!("{}/parts", moto.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_FILES_DIR", "s3://parts/p"),
+            ("AUGUR_FILE_MAX_BYTES", "20000000"),
+            ("AWS_ENDPOINT_URL", &moto.endpoint),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    );
+    for size in [1000usize, (5 << 20) - 1, 11 << 20] {
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let file = common::upload(&http, &server.url, "part.bin", &bytes).await;
+        assert_eq!(file["size"], size);
+        let got = http
+            .get(file["urls"]["download"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200);
+        assert!(got.bytes().await.unwrap()[..] == bytes[..], "{size} bytes");
+    }
 }
 
 /// Two nodes that share only a store server and an S3 bucket (no filesystem): a file uploaded
