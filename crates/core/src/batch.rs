@@ -623,6 +623,17 @@ impl Predictions {
     /// Cancels `owner`'s batch: records the request, cancels every item not yet settled, and
     /// tallies. A settled batch is returned as it is.
     pub async fn cancel_batch(&self, owner: &AccountId, id: &str) -> Result<Versioned<Batch>> {
+        // A batch whose items all settled before the cancel (and whose tally has not run yet)
+        // completed on its own: it is not canceled.
+        if self
+            .tally_batch(owner, id)
+            .await?
+            .value
+            .status
+            .is_terminal()
+        {
+            return self.get_batch(Some(owner), id).await;
+        }
         for _ in 0..MAX_TALLY_ATTEMPTS {
             let current = self.get_batch(Some(owner), id).await?;
             if current.value.status.is_terminal() || current.value.cancel_requested {
@@ -1002,5 +1013,37 @@ mod tests {
                 ..Counts::default()
             }
         );
+    }
+
+    /// A cancel that comes after every item settled, before any tally ran, leaves the batch
+    /// as its items made it.
+    #[tokio::test]
+    async fn a_cancel_after_the_last_item_settled_does_not_cancel_the_batch() {
+        let service = Predictions::new(Arc::new(MemoryStore::new()), ServiceConfig::default());
+        let batch = service
+            .create_batch(&request(2))
+            .await
+            .unwrap()
+            .batch()
+            .value
+            .clone();
+        for p in service
+            .batch_items(&batch, None, None, 10)
+            .await
+            .unwrap()
+            .items
+        {
+            service
+                .transition_all(
+                    &p.id,
+                    &[Event::processing(), Event::succeeded(serde_json::json!(1))],
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        let after = service.cancel_batch(&batch.owner, &batch.id).await.unwrap();
+        assert_eq!(after.value.status, BatchStatus::Succeeded);
+        assert!(!after.value.cancel_requested);
     }
 }
