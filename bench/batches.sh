@@ -26,6 +26,8 @@
 #        MEASURES="batch-accept single-accept batch-webhook single-webhook"
 #        BENCH_QUIET_WAIT=1800 (seconds to wait for builds to end first)
 #        BENCH_AUGUR=<binary> to skip the build
+#        PG_WAITS=1: samples pg_stat_activity every 0.1 s during the PostgreSQL runs and logs
+#        the active backends by wait event (a diagnosis; it costs CPU, so off by default)
 # Raw output: bench/results/raw/batches-<time>/; summary: bench/results/batches.md
 set -euo pipefail
 # shellcheck source=bench/lib.sh
@@ -75,10 +77,23 @@ for ((round = 1; round <= ROUNDS; round++)); do
             (while :; do _noise_busy && echo busy >>"$flag"; sleep 0.5; done) &
             watcher=$!
             STARTED_PIDS+=("$watcher")
+            if [ "$store" = postgres ] && [ "${PG_WAITS:-0}" = 1 ]; then
+                (while :; do
+                    pg_sql postgres "SELECT coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '-')
+                        FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()" 2>/dev/null
+                    sleep 0.1
+                done >"$out.pgwaits") &
+                sampler=$!
+                STARTED_PIDS+=("$sampler")
+            fi
             "$BIN" --url "$AUGUR_URL" --token "$TOKEN" --measure "$measure" --items "$ITEMS" \
                 --clients "$CLIENTS" --pids "$pids" >"$out.json" 2>"$out.log" ||
                 { log "FAILED: $store $measure (see $out.log)"; cat "$out.log" >&2; exit 1; }
             stop_started "$watcher"
+            if [ "$store" = postgres ] && [ "${PG_WAITS:-0}" = 1 ]; then
+                stop_started "$sampler"
+                log "  PostgreSQL backends seen active (every 0.1 s), by wait event: $(sort "$out.pgwaits" | uniq -c | sort -rn | head -6 | awk '{ printf "%s %s; ", $2, $1 }')"
+            fi
             stop_started "$AUGUR_PID"
             [ -s "$flag" ] && NOISY+=("round $round $store $measure")
             log "round $round $store $measure: $(jq -c '{accept_s, accept_us_per_item, webhook_s, server_cpu_s}' "$out.json")"
@@ -144,14 +159,19 @@ summary="$RESULTS/batches.md"
         row "single: one create's latency p99 (ms)" "$store" single-accept .latency_p99_ms
         ratio_row "**batch / single, time per item** (target ≤ 0.10)" "$store" batch-accept single-accept .accept_s
         row "server CPU while accepting the batch (s)" "$store" batch-accept .server_cpu_s
+        [ "$store" = postgres ] && row "… of which PostgreSQL (postmaster and backends)" "$store" batch-accept .others_cpu_s
         row "server CPU while accepting the singles (s)" "$store" single-accept .server_cpu_s
+        [ "$store" = postgres ] && row "… of which PostgreSQL" "$store" single-accept .others_cpu_s
         row "batch: store writes during the request (count)" "$store" batch-accept '.store_ops.write.count // 0'
         row "batch: their summed duration (s)" "$store" batch-accept '.store_ops.write.seconds // 0'
-        row "batch: every store operation during the request (s)" "$store" batch-accept '[.store_ops[].seconds] | add // 0'
+        row "batch: every store operation during the request (s)" "$store" batch-accept '[.store_ops[].seconds] | add // 0 | . * 1000 | round / 1000'
         row "batch: request → every item settled (s, polled every 20 ms)" "$store" batch-accept .settled_s
         row "batch with webhook: request → 201 (s)" "$store" batch-webhook .accept_s
+        row "batch with webhook: request → the last item's completed_at (s, server clock)" "$store" batch-webhook .last_item_completed_s
+        row "batch with webhook: request → the batch's completed_at (s, its tally)" "$store" batch-webhook .batch_completed_s
         row "batch with webhook: request → batch.completed received (s)" "$store" batch-webhook .webhook_s
         row "reference, $ITEMS singles with webhooks: start → last 201 (s)" "$store" single-webhook .accept_s
+        row "reference: start → the last completed_at (s, server clock)" "$store" single-webhook .last_item_completed_s
         row "reference: start → last completed webhook received (s)" "$store" single-webhook .webhook_s
         ratio_row "batch / reference, submit → last webhook" "$store" batch-webhook single-webhook .webhook_s
     done

@@ -28,14 +28,19 @@
 //! Around the timed part it reads the server's `/metrics` (the store operations' counts and
 //! summed durations, `augur_store_operation_duration_seconds`) and the CPU time of `--pids`
 //! and of their child processes (Augur; PostgreSQL's postmaster and its backends), and
-//! reports the differences. Per item figures divide by `--items`.
+//! reports the differences. Per item figures divide by `--items`. From the server's timestamps
+//! (same machine, same clock) it also reports when the last item's `completed_at` fell and,
+//! for batches, the batch's `completed_at` (seconds from the start), which split the time to
+//! the webhook into processing, the tally and the delivery.
 //!
 //! Human-readable lines go to stderr; stdout is one JSON object.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use augur_core::Timestamp;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -129,6 +134,21 @@ fn parse_args() -> Args {
     args
 }
 
+/// CPU seconds of each of `pids` (see [`cpu_s`]).
+fn cpu_each(pids: &[u32]) -> Vec<f64> {
+    pids.iter().map(|&pid| cpu_s(&[pid])).collect()
+}
+
+/// `server_cpu_s` (every pid), `augur_cpu_s` (the first) and `others_cpu_s` (the rest: the
+/// PostgreSQL postmaster and its backends).
+fn cpu_fields(result: &mut Value, before: &[f64], after: &[f64]) {
+    let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let total: f64 = delta.iter().sum();
+    result["server_cpu_s"] = json!(round3(total));
+    result["augur_cpu_s"] = json!(round3(delta.first().copied().unwrap_or(0.0)));
+    result["others_cpu_s"] = json!(round3(delta.iter().skip(1).sum()));
+}
+
 /// CPU seconds (user + system) of `pids`, their ended children and their live children.
 fn cpu_s(pids: &[u32]) -> f64 {
     fn fields(pid: u32) -> Vec<u64> {
@@ -202,7 +222,7 @@ fn ops_delta(before: &StoreOps, after: &StoreOps) -> Value {
         if count - c0 > 0.0 {
             out.insert(
                 op.clone(),
-                json!({ "count": count - c0, "seconds": ((sum - s0) * 1e4).round() / 1e4 }),
+                json!({ "count": count - c0, "seconds": round3(sum - s0) }),
             );
         }
     }
@@ -474,6 +494,43 @@ fn batch_body(args: &Args, webhook: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&body).expect("json")
 }
 
+/// Seconds from `start` (wall clock) to a server timestamp in RFC 3339 (same machine, same
+/// clock), or null.
+fn wall_s(start: SystemTime, value: &Value) -> Value {
+    let start_us = start
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    value
+        .as_str()
+        .and_then(|t| Timestamp::parse_rfc3339(t).ok())
+        .map_or(Value::Null, |t| {
+            json!(round3((t.as_micros() - start_us) as f64 / 1e6))
+        })
+}
+
+/// The latest `completed_at` of a batch's items (every page of `/v1/batches/{id}/predictions`).
+async fn last_item_completed(client: &reqwest::Client, args: &Args, id: &str) -> Value {
+    let mut url = format!("{}/v1/batches/{id}/predictions?limit=1000", args.url);
+    let mut last: Option<String> = None;
+    loop {
+        let Ok(response) = client.get(&url).bearer_auth(&args.token).send().await else {
+            return Value::Null;
+        };
+        let page: Value = response.json().await.unwrap_or(Value::Null);
+        for item in page["results"].as_array().into_iter().flatten() {
+            if let Some(at) = item["completed_at"].as_str()
+                && last.as_deref().is_none_or(|l| at > l)
+            {
+                last = Some(at.to_owned());
+            }
+        }
+        match page["next"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => return last.map_or(Value::Null, Value::String),
+        }
+    }
+}
+
 fn round3(v: f64) -> f64 {
     (v * 1e3).round() / 1e3
 }
@@ -498,7 +555,8 @@ async fn main() {
     let body_bytes = body.as_ref().map_or(0, Vec::len);
 
     let ops_before = store_ops(&client, &args).await;
-    let cpu_before = cpu_s(&args.pids);
+    let cpu_before = cpu_each(&args.pids);
+    let start_wall = SystemTime::now();
     let start = Instant::now();
     let mut result = json!({
         "measure": args.measure.as_str(),
@@ -509,14 +567,14 @@ async fn main() {
     if let Some(body) = body {
         let (status, batch) = post(&client, &args, "/v1/batches", body, false).await;
         accept = start.elapsed();
-        let cpu_after = cpu_s(&args.pids);
+        let cpu_after = cpu_each(&args.pids);
         let ops_after = store_ops(&client, &args).await;
         assert_eq!(status, 201, "batch create: {batch}");
         result["body_bytes"] = json!(body_bytes);
-        result["server_cpu_s"] = json!(round3(cpu_after - cpu_before));
+        cpu_fields(&mut result, &cpu_before, &cpu_after);
         result["store_ops"] = ops_delta(&ops_before, &ops_after);
         let id = batch["id"].as_str().expect("batch id").to_owned();
-        if let Some(receiver) = &receiver {
+        let done = if let Some(receiver) = &receiver {
             let arrivals = receiver.wait_for(1, args.timeout).await;
             let (at, value) = arrivals.get(&id).cloned().expect("batch.completed arrived");
             let at = at.saturating_sub(start.duration_since(base));
@@ -524,21 +582,28 @@ async fn main() {
             result["webhook_counts"] = value["counts"].clone();
             result["webhook_status"] = value["status"].clone();
             result["receiver_requests"] = json!(receiver.log.requests.load(Ordering::Relaxed));
+            value
         } else {
             let done = poll_batch(&client, &args, &id, start + args.timeout).await;
             result["settled_s"] = json!(round3(start.elapsed().as_secs_f64()));
             result["final_status"] = done["status"].clone();
             result["final_counts"] = done["counts"].clone();
-        }
+            done
+        };
+        // Server timestamps, seconds from the request: the last item settled, the batch's
+        // tally marked it completed.
+        let last = last_item_completed(&client, &args, &id).await;
+        result["last_item_completed_s"] = wall_s(start_wall, &last);
+        result["batch_completed_s"] = wall_s(start_wall, &done["completed_at"]);
     } else {
         let (last, latencies, errors) = singles(&client, &args, webhook.as_deref(), start).await;
         accept = last;
-        let cpu_after = cpu_s(&args.pids);
+        let cpu_after = cpu_each(&args.pids);
         let ops_after = store_ops(&client, &args).await;
         result["errors"] = json!(errors);
         result["latency_p50_ms"] = json!(percentile_ms(&latencies, 0.5));
         result["latency_p99_ms"] = json!(percentile_ms(&latencies, 0.99));
-        result["server_cpu_s"] = json!(round3(cpu_after - cpu_before));
+        cpu_fields(&mut result, &cpu_before, &cpu_after);
         result["store_ops"] = ops_delta(&ops_before, &ops_after);
         if let Some(receiver) = &receiver {
             let arrivals = receiver.wait_for(args.items, args.timeout).await;
@@ -550,6 +615,12 @@ async fn main() {
                 .unwrap_or_default();
             result["webhook_s"] = json!(round3(last.saturating_sub(offset).as_secs_f64()));
             result["webhooks_received"] = json!(arrivals.len());
+            let last_completed = arrivals
+                .values()
+                .filter_map(|(_, v)| v["completed_at"].as_str())
+                .max()
+                .map_or(Value::Null, |t| Value::String(t.to_owned()));
+            result["last_item_completed_s"] = wall_s(start_wall, &last_completed);
             result["webhooks_succeeded"] = json!(
                 arrivals
                     .values()
