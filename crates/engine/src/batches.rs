@@ -5,8 +5,8 @@
 //! [`BatchLoopOptions::min_interval`] on this node (a task that comes back sooner is handed
 //! back until then, so a batch whose items settle by the hundred costs a few tallies a second,
 //! not one per item), and finishes the task only if its lease survived the tally. It wakes on
-//! this node's writes and on other nodes' (through the store's announcements), and polls as a
-//! backstop.
+//! this node's writes and on other nodes' (through the store's announcements), when a task it
+//! handed back comes due, and polls as a backstop.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,6 +48,9 @@ pub struct BatchLoop {
     worker: WorkerId,
     options: BatchLoopOptions,
     last_tally: HashMap<String, Instant>,
+    /// The earliest time a task this loop handed back comes due, so the loop wakes for it
+    /// rather than at the next poll.
+    next_due: Option<Instant>,
 }
 
 impl BatchLoop {
@@ -59,6 +62,7 @@ impl BatchLoop {
             worker: WorkerId::generate(),
             options,
             last_tally: HashMap::new(),
+            next_due: None,
         }
     }
 
@@ -88,7 +92,10 @@ impl BatchLoop {
                 }
             };
             if idle {
-                let wait = self.options.poll_interval * errors.clamp(1, 20);
+                let mut wait = self.options.poll_interval * errors.clamp(1, 20);
+                if let Some(due) = self.next_due.take() {
+                    wait = wait.min(due.saturating_duration_since(Instant::now()));
+                }
                 tokio::select! {
                     () = &mut shutdown => break,
                     () = signal.notified() => {}
@@ -114,6 +121,7 @@ impl BatchLoop {
             if ready_at > now {
                 let at = Timestamp::now().plus(ready_at - now);
                 self.finish(&lease, Outcome::Release(at)).await;
+                self.next_due = Some(self.next_due.map_or(ready_at, |d| d.min(ready_at)));
                 return;
             }
         }
