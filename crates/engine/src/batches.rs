@@ -93,8 +93,12 @@ impl BatchLoop {
             };
             if idle {
                 let mut wait = self.options.poll_interval * errors.clamp(1, 20);
-                if let Some(due) = self.next_due.take() {
-                    wait = wait.min(due.saturating_duration_since(Instant::now()));
+                // Kept until it passes: a wake-up before it (a stale notification) must not
+                // lose it.
+                match self.next_due {
+                    Some(due) if due <= Instant::now() => self.next_due = None,
+                    Some(due) => wait = wait.min(due - Instant::now()),
+                    None => {}
                 }
                 tokio::select! {
                     () = &mut shutdown => break,
