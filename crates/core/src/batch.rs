@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::credits::{self, Hold, Price};
 use crate::error::{Error, Result};
@@ -132,11 +131,6 @@ impl Counts {
     /// Items that settled.
     pub fn settled(&self) -> u32 {
         self.succeeded + self.failed + self.canceled
-    }
-
-    /// Every item counted.
-    pub fn total(&self) -> u32 {
-        self.starting + self.processing + self.settled()
     }
 }
 
@@ -349,8 +343,7 @@ impl BatchRequest {
             "webhook": self.webhook,
             "webhook_events_filter": self.webhook_events_filter,
         });
-        let digest = Sha256::digest(canonical.to_string().as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        crate::service::request_digest(&canonical)
     }
 }
 
@@ -430,6 +423,8 @@ impl Predictions {
         };
         let mut write = Write::new(owner.clone()).op(Op::Insert(batch.to_record()?));
         let key = request.idempotency_key.as_ref();
+        // Hashes every input: computed once, and only for a request with a key.
+        let fingerprint = key.map(|_| request.fingerprint());
         let mut reserved_total = 0i64;
         let item_webhook = request
             .webhook
@@ -483,7 +478,7 @@ impl Predictions {
             (Some(key), Some(first)) => Some(IdempotencyKey {
                 owner: owner.clone(),
                 key: key.clone(),
-                fingerprint: request.fingerprint(),
+                fingerprint: fingerprint.clone().unwrap_or_default(),
                 prediction_id: first,
                 batch_id: Some(batch.id.clone()),
                 created_at: now,
@@ -496,11 +491,7 @@ impl Predictions {
         }
         match self.store().write(&write).await {
             Ok(_) => {
-                if write
-                    .effects
-                    .iter()
-                    .any(|e| matches!(e, Effect::Enqueue(i) if i.lane == Lane::Webhooks))
-                {
+                if crate::service::has_delivery(&write.effects) {
                     self.hub().notify_outbox();
                 }
                 self.hub().notify_work();
@@ -518,7 +509,7 @@ impl Predictions {
                         key: first.value.key.clone(),
                     });
                 };
-                if first.value.fingerprint != request.fingerprint() {
+                if fingerprint.as_deref() != Some(first.value.fingerprint.as_str()) {
                     return Err(Error::IdempotencyKeyReused {
                         key: first.value.key.clone(),
                     });

@@ -117,8 +117,7 @@ impl CreateRequest {
             "webhook": self.webhook,
             "webhook_events_filter": self.webhook_events_filter,
         });
-        let digest = Sha256::digest(canonical.to_string().as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        request_digest(&canonical)
     }
 
     fn same_parameters(&self, p: &Prediction) -> bool {
@@ -208,7 +207,15 @@ pub trait Slot: Send {
     fn start(self: Box<Self>, lease: Lease);
 }
 
-fn has_delivery(effects: &[Effect]) -> bool {
+/// Hex SHA-256 of a request's canonical JSON: the fingerprint an idempotency key keeps, to
+/// recognise a retried request.
+pub(crate) fn request_digest(canonical: &Value) -> String {
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// True if the effects put a message in a webhook outbox.
+pub(crate) fn has_delivery(effects: &[Effect]) -> bool {
     effects
         .iter()
         .any(|e| matches!(e, Effect::Enqueue(item) if item.lane == Lane::Webhooks))
