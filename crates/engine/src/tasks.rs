@@ -1,26 +1,38 @@
-//! [`BatchLoop`]: runs batch tallies ([`augur_core::batch`]) as their tasks come due.
+//! [`TaskLoop`]: runs internal tasks as they come due: batch tallies
+//! ([`augur_core::batch`]) and workflow run advances ([`augur_core::workflow`]), and the
+//! periodic reconciliation of runs.
 //!
-//! Every status change of a batch's item queues (or replaces) the batch's tally task in the
-//! same write. This loop claims due tasks, tallies each batch at most once per
-//! [`BatchLoopOptions::min_interval`] on this node (a task that comes back sooner is handed
-//! back until then, so a batch whose items settle by the hundred costs a few tallies a second,
-//! not one per item), and finishes the task only if its lease survived the tally. It wakes on
-//! this node's writes and on other nodes' (through the store's announcements), when a task it
-//! handed back comes due, and polls as a backstop.
+//! Every status change of a batch's item (a run's node prediction) queues or replaces the
+//! batch's tally task (the run's advance task) in the same write. This loop claims due tasks,
+//! runs each batch's tally at most once per [`TaskLoopOptions::min_interval`] on this node
+//! (each run's advance at most once per [`TaskLoopOptions::run_min_interval`]; a task that
+//! comes back sooner is handed back until then, so a batch whose items settle by the hundred
+//! costs a few tallies a second, not one per item), and finishes the task only if its lease
+//! survived. It wakes on this node's writes and on other nodes' (through the store's
+//! announcements), when a task it handed back comes due, and polls as a backstop. Every
+//! [`TaskLoopOptions::reconcile_every`] it reconciles every unsettled run (re-creating lost
+//! node predictions and re-queuing lost jobs); every node does, and that is safe.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use augur_core::batch::{Tallies, tally_target};
 use augur_core::store::{self, ItemLease, Outcome};
-use augur_core::{Predictions, Timestamp, WorkerId};
+use augur_core::workflow::{Catalog, RUN_TOPIC, run_target};
+use augur_core::{Predictions, Status, Timestamp, WorkerId};
 
-/// Settings of the batch loop.
+/// Settings of the task loop.
 #[derive(Clone, Debug)]
-pub struct BatchLoopOptions {
+pub struct TaskLoopOptions {
     /// The shortest time between two tallies of one batch on this node.
     pub min_interval: Duration,
+    /// The shortest time between two advances of one workflow run on this node.
+    pub run_min_interval: Duration,
+    /// How often every unsettled run is reconciled.
+    pub reconcile_every: Duration,
     /// How often the queue is checked without a wake-up.
     pub poll_interval: Duration,
     /// How long a claimed task is held before another node may take it.
@@ -29,10 +41,12 @@ pub struct BatchLoopOptions {
     pub max_claim: usize,
 }
 
-impl Default for BatchLoopOptions {
+impl Default for TaskLoopOptions {
     fn default() -> Self {
         Self {
             min_interval: Duration::from_millis(200),
+            run_min_interval: Duration::from_millis(20),
+            reconcile_every: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             lease_for: Duration::from_secs(60),
             max_claim: 16,
@@ -40,28 +54,33 @@ impl Default for BatchLoopOptions {
     }
 }
 
-/// Claims and runs tally tasks until shut down.
+/// Claims and runs tasks until shut down.
 #[derive(Debug)]
-pub struct BatchLoop {
+pub struct TaskLoop {
     service: Predictions,
     tallies: Tallies,
+    catalog: Arc<dyn Catalog>,
     worker: WorkerId,
-    options: BatchLoopOptions,
+    options: TaskLoopOptions,
+    /// When each batch (`batch:<id>`) or run (`run:<id>`) was last handled here.
     last_tally: HashMap<String, Instant>,
+    last_reconcile: Instant,
     /// The earliest time a task this loop handed back comes due, so the loop wakes for it
     /// rather than at the next poll.
     next_due: Option<Instant>,
 }
 
-impl BatchLoop {
-    /// A loop over `service`'s tally tasks.
-    pub fn new(service: Predictions, options: BatchLoopOptions) -> Self {
+impl TaskLoop {
+    /// A loop over `service`'s tasks; `catalog` is what workflow runs start models from.
+    pub fn new(service: Predictions, catalog: Arc<dyn Catalog>, options: TaskLoopOptions) -> Self {
         Self {
             tallies: service.tallies(),
             service,
+            catalog,
             worker: WorkerId::generate(),
             options,
             last_tally: HashMap::new(),
+            last_reconcile: Instant::now(),
             next_due: None,
         }
     }
@@ -87,7 +106,7 @@ impl BatchLoop {
                 }
                 Err(e) => {
                     errors = errors.saturating_add(1);
-                    tracing::warn!(error = %e, "cannot claim batch tallies");
+                    tracing::warn!(error = %e, "cannot claim tasks");
                     true
                 }
             };
@@ -109,18 +128,63 @@ impl BatchLoop {
                 break;
             }
             self.forget_old();
+            if self.last_reconcile.elapsed() >= self.options.reconcile_every {
+                self.last_reconcile = Instant::now();
+                self.reconcile_all().await;
+            }
         }
     }
 
-    /// Tallies one claimed task's batch, or hands it back until the batch may be tallied.
+    /// Reconciles every unsettled run (see [`Predictions::advance_run`]).
+    pub async fn reconcile_all(&self) {
+        for status in [Status::Starting, Status::Processing] {
+            let mut after = None;
+            loop {
+                let page = match self.service.list_runs(None, Some(status), after, 200).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list runs to reconcile");
+                        return;
+                    }
+                };
+                for run in &page.items {
+                    if let Err(e) = self
+                        .service
+                        .advance_run(&run.owner, &run.id, &*self.catalog, true)
+                        .await
+                    {
+                        tracing::warn!(run = %run.id, error = %e, "cannot reconcile a run");
+                    }
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Runs one claimed task (a batch's tally, a run's advance), or hands it back until its
+    /// batch or run may be handled again here.
     async fn handle(&mut self, lease: ItemLease) {
-        let Some(batch) = tally_target(&lease.item.payload) else {
-            tracing::warn!(task = %lease.item.id, "a tally task names no batch; dropping it");
+        let is_run = lease.item.topic == RUN_TOPIC;
+        let target = if is_run {
+            run_target(&lease.item.payload)
+        } else {
+            tally_target(&lease.item.payload)
+        };
+        let Some(target) = target else {
+            tracing::warn!(task = %lease.item.id, "a task names nothing to work on; dropping it");
             self.finish(&lease, Outcome::GiveUp { rest: false }).await;
             return;
         };
-        if let Some(last) = self.last_tally.get(&batch) {
-            let ready_at = *last + self.options.min_interval;
+        let (slot, interval) = if is_run {
+            (format!("run:{target}"), self.options.run_min_interval)
+        } else {
+            (format!("batch:{target}"), self.options.min_interval)
+        };
+        if let Some(last) = self.last_tally.get(&slot) {
+            let ready_at = *last + interval;
             let now = Instant::now();
             if ready_at > now {
                 let at = Timestamp::now().plus(ready_at - now);
@@ -129,8 +193,35 @@ impl BatchLoop {
                 return;
             }
         }
-        self.last_tally.insert(batch.clone(), Instant::now());
-        let outcome = match self.service.tally_batch(&lease.item.owner, &batch).await {
+        self.last_tally.insert(slot, Instant::now());
+        let outcome = if is_run {
+            self.advance(&lease, &target).await
+        } else {
+            self.tally(&lease, &target).await
+        };
+        self.finish(&lease, outcome).await;
+    }
+
+    async fn advance(&self, lease: &ItemLease, run: &str) -> Outcome {
+        match self
+            .service
+            .advance_run(&lease.item.owner, run, &*self.catalog, false)
+            .await
+        {
+            Ok(advanced) => {
+                tracing::debug!(%run, status = %advanced.value.status, "run advanced");
+                Outcome::Done
+            }
+            Err(augur_core::Error::RunNotFound(_)) => Outcome::Done,
+            Err(e) => {
+                tracing::warn!(%run, error = %e, "run advance failed; retrying");
+                Outcome::Retry(Timestamp::now().plus(Duration::from_secs(1)))
+            }
+        }
+    }
+
+    async fn tally(&self, lease: &ItemLease, batch: &str) -> Outcome {
+        match self.service.tally_batch(&lease.item.owner, batch).await {
             Ok(tallied) => {
                 tracing::debug!(%batch, status = tallied.value.status.as_str(), "batch tallied");
                 Outcome::Done
@@ -140,8 +231,7 @@ impl BatchLoop {
                 tracing::warn!(%batch, error = %e, "batch tally failed; retrying");
                 Outcome::Retry(Timestamp::now().plus(Duration::from_secs(1)))
             }
-        };
-        self.finish(&lease, outcome).await;
+        }
     }
 
     async fn finish(&self, lease: &ItemLease, outcome: Outcome) {
@@ -149,7 +239,7 @@ impl BatchLoop {
             // Replaced by a newer task meanwhile: that one runs next.
             Ok(()) | Err(store::Error::LeaseLost) => {}
             Err(e) => {
-                tracing::warn!(task = %lease.item.id, error = %e, "cannot finish a batch tally")
+                tracing::warn!(task = %lease.item.id, error = %e, "cannot finish a task")
             }
         }
     }
@@ -157,7 +247,7 @@ impl BatchLoop {
     /// Drops throttling state older than it can matter.
     fn forget_old(&mut self) {
         if self.last_tally.len() > 1024 {
-            let horizon = self.options.min_interval;
+            let horizon = self.options.min_interval.max(self.options.run_min_interval);
             self.last_tally.retain(|_, at| at.elapsed() < horizon);
         }
     }
