@@ -14,7 +14,7 @@ use crate::idempotency::IdempotencyKey;
 use crate::jobs;
 use crate::outbox::{Delivery, Payload};
 use crate::prediction::{Prediction, Revision, Versioned, WebhookEvent, WebhookEvents};
-use crate::service::{Predictions, counters, has_delivery, request_digest};
+use crate::service::{Predictions, Slot, counters, has_delivery, request_digest};
 use crate::state::{Event, Status};
 use crate::store::{self, Cursor, Effect, Entity, Kind, Lane, ListQuery, Op, StoreExt, Write};
 use crate::time::Timestamp;
@@ -101,19 +101,39 @@ pub fn run_target(payload: &str) -> Option<String> {
         .filter(|id| Run::is_valid_id(id))
 }
 
+/// Predictions a write starts, with the worker slots that run them at once once it commits.
+type Started = Vec<(Box<dyn Slot>, jobs::Lease)>;
+
 /// The effects that store `plan`'s new predictions: records, jobs, reservations, notices.
+/// A job goes to a free slot of this process's worker pool when there is one, leased from the
+/// start (as a create does), so it needs no claim; [`hand_over`] starts them after the commit.
 fn start_effects(
     service: &Predictions,
     start: &[Prediction],
     write: &mut Write,
     now: Timestamp,
-) -> Result<i64> {
+) -> Result<(i64, Started)> {
     let mut reserved = 0;
+    let mut started = Vec::new();
     for p in start {
         write.ops.push(Op::Insert(p.to_record()?));
-        write
-            .effects
-            .push(jobs::enqueue(&p.id, &p.owner, &p.model, now));
+        match service.reserve_slot(p.model.as_str()) {
+            Some(slot) => {
+                let (lease, effect) = jobs::Lease::claimed_at_create(
+                    &p.id,
+                    &p.owner,
+                    &p.model,
+                    slot.worker(),
+                    slot.lease_for(),
+                    now,
+                );
+                write.effects.push(effect);
+                started.push((slot, lease));
+            }
+            None => write
+                .effects
+                .push(jobs::enqueue(&p.id, &p.owner, &p.model, now)),
+        }
         if let Some(hold) = &p.hold {
             reserved += hold.reserved;
             write
@@ -127,7 +147,19 @@ fn start_effects(
             .effects
             .push(Effect::count(counters::CREATED, start.len() as i64));
     }
-    Ok(reserved)
+    Ok((reserved, started))
+}
+
+/// After the write that created them committed: hands the leased jobs to their slots, and
+/// wakes the workers for the others.
+fn hand_over(service: &Predictions, start: &[Prediction], started: Started) {
+    let queued = start.len() > started.len();
+    for (slot, lease) in started {
+        slot.start(lease);
+    }
+    if queued {
+        service.hub().notify_work();
+    }
 }
 
 /// The `run.completed` message, if `run` just settled and has a webhook.
@@ -316,7 +348,7 @@ impl Predictions {
             };
             let plan = run.plan(&HashMap::new(), catalog, now, true);
             let mut write = Write::new(owner.clone()).op(Op::Insert(plan.run.to_record()?));
-            let reserved = start_effects(self, &plan.start, &mut write, now)?;
+            let (reserved, started) = start_effects(self, &plan.start, &mut write, now)?;
             write.effects.extend(completion(&plan.run, now)?);
             if let (Some(key), Some(fingerprint)) = (&request.idempotency_key, &fingerprint) {
                 let k = IdempotencyKey {
@@ -336,9 +368,7 @@ impl Predictions {
                     if has_delivery(&write.effects) {
                         self.hub().notify_outbox();
                     }
-                    if !plan.start.is_empty() {
-                        self.hub().notify_work();
-                    }
+                    hand_over(self, &plan.start, started);
                     return Ok(RunCreation::Created(Versioned {
                         value: plan.run,
                         revision: Revision::FIRST,
@@ -522,7 +552,7 @@ impl Predictions {
                     record: plan.run.to_record()?,
                     expected: current.revision,
                 });
-                start_effects(self, &plan.start, &mut write, now)?;
+                let (_, started) = start_effects(self, &plan.start, &mut write, now)?;
                 for pid in &requeue {
                     if let Ok(p) = self.get(pid).await {
                         write
@@ -536,7 +566,8 @@ impl Predictions {
                         if has_delivery(&write.effects) {
                             self.hub().notify_outbox();
                         }
-                        if !plan.start.is_empty() || !requeue.is_empty() {
+                        hand_over(self, &plan.start, started);
+                        if !requeue.is_empty() {
                             self.hub().notify_work();
                         }
                         if !requeue.is_empty() {
