@@ -10,8 +10,8 @@
 #      chain    a run of NODES nodes, each referencing the previous one's output
 #      fan      a run of a NODES-item fan-out and a join (NODES + 1 predictions)
 #      plain    the reference: NODES echo creates with Prefer: wait, sent at once
-#    Server CPU per prediction (from /proc/<pid>/stat, Augur plus the store's processes) and
-#    wall time. Target (issue 11): CPU per node at most 1.5x a plain prediction's.
+#    Server CPU per prediction (from /proc/<pid>/task/*/schedstat, Augur plus the store's
+#    processes; also less the idle server's CPU rate over the window) and wall time. Target (issue 11): CPU per node at most 1.5x a plain prediction's.
 # 2. Throughput, on STORES (default embedded redis postgres), RUNS (200) from CLIENTS (16):
 #      runs     runs of the issue's four-node blueprint (demo-image 64x64, 1 step, no sleep),
 #               each waited for through its run.completed webhook
@@ -177,6 +177,12 @@ summary="$RESULTS/workflows.md"
         row "fan-out of $NODES + join: server CPU per prediction (µs)" "$store" fan .cpu_us_per_prediction
         ratio_row "**chain / plain, CPU per prediction** (target ≤ 1.5)" "$store" chain plain .cpu_us_per_prediction
         ratio_row "**fan-out / plain, CPU per prediction** (target ≤ 1.5)" "$store" fan plain .cpu_us_per_prediction
+        row "idle server's CPU (ms per s), measured before the chain" "$store" chain .idle_cpu_ms_per_s
+        row "plain, less the idle rate over its window (µs per prediction)" "$store" plain .cpu_us_per_prediction_net
+        row "chain, less the idle rate over its window (µs per node)" "$store" chain .cpu_us_per_prediction_net
+        row "fan-out, less the idle rate over its window (µs per prediction)" "$store" fan .cpu_us_per_prediction_net
+        ratio_row "chain / plain, less idle" "$store" chain plain .cpu_us_per_prediction_net
+        ratio_row "fan-out / plain, less idle" "$store" fan plain .cpu_us_per_prediction_net
         [ "$store" != embedded ] && row "… of which the store's processes, chain (s)" "$store" chain .others_cpu_s
         row "plain: start → last answered (s)" "$store" plain .wall_s
         row "chain: request → run.completed (s)" "$store" chain .wall_s

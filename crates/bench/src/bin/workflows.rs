@@ -23,10 +23,14 @@
 //!   sent at once (N tasks), timed from the start until the last answered with its prediction
 //!   settled.
 //!
-//!   Each reports the server's CPU time (`--pids` and their children, from `/proc/<pid>/stat`)
-//!   from just before the first request until 200 ms after the end (so that work finishing
-//!   just after the answer is counted; the same window for all three), and that CPU divided by
-//!   the predictions made (`cpu_us_per_prediction`: N for chain and plain, N + 1 for fan).
+//!   Each reports the server's CPU time (`--pids`, their threads and child processes, from
+//!   `/proc/<pid>/task/*/schedstat` in nanoseconds) from just before the first request until
+//!   200 ms after the end (so that work finishing just after the answer is counted; the same
+//!   window for all three), and that CPU divided by the predictions made
+//!   (`cpu_us_per_prediction`: N for chain and plain, N + 1 for fan). Before the timed part it
+//!   measures the idle server's CPU for a second (`idle_cpu_ms_per_s`: its loops and timers);
+//!   `cpu_us_per_prediction_net` subtracts that rate over the measured window, which matters
+//!   when the window is long (a chain waits between its nodes).
 //!
 //! Throughput (`--runs` R, default 200, from `--clients` C tasks, default 16):
 //! - **runs**: R runs of `bench/variants`, the four-node blueprint (demo-image 64×64,
@@ -151,45 +155,57 @@ fn parse_args() -> Args {
     args
 }
 
-/// CPU seconds (user + system) of `pids`, their ended children and their live children (as
-/// in `batches`).
-fn cpu_s(pids: &[u32]) -> f64 {
-    fn fields(pid: u32) -> Vec<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // After "pid (comm) ": utime is field 14, stime 15, cutime 16, cstime 17.
-        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        rest.split_whitespace()
-            .skip(11)
-            .take(4)
-            .map(|v| v.parse().unwrap_or(0))
-            .collect()
+/// CPU seconds of `pid`: the time on CPU of each of its threads and of its child processes'
+/// threads (`/proc/<pid>/task/<tid>/schedstat`, nanoseconds; `/proc/<pid>/stat` counts in
+/// 10 ms ticks, too coarse for a hundred predictions), plus its ended children's (`cutime` +
+/// `cstime` of `/proc/<pid>/stat`, in ticks: PostgreSQL's backends that exited).
+fn cpu_s(pid: u32) -> f64 {
+    fn threads_ns(pid: u32) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0;
+        };
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
-    let mut ticks = 0u64;
-    for &pid in pids {
-        ticks += fields(pid).iter().sum::<u64>();
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-            ticks += fields(child).iter().take(2).sum::<u64>();
-        }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After "pid (comm) ": cutime is field 16, cstime 17.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ended_ticks: u64 = rest
+        .split_whitespace()
+        .skip(13)
+        .take(2)
+        .map(|v| v.parse::<u64>().unwrap_or(0))
+        .sum();
+    let mut ns = threads_ns(pid);
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+        ns += threads_ns(child);
     }
-    // /proc reports in USER_HZ, 100 per second on Linux.
-    ticks as f64 / 100.0
+    // /proc reports ticks in USER_HZ, 100 per second on Linux.
+    ns as f64 / 1e9 + ended_ticks as f64 / 100.0
 }
 
 fn cpu_each(pids: &[u32]) -> Vec<f64> {
-    pids.iter().map(|&pid| cpu_s(&[pid])).collect()
+    pids.iter().map(|&pid| cpu_s(pid)).collect()
 }
 
 /// `server_cpu_s` (every pid), `augur_cpu_s` (the first) and `others_cpu_s` (the rest: the
-/// store's processes).
+/// store's processes); returns the total.
 fn cpu_fields(result: &mut Value, before: &[f64], after: &[f64]) -> f64 {
     let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     let total: f64 = delta.iter().sum();
-    result["server_cpu_s"] = json!(round3(total));
-    result["augur_cpu_s"] = json!(round3(delta.first().copied().unwrap_or(0.0)));
-    result["others_cpu_s"] = json!(round3(delta.iter().skip(1).sum()));
+    result["server_cpu_s"] = json!(round4(total));
+    result["augur_cpu_s"] = json!(round4(delta.first().copied().unwrap_or(0.0)));
+    result["others_cpu_s"] = json!(round4(delta.iter().skip(1).sum()));
     total
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
 }
 
 fn round3(v: f64) -> f64 {
@@ -618,6 +634,14 @@ async fn main() {
     eprintln!("warm-up done; measuring {}", args.measure.as_str());
 
     let mut result = json!({ "measure": args.measure.as_str() });
+    // The idle server's own CPU (its loops and timers), to tell it from the measured work.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_before = cpu_each(&args.pids);
+    let idle_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_cpu: f64 = cpu_each(&args.pids).iter().sum::<f64>() - idle_before.iter().sum::<f64>();
+    let idle_per_s = idle_cpu / idle_start.elapsed().as_secs_f64();
+    result["idle_cpu_ms_per_s"] = json!(round3(idle_per_s * 1e3));
     let cpu_before = cpu_each(&args.pids);
     let start = Instant::now();
     match args.measure {
@@ -632,6 +656,8 @@ async fn main() {
             let wall = start.elapsed();
             tokio::time::sleep(Duration::from_millis(200)).await;
             let cpu = cpu_fields(&mut result, &cpu_before, &cpu_each(&args.pids));
+            let net = cpu - idle_per_s * start.elapsed().as_secs_f64();
+            result["cpu_us_per_prediction_net"] = json!((net * 1e6 / predictions as f64).round());
             let (took, run) = outcome.unwrap_or_else(|e| panic!("{e}"));
             let error = check_run(&run);
             let made: usize = run["nodes"]
@@ -671,6 +697,8 @@ async fn main() {
             let wall = start.elapsed();
             tokio::time::sleep(Duration::from_millis(200)).await;
             let cpu = cpu_fields(&mut result, &cpu_before, &cpu_each(&args.pids));
+            let net = cpu - idle_per_s * start.elapsed().as_secs_f64();
+            result["cpu_us_per_prediction_net"] = json!((net * 1e6 / n as f64).round());
             result["predictions"] = json!(n);
             result["errors"] = json!(errors);
             result["wall_s"] = json!(round3(wall.as_secs_f64()));
