@@ -11,7 +11,8 @@
 #      fan      a run of a NODES-item fan-out and a join (NODES + 1 predictions)
 #      plain    the reference: NODES echo creates with Prefer: wait, sent at once
 #    Server CPU per prediction (from /proc/<pid>/task/*/schedstat, Augur plus the store's
-#    processes; also less the idle server's CPU rate over the window) and wall time. Target (issue 11): CPU per node at most 1.5x a plain prediction's.
+#    processes; also less the idle server's CPU rate over the window), store operations per
+#    prediction (from /metrics) and wall time. Target (issue 11): CPU per node at most 1.5x a plain prediction's.
 # 2. Throughput, on STORES (default embedded redis postgres), RUNS (200) from CLIENTS (16):
 #      runs     runs of the issue's four-node blueprint (demo-image 64x64, 1 step, no sleep),
 #               each waited for through its run.completed webhook
@@ -102,7 +103,7 @@ one() {
     stop_started "$AUGUR_PID"
     [ -s "$flag" ] && NOISY+=("round $round $store $measure")
     [ -f "$out.json" ] || return 0
-    log "round $round $store $measure: $(jq -c 'del(.measure, .augur_cpu_s, .webhook_duplicates)' "$out.json")"
+    log "round $round $store $measure: $(jq -c 'del(.measure, .augur_cpu_s, .webhook_duplicates, .store_ops_per_prediction, .store_ops_per_item)' "$out.json")"
 }
 
 wait_quiet
@@ -184,6 +185,12 @@ summary="$RESULTS/workflows.md"
         ratio_row "chain / plain, less idle" "$store" chain plain .cpu_us_per_prediction_net
         ratio_row "fan-out / plain, less idle" "$store" fan plain .cpu_us_per_prediction_net
         [ "$store" != embedded ] && row "… of which the store's processes, chain (s)" "$store" chain .others_cpu_s
+        row "plain: store claims per prediction" "$store" plain '.store_ops_per_prediction.claim // 0'
+        row "chain: store claims per node" "$store" chain '.store_ops_per_prediction.claim // 0'
+        row "fan-out: store claims per prediction" "$store" fan '.store_ops_per_prediction.claim // 0'
+        row "plain: store writes + finishes per prediction" "$store" plain '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0)'
+        row "chain: store writes + finishes per node" "$store" chain '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0)'
+        row "fan-out: store writes + finishes per prediction" "$store" fan '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0)'
         row "plain: start → last answered (s)" "$store" plain .wall_s
         row "chain: request → run.completed (s)" "$store" chain .wall_s
         row "chain: per node (ms)" "$store" chain .wall_ms_per_prediction

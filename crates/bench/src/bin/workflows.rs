@@ -44,6 +44,11 @@
 //! - **singles**: the plain reference: 4R `augur/echo` creates with `Prefer: wait` from C tasks;
 //!   predictions/s and the latency of one.
 //!
+//! Every measurement also reports the store operations it caused (counts of
+//! `augur_store_operation_duration_seconds` from `/metrics`, read before the timed part and
+//! after the CPU, by operation) per prediction (`store_ops_per_prediction`) or per run, "run"
+//! or prediction (`store_ops_per_item`).
+//!
 //! A run that does not end `succeeded`, or a create that is not answered 201, is counted in
 //! `errors`. Waiting for `run.completed` falls back to `GET /v1/runs/{id}` once a second
 //! (`polled` counts the runs found that way). Human-readable lines go to stderr; stdout is one
@@ -218,6 +223,52 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     }
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     (sorted[i].as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// `operation` → count of `augur_store_operation_duration_seconds`, outcomes summed.
+type StoreOps = std::collections::BTreeMap<String, f64>;
+
+async fn store_ops(http: &reqwest::Client, url: &str, admin_token: &str) -> StoreOps {
+    let text = match http
+        .get(format!("{url}/metrics"))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+    {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let mut ops = StoreOps::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("augur_store_operation_duration_seconds_count{") else {
+            continue;
+        };
+        let Some(op) = rest
+            .split_once("operation=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(op, _)| op.to_owned())
+        else {
+            continue;
+        };
+        let value: f64 = line
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0);
+        *ops.entry(op).or_default() += value;
+    }
+    ops
+}
+
+/// The store operations between two snapshots, per `per` predictions (only those that ran).
+fn ops_per(before: &StoreOps, after: &StoreOps, per: usize) -> Value {
+    let mut out = serde_json::Map::new();
+    for (op, count) in after {
+        let delta = count - before.get(op).copied().unwrap_or_default();
+        if delta > 0.0 {
+            out.insert(op.clone(), json!(round3(delta / per as f64)));
+        }
+    }
+    Value::Object(out)
 }
 
 /// The run receiver's record: the first arrival of each settled run (body `"id"`).
@@ -642,6 +693,7 @@ async fn main() {
     let idle_cpu: f64 = cpu_each(&args.pids).iter().sum::<f64>() - idle_before.iter().sum::<f64>();
     let idle_per_s = idle_cpu / idle_start.elapsed().as_secs_f64();
     result["idle_cpu_ms_per_s"] = json!(round3(idle_per_s * 1e3));
+    let ops_before = store_ops(&bench.http, &args.url, &args.admin_token).await;
     let cpu_before = cpu_each(&args.pids);
     let start = Instant::now();
     match args.measure {
@@ -680,6 +732,8 @@ async fn main() {
                 json!(round3(took.as_secs_f64() * 1e3 / predictions as f64));
             result["cpu_us_per_prediction"] = json!((cpu * 1e6 / predictions as f64).round());
             result["status"] = run["status"].clone();
+            let ops_after = store_ops(&bench.http, &args.url, &args.admin_token).await;
+            result["store_ops_per_prediction"] = ops_per(&ops_before, &ops_after, predictions);
         }
         Measure::Plain => {
             let tasks: Vec<_> = (0..n)
@@ -704,6 +758,8 @@ async fn main() {
             result["wall_s"] = json!(round3(wall.as_secs_f64()));
             result["wall_ms_per_prediction"] = json!(round3(wall.as_secs_f64() * 1e3 / n as f64));
             result["cpu_us_per_prediction"] = json!((cpu * 1e6 / n as f64).round());
+            let ops_after = store_ops(&bench.http, &args.url, &args.admin_token).await;
+            result["store_ops_per_prediction"] = ops_per(&ops_before, &ops_after, n);
         }
         Measure::Runs | Measure::Manual | Measure::Singles => {
             let count = if args.measure == Measure::Singles {
@@ -750,6 +806,8 @@ async fn main() {
             result["latency_p50_ms"] = json!(percentile_ms(&latencies, 0.5));
             result["latency_p99_ms"] = json!(percentile_ms(&latencies, 0.99));
             result["cpu_ms_per_item"] = json!(round3(cpu * 1e3 / count as f64));
+            let ops_after = store_ops(&bench.http, &args.url, &args.admin_token).await;
+            result["store_ops_per_item"] = ops_per(&ops_before, &ops_after, count);
         }
     }
     result["polled"] = json!(bench.polled.load(Ordering::Relaxed));
