@@ -188,9 +188,9 @@ summary="$RESULTS/workflows.md"
         row "plain: store claims per prediction" "$store" plain '.store_ops_per_prediction.claim // 0'
         row "chain: store claims per node" "$store" chain '.store_ops_per_prediction.claim // 0'
         row "fan-out: store claims per prediction" "$store" fan '.store_ops_per_prediction.claim // 0'
-        row "plain: store writes + finishes per prediction" "$store" plain '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0)'
-        row "chain: store writes + finishes per node" "$store" chain '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0)'
-        row "fan-out: store writes + finishes per prediction" "$store" fan '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0)'
+        row "plain: store writes + finishes per prediction" "$store" plain '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0) | . * 100 | round / 100'
+        row "chain: store writes + finishes per node" "$store" chain '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0) | . * 100 | round / 100'
+        row "fan-out: store writes + finishes per prediction" "$store" fan '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0) | . * 100 | round / 100'
         row "plain: start → last answered (s)" "$store" plain .wall_s
         row "chain: request → run.completed (s)" "$store" chain .wall_s
         row "chain: per node (ms)" "$store" chain .wall_ms_per_prediction
