@@ -99,9 +99,7 @@ impl TaskLoop {
                 Ok(leases) => {
                     errors = 0;
                     let idle = leases.is_empty();
-                    for lease in leases {
-                        self.handle(lease).await;
-                    }
+                    self.handle_all(leases).await;
                     idle
                 }
                 Err(e) => {
@@ -164,9 +162,35 @@ impl TaskLoop {
         }
     }
 
-    /// Runs one claimed task (a batch's tally, a run's advance), or hands it back until its
-    /// batch or run may be handled again here.
-    async fn handle(&mut self, lease: ItemLease) {
+    /// Runs the claimed tasks (batch tallies, run advances) at once, each target at most once,
+    /// and hands back those whose batch or run was handled here too recently.
+    async fn handle_all(&mut self, leases: Vec<ItemLease>) {
+        let mut runnable = Vec::with_capacity(leases.len());
+        for lease in leases {
+            if let Some(work) = self.admit(&lease).await {
+                runnable.push((lease, work));
+            }
+        }
+        let outcomes =
+            futures::future::join_all(runnable.iter().map(|(lease, (is_run, target))| {
+                let this = &*self;
+                async move {
+                    if *is_run {
+                        this.advance(lease, target).await
+                    } else {
+                        this.tally(lease, target).await
+                    }
+                }
+            }))
+            .await;
+        for ((lease, _), outcome) in runnable.iter().zip(outcomes) {
+            self.finish(lease, outcome).await;
+        }
+    }
+
+    /// What a claimed task is for (`(is a run, its id)`), if it may run now; otherwise it is
+    /// dropped (it names nothing) or handed back until its batch or run may be handled again.
+    async fn admit(&mut self, lease: &ItemLease) -> Option<(bool, String)> {
         let is_run = lease.item.topic == RUN_TOPIC;
         let target = if is_run {
             run_target(&lease.item.payload)
@@ -175,31 +199,26 @@ impl TaskLoop {
         };
         let Some(target) = target else {
             tracing::warn!(task = %lease.item.id, "a task names nothing to work on; dropping it");
-            self.finish(&lease, Outcome::GiveUp { rest: false }).await;
-            return;
+            self.finish(lease, Outcome::GiveUp { rest: false }).await;
+            return None;
         };
         let (slot, interval) = if is_run {
             (format!("run:{target}"), self.options.run_min_interval)
         } else {
             (format!("batch:{target}"), self.options.min_interval)
         };
+        let now = Instant::now();
         if let Some(last) = self.last_tally.get(&slot) {
             let ready_at = *last + interval;
-            let now = Instant::now();
             if ready_at > now {
                 let at = Timestamp::now().plus(ready_at - now);
-                self.finish(&lease, Outcome::Release(at)).await;
+                self.finish(lease, Outcome::Release(at)).await;
                 self.next_due = Some(self.next_due.map_or(ready_at, |d| d.min(ready_at)));
-                return;
+                return None;
             }
         }
-        self.last_tally.insert(slot, Instant::now());
-        let outcome = if is_run {
-            self.advance(&lease, &target).await
-        } else {
-            self.tally(&lease, &target).await
-        };
-        self.finish(&lease, outcome).await;
+        self.last_tally.insert(slot, now);
+        Some((is_run, target))
     }
 
     async fn advance(&self, lease: &ItemLease, run: &str) -> Outcome {

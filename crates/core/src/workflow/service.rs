@@ -25,6 +25,9 @@ const MAX_ADVANCE_ATTEMPTS: usize = 16;
 /// How many node predictions an advance reads at a time.
 const OBSERVE_PAGE: usize = 500;
 
+/// Up to this many unsettled node predictions are read one by one rather than listed.
+const OBSERVE_ONE_BY_ONE: usize = 8;
+
 /// What [`Predictions::put_workflow`] did.
 #[derive(Clone, Debug)]
 pub enum WorkflowPut {
@@ -419,12 +422,27 @@ impl Predictions {
         })
     }
 
-    /// What the run's unsettled predictions became (their status from the listing; output
-    /// and error read for those that settled), and which are missing.
+    /// What the run's unsettled predictions became, and which are missing. Reads bypass the
+    /// cache (the point is to see other nodes' writes): a few unsettled predictions are read
+    /// one by one; more, through one listing of the run's predictions (status column), with
+    /// the output read only for those that settled.
     async fn observe(&self, run: &Run) -> Result<HashMap<PredictionId, Observed>> {
         let unsettled = run.unsettled();
         let mut observed = HashMap::with_capacity(unsettled.len());
-        if unsettled.is_empty() {
+        let seen = |p: &Prediction| Observed::Seen {
+            status: p.status,
+            output: p.output.clone(),
+            error: p.error.clone(),
+        };
+        if unsettled.len() <= OBSERVE_ONE_BY_ONE {
+            for id in unsettled {
+                let found = self.store().get_uncached(&id.key()).await?;
+                let state = match found {
+                    Some(stored) => seen(&*stored.decode::<Prediction>()?),
+                    None => Observed::Missing,
+                };
+                observed.insert(id, state);
+            }
             return Ok(observed);
         }
         let mut statuses: HashMap<String, Status> = HashMap::new();
@@ -444,14 +462,12 @@ impl Predictions {
             }
         }
         for id in unsettled {
-            let seen = match statuses.get(id.as_str()) {
+            let state = match statuses.get(id.as_str()) {
                 None => Observed::Missing,
                 Some(status) if status.is_terminal() => {
-                    let p = self.get(&id).await?.value;
-                    Observed::Seen {
-                        status: p.status,
-                        output: p.output.clone(),
-                        error: p.error.clone(),
+                    match self.store().get_uncached(&id.key()).await? {
+                        Some(stored) => seen(&*stored.decode::<Prediction>()?),
+                        None => Observed::Missing,
                     }
                 }
                 Some(status) => Observed::Seen {
@@ -460,7 +476,7 @@ impl Predictions {
                     error: None,
                 },
             };
-            observed.insert(id, seen);
+            observed.insert(id, state);
         }
         Ok(observed)
     }
