@@ -69,7 +69,9 @@ pub struct TaskLoop {
     /// When each batch (`batch:<id>`) or run (`run:<id>`) was last handled here.
     /// With the interval its next run waits for.
     last_tally: HashMap<String, (Instant, Duration)>,
-    last_reconcile: Instant,
+    /// When runs were last reconciled here; `None` until the first time, on the loop's first
+    /// turn (a node that restarts after a crash reconciles at once).
+    last_reconcile: Option<Instant>,
     /// The earliest time a task this loop handed back comes due, so the loop wakes for it
     /// rather than at the next poll.
     next_due: Option<Instant>,
@@ -85,7 +87,7 @@ impl TaskLoop {
             worker: WorkerId::generate(),
             options,
             last_tally: HashMap::new(),
-            last_reconcile: Instant::now(),
+            last_reconcile: None,
             next_due: None,
         }
     }
@@ -132,8 +134,11 @@ impl TaskLoop {
                 break;
             }
             self.forget_old();
-            if self.last_reconcile.elapsed() >= self.options.reconcile_every {
-                self.last_reconcile = Instant::now();
+            if self
+                .last_reconcile
+                .is_none_or(|at| at.elapsed() >= self.options.reconcile_every)
+            {
+                self.last_reconcile = Some(Instant::now());
                 self.reconcile_all().await;
             }
         }
