@@ -312,7 +312,7 @@ impl Run {
                     start.push(p);
                 }
             }
-            settle_node(node, spec.for_each.is_some(), self.cancel_requested);
+            settle_node(node, spec.for_each.is_some(), stopping);
             if node.status == NodeStatus::Failed && spec.on_failure == OnFailure::Fail && !stopping
             {
                 run.error = Some(format!(
@@ -427,7 +427,8 @@ impl Run {
             }
         }
         cancel.retain(|id| !planned.contains(id));
-        let canceling = run.cancel_requested;
+        // Only a failing or canceled run stops here: what it canceled shows as canceled.
+        let canceling = true;
         for (name, node) in &mut run.nodes {
             if !node.status.is_settled() && node.items.iter().all(|i| i.status.is_terminal()) {
                 settle_node(
@@ -613,7 +614,8 @@ impl Run {
 
 /// Settles `node` once every item settled: its status, output and error. A node that did
 /// not succeed is `failed` (whatever its `on_failure`, which decides only what the run does),
-/// or `canceled` when `canceling` (the run was canceled) and only cancels stopped it.
+/// or `canceled` when `canceling` (the run is failing or was canceled) and only cancels
+/// stopped it.
 fn settle_node(node: &mut NodeRun, fanned: bool, canceling: bool) {
     if node.items.is_empty() {
         if fanned && node.status == NodeStatus::Starting {

@@ -288,7 +288,7 @@ async fn a_failing_node_fails_the_run_and_cancels_the_rest() {
         .value;
     assert_eq!(done.status, Status::Failed, "{done:?}");
     assert_eq!(done.error.as_deref(), Some("node bad failed: boom"));
-    assert_eq!(done.nodes["slow"].status, NodeStatus::Failed);
+    assert_eq!(done.nodes["slow"].status, NodeStatus::Canceled);
     assert_eq!(
         service.get(&slow).await.unwrap().value.status,
         Status::Canceled
