@@ -995,12 +995,19 @@ async fn cancel(store_url: &str, dir: &Path) {
             && data["status"] == "succeeded"),
         "{events:?}"
     );
-    let last_run = events
+    assert!(
+        events
+            .iter()
+            .any(|(kind, data)| kind == "run" && data["id"] == id.as_str()),
+        "run events: {events:?}"
+    );
+    // The run as it ended: `done`'s data when it carries the run, else the last `run` event.
+    let (_, ended) = events
         .iter()
         .rev()
-        .find(|(kind, _)| kind == "run")
-        .expect("run events");
-    assert_eq!(last_run.1["status"], "canceled", "{events:?}");
+        .find(|(kind, data)| (kind == "run" || kind == "done") && data["status"].is_string())
+        .expect("the run in the stream");
+    assert_eq!(ended["status"], "canceled", "{events:?}");
 
     // Charged: quick. Refunded: the three slow items. Join: never reserved.
     assert_eq!(assert_balanced(&admin, "acme").await, 110 - 1);
