@@ -54,6 +54,10 @@ pub enum ErrorCode {
     BatchNotFound,
     /// No such webhook message.
     WebhookNotFound,
+    /// No such workflow.
+    WorkflowNotFound,
+    /// No such workflow run.
+    RunNotFound,
     /// No such route.
     RouteNotFound,
     /// The route exists but not for this method.
@@ -105,7 +109,9 @@ impl ErrorCode {
             }
             Unauthenticated | InvalidToken => StatusCode::UNAUTHORIZED,
             PredictionNotFound | ModelNotFound | VersionNotFound | FileNotFound | BatchNotFound
-            | WebhookNotFound | RouteNotFound => StatusCode::NOT_FOUND,
+            | WebhookNotFound | WorkflowNotFound | RunNotFound | RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             InvalidTransition | IdConflict => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -140,6 +146,8 @@ impl ErrorCode {
             FileNotFound => "File not found",
             BatchNotFound => "Batch not found",
             WebhookNotFound => "Webhook message not found",
+            WorkflowNotFound => "Workflow not found",
+            RunNotFound => "Run not found",
             RouteNotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
             InvalidTransition => "Invalid transition",
@@ -283,6 +291,16 @@ impl From<augur_core::Error> for ApiError {
             )
             .with_retry_after(Duration::from_secs(1)),
             E::Store(store) => store.into(),
+            E::RunNotFound(id) => {
+                ApiError::new(ErrorCode::RunNotFound, format!("run {id:?} not found"))
+            }
+            E::WorkflowNotFound(name) => ApiError::new(
+                ErrorCode::WorkflowNotFound,
+                format!("workflow {name} not found; GET /v1/workflows lists those you can run"),
+            ),
+            E::InvalidBlueprint(e) => {
+                ApiError::new(ErrorCode::InvalidInput, e.to_string()).with_field(e.field)
+            }
             E::BatchNotFound(id) => {
                 ApiError::new(ErrorCode::BatchNotFound, format!("batch {id:?} not found"))
             }

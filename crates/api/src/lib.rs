@@ -6,6 +6,7 @@
 //! - `/files/...`: output files (unauthenticated, unguessable URLs).
 //! - `/v1/files`: the files API (uploads) and signed download URLs.
 //! - `/v1/batches`: batches of predictions ([`batches`]).
+//! - `/v1/workflows`, `/v1/runs`: workflows of predictions and their runs ([`workflows`]).
 //! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction and per-model
 //!   tokens, checked before the body is read).
 //! - `/internal/replicate/...`: webhooks from upstream Replicate APIs (per-prediction tokens).
@@ -32,6 +33,7 @@ mod telemetry;
 mod uploads;
 mod webhooks;
 pub mod wire;
+pub mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +137,8 @@ pub struct AppParts {
     pub payments: Option<payments::PaymentsConfig>,
     /// The models this server runs.
     pub models: Arc<ModelRegistry>,
+    /// The models as workflow runs see them.
+    pub catalog: Arc<dyn augur_core::workflow::Catalog>,
     /// Output files.
     pub files: OutputFiles,
     /// API settings.
@@ -175,6 +179,7 @@ pub fn router(state: AppState) -> Router {
         .merge(uploads::routes())
         // Inside the router-wide limit, so this one wins for batches.
         .merge(batches::routes().layer(DefaultBodyLimit::max(state.config.max_batch_body_bytes)))
+        .merge(workflows::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -82,6 +82,12 @@ pub struct PredictionJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<String>,
     attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
 }
 
 fn empty_object() -> &'static Value {
@@ -181,6 +187,9 @@ impl<'a> PredictionJson<'a> {
             deadline: p.deadline.map(|t| t.to_rfc3339()),
             expires_at: p.expires_at.map(|t| t.to_rfc3339()),
             attempts: p.attempts,
+            batch: p.batch.as_deref(),
+            run: p.run.as_deref(),
+            node: p.node.as_deref(),
         }
     }
 

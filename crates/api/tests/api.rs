@@ -53,6 +53,7 @@ fn state_on(public_url: &str, store: augur_core::store::DynStore, files: OutputF
     ));
     let mut config = ApiConfig::new(public_url, Secret::new(TOKEN));
     config.max_body_bytes = 64 * 1024;
+    let models = Arc::new(models);
     AppState::new(AppParts {
         rendered: Default::default(),
         service: Predictions::new(store.clone(), ServiceConfig::default()),
@@ -61,7 +62,8 @@ fn state_on(public_url: &str, store: augur_core::store::DynStore, files: OutputF
         create_limiter: Default::default(),
         callback_budget: Default::default(),
         payments: None,
-        models: Arc::new(models),
+        catalog: Arc::new(augur_engine::ModelCatalog::new(models.clone(), public_url)),
+        models,
         files,
         config,
         metrics: Some(metrics_handle()),

@@ -481,6 +481,7 @@ impl Predictions {
                 fingerprint: fingerprint.clone().unwrap_or_default(),
                 prediction_id: first,
                 batch_id: Some(batch.id.clone()),
+                run_id: None,
                 created_at: now,
                 expires_at: now.plus(self.config().idempotency_ttl),
             }),

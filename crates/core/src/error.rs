@@ -31,6 +31,15 @@ pub enum Error {
     /// No such batch (or it is another account's).
     #[error("batch {0} not found")]
     BatchNotFound(String),
+    /// No such workflow run (or it is another account's).
+    #[error("run {0} not found")]
+    RunNotFound(String),
+    /// No such workflow (or it is another account's).
+    #[error("workflow {0} not found")]
+    WorkflowNotFound(String),
+    /// A blueprint, or a run's input, is refused: the field and why.
+    #[error(transparent)]
+    InvalidBlueprint(crate::workflow::BlueprintError),
     /// No such account.
     #[error("account {0} not found")]
     AccountNotFound(AccountId),

@@ -151,6 +151,17 @@ impl PredictionId {
     }
 }
 
+impl PredictionId {
+    /// An id derived from `base` (26 lowercase base32 characters, such as a ULID made from a
+    /// digest), moved into `owner`'s partition the way [`PredictionId::generate_for`] does:
+    /// the same `base` and owner always give the same id.
+    pub fn derived_for(base: &str, owner: &AccountId) -> Self {
+        let mut id = base.to_owned();
+        crate::store::place_in(&mut id, crate::store::Partition::of_account(owner));
+        Self(Arc::from(id))
+    }
+}
+
 impl AccountId {
     /// The account of the admin token.
     pub fn admin() -> Self {

@@ -23,6 +23,9 @@ pub struct IdempotencyKey {
     /// The batch that request created, for a batch's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
+    /// The workflow run that request created, for a run's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// When it was first used.
     pub created_at: Timestamp,
     /// When it may be forgotten.

@@ -37,6 +37,7 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod time;
+pub mod workflow;
 
 pub use accounts::{Accounts, AccountsConfig, Caller};
 pub use credits::{CanceledAfterStart, Credits, Price};

@@ -46,6 +46,9 @@ pub enum Payload {
     /// A batch's `batch.completed`.
     #[serde(rename = "batch")]
     Batch(Box<crate::batch::Batch>),
+    /// A workflow run's `run.completed`.
+    #[serde(rename = "run")]
+    Run(Box<crate::workflow::Run>),
 }
 
 impl Payload {
@@ -54,6 +57,7 @@ impl Payload {
         match self {
             Payload::Prediction(p) => &p.owner,
             Payload::Batch(b) => &b.owner,
+            Payload::Run(r) => &r.owner,
         }
     }
 
@@ -62,6 +66,7 @@ impl Payload {
         match self {
             Payload::Prediction(p) => p.id.key(),
             Payload::Batch(b) => crate::batch::Batch::key_of(&b.id),
+            Payload::Run(r) => crate::workflow::Run::key_of(&r.id),
         }
     }
 
@@ -69,7 +74,7 @@ impl Payload {
     pub fn prediction(&self) -> Option<&Prediction> {
         match self {
             Payload::Prediction(p) => Some(p),
-            Payload::Batch(_) => None,
+            Payload::Batch(_) | Payload::Run(_) => None,
         }
     }
 }
@@ -92,11 +97,12 @@ impl Delivery {
         }
     }
 
-    /// The id of what it is about: the prediction's, or the batch's.
+    /// The id of what it is about: the prediction's, the batch's or the run's.
     pub fn subject_id(&self) -> &str {
         match &self.payload {
             Payload::Prediction(p) => p.id.as_str(),
             Payload::Batch(b) => &b.id,
+            Payload::Run(r) => &r.id,
         }
     }
 

@@ -88,6 +88,13 @@ pub struct Prediction {
     /// parent, so a batch lists its items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<String>,
+    /// The workflow run it is a node of ([`crate::workflow::Run`]), if any: stored as the
+    /// record's parent, so a run lists its predictions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Its node in that run's blueprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Logs longer than this lose their oldest part, so a chatty model cannot grow a record without
@@ -125,6 +132,8 @@ impl Prediction {
             hold: None,
             limited: false,
             batch: None,
+            run: None,
+            node: None,
             attempts: 0,
             stream_token: new_secret_token(),
             external_id: None,
@@ -209,7 +218,7 @@ impl Entity for Prediction {
             owner: self.owner.clone(),
             created_at: self.created_at,
             status: Some(self.status.as_str().to_owned()),
-            parent: self.batch.clone(),
+            parent: self.batch.clone().or_else(|| self.run.clone()),
             expires_at: self.expires_at,
             data_removed: self.data_removed,
             body: encode_json(&Body(self))?,
@@ -296,6 +305,12 @@ impl Serialize for Body<'_> {
         }
         if let Some(batch) = &p.batch {
             b.serialize_field("batch", batch)?;
+        }
+        if let Some(run) = &p.run {
+            b.serialize_field("run", run)?;
+        }
+        if let Some(node) = &p.node {
+            b.serialize_field("node", node)?;
         }
         b.end()
     }

@@ -354,6 +354,7 @@ impl Predictions {
             fingerprint: request.fingerprint(),
             prediction_id: id.clone(),
             batch_id: None,
+            run_id: None,
             created_at: now,
             expires_at: now.plus(self.config.idempotency_ttl),
         });
@@ -649,13 +650,18 @@ impl Predictions {
                     ));
                 }
             }
-            let tally = match &next.batch {
-                Some(batch) if next.status != current.value.status => {
-                    effects.push(crate::batch::tally_task(batch, &next.owner, now));
-                    true
-                }
-                _ => false,
-            };
+            let tally = next.status != current.value.status
+                && match (&next.batch, &next.run) {
+                    (Some(batch), _) => {
+                        effects.push(crate::batch::tally_task(batch, &next.owner, now));
+                        true
+                    }
+                    (None, Some(run)) => {
+                        effects.push(crate::workflow::advance_task(run, &next.owner, now));
+                        true
+                    }
+                    (None, None) => false,
+                };
             effects.extend_from_slice(extra);
             effects.extend(self.notices.effects(
                 Some(&current.value),

@@ -14,12 +14,12 @@
 //!   predictions through [`augur_core::Predictions`].
 //! - [`files`]: [`files::OutputFiles`], output files in the operator's object storage.
 //! - [`sweeper`] applies retention.
-//! - [`batches`]: the [`batches::BatchLoop`] that tallies batches and completes them once.
+//! - [`tasks`]: the [`tasks::TaskLoop`] that tallies batches and advances and reconciles
+//!   workflow runs, each completed once; [`workflows`]: the models as runs see them.
 //! - [`changes`] brings other nodes' writes into this process (cache, waiters, workers).
 //!
 //! The engine never names a store backend: it works through `augur_core`'s contract.
 
-pub mod batches;
 pub mod builtin;
 mod callback;
 pub mod changes;
@@ -30,12 +30,15 @@ pub mod models;
 pub mod provider;
 pub mod replicate;
 pub mod sweeper;
+pub mod tasks;
 pub mod worker;
+pub mod workflows;
 
-pub use batches::{BatchLoop, BatchLoopOptions};
 pub use changes::ChangeListener;
 pub use files::{FileInputs, ImportError, OutputFiles, ResolvedInput, UrlImportLimits};
 pub use models::{Model, ModelRegistry, ModelSettings};
 pub use provider::{InputError, Outcome, Progress, Provider, ProviderError, RunContext};
 pub use sweeper::Sweeper;
+pub use tasks::{TaskLoop, TaskLoopOptions};
 pub use worker::{RetryPolicy, Worker, WorkerOptions};
+pub use workflows::ModelCatalog;

@@ -37,6 +37,10 @@ pub struct Config {
     pub file_expiry: Duration,
     /// The most items one `POST /v1/batches` may create (`AUGUR_BATCH_MAX_ITEMS`).
     pub batch_max_items: usize,
+    /// A directory of the operator's workflow blueprints, one `*.toml` file each, stored at
+    /// start-up as the admin's and runnable by every account (`AUGUR_WORKFLOWS_DIR`; default:
+    /// `workflows/` beside the config file, if there is one).
+    pub workflows_dir: Option<PathBuf>,
     /// Jobs run at once by this node's worker (`AUGUR_WORKERS`).
     pub workers: usize,
     /// How long settled predictions keep their input, output and logs (`AUGUR_RETENTION`).
@@ -181,6 +185,7 @@ impl Default for Config {
             files_dir: None,
             file_max_bytes: 100 << 20,
             batch_max_items: augur_core::batch::DEFAULT_MAX_ITEMS,
+            workflows_dir: None,
             file_expiry: Duration::from_secs(24 * 3600),
             workers: 64,
             retention: Duration::from_secs(3600),
@@ -240,6 +245,14 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env(env)?;
+        if config.workflows_dir.is_none()
+            && let Some(dir) = file.as_deref().and_then(Path::parent)
+        {
+            let beside = dir.join("workflows");
+            if beside.is_dir() {
+                config.workflows_dir = Some(beside);
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -267,6 +280,9 @@ impl Config {
             self.file_max_bytes = v
                 .parse()
                 .with_context(|| format!("AUGUR_FILE_MAX_BYTES must be a number, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_WORKFLOWS_DIR") {
+            self.workflows_dir = Some(PathBuf::from(v));
         }
         if let Some(v) = var("AUGUR_BATCH_MAX_ITEMS") {
             self.batch_max_items = v

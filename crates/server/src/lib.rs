@@ -7,6 +7,7 @@ pub mod config;
 pub mod migrate;
 pub mod models;
 pub mod server;
+pub mod workflows;
 
 pub use config::Config;
 pub use server::serve;

@@ -21,8 +21,8 @@ use augur_core::store::fallback::FallbackStore;
 use augur_core::store::metered::MeteredStore;
 use augur_core::{Accounts, AccountsConfig, Credits, Predictions, Secret, ServiceConfig};
 use augur_engine::{
-    BatchLoop, BatchLoopOptions, ChangeListener, OutputFiles, Sweeper, UrlImportLimits, Worker,
-    WorkerOptions,
+    ChangeListener, ModelCatalog, OutputFiles, Sweeper, TaskLoop, TaskLoopOptions, UrlImportLimits,
+    Worker, WorkerOptions,
 };
 use augur_webhooks::{AccountSigners, Dispatcher, DispatcherOptions, Signers, WebhookSecret};
 
@@ -83,6 +83,12 @@ pub async fn serve(
         crate::models::registry(&config, &service, &files, &public_url, &admin_token).await?,
     );
 
+    let catalog: Arc<dyn augur_core::workflow::Catalog> =
+        Arc::new(ModelCatalog::new(models.clone(), &public_url));
+    if let Some(dir) = &config.workflows_dir {
+        crate::workflows::apply_dir(&service, &*catalog, dir).await?;
+    }
+
     let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
     api_config.max_body_bytes = config.max_body_bytes;
     api_config.max_file_bytes = config.file_max_bytes;
@@ -123,6 +129,7 @@ pub async fn serve(
         callback_budget: Default::default(),
         payments,
         models: models.clone(),
+        catalog: catalog.clone(),
         files: files.clone(),
         config: api_config,
         metrics,
@@ -143,14 +150,15 @@ pub async fn serve(
     let worker_task = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
     let sweeper = Sweeper::new(service.clone(), files, Duration::from_secs(10), 1000);
     let sweeper_task = tokio::spawn(sweeper.run(stop.clone().cancelled_owned()));
-    let batches = BatchLoop::new(
+    let tasks = TaskLoop::new(
         service.clone(),
-        BatchLoopOptions {
+        catalog.clone(),
+        TaskLoopOptions {
             lease_for: config.lease,
-            ..BatchLoopOptions::default()
+            ..TaskLoopOptions::default()
         },
     );
-    let batches_task = tokio::spawn(batches.run(stop.clone().cancelled_owned()));
+    let batches_task = tokio::spawn(tasks.run(stop.clone().cancelled_owned()));
     let dispatcher = Dispatcher::new(
         service.outbox(),
         Arc::new(AccountSigners::new(accounts, webhook_secret)) as Arc<dyn Signers>,
@@ -212,8 +220,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Renders a webhook's body: the prediction as `GET /v1/predictions/{id}` shows it, or the
-/// batch as `GET /v1/batches/{id}` does, at send time, so output files' URLs are under the
+/// Renders a webhook's body: the prediction as `GET /v1/predictions/{id}` shows it, the
+/// batch as `GET /v1/batches/{id}` does, or the run as `GET /v1/runs/{id}` does, at send time, so output files' URLs are under the
 /// public URL of the node that sends it (messages carry the stored `/files/<key>` references).
 fn webhook_body(public_url: String) -> augur_webhooks::Render {
     Arc::new(move |payload: &Payload| match payload {
@@ -222,6 +230,7 @@ fn webhook_body(public_url: String) -> augur_webhooks::Render {
                 .expect("a prediction always serializes"),
         ),
         Payload::Batch(b) => augur_api::batches::webhook_body(&public_url, b).into(),
+        Payload::Run(r) => augur_api::workflows::webhook_body(&public_url, r).into(),
     })
 }
 

@@ -21,6 +21,7 @@ mod ledger;
 mod outbox;
 mod queue;
 mod records;
+mod workflows;
 
 pub use changes::*;
 pub use credits::*;
@@ -29,6 +30,7 @@ pub use ledger::*;
 pub use outbox::*;
 pub use queue::*;
 pub use records::*;
+pub use workflows::*;
 
 /// Decides what a setup function does when its backend's URL variable is unset: returns the
 /// URL if set; otherwise panics when `AUGUR_STORE_TESTS_REQUIRED=1`, or prints why it skips
@@ -122,6 +124,8 @@ macro_rules! conformance_suite {
             ledger_invariant_holds_over_random_sequences,
             changes_are_announced,
             migration_round_trips_every_section,
+            a_join_starts_once_when_its_parents_settle_at_once,
+            reconcile_restores_lost_work_once,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

@@ -90,6 +90,7 @@ pub async fn a_write_of_several_records_is_atomic(store: DynStore) {
         fingerprint: fp.into(),
         prediction_id: p.id.clone(),
         batch_id: None,
+        run_id: None,
         created_at: now,
         expires_at: now.plus(Duration::from_secs(3600)),
     };
@@ -637,6 +638,7 @@ pub async fn expired_records_of_delete_kinds_are_absent(store: DynStore) {
         fingerprint: fp.into(),
         prediction_id: PredictionId::generate_for(&owner),
         batch_id: None,
+        run_id: None,
         created_at: now,
         expires_at: Timestamp::now().plus(ttl),
     };

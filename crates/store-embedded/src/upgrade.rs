@@ -86,6 +86,7 @@ fn idempotency_keys(conn: &Connection) -> Result<(), Error> {
             fingerprint: row.get(2)?,
             prediction_id: prediction_id(&prediction)?,
             batch_id: None,
+            run_id: None,
             created_at: Timestamp::from_micros(created_at.unwrap_or(expires_at)),
             expires_at: Timestamp::from_micros(expires_at),
         };

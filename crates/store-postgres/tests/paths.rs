@@ -355,6 +355,7 @@ async fn fused_and_general_writes_leave_the_same_state() {
         fingerprint: "fp".into(),
         prediction_id: c.id.clone(),
         batch_id: None,
+        run_id: None,
         created_at: now,
         expires_at: now.plus(Duration::from_secs(3600)),
     };

@@ -62,6 +62,7 @@ async fn every_account_lives_in_one_slot() {
             fingerprint: "fp".into(),
             prediction_id: p.id.clone(),
             batch_id: None,
+            run_id: None,
             created_at: Timestamp::now(),
             expires_at: Timestamp::now().plus(Duration::from_secs(3600)),
         };

@@ -35,8 +35,13 @@ pub enum Kind {
     IdempotencyKey,
     /// A prediction ([`crate::Prediction`]).
     Prediction,
+    /// A workflow run ([`crate::workflow::Run`]); its node predictions name it as their
+    /// parent.
+    Run,
     /// An API token (its hash, never the token).
     Token,
+    /// A workflow's blueprint, at its latest version ([`crate::workflow::Workflow`]).
+    Workflow,
 }
 
 /// What retention does to a record whose `expires_at` has passed.
@@ -52,13 +57,15 @@ pub enum OnExpiry {
 impl Kind {
     /// Every kind, in [`Kind::as_str`] order, which is also their `Ord` order (the order of
     /// exports).
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Account,
         Kind::Batch,
         Kind::File,
         Kind::IdempotencyKey,
         Kind::Prediction,
+        Kind::Run,
         Kind::Token,
+        Kind::Workflow,
     ];
 
     /// The stored name. No name is a prefix of another.
@@ -69,7 +76,9 @@ impl Kind {
             Kind::Account => "account",
             Kind::Batch => "batch",
             Kind::File => "file",
+            Kind::Run => "run",
             Kind::Token => "token",
+            Kind::Workflow => "workflow",
         }
     }
 
@@ -85,7 +94,7 @@ impl Kind {
             Kind::Prediction | Kind::File => OnExpiry::RemoveData,
             Kind::IdempotencyKey | Kind::Account | Kind::Token => OnExpiry::Delete,
             // Batches never expire (they are the history); this applies if one is given a time.
-            Kind::Batch => OnExpiry::Delete,
+            Kind::Batch | Kind::Run | Kind::Workflow => OnExpiry::Delete,
         }
     }
 }

@@ -174,6 +174,7 @@ pub fn render() -> Render {
             match p {
                 augur_core::outbox::Payload::Prediction(p) => serde_json::to_vec(p),
                 augur_core::outbox::Payload::Batch(b) => serde_json::to_vec(b),
+                augur_core::outbox::Payload::Run(r) => serde_json::to_vec(r),
             }
             .expect("serialize"),
         )
