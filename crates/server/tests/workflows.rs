@@ -587,9 +587,8 @@ async fn fan_out_fan_in(store_url: &str, dir: &Path) {
 
 /// A failing node with the default `on_failure = "fail"`: the run fails, the node running
 /// beside it is canceled, the nodes after them are skipped, and nothing is charged (failed and
-/// canceled predictions are refunded, skipped ones never reserved). With `continue`, the run
-/// succeeds with `null` for the failed node (per item for a fan-out), after its retries.
-async fn failure_policy(store_url: &str, dir: &Path) {
+/// canceled predictions are refunded, skipped ones never reserved).
+async fn fail_the_run(store_url: &str, dir: &Path) {
     let server = start(store_url, dir);
     let admin = As::new(&server.url, TOKEN);
     let acme = As::new(&server.url, &admin.account("acme", 100).await);
@@ -614,7 +613,6 @@ async fn failure_policy(store_url: &str, dir: &Path) {
     assert!(run["error"].is_string(), "the run says why: {run}");
     assert_eq!(run["output"], Value::Null, "{run}");
     assert_eq!(run["nodes"]["boom"]["status"], "failed", "{run}");
-    assert_eq!(run["nodes"]["slow"]["status"], "canceled", "{run}");
     for node in ["after_slow", "after_boom"] {
         assert_eq!(run["nodes"][node]["status"], "skipped", "{run}");
         assert_eq!(run["nodes"][node]["prediction_ids"], json!([]), "{run}");
@@ -639,8 +637,21 @@ async fn failure_policy(store_url: &str, dir: &Path) {
         assert_eq!(ledger[p.as_str()], ["refund", "reserve"], "{p}: {ledger:?}");
     }
     assert_eq!(ledger.len(), 2, "only the two that started: {ledger:?}");
+    // Checked last, so that a wrong status here does not hide the checks above.
+    assert_eq!(
+        run["nodes"]["slow"]["status"], "canceled",
+        "the node running beside the failed one is canceled: {run}"
+    );
+    receiver.abort();
+}
 
-    // Continue: a failing node (with two retries) and one failing item of a fan-out.
+/// With `on_failure = "continue"`, a node that fails after its retries and one failing item
+/// of a fan-out leave `null` in their place, the join gets the `null`s, and the run succeeds;
+/// only what succeeded is charged.
+async fn continue_with_null(store_url: &str, dir: &Path) {
+    let server = start(store_url, dir);
+    let admin = As::new(&server.url, TOKEN);
+    let acme = As::new(&server.url, &admin.account("acme", 100).await);
     let goes_on = json!({
         "name": "acme/goes-on",
         "input_schema": {"type": "object", "properties": {"items": {"type": "array"}}},
@@ -689,7 +700,6 @@ async fn failure_policy(store_url: &str, dir: &Path) {
     );
     // Charged: two items and the join; refunded: one item and three attempts.
     assert_eq!(assert_balanced(&admin, "acme").await, 110 - 3);
-    receiver.abort();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1066,7 +1076,8 @@ macro_rules! on_every_backend {
 on_every_backend!(
     four_nodes,
     fan_out_fan_in,
-    failure_policy,
+    fail_the_run,
+    continue_with_null,
     validation,
     cancel
 );
@@ -1093,6 +1104,25 @@ fn gallery() -> Value {
         },
         "output": "{{ nodes.join.output.images }}"
     })
+}
+
+/// The key of an Augur file URL (what follows `/files/`). A URL that passed through a model
+/// (the join's echo) keeps the public URL of the node that ran it, and these tests' nodes
+/// each have their own port, so outputs are compared by key.
+fn file_key(url: &Value) -> String {
+    let url = url.as_str().unwrap_or_else(|| panic!("not a URL: {url}"));
+    let (_, key) = url
+        .split_once("/files/")
+        .unwrap_or_else(|| panic!("not an Augur file URL: {url}"));
+    key.to_owned()
+}
+
+fn keys(urls: &Value) -> Vec<String> {
+    urls.as_array()
+        .unwrap_or_else(|| panic!("not a list: {urls}"))
+        .iter()
+        .map(file_key)
+        .collect()
 }
 
 /// Starts 50 runs of the gallery for a fresh priced account, kills `victim` (-9) once some
@@ -1183,7 +1213,7 @@ async fn kill_9_mid_run(
             1,
             "the join ran once: {run}"
         );
-        let images: Vec<Value> = prompts_of[id]
+        let images: Vec<String> = prompts_of[id]
             .iter()
             .map(|prompt| {
                 let key = (id.to_owned(), "draw".to_owned(), prompt.clone());
@@ -1194,13 +1224,17 @@ async fn kill_9_mid_run(
                     draw.contains(&p["id"].as_str().unwrap().to_owned()),
                     "{run}"
                 );
-                p["output"].clone()
+                file_key(&p["output"])
             })
             .collect();
-        assert_eq!(run["output"], json!(images), "in item order: {run}");
+        assert_eq!(keys(&run["output"]), images, "in item order: {run}");
         let join = &seen[&(id.to_owned(), "join".to_owned(), String::new())];
-        assert_eq!(join["input"]["images"], json!(images), "{join}");
+        assert_eq!(keys(&join["input"]["images"]), images, "{join}");
     }
+    // The images outlived the crash.
+    let key = file_key(&settled[0]["output"][0]);
+    let png = reqwest::get(format!("{base}/files/{key}")).await.unwrap();
+    assert_eq!(png.status(), 200, "{key}");
 
     // One completion message id per run, with its own id; signed.
     eventually(
@@ -1255,12 +1289,15 @@ async fn kill_9_mid_run_on_the_embedded_store() {
     kill_9_mid_run(victim, || TestServer::start(&data, &env), None, dir.path()).await;
 }
 
-/// Two nodes share `store_url`; the one the runs were created on dies.
+/// Two nodes share `store_url` and one files directory (as nodes behind one address share a
+/// file store); the one the runs were created on dies.
 #[cfg(any(feature = "redis", feature = "postgres"))]
 async fn kill_9_one_of_two_nodes(store_url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path());
-    let env = crash_env(&config);
+    let files = dir.path().join("files").display().to_string();
+    let mut env = crash_env(&config).to_vec();
+    env.push(("AUGUR_FILES_DIR", &files));
     let a_dir = dir.path().join("a");
     let a = TestServer::start_on(store_url, &a_dir, &env);
     let b = TestServer::start_on(store_url, &dir.path().join("b"), &env);
