@@ -426,10 +426,12 @@ async fn four_nodes(store_url: &str, dir: &Path) {
     let (status, again) = register(&acme, &changed).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["version"], 2, "{again}");
+    // Run 2 asks for its node predictions' `completed` messages too.
     let second = run_id(
         &acme,
         "acme/variants",
-        json!({"input": {"prompt": "a blue fox"}}),
+        json!({"input": {"prompt": "a blue fox"}, "webhook": hook,
+               "webhook_events_filter": ["completed"]}),
     )
     .await;
 
@@ -509,21 +511,105 @@ async fn four_nodes(store_url: &str, dir: &Path) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(predictions(&acme).await.len(), before);
 
-    // One signed completion message; no node messages (the filter was left empty).
+    // One signed completion message per run; node messages only for run 2, whose filter
+    // asked for them.
     let received = one_completion(&inbox, &first).await;
     let sent: Value = serde_json::from_str(&received[0].body).unwrap();
     assert_eq!(sent["status"], "succeeded", "{sent}");
     assert_eq!(sent["output"], run["output"], "{sent}");
-    assert_eq!(
-        inbox.lock().unwrap().len(),
-        received.len(),
-        "only the run's message"
+    let mut signed = received[..1].to_vec();
+    let received = one_completion(&inbox, &second).await;
+    signed.push(received[0].clone());
+    let node_messages = |run: &str| -> Vec<Received> {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| serde_json::from_str::<Value>(&r.body).is_ok_and(|b| b["run"] == run))
+            .cloned()
+            .collect()
+    };
+    let expected: HashSet<String> = ["draw", "left", "right", "sheet"]
+        .iter()
+        .flat_map(|node| prediction_ids(&run2, node))
+        .collect();
+    eventually("run 2's node messages", Duration::from_secs(30), || {
+        let got: HashSet<String> = node_messages(&second)
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<Value>(&r.body).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let done = got == expected;
+        async move { done }
+    })
+    .await;
+    for r in node_messages(&second) {
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["status"], "succeeded", "only completed: {body}");
+        signed.push(r);
+    }
+    assert!(
+        node_messages(&first).is_empty(),
+        "no node messages without a filter"
     );
-    verify(&acme, dir, &received).await;
+    verify(&acme, dir, &signed).await;
 
     // Each node charged as its prediction.
     assert_eq!(assert_balanced(&admin, "acme").await, 110 - 8);
     receiver.abort();
+}
+
+// ---------------------------------------------------------------------------------------
+// The operator's workflows.
+
+/// A TOML blueprint in `<config dir>/workflows/` is stored at start as the operator's: every
+/// account lists, reads and runs it, and pays for its own runs.
+async fn operator_workflows(store_url: &str, dir: &Path) {
+    std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::write(
+        dir.join("workflows/shout.toml"),
+        r#"name = "ops/shout"
+description = "says it louder"
+output = "{{ nodes.say.output.text }}"
+
+[input_schema]
+type = "object"
+required = ["text"]
+
+[nodes.say]
+model = "augur/echo"
+input = { text = "{{ input.text }}!" }
+"#,
+    )
+    .unwrap();
+    let server = start(store_url, dir);
+    let admin = As::new(&server.url, TOKEN);
+    for user in ["acme", "bob"] {
+        let api = As::new(&server.url, &admin.account(user, 0).await);
+        let (status, listed) = api.call("GET", "/v1/workflows", None).await;
+        assert_eq!(status, 200, "{listed}");
+        assert!(
+            listed["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["name"] == "ops/shout"),
+            "{user} lists the operator's workflow: {listed}"
+        );
+        let (status, got) = api.call("GET", "/v1/workflows/ops/shout", None).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["version"], 1, "{got}");
+        assert_eq!(got["description"], "says it louder", "{got}");
+        let id = run_id(&api, "ops/shout", json!({"input": {"text": user}})).await;
+        let run = settled_run(&api, &id, Duration::from_secs(30)).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["output"], format!("{user}!"), "{run}");
+        assert_eq!(assert_balanced(&admin, user).await, 10 - 1, "{user} paid");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1145,6 +1231,7 @@ on_every_backend!(
     fail_the_run,
     continue_with_null,
     templates_after_and_max_run_time,
+    operator_workflows,
     validation,
     cancel
 );
