@@ -1324,6 +1324,7 @@ async fn kill_9_mid_run(
         .filter(|r| !is_terminal(&r["status"]))
         .count();
     victim.kill9();
+    eprintln!("killed after {:?}", started.elapsed());
     assert!(
         unfinished > 0,
         "the kill came too late to test anything: every run had finished"
@@ -1333,11 +1334,36 @@ async fn kill_9_mid_run(
     let base = survivor_url.unwrap_or_else(|| restarted.url.clone());
     let api = As::new(&base, &token);
     let admin = As::new(&base, TOKEN);
+    // A run still unfinished 12 s after the restart (four leases) is shown, with its
+    // predictions, so that a slow recovery can be told apart (the test still waits for it).
+    let watch = {
+        let (api, ids) = (api.clone(), ids.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(12)).await;
+            for id in &ids {
+                let (_, run) = api.call("GET", &format!("/v1/runs/{id}"), None).await;
+                if is_terminal(&run["status"]) {
+                    continue;
+                }
+                eprintln!("still unfinished 12 s after the restart: {run}");
+                for node in ["draw", "join"] {
+                    for p in prediction_ids(&run, node) {
+                        let (_, p) = api.call("GET", &format!("/v1/predictions/{p}"), None).await;
+                        eprintln!(
+                            "  {node}: {} {} started {} completed {}",
+                            p["id"], p["status"], p["started_at"], p["completed_at"]
+                        );
+                    }
+                }
+            }
+        })
+    };
     let mut settled = Vec::new();
     for id in &ids {
         settled.push(settled_run(&api, id, Duration::from_secs(120)).await);
     }
     eprintln!("{RUNS} runs settled in {:?}", started.elapsed());
+    watch.abort();
 
     // Every node prediction exactly once per item, all succeeded.
     let all = predictions(&api).await;
@@ -1410,6 +1436,7 @@ async fn kill_9_mid_run(
         },
     )
     .await;
+    eprintln!("every run.completed message by {:?}", started.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut firsts = Vec::new();
     for id in &ids {
