@@ -292,6 +292,12 @@ impl Predictions {
         &self.hub
     }
 
+    /// A free slot of this process's worker pool for a job of `queue`, if there is one (for the
+    /// service's other modules: workflow runs start their nodes this way).
+    pub(crate) fn reserve_slot(&self, queue: &str) -> Option<Box<dyn Slot>> {
+        self.dispatch.get().and_then(|d| d.reserve(queue))
+    }
+
     /// The store, for the service's other modules (batches).
     pub(crate) fn store(&self) -> &DynStore {
         &self.store

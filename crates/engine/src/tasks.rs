@@ -24,6 +24,10 @@ use augur_core::store::{self, ItemLease, Outcome};
 use augur_core::workflow::{Catalog, RUN_TOPIC, run_target};
 use augur_core::{Predictions, Status, Timestamp, WorkerId};
 
+/// Runs with at most this many node predictions running advance without waiting for
+/// [`TaskLoopOptions::run_min_interval`].
+const FEW_RUNNING: usize = 8;
+
 /// Settings of the task loop.
 #[derive(Clone, Debug)]
 pub struct TaskLoopOptions {
@@ -63,7 +67,8 @@ pub struct TaskLoop {
     worker: WorkerId,
     options: TaskLoopOptions,
     /// When each batch (`batch:<id>`) or run (`run:<id>`) was last handled here.
-    last_tally: HashMap<String, Instant>,
+    /// With the interval its next run waits for.
+    last_tally: HashMap<String, (Instant, Duration)>,
     last_reconcile: Instant,
     /// The earliest time a task this loop handed back comes due, so the loop wakes for it
     /// rather than at the next poll.
@@ -99,9 +104,8 @@ impl TaskLoop {
                 Ok(leases) => {
                     errors = 0;
                     let idle = leases.is_empty();
-                    for lease in leases {
-                        self.handle(lease).await;
-                    }
+                    tracing::trace!(claimed = leases.len(), "tasks claimed");
+                    self.handle_all(leases).await;
                     idle
                 }
                 Err(e) => {
@@ -164,9 +168,40 @@ impl TaskLoop {
         }
     }
 
-    /// Runs one claimed task (a batch's tally, a run's advance), or hands it back until its
-    /// batch or run may be handled again here.
-    async fn handle(&mut self, lease: ItemLease) {
+    /// Runs the claimed tasks (batch tallies, run advances) at once, each target at most once,
+    /// and hands back those whose batch or run was handled here too recently.
+    async fn handle_all(&mut self, leases: Vec<ItemLease>) {
+        let mut runnable = Vec::with_capacity(leases.len());
+        for lease in leases {
+            if let Some(work) = self.admit(&lease).await {
+                runnable.push((lease, work));
+            }
+        }
+        let outcomes =
+            futures::future::join_all(runnable.iter().map(|(lease, (is_run, target))| {
+                let this = &*self;
+                async move {
+                    if *is_run {
+                        this.advance(lease, target).await
+                    } else {
+                        (this.tally(lease, target).await, None)
+                    }
+                }
+            }))
+            .await;
+        for ((lease, (is_run, target)), (outcome, interval)) in runnable.iter().zip(outcomes) {
+            if let (true, Some(interval)) = (is_run, interval)
+                && let Some(entry) = self.last_tally.get_mut(&format!("run:{target}"))
+            {
+                entry.1 = interval;
+            }
+            self.finish(lease, outcome).await;
+        }
+    }
+
+    /// What a claimed task is for (`(is a run, its id)`), if it may run now; otherwise it is
+    /// dropped (it names nothing) or handed back until its batch or run may be handled again.
+    async fn admit(&mut self, lease: &ItemLease) -> Option<(bool, String)> {
         let is_run = lease.item.topic == RUN_TOPIC;
         let target = if is_run {
             run_target(&lease.item.payload)
@@ -175,34 +210,36 @@ impl TaskLoop {
         };
         let Some(target) = target else {
             tracing::warn!(task = %lease.item.id, "a task names nothing to work on; dropping it");
-            self.finish(&lease, Outcome::GiveUp { rest: false }).await;
-            return;
+            self.finish(lease, Outcome::GiveUp { rest: false }).await;
+            return None;
         };
         let (slot, interval) = if is_run {
             (format!("run:{target}"), self.options.run_min_interval)
         } else {
             (format!("batch:{target}"), self.options.min_interval)
         };
-        if let Some(last) = self.last_tally.get(&slot) {
-            let ready_at = *last + interval;
-            let now = Instant::now();
+        let now = Instant::now();
+        if let Some((last, interval)) = self.last_tally.get(&slot) {
+            let ready_at = *last + *interval;
             if ready_at > now {
+                tracing::debug!(task = %lease.item.id, wait_ms = (ready_at - now).as_millis() as u64, "task handed back until its target may run again");
                 let at = Timestamp::now().plus(ready_at - now);
-                self.finish(&lease, Outcome::Release(at)).await;
-                self.next_due = Some(self.next_due.map_or(ready_at, |d| d.min(ready_at)));
-                return;
+                self.finish(lease, Outcome::Release(at)).await;
+                // The earliest hand-back still ahead: one that passed already (its task ran,
+                // or will at the next claim) must not hide this one.
+                self.next_due = Some(match self.next_due {
+                    Some(due) if due > now => due.min(ready_at),
+                    _ => ready_at,
+                });
+                return None;
             }
         }
-        self.last_tally.insert(slot, Instant::now());
-        let outcome = if is_run {
-            self.advance(&lease, &target).await
-        } else {
-            self.tally(&lease, &target).await
-        };
-        self.finish(&lease, outcome).await;
+        self.last_tally.insert(slot, (now, interval));
+        Some((is_run, target))
     }
 
-    async fn advance(&self, lease: &ItemLease, run: &str) -> Outcome {
+    /// Advances a run; also returns how long its next advance here should wait, if known.
+    async fn advance(&self, lease: &ItemLease, run: &str) -> (Outcome, Option<Duration>) {
         match self
             .service
             .advance_run(&lease.item.owner, run, &*self.catalog, false)
@@ -210,12 +247,23 @@ impl TaskLoop {
         {
             Ok(advanced) => {
                 tracing::debug!(%run, status = %advanced.value.status, "run advanced");
-                Outcome::Done
+                // A run with few predictions running advances again at once: each advance is a
+                // few reads, and a chain's next node waits for it. Many (a fan-out) are
+                // counted at most once per `run_min_interval`.
+                let interval = if advanced.value.unsettled().len() > FEW_RUNNING {
+                    self.options.run_min_interval
+                } else {
+                    Duration::ZERO
+                };
+                (Outcome::Done, Some(interval))
             }
-            Err(augur_core::Error::RunNotFound(_)) => Outcome::Done,
+            Err(augur_core::Error::RunNotFound(_)) => (Outcome::Done, None),
             Err(e) => {
                 tracing::warn!(%run, error = %e, "run advance failed; retrying");
-                Outcome::Retry(Timestamp::now().plus(Duration::from_secs(1)))
+                (
+                    Outcome::Retry(Timestamp::now().plus(Duration::from_secs(1))),
+                    None,
+                )
             }
         }
     }
@@ -248,7 +296,7 @@ impl TaskLoop {
     fn forget_old(&mut self) {
         if self.last_tally.len() > 1024 {
             let horizon = self.options.min_interval.max(self.options.run_min_interval);
-            self.last_tally.retain(|_, at| at.elapsed() < horizon);
+            self.last_tally.retain(|_, (at, _)| at.elapsed() < horizon);
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The client commands: `augur predict` (create, follow with a progress bar, save file
-//! outputs), `augur get`, and the admin's `augur accounts ...` and `augur credits ...`.
+//! outputs), `augur get`, `augur workflow apply|run` and `augur run get` (workflows, followed
+//! with a progress line per node), and the admin's `augur accounts ...` and `augur credits ...`.
 
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use futures::StreamExt as _;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
 
 /// Where the server is and how to authenticate.
@@ -43,7 +47,10 @@ impl Client {
             .with_context(|| format!("the server answered {status} without JSON"))?;
         if !status.is_success() {
             let detail = body["detail"].as_str().unwrap_or("no detail");
-            bail!("{status}: {detail}");
+            match body["field"].as_str() {
+                Some(field) => bail!("{status}: {detail} (field {field})"),
+                None => bail!("{status}: {detail}"),
+            }
         }
         Ok(body)
     }
@@ -250,6 +257,362 @@ async fn save_outputs(
     Ok(saved)
 }
 
+/// Reads a workflow blueprint: JSON, or TOML when the file name ends in `.toml` (converted
+/// to the same JSON: tables become objects, arrays arrays, datetimes strings).
+pub fn read_blueprint(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let is_toml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let blueprint = if is_toml {
+        toml_to_json(&text)
+            .with_context(|| format!("{} is not a TOML blueprint", path.display()))?
+    } else {
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON blueprint", path.display()))?
+    };
+    if !blueprint.is_object() {
+        bail!(
+            "{}: a blueprint is an object (name, nodes, output, ...)",
+            path.display()
+        );
+    }
+    Ok(blueprint)
+}
+
+/// A TOML document as the JSON value it spells.
+pub fn toml_to_json(text: &str) -> Result<Value> {
+    fn convert(value: toml::Value, at: &str) -> Result<Value> {
+        Ok(match value {
+            toml::Value::String(s) => Value::String(s),
+            toml::Value::Integer(i) => Value::from(i),
+            toml::Value::Float(f) => Value::Number(
+                serde_json::Number::from_f64(f)
+                    .ok_or_else(|| anyhow!("{at}: {f} has no JSON equivalent"))?,
+            ),
+            toml::Value::Boolean(b) => Value::Bool(b),
+            toml::Value::Datetime(d) => Value::String(d.to_string()),
+            toml::Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| convert(item, &format!("{at}[{i}]")))
+                    .collect::<Result<_>>()?,
+            ),
+            toml::Value::Table(table) => Value::Object(convert_table(table, at)?),
+        })
+    }
+    fn convert_table(table: toml::Table, at: &str) -> Result<Map<String, Value>> {
+        table
+            .into_iter()
+            .map(|(key, value)| {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                Ok((key, convert(value, &path)?))
+            })
+            .collect()
+    }
+    let table: toml::Table = toml::from_str(text)?;
+    Ok(Value::Object(convert_table(table, "")?))
+}
+
+/// Splits `owner/name`.
+fn owner_name<'a>(what: &str, name: &'a str) -> Result<(&'a str, &'a str)> {
+    match name.split_once('/') {
+        Some((owner, rest)) if !owner.is_empty() && !rest.is_empty() && !rest.contains('/') => {
+            Ok((owner, rest))
+        }
+        _ => bail!("the {what} must look like owner/name, got {name:?}"),
+    }
+}
+
+/// `augur workflow apply`: registers (creates or updates) the blueprint in `file`; returns
+/// the workflow the server answered.
+pub async fn apply_workflow(client: &Client, file: &Path) -> Result<Value> {
+    let blueprint = read_blueprint(file)?;
+    client
+        .call(reqwest::Method::POST, "/v1/workflows", Some(blueprint))
+        .await
+}
+
+/// `augur run get`: `GET /v1/runs/{id}`.
+pub async fn get_run(client: &Client, id: &str) -> Result<Value> {
+    client
+        .call(reqwest::Method::GET, &format!("/v1/runs/{id}"), None)
+        .await
+}
+
+/// Run and node statuses after which nothing changes.
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "canceled" | "skipped")
+}
+
+/// The nodes of a workflow in the order to show them: by depth (a node below everything it
+/// references or follows with `after`), then by name. Nodes of `run` that the workflow does
+/// not list (or every node, without it) come last, by name.
+pub fn node_order(workflow: Option<&Value>, run: &Value) -> Vec<String> {
+    let mut names: Vec<String> = run["nodes"]
+        .as_object()
+        .map(|nodes| nodes.keys().cloned().collect())
+        .unwrap_or_default();
+    let Some(nodes) = workflow.and_then(|w| w["nodes"].as_object()) else {
+        return names;
+    };
+    // Who each node depends on: `nodes.X` in any string of its definition, and `after`.
+    let mut parents: BTreeMap<&str, HashSet<String>> = BTreeMap::new();
+    for (name, node) in nodes {
+        let mut found = HashSet::new();
+        collect_node_refs(node, &mut found);
+        for after in node["after"].as_array().into_iter().flatten() {
+            if let Some(a) = after.as_str() {
+                found.insert(a.to_owned());
+            }
+        }
+        found.remove(name);
+        found.retain(|p| nodes.contains_key(p));
+        parents.insert(name, found);
+    }
+    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+    // Longest path from a root; at most one pass per node (a cycle is cut at that bound).
+    for _ in 0..=nodes.len() {
+        let mut changed = false;
+        for (name, ps) in &parents {
+            let d = ps
+                .iter()
+                .map(|p| depth.get(p.as_str()).map_or(1, |d| d + 1))
+                .max()
+                .unwrap_or(0)
+                .min(nodes.len());
+            if depth.get(name) != Some(&d) {
+                depth.insert(name, d);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    names.sort_by(|a, b| {
+        let key = |n: &String| depth.get(n.as_str()).copied().unwrap_or(usize::MAX);
+        key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+    });
+    names
+}
+
+/// Every `nodes.X` referenced inside `{{ ... }}` in the strings of `value`.
+fn collect_node_refs(value: &Value, found: &mut HashSet<String>) {
+    match value {
+        Value::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("{{") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find("}}") else { break };
+                let reference = after[..end].trim();
+                if let Some(tail) = reference.strip_prefix("nodes.") {
+                    let name = tail.split('.').next().unwrap_or("");
+                    if !name.is_empty() {
+                        found.insert(name.to_owned());
+                    }
+                }
+                rest = &after[end + 2..];
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_node_refs(i, found)),
+        Value::Object(map) => map.values().for_each(|v| collect_node_refs(v, found)),
+        _ => {}
+    }
+}
+
+/// One node's line: its status and how many of its predictions settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NodeLine {
+    status: String,
+    done: u64,
+    total: u64,
+}
+
+/// `augur workflow run`: starts a run of `workflow` and, with `wait`, follows it to the end
+/// with one progress line per node, then prints its output. Returns the process exit code
+/// (0 succeeded, 1 failed, 2 canceled, 130 interrupted: the run is canceled).
+pub async fn run_workflow(
+    client: &Client,
+    workflow: &str,
+    inputs: &[String],
+    wait: bool,
+) -> Result<i32> {
+    let (owner, name) = owner_name("workflow", workflow)?;
+    let input = parse_inputs(inputs)?;
+    let created = client
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/workflows/{owner}/{name}/runs"),
+            Some(serde_json::json!({ "input": input })),
+        )
+        .await?;
+    let id = created["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the server answered without a run id"))?
+        .to_owned();
+    if !wait {
+        println!("{}", serde_json::to_string_pretty(&created)?);
+        return Ok(0);
+    }
+    eprintln!("run {id} of {workflow} created; following it (Ctrl-C cancels it)");
+    // The blueprint only orders the lines; without it they come by name.
+    let blueprint = client
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/workflows/{owner}/{name}"),
+            None,
+        )
+        .await
+        .ok();
+    let order = node_order(blueprint.as_ref(), &created);
+    let multi = MultiProgress::new();
+    let tty = std::io::stderr().is_terminal();
+    if !tty {
+        multi.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let width = order.iter().map(String::len).max().unwrap_or(4);
+    let style = ProgressStyle::with_template(&format!(
+        "{{prefix:>{width}}} {{bar:24}} {{pos:>3}}/{{len:<3}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut bars: BTreeMap<String, (ProgressBar, Option<NodeLine>)> = BTreeMap::new();
+    for node in &order {
+        let bar = multi.add(ProgressBar::new(0));
+        bar.set_style(style.clone());
+        bar.set_prefix(node.clone());
+        bars.insert(node.clone(), (bar, None));
+    }
+    let mut settled_ids: HashSet<String> = HashSet::new();
+    let mut current = created;
+    loop {
+        let run_status = current["status"].as_str().unwrap_or("").to_owned();
+        let lines = node_lines(client, &current, &mut settled_ids).await;
+        for (node, line) in lines {
+            let entry = bars.entry(node.clone()).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(style.clone());
+                bar.set_prefix(node.clone());
+                (bar, None)
+            });
+            if entry.1.as_ref() == Some(&line) {
+                continue;
+            }
+            let (bar, last) = entry;
+            bar.set_length(line.total);
+            bar.set_position(line.done);
+            bar.set_message(line.status.clone());
+            if !tty && last.as_ref().is_none_or(|l| l.status != line.status) {
+                eprintln!("{node}: {} ({}/{})", line.status, line.done, line.total);
+            }
+            if is_terminal(&line.status) {
+                bar.finish();
+            }
+            *last = Some(line);
+        }
+        if is_terminal(&run_status) {
+            break;
+        }
+        let next = tokio::select! {
+            next = async {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                get_run(client, &id).await
+            } => next?,
+            _ = tokio::signal::ctrl_c() => {
+                let canceled = client
+                    .call(reqwest::Method::POST, &format!("/v1/runs/{id}/cancel"), None)
+                    .await?;
+                multi.clear().ok();
+                eprintln!("run {id} {}", canceled["status"].as_str().unwrap_or("?"));
+                return Ok(130);
+            }
+        };
+        current = next;
+    }
+    for (bar, _) in bars.values() {
+        if !bar.is_finished() {
+            bar.abandon();
+        }
+    }
+    match current["status"].as_str() {
+        Some("succeeded") => {
+            println!("{}", serde_json::to_string_pretty(&current["output"])?);
+            Ok(0)
+        }
+        Some("failed") => {
+            eprintln!(
+                "run {id} failed: {}",
+                current["error"].as_str().unwrap_or("unknown error")
+            );
+            Ok(1)
+        }
+        _ => {
+            eprintln!("run {id} was canceled");
+            Ok(2)
+        }
+    }
+}
+
+/// Each node's line from a run: a settled node counts all its predictions as done; one still
+/// running with several (a fan-out, or retries) has the ones not yet known settled looked up
+/// (`settled` remembers those found settled).
+async fn node_lines(
+    client: &Client,
+    run: &Value,
+    settled: &mut HashSet<String>,
+) -> Vec<(String, NodeLine)> {
+    let Some(nodes) = run["nodes"].as_object() else {
+        return Vec::new();
+    };
+    let mut unknown = Vec::new();
+    for node in nodes.values() {
+        let ids = node["prediction_ids"].as_array().into_iter().flatten();
+        let ids = ids.filter_map(Value::as_str);
+        if is_terminal(node["status"].as_str().unwrap_or("")) {
+            settled.extend(ids.map(str::to_owned));
+        } else if node["prediction_ids"]
+            .as_array()
+            .is_some_and(|a| a.len() > 1)
+        {
+            unknown.extend(ids.filter(|id| !settled.contains(*id)).map(str::to_owned));
+        }
+    }
+    let found: Vec<String> = futures::stream::iter(unknown)
+        .map(|id| async move {
+            let prediction = client.get(&id).await.ok()?;
+            let status = prediction["status"].as_str()?;
+            matches!(status, "succeeded" | "failed" | "canceled").then_some(id)
+        })
+        .buffer_unordered(16)
+        .filter_map(|id| async move { id })
+        .collect()
+        .await;
+    settled.extend(found);
+    nodes
+        .iter()
+        .map(|(name, node)| {
+            let ids: Vec<&str> = node["prediction_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let line = NodeLine {
+                status: node["status"].as_str().unwrap_or("?").to_owned(),
+                done: ids.iter().filter(|id| settled.contains(**id)).count() as u64,
+                total: ids.len() as u64,
+            };
+            (name.clone(), line)
+        })
+        .collect()
+}
+
 /// `augur accounts create`: creates an account; prints it.
 pub async fn create_account(client: &Client, username: &str, name: Option<&str>) -> Result<Value> {
     let mut body = serde_json::json!({ "username": username });
@@ -356,5 +719,140 @@ mod tests {
             Some((3, 10))
         );
         assert_eq!(last_progress("nothing here"), None);
+    }
+
+    /// The issue's four-node blueprint, as JSON.
+    fn variants_json() -> Value {
+        json!({
+            "name": "acme/variants",
+            "input_schema": {"type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+            "nodes": {
+                "draw": {"model": "augur/demo-image", "input": {"prompt": "{{ input.prompt }}", "width": 64, "height": 64}},
+                "left": {"model": "augur/echo", "input": {"image": "{{ nodes.draw.output }}", "side": "left"}},
+                "right": {"model": "augur/echo", "input": {"image": "{{ nodes.draw.output }}", "side": "right"}},
+                "sheet": {"model": "augur/echo", "input": {"a": "{{ nodes.left.output }}", "b": "{{ nodes.right.output }}"}}
+            },
+            "output": "{{ nodes.sheet.output }}"
+        })
+    }
+
+    const VARIANTS_TOML: &str = r#"
+name = "acme/variants"
+output = "{{ nodes.sheet.output }}"
+
+[input_schema]
+type = "object"
+required = ["prompt"]
+properties.prompt.type = "string"
+
+[nodes.draw]
+model = "augur/demo-image"
+input = { prompt = "{{ input.prompt }}", width = 64, height = 64 }
+
+[nodes.left]
+model = "augur/echo"
+input = { image = "{{ nodes.draw.output }}", side = "left" }
+
+[nodes.right]
+model = "augur/echo"
+input.image = "{{ nodes.draw.output }}"
+input.side = "right"
+
+[nodes.sheet]
+model = "augur/echo"
+input = { a = "{{ nodes.left.output }}", b = "{{ nodes.right.output }}" }
+"#;
+
+    #[test]
+    fn a_toml_blueprint_is_the_same_json() {
+        assert_eq!(toml_to_json(VARIANTS_TOML).unwrap(), variants_json());
+    }
+
+    #[test]
+    fn toml_values_convert_by_type() {
+        let converted = toml_to_json(
+            r#"
+n = 3
+f = 0.5
+b = false
+when = 2026-12-07T01:02:03Z
+list = [1, "two", { three = 3 }]
+nested = [[1, 2], []]
+[nodes.fan]
+for_each = "{{ input.prompts }}"
+retries = 2
+max_run_time = 30
+on_failure = "continue"
+after = ["a", "b"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            converted,
+            json!({
+                "n": 3, "f": 0.5, "b": false, "when": "2026-12-07T01:02:03Z",
+                "list": [1, "two", {"three": 3}], "nested": [[1, 2], []],
+                "nodes": {"fan": {"for_each": "{{ input.prompts }}", "retries": 2, "max_run_time": 30,
+                                  "on_failure": "continue", "after": ["a", "b"]}}
+            })
+        );
+        let nan = toml_to_json("x = { y = [nan] }").unwrap_err().to_string();
+        assert!(nan.contains("x.y[0]"), "{nan}");
+        assert!(toml_to_json("name = ").is_err());
+    }
+
+    #[test]
+    fn blueprints_are_read_by_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml_path = dir.path().join("variants.TOML");
+        std::fs::write(&toml_path, VARIANTS_TOML).unwrap();
+        assert_eq!(read_blueprint(&toml_path).unwrap(), variants_json());
+        let json_path = dir.path().join("variants.json");
+        std::fs::write(&json_path, variants_json().to_string()).unwrap();
+        assert_eq!(read_blueprint(&json_path).unwrap(), variants_json());
+        // TOML in a .json file is not read as TOML, and a blueprint must be an object.
+        let wrong = dir.path().join("wrong.json");
+        std::fs::write(&wrong, VARIANTS_TOML).unwrap();
+        assert!(read_blueprint(&wrong).is_err());
+        std::fs::write(&wrong, "[1]").unwrap();
+        assert!(read_blueprint(&wrong).is_err());
+        assert!(read_blueprint(&dir.path().join("missing.toml")).is_err());
+    }
+
+    #[test]
+    fn workflow_names_are_owner_slash_name() {
+        assert_eq!(
+            owner_name("workflow", "acme/variants").unwrap(),
+            ("acme", "variants")
+        );
+        for bad in ["variants", "/x", "x/", "a/b/c"] {
+            assert!(owner_name("workflow", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nodes_are_shown_by_depth_then_name() {
+        let run = json!({"nodes": {"draw": {}, "left": {}, "right": {}, "sheet": {}, "extra": {}}});
+        let mut workflow = variants_json();
+        assert_eq!(
+            node_order(Some(&workflow), &run),
+            ["draw", "left", "right", "sheet", "extra"]
+        );
+        // `after` orders too, and text around a template still references.
+        workflow["nodes"]["left"]["after"] = json!(["right"]);
+        workflow["nodes"]["right"]["input"]["side"] = json!("of {{nodes.draw.output.0}}");
+        assert_eq!(
+            node_order(Some(&workflow), &run),
+            ["draw", "right", "left", "sheet", "extra"]
+        );
+        // Without the blueprint: by name.
+        assert_eq!(
+            node_order(None, &run),
+            ["draw", "extra", "left", "right", "sheet"]
+        );
+        // A cycle does not hang.
+        let cyclic = json!({"nodes": {"a": {"input": {"x": "{{ nodes.b.output }}"}}, "b": {"after": ["a"]}}});
+        let run = json!({"nodes": {"a": {}, "b": {}}});
+        assert_eq!(node_order(Some(&cyclic), &run).len(), 2);
     }
 }

@@ -1,5 +1,5 @@
 //! `augur`: runs the server (`augur serve`), checks configuration (`augur config check`) and
-//! talks to a server (`augur predict`, `augur get`).
+//! talks to a server (`augur predict`, `augur get`, `augur workflow apply|run`, `augur run get`).
 
 use std::path::PathBuf;
 
@@ -105,6 +105,54 @@ enum Command {
     /// Prints a prediction.
     Get {
         /// The prediction id.
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Workflows: `augur workflow apply variants.toml`, `augur workflow run acme/variants -i
+    /// prompt="a cat" --wait`.
+    Workflow {
+        #[command(subcommand)]
+        command: WorkflowCommand,
+    },
+    /// Workflow runs: `augur run get ID`.
+    Run {
+        #[command(subcommand)]
+        command: RunCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkflowCommand {
+    /// Creates or updates a workflow from its blueprint (JSON, or TOML when the file name ends
+    /// in .toml); prints its name and version.
+    Apply {
+        /// The blueprint file.
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Starts a run of a workflow; with --wait follows it with a line per node and prints its
+    /// output (the exit code is non-zero unless it succeeded).
+    Run {
+        /// The workflow, owner/name.
+        workflow: String,
+        /// An input, key=value (JSON values are parsed; @path reads a file).
+        #[arg(short, long = "input")]
+        inputs: Vec<String>,
+        /// Follow the run to the end and print its output.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunCommand {
+    /// Prints a workflow run.
+    Get {
+        /// The run id.
         id: String,
         #[command(flatten)]
         server: ServerArgs,
@@ -321,6 +369,38 @@ async fn run(args: Args) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&prediction)?);
             Ok(0)
         }
+        Command::Workflow {
+            command: WorkflowCommand::Apply { file, server },
+        } => {
+            let client = client(&server, args.config.as_deref())?;
+            let workflow = cli::apply_workflow(&client, &file).await?;
+            println!(
+                "{} version {}",
+                workflow["name"].as_str().unwrap_or("?"),
+                workflow["version"]
+            );
+            Ok(0)
+        }
+        Command::Workflow {
+            command:
+                WorkflowCommand::Run {
+                    workflow,
+                    inputs,
+                    wait,
+                    server,
+                },
+        } => {
+            let client = client(&server, args.config.as_deref())?;
+            cli::run_workflow(&client, &workflow, &inputs, wait).await
+        }
+        Command::Run {
+            command: RunCommand::Get { id, server },
+        } => {
+            let client = client(&server, args.config.as_deref())?;
+            let run = cli::get_run(&client, &id).await?;
+            println!("{}", serde_json::to_string_pretty(&run)?);
+            Ok(0)
+        }
     }
 }
 
@@ -377,5 +457,99 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Args::try_parse_from(std::iter::once("augur").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    #[test]
+    fn workflow_commands_parse() {
+        let Command::Workflow {
+            command: WorkflowCommand::Apply { file, server },
+        } = parse(&[
+            "workflow",
+            "apply",
+            "variants.toml",
+            "--url",
+            "http://127.0.0.1:9",
+        ])
+        else {
+            panic!("not workflow apply");
+        };
+        assert_eq!(file, PathBuf::from("variants.toml"));
+        assert_eq!(server.url, "http://127.0.0.1:9");
+
+        let Command::Workflow {
+            command:
+                WorkflowCommand::Run {
+                    workflow,
+                    inputs,
+                    wait,
+                    server,
+                },
+        } = parse(&[
+            "workflow",
+            "run",
+            "acme/variants",
+            "-i",
+            "prompt=a cat",
+            "--input",
+            "n=3",
+            "--wait",
+            "--token",
+            "t0k",
+        ])
+        else {
+            panic!("not workflow run");
+        };
+        assert_eq!(workflow, "acme/variants");
+        assert_eq!(inputs, ["prompt=a cat", "n=3"]);
+        assert!(wait);
+        assert_eq!(server.token.as_deref(), Some("t0k"));
+        // The inputs are `augur predict`'s.
+        assert_eq!(
+            serde_json::Value::Object(cli::parse_inputs(&inputs).unwrap()),
+            serde_json::json!({"prompt": "a cat", "n": 3})
+        );
+
+        let Command::Workflow {
+            command: WorkflowCommand::Run { inputs, wait, .. },
+        } = parse(&["workflow", "run", "acme/variants"])
+        else {
+            panic!("not workflow run");
+        };
+        assert!(inputs.is_empty() && !wait);
+
+        let Command::Run {
+            command: RunCommand::Get { id, .. },
+        } = parse(&["run", "get", "r123"])
+        else {
+            panic!("not run get");
+        };
+        assert_eq!(id, "r123");
+    }
+
+    #[test]
+    fn workflow_commands_reject_what_they_do_not_know() {
+        for bad in [
+            &["workflow", "apply"][..],
+            &["workflow", "run"],
+            &["workflow", "run", "acme/x", "--follow"],
+            &["workflow", "delete", "acme/x"],
+            &["run", "get"],
+        ] {
+            assert!(
+                Args::try_parse_from(std::iter::once("augur").chain(bad.iter().copied())).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -58,3 +58,50 @@ pub async fn apply_dir(service: &Predictions, catalog: &dyn Catalog, dir: &Path)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_and_json_blueprints_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml_file = dir.path().join("variants.toml");
+        std::fs::write(
+            &toml_file,
+            r#"
+name = "acme/variants"
+output = "{{ nodes.left.output }}"
+
+[nodes.draw]
+model = "augur/demo-image"
+input = { prompt = "{{ input.prompt }}", width = 64 }
+
+[nodes.left]
+model = "augur/echo"
+input = { image = "{{ nodes.draw.output }}" }
+on_failure = "continue"
+"#,
+        )
+        .unwrap();
+        let json_file = dir.path().join("variants.json");
+        std::fs::write(
+            &json_file,
+            r#"{"name": "acme/variants", "output": "{{ nodes.left.output }}", "nodes": {
+                "draw": {"model": "augur/demo-image", "input": {"prompt": "{{ input.prompt }}", "width": 64}},
+                "left": {"model": "augur/echo", "input": {"image": "{{ nodes.draw.output }}"}, "on_failure": "continue"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            read_blueprint(&toml_file).unwrap(),
+            read_blueprint(&json_file).unwrap()
+        );
+        std::fs::write(
+            &toml_file,
+            "name = \"a/b\"\n[nodes.x]\nmodel = \"m/n\"\nbogus = 1\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", read_blueprint(&toml_file).unwrap_err());
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

@@ -274,8 +274,13 @@ impl Run {
                     }
                     Some(Observed::Missing) => {
                         let attempt = item.ids.len() - 1;
-                        if let Some(p) = self.node_prediction(name, index, attempt, catalog, now) {
-                            start.push(p);
+                        match self.node_prediction(name, index, attempt, catalog, now, affordable) {
+                            Some(p) => start.push(p),
+                            None => {
+                                item.status = Status::Failed;
+                                item.error =
+                                    Some("its prediction was lost and cannot be made again".into());
+                            }
                         }
                     }
                     None => {}
@@ -297,7 +302,8 @@ impl Run {
                     && !stopping
                     && attempts > 0
                     && attempts <= spec.retries as usize
-                    && let Some(p) = self.node_prediction(name, index, attempts, catalog, now)
+                    && let Some(p) =
+                        self.node_prediction(name, index, attempts, catalog, now, affordable)
                 {
                     item.ids.push(p.id.clone());
                     item.status = Status::Starting;
@@ -537,7 +543,8 @@ impl Run {
     }
 
     /// The prediction of `name`'s item `index` at `attempt`, as [`Run::start_node`] makes it;
-    /// `None` if it can no longer be made (its model is gone, its input refused).
+    /// `None` if it can no longer be made (its model is gone, its input refused, or it is
+    /// priced and the account could not afford this step).
     fn node_prediction(
         &self,
         name: &str,
@@ -545,6 +552,7 @@ impl Run {
         attempt: usize,
         catalog: &dyn Catalog,
         now: Timestamp,
+        affordable: bool,
     ) -> Option<Prediction> {
         let items = self.items_of(self, name).ok()?;
         let item = match &items {
@@ -554,6 +562,7 @@ impl Run {
         let id = self.prediction_id(name, index, attempt);
         self.build_prediction(self, name, index, item, id, catalog, now)
             .ok()
+            .filter(|p| affordable || p.hold.is_none())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -14,7 +14,7 @@ use crate::idempotency::IdempotencyKey;
 use crate::jobs;
 use crate::outbox::{Delivery, Payload};
 use crate::prediction::{Prediction, Revision, Versioned, WebhookEvent, WebhookEvents};
-use crate::service::{Predictions, counters, has_delivery, request_digest};
+use crate::service::{Predictions, Slot, counters, has_delivery, request_digest};
 use crate::state::{Event, Status};
 use crate::store::{self, Cursor, Effect, Entity, Kind, Lane, ListQuery, Op, StoreExt, Write};
 use crate::time::Timestamp;
@@ -24,6 +24,9 @@ const MAX_ADVANCE_ATTEMPTS: usize = 16;
 
 /// How many node predictions an advance reads at a time.
 const OBSERVE_PAGE: usize = 500;
+
+/// Up to this many unsettled node predictions are read one by one rather than listed.
+const OBSERVE_ONE_BY_ONE: usize = 8;
 
 /// What [`Predictions::put_workflow`] did.
 #[derive(Clone, Debug)]
@@ -98,19 +101,39 @@ pub fn run_target(payload: &str) -> Option<String> {
         .filter(|id| Run::is_valid_id(id))
 }
 
+/// Predictions a write starts, with the worker slots that run them at once once it commits.
+type Started = Vec<(Box<dyn Slot>, jobs::Lease)>;
+
 /// The effects that store `plan`'s new predictions: records, jobs, reservations, notices.
+/// A job goes to a free slot of this process's worker pool when there is one, leased from the
+/// start (as a create does), so it needs no claim; [`hand_over`] starts them after the commit.
 fn start_effects(
     service: &Predictions,
     start: &[Prediction],
     write: &mut Write,
     now: Timestamp,
-) -> Result<i64> {
+) -> Result<(i64, Started)> {
     let mut reserved = 0;
+    let mut started = Vec::new();
     for p in start {
         write.ops.push(Op::Insert(p.to_record()?));
-        write
-            .effects
-            .push(jobs::enqueue(&p.id, &p.owner, &p.model, now));
+        match service.reserve_slot(p.model.as_str()) {
+            Some(slot) => {
+                let (lease, effect) = jobs::Lease::claimed_at_create(
+                    &p.id,
+                    &p.owner,
+                    &p.model,
+                    slot.worker(),
+                    slot.lease_for(),
+                    now,
+                );
+                write.effects.push(effect);
+                started.push((slot, lease));
+            }
+            None => write
+                .effects
+                .push(jobs::enqueue(&p.id, &p.owner, &p.model, now)),
+        }
         if let Some(hold) = &p.hold {
             reserved += hold.reserved;
             write
@@ -124,7 +147,19 @@ fn start_effects(
             .effects
             .push(Effect::count(counters::CREATED, start.len() as i64));
     }
-    Ok(reserved)
+    Ok((reserved, started))
+}
+
+/// After the write that created them committed: hands the leased jobs to their slots, and
+/// wakes the workers for the others.
+fn hand_over(service: &Predictions, start: &[Prediction], started: Started) {
+    let queued = start.len() > started.len();
+    for (slot, lease) in started {
+        slot.start(lease);
+    }
+    if queued {
+        service.hub().notify_work();
+    }
 }
 
 /// The `run.completed` message, if `run` just settled and has a webhook.
@@ -313,7 +348,7 @@ impl Predictions {
             };
             let plan = run.plan(&HashMap::new(), catalog, now, true);
             let mut write = Write::new(owner.clone()).op(Op::Insert(plan.run.to_record()?));
-            let reserved = start_effects(self, &plan.start, &mut write, now)?;
+            let (reserved, started) = start_effects(self, &plan.start, &mut write, now)?;
             write.effects.extend(completion(&plan.run, now)?);
             if let (Some(key), Some(fingerprint)) = (&request.idempotency_key, &fingerprint) {
                 let k = IdempotencyKey {
@@ -333,9 +368,7 @@ impl Predictions {
                     if has_delivery(&write.effects) {
                         self.hub().notify_outbox();
                     }
-                    if !plan.start.is_empty() {
-                        self.hub().notify_work();
-                    }
+                    hand_over(self, &plan.start, started);
                     return Ok(RunCreation::Created(Versioned {
                         value: plan.run,
                         revision: Revision::FIRST,
@@ -419,12 +452,27 @@ impl Predictions {
         })
     }
 
-    /// What the run's unsettled predictions became (their status from the listing; output
-    /// and error read for those that settled), and which are missing.
+    /// What the run's unsettled predictions became, and which are missing. Reads bypass the
+    /// cache (the point is to see other nodes' writes): a few unsettled predictions are read
+    /// one by one; more, through one listing of the run's predictions (status column), with
+    /// the output read only for those that settled.
     async fn observe(&self, run: &Run) -> Result<HashMap<PredictionId, Observed>> {
         let unsettled = run.unsettled();
         let mut observed = HashMap::with_capacity(unsettled.len());
-        if unsettled.is_empty() {
+        let seen = |p: &Prediction| Observed::Seen {
+            status: p.status,
+            output: p.output.clone(),
+            error: p.error.clone(),
+        };
+        if unsettled.len() <= OBSERVE_ONE_BY_ONE {
+            for id in unsettled {
+                let found = self.store().get_uncached(&id.key()).await?;
+                let state = match found {
+                    Some(stored) => seen(&*stored.decode::<Prediction>()?),
+                    None => Observed::Missing,
+                };
+                observed.insert(id, state);
+            }
             return Ok(observed);
         }
         let mut statuses: HashMap<String, Status> = HashMap::new();
@@ -444,14 +492,12 @@ impl Predictions {
             }
         }
         for id in unsettled {
-            let seen = match statuses.get(id.as_str()) {
+            let state = match statuses.get(id.as_str()) {
                 None => Observed::Missing,
                 Some(status) if status.is_terminal() => {
-                    let p = self.get(&id).await?.value;
-                    Observed::Seen {
-                        status: p.status,
-                        output: p.output.clone(),
-                        error: p.error.clone(),
+                    match self.store().get_uncached(&id.key()).await? {
+                        Some(stored) => seen(&*stored.decode::<Prediction>()?),
+                        None => Observed::Missing,
                     }
                 }
                 Some(status) => Observed::Seen {
@@ -460,7 +506,7 @@ impl Predictions {
                     error: None,
                 },
             };
-            observed.insert(id, seen);
+            observed.insert(id, state);
         }
         Ok(observed)
     }
@@ -506,7 +552,7 @@ impl Predictions {
                     record: plan.run.to_record()?,
                     expected: current.revision,
                 });
-                start_effects(self, &plan.start, &mut write, now)?;
+                let (_, started) = start_effects(self, &plan.start, &mut write, now)?;
                 for pid in &requeue {
                     if let Ok(p) = self.get(pid).await {
                         write
@@ -520,7 +566,8 @@ impl Predictions {
                         if has_delivery(&write.effects) {
                             self.hub().notify_outbox();
                         }
-                        if !plan.start.is_empty() || !requeue.is_empty() {
+                        hand_over(self, &plan.start, started);
+                        if !requeue.is_empty() {
                             self.hub().notify_work();
                         }
                         if !requeue.is_empty() {

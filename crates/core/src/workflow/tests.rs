@@ -417,6 +417,26 @@ async fn credits_are_reserved_stage_by_stage() {
         .await
         .unwrap();
     assert!(page.items.is_empty());
+    // One credit: the first stage starts; the second cannot be afforded and fails the run.
+    crate::Credits::new(service.store().clone())
+        .post(&owner, crate::store::Reason::Grant, 1, None, None)
+        .await
+        .unwrap();
+    let run = service
+        .create_run(&request, &TestCatalog)
+        .await
+        .unwrap()
+        .run()
+        .value
+        .clone();
+    let done = drive(&service, &run, echo).await;
+    assert_eq!(done.status, Status::Failed);
+    assert_eq!(
+        done.error.as_deref(),
+        Some("node b failed: insufficient credits to start this node")
+    );
+    let balance = service.store().balance(&owner).await.unwrap();
+    assert_eq!((balance.balance, balance.reserved), (0, 0));
 }
 
 #[test]
