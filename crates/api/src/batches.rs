@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,8 +32,8 @@ use augur_engine::Model;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
 use crate::predictions::{
-    check_create_rate, check_file_inputs, decode_cursor, find_model, idempotency_key, next_page,
-    parse_webhook, status_param,
+    check_create_rate, check_file_inputs, creation_response, decode_cursor, find_model,
+    idempotency_key, next_page, parse_webhook, status_param,
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -246,27 +246,14 @@ async fn create(
         max_active: limits.max_active,
     };
     let creation = state.service.create_batch(&request).await?;
-    let (status, replayed) = match &creation {
-        BatchCreation::Created(_) => (StatusCode::CREATED, false),
-        BatchCreation::Replayed(_) => (StatusCode::OK, true),
-    };
+    let replayed = matches!(creation, BatchCreation::Replayed(_));
     let batch = &creation.batch().value;
-    let mut response = (
-        status,
-        Json(BatchJson::new(&state.config.public_url, batch)),
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!(
-        "{}/v1/batches/{}",
-        state.config.public_url, batch.id
-    )) {
-        headers.insert(header::LOCATION, location);
-    }
-    if replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    let public = &state.config.public_url;
+    Ok(creation_response(
+        BatchJson::new(public, batch),
+        &format!("{public}/v1/batches/{}", batch.id),
+        replayed,
+    ))
 }
 
 /// The batch the caller may see (the admin sees every account's).

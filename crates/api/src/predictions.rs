@@ -524,6 +524,29 @@ fn cancel_after(headers: &HeaderMap) -> ApiResult<Option<Timestamp>> {
     Ok(Some(Timestamp::now().plus(duration)))
 }
 
+/// The answer to a create that may be a replay: 201 with `Location`, or, for a request an
+/// `Idempotency-Key` replayed, 200 with `idempotent-replayed: true` (batches and runs).
+pub(crate) fn creation_response(
+    body: impl serde::Serialize,
+    location: &str,
+    replayed: bool,
+) -> Response {
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = (status, Json(body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, location);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);

@@ -32,7 +32,8 @@ use augur_core::{AccountId, Caller, ModelName, WebhookEvent, WebhookEvents};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
 use crate::predictions::{
-    check_create_rate, decode_cursor, idempotency_key, next_page, parse_webhook, status_param,
+    check_create_rate, creation_response, decode_cursor, idempotency_key, next_page, parse_webhook,
+    status_param,
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -286,22 +287,14 @@ async fn create_run(
         free: caller.admin,
     };
     let creation = state.service.create_run(&request, &*state.catalog).await?;
-    let (status, replayed) = match &creation {
-        RunCreation::Created(_) => (StatusCode::CREATED, false),
-        RunCreation::Replayed(_) => (StatusCode::OK, true),
-    };
+    let replayed = matches!(creation, RunCreation::Replayed(_));
     let run = &creation.run().value;
-    let mut response = (status, Json(RunJson::new(&state.config.public_url, run))).into_response();
-    let headers = response.headers_mut();
-    if let Ok(location) =
-        HeaderValue::from_str(&format!("{}/v1/runs/{}", state.config.public_url, run.id))
-    {
-        headers.insert(header::LOCATION, location);
-    }
-    if replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    let public = &state.config.public_url;
+    Ok(creation_response(
+        RunJson::new(public, run),
+        &format!("{public}/v1/runs/{}", run.id),
+        replayed,
+    ))
 }
 
 /// The run the caller may see (the admin sees every account's).
