@@ -12,6 +12,8 @@ use futures::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
 
+use crate::workflows::read_blueprint_value;
+
 /// Where the server is and how to authenticate.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -257,69 +259,6 @@ async fn save_outputs(
     Ok(saved)
 }
 
-/// Reads a workflow blueprint: JSON, or TOML when the file name ends in `.toml` (converted
-/// to the same JSON: tables become objects, arrays arrays, datetimes strings).
-pub fn read_blueprint(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let is_toml = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
-    let blueprint = if is_toml {
-        toml_to_json(&text)
-            .with_context(|| format!("{} is not a TOML blueprint", path.display()))?
-    } else {
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a JSON blueprint", path.display()))?
-    };
-    if !blueprint.is_object() {
-        bail!(
-            "{}: a blueprint is an object (name, nodes, output, ...)",
-            path.display()
-        );
-    }
-    Ok(blueprint)
-}
-
-/// A TOML document as the JSON value it spells.
-pub fn toml_to_json(text: &str) -> Result<Value> {
-    fn convert(value: toml::Value, at: &str) -> Result<Value> {
-        Ok(match value {
-            toml::Value::String(s) => Value::String(s),
-            toml::Value::Integer(i) => Value::from(i),
-            toml::Value::Float(f) => Value::Number(
-                serde_json::Number::from_f64(f)
-                    .ok_or_else(|| anyhow!("{at}: {f} has no JSON equivalent"))?,
-            ),
-            toml::Value::Boolean(b) => Value::Bool(b),
-            toml::Value::Datetime(d) => Value::String(d.to_string()),
-            toml::Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, item)| convert(item, &format!("{at}[{i}]")))
-                    .collect::<Result<_>>()?,
-            ),
-            toml::Value::Table(table) => Value::Object(convert_table(table, at)?),
-        })
-    }
-    fn convert_table(table: toml::Table, at: &str) -> Result<Map<String, Value>> {
-        table
-            .into_iter()
-            .map(|(key, value)| {
-                let path = if at.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{at}.{key}")
-                };
-                Ok((key, convert(value, &path)?))
-            })
-            .collect()
-    }
-    let table: toml::Table = toml::from_str(text)?;
-    Ok(Value::Object(convert_table(table, "")?))
-}
-
 /// Splits `owner/name`.
 fn owner_name<'a>(what: &str, name: &'a str) -> Result<(&'a str, &'a str)> {
     match name.split_once('/') {
@@ -333,7 +272,7 @@ fn owner_name<'a>(what: &str, name: &'a str) -> Result<(&'a str, &'a str)> {
 /// `augur workflow apply`: registers (creates or updates) the blueprint in `file`; returns
 /// the workflow the server answered.
 pub async fn apply_workflow(client: &Client, file: &Path) -> Result<Value> {
-    let blueprint = read_blueprint(file)?;
+    let blueprint = read_blueprint_value(file)?;
     client
         .call(reqwest::Method::POST, "/v1/workflows", Some(blueprint))
         .await
@@ -690,6 +629,7 @@ pub async fn credits(client: &Client, username: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workflows::toml_to_json;
     use serde_json::json;
 
     #[test]
@@ -806,17 +746,17 @@ after = ["a", "b"]
         let dir = tempfile::tempdir().unwrap();
         let toml_path = dir.path().join("variants.TOML");
         std::fs::write(&toml_path, VARIANTS_TOML).unwrap();
-        assert_eq!(read_blueprint(&toml_path).unwrap(), variants_json());
+        assert_eq!(read_blueprint_value(&toml_path).unwrap(), variants_json());
         let json_path = dir.path().join("variants.json");
         std::fs::write(&json_path, variants_json().to_string()).unwrap();
-        assert_eq!(read_blueprint(&json_path).unwrap(), variants_json());
+        assert_eq!(read_blueprint_value(&json_path).unwrap(), variants_json());
         // TOML in a .json file is not read as TOML, and a blueprint must be an object.
         let wrong = dir.path().join("wrong.json");
         std::fs::write(&wrong, VARIANTS_TOML).unwrap();
-        assert!(read_blueprint(&wrong).is_err());
+        assert!(read_blueprint_value(&wrong).is_err());
         std::fs::write(&wrong, "[1]").unwrap();
-        assert!(read_blueprint(&wrong).is_err());
-        assert!(read_blueprint(&dir.path().join("missing.toml")).is_err());
+        assert!(read_blueprint_value(&wrong).is_err());
+        assert!(read_blueprint_value(&dir.path().join("missing.toml")).is_err());
     }
 
     #[test]

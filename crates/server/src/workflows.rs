@@ -1,26 +1,82 @@
-//! The operator's workflow blueprints: TOML files in a directory, stored at start-up as the
-//! admin's workflows (which every account may run).
+//! Workflow blueprint files (JSON, or TOML converted to the same JSON), read by
+//! `augur workflow apply` and by start-up, which stores the operator's (the TOML files of a
+//! directory) as the admin's workflows, which every account may run.
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Map, Value};
 
 use augur_core::workflow::{Blueprint, Catalog, WorkflowPut};
 use augur_core::{AccountId, Predictions};
 
-/// Parses a blueprint file: TOML (by its `.toml` extension) or JSON.
-pub fn read_blueprint(path: &Path) -> Result<Blueprint> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read workflow file {}", path.display()))?;
-    let value: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
-        let parsed: toml::Value =
-            toml::from_str(&text).with_context(|| format!("invalid TOML in {}", path.display()))?;
-        serde_json::to_value(parsed)?
+/// Reads a workflow blueprint: JSON, or TOML when the file name ends in `.toml` (converted
+/// to the same JSON: tables become objects, arrays arrays, datetimes strings).
+pub fn read_blueprint_value(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let is_toml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let blueprint = if is_toml {
+        toml_to_json(&text)
+            .with_context(|| format!("{} is not a TOML blueprint", path.display()))?
     } else {
         serde_json::from_str(&text)
-            .with_context(|| format!("invalid JSON in {}", path.display()))?
+            .with_context(|| format!("{} is not a JSON blueprint", path.display()))?
     };
-    serde_json::from_value(value)
+    if !blueprint.is_object() {
+        bail!(
+            "{}: a blueprint is an object (name, nodes, output, ...)",
+            path.display()
+        );
+    }
+    Ok(blueprint)
+}
+
+/// A TOML document as the JSON value it spells.
+pub fn toml_to_json(text: &str) -> Result<Value> {
+    fn convert(value: toml::Value, at: &str) -> Result<Value> {
+        Ok(match value {
+            toml::Value::String(s) => Value::String(s),
+            toml::Value::Integer(i) => Value::from(i),
+            toml::Value::Float(f) => Value::Number(
+                serde_json::Number::from_f64(f)
+                    .ok_or_else(|| anyhow!("{at}: {f} has no JSON equivalent"))?,
+            ),
+            toml::Value::Boolean(b) => Value::Bool(b),
+            toml::Value::Datetime(d) => Value::String(d.to_string()),
+            toml::Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| convert(item, &format!("{at}[{i}]")))
+                    .collect::<Result<_>>()?,
+            ),
+            toml::Value::Table(table) => Value::Object(convert_table(table, at)?),
+        })
+    }
+    fn convert_table(table: toml::Table, at: &str) -> Result<Map<String, Value>> {
+        table
+            .into_iter()
+            .map(|(key, value)| {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                Ok((key, convert(value, &path)?))
+            })
+            .collect()
+    }
+    let table: toml::Table = toml::from_str(text)?;
+    Ok(Value::Object(convert_table(table, "")?))
+}
+
+/// Reads a blueprint file ([`read_blueprint_value`]) as a [`Blueprint`]: an unknown field is
+/// named.
+pub fn read_blueprint(path: &Path) -> Result<Blueprint> {
+    serde_json::from_value(read_blueprint_value(path)?)
         .with_context(|| format!("{} is not a workflow blueprint", path.display()))
 }
 
