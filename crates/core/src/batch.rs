@@ -246,24 +246,19 @@ impl Entity for Batch {
 /// The effect that queues a tally of `batch` (replacing a queued one, and ending the lease of
 /// one being tallied, so that a tally follows every change).
 pub fn tally_task(batch: &str, owner: &AccountId, now: Timestamp) -> Effect {
-    Effect::Enqueue(Box::new(NewItem {
-        lane: Lane::Tasks,
-        id: format!("batch:{batch}"),
-        group: Batch::key_of(batch),
-        topic: TALLY_TOPIC.to_owned(),
-        owner: owner.clone(),
-        payload: Value::String(batch.to_owned()).to_string(),
-        run_at: now,
-        replace: true,
-        claimed: None,
-    }))
+    Effect::Enqueue(Box::new(NewItem::task(
+        format!("batch:{batch}"),
+        Batch::key_of(batch),
+        TALLY_TOPIC,
+        owner,
+        batch,
+        now,
+    )))
 }
 
 /// The batch id a tally task's payload names.
 pub fn tally_target(payload: &str) -> Option<String> {
-    serde_json::from_str::<String>(payload)
-        .ok()
-        .filter(|id| Batch::is_valid_id(id))
+    NewItem::task_target(payload).filter(|id| Batch::is_valid_id(id))
 }
 
 /// The queue of tally tasks, for the engine's batch loop. Cheap to clone.

@@ -93,6 +93,38 @@ pub struct NewItem {
     pub claimed: Option<Claim>,
 }
 
+impl NewItem {
+    /// An internal task on [`Lane::Tasks`] about the record `group`, due `run_at`, whose
+    /// payload names `target` (a JSON string): it replaces a queued task with the same `id`
+    /// and ends the lease of one in progress, so a change always gets a run of the task after
+    /// it ([`NewItem::task_target`] reads the target back).
+    pub fn task(
+        id: String,
+        group: Key,
+        topic: &str,
+        owner: &AccountId,
+        target: &str,
+        run_at: Timestamp,
+    ) -> NewItem {
+        NewItem {
+            lane: Lane::Tasks,
+            id,
+            group,
+            topic: topic.to_owned(),
+            owner: owner.clone(),
+            payload: serde_json::Value::String(target.to_owned()).to_string(),
+            run_at,
+            replace: true,
+            claimed: None,
+        }
+    }
+
+    /// The target a [`NewItem::task`]'s payload names.
+    pub fn task_target(payload: &str) -> Option<String> {
+        serde_json::from_str::<String>(payload).ok()
+    }
+}
+
 /// A lease given with [`NewItem::claimed`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {

@@ -7,9 +7,10 @@
 //!   record's `parent`. Its id is derived from the run's secret seed, the node, the item and
 //!   the attempt ([`Run::prediction_id`]), so a node cannot be created twice: a second create
 //!   of the same id fails in the store.
-//! - **Advancing** ([`Predictions::advance_run`]) follows the batch tally pattern: every
-//!   status change of a node prediction replaces the run's *advance task* ([`Lane::Tasks`],
-//!   id `run:<id>`, `replace: true`) in the same write as the change, so the fact that the
+//! - **Advancing** ([`Predictions::advance_run`](crate::Predictions::advance_run)) follows
+//!   the batch tally pattern: every status change of a node prediction replaces the run's
+//!   *advance task* ([`Lane::Tasks`](store::Lane::Tasks), id `run:<id>`, `replace: true`)
+//!   in the same write as the change, so the fact that the
 //!   run must move on commits with the parent's terminal transition and a crash cannot split
 //!   them. An advance reads the run, observes its unsettled predictions, plans the step
 //!   ([`Run::plan`]: settlements, retries, the ready frontier, failure and cancel) and stores
@@ -45,10 +46,10 @@ pub use service::{RunCreation, RunPage, RunRequest, WorkflowPut, run_target};
 
 use crate::credits::Price;
 use crate::id::{AccountId, ModelName};
-use crate::store::{self, Entity, Key, Kind, Lane, Record, decode_json, encode_json};
+use crate::store::{self, Entity, Key, Kind, Record, decode_json, encode_json};
 use crate::time::Timestamp;
 
-/// The topic of run advance tasks on [`Lane::Tasks`].
+/// The topic of run advance tasks on [`Lane::Tasks`](store::Lane::Tasks).
 pub const RUN_TOPIC: &str = "workflow";
 
 /// What a run needs to know of a model.
@@ -139,17 +140,14 @@ impl Entity for Workflow {
 /// The effect that queues an advance of run `id` (replacing a queued one, and ending the
 /// lease of one in progress, so that an advance follows every change).
 pub fn advance_task(id: &str, owner: &AccountId, now: Timestamp) -> store::Effect {
-    store::Effect::Enqueue(Box::new(store::NewItem {
-        lane: Lane::Tasks,
-        id: format!("run:{id}"),
-        group: Run::key_of(id),
-        topic: RUN_TOPIC.to_owned(),
-        owner: owner.clone(),
-        payload: Value::String(id.to_owned()).to_string(),
-        run_at: now,
-        replace: true,
-        claimed: None,
-    }))
+    store::Effect::Enqueue(Box::new(store::NewItem::task(
+        format!("run:{id}"),
+        Run::key_of(id),
+        RUN_TOPIC,
+        owner,
+        id,
+        now,
+    )))
 }
 
 #[cfg(test)]

@@ -325,8 +325,10 @@ impl Run {
         if run.stopping() {
             return self.stop(run, start, now);
         }
-        // 4. Start every node whose inputs all exist.
-        let before_frontier = (run.clone(), start.len());
+        // 4. Start every node whose inputs all exist. The run as it was before the first start
+        // is kept (only once one is ready: most advances start nothing) to undo this step's
+        // starts if one of them fails the run.
+        let mut before_frontier: Option<(Run, usize)> = None;
         loop {
             let mut progressed = false;
             for name in &self.order {
@@ -343,6 +345,9 @@ impl Run {
                     continue;
                 }
                 progressed = true;
+                if before_frontier.is_none() {
+                    before_frontier = Some((run.clone(), start.len()));
+                }
                 self.start_node(&mut run, name, catalog, now, affordable, &mut start);
                 let spec = &self.blueprint.nodes[name];
                 if run.nodes[name].status == NodeStatus::Failed
@@ -354,8 +359,10 @@ impl Run {
                         run.nodes[name].error.as_deref().unwrap_or("no error given")
                     );
                     let failed_node = run.nodes[name].clone();
-                    run = before_frontier.0.clone();
-                    start.truncate(before_frontier.1);
+                    let (before, started) =
+                        before_frontier.take().expect("kept at the first start");
+                    run = before;
+                    start.truncate(started);
                     run.nodes.insert(name.clone(), failed_node);
                     run.error = Some(error);
                     return self.stop(run, start, now);

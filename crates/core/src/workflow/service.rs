@@ -96,9 +96,7 @@ pub struct RunPage<T> {
 
 /// The run id an advance task's payload names.
 pub fn run_target(payload: &str) -> Option<String> {
-    serde_json::from_str::<String>(payload)
-        .ok()
-        .filter(|id| Run::is_valid_id(id))
+    crate::store::NewItem::task_target(payload).filter(|id| Run::is_valid_id(id))
 }
 
 /// Predictions a write starts, with the worker slots that run them at once once it commits.

@@ -13,7 +13,7 @@ use crate::prediction::{Prediction, WebhookEvents};
 use crate::service::{Predictions, ServiceConfig};
 use crate::state::{Event, Status};
 use crate::store::memory::MemoryStore;
-use crate::store::{DynStore, Kind, ListQuery};
+use crate::store::{DynStore, Kind, Lane, ListQuery};
 
 /// Models for tests: `t/echo` takes anything, `t/strict` refuses an input without `x`,
 /// `t/paid` costs 1 credit.
