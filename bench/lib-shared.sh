@@ -155,7 +155,7 @@ start_augur_shared() {
     local store="$1" logfile="$2"
     shift 2
     env AUGUR_LISTEN=127.0.0.1:0 AUGUR_STORE="$store" AUGUR_ADMIN_TOKEN="$TOKEN" AUGUR_LOG=warn \
-        AUGUR_FILES_DIR="$(temp_dir)" "$@" "$AUGUR" serve >"$logfile" 2>&1 &
+        AUGUR_FILES_DIR="$(temp_dir)" AUGUR_OUTBOUND_ALLOW="127.0.0.0/8,::1/128" "$@" "$AUGUR" serve >"$logfile" 2>&1 &
     AUGUR_PID=$!
     STARTED_PIDS+=("$AUGUR_PID")
     AUGUR_URL="$(wait_url "$logfile" 'augur listening on' "$AUGUR_PID")"

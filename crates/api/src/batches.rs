@@ -236,7 +236,11 @@ async fn create(
         model: model.name.clone(),
         version: model.version.clone(),
         inputs,
-        webhook: body.webhook.as_deref().map(parse_webhook).transpose()?,
+        webhook: body
+            .webhook
+            .as_deref()
+            .map(|w| parse_webhook(w, &state.config.destinations))
+            .transpose()?,
         // Items send their own messages only for the events asked for.
         webhook_events_filter: body
             .webhook_events_filter

@@ -77,6 +77,9 @@ pub struct ApiConfig {
     /// `GET /v1/webhooks/default/secret`; by default derived from the admin token (see
     /// [`ApiConfig::derived_webhook_secret`]).
     pub webhook_secret: Secret,
+    /// Where webhooks may go: a webhook URL naming an address this refuses is a 422 at
+    /// create (the dispatcher checks again when it connects, after resolving names).
+    pub destinations: augur_outbound::Policy,
 }
 
 impl ApiConfig {
@@ -93,6 +96,7 @@ impl ApiConfig {
             admin_token,
             max_body_bytes: 1 << 20,
             max_wait: Duration::from_secs(60),
+            destinations: augur_outbound::Policy::default(),
         }
     }
 

@@ -130,7 +130,11 @@ async fn create_prediction(
         model: model.name.clone(),
         version: model.version.clone(),
         input,
-        webhook: body.webhook.as_deref().map(parse_webhook).transpose()?,
+        webhook: body
+            .webhook
+            .as_deref()
+            .map(|w| parse_webhook(w, &state.config.destinations))
+            .transpose()?,
         webhook_events_filter: body
             .webhook_events_filter
             .map_or(WebhookEvents::ALL, |events| events.into_iter().collect()),
@@ -446,7 +450,12 @@ fn parse_client_id(id: &str) -> ApiResult<PredictionId> {
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()).with_field("id"))
 }
 
-pub(crate) fn parse_webhook(text: &str) -> ApiResult<String> {
+/// A webhook URL: absolute, http(s), and not naming an address the destination policy
+/// refuses (a host name is checked when the dispatcher connects, since DNS may change).
+pub(crate) fn parse_webhook(
+    text: &str,
+    destinations: &augur_outbound::Policy,
+) -> ApiResult<String> {
     let invalid = |why: &str| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -466,6 +475,16 @@ pub(crate) fn parse_webhook(text: &str) -> ApiResult<String> {
     }
     if text.len() > 2048 {
         return Err(invalid("longer than 2048 characters"));
+    }
+    if let Err(refused) = destinations.check_url(&url) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "webhook names an address outgoing requests may not reach ({})",
+                refused.range()
+            ),
+        )
+        .with_field("webhook"));
     }
     Ok(url.to_string())
 }
@@ -614,10 +633,30 @@ mod tests {
 
     #[test]
     fn webhooks_must_be_absolute_http_urls() {
-        assert!(parse_webhook("https://example.com/hook?x=1").is_ok());
-        assert!(parse_webhook("http://127.0.0.1:9/h").is_ok());
+        let public = augur_outbound::Policy::default();
+        assert!(parse_webhook("https://example.com/hook?x=1", &public).is_ok());
         for bad in ["/relative", "ftp://x/y", "not a url", "https://"] {
-            assert!(parse_webhook(bad).is_err(), "{bad}");
+            assert!(parse_webhook(bad, &public).is_err(), "{bad}");
         }
+        // An address the policy refuses is refused at once, however it is spelled; a host
+        // name passes (it is checked after resolution, when the dispatcher connects).
+        for internal in [
+            "http://127.0.0.1:9/h",
+            "http://0x7f000001/h",
+            "http://2130706433/h",
+            "http://[::1]/h",
+            "http://[::ffff:10.0.0.1]/h",
+            "http://169.254.169.254/latest",
+        ] {
+            let err = parse_webhook(internal, &public).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidRequest, "{internal}");
+            assert!(
+                err.detail().contains("may not reach"),
+                "{internal}: {err:?}"
+            );
+        }
+        assert!(parse_webhook("http://localhost:9/h", &public).is_ok());
+        let loopback = augur_outbound::Policy::parse_allowlist("127.0.0.0/8").unwrap();
+        assert!(parse_webhook("http://127.0.0.1:9/h", &loopback).is_ok());
     }
 }

@@ -279,7 +279,11 @@ async fn create_run(
         owner: caller.account.clone(),
         workflow,
         input: body.input.unwrap_or_else(|| json!({})),
-        webhook: body.webhook.as_deref().map(parse_webhook).transpose()?,
+        webhook: body
+            .webhook
+            .as_deref()
+            .map(|w| parse_webhook(w, &state.config.destinations))
+            .transpose()?,
         webhook_events_filter: body
             .webhook_events_filter
             .map_or(WebhookEvents::NONE, |events| events.into_iter().collect()),

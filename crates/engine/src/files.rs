@@ -12,7 +12,9 @@
 //!
 //! [`OutputFiles::import_urls`] brings outputs that point elsewhere (an upstream provider's
 //! `https://` delivery URLs) into the store, so a prediction's files stay available under
-//! Augur's own URLs for as long as Augur keeps them.
+//! Augur's own URLs for as long as Augur keeps them. Those URLs come from outputs a user may
+//! steer, so every request and redirect hop goes only where the destination policy
+//! ([`augur_outbound::Policy`]) permits, and failures are told coarsely.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -83,6 +85,7 @@ impl fmt::Debug for OutputFiles {
             .field("base_url", &self.base_url)
             .field("signs_urls", &self.signer.is_some())
             .field("url_imports", &self.importer.limits)
+            .field("destinations", &self.importer.destinations)
             .finish()
     }
 }
@@ -142,7 +145,10 @@ impl OutputFiles {
             base_url: Arc::from(format!("{public_url}/files")),
             uploads_url: Arc::from(format!("{public_url}/v1/files/")),
             signer: None,
-            importer: Arc::new(UrlImporter::new(UrlImportLimits::default())),
+            importer: Arc::new(UrlImporter::new(
+                UrlImportLimits::default(),
+                augur_outbound::Policy::default(),
+            )),
             single_put_below: 0,
         }
     }
@@ -150,7 +156,15 @@ impl OutputFiles {
     /// The same store with other limits on [`OutputFiles::import_urls`].
     #[must_use]
     pub fn with_url_import_limits(mut self, limits: UrlImportLimits) -> Self {
-        self.importer = Arc::new(UrlImporter::new(limits));
+        self.importer = Arc::new(UrlImporter::new(limits, self.importer.destinations.clone()));
+        self
+    }
+
+    /// The same store, copying output URLs only from addresses `destinations` permits (by
+    /// default public addresses only).
+    #[must_use]
+    pub fn with_destinations(mut self, destinations: augur_outbound::Policy) -> Self {
+        self.importer = Arc::new(UrlImporter::new(self.importer.limits.clone(), destinations));
         self
     }
 
@@ -279,7 +293,8 @@ impl OutputFiles {
     ///
     /// A string counts when it is a URL as a whole (`"https://x/y.png"`), not when it merely
     /// contains one. Each distinct URL is downloaded once (a few at a time) under the
-    /// [`UrlImportLimits`]; redirects are followed only to `http(s)` URLs. The stored name is
+    /// [`UrlImportLimits`], only from addresses the destination policy permits (each
+    /// redirect hop too); redirects are followed only to `http(s)` URLs. The stored name is
     /// the URL's last path segment, with an extension added from the response's
     /// `Content-Type` when the name has no known one, so the file is served with that type.
     ///
@@ -580,29 +595,24 @@ pub struct ImportError {
 #[derive(Debug)]
 struct UrlImporter {
     limits: UrlImportLimits,
+    destinations: augur_outbound::Policy,
     http: reqwest::Client,
 }
 
 impl UrlImporter {
-    fn new(limits: UrlImportLimits) -> Self {
-        let redirects = reqwest::redirect::Policy::custom(|attempt| {
-            if attempt.previous().len() >= MAX_REDIRECTS {
-                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-            } else if !matches!(attempt.url().scheme(), "http" | "https") {
-                let scheme = attempt.url().scheme().to_owned();
-                attempt.error(format!(
-                    "redirected to a {scheme}: URL; only http(s) is followed"
-                ))
-            } else {
-                attempt.follow()
-            }
-        });
-        let http = reqwest::Client::builder()
+    fn new(limits: UrlImportLimits, destinations: augur_outbound::Policy) -> Self {
+        let http = destinations
+            .client_builder()
             .timeout(limits.timeout)
-            .redirect(redirects)
+            .redirect(destinations.redirects(MAX_REDIRECTS))
             .build()
-            .unwrap_or_default();
-        Self { limits, http }
+            // Only TLS set-up can fail, and then the same policy's plain client is built.
+            .unwrap_or_else(|_| destinations.client_builder().build().unwrap_or_default());
+        Self {
+            limits,
+            destinations,
+            http,
+        }
     }
 
     /// Downloads `url` into `files` and returns the stored copy's URL.
@@ -623,9 +633,19 @@ impl UrlImporter {
                 show_bytes(max)
             ))
         };
+        let parsed = url::Url::parse(url).map_err(|e| fail(format!("it is not a URL: {e}")))?;
+        // An address in the URL skips the client's resolver: checked here.
+        if let Err(refused) = self.destinations.check_url(&parsed) {
+            tracing::info!(
+                url = %redact_url(url),
+                range = refused.range(),
+                "output import refused: the url names a forbidden address"
+            );
+            return Err(fail(augur_outbound::Failure::Refused.to_string()));
+        }
         let mut response = self
             .http
-            .get(url)
+            .get(parsed)
             .send()
             .await
             .map_err(|e| fail(self.describe(e)))?;
@@ -655,23 +675,28 @@ impl UrlImporter {
             .map_err(|e| fail(format!("cannot store it: {e}")))
     }
 
-    /// A reqwest error without the URL (its query may hold credentials).
+    /// What the prediction's error may say about a failed request: coarsely (it is shown to
+    /// the user, and must not tell an open port from a closed one); the detail, without the
+    /// URL (its query may hold credentials), goes to the operator's log.
     fn describe(&self, error: reqwest::Error) -> String {
-        if error.is_timeout() {
+        use augur_outbound::Failure;
+        let failure = Failure::of(&error);
+        if failure == Failure::TimedOut {
             return format!(
                 "it did not arrive within {}s",
                 self.limits.timeout.as_secs_f64()
             );
         }
         let error = error.without_url();
-        let mut text = error.to_string();
+        let mut detail = error.to_string();
         let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
             source = cause.source();
         }
-        text
+        tracing::info!(error = %detail, "output import failed");
+        failure.to_string()
     }
 }
 
@@ -956,7 +981,7 @@ mod tests {
             ("/moved", 302, "location: /a/b/notes.txt", Vec::new()),
         ])
         .await;
-        let files = OutputFiles::in_memory("http://augur.test");
+        let files = OutputFiles::in_memory("http://augur.test").with_destinations(loopback());
         let id = PredictionId::parse("p1").unwrap();
         let own = files.put(&id, "x.png", Bytes::new()).await.unwrap();
         let output = serde_json::json!({
@@ -1013,8 +1038,9 @@ mod tests {
             ("/loop", 302, "location: /loop", Vec::new()),
         ])
         .await;
-        let files =
-            OutputFiles::in_memory("http://augur.test").with_url_import_limits(UrlImportLimits {
+        let files = OutputFiles::in_memory("http://augur.test")
+            .with_destinations(loopback())
+            .with_url_import_limits(UrlImportLimits {
                 max_bytes: 1024,
                 timeout: Duration::from_secs(10),
             });
@@ -1047,6 +1073,37 @@ mod tests {
             assert!(text.contains(needle), "{text}");
             assert!(!text.contains("secret"), "{text}");
         }
+        assert_eq!(files.delete_for(&id).await.unwrap(), 0);
+    }
+
+    /// The test servers are on loopback, which only the operator's allowlist opens.
+    fn loopback() -> augur_outbound::Policy {
+        augur_outbound::Policy::parse_allowlist("127.0.0.0/8,::1/128").unwrap()
+    }
+
+    #[tokio::test]
+    async fn imports_go_only_where_the_destination_policy_permits() {
+        let inside = web(vec![("/secret", 200, "", b"internal".to_vec())]).await;
+        let port = inside.rsplit(':').next().unwrap().to_owned();
+        let id = PredictionId::parse("p1").unwrap();
+        // By default loopback is refused, however the host is spelled, and the error is
+        // the same whether anything listens there or not.
+        let files = OutputFiles::in_memory("http://augur.test");
+        for url in [
+            format!("{inside}/secret"),
+            format!("http://localhost:{port}/secret"),
+            format!("http://0x7f000001:{port}/secret"),
+            format!("http://2130706433:{port}/secret"),
+            format!("http://[::1]:{port}/secret"),
+            "http://127.0.0.1:9/closed".to_owned(),
+        ] {
+            let err = files
+                .import_urls(&id, Value::String(url.clone()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.reason, "refused: destination not allowed", "{url}");
+        }
+        // (Redirect hops are checked by the policy's redirect rule: see augur-outbound.)
         assert_eq!(files.delete_for(&id).await.unwrap(), 0);
     }
 

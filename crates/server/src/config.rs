@@ -70,6 +70,11 @@ pub struct Config {
     /// How long downloading one such file may take (`AUGUR_OUTPUT_DOWNLOAD_TIMEOUT`).
     #[serde(with = "humantime_serde_compat")]
     pub output_download_timeout: Duration,
+    /// CIDRs that outgoing requests users steer (webhooks, output URL copies) may reach
+    /// although they are not public addresses, e.g. `["127.0.0.0/8", "10.1.0.0/16"]`
+    /// (`AUGUR_OUTBOUND_ALLOW`, comma-separated; see [`augur_outbound::Policy`]).
+    #[serde(deserialize_with = "list_or_commas")]
+    pub outbound_allow: Vec<String>,
     /// Outgoing webhooks (`[webhooks]`).
     pub webhooks: WebhookConfig,
     /// Accounts and credits (`[accounts]`).
@@ -196,6 +201,7 @@ impl Default for Config {
             lease: Duration::from_secs(30),
             output_download_max_bytes: augur_engine::UrlImportLimits::default().max_bytes,
             output_download_timeout: augur_engine::UrlImportLimits::default().timeout,
+            outbound_allow: Vec::new(),
             webhooks: WebhookConfig::default(),
             accounts: AccountSettings::default(),
             payments: PaymentSettings::default(),
@@ -223,7 +229,35 @@ pub(crate) mod humantime_serde_compat {
     }
 }
 
+/// A list of strings, or one comma-separated string (as in the environment).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(list) => list,
+        Form::Commas(text) => split_commas(&text),
+    })
+}
+
+fn split_commas(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Config {
+    /// Where outgoing requests users steer may go: public addresses and `outbound_allow`.
+    pub fn destinations(&self) -> Result<augur_outbound::Policy> {
+        augur_outbound::Policy::from_entries(&self.outbound_allow)
+            .map_err(|e| anyhow::anyhow!("outbound_allow (AUGUR_OUTBOUND_ALLOW): {e}"))
+    }
+
     /// Loads the configuration: defaults, then the TOML file (`path`, or `AUGUR_CONFIG`), then
     /// the environment.
     pub fn load(path: Option<&Path>) -> Result<Self> {
@@ -337,6 +371,9 @@ impl Config {
                 format!("AUGUR_OUTPUT_DOWNLOAD_TIMEOUT must be a duration such as 60s, got {v:?}")
             })?;
         }
+        if let Some(v) = var("AUGUR_OUTBOUND_ALLOW") {
+            self.outbound_allow = split_commas(&v);
+        }
         if let Some(v) = var("AUGUR_WEBHOOK_SECRET") {
             self.webhooks.secret = Some(Secret::new(v));
         }
@@ -440,6 +477,7 @@ impl Config {
         if self.output_download_timeout < Duration::from_millis(100) {
             bail!("output_download_timeout must be at least 100ms");
         }
+        self.destinations()?;
         if let Some(url) = &self.callback_url {
             let parsed = url::Url::parse(url)
                 .with_context(|| format!("callback_url must be an absolute URL, got {url:?}"))?;
@@ -672,6 +710,51 @@ credits = 100
             Config::load_from(None, env(&[("AUGUR_PAYMENTS_WEBHOOK_SECRET", "nope")])).unwrap_err()
         );
         assert!(err.contains("AUGUR_PAYMENTS_WEBHOOK_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_outbound_allowlist_comes_from_the_environment_or_the_file() {
+        let c = Config::load_from(
+            None,
+            env(&[("AUGUR_OUTBOUND_ALLOW", " 127.0.0.0/8, 10.1.0.0/16 ,::1")]),
+        )
+        .unwrap();
+        assert_eq!(c.outbound_allow, ["127.0.0.0/8", "10.1.0.0/16", "::1"]);
+        assert_eq!(
+            c.destinations().unwrap().allowlist(),
+            ["10.1.0.0/16", "127.0.0.0/8", "::1/128"]
+        );
+        assert!(
+            c.to_redacted_toml()
+                .unwrap()
+                .contains("outbound_allow = [\n    \"127.0.0.0/8\",")
+        );
+        assert!(
+            Config::load_from(None, env(&[]))
+                .unwrap()
+                .outbound_allow
+                .is_empty()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("augur.toml");
+        for text in [
+            "outbound_allow = [\"10.1.0.0/16\", \"fd00::/8\"]\n",
+            "outbound_allow = \"10.1.0.0/16,fd00::/8\"\n",
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let c = Config::load_from(Some(&file), env(&[])).unwrap();
+            assert_eq!(c.outbound_allow, ["10.1.0.0/16", "fd00::/8"], "{text}");
+        }
+        for bad in ["10.0.0.0/33", "127.0.0.0/8,intranet"] {
+            let err = format!(
+                "{:#}",
+                Config::load_from(None, env(&[("AUGUR_OUTBOUND_ALLOW", bad)])).unwrap_err()
+            );
+            assert!(
+                err.contains("AUGUR_OUTBOUND_ALLOW") && err.contains("is not a CIDR"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

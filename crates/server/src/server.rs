@@ -60,6 +60,13 @@ pub async fn serve(
     );
     let bound = listener.local_addr()?;
     let public_url = config.public_url_for(bound);
+    // Webhooks and output URL copies go where users say: only to public addresses and the
+    // operator's allowlist. (Model servers the operator configures are not subject to it.)
+    let destinations = config.destinations()?;
+    tracing::info!(
+        allow = ?destinations.allowlist(),
+        "webhooks and output copies go to public addresses and the outbound allowlist only"
+    );
     let files = match (&config.files_dir, &opened.data_dir) {
         (Some(location), _) => backend::FilesUrl::parse(location)
             .context("files_dir (AUGUR_FILES_DIR)")?
@@ -78,6 +85,7 @@ pub async fn serve(
         max_bytes: config.output_download_max_bytes,
         timeout: config.output_download_timeout,
     })
+    .with_destinations(destinations.clone())
     .with_url_signer(augur_core::file::UrlSigner::derived_from(&admin_token));
     let models = Arc::new(
         crate::models::registry(&config, &service, &files, &public_url, &admin_token).await?,
@@ -94,6 +102,7 @@ pub async fn serve(
     api_config.max_file_bytes = config.file_max_bytes;
     api_config.max_batch_items = config.batch_max_items;
     api_config.file_expiry = config.file_expiry;
+    api_config.destinations = destinations.clone();
     if let Some(secret) = &config.webhooks.secret {
         api_config.webhook_secret = secret.clone();
     }
@@ -171,6 +180,7 @@ pub async fn serve(
                 base: config.webhooks.backoff_base,
                 max: config.webhooks.backoff_max,
             },
+            destinations,
             ..DispatcherOptions::default()
         },
     )?;

@@ -2,8 +2,9 @@
 //! that is dead for a while and then comes back gets every message exactly once, in order per
 //! prediction, signed so that the official verifiers accept it (PyPI `standardwebhooks` and
 //! the Replicate Python client); an SSE client that disconnects, waits out a restart of Augur
-//! and reconnects with `Last-Event-ID` gets every event exactly once, in order; and the
-//! Replicate Python client's `stream()` works.
+//! and reconnects with `Last-Event-ID` gets every event exactly once, in order; the
+//! Replicate Python client's `stream()` works; and webhooks and output URL copies reach only
+//! public addresses and the operator's allowlist (`AUGUR_OUTBOUND_ALLOW`).
 
 mod common;
 
@@ -403,4 +404,191 @@ async fn the_account_event_stream_tells_every_change() {
         .await
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
+}
+
+/// A free port on the loopback address `ip`: nothing listens there until [`listen_on`].
+fn free_port_on(ip: &str) -> std::net::SocketAddr {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The first attempt recorded for prediction `id`'s one message, once it has one.
+async fn first_attempt(api: &Api, id: &str) -> Value {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = delivery_log(api, id).await;
+        let message = &log["results"][0];
+        if message["attempts"][0].is_object() {
+            return message.clone();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no attempt recorded: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_requests_go_only_to_public_addresses_and_the_allowlist() {
+    // Only 127.0.0.2 is allowed; 127.0.0.1 (and every other internal address) is not. All
+    // the test's traffic stays on loopback.
+    let inside = free_port_on("127.0.0.1");
+    let inside_inbox: Inbox = Arc::default();
+    let _inside = listen_on(inside, inside_inbox.clone()).await;
+    let closed = free_port_on("127.0.0.1");
+    let allowed = free_port_on("127.0.0.2");
+    let allowed_inbox: Inbox = Arc::default();
+    let _allowed = listen_on(allowed, allowed_inbox.clone()).await;
+    let allowed_closed = free_port_on("127.0.0.2");
+
+    // A web server on each address: /image.png, and on the allowed one /jump, a redirect
+    // to the forbidden one.
+    async fn web(addr: &str, jump_to: Option<String>) -> String {
+        use axum::response::{IntoResponse, Redirect};
+        let mut app = axum::Router::new().route(
+            "/image.png",
+            axum::routing::get(|| async {
+                ([(axum::http::header::CONTENT_TYPE, "image/png")], "png").into_response()
+            }),
+        );
+        if let Some(to) = jump_to {
+            app = app.route(
+                "/jump",
+                axum::routing::get(move || {
+                    let to = to.clone();
+                    async move { Redirect::temporary(&to) }
+                }),
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+    let forbidden_web = web("127.0.0.1:0", None).await;
+    let forbidden_port = forbidden_web.rsplit(':').next().unwrap().to_owned();
+    let allowed_web = web("127.0.0.2:0", Some(format!("{forbidden_web}/image.png"))).await;
+
+    // A command model whose output is the URL in its input: an output URL a user steers.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("say.sh");
+    std::fs::write(
+        &script,
+        r#"url=$(sed -n 's/.*"url": *"\([^"]*\)".*/\1/p')
+printf '{"image": "%s"}\n' "$url"
+"#,
+    )
+    .unwrap();
+    let config = dir.path().join("augur.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nname = \"acme/say\"\nprovider = \"command\"\ncommand = [\"/bin/sh\", \"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            ("AUGUR_CONFIG", config.to_str().unwrap()),
+            ("AUGUR_OUTBOUND_ALLOW", "127.0.0.2/32"),
+            ("AUGUR_WEBHOOK_BACKOFF_BASE", "100ms"),
+            ("AUGUR_WEBHOOK_BACKOFF_MAX", "200ms"),
+        ],
+    );
+    let api = server.client();
+    let with_hook = |hook: String| {
+        json!({"version": "augur/echo", "webhook": hook,
+               "webhook_events_filter": ["completed"], "input": {"text": "hi"}})
+    };
+
+    // An allowed receiver gets its message.
+    let ok = create(&api, with_hook(format!("http://{allowed}/hook"))).await;
+    let ok = first_attempt(&api, ok["id"].as_str().unwrap()).await;
+    assert_eq!(ok["status"], "delivered", "{ok}");
+    assert_eq!(allowed_inbox.lock().unwrap().len(), 1);
+
+    // A name that resolves to a forbidden address is refused after resolution, with the
+    // same words whether a port is open or closed, and the message is given up at once.
+    let mut errors = Vec::new();
+    for port in [inside.port(), closed.port()] {
+        let p = create(&api, with_hook(format!("http://localhost:{port}/hook"))).await;
+        let message = first_attempt(&api, p["id"].as_str().unwrap()).await;
+        assert_eq!(message["status"], "failed", "{message}");
+        assert_eq!(
+            message["attempts"].as_array().unwrap().len(),
+            1,
+            "{message}"
+        );
+        assert!(message["attempts"][0]["status_code"].is_null());
+        errors.push(message["attempts"][0]["error"].clone());
+    }
+    assert_eq!(errors[0], "refused: destination not allowed");
+    assert_eq!(errors[0], errors[1]);
+    assert!(
+        inside_inbox.lock().unwrap().is_empty(),
+        "nothing reached 127.0.0.1"
+    );
+
+    // An allowed address where nothing listens: a coarse "connect failed", retried.
+    let p = create(&api, with_hook(format!("http://{allowed_closed}/hook"))).await;
+    let message = first_attempt(&api, p["id"].as_str().unwrap()).await;
+    assert_eq!(
+        message["attempts"][0]["error"], "connect failed",
+        "{message}"
+    );
+
+    // An address in the URL, however spelled, is refused at create with a 422.
+    for hook in [
+        format!("http://127.0.0.1:{}/hook", inside.port()),
+        format!("http://0x7f000001:{}/hook", inside.port()),
+        format!("http://2130706433:{}/hook", inside.port()),
+        format!("http://[::1]:{}/hook", inside.port()),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let response = api
+            .http
+            .post(format!("{}/v1/predictions", api.base))
+            .bearer_auth(TOKEN)
+            .json(&with_hook(hook.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{hook}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["field"], "webhook", "{hook}: {body}");
+    }
+
+    // Output URLs: copied from an allowed address; refused from a forbidden one, spelled
+    // as a name or reached by a redirect hop.
+    let say = |url: String| json!({"version": "acme/say", "input": {"url": url}});
+    let copied = create(&api, say(format!("{allowed_web}/image.png"))).await;
+    let copied = api
+        .settled(copied["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(copied["status"], "succeeded", "{copied}");
+    let image = copied["output"]["image"].as_str().unwrap();
+    assert!(
+        image.starts_with(&format!("{}/files/", api.base)),
+        "{image}"
+    );
+    for url in [
+        format!("http://localhost:{forbidden_port}/image.png"),
+        format!("{allowed_web}/jump"),
+    ] {
+        let p = create(&api, say(url.clone())).await;
+        let p = api
+            .settled(p["id"].as_str().unwrap(), Duration::from_secs(30))
+            .await;
+        assert_eq!(p["status"], "failed", "{url}: {p}");
+        let error = p["error"].as_str().unwrap();
+        assert!(
+            error.ends_with("refused: destination not allowed"),
+            "{url}: {error}"
+        );
+    }
 }

@@ -12,7 +12,14 @@
 //! - 410 Gone: the message and the prediction's later ones are given up;
 //! - anything else, a redirect (never followed), a connection error or no answer within
 //!   `attempt_timeout`: retried after a backoff, until the message is `max_age` old, then
-//!   given up (the prediction's next message goes).
+//!   given up (the prediction's next message goes);
+//! - a destination the [`augur_outbound::Policy`] refuses (checked on the URL's address, or
+//!   on what its host name resolves to, when connecting): given up at once, recorded only as
+//!   "refused: destination not allowed".
+//!
+//! The delivery log, which the prediction's owner reads, holds only coarse errors ("connect
+//! failed", "timed out", the receiver's status), never a connection error's text: it must not
+//! tell an open port from a closed one. The detail goes to the operator's log.
 //!
 //! Delivery is at least once: a dispatcher that dies between the receiver's answer and the
 //! record of it leaves a lease that lapses, and the message goes again with the same
@@ -32,6 +39,7 @@ use std::time::{Duration, Instant};
 use augur_core::outbox::{Delivery, DeliveryLease, DeliveryOutcome, Outbox, Payload};
 use augur_core::store::{self, Attempt};
 use augur_core::{Timestamp, WorkerId};
+use augur_outbound::Failure;
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, LOCATION};
@@ -80,6 +88,8 @@ pub struct DispatcherOptions {
     /// How long shutdown waits for attempts in flight before abandoning them (their leases
     /// lapse and another dispatcher sends them again).
     pub shutdown_grace: Duration,
+    /// Where messages may go (the default: public addresses only).
+    pub destinations: augur_outbound::Policy,
 }
 
 impl Default for DispatcherOptions {
@@ -93,6 +103,7 @@ impl Default for DispatcherOptions {
             backoff: Backoff::default(),
             max_age: Duration::from_secs(3 * 24 * 3600),
             shutdown_grace: Duration::from_secs(15),
+            destinations: augur_outbound::Policy::default(),
         }
     }
 }
@@ -176,8 +187,10 @@ enum Sent {
     },
     /// No answer within the attempt timeout.
     TimedOut,
-    /// The request failed (connection refused, TLS, reset).
+    /// The request failed (connection refused, TLS, reset): a coarse account of why.
     Failed(String),
+    /// The destination policy refused the URL's address or what its host resolves to.
+    Refused,
     /// The request cannot be made at all (a bad URL); trying again cannot help.
     Unsendable(String),
 }
@@ -194,7 +207,9 @@ impl Dispatcher {
     ) -> Result<Self, Error> {
         options.concurrency = options.concurrency.max(1);
         options.lease_for = options.lease_for.max(options.attempt_timeout * 2);
-        let client = reqwest::Client::builder()
+        let client = options
+            .destinations
+            .client_builder()
             // A redirect would carry a signed body somewhere the owner did not name.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(USER_AGENT)
@@ -392,6 +407,14 @@ impl Inner {
             }
             Err(e) => return Sent::Unsendable(format!("invalid webhook url: {e}")),
         };
+        // An address in the URL skips the client's resolver: checked here.
+        if let Err(refused) = self.options.destinations.check_url(&url) {
+            tracing::info!(
+                range = refused.range(),
+                "webhook refused: its url names a forbidden address"
+            );
+            return Sent::Refused;
+        }
         let timestamp = at.as_micros().div_euclid(1_000_000);
         let secrets = match self.signers.secrets_for(delivery.payload.owner()).await {
             Ok(secrets) => secrets,
@@ -414,7 +437,18 @@ impl Inner {
             Ok(Err(e)) if e.is_builder() => {
                 return Sent::Unsendable(format!("cannot build the request: {}", chain(&e)));
             }
-            Ok(Err(e)) => return Sent::Failed(chain(&e)),
+            Ok(Err(e)) => {
+                return match Failure::of(&e) {
+                    Failure::Refused => Sent::Refused,
+                    Failure::TimedOut => Sent::TimedOut,
+                    failure => {
+                        // The detail (which may say whether a port is open) is for the
+                        // operator only.
+                        tracing::info!(error = %chain(&e), "webhook request failed");
+                        Sent::Failed(failure.to_string())
+                    }
+                };
+            }
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -468,12 +502,22 @@ impl Inner {
             }
             Sent::TimedOut => (
                 None,
-                format!("no answer within {:?}", self.options.attempt_timeout),
+                format!(
+                    "timed out: no answer within {:?}",
+                    self.options.attempt_timeout
+                ),
             ),
             Sent::Failed(error) => (None, error.clone()),
             Sent::Unsendable(error) => {
                 let outcome = DeliveryOutcome::GiveUp { drop_rest: false };
                 return (None, Some(error.clone()), outcome, Label::GaveUp);
+            }
+            // Trying again cannot help before the operator changes the allowlist (and DNS
+            // that answers differently later must not make it a probe).
+            Sent::Refused => {
+                let outcome = DeliveryOutcome::GiveUp { drop_rest: false };
+                let error = Failure::Refused.to_string();
+                return (None, Some(error), outcome, Label::GaveUp);
             }
         };
         let now = Timestamp::now();

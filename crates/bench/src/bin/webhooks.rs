@@ -532,6 +532,9 @@ async fn augur(
         DispatcherOptions {
             worker_id: worker_id.clone(),
             concurrency: args.concurrency,
+            // The receiver is on loopback, which only the operator's allowlist opens.
+            destinations: augur_outbound::Policy::parse_allowlist("127.0.0.0/8,::1/128")
+                .expect("allowlist"),
             ..DispatcherOptions::default()
         },
     )

@@ -59,6 +59,9 @@ impl TestServer {
             .env("AUGUR_FILES_DIR", data_dir.join("files"))
             .env("AUGUR_ADMIN_TOKEN", TOKEN)
             .env("AUGUR_LOG", "info")
+            // Test receivers and upstreams are on loopback, which only the operator's
+            // allowlist opens; a test of the default passes its own value.
+            .env("AUGUR_OUTBOUND_ALLOW", "127.0.0.0/8,::1/128")
             .stdout(Stdio::piped())
             .stderr(log_file);
         for (k, v) in env {

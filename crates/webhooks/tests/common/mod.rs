@@ -195,7 +195,14 @@ pub fn fast_options() -> DispatcherOptions {
         },
         max_age: Duration::from_secs(60),
         shutdown_grace: Duration::from_secs(2),
+        // The receivers are on loopback, which only the operator's allowlist opens.
+        destinations: loopback_allowed(),
     }
+}
+
+/// A destination policy that lets messages go to loopback receivers.
+pub fn loopback_allowed() -> augur_outbound::Policy {
+    augur_outbound::Policy::parse_allowlist("127.0.0.0/8,::1/128").unwrap()
 }
 
 /// The id of message `n` of prediction `id`.
