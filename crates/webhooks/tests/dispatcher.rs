@@ -258,7 +258,7 @@ async fn messages_are_given_up_once_too_old() {
         );
         assert!(state.attempts.iter().all(|a| a.status.is_none()));
         let first = state.attempts[0].error.as_deref().unwrap();
-        assert_eq!(first, "connect failed");
+        assert!(first.starts_with("connect failed"), "{first}");
         let last = state.attempts.last().unwrap();
         let error = last.error.as_deref().unwrap();
         assert!(error.contains("gave up after"), "{error}");
