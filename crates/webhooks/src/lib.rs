@@ -7,7 +7,9 @@
 //!   own (current and retiring), or the server's for the admin's predictions.
 //! - [`Dispatcher`]: claims messages from [`augur_core::store::Store`]'s outbox, POSTs them
 //!   signed, and records every attempt and its outcome. [`DispatcherHandle::wake`] nudges it
-//!   after a commit that enqueued a message.
+//!   after a commit that enqueued a message. It reaches only the destinations its
+//!   [`augur_outbound::Policy`] permits (`DispatcherOptions::destinations`), checked when it
+//!   connects, and records only coarse errors.
 //! - [`classify`] and [`Backoff`]: what a receiver's answer means, and when to try again.
 //!
 //! Messages are put in the outbox by the service, in the same commit as the transition they
