@@ -29,9 +29,10 @@ commit="$(cd "$ROOT" && git rev-parse --short HEAD)"
 log "soak: $CYCLES cycles per store at $commit; raw output in $RAW"
 started=$(date +%s)
 status=0
-# One store at a time (-j 1): the two cores are the servers', not three soaks'.
+# One store at a time (-j 1): the two cores are the servers', not three soaks'. The soak
+# profile (.config/nextest.toml) allows an hour per store instead of five minutes.
 AUGUR_SOAK_CYCLES="$CYCLES" AUGUR_STORE_TESTS_REQUIRED=1 \
-    "$ROOT/scripts/test.sh" -E "$TESTS" -j 1 --no-capture >"$RAW" 2>&1 || status=$?
+    "$ROOT/scripts/test.sh" -E "$TESTS" -j 1 --no-capture --profile soak >"$RAW" 2>&1 || status=$?
 took=$(($(date +%s) - started))
 {
     echo "# Soak: \`CYCLES=$CYCLES bench/soak.sh\` at \`$commit\`, $(date -u +%Y-%m-%d)"
