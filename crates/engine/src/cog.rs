@@ -137,6 +137,15 @@ impl CogServer {
             .send()
             .await
             .map_err(|e| unreachable(&e))?;
+        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            // coglet serves a schema only from `.cog/openapi_schema.json`, which `cog build`
+            // writes; without Docker, scripts/cog_schema.py writes it from the predictor.
+            return Err(
+                "GET /openapi.json answered 503: the model server has no schema (coglet needs \
+                 .cog/openapi_schema.json in its directory; scripts/cog_schema.py writes it)"
+                    .into(),
+            );
+        }
         if !response.status().is_success() {
             return Err(format!("GET /openapi.json answered {}", response.status()));
         }
@@ -293,10 +302,17 @@ impl CogProvider {
             409 => Ok(Outcome::Deferred {
                 retry_after: jittered(BUSY_RETRY),
             }),
-            422 => Err(ProviderError::Failed(format!(
-                "the model rejected the input: {}",
-                validation_detail(&text)
-            ))),
+            422 => {
+                // Augur's copy of the schema let this input through: the server may have
+                // been restarted with another model, so read its schema again.
+                if let Err(e) = self.refresh_schema().await {
+                    tracing::debug!(model = %model, error = %e, "cog model schema refresh failed");
+                }
+                Err(ProviderError::Failed(format!(
+                    "the model rejected the input: {}",
+                    validation_detail(&text)
+                )))
+            }
             503 => Err(ProviderError::Retryable(
                 "the model server is not ready (503)".into(),
             )),

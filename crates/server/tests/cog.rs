@@ -97,6 +97,12 @@ impl Coglet {
             command.args(["--upload-url", upload]);
         }
         let child = command.spawn().expect("spawn coglet");
+        Coglet::ready(child, port, log).await
+    }
+
+    /// Waits until the coglet `child` started on `port` (its output in `log`) reports
+    /// `READY`.
+    async fn ready(child: Child, port: u16, log: PathBuf) -> Coglet {
         let coglet = Coglet {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -868,4 +874,108 @@ fn walk(dir: &Path) -> usize {
             })
             .sum()
     })
+}
+
+/// The README's worked Cog example, started as the README says: `examples/cog-sketch/serve.sh`
+/// from the repository root with the virtualenv's `bin` first on `PATH` (as an activated
+/// venv has it; only the port differs, through `PORT`). Its schema is derived from
+/// `predict.py` at start, with no schema file written by hand, so Augur refuses a misspelt
+/// field with a 422 naming it, and a prediction succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_cog_example_starts_as_written_and_refuses_a_misspelt_field() {
+    let Some(python) = python() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for line in [
+        "examples/cog-sketch/serve.sh",
+        "name = \"acme/sketch\"",
+        "url = \"http://127.0.0.1:5055\"",
+    ] {
+        assert!(readme.contains(line), "the README lost `{line}`");
+    }
+    let example = root.join("examples/cog-sketch");
+    let serve = std::fs::read_to_string(example.join("serve.sh")).unwrap();
+    assert!(serve.contains("PORT=\"${PORT:-5055}\""), "{serve}");
+    // No schema but the one serve.sh derives.
+    let _ = std::fs::remove_dir_all(example.join(".cog"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let bin = Path::new(&python).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = dir.path().join("coglet.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new("examples/cog-sketch/serve.sh")
+        .current_dir(&root)
+        .env("PATH", path)
+        .env("PORT", port.to_string())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn serve.sh");
+    let coglet = Coglet::ready(child, port, log).await;
+
+    let config = dir.path().join("augur.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nname = \"{MODEL}\"\nprovider = \"cog\"\nurl = \"{}\"\n",
+            coglet.url
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("AUGUR_CONFIG", config.to_str().unwrap())],
+    );
+    let api = server.client();
+    for (input, field, detail) in [
+        (json!({"promt": "a cat"}), "input.prompt", "Field required"),
+        (
+            json!({"prompt": "a cat", "palette": "blue"}),
+            "input.palette",
+            "blue",
+        ),
+        (
+            json!({"prompt": "a cat", "size": "big"}),
+            "input.size",
+            "\"big\" is not of type \"integer\"",
+        ),
+    ] {
+        let (status, body) = api.create(MODEL, input.clone()).await.unwrap();
+        assert_eq!(
+            status,
+            422,
+            "{input}: {body}\ncoglet log:\n{}",
+            coglet.log_text()
+        );
+        assert_eq!(body["field"], field, "{input}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(detail),
+            "{input}: {body}"
+        );
+    }
+    let (status, created) = api
+        .create(
+            MODEL,
+            json!({"prompt": "a cat", "steps": 2, "palette": "cool"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let done = api
+        .settled(created["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(
+        done["logs"].as_str().unwrap().contains("step 2/2: a cat"),
+        "{done}"
+    );
+    let url = done["output"].as_str().expect("one output URL");
+    assert!(url.starts_with(&format!("{}/files/", server.url)), "{url}");
 }
