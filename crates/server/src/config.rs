@@ -72,6 +72,8 @@ pub struct Config {
     pub output_download_timeout: Duration,
     /// Outgoing webhooks (`[webhooks]`).
     pub webhooks: WebhookConfig,
+    /// Connection timeouts and cap, the request timeout, the operations endpoints (`[http]`).
+    pub http: crate::http::HttpConfig,
     /// Accounts and credits (`[accounts]`).
     pub accounts: AccountSettings,
     /// Top-ups through a payment provider's webhook (`[payments]`).
@@ -197,6 +199,7 @@ impl Default for Config {
             output_download_max_bytes: augur_engine::UrlImportLimits::default().max_bytes,
             output_download_timeout: augur_engine::UrlImportLimits::default().timeout,
             webhooks: WebhookConfig::default(),
+            http: crate::http::HttpConfig::default(),
             accounts: AccountSettings::default(),
             payments: PaymentSettings::default(),
             log_format: LogFormat::Text,
@@ -385,6 +388,7 @@ impl Config {
         if let Some(v) = var("AUGUR_CALLBACK_URL") {
             self.callback_url = Some(v);
         }
+        self.http.apply_env(var)?;
         if let Some(v) = var("AUGUR_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -448,6 +452,7 @@ impl Config {
             }
         }
         crate::models::validate(&self.models)?;
+        self.http.validate()?;
         if let Some(secret) = &self.webhooks.secret {
             augur_webhooks::WebhookSecret::parse(secret.expose())
                 .map_err(|e| anyhow::anyhow!("webhooks.secret (AUGUR_WEBHOOK_SECRET): {e}"))?;
@@ -517,6 +522,9 @@ impl Config {
         }
         if printable.admin_token.is_some() {
             printable.admin_token = Some(Secret::new("<redacted>"));
+        }
+        if printable.http.ops_token.is_some() {
+            printable.http.ops_token = Some(Secret::new("<redacted>"));
         }
         if printable.payments.webhook_secret.is_some() {
             printable.payments.webhook_secret = Some(Secret::new("<redacted>"));
