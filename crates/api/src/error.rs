@@ -76,6 +76,8 @@ pub enum ErrorCode {
     Contention,
     /// The store is unreachable; retry after the hinted delay.
     StoreUnavailable,
+    /// The request did not finish within the server's request timeout; retry.
+    RequestTimeout,
     /// Anything else went wrong on the server.
     Internal,
     /// The route is for the admin token.
@@ -117,7 +119,7 @@ impl ErrorCode {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Contention => StatusCode::TOO_MANY_REQUESTS,
-            StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StoreUnavailable | RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             AdminRequired => StatusCode::FORBIDDEN,
             InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
@@ -157,6 +159,7 @@ impl ErrorCode {
             UnsupportedMediaType => "Unsupported media type",
             Contention => "Too many concurrent updates",
             StoreUnavailable => "Service unavailable",
+            RequestTimeout => "Request timed out",
             Internal => "Internal server error",
             AdminRequired => "Admin token required",
             InsufficientCredits => "Insufficient credits",

@@ -10,7 +10,8 @@
 //! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction and per-model
 //!   tokens, checked before the body is read).
 //! - `/internal/replicate/...`: webhooks from upstream Replicate APIs (per-prediction tokens).
-//! - `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: operations.
+//! - `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: operations ([`ops`]); also alone on a
+//!   listener of their own ([`ops_router`]).
 //!
 //! Handlers parse, call [`augur_core::Predictions`], and render; HTTP statuses are decided in
 //! [`error`] only. The API never names a store backend.
@@ -23,8 +24,9 @@ mod cog_hooks;
 mod compat;
 pub mod error;
 mod files;
+mod limits;
 mod models;
-mod ops;
+pub mod ops;
 pub mod payments;
 mod predictions;
 mod replicate_hooks;
@@ -80,6 +82,11 @@ pub struct ApiConfig {
     /// Where webhooks may go: a webhook URL naming an address this refuses is a 422 at
     /// create (the dispatcher checks again when it connects, after resolving names).
     pub destinations: augur_outbound::Policy,
+    /// How long a request may take to be answered (its head; streams then run on), plus
+    /// [`ApiConfig::max_wait`] for a `Prefer: wait`; uploads are not bounded by it.
+    pub request_timeout: Duration,
+    /// Who may read `/metrics` and `/readyz`'s detail on this router.
+    pub ops: ops::OpsAccess,
 }
 
 impl ApiConfig {
@@ -97,6 +104,8 @@ impl ApiConfig {
             max_body_bytes: 1 << 20,
             max_wait: Duration::from_secs(60),
             destinations: augur_outbound::Policy::default(),
+            request_timeout: Duration::from_secs(30),
+            ops: ops::OpsAccess::default(),
         }
     }
 
@@ -173,7 +182,8 @@ impl std::ops::Deref for AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let authenticated = Router::new()
+    let authenticate = || middleware::from_fn_with_state(state.clone(), auth::require_token);
+    let routes = Router::new()
         .merge(predictions::routes())
         .merge(models::routes())
         .merge(compat::routes())
@@ -181,20 +191,26 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(stream::account_routes())
         .merge(uploads::routes())
-        // Inside the router-wide limit, so this one wins for batches.
-        .merge(batches::routes().layer(DefaultBodyLimit::max(state.config.max_batch_body_bytes)))
         .merge(workflows::routes())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
-    Router::new()
-        .merge(authenticated)
+        .route_layer(authenticate())
         .merge(stream::routes())
         .merge(payments::routes())
         .merge(files::routes())
+        .merge(ops::routes());
+    // Inside the router-wide limit, so this one wins for batches.
+    let batches = batches::routes()
+        .layer(DefaultBodyLimit::max(state.config.max_batch_body_bytes))
+        .route_layer(authenticate());
+    // The shared limits outside authentication, so that a refused request's body is read too.
+    Router::new()
+        .merge(limits::apply(routes, &state, state.config.max_body_bytes))
+        .merge(limits::apply(
+            batches,
+            &state,
+            state.config.max_batch_body_bytes,
+        ))
+        // Uploads stream their bodies under limits of their own, with no request timeout.
         .merge(uploads::upload_routes())
-        .merge(ops::routes())
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -205,6 +221,16 @@ pub fn router(state: AppState) -> Router {
         // Outside the layers above: their request log would show the callback tokens.
         .merge(cog_hooks::routes(state.clone()))
         .merge(replicate_hooks::routes(state))
+}
+
+/// The operations endpoints alone (`/healthz`, `/readyz`, `/metrics`), open to every caller,
+/// for a listener of their own (`AUGUR_OPS_LISTEN`).
+pub fn ops_router(state: AppState) -> Router {
+    ops::trusted_routes()
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(CatchPanicLayer::custom(telemetry::panic_response))
+        .with_state(state)
 }
 
 /// Model servers' callback routes (Cog, Replicate), with the API's metrics and panic handling

@@ -77,6 +77,8 @@ pub struct Config {
     pub outbound_allow: Vec<String>,
     /// Outgoing webhooks (`[webhooks]`).
     pub webhooks: WebhookConfig,
+    /// Connection timeouts and cap, the request timeout, the operations endpoints (`[http]`).
+    pub http: crate::http::HttpConfig,
     /// Accounts and credits (`[accounts]`).
     pub accounts: AccountSettings,
     /// Top-ups through a payment provider's webhook (`[payments]`).
@@ -203,6 +205,7 @@ impl Default for Config {
             output_download_timeout: augur_engine::UrlImportLimits::default().timeout,
             outbound_allow: Vec::new(),
             webhooks: WebhookConfig::default(),
+            http: crate::http::HttpConfig::default(),
             accounts: AccountSettings::default(),
             payments: PaymentSettings::default(),
             log_format: LogFormat::Text,
@@ -422,6 +425,7 @@ impl Config {
         if let Some(v) = var("AUGUR_CALLBACK_URL") {
             self.callback_url = Some(v);
         }
+        self.http.apply_env(var)?;
         if let Some(v) = var("AUGUR_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -486,6 +490,7 @@ impl Config {
             }
         }
         crate::models::validate(&self.models)?;
+        self.http.validate()?;
         if let Some(secret) = &self.webhooks.secret {
             augur_webhooks::WebhookSecret::parse(secret.expose())
                 .map_err(|e| anyhow::anyhow!("webhooks.secret (AUGUR_WEBHOOK_SECRET): {e}"))?;
@@ -555,6 +560,9 @@ impl Config {
         }
         if printable.admin_token.is_some() {
             printable.admin_token = Some(Secret::new("<redacted>"));
+        }
+        if printable.http.ops_token.is_some() {
+            printable.http.ops_token = Some(Secret::new("<redacted>"));
         }
         if printable.payments.webhook_secret.is_some() {
             printable.payments.webhook_secret = Some(Secret::new("<redacted>"));

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod migrate;
 pub mod models;
 pub mod server;

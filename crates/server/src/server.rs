@@ -103,6 +103,8 @@ pub async fn serve(
     api_config.max_batch_items = config.batch_max_items;
     api_config.file_expiry = config.file_expiry;
     api_config.destinations = destinations.clone();
+    api_config.request_timeout = config.http.request_timeout;
+    api_config.ops = config.http.ops_access(bound);
     if let Some(secret) = &config.webhooks.secret {
         api_config.webhook_secret = secret.clone();
     }
@@ -198,23 +200,48 @@ pub async fn serve(
         tokio::spawn(listener.run(stop.clone().cancelled_owned()))
     });
 
+    let ops_listener = match config.http.ops_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (AUGUR_OPS_LISTEN)"))?,
+        ),
+        None => None,
+    };
+    let ops_task = match ops_listener {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "operations endpoints listening");
+            println!("augur operations on http://{address}");
+            let app = augur_api::ops_router(state.clone());
+            let http = config.http.clone();
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                crate::http::serve(listener, app, &http, stop).await
+            }))
+        }
+        None => None,
+    };
     let app = augur_api::router(state);
     tracing::info!(store = backend_name, %public_url, "augur listening");
     // Tests and scripts read this line to learn the port.
     println!("augur listening on {public_url}");
 
     let http_stop = stop.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(http_stop.cancelled_owned())
-            .await
-    });
+    let http_config = config.http.clone();
+    let http =
+        tokio::spawn(
+            async move { crate::http::serve(listener, app, &http_config, http_stop).await },
+        );
     shutdown.await;
     tracing::info!("shutting down");
     stop.cancel();
     match tokio::time::timeout(HTTP_DRAIN, http).await {
         Ok(joined) => joined.context("http server task failed")??,
         Err(_) => tracing::warn!("open requests did not finish in time; closing them"),
+    }
+    if let Some(task) = ops_task {
+        task.abort();
     }
     let _ = worker_task.await;
     let _ = sweeper_task.await;
