@@ -374,17 +374,46 @@ fn start_up_errors_mask_secrets_and_say_each_cause_once() {
 async fn retries_are_logged_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let file = secret_config(dir.path());
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &[("AUGUR_CONFIG", file.to_str().unwrap())],
-    );
-    let client = server.client();
+    // The server's own process, its log (stdout) kept in a file.
+    let log_path = dir.path().join("serve.log");
+    let mut server = augur(dir.path())
+        .arg("serve")
+        .env("AUGUR_CONFIG", &file)
+        .env("AUGUR_LISTEN", "127.0.0.1:0")
+        .env(
+            "AUGUR_STORE",
+            format!("embedded://{}", dir.path().join("data").display()),
+        )
+        .env("AUGUR_ADMIN_TOKEN", TOKEN)
+        .env("AUGUR_LOG", "info")
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let url = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(url) = log
+            .lines()
+            .find_map(|l| l.strip_prefix("augur listening on "))
+        {
+            break url.trim().to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let client = common::Api {
+        http: reqwest::Client::new(),
+        base: url,
+    };
     let (status, created) = client.create("acme/up", json!({"x": 1})).await.unwrap();
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap();
     let settled = client.settled(id, Duration::from_secs(30)).await;
+    let _ = server.kill();
+    let _ = server.wait();
     assert_eq!(settled["status"], "failed", "{settled}");
-    let log = std::fs::read_to_string(&server.log).unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
     for line in [
         "prediction attempt failed; retrying",
         "prediction retried",
