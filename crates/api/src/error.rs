@@ -391,19 +391,33 @@ impl From<JsonRejection> for ApiError {
                 let text = e.body_text();
                 let detail = text
                     .split_once(": ")
-                    .map_or(text.as_str(), |(_, rest)| rest)
-                    .to_owned();
-                let field = detail.split_once(": ").map(|(f, _)| f.to_owned());
-                let mut err = ApiError::new(ErrorCode::InvalidRequest, detail);
-                if let Some(f) = field.filter(|f| !f.contains(' ')) {
-                    err = err.with_field(f);
+                    .map_or(text.as_str(), |(_, rest)| rest);
+                let (path, message) = split_serde_path(detail);
+                let (field, message) = augur_engine::models::describe_serde_error(path, message);
+                match field {
+                    Some(field) => {
+                        ApiError::new(ErrorCode::InvalidRequest, format!("{field}: {message}"))
+                            .with_field(field)
+                    }
+                    None => ApiError::new(ErrorCode::InvalidRequest, message),
                 }
-                err
             }
-            JsonRejection::JsonSyntaxError(e) => ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("the request body is not valid JSON: {}", source_text(&e)),
-            ),
+            JsonRejection::JsonSyntaxError(e) => {
+                // "input.?: EOF while parsing an object at line 1 column 20": the path is where
+                // the document broke off, which names no field; the position does.
+                let text = source_text(&e);
+                let (_, message) = split_serde_path(&text);
+                let at = message
+                    .rfind(" at line ")
+                    .map(|i| message[i + 4..].replacen(" column", ", column", 1))
+                    .map(|at| format!(" ({at})"))
+                    .unwrap_or_default();
+                let (_, said) = augur_engine::models::describe_serde_error(".", message);
+                ApiError::new(
+                    ErrorCode::InvalidJson,
+                    format!("the request body is not valid JSON: {said}{at}"),
+                )
+            }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 "send the request body as JSON with Content-Type: application/json",
@@ -413,6 +427,14 @@ impl From<JsonRejection> for ApiError {
             }
             other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
         }
+    }
+}
+
+/// Splits serde_path_to_error's `path: message` (the path has no spaces; `.` when absent).
+fn split_serde_path(text: &str) -> (&str, &str) {
+    match text.split_once(": ") {
+        Some((path, message)) if !path.is_empty() && !path.contains(' ') => (path, message),
+        _ => (".", text),
     }
 }
 

@@ -322,7 +322,11 @@ async fn bad_input_gets_clear_json_errors() {
         json!({"input": {}, "webhook_events_filter": ["bogus"]}),
     )
     .await
-    .assert_error(422, "invalid_request", "unknown variant");
+    .assert_error(
+        422,
+        "invalid_request",
+        "webhook_events_filter[0]: must be one of start, output, logs, completed, got bogus",
+    );
     app.post(
         "/v1/models/augur/echo/predictions",
         json!({"input": {}, "webhook_events_filter": 5}),

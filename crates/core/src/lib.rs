@@ -32,6 +32,7 @@ pub mod ops;
 pub mod outbox;
 pub mod output;
 pub mod prediction;
+pub mod redact;
 pub mod secret;
 pub mod service;
 pub mod state;

@@ -49,8 +49,8 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a prediction waits in the queue before trying a busy server again.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
-/// Settings of one Cog model.
-#[derive(Clone, Debug)]
+/// Settings of one Cog model. `Debug` masks the URL's credentials.
+#[derive(Clone)]
 pub struct CogOptions {
     /// The model server's base URL, e.g. `http://127.0.0.1:5055`.
     pub url: url::Url,
@@ -63,14 +63,33 @@ pub struct CogOptions {
     pub down_grace: Duration,
 }
 
-/// A Cog model server and how to reach it.
-#[derive(Debug)]
+/// A Cog model server and how to reach it. `Debug` masks the URL's credentials.
 pub(crate) struct CogServer {
     /// The model it serves.
     pub(crate) model: ModelName,
     /// Its base URL, without a trailing slash.
     base: String,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for CogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CogOptions")
+            .field("url", &augur_core::redact::url(self.url.as_str()))
+            .field("concurrency", &self.concurrency)
+            .field("check_interval", &self.check_interval)
+            .field("down_grace", &self.down_grace)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CogServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CogServer")
+            .field("model", &self.model)
+            .field("base", &augur_core::redact::url(&self.base))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `/health-check` said.

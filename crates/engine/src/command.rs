@@ -59,8 +59,9 @@ const LOG_BACKLOG: usize = 1024;
 /// Stderr lines quoted when a command fails.
 const TAIL_LINES: usize = 20;
 
-/// Settings of one command model.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Settings of one command model. `Debug` masks secrets in the argv
+/// ([`augur_core::redact::command`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct CommandOptions {
     /// The program and its arguments; the program is found on `PATH` unless it is a path.
     pub command: Vec<String>,
@@ -68,6 +69,16 @@ pub struct CommandOptions {
     pub working_dir: Option<PathBuf>,
     /// Kill the command and fail after this long; default: only the model's `max_run_time`.
     pub timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for CommandOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandOptions")
+            .field("command", &augur_core::redact::command(&self.command))
+            .field("working_dir", &self.working_dir)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl CommandOptions {

@@ -711,24 +711,10 @@ fn is_web_url(s: &str) -> bool {
     url::Url::parse(s).is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
 }
 
-/// A URL as it may appear in messages and logs: no user name, password, query or fragment.
+/// A URL as it may appear in messages and logs: its credentials, query values and fragment
+/// masked ([`augur_core::redact::url`]).
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => url
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .take(200)
-            .collect(),
-    }
+    augur_core::redact::url(url)
 }
 
 /// The stored name of a downloaded file: the URL's last path segment, plus an extension for
@@ -1122,7 +1108,7 @@ mod tests {
         }
         assert_eq!(
             redact_url("https://u:p@x.test/a/b.png?X-Amz-Signature=s#f"),
-            "https://x.test/a/b.png"
+            "https://u:***@x.test/a/b.png?X-Amz-Signature=***#***"
         );
         assert_eq!(show_bytes(100 << 20), "100 MiB");
         assert_eq!(show_bytes(1536), "1.5 KiB");

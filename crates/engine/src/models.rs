@@ -184,15 +184,114 @@ impl ModelRegistry {
 /// Builds an [`InputError`] from a serde error on an input object, naming the field.
 pub fn input_error_from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> InputError {
     let path = err.path().to_string();
-    let inner = err.into_inner().to_string();
+    let (field, message) = describe_serde_error(&path, &err.into_inner().to_string());
+    InputError { field, message }
+}
+
+/// A serde or serde_json error at `path` (serde_path_to_error's, `.` for the top, `?` for a
+/// part it could not name) as a person would say it: the field to blame (the missing or
+/// unknown one itself, not its parent object) and what is wrong with it, without serde's
+/// type names (`u32`), backquotes, or the line and column of a document the user did not
+/// write.
+pub fn describe_serde_error(path: &str, message: &str) -> (Option<String>, String) {
     // serde_json appends " at line L column C", which means nothing for an object we built.
-    let message = match inner.find(" at line ") {
-        Some(i) => inner[..i].to_owned(),
-        None => inner,
+    let message = match message.find(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
     };
-    InputError {
-        field: (path != ".").then_some(path),
-        message,
+    let mut field: Vec<String> = path
+        .split('.')
+        .filter(|part| !part.is_empty() && *part != "?")
+        .map(str::to_owned)
+        .collect();
+    let quoted = |text: &str| -> Option<String> {
+        let start = text.find('`')? + 1;
+        let end = start + text[start..].find('`')?;
+        Some(text[start..end].to_owned())
+    };
+    let list = |text: &str| text.replace('`', "");
+    let said = if let Some(rest) = message.strip_prefix("missing field ") {
+        name_field(&mut field, quoted(rest));
+        "is required".to_owned()
+    } else if let Some(rest) = message.strip_prefix("unknown field ") {
+        name_field(&mut field, quoted(rest));
+        match rest.split_once(", expected ") {
+            Some((_, known)) => format!("is not a known field (expected {})", list(known)),
+            None => "is not a known field (there are none)".to_owned(),
+        }
+    } else if let Some(rest) = message.strip_prefix("duplicate field ") {
+        name_field(&mut field, quoted(rest));
+        "is given twice".to_owned()
+    } else if let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    {
+        match rest.rsplit_once(", expected ") {
+            Some((got, expected)) => {
+                format!("must be {}, got {}", expected_name(expected), got_name(got))
+            }
+            None => rest.to_owned(),
+        }
+    } else if let Some(rest) = message.strip_prefix("unknown variant ") {
+        match rest.split_once(", expected ") {
+            Some((got, known)) => format!("must be {}, got {}", list(known), list(got)),
+            None => format!("is not one of the known values, got {}", list(rest)),
+        }
+    } else if let Some(what) = message.strip_prefix("EOF while parsing ") {
+        format!("the JSON ends in the middle of {what}")
+    } else {
+        list(message)
+    };
+    let field = (!field.is_empty()).then(|| field.join("."));
+    (field, said)
+}
+
+/// Appends the field serde named in its message to the path, unless the path ends with it
+/// already (serde_path_to_error puts an unknown field in the path, not a missing one).
+fn name_field(path: &mut Vec<String>, name: Option<String>) {
+    if let Some(name) = name
+        && path.last() != Some(&name)
+    {
+        path.push(name);
+    }
+}
+
+/// Serde's name of an expected type, in words.
+fn expected_name(expected: &str) -> String {
+    let whole = |min: &str, max: &str| format!("a whole number from {min} to {max}");
+    match expected {
+        "u8" => whole("0", "255"),
+        "u16" => whole("0", "65535"),
+        "u32" => whole("0", "4294967295"),
+        "u64" | "usize" | "u128" => "a whole number, 0 or more".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "isize" | "i128" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        "a sequence" => "a list".to_owned(),
+        "a map" => "an object".to_owned(),
+        other if other.starts_with("struct ") => "an object".to_owned(),
+        other => other.replace('`', ""),
+    }
+}
+
+/// Serde's description of an unexpected value (`string "x"`, ``integer `5` ``), in words.
+fn got_name(got: &str) -> String {
+    let unquote = |text: &str| text.trim().trim_matches('`').to_owned();
+    if let Some(text) = got.strip_prefix("string ") {
+        format!("the text {text}")
+    } else if let Some(rest) = got
+        .strip_prefix("integer ")
+        .or_else(|| got.strip_prefix("floating point "))
+        .or_else(|| got.strip_prefix("boolean "))
+    {
+        unquote(rest)
+    } else {
+        match got {
+            "map" => "an object".to_owned(),
+            "sequence" => "a list".to_owned(),
+            "unit value" | "null" => "null".to_owned(),
+            other => other.replace('`', ""),
+        }
     }
 }
 

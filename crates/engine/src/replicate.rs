@@ -61,8 +61,9 @@ const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a prediction waits after a 429 without `Retry-After`.
 const RATE_LIMITED_RETRY: Duration = Duration::from_secs(5);
 
-/// Settings of one model served by an upstream Replicate-compatible API.
-#[derive(Clone, Debug)]
+/// Settings of one model served by an upstream Replicate-compatible API. `Debug` masks the
+/// URL's credentials (the token is a [`Secret`]).
+#[derive(Clone)]
 pub struct ReplicateOptions {
     /// The upstream's base URL, e.g. `https://api.replicate.com` (paths start with `/v1`).
     pub url: url::Url,
@@ -75,6 +76,18 @@ pub struct ReplicateOptions {
     /// How often a submitted prediction is read back from the upstream, in case its
     /// webhooks do not arrive.
     pub poll_interval: Duration,
+}
+
+impl std::fmt::Debug for ReplicateOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicateOptions")
+            .field("url", &augur_core::redact::url(self.url.as_str()))
+            .field("model", &self.model)
+            .field("version", &self.version)
+            .field("token", &self.token)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
 }
 
 /// A prediction as the upstream shows it (its webhooks and `GET /v1/predictions/{id}`).

@@ -381,6 +381,9 @@ impl Worker {
         let inner = &self.inner;
         let id = prediction.id.clone();
         let attempt = lease.job.attempts;
+        if attempt > 1 {
+            tracing::info!(prediction_id = %id, model = %model.name, attempt, max_attempts = model.settings.max_attempts, "prediction retried");
+        }
         let progress = Progress::new(inner.service.clone(), id.clone(), attempt, false);
         let mut watch = inner.service.watch(&id);
 
@@ -512,13 +515,16 @@ impl Worker {
         reason: String,
     ) -> JobOutcome {
         let attempt = lease.job.attempts;
+        let id = &lease.job.prediction_id;
         if attempt >= model.settings.max_attempts {
+            tracing::warn!(prediction_id = %id, model = %model.name, attempt, reason = %reason, "prediction attempt failed; no attempts left, failing it");
             let reason = format!("{reason} (gave up after {attempt} attempts)");
             return self
                 .settle_started(lease, progress, Event::failed(reason), JobOutcome::Failed)
                 .await;
         }
         let delay = self.inner.options.retry.delay(attempt);
+        tracing::warn!(prediction_id = %id, model = %model.name, attempt, max_attempts = model.settings.max_attempts, retry_in = %humanize(delay), reason = %reason, "prediction attempt failed; retrying");
         let note = format!(
             "attempt {attempt} failed: {reason}; retrying in {}\n",
             humanize(delay)

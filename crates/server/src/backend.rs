@@ -27,7 +27,8 @@ impl StoreUrl {
     pub fn parse(url: &str) -> Result<Self> {
         let Some((scheme, _)) = url.split_once("://") else {
             bail!(
-                "store URL {url:?} has no scheme; use embedded://<dir>, memory://, redis://… or postgres://…"
+                "store URL {:?} has no scheme; use embedded://<dir>, memory://, redis://… or postgres://…",
+                redact_url(url)
             );
         };
         let missing = |feature: &str| {
@@ -76,6 +77,8 @@ impl FilesUrl {
     /// a directory name.
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
+        // Messages quote the location with its secrets masked.
+        let shown = redact_url(text);
         let hint = "use a directory path, file:///abs/dir or s3://bucket/prefix";
         if text.is_empty() {
             bail!("the files location is empty; {hint}");
@@ -89,14 +92,14 @@ impl FilesUrl {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
             {
-                bail!("files location {text:?} looks like a URL without //; {hint}");
+                bail!("files location {shown:?} looks like a URL without //; {hint}");
             }
             return Ok(FilesUrl::Local(PathBuf::from(text)));
         };
         match scheme.to_ascii_lowercase().as_str() {
             "file" => {
                 if !rest.starts_with('/') {
-                    bail!("files location {text:?} must be an absolute file:///path; {hint}");
+                    bail!("files location {shown:?} must be an absolute file:///path; {hint}");
                 }
                 Ok(FilesUrl::Local(PathBuf::from(rest)))
             }
@@ -108,17 +111,17 @@ impl FilesUrl {
                     });
                 if !valid_bucket {
                     bail!(
-                        "files location {text:?} needs a bucket name (3 to 63 lowercase letters, digits, '-' or '.'): s3://bucket/prefix"
+                        "files location {shown:?} needs a bucket name (3 to 63 lowercase letters, digits, '-' or '.'): s3://bucket/prefix"
                     );
                 }
                 if rest.contains(['?', '#']) {
                     bail!(
-                        "files location {text:?} takes no query or fragment; the endpoint, region and credentials come from the AWS_* variables"
+                        "files location {shown:?} takes no query or fragment; the endpoint, region and credentials come from the AWS_* variables"
                     );
                 }
                 if !cfg!(feature = "s3") {
                     bail!(
-                        "this augur binary was built without S3 support; rebuild with `--features s3` to use {text:?}"
+                        "this augur binary was built without S3 support; rebuild with `--features s3` to use {shown:?}"
                     );
                 }
                 Ok(FilesUrl::S3 {
@@ -126,7 +129,7 @@ impl FilesUrl {
                     prefix: prefix.trim_matches('/').to_owned(),
                 })
             }
-            other => bail!("unsupported files location scheme {other:?} in {text:?}; {hint}"),
+            other => bail!("unsupported files location scheme {other:?} in {shown:?}; {hint}"),
         }
     }
 
@@ -202,15 +205,9 @@ pub async fn open(url: &str) -> Result<OpenedStore> {
     }
 }
 
-/// The URL with any password replaced by `redacted`.
+/// The URL with its secrets masked ([`augur_core::redact::url`]).
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
+    augur_core::redact::url(url)
 }
 
 #[cfg(test)]
@@ -288,7 +285,7 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(
             redact_url("redis://:pw@host:6379/0"),
-            "redis://:redacted@host:6379/0"
+            "redis://:***@host:6379/0"
         );
         assert_eq!(redact_url("embedded://./d"), "embedded://./d");
     }

@@ -37,11 +37,21 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the augur server at {}", self.base))?;
+        let response = match request.bearer_auth(&self.token).send().await {
+            Ok(response) => response,
+            Err(e) if e.is_connect() || e.is_timeout() => bail!(
+                "cannot reach the augur server at {} ({}); is `augur serve` running? use --url \
+                 (or AUGUR_URL) to name another server",
+                self.base,
+                root_cause(&e)
+            ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the request to the augur server at {} failed",
+                    self.base
+                )));
+            }
+        };
         let status = response.status();
         let body: Value = response
             .json()
@@ -50,8 +60,10 @@ impl Client {
         if !status.is_success() {
             let detail = body["detail"].as_str().unwrap_or("no detail");
             match body["field"].as_str() {
-                Some(field) => bail!("{status}: {detail} (field {field})"),
-                None => bail!("{status}: {detail}"),
+                Some(field) if !detail.contains(field) => {
+                    bail!("{detail} (field {field}; the server answered {status})")
+                }
+                _ => bail!("{detail} (the server answered {status})"),
             }
         }
         Ok(body)
@@ -99,6 +111,44 @@ impl Client {
     }
 }
 
+/// The innermost cause of an error (`Connection refused (os error 111)`).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = error;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+/// An error as one line for a person: its causes joined by `: `, each said once (a cause
+/// whose text the line already holds, as drivers often repeat their source's text, is
+/// dropped), with the secrets of any URL in it masked.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        // The cause may repeat what the line ends with, and add to it.
+        let overlap = (1..=text.len().min(line.len()))
+            .rev()
+            .filter(|&n| text.is_char_boundary(n))
+            .find(|&n| line.ends_with(&text[..n]) && n > 8);
+        match overlap {
+            Some(n) => line.push_str(&text[n..]),
+            None => {
+                if !line.is_empty() {
+                    line.push_str(": ");
+                }
+                line.push_str(text);
+            }
+        }
+    }
+    augur_core::redact::text(&line)
+}
+
 /// Parses `key=value` inputs. A value that is valid JSON (`3`, `true`, `[1,2]`, `"x"`) is
 /// used as such, `@path` reads a file as a data URI, anything else is a string.
 pub fn parse_inputs(pairs: &[String]) -> Result<Map<String, Value>> {
@@ -131,40 +181,94 @@ fn data_uri(path: &Path) -> Result<String> {
     ))
 }
 
+/// Ctrl-C (SIGINT), listened for from [`Interrupt::arm`] on: one that comes while nothing
+/// awaits [`Interrupt::recv`] (between two polls, during a request) is kept until it is.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    fn arm() -> Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot listen for Ctrl-C")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// What `augur predict --wait` does with file outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaveOutputs {
+    /// Download them into this directory.
+    Into(PathBuf),
+    /// Only print their URLs.
+    No,
+}
+
 /// `augur predict`: creates a prediction and, with `wait`, follows it to the end with a
-/// progress bar, prints its output and saves its files. Returns the process exit code.
+/// progress bar, prints its output and saves its files. Ctrl-C at any point of the wait, the
+/// create included, cancels the prediction. Returns the process exit code (0 succeeded, 1
+/// failed, 2 canceled, 130 canceled by Ctrl-C).
 pub async fn predict(
     client: &Client,
     model: &str,
     inputs: &[String],
     wait: bool,
-    output_dir: &Path,
+    save: &SaveOutputs,
 ) -> Result<i32> {
     let input = parse_inputs(inputs)?;
+    let mut interrupt = if wait { Some(Interrupt::arm()?) } else { None };
     let created = client.create(model, input).await?;
     let id = created["id"]
         .as_str()
         .ok_or_else(|| anyhow!("the server answered without an id"))?
         .to_owned();
-    if !wait {
+    let Some(interrupt) = interrupt.as_mut() else {
         println!("{}", serde_json::to_string_pretty(&created)?);
         return Ok(0);
-    }
+    };
     eprintln!("prediction {id} created; following it (Ctrl-C cancels it)");
     let bar = ProgressBar::new_spinner();
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
+    let mut first = true;
     let settled = loop {
+        let poll = async {
+            if !std::mem::take(&mut first) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            client.get(&id).await
+        };
         let current = tokio::select! {
-            current = client.get(&id) => current?,
-            _ = tokio::signal::ctrl_c() => {
+            current = poll => current?,
+            () = interrupt.recv() => {
                 bar.set_message("canceling");
-                let canceled = client.cancel(&id).await?;
+                let canceled = client
+                    .cancel(&id)
+                    .await
+                    .with_context(|| format!("Ctrl-C: cannot cancel prediction {id}"))?;
                 bar.finish_and_clear();
-                eprintln!("prediction {id} {}", canceled["status"].as_str().unwrap_or("?"));
+                let status = canceled["status"].as_str().unwrap_or("?");
+                if status == "canceled" {
+                    eprintln!("Ctrl-C: prediction {id} canceled");
+                } else {
+                    eprintln!("Ctrl-C: prediction {id} was not canceled: it is {status}");
+                }
                 return Ok(130);
             }
         };
@@ -185,14 +289,15 @@ pub async fn predict(
         if matches!(status.as_str(), "succeeded" | "failed" | "canceled") {
             break current;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     bar.finish_and_clear();
     match settled["status"].as_str() {
         Some("succeeded") => {
-            println!("{}", serde_json::to_string_pretty(&settled["output"])?);
-            for saved in save_outputs(client, &id, &settled["output"], output_dir).await? {
-                eprintln!("saved {}", saved.display());
+            println!("{}", show_output(&settled["output"])?);
+            if let SaveOutputs::Into(dir) = save {
+                for saved in save_outputs(client, &id, &settled["output"], dir).await? {
+                    eprintln!("saved {}", saved.display());
+                }
             }
             Ok(0)
         }
@@ -208,6 +313,15 @@ pub async fn predict(
             Ok(2)
         }
     }
+}
+
+/// An output as a person reads it: a string as it is (a URL, a caption), anything else as
+/// indented JSON.
+pub fn show_output(output: &Value) -> Result<String> {
+    Ok(match output {
+        Value::String(text) => text.clone(),
+        other => serde_json::to_string_pretty(other)?,
+    })
 }
 
 /// The last `N/M` step counter in tqdm-style log lines.
@@ -385,6 +499,7 @@ pub async fn run_workflow(
 ) -> Result<i32> {
     let (owner, name) = owner_name("workflow", workflow)?;
     let input = parse_inputs(inputs)?;
+    let mut interrupt = if wait { Some(Interrupt::arm()?) } else { None };
     let created = client
         .call(
             reqwest::Method::POST,
@@ -396,10 +511,10 @@ pub async fn run_workflow(
         .as_str()
         .ok_or_else(|| anyhow!("the server answered without a run id"))?
         .to_owned();
-    if !wait {
+    let Some(interrupt) = interrupt.as_mut() else {
         println!("{}", serde_json::to_string_pretty(&created)?);
         return Ok(0);
-    }
+    };
     eprintln!("run {id} of {workflow} created; following it (Ctrl-C cancels it)");
     // The blueprint only orders the lines; without it they come by name.
     let blueprint = client
@@ -463,12 +578,12 @@ pub async fn run_workflow(
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 get_run(client, &id).await
             } => next?,
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupt.recv() => {
                 let canceled = client
                     .call(reqwest::Method::POST, &format!("/v1/runs/{id}/cancel"), None)
                     .await?;
                 multi.clear().ok();
-                eprintln!("run {id} {}", canceled["status"].as_str().unwrap_or("?"));
+                eprintln!("Ctrl-C: run {id} {}", canceled["status"].as_str().unwrap_or("?"));
                 return Ok(130);
             }
         };

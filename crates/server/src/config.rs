@@ -12,10 +12,14 @@ use augur_core::{CanceledAfterStart, Secret};
 
 use crate::models::ModelConfig;
 
-/// The resolved configuration.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The resolved configuration. `Debug` masks its secrets, as `augur config check` does.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The named profile (`[profiles.NAME]` of the file) laid over the file's base settings:
+    /// `--profile` or `AUGUR_PROFILE`. Shown by `augur config check`; not itself a setting.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// Address to listen on (`AUGUR_LISTEN`).
     pub listen: SocketAddr,
     /// Where state lives, as a URL (`AUGUR_STORE`): `embedded://<dir>` or `memory://`.
@@ -185,6 +189,7 @@ pub enum LogFormat {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            profile: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: "embedded://./augur-data".into(),
             admin_token: None,
@@ -254,6 +259,76 @@ fn split_commas(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Named profiles: `[profiles.NAME]` tables in the config file, each laid over the file's base
+/// settings when selected (`--profile NAME` or `AUGUR_PROFILE=NAME`); the environment still
+/// wins over both. Tables merge key by key (`[profiles.prod.webhooks] timeout = "30s"` keeps
+/// the base's other webhook settings); any other value, arrays such as `[[models]]`
+/// included, replaces the base's.
+mod profiles {
+    use anyhow::{Result, bail};
+    use toml::{Table, Value};
+
+    use super::Config;
+
+    /// The configuration in `text` with `profile` applied.
+    pub(super) fn parse(text: &str, profile: Option<&str>) -> Result<Config> {
+        let mut table: Table = toml::from_str(text).map_err(|e| located(text, &e))?;
+        let profiles = match table.remove("profiles") {
+            None => Table::new(),
+            Some(Value::Table(profiles)) => profiles,
+            Some(_) => bail!("profiles must hold [profiles.NAME] tables"),
+        };
+        let Some(name) = profile else {
+            if profiles.is_empty() {
+                // Parsed from the text, so that errors carry their line.
+                return toml::from_str(text).map_err(|e| located(text, &e));
+            }
+            return Ok(Value::Table(table).try_into()?);
+        };
+        let overlay = match profiles.get(name) {
+            Some(Value::Table(overlay)) => overlay.clone(),
+            Some(_) => bail!("profiles.{name} must be a table ([profiles.{name}])"),
+            None if profiles.is_empty() => bail!(
+                "unknown profile {name:?} (--profile or AUGUR_PROFILE): the file defines no [profiles.NAME] tables"
+            ),
+            None => bail!(
+                "unknown profile {name:?} (--profile or AUGUR_PROFILE): the file defines {}",
+                profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        merge(&mut table, overlay);
+        Value::Table(table)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("with the profile {name:?}: {e}"))
+    }
+
+    fn merge(base: &mut Table, overlay: Table) {
+        for (key, value) in overlay {
+            match (base.get_mut(&key), value) {
+                (Some(Value::Table(base)), Value::Table(overlay)) => merge(base, overlay),
+                (_, value) => {
+                    base.insert(key, value);
+                }
+            }
+        }
+    }
+
+    /// A TOML error as `line L, column C: what`, without the quoted source line (it may
+    /// hold a secret).
+    fn located(text: &str, error: &toml::de::Error) -> anyhow::Error {
+        let message = error.message().trim();
+        match error.span() {
+            Some(span) => {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                anyhow::anyhow!("line {line}, column {column}: {message}")
+            }
+            None => anyhow::anyhow!("{message}"),
+        }
+    }
+}
+
 impl Config {
     /// Where outgoing requests users steer may go: public addresses and `outbound_allow`.
     pub fn destinations(&self) -> Result<augur_outbound::Policy> {
@@ -261,26 +336,47 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("outbound_allow (AUGUR_OUTBOUND_ALLOW): {e}"))
     }
 
-    /// Loads the configuration: defaults, then the TOML file (`path`, or `AUGUR_CONFIG`), then
-    /// the environment.
-    pub fn load(path: Option<&Path>) -> Result<Self> {
-        Self::load_from(path, |key| std::env::var(key).ok())
+    /// Loads the configuration: defaults, then the TOML file (`path`, or `AUGUR_CONFIG`) with
+    /// the named profile (`profile`, or `AUGUR_PROFILE`) laid over it, then the environment.
+    pub fn load(path: Option<&Path>, profile: Option<&str>) -> Result<Self> {
+        Self::load_profile_from(path, profile, |key| std::env::var(key).ok())
     }
 
     /// [`Config::load`] with an explicit environment (for tests).
     pub fn load_from(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        Self::load_profile_from(path, None, env)
+    }
+
+    /// [`Config::load`] with an explicit environment; `profile` wins over `AUGUR_PROFILE`.
+    pub fn load_profile_from(
+        path: Option<&Path>,
+        profile: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
         let file = path
             .map(Path::to_path_buf)
             .or_else(|| env("AUGUR_CONFIG").map(PathBuf::from));
+        let profile = profile
+            .map(str::to_owned)
+            .or_else(|| env("AUGUR_PROFILE"))
+            .filter(|p| !p.trim().is_empty());
         let mut config = match &file {
             Some(file) => {
                 let text = std::fs::read_to_string(file)
                     .with_context(|| format!("cannot read config file {}", file.display()))?;
-                toml::from_str(&text)
+                profiles::parse(&text, profile.as_deref())
                     .with_context(|| format!("invalid config file {}", file.display()))?
             }
-            None => Config::default(),
+            None => {
+                if let Some(profile) = &profile {
+                    bail!(
+                        "the profile {profile:?} is selected (--profile or AUGUR_PROFILE) but there is no config file to define it; name one with --config or AUGUR_CONFIG"
+                    );
+                }
+                Config::default()
+            }
         };
+        config.profile = profile;
         config.apply_env(env)?;
         if config.workflows_dir.is_none()
             && let Some(dir) = file.as_deref().and_then(Path::parent)
@@ -444,10 +540,11 @@ impl Config {
             bail!("max_body_bytes must be at least 1024");
         }
         if let Some(url) = &self.public_url {
+            let shown = augur_core::redact::url(url);
             let parsed = url::Url::parse(url)
-                .with_context(|| format!("public_url must be an absolute URL, got {url:?}"))?;
+                .with_context(|| format!("public_url must be an absolute URL, got {shown:?}"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                bail!("public_url must be http or https, got {url:?}");
+                bail!("public_url must be http or https, got {shown:?}");
             }
         }
         if let Some(token) = &self.admin_token
@@ -483,10 +580,11 @@ impl Config {
         }
         self.destinations()?;
         if let Some(url) = &self.callback_url {
+            let shown = augur_core::redact::url(url);
             let parsed = url::Url::parse(url)
-                .with_context(|| format!("callback_url must be an absolute URL, got {url:?}"))?;
+                .with_context(|| format!("callback_url must be an absolute URL, got {shown:?}"))?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                bail!("callback_url must be http or https, got {url:?}");
+                bail!("callback_url must be http or https, got {shown:?}");
             }
         }
         crate::models::validate(&self.models)?;
@@ -554,30 +652,51 @@ impl Config {
 
     /// The configuration as TOML, secrets redacted (`augur config check`).
     pub fn to_redacted_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(&self.redacted())?)
+    }
+
+    /// A copy with every secret masked: secrets replaced, every URL and command through the
+    /// one redaction (`augur_core::redact`). What `config check` prints and `Debug` shows.
+    fn redacted(&self) -> Config {
         let mut printable = self.clone();
-        if printable.webhooks.secret.is_some() {
-            printable.webhooks.secret = Some(Secret::new("<redacted>"));
+        for secret in [
+            &mut printable.webhooks.secret,
+            &mut printable.admin_token,
+            &mut printable.payments.webhook_secret,
+            &mut printable.http.ops_token,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *secret = Secret::new("<redacted>");
         }
-        if printable.admin_token.is_some() {
-            printable.admin_token = Some(Secret::new("<redacted>"));
-        }
-        if printable.http.ops_token.is_some() {
-            printable.http.ops_token = Some(Secret::new("<redacted>"));
-        }
-        if printable.payments.webhook_secret.is_some() {
-            printable.payments.webhook_secret = Some(Secret::new("<redacted>"));
+        let url = augur_core::redact::url;
+        printable.store = url(&printable.store);
+        for text in [
+            &mut printable.store_fallback,
+            &mut printable.files_dir,
+            &mut printable.public_url,
+            &mut printable.callback_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *text = url(text);
         }
         for model in &mut printable.models {
-            if model.token.is_some() {
-                model.token = Some(Secret::new("<redacted>"));
-            }
+            model.redact();
         }
-        printable.store = crate::backend::redact_url(&printable.store);
-        printable.store_fallback = printable
-            .store_fallback
-            .as_deref()
-            .map(crate::backend::redact_url);
-        Ok(toml::to_string_pretty(&printable)?)
+        printable
+    }
+}
+
+/// The redacted configuration ([`Config::to_redacted_toml`]'s), as JSON.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_string(&self.redacted()) {
+            Ok(json) => write!(f, "Config {json}"),
+            Err(_) => f.write_str("Config { .. }"),
+        }
     }
 }
 
@@ -763,6 +882,158 @@ credits = 100
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn profiles_overlay_the_file_and_the_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("augur.toml");
+        std::fs::write(
+            &file,
+            r#"
+store = "memory://"
+workers = 4
+[webhooks]
+timeout = "5s"
+concurrency = 8
+
+[profiles.prod]
+workers = 32
+webhooks = { timeout = "30s" }
+
+[profiles.dev.accounts]
+signup_grant = 1000
+"#,
+        )
+        .unwrap();
+        let base = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!((base.workers, base.profile.as_deref()), (4, None));
+        assert_eq!(base.webhooks.timeout, Duration::from_secs(5));
+
+        let prod = Config::load_from(Some(&file), env(&[("AUGUR_PROFILE", "prod")])).unwrap();
+        assert_eq!(prod.profile.as_deref(), Some("prod"));
+        assert_eq!(prod.workers, 32);
+        // Tables merge key by key.
+        assert_eq!(prod.webhooks.timeout, Duration::from_secs(30));
+        assert_eq!(prod.webhooks.concurrency, 8);
+        assert_eq!(prod.store, "memory://");
+        assert!(
+            prod.to_redacted_toml()
+                .unwrap()
+                .contains("profile = \"prod\"")
+        );
+
+        // --profile wins over AUGUR_PROFILE; the environment wins over the profile.
+        let dev = Config::load_profile_from(
+            Some(&file),
+            Some("dev"),
+            env(&[("AUGUR_PROFILE", "prod"), ("AUGUR_SIGNUP_GRANT", "7")]),
+        )
+        .unwrap();
+        assert_eq!((dev.workers, dev.accounts.signup_grant), (4, 7));
+
+        for (profile, needle) in [
+            ("staging", "unknown profile \"staging\""),
+            ("staging", "the file defines dev, prod"),
+        ] {
+            let err = format!(
+                "{:#}",
+                Config::load_profile_from(Some(&file), Some(profile), env(&[])).unwrap_err()
+            );
+            assert!(err.contains(needle), "{err}");
+        }
+        let err = format!(
+            "{:#}",
+            Config::load_from(None, env(&[("AUGUR_PROFILE", "prod")])).unwrap_err()
+        );
+        assert!(err.contains("no config file"), "{err}");
+        std::fs::write(&file, "workers = 2\n").unwrap();
+        let err = format!(
+            "{:#}",
+            Config::load_from(Some(&file), env(&[("AUGUR_PROFILE", "prod")])).unwrap_err()
+        );
+        assert!(err.contains("defines no [profiles.NAME]"), "{err}");
+        // A mistake inside a profile is named.
+        std::fs::write(&file, "[profiles.prod]\nwrokers = 2\n").unwrap();
+        let err = format!(
+            "{:#}",
+            Config::load_from(Some(&file), env(&[("AUGUR_PROFILE", "prod")])).unwrap_err()
+        );
+        assert!(err.contains("wrokers") && err.contains("prod"), "{err}");
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("augur.toml");
+        std::fs::write(
+            &file,
+            "workers = 2\nstroe = \"postgres://augur:hunter2@db/augur\"\n",
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            Config::load_from(Some(&file), env(&[])).unwrap_err()
+        );
+        assert!(
+            err.contains("line 2, column 1") && err.contains("stroe"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn printed_configuration_masks_every_url_and_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("augur.toml");
+        std::fs::write(
+            &file,
+            r#"
+callback_url = "http://cb:cbpass@127.0.0.1:8080"
+public_url = "https://pub:pubpass@augur.test"
+
+[[models]]
+name = "acme/tool"
+provider = "command"
+command = ["/usr/bin/env", "API_KEY=envpass", "sh", "-c", "true", "--token", "argpass"]
+
+[[models]]
+name = "acme/up"
+provider = "replicate"
+url = "http://user:modelpass@127.0.0.1:5055"
+model = "a/b"
+token = "r8_tokenpass"
+"#,
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[
+                ("AUGUR_STORE", "memory://"),
+                (
+                    "AUGUR_STORE_FALLBACK",
+                    "embedded://./d?sync=full&password=fallbackpass",
+                ),
+                ("AUGUR_FILES_DIR", "/srv/files"),
+            ]),
+        )
+        .unwrap();
+        let text = c.to_redacted_toml().unwrap();
+        for secret in [
+            "cbpass",
+            "pubpass",
+            "envpass",
+            "argpass",
+            "modelpass",
+            "tokenpass",
+            "fallbackpass",
+        ] {
+            assert!(!text.contains(secret), "{secret} in\n{text}");
+            assert!(!format!("{c:?}").contains(secret), "{secret} in {c:?}");
+        }
+        assert!(text.contains("http://cb:***@127.0.0.1:8080"), "{text}");
+        assert!(text.contains("\"API_KEY=***\""), "{text}");
+        assert!(text.contains("sync=full&password=***"), "{text}");
     }
 
     #[test]

@@ -26,6 +26,10 @@ struct Args {
     /// A TOML configuration file (also AUGUR_CONFIG); AUGUR_* variables override it.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// A named profile of the configuration file, `[profiles.NAME]`, laid over its base
+    /// settings (also AUGUR_PROFILE).
+    #[arg(long, global = true)]
+    profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,12 +50,16 @@ enum Command {
         /// An input, key=value (JSON values are parsed; @path reads a file).
         #[arg(short, long = "input")]
         inputs: Vec<String>,
-        /// Follow the prediction to the end with a progress bar and save its files.
+        /// Follow the prediction to the end with a progress bar (Ctrl-C cancels it), print
+        /// its output and save its files.
         #[arg(long)]
         wait: bool,
-        /// Where to save file outputs.
-        #[arg(long, default_value = ".")]
+        /// Where --wait saves file outputs (created if missing).
+        #[arg(short, long, default_value = "augur-outputs")]
         output_dir: PathBuf,
+        /// Do not save file outputs, only print their URLs.
+        #[arg(long, conflicts_with = "output_dir")]
+        no_save: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -233,20 +241,40 @@ struct ServerArgs {
     token: Option<String>,
 }
 
-fn main() -> Result<()> {
+fn main() {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    let code = runtime.block_on(run(args))?;
-    std::process::exit(code);
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            // A message, not a crash: no backtrace (whatever RUST_BACKTRACE says), each
+            // distinct cause once, secrets masked.
+            eprintln!("error: {}", cli::error_message(&error));
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Where the configuration comes from.
+struct ConfigArgs {
+    config: Option<PathBuf>,
+    profile: Option<String>,
 }
 
 async fn run(args: Args) -> Result<i32> {
-    match args.command {
+    let Args {
+        config,
+        profile,
+        command,
+    } = args;
+    let args = ConfigArgs { config, profile };
+    match command {
         Command::Serve => {
-            let config = Config::load(args.config.as_deref())?;
+            let config = Config::load(args.config.as_deref(), args.profile.as_deref())?;
             init_tracing(config.log_format);
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
                 .install_recorder()
@@ -260,7 +288,7 @@ async fn run(args: Args) -> Result<i32> {
         Command::Config {
             command: ConfigCommand::Check,
         } => {
-            let config = Config::load(args.config.as_deref())?;
+            let config = Config::load(args.config.as_deref(), args.profile.as_deref())?;
             print!("{}", config.to_redacted_toml()?);
             Ok(0)
         }
@@ -269,10 +297,16 @@ async fn run(args: Args) -> Result<i32> {
             inputs,
             wait,
             output_dir,
+            no_save,
             server,
         } => {
-            let client = client(&server, args.config.as_deref())?;
-            cli::predict(&client, &model, &inputs, wait, &output_dir).await
+            let client = client(&server, &args)?;
+            let save = if no_save {
+                cli::SaveOutputs::No
+            } else {
+                cli::SaveOutputs::Into(output_dir)
+            };
+            cli::predict(&client, &model, &inputs, wait, &save).await
         }
         Command::Migrate {
             from,
@@ -301,7 +335,7 @@ async fn run(args: Args) -> Result<i32> {
             Ok(0)
         }
         Command::Accounts { command, server } => {
-            let client = client(&server, args.config.as_deref())?;
+            let client = client(&server, &args)?;
             match command {
                 AccountsCommand::Create { username, name } => {
                     let account = cli::create_account(&client, &username, name.as_deref()).await?;
@@ -325,7 +359,7 @@ async fn run(args: Args) -> Result<i32> {
             Ok(0)
         }
         Command::Credits { command, server } => {
-            let client = client(&server, args.config.as_deref())?;
+            let client = client(&server, &args)?;
             let totals = match command {
                 CreditsCommand::Grant {
                     username,
@@ -347,12 +381,12 @@ async fn run(args: Args) -> Result<i32> {
                     callback_url,
                 },
         } => {
-            let config = Config::load(args.config.as_deref())?;
+            let config = Config::load(args.config.as_deref(), args.profile.as_deref())?;
             let model = augur_core::ModelName::parse(&model)?;
             let token = config
                 .admin_token
                 .clone()
-                .or_else(|| local_admin_token(args.config.as_deref()).map(augur_core::Secret::new))
+                .or_else(|| local_admin_token(&args).map(augur_core::Secret::new))
                 .context("no admin token: set AUGUR_ADMIN_TOKEN (the one the servers use), or run next to the server's data directory")?;
             let callback = callback_url
                 .or_else(|| config.callback_url.clone())
@@ -364,7 +398,7 @@ async fn run(args: Args) -> Result<i32> {
             Ok(0)
         }
         Command::Get { id, server } => {
-            let client = client(&server, args.config.as_deref())?;
+            let client = client(&server, &args)?;
             let prediction = client.get(&id).await?;
             println!("{}", serde_json::to_string_pretty(&prediction)?);
             Ok(0)
@@ -372,7 +406,7 @@ async fn run(args: Args) -> Result<i32> {
         Command::Workflow {
             command: WorkflowCommand::Apply { file, server },
         } => {
-            let client = client(&server, args.config.as_deref())?;
+            let client = client(&server, &args)?;
             let workflow = cli::apply_workflow(&client, &file).await?;
             println!(
                 "{} version {}",
@@ -390,13 +424,13 @@ async fn run(args: Args) -> Result<i32> {
                     server,
                 },
         } => {
-            let client = client(&server, args.config.as_deref())?;
+            let client = client(&server, &args)?;
             cli::run_workflow(&client, &workflow, &inputs, wait).await
         }
         Command::Run {
             command: RunCommand::Get { id, server },
         } => {
-            let client = client(&server, args.config.as_deref())?;
+            let client = client(&server, &args)?;
             let run = cli::get_run(&client, &id).await?;
             println!("{}", serde_json::to_string_pretty(&run)?);
             Ok(0)
@@ -404,20 +438,20 @@ async fn run(args: Args) -> Result<i32> {
     }
 }
 
-fn client(server: &ServerArgs, config: Option<&std::path::Path>) -> Result<Client> {
+fn client(server: &ServerArgs, args: &ConfigArgs) -> Result<Client> {
     let token = server
         .token
         .clone()
         .or_else(|| std::env::var("AUGUR_ADMIN_TOKEN").ok())
         .or_else(|| std::env::var("REPLICATE_API_TOKEN").ok())
-        .or_else(|| local_admin_token(config))
+        .or_else(|| local_admin_token(args))
         .context("no API token: pass --token, set AUGUR_TOKEN, or run next to the server's data directory")?;
     Client::new(&server.url, token)
 }
 
 /// The token a local embedded server generated, if this directory holds one.
-fn local_admin_token(config: Option<&std::path::Path>) -> Option<String> {
-    let config = Config::load(config).ok()?;
+fn local_admin_token(args: &ConfigArgs) -> Option<String> {
+    let config = Config::load(args.config.as_deref(), args.profile.as_deref()).ok()?;
     let dir = config
         .store
         .strip_prefix("embedded://")?

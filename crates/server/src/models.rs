@@ -65,8 +65,8 @@ const PROVIDERS: &[&str] = &["cog", "command", "replicate"];
 /// fetched again in the background).
 const SCHEMA_AT_START: Duration = Duration::from_secs(3);
 
-/// One `[[models]]` entry.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// One `[[models]]` entry. `Debug` masks its secrets ([`ModelConfig::redact`]).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// `owner/name`.
@@ -131,6 +131,29 @@ pub struct ModelConfig {
     /// `{ per_second = N, max_seconds = M }`, in credits. Unset: free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Price>,
+}
+
+impl ModelConfig {
+    /// Masks the secrets: the token, the URL's credentials, the command's secret arguments
+    /// (`augur_core::redact`).
+    pub fn redact(&mut self) {
+        if self.token.is_some() {
+            self.token = Some(Secret::new("<redacted>"));
+        }
+        self.url = augur_core::redact::url(&self.url);
+        self.command = augur_core::redact::command(&self.command);
+    }
+}
+
+impl std::fmt::Debug for ModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.clone();
+        shown.redact();
+        match serde_json::to_string(&shown) {
+            Ok(json) => write!(f, "ModelConfig {json}"),
+            Err(_) => f.write_str("ModelConfig { .. }"),
+        }
+    }
 }
 
 /// How often a `replicate` model's predictions are read back by default.
@@ -215,7 +238,7 @@ fn register_replicate_model(
         },
         provider,
     ));
-    tracing::info!(model = %name, url = %model.url, upstream = %target, "replicate model configured");
+    tracing::info!(model = %name, url = %augur_core::redact::url(&model.url), upstream = %target, "replicate model configured");
     Ok(())
 }
 
@@ -268,7 +291,7 @@ fn register_command_model(registry: &mut ModelRegistry, name: ModelName, model: 
         },
         provider,
     ));
-    tracing::info!(model = %name, command = ?model.command, concurrency = model.concurrency, "command model configured");
+    tracing::info!(model = %name, command = ?augur_core::redact::command(&model.command), concurrency = model.concurrency, "command model configured");
 }
 
 mod defaults {
@@ -369,15 +392,17 @@ pub fn validate(models: &[ModelConfig]) -> Result<()> {
 
 /// Parses a model server's URL: absolute http(s) with a host, no query or fragment.
 fn server_url(text: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL: {e}"))?;
+    let shown = augur_core::redact::url(text);
+    let url =
+        url::Url::parse(text).map_err(|e| format!("{shown:?} is not an absolute URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{text:?} must be http or https"));
+        return Err(format!("{shown:?} must be http or https"));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{text:?} must not have a query or fragment"));
+        return Err(format!("{shown:?} must not have a query or fragment"));
     }
     Ok(url)
 }
@@ -449,7 +474,7 @@ pub async fn registry(
             },
             provider.clone(),
         ));
-        tracing::info!(model = %name, url = %model.url, concurrency = model.concurrency, "cog model configured");
+        tracing::info!(model = %name, url = %augur_core::redact::url(&model.url), concurrency = model.concurrency, "cog model configured");
         providers.push((name, provider));
     }
     for model in config.models.iter().filter(|m| m.price.is_some()) {

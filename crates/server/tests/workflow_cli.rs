@@ -289,7 +289,10 @@ async fn workflows_are_applied_run_and_read_through_the_cli() {
     assert_ne!(output.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("422"), "{stderr}");
-    assert!(stderr.contains("field nodes."), "{stderr}");
+    assert!(
+        stderr.contains("nodes.a: the nodes form a cycle"),
+        "{stderr}"
+    );
     let output = augur(&server, token, work, &["run", "get", "doesnotexist"]);
     assert_ne!(output.status.code(), Some(0));
 }

@@ -264,18 +264,23 @@ mod tests {
         assert_eq!(ok["width"], 512);
         assert_eq!(ok["steps"], 10);
         let cases = [
-            (json!({}), None, "missing field `prompt`"),
+            (json!({}), Some("prompt"), "is required"),
             (
                 json!({"prompt": "x", "width": "wide"}),
                 Some("width"),
-                "invalid type",
+                "must be a whole number from 0 to 4294967295, got the text \"wide\"",
+            ),
+            (
+                json!({"prompt": "x", "steps": -1}),
+                Some("steps"),
+                "must be a whole number from 0 to 4294967295, got -1",
             ),
             (json!({"prompt": "x", "width": 4}), Some("width"), "between"),
             (json!({"prompt": "x", "steps": 0}), Some("steps"), "between"),
             (
                 json!({"prompt": "x", "bogus": 1}),
                 Some("bogus"),
-                "unknown field `bogus`",
+                "is not a known field (expected one of prompt, width,",
             ),
             (json!({"prompt": " "}), Some("prompt"), "empty"),
         ];
