@@ -283,6 +283,11 @@ impl From<augur_core::Error> for ApiError {
                 format!("prediction id {id} is already used by a prediction with different parameters"),
             )
             .with_field("id"),
+            E::IdRetired(id) => ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("prediction id {id} is too old to be used: ids whose time is past the tombstone retention are never used again; choose a new id"),
+            )
+            .with_field("id"),
             E::IdempotencyKeyReused { key } => ApiError::new(
                 ErrorCode::IdempotencyKeyReused,
                 format!("Idempotency-Key {key:?} was already used with a different request body; use a new key for a new request"),
@@ -377,6 +382,14 @@ impl From<augur_core::store::Error> for ApiError {
                     "the prediction store is unavailable; retry shortly",
                 )
                 .with_retry_after(Duration::from_secs(2))
+            }
+            S::NoSpace { backend, source } => {
+                tracing::warn!(backend, error = %source, "store has no space left");
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the prediction store has no space left (its disk or memory is full), so writes are refused until an operator frees space; reads still work; retry later",
+                )
+                .with_retry_after(Duration::from_secs(5))
             }
             other => ApiError::internal(other),
         }

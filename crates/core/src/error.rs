@@ -19,6 +19,12 @@ pub enum Error {
     /// A client-supplied id is taken by a prediction with different parameters.
     #[error("prediction id {0} is already used by a prediction with different parameters")]
     IdConflict(PredictionId),
+    /// A client-supplied id whose time is past the tombstone horizon: its prediction's
+    /// tombstone may be gone, and an id is never used twice.
+    #[error(
+        "prediction id {0} is too old to be used: its time is past the tombstone retention; choose a new id"
+    )]
+    IdRetired(PredictionId),
     /// An idempotency key was reused with a different request.
     #[error("idempotency key {key:?} was already used with different parameters")]
     IdempotencyKeyReused {

@@ -152,6 +152,25 @@ impl PredictionId {
 }
 
 impl PredictionId {
+    /// The time in a ULID-shaped id (generated, derived, or a client's ULID): its first ten
+    /// characters, read as Crockford base32 milliseconds. `None` for any other id. Ids made
+    /// here carry their creation time, so an id whose time is long past is never made again:
+    /// what lets retention delete a tombstone without its id being reused (see
+    /// [`crate::service::Predictions::prune_tombstones`]).
+    pub fn ulid_time(&self) -> Option<crate::Timestamp> {
+        const ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+        let id = self.0.as_bytes();
+        if id.len() != 26 || id[0] > b'7' {
+            return None;
+        }
+        let mut ms: i64 = 0;
+        for c in &id[..10] {
+            let digit = ALPHABET.iter().position(|a| a == c)?;
+            ms = ms * 32 + digit as i64;
+        }
+        Some(crate::Timestamp::from_micros(ms.checked_mul(1000)?))
+    }
+
     /// An id derived from `base` (26 lowercase base32 characters, such as a ULID made from a
     /// digest), moved into `owner`'s partition the way [`PredictionId::generate_for`] does:
     /// the same `base` and owner always give the same id.

@@ -107,10 +107,38 @@ pub fn webhook_event(prev: Option<&Prediction>, next: &Prediction) -> Option<Web
 /// Derives the effects that announce a write: stream events always, a webhook message when
 /// the prediction has a webhook, the event is in its filter, and (for `output` and `logs`)
 /// the last such message of this prediction from this process is old enough.
+///
+/// The throttling state is bounded by time, not by who settles the prediction: an entry older
+/// than [`PROGRESS_WEBHOOK_INTERVAL`] no longer throttles anything, and such entries are
+/// dropped at most once per interval, so a prediction that another node settled (or that
+/// this node stopped hearing about) is forgotten too.
 #[derive(Debug, Default)]
 pub struct Notices {
     /// When each running prediction last had an `output`/`logs` message, for throttling.
-    last_progress: Mutex<HashMap<PredictionId, Instant>>,
+    last_progress: Mutex<Progress>,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    last: HashMap<PredictionId, Instant>,
+    /// When entries past the interval were last dropped.
+    pruned_at: Option<Instant>,
+}
+
+impl Progress {
+    /// Drops entries that no longer throttle, at most once per interval (so the scan costs
+    /// O(1) per message, amortised).
+    fn forget_stale(&mut self, now: Instant) {
+        if self
+            .pruned_at
+            .is_some_and(|at| now.duration_since(at) < PROGRESS_WEBHOOK_INTERVAL)
+        {
+            return;
+        }
+        self.pruned_at = Some(now);
+        self.last
+            .retain(|_, at| now.duration_since(*at) < PROGRESS_WEBHOOK_INTERVAL);
+    }
 }
 
 impl Notices {
@@ -158,12 +186,13 @@ impl Notices {
         if !matches!(kind, WebhookEvent::Output | WebhookEvent::Logs) {
             return true;
         }
-        let mut last = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
+        let mut progress = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        match last.get(id) {
+        progress.forget_stale(now);
+        match progress.last.get(id) {
             Some(at) if now.duration_since(*at) < PROGRESS_WEBHOOK_INTERVAL => false,
             _ => {
-                last.insert(id.clone(), now);
+                progress.last.insert(id.clone(), now);
                 true
             }
         }
@@ -175,6 +204,7 @@ impl Notices {
         self.last_progress
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .last
             .remove(id);
     }
 }
@@ -305,5 +335,24 @@ mod tests {
         let mut quiet = d.clone();
         quiet.webhook = None;
         assert!(deliveries(notices.effects(Some(&c), &quiet, 3)).is_empty());
+    }
+
+    #[test]
+    fn throttling_state_of_predictions_settled_elsewhere_is_forgotten() {
+        let notices = Notices::default();
+        // Progress messages of predictions this process never sees settle (another node
+        // settles them): their entries must not stay.
+        for _ in 0..100 {
+            assert!(notices.may_send(&PredictionId::generate(), WebhookEvent::Logs));
+        }
+        assert_eq!(notices.last_progress.lock().unwrap().last.len(), 100);
+        std::thread::sleep(PROGRESS_WEBHOOK_INTERVAL);
+        let id = PredictionId::generate();
+        assert!(notices.may_send(&id, WebhookEvent::Output));
+        assert!(
+            !notices.may_send(&id, WebhookEvent::Output),
+            "still throttled"
+        );
+        assert_eq!(notices.last_progress.lock().unwrap().last.len(), 1);
     }
 }

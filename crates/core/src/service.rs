@@ -37,7 +37,18 @@ pub struct ServiceConfig {
     pub idempotency_ttl: Duration,
     /// What a priced prediction canceled after it started costs.
     pub canceled_after_start: CanceledAfterStart,
+    /// How long after its id's time a prediction's tombstone is deleted
+    /// ([`Predictions::prune_tombstones`]); a client-chosen id whose time is older than this
+    /// is refused, so that no id is used twice.
+    pub tombstone_retention: Duration,
 }
+
+/// The default of [`ServiceConfig::tombstone_retention`]: 30 days.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How close to the tombstone horizon a client-chosen id is already refused: more than any
+/// clock difference between nodes.
+const RETIRED_ID_MARGIN: Duration = Duration::from_secs(3600);
 
 impl Default for ServiceConfig {
     fn default() -> Self {
@@ -45,6 +56,7 @@ impl Default for ServiceConfig {
             retention: Duration::from_secs(3600),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             canceled_after_start: CanceledAfterStart::default(),
+            tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
         }
     }
 }
@@ -333,6 +345,11 @@ impl Predictions {
     /// One attempt at [`Predictions::create`]; `None` if it must start over.
     async fn try_create(&self, request: &CreateRequest) -> Result<Option<Creation>> {
         let now = Timestamp::now();
+        if let Some(id) = &request.id
+            && self.id_is_retired(id, now)
+        {
+            return Err(Error::IdRetired(id.clone()));
+        }
         let id = request
             .id
             .clone()
@@ -772,6 +789,55 @@ impl Predictions {
             }
         }
         Ok(expired)
+    }
+}
+
+impl Predictions {
+    /// True if `id`'s time is so old that its tombstone may have been deleted: such an id is
+    /// never used again (a margin before the horizon covers clock differences).
+    fn id_is_retired(&self, id: &PredictionId, now: Timestamp) -> bool {
+        id.ulid_time()
+            .is_some_and(|t| t.plus(self.config.tombstone_retention) <= now.plus(RETIRED_ID_MARGIN))
+    }
+
+    /// Deletes up to `limit` prediction tombstones past the second horizon, looking at one
+    /// page of predictions created before it, from `after` on; returns how many it deleted and
+    /// where the next call continues (`None`: start again from the newest).
+    ///
+    /// A tombstone goes once its data was removed and its id's time
+    /// ([`PredictionId::ulid_time`]) is [`ServiceConfig::tombstone_retention`] old: such an id
+    /// is never generated again (ids carry their time) and is refused as a client-chosen id
+    /// (see `create`), so deleting it cannot let an id be used twice. Predictions with other
+    /// ids (a client's own, not ULID-shaped) keep their tombstones. Uses only `list` and
+    /// `Op::Delete`, so every backend does it the same way.
+    pub async fn prune_tombstones(
+        &self,
+        after: Option<store::Cursor>,
+        limit: usize,
+    ) -> Result<(usize, Option<store::Cursor>)> {
+        let now = Timestamp::now();
+        let horizon = now.minus(self.config.tombstone_retention);
+        let mut query = store::ListQuery::of(Kind::Prediction, limit.max(1));
+        query.created_before = Some(horizon);
+        query.after = after;
+        let page = self.store.list(&query).await?;
+        let mut deleted = 0;
+        for stored in &page.items {
+            let record = &stored.record;
+            let Ok(id) = PredictionId::parse(&record.key.id) else {
+                continue;
+            };
+            let retired = id
+                .ulid_time()
+                .is_some_and(|t| t.plus(self.config.tombstone_retention) <= now);
+            if !record.data_removed || !retired {
+                continue;
+            }
+            let write = Write::new(record.owner.clone()).op(Op::Delete(record.key.clone()));
+            self.store.write(&write).await?;
+            deleted += 1;
+        }
+        Ok((deleted, page.next))
     }
 }
 

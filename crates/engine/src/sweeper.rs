@@ -1,10 +1,12 @@
 //! [`Sweeper`]: applies retention, replacing expired predictions by their tombstones and
-//! deleting their output files, and deleting expired uploads (bytes, then record).
+//! deleting their output files, and deleting expired uploads (bytes, then record); then deletes
+//! tombstones past the second horizon ([`Predictions::prune_tombstones`]), a page per sweep.
 //!
 //! Readers never see expired data even when the sweeper lags (the service masks it), so the
 //! sweeper only has to catch up eventually; it runs every `every` and works in batches.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use augur_core::Predictions;
@@ -18,6 +20,8 @@ pub struct Sweeper {
     files: OutputFiles,
     every: Duration,
     batch: usize,
+    /// Where the next look for old tombstones continues (`None`: from the newest).
+    tombstones_after: Arc<Mutex<Option<augur_core::store::Cursor>>>,
 }
 
 impl Sweeper {
@@ -28,6 +32,7 @@ impl Sweeper {
             files,
             every,
             batch: batch.max(1),
+            tombstones_after: Arc::default(),
         }
     }
 
@@ -59,9 +64,24 @@ impl Sweeper {
             }
             total += expired.count;
             if expired.count < self.batch {
-                return Ok(total);
+                break;
             }
         }
+        self.prune_tombstones().await?;
+        Ok(total)
+    }
+
+    /// Deletes old tombstones from one page of old predictions, continuing where the last
+    /// sweep stopped, so that a sweep costs one listing however many there are.
+    async fn prune_tombstones(&self) -> Result<usize, augur_core::Error> {
+        let after = self.tombstones_after.lock().expect("cursor lock").take();
+        let (deleted, next) = self.service.prune_tombstones(after, self.batch).await?;
+        *self.tombstones_after.lock().expect("cursor lock") = next;
+        if deleted > 0 {
+            metrics::counter!("augur_tombstones_deleted_total").increment(deleted as u64);
+            tracing::info!(deleted, "retention deleted old prediction tombstones");
+        }
+        Ok(deleted)
     }
 
     /// Sweeps every `every` until `shutdown` completes.

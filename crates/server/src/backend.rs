@@ -205,6 +205,23 @@ pub async fn open(url: &str) -> Result<OpenedStore> {
     }
 }
 
+/// Opens a store only to read from it (the fallback store): Redis and PostgreSQL connect
+/// without writing anything, so that a read-only replica or a hot standby can be opened.
+/// The embedded and memory stores are opened as usual (a file is never read-only replicated).
+pub async fn open_read_only(url: &str) -> Result<DynStore> {
+    match StoreUrl::parse(url)? {
+        #[cfg(feature = "postgres")]
+        StoreUrl::Postgres(url) => Ok(Arc::new(
+            augur_store_postgres::PostgresStore::connect_read_only(&url).await?,
+        )),
+        #[cfg(feature = "redis")]
+        StoreUrl::Redis(url) => Ok(Arc::new(
+            augur_store_redis::RedisStore::connect_read_only(&url).await?,
+        )),
+        _ => Ok(open(url).await?.store),
+    }
+}
+
 /// The URL with its secrets masked ([`augur_core::redact::url`]).
 pub fn redact_url(url: &str) -> String {
     augur_core::redact::url(url)

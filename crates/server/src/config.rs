@@ -63,6 +63,18 @@ pub struct Config {
     /// A second store to read from while the first is unavailable (`AUGUR_STORE_FALLBACK`,
     /// e.g. a read replica). Writes never go there.
     pub store_fallback: Option<String>,
+    /// Retryable errors in a row from the store that make a node with a fallback store stop
+    /// asking it for a while (`AUGUR_STORE_BREAKER_FAILURES`).
+    pub store_breaker_failures: u32,
+    /// How long it stops asking (reads go to the fallback, writes fail at once with 503)
+    /// before one probe request tests the store again (`AUGUR_STORE_BREAKER_COOLDOWN`).
+    #[serde(with = "humantime_serde_compat")]
+    pub store_breaker_cooldown: Duration,
+    /// How long the tombstone of an expired prediction (which keeps its id, owner and
+    /// status) is kept after its input, output and logs were removed, before it is deleted
+    /// too (`AUGUR_TOMBSTONE_RETENTION`).
+    #[serde(with = "humantime_serde_compat")]
+    pub tombstone_retention: Duration,
     /// How long a worker's lease on a job lasts before it must be renewed (`AUGUR_LEASE`);
     /// also how long a job waits after its node died before another node takes it.
     #[serde(with = "humantime_serde_compat")]
@@ -205,6 +217,9 @@ impl Default for Config {
             cache_entries: 10_000,
             cache_max_staleness: Duration::from_secs(5),
             store_fallback: None,
+            store_breaker_failures: 3,
+            store_breaker_cooldown: Duration::from_secs(5),
+            tombstone_retention: Duration::from_secs(30 * 24 * 3600),
             lease: Duration::from_secs(30),
             output_download_max_bytes: augur_engine::UrlImportLimits::default().max_bytes,
             output_download_timeout: augur_engine::UrlImportLimits::default().timeout,
@@ -454,6 +469,21 @@ impl Config {
         }
         if let Some(v) = var("AUGUR_STORE_FALLBACK") {
             self.store_fallback = Some(v);
+        }
+        if let Some(v) = var("AUGUR_STORE_BREAKER_FAILURES") {
+            self.store_breaker_failures = v.parse().with_context(|| {
+                format!("AUGUR_STORE_BREAKER_FAILURES must be a number, got {v:?}")
+            })?;
+        }
+        if let Some(v) = var("AUGUR_STORE_BREAKER_COOLDOWN") {
+            self.store_breaker_cooldown = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_STORE_BREAKER_COOLDOWN must be a duration such as 5s, got {v:?}")
+            })?;
+        }
+        if let Some(v) = var("AUGUR_TOMBSTONE_RETENTION") {
+            self.tombstone_retention = humantime::parse_duration(&v).with_context(|| {
+                format!("AUGUR_TOMBSTONE_RETENTION must be a duration such as 30days, got {v:?}")
+            })?;
         }
         if let Some(v) = var("AUGUR_LEASE") {
             self.lease = humantime::parse_duration(&v).with_context(|| {

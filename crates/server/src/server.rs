@@ -17,7 +17,7 @@ use augur_api::{ApiConfig, AppParts, AppState};
 use augur_core::outbox::Payload;
 use augur_core::store::DynStore;
 use augur_core::store::cached::CachedStore;
-use augur_core::store::fallback::FallbackStore;
+use augur_core::store::fallback::{Breaker, FallbackStore};
 use augur_core::store::metered::MeteredStore;
 use augur_core::{Accounts, AccountsConfig, Credits, Predictions, Secret, ServiceConfig};
 use augur_engine::{
@@ -55,6 +55,7 @@ pub async fn serve(
         ServiceConfig {
             retention: config.retention,
             canceled_after_start: config.accounts.canceled_after_start,
+            tombstone_retention: config.tombstone_retention,
             ..ServiceConfig::default()
         },
     );
@@ -284,14 +285,18 @@ impl StoreStack {
         let shared = primary.capabilities().shared;
         let mut store: DynStore = Arc::new(MeteredStore::new(primary));
         if let Some(url) = &config.store_fallback {
-            let secondary = backend::open(url).await.with_context(|| {
+            let secondary = backend::open_read_only(url).await.with_context(|| {
                 format!(
                     "cannot open the fallback store {}",
                     backend::redact_url(url)
                 )
             })?;
-            let secondary: DynStore = Arc::new(MeteredStore::new(secondary.store));
-            store = Arc::new(FallbackStore::new(store, secondary));
+            let secondary: DynStore = Arc::new(MeteredStore::new(secondary));
+            let breaker = Breaker {
+                failures: config.store_breaker_failures,
+                cooldown: config.store_breaker_cooldown,
+            };
+            store = Arc::new(FallbackStore::with_breaker(store, secondary, breaker));
         }
         let cache = match (shared, config.cache_entries) {
             (_, 0) => None,

@@ -128,6 +128,22 @@ async fn outage(store_url: &str, crash: impl FnOnce(), restart: impl FnOnce()) {
         let p = api.settled(id, Duration::from_secs(60)).await;
         assert_eq!(p["status"], "succeeded", "{p}");
     }
+    // Every prediction the store holds (acknowledged, or committed when its answer was lost)
+    // settles exactly once: the durable counters meet and stay met.
+    let created = api.counter("augur_predictions_created_total").await;
+    assert!(created >= load.acked.len() as i64);
+    common::eventually(
+        "every prediction to settle",
+        Duration::from_secs(60),
+        async || api.counter("augur_predictions_settled_total").await == created,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        api.counter("augur_predictions_settled_total").await,
+        created,
+        "a prediction settled twice"
+    );
 }
 
 #[cfg(feature = "redis")]
@@ -169,4 +185,142 @@ async fn postgres_crash_under_load_loses_nothing_acknowledged() {
     let url = pg.url();
     let (p1, p2) = (pg.clone(), pg.clone());
     outage(&url, move || p1.crash(), move || p2.restart()).await;
+}
+
+/// Waits until everything written to the primary so far is on its replica (`WAIT`).
+#[cfg(feature = "redis")]
+fn replicated(primary: &Redis) {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"SET augur-test-sync 1\nWAIT 1 10000\n")?;
+            child.wait_with_output()
+        })
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim_end().ends_with('1'), "not replicated: {text}");
+}
+
+/// A read-only replica as the fallback store: it opens (nothing is written to it), reads keep
+/// working while the primary is down, and fast once the breaker is open; writes are refused
+/// at once with a retryable 503; service comes back by itself with the primary.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_only_replica_answers_reads_fast_while_the_primary_is_down() {
+    let Some(bin) = Redis::binary() else {
+        assert!(
+            std::env::var("AUGUR_STORE_TESTS_REQUIRED").as_deref() != Ok("1"),
+            "redis-server is not installed and AUGUR_STORE_TESTS_REQUIRED=1"
+        );
+        eprintln!("skipping: redis-server is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut primary = Redis::start(bin.clone(), &dir.path().join("primary"));
+    let port = primary.port.to_string();
+    let replica = Redis::start_with(
+        bin,
+        &dir.path().join("replica"),
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+            "--replica-read-only",
+            "yes",
+        ],
+    );
+    let server = TestServer::start_on(
+        &primary.url(),
+        &dir.path().join("node"),
+        &[
+            ("AUGUR_STORE_FALLBACK", &replica.url()),
+            // Every read goes to the store, not to the node's cache.
+            ("AUGUR_CACHE_ENTRIES", "0"),
+            ("AUGUR_STORE_BREAKER_COOLDOWN", "2s"),
+        ],
+    );
+    let api = server.client();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, body) = api.create("augur/echo", json!({"i": i})).await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        api.settled(&id, Duration::from_secs(30)).await;
+        ids.push(id);
+    }
+    replicated(&primary);
+
+    primary.kill();
+    // The first reads find the primary down (each waits its timeout) and open the breaker.
+    let mut slowest_after_open = Duration::ZERO;
+    for round in 0..20 {
+        let id = &ids[round % ids.len()];
+        let started = Instant::now();
+        let (status, body) = api.get(id).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(status, 200, "read {round} during the outage: {body}");
+        assert_eq!(body["status"], "succeeded", "{body}");
+        if round >= 10 {
+            slowest_after_open = slowest_after_open.max(took);
+        }
+    }
+    eprintln!("slowest read once the breaker was open: {slowest_after_open:?}");
+    assert!(
+        slowest_after_open < Duration::from_millis(500),
+        "reads still wait for the primary: {slowest_after_open:?}"
+    );
+    let started = Instant::now();
+    let refused = api
+        .http
+        .post(format!("{}/v1/models/augur/echo/predictions", api.base))
+        .bearer_auth(common::TOKEN)
+        .json(&json!({"input": {"i": "during"}}))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(refused.status().as_u16(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["detail"].is_string() || body["error"].is_object(),
+        "{body}"
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "a write waited {took:?} for a primary known to be down"
+    );
+
+    primary.restart();
+    let started = Instant::now();
+    let id = loop {
+        let (status, body) = api
+            .create("augur/echo", json!({"i": "after"}))
+            .await
+            .unwrap();
+        if status == 201 {
+            break body["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writes never came back: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("writes back {:?} after the primary", started.elapsed());
+    assert_eq!(
+        api.settled(&id, Duration::from_secs(30)).await["status"],
+        "succeeded"
+    );
+    for id in &ids {
+        assert_eq!(api.get(id).await.unwrap().0, 200);
+    }
 }

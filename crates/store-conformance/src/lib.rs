@@ -77,6 +77,7 @@ macro_rules! conformance_suite {
             list_pages_newest_first_without_gaps,
             list_filters_combine,
             expire_leaves_tombstones,
+            old_tombstones_are_deleted_and_their_ids_never_reused,
             expired_records_of_delete_kinds_are_absent,
             counters_accumulate,
             limited_counters_refuse_to_pass_their_limit,

@@ -627,6 +627,62 @@ pub async fn expire_leaves_tombstones(store: DynStore) {
     assert_eq!(get(&store, &due.id).await.unwrap().revision, Revision(2));
 }
 
+/// Through the service: tombstones whose id's time is past the second horizon are deleted (and
+/// the id is refused as a client's from then on); predictions with data, and tombstones of
+/// ids that carry no time, stay.
+pub async fn old_tombstones_are_deleted_and_their_ids_never_reused(store: DynStore) {
+    let service = Predictions::new(
+        store.clone(),
+        ServiceConfig {
+            tombstone_retention: Duration::ZERO,
+            ..ServiceConfig::default()
+        },
+    );
+    let now = Timestamp::now();
+    let expired = |mut p: augur_core::Prediction| {
+        p.status = Status::Succeeded;
+        p.output = Some(json!("out"));
+        p.expires_at = Some(now.minus(Duration::from_secs(1)));
+        p
+    };
+    let old = expired(prediction());
+    let mut timeless = expired(prediction());
+    timeless.id = PredictionId::parse(&format!("mine-{}", old.id)).unwrap();
+    let live = prediction();
+    for p in [&old, &timeless, &live] {
+        insert(&store, p, vec![]).await;
+    }
+    assert_eq!(store.expire(now, 1000).await.unwrap().len(), 2);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let (mut deleted, mut after) = service.prune_tombstones(None, 1).await.unwrap();
+    while after.is_some() {
+        let (more, next) = service.prune_tombstones(after, 1).await.unwrap();
+        deleted += more;
+        after = next;
+    }
+    assert_eq!(deleted, 1);
+    assert!(store.get(&old.key()).await.unwrap().is_none());
+    assert!(get(&store, &timeless.id).await.unwrap().value.data_removed);
+    assert_eq!(get(&store, &live.id).await.unwrap().value, live);
+    let listed = store
+        .list(&ListQuery::of(Kind::Prediction, 100))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 2);
+
+    // The deleted tombstone's id is not taken again.
+    let mut again = create_request(&old.owner, "k-again", json!({}));
+    again.idempotency_key = None;
+    again.id = Some(old.id.clone());
+    let refused = service.create(again).await;
+    assert!(
+        matches!(refused, Err(augur_core::Error::IdRetired(_))),
+        "{refused:?}"
+    );
+    assert!(store.get(&old.key()).await.unwrap().is_none());
+}
+
 /// Records of kinds that expire by deletion (idempotency keys) read as absent once their time
 /// is past, can be inserted afresh, and are deleted by a sweep.
 pub async fn expired_records_of_delete_kinds_are_absent(store: DynStore) {

@@ -101,6 +101,7 @@ pub(crate) enum Error {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     Unavailable,
+    NoSpace,
     Corrupt,
     Other,
 }
@@ -126,8 +127,11 @@ impl Error {
             | Error::Encode(_)
             | Error::Internal(_)
             | Error::Join(_)
-            | Error::Io { .. }
             | Error::Config(_) => Class::Other,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                Class::NoSpace
+            }
+            Error::Io { .. } => Class::Other,
         }
     }
 }
@@ -137,10 +141,10 @@ fn sqlite_class(e: &rusqlite::Error) -> Class {
         Some(
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
-            | ErrorCode::DiskFull
             | ErrorCode::OutOfMemory
             | ErrorCode::CannotOpen,
         ) => Class::Unavailable,
+        Some(ErrorCode::DiskFull) => Class::NoSpace,
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Class::Corrupt,
         Some(_) => Class::Other,
         None => match e {
@@ -183,6 +187,10 @@ impl From<Error> for store::Error {
                 let source = Box::new(other);
                 match class {
                     Class::Unavailable => store::Error::Unavailable {
+                        backend: BACKEND,
+                        source,
+                    },
+                    Class::NoSpace => store::Error::NoSpace {
                         backend: BACKEND,
                         source,
                     },

@@ -44,6 +44,16 @@ pub(crate) enum Error {
         found: i64,
         known: usize,
     },
+    #[error(
+        "schema {schema:?} is at migration {found}, older than this build reads ({known}); \
+         start a node of this build on its primary first (it migrates), or use a standby of \
+         a migrated primary"
+    )]
+    SchemaTooOld {
+        schema: String,
+        found: i64,
+        known: usize,
+    },
     #[error("{0}")]
     Config(String),
     #[error("the store is closed")]
@@ -101,6 +111,7 @@ impl From<store::Error> for Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     Unavailable,
+    NoSpace,
     Corrupt,
     Other,
 }
@@ -122,6 +133,7 @@ impl Error {
             | Error::BuildPool(_)
             | Error::Encode(_)
             | Error::SchemaTooNew { .. }
+            | Error::SchemaTooOld { .. }
             | Error::Config(_) => Class::Other,
         }
     }
@@ -160,6 +172,9 @@ fn source_is_io(e: &tokio_postgres::Error) -> bool {
 
 fn sqlstate_class(state: &SqlState) -> Class {
     let code = state.code();
+    if *state == SqlState::DISK_FULL {
+        return Class::NoSpace;
+    }
     // Class 08: connection exceptions; 53: insufficient resources (too many connections,
     // out of memory, disk full); 57P0x: the server is shutting down or starting up.
     if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") {
@@ -193,6 +208,10 @@ impl From<Error> for store::Error {
                         backend: BACKEND,
                         source,
                     },
+                    Class::NoSpace => store::Error::NoSpace {
+                        backend: BACKEND,
+                        source,
+                    },
                     Class::Corrupt => store::Error::Corrupt {
                         backend: BACKEND,
                         source,
@@ -221,11 +240,11 @@ mod tests {
             SqlState::T_R_DEADLOCK_DETECTED,
             SqlState::TOO_MANY_CONNECTIONS,
             SqlState::CONNECTION_FAILURE,
-            SqlState::DISK_FULL,
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ] {
             assert_eq!(sqlstate_class(&state), Class::Unavailable, "{state:?}");
         }
+        assert_eq!(sqlstate_class(&SqlState::DISK_FULL), Class::NoSpace);
         assert_eq!(sqlstate_class(&SqlState::DATA_CORRUPTED), Class::Corrupt);
         for state in [
             SqlState::UNIQUE_VIOLATION,

@@ -102,6 +102,35 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<usize, 
     Ok(applied)
 }
 
+/// Checks, without writing, that the schema is migrated exactly as far as this build knows:
+/// what a read-only connection (to a standby) needs, as it cannot migrate.
+pub(crate) async fn check(client: &Client, schema: &str) -> Result<(), Error> {
+    // The schema name is validated to be a plain lowercase identifier.
+    let found: i64 = client
+        .query_one(
+            &format!("SELECT COALESCE(max(version), 0) FROM {schema}.schema_migrations"),
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    let known = MIGRATIONS.len();
+    if found > known as i64 {
+        return Err(Error::SchemaTooNew {
+            schema: schema.to_owned(),
+            found,
+            known,
+        });
+    }
+    if found < known as i64 {
+        return Err(Error::SchemaTooOld {
+            schema: schema.to_owned(),
+            found,
+            known,
+        });
+    }
+    Ok(())
+}
+
 /// Whether a committed transaction is on stable storage before the commit returns: `fsync`
 /// is on and `synchronous_commit` is not `off` for this session.
 pub(crate) async fn commits_are_durable(client: &Client) -> Result<bool, Error> {

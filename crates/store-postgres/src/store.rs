@@ -66,7 +66,14 @@ impl PostgresStore {
 
     /// Like [`PostgresStore::connect`], with options already parsed.
     pub async fn connect_with(options: PostgresOptions) -> Result<Self, store::Error> {
-        Ok(Self::open(options, false).await?)
+        Ok(Self::open(options, false, false).await?)
+    }
+
+    /// Connects to a database it will only read, such as a hot standby: connecting writes
+    /// nothing (the schema's migrations are checked, not applied, and a schema this build
+    /// cannot read is refused); the caller must not write through it.
+    pub async fn connect_read_only(url: &str) -> Result<Self, store::Error> {
+        Ok(Self::open(PostgresOptions::from_url(url)?, false, true).await?)
     }
 
     /// Like [`PostgresStore::connect_with`], but every write takes the general path (a
@@ -74,10 +81,14 @@ impl PostgresStore {
     /// tests that check that both leave the same state; slower, never needed otherwise.
     #[doc(hidden)]
     pub async fn connect_general_only(options: PostgresOptions) -> Result<Self, store::Error> {
-        Ok(Self::open(options, true).await?)
+        Ok(Self::open(options, true, false).await?)
     }
 
-    async fn open(options: PostgresOptions, general_only: bool) -> Result<Self, Error> {
+    async fn open(
+        options: PostgresOptions,
+        general_only: bool,
+        read_only: bool,
+    ) -> Result<Self, Error> {
         let manager = Manager::from_config(
             options.pg_config("pool"),
             NoTls,
@@ -95,7 +106,12 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()?;
         let mut client = pool.get().await?;
-        let applied = schema::migrate(&mut client, &options.schema).await?;
+        let applied = if read_only {
+            schema::check(&client, &options.schema).await?;
+            0
+        } else {
+            schema::migrate(&mut client, &options.schema).await?
+        };
         let durable = schema::commits_are_durable(&client).await?;
         drop(client);
         if !durable {

@@ -44,6 +44,7 @@ pub(crate) enum Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     Unavailable,
+    NoSpace,
     Corrupt,
     Other,
 }
@@ -69,6 +70,10 @@ fn redis_class(e: &redis::RedisError) -> Class {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return Class::Unavailable;
     }
+    if e.code() == Some("OOM") {
+        // maxmemory reached: writes are refused until memory is freed, reads go on.
+        return Class::NoSpace;
+    }
     match e.kind() {
         ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => Class::Unavailable,
         ErrorKind::Server(
@@ -82,10 +87,10 @@ fn redis_class(e: &redis::RedisError) -> Class {
         ) => Class::Unavailable,
         ErrorKind::Parse => Class::Corrupt,
         _ => match e.code() {
-            // BUSY: another script runs too long; OOM: maxmemory reached; NOREPLICAS /
+            // BUSY: another script runs too long; NOREPLICAS /
             // NOTREADY: the primary cannot take writes just now.
             Some(
-                "BUSY" | "OOM" | "NOREPLICAS" | "NOTREADY" | "LOADING" | "TRYAGAIN" | "CLUSTERDOWN"
+                "BUSY" | "NOREPLICAS" | "NOTREADY" | "LOADING" | "TRYAGAIN" | "CLUSTERDOWN"
                 | "MASTERDOWN" | "READONLY",
             ) => Class::Unavailable,
             _ => Class::Other,
@@ -102,6 +107,10 @@ impl From<Error> for store::Error {
         let source = Box::new(e);
         match class {
             Class::Unavailable => store::Error::Unavailable {
+                backend: BACKEND,
+                source,
+            },
+            Class::NoSpace => store::Error::NoSpace {
                 backend: BACKEND,
                 source,
             },
@@ -150,6 +159,7 @@ mod tests {
             Error::Redis(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out").into())
                 .into();
         assert!(timeout.is_retryable());
+        assert_eq!(store::Error::from(server("OOM")).kind(), "no_space");
         assert_eq!(store::Error::from(server("NOPERM")).kind(), "other");
         let decode = serde_json::from_str::<u8>("x").unwrap_err();
         assert_eq!(store::Error::from(Error::Decode(decode)).kind(), "corrupt");

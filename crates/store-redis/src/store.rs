@@ -74,13 +74,25 @@ impl RedisStore {
     /// [`store::Error::Other`] when the prefix holds data of another layout (layout 1, written
     /// before the storage contract's second version, included: see the crate's README).
     pub async fn connect_with(options: RedisOptions) -> Result<Self, store::Error> {
-        Ok(Self::connect_inner(options).await?)
+        Ok(Self::connect_inner(options, false).await?)
     }
 
-    async fn connect_inner(options: RedisOptions) -> Result<Self, Error> {
+    /// Connects to a store it will only read, such as a read-only replica
+    /// (`--replica-read-only yes`): connecting writes nothing (the layout is checked, not
+    /// recorded), so that it works where writes are refused. Reads run scripts flagged
+    /// `no-writes`, which replicas accept; the caller must not write through it.
+    pub async fn connect_read_only(url: &str) -> Result<Self, store::Error> {
+        Ok(Self::connect_inner(RedisOptions::from_url(url)?, true).await?)
+    }
+
+    async fn connect_inner(options: RedisOptions, read_only: bool) -> Result<Self, Error> {
         let mut conn = Conn::connect(&options).await?;
         let layout = Layout::new(&options.prefix);
-        check_layout(&mut conn, &layout, &options.prefix).await?;
+        if read_only {
+            check_layout_read_only(&mut conn, &layout, &options.prefix).await?;
+        } else {
+            check_layout(&mut conn, &layout, &options.prefix).await?;
+        }
         let durable = check_durability(&mut conn, &options).await;
         let channel = layout.channel();
         tracing::debug!(url = %options, durable, "connected to the Redis store");
@@ -115,6 +127,24 @@ async fn check_layout(conn: &mut Conn, layout: &Layout, prefix: &str) -> Result<
         .arg("GET")
         .query_async(conn)
         .await?;
+    refuse_other_layout(found, prefix)
+}
+
+/// [`check_layout`] without writing: a prefix with no layout recorded yet (an empty store) is
+/// read as this build's.
+async fn check_layout_read_only(
+    conn: &mut Conn,
+    layout: &Layout,
+    prefix: &str,
+) -> Result<(), Error> {
+    let found: Option<String> = redis::cmd("GET")
+        .arg(layout.layout_key())
+        .query_async(conn)
+        .await?;
+    refuse_other_layout(found, prefix)
+}
+
+fn refuse_other_layout(found: Option<String>, prefix: &str) -> Result<(), Error> {
     match found {
         Some(found) if found != LAYOUT_VERSION => Err(Error::Layout {
             prefix: prefix.to_owned(),

@@ -8,28 +8,145 @@
 //! fails loudly: it is never sent to the secondary, where it would fork the history. The
 //! secondary may lag, so a fallback read can be stale; that is the trade this decorator makes
 //! for availability of status reads during an outage.
+//!
+//! A primary that is down answers each call only after its client's timeout (seconds), so a
+//! circuit breaker stops asking it: after [`Breaker::failures`] retryable errors in a row the
+//! breaker opens, reads go straight to the secondary and writes fail at once with
+//! [`Error::Unavailable`] for [`Breaker::cooldown`]; then one call (a probe) goes to the
+//! primary while the others keep to the secondary, and its answer closes the breaker or opens
+//! it for another cool-down. The state is `augur_store_breaker_open` (0 or 1).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use super::{
-    Access, AdminStore, Capabilities, ChangeStream, DynStore, Exported, Position, Result, Section,
+    Access, AdminStore, Capabilities, ChangeStream, DynStore, Error, Exported, Position, Result,
+    Section,
 };
 use crate::forward_store;
 
-#[cfg(test)]
-use super::Error;
+/// When the breaker opens and how long it stays open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Breaker {
+    /// Retryable errors in a row from the primary that open the breaker (at least 1).
+    pub failures: u32,
+    /// How long reads skip the primary (and writes fail at once) before a probe.
+    pub cooldown: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            failures: 3,
+            cooldown: Duration::from_secs(5),
+        }
+    }
+}
 
 /// Primary for everything, secondary for reads while the primary is unavailable.
 #[derive(Debug)]
 pub struct FallbackStore {
     primary: DynStore,
     secondary: DynStore,
+    breaker: Breaker,
+    /// Retryable errors in a row from the primary.
+    failures: AtomicU32,
+    /// While open: until when calls skip the primary.
+    open_until: Mutex<Option<Instant>>,
+    /// A probe is on its way to the primary.
+    probing: AtomicBool,
+}
+
+/// Where one call goes.
+enum Route {
+    /// The primary, as usual (the breaker is closed).
+    Primary,
+    /// The primary, as the one probe of an open breaker.
+    Probe,
+    /// Not the primary: the breaker is open.
+    Skip,
+}
+
+/// Lets the next caller probe once dropped.
+struct ProbeTurn<'a>(&'a AtomicBool);
+
+impl Drop for ProbeTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl FallbackStore {
-    /// Reads fall back from `primary` to `secondary`; writes go to `primary` only.
+    /// Reads fall back from `primary` to `secondary`; writes go to `primary` only. The
+    /// breaker has its default settings.
     pub fn new(primary: DynStore, secondary: DynStore) -> Self {
-        Self { primary, secondary }
+        Self::with_breaker(primary, secondary, Breaker::default())
+    }
+
+    /// Like [`FallbackStore::new`], with the breaker's settings.
+    pub fn with_breaker(primary: DynStore, secondary: DynStore, breaker: Breaker) -> Self {
+        Self {
+            primary,
+            secondary,
+            breaker: Breaker {
+                failures: breaker.failures.max(1),
+                ..breaker
+            },
+            failures: AtomicU32::new(0),
+            open_until: Mutex::new(None),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the breaker is open (calls skip the primary, but for probes).
+    pub fn breaker_open(&self) -> bool {
+        self.open_until.lock().expect("breaker lock").is_some()
+    }
+
+    fn route_for_call(&self) -> Route {
+        let open_until = *self.open_until.lock().expect("breaker lock");
+        match open_until {
+            None => Route::Primary,
+            Some(until) if Instant::now() < until => Route::Skip,
+            Some(_) => {
+                match self
+                    .probing
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    Ok(_) => Route::Probe,
+                    Err(_) => Route::Skip,
+                }
+            }
+        }
+    }
+
+    /// Records what the primary answered: a retryable error counts towards opening (or, from
+    /// a probe, reopens at once); anything else closes the breaker.
+    fn record(&self, route: &Route, unavailable: bool) {
+        let mut open_until = self.open_until.lock().expect("breaker lock");
+        if unavailable {
+            let failures = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+            if matches!(route, Route::Probe) || failures >= self.breaker.failures {
+                if open_until.is_none() {
+                    tracing::warn!(
+                        failures,
+                        cooldown = ?self.breaker.cooldown,
+                        "primary store unavailable; reads go to the fallback until a probe succeeds"
+                    );
+                }
+                *open_until = Some(Instant::now() + self.breaker.cooldown);
+                metrics::gauge!("augur_store_breaker_open").set(1.0);
+            }
+        } else {
+            self.failures.store(0, Ordering::SeqCst);
+            if open_until.take().is_some() {
+                tracing::info!("primary store answers again; the breaker is closed");
+                metrics::gauge!("augur_store_breaker_open").set(0.0);
+            }
+        }
     }
 
     async fn route<T, F, Fut>(&self, access: Access, operation: &'static str, call: F) -> Result<T>
@@ -37,15 +154,32 @@ impl FallbackStore {
         F: Fn(DynStore) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        match call(self.primary.clone()).await {
-            Err(e) if e.is_retryable() && access == Access::Read => {
-                tracing::warn!(error = %e, operation, "primary store unavailable; reading from the fallback");
-                metrics::counter!("augur_store_fallback_reads_total", "operation" => operation)
-                    .increment(1);
-                call(self.secondary.clone()).await
+        let route = self.route_for_call();
+        let error = match route {
+            Route::Skip => Error::Unavailable {
+                backend: self.primary.backend(),
+                source: "the primary store is not answering; retry in a few seconds".into(),
+            },
+            Route::Primary | Route::Probe => {
+                // The probe's turn ends with it, even if its caller gives up waiting.
+                let _probe = matches!(route, Route::Probe).then(|| ProbeTurn(&self.probing));
+                let answer = call(self.primary.clone()).await;
+                // Only an unreachable primary opens the breaker: one that is full still
+                // answers reads.
+                self.record(&route, matches!(&answer, Err(Error::Unavailable { .. })));
+                match answer {
+                    Err(e) if e.is_retryable() => e,
+                    other => return other,
+                }
             }
-            other => other,
+        };
+        if access == Access::Write {
+            return Err(error);
         }
+        tracing::debug!(error = %error, operation, "reading from the fallback store");
+        metrics::counter!("augur_store_fallback_reads_total", "operation" => operation)
+            .increment(1);
+        call(self.secondary.clone()).await
     }
 }
 
@@ -108,11 +242,12 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::{Entity, Kind, Lane, ListQuery, Op, QueueStore, RecordStore, Write};
 
-    /// A primary that can be switched off.
+    /// A primary that can be switched off, and counts the calls it gets.
     #[derive(Debug)]
     struct Switchable {
         inner: DynStore,
         down: AtomicBool,
+        calls: std::sync::atomic::AtomicUsize,
     }
 
     impl Switchable {
@@ -121,6 +256,7 @@ mod tests {
             F: FnOnce(DynStore) -> Fut,
             Fut: Future<Output = Result<T>>,
         {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
                 return Err(Error::Unavailable {
                     backend: "switchable",
@@ -156,9 +292,15 @@ mod tests {
         let primary = Arc::new(Switchable {
             inner: Arc::new(MemoryStore::new()),
             down: AtomicBool::new(false),
+            calls: Default::default(),
         });
         let secondary = Arc::new(MemoryStore::new());
-        let store = FallbackStore::new(primary.clone(), secondary.clone());
+        // The breaker stays closed here: every call asks the primary.
+        let never = Breaker {
+            failures: u32::MAX,
+            ..Breaker::default()
+        };
+        let store = FallbackStore::with_breaker(primary.clone(), secondary.clone(), never);
         let p = prediction();
         store.write(&insert(&p)).await.unwrap();
         // The secondary is a replica: copy the record there as replication would.
@@ -210,5 +352,58 @@ mod tests {
         secondary.write(&insert(&p)).await.unwrap();
         let store = FallbackStore::new(primary, secondary);
         assert!(store.get(&p.key()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_breaker_stops_asking_a_primary_that_is_down_and_probes_it() {
+        let primary = Arc::new(Switchable {
+            inner: Arc::new(MemoryStore::new()),
+            down: AtomicBool::new(true),
+            calls: Default::default(),
+        });
+        let secondary = Arc::new(MemoryStore::new());
+        let breaker = Breaker {
+            failures: 2,
+            cooldown: std::time::Duration::from_millis(200),
+        };
+        let store = FallbackStore::with_breaker(primary.clone(), secondary.clone(), breaker);
+        let p = prediction();
+        secondary.write(&insert(&p)).await.unwrap();
+        let calls = || primary.calls.load(Ordering::SeqCst);
+
+        for _ in 0..2 {
+            assert!(store.get(&p.key()).await.unwrap().is_some());
+        }
+        assert_eq!(calls(), 2);
+        assert!(store.breaker_open());
+        // Open: reads skip the primary, writes fail at once with a retryable error.
+        for _ in 0..10 {
+            assert!(store.get(&p.key()).await.unwrap().is_some());
+        }
+        let written = store.write(&insert(&prediction())).await;
+        assert!(
+            matches!(&written, Err(e) if e.is_retryable()),
+            "{written:?}"
+        );
+        assert_eq!(calls(), 2, "the open breaker still asked the primary");
+
+        // After the cool-down one probe goes to the primary; it fails: open again.
+        tokio::time::sleep(breaker.cooldown).await;
+        assert!(store.get(&p.key()).await.unwrap().is_some());
+        assert_eq!(calls(), 3);
+        assert!(store.breaker_open());
+        store.get(&p.key()).await.unwrap();
+        assert_eq!(calls(), 3);
+
+        // The primary is back: the next probe closes the breaker and everything goes there.
+        primary.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(breaker.cooldown).await;
+        assert!(
+            store.get(&p.key()).await.unwrap().is_none(),
+            "the probe read the primary"
+        );
+        assert!(!store.breaker_open());
+        store.write(&insert(&p)).await.unwrap();
+        assert_eq!(calls(), 5);
     }
 }

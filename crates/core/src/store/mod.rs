@@ -135,6 +135,15 @@ pub enum Error {
         /// Underlying error.
         source: BoxError,
     },
+    /// The store has no room for the write (its disk is full, or Redis reached `maxmemory`):
+    /// writes are refused until space is freed, reads go on; retrying later may succeed.
+    #[error("{backend} store has no space left for writes: {source}")]
+    NoSpace {
+        /// Backend name.
+        backend: &'static str,
+        /// Underlying error.
+        source: BoxError,
+    },
     /// Stored data could not be decoded.
     #[error("{backend} store holds corrupt data: {source}")]
     Corrupt {
@@ -156,7 +165,7 @@ pub enum Error {
 impl Error {
     /// True if the same call may succeed later without any change.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+        matches!(self, Error::Unavailable { .. } | Error::NoSpace { .. })
     }
 
     /// A stable short name for metrics labels.
@@ -170,6 +179,7 @@ impl Error {
             Error::LimitReached { .. } => "limit_reached",
             Error::Invalid(_) => "invalid",
             Error::Unavailable { .. } => "unavailable",
+            Error::NoSpace { .. } => "no_space",
             Error::Corrupt { .. } => "corrupt",
             Error::Other { .. } => "other",
         }

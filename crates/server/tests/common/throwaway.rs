@@ -33,6 +33,8 @@ pub struct Redis {
     dir: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// More command-line arguments (`--replicaof …`).
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -46,12 +48,18 @@ impl Redis {
 
     /// Starts a server with its data in `dir`.
     pub fn start(bin: PathBuf, dir: &Path) -> Self {
+        Self::start_with(bin, dir, &[])
+    }
+
+    /// Starts a server with its data in `dir` and more arguments.
+    pub fn start_with(bin: PathBuf, dir: &Path, extra: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let mut redis = Self {
             bin,
             dir: dir.to_owned(),
             port: free_port(),
             child: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         redis.restart();
         redis
@@ -79,6 +87,7 @@ impl Redis {
                 "--save",
                 "",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
