@@ -89,8 +89,9 @@ check("the prediction names its deployment", raw.get("deployment") == f"{owner}/
 p = client.deployments.predictions.create(deployment=f"{owner}/web", input={"n": 1})
 p.wait()
 check("deployments.predictions.create runs it", p.output == {"n": 1}, f"{p.status} {p.output}")
-p = client.predictions.create(deployment=f"{owner}/web", input={"n": 2}, wait=True)
-check("predictions.create(deployment=...) with wait", p.status == "succeeded" and p.output == {"n": 2},
+p = client.predictions.create(deployment=f"{owner}/web", input={"n": 2})
+p.wait()
+check("predictions.create(deployment=...)", p.status == "succeeded" and p.output == {"n": 2},
       f"{p.status} {p.output}")
 
 # Another account does not see it, exactly like a missing one.
