@@ -62,7 +62,7 @@ fn list(state: &AppState, keep: impl Fn(&Model) -> bool) -> Json<Value> {
     let results: Vec<Value> = state
         .models
         .iter()
-        .filter(|m| keep(&***m))
+        .filter(|m| keep(m))
         .map(|m| model_json(state, m))
         .collect();
     Json(json!({"previous": null, "next": null, "results": results}))

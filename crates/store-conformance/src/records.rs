@@ -584,7 +584,7 @@ pub async fn list_pages_back_without_gaps(store: DynStore) {
         .list(&query(Some(Cursor::before(middle))))
         .await
         .unwrap();
-    let all: Vec<String> = forward.iter().flat_map(|p| ids(p)).collect();
+    let all: Vec<String> = forward.iter().flat_map(&ids).collect();
     assert_eq!(ids(&page), all[7..12].to_vec());
     assert!(page.next.is_some());
 }
