@@ -29,7 +29,7 @@ use augur_core::{AccountId, Caller, Timestamp};
 use crate::AppState;
 use crate::auth::require_admin;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
-use crate::predictions::{decode_cursor, encode_cursor};
+use crate::predictions::decode_cursor;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -149,16 +149,17 @@ async fn list(
     require_admin(&caller)?;
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let asked = after.clone();
     let page = state.accounts.list(after, limit).await?;
     let public = &state.config.public_url;
-    let next = page.next.map(|c| {
-        format!(
-            "{public}/v1/accounts?cursor={}&limit={limit}",
-            encode_cursor(&c)
-        )
-    });
+    let (next, previous) = crate::pages::Route {
+        url: format!("{public}/v1/accounts"),
+        filters: &[],
+        limit: Some(limit),
+    }
+    .links(asked.as_ref(), page.next.as_ref(), &page.items);
     let results: Vec<_> = page.items.iter().map(|a| account_json(a)).collect();
-    Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
+    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
 }
 
 async fn get_one(

@@ -33,7 +33,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
 use crate::predictions::{
     check_create_rate, check_file_inputs, creation_response, decode_cursor, find_model,
-    idempotency_key, next_page, parse_webhook, status_param,
+    idempotency_key, parse_webhook, status_param,
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -300,6 +300,7 @@ async fn list(
     }
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let asked = after.clone();
     let page = state
         .service
         .list_batches(&caller.account, after, limit)
@@ -310,13 +311,13 @@ async fn list(
         .iter()
         .map(|b| BatchJson::new(public, b))
         .collect();
-    let next = next_page(
-        &format!("{public}/v1/batches"),
-        page.next.as_ref(),
-        &[],
-        params.limit.map(|_| limit),
-    );
-    Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
+    let (next, previous) = crate::pages::Route {
+        url: format!("{public}/v1/batches"),
+        filters: &[],
+        limit: params.limit.map(|_| limit),
+    }
+    .links(asked.as_ref(), page.next.as_ref(), &page.items);
+    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
 }
 
 async fn items(
@@ -329,6 +330,7 @@ async fn items(
     let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let asked = after.clone();
     let page = state
         .service
         .batch_items(&batch.value, status, after, limit)
@@ -339,13 +341,13 @@ async fn items(
         .iter()
         .map(|p| crate::wire::PredictionJson::new(public, p))
         .collect();
-    let next = next_page(
-        &format!("{public}/v1/batches/{}/predictions", batch.value.id),
-        page.next.as_ref(),
-        &[("status", params.status.as_deref())],
-        params.limit.map(|_| limit),
-    );
-    Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
+    let (next, previous) = crate::pages::Route {
+        url: format!("{public}/v1/batches/{}/predictions", batch.value.id),
+        filters: &[("status", params.status.as_deref())],
+        limit: params.limit.map(|_| limit),
+    }
+    .links(asked.as_ref(), page.next.as_ref(), &page.items);
+    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
 }
 
 async fn cancel(

@@ -58,6 +58,12 @@ pub enum ErrorCode {
     WorkflowNotFound,
     /// No such workflow run.
     RunNotFound,
+    /// No such deployment.
+    DeploymentNotFound,
+    /// The account already has a deployment with that name.
+    DeploymentExists,
+    /// No such collection.
+    CollectionNotFound,
     /// No such route.
     RouteNotFound,
     /// The route exists but not for this method.
@@ -111,9 +117,8 @@ impl ErrorCode {
             }
             Unauthenticated | InvalidToken => StatusCode::UNAUTHORIZED,
             PredictionNotFound | ModelNotFound | VersionNotFound | FileNotFound | BatchNotFound
-            | WebhookNotFound | WorkflowNotFound | RunNotFound | RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            | WebhookNotFound | WorkflowNotFound | RunNotFound | RouteNotFound
+            | DeploymentNotFound | CollectionNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             InvalidTransition | IdConflict => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -125,7 +130,7 @@ impl ErrorCode {
             InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             AccountNotFound | TokenNotFound => StatusCode::NOT_FOUND,
-            AccountExists => StatusCode::CONFLICT,
+            AccountExists | DeploymentExists => StatusCode::CONFLICT,
             InvalidSignature | UrlExpired => StatusCode::FORBIDDEN,
         }
     }
@@ -150,6 +155,9 @@ impl ErrorCode {
             WebhookNotFound => "Webhook message not found",
             WorkflowNotFound => "Workflow not found",
             RunNotFound => "Run not found",
+            DeploymentNotFound => "Deployment not found",
+            DeploymentExists => "Deployment exists",
+            CollectionNotFound => "Collection not found",
             RouteNotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
             InvalidTransition => "Invalid transition",
@@ -309,6 +317,15 @@ impl From<augur_core::Error> for ApiError {
             E::InvalidBlueprint(e) => {
                 ApiError::new(ErrorCode::InvalidInput, e.to_string()).with_field(e.field)
             }
+            E::DeploymentNotFound(name) => ApiError::new(
+                ErrorCode::DeploymentNotFound,
+                format!("deployment {name} not found; GET /v1/deployments lists yours"),
+            ),
+            E::DeploymentExists(name) => ApiError::new(
+                ErrorCode::DeploymentExists,
+                format!("deployment {name} already exists; PATCH it to make a new release"),
+            )
+            .with_field("name"),
             E::BatchNotFound(id) => {
                 ApiError::new(ErrorCode::BatchNotFound, format!("batch {id:?} not found"))
             }

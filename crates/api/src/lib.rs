@@ -7,6 +7,8 @@
 //! - `/v1/files`: the files API (uploads) and signed download URLs.
 //! - `/v1/batches`: batches of predictions ([`batches`]).
 //! - `/v1/workflows`, `/v1/runs`: workflows of predictions and their runs ([`workflows`]).
+//! - `/v1/deployments`, `/v1/hardware`, `/v1/collections`: Replicate's deployments, hardware
+//!   and collections (`deployments`, `models`).
 //! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction and per-model
 //!   tokens, checked before the body is read).
 //! - `/internal/replicate/...`: webhooks from upstream Replicate APIs (per-prediction tokens).
@@ -22,11 +24,13 @@ pub mod batches;
 pub mod callbacks;
 mod cog_hooks;
 mod compat;
+mod deployments;
 pub mod error;
 mod files;
 mod limits;
 mod models;
 pub mod ops;
+mod pages;
 pub mod payments;
 mod predictions;
 mod replicate_hooks;
@@ -192,6 +196,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stream::account_routes())
         .merge(uploads::routes())
         .merge(workflows::routes())
+        .merge(deployments::routes())
         .route_layer(authenticate())
         .merge(stream::routes())
         .merge(payments::routes())

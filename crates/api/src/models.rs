@@ -1,7 +1,13 @@
-//! `/v1/models`: the models this server runs, in Replicate's model and version shapes.
+//! `/v1/models`: the models this server runs, in Replicate's model and version shapes; their
+//! search (`QUERY /v1/models`, a text body, as the official clients send it); and
+//! `/v1/collections`, whose one collection, [`ALL_COLLECTION`], holds every model (Augur has no
+//! curated collections).
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -13,7 +19,10 @@ use crate::predictions::find_model;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/models", get(list))
+        // `any`, because search is the QUERY method, which axum's method filters do not name.
+        .route("/v1/models", any(models_root))
+        .route("/v1/collections", get(collections))
+        .route("/v1/collections/{slug}", get(collection))
         .route("/v1/models/{owner}/{name}", get(get_one))
         .route("/v1/models/{owner}/{name}/versions", get(versions))
         .route("/v1/models/{owner}/{name}/versions/{version}", get(version))
@@ -45,9 +54,84 @@ fn model_json(state: &AppState, model: &Model) -> Value {
     })
 }
 
-async fn list(State(state): State<AppState>) -> Json<Value> {
-    let results: Vec<Value> = state.models.iter().map(|m| model_json(&state, m)).collect();
+/// The slug of the one collection: every model this server runs.
+pub(crate) const ALL_COLLECTION: &str = "all";
+
+/// Every model is on one page (a server runs a handful), so `previous` and `next` are null.
+fn list(state: &AppState, keep: impl Fn(&Model) -> bool) -> Json<Value> {
+    let results: Vec<Value> = state
+        .models
+        .iter()
+        .filter(|m| keep(m))
+        .map(|m| model_json(state, m))
+        .collect();
     Json(json!({"previous": null, "next": null, "results": results}))
+}
+
+/// `GET /v1/models` lists; `QUERY /v1/models` searches: every word of the text body must appear
+/// (ignoring case) in the model's `owner/name` or description. An empty query lists them all.
+async fn models_root(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    match method.as_str() {
+        "GET" | "HEAD" => list(&state, |_| true).into_response(),
+        "QUERY" => {
+            let Ok(text) = std::str::from_utf8(&body) else {
+                return ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "the search query (the QUERY body) must be UTF-8 text",
+                )
+                .into_response();
+            };
+            // The JS client sends the query JSON-encoded (a quoted string); Python as is.
+            let text = serde_json::from_str::<String>(text.trim()).unwrap_or_else(|_| text.into());
+            let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+            list(&state, |m| {
+                let haystack = format!("{} {}", m.name, m.description).to_lowercase();
+                words.iter().all(|w| haystack.contains(w.as_str()))
+            })
+            .into_response()
+        }
+        _ => crate::error::method_not_allowed(method, uri)
+            .await
+            .into_response(),
+    }
+}
+
+fn collection_json(with_models: Option<Vec<Value>>) -> Value {
+    let mut c = json!({
+        "slug": ALL_COLLECTION,
+        "name": "All models",
+        "description": "Every model this server runs (Augur has no curated collections)",
+    });
+    if let Some(models) = with_models {
+        c["models"] = Value::Array(models);
+    }
+    c
+}
+
+async fn collections() -> Json<Value> {
+    Json(json!({"previous": null, "next": null, "results": [collection_json(None)]}))
+}
+
+async fn collection(
+    State(state): State<AppState>,
+    AppPath(slug): AppPath<String>,
+) -> ApiResult<Json<Value>> {
+    if slug != ALL_COLLECTION {
+        return Err(ApiError::new(
+            ErrorCode::CollectionNotFound,
+            format!(
+                "collection {:?} not found; this server has one, {ALL_COLLECTION:?}",
+                slug.chars().take(80).collect::<String>()
+            ),
+        ));
+    }
+    let models = state.models.iter().map(|m| model_json(&state, m)).collect();
+    Ok(Json(collection_json(Some(models))))
 }
 
 async fn get_one(

@@ -43,7 +43,7 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// The create body. Unknown fields are ignored, as Replicate does.
 #[derive(Debug, Deserialize)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(default)]
     version: Option<String>,
     #[serde(default)]
@@ -77,7 +77,7 @@ async fn create(
         )
         .with_field("version")
     })?;
-    create_prediction(&state, &caller, &headers, model, body).await
+    create_prediction(&state, &caller, &headers, model, body, None).await
 }
 
 async fn create_for_model(
@@ -88,7 +88,7 @@ async fn create_for_model(
     AppJson(body): AppJson<CreateBody>,
 ) -> ApiResult<Response> {
     let model = find_model(&state, &owner, &name)?;
-    create_prediction(&state, &caller, &headers, model, body).await
+    create_prediction(&state, &caller, &headers, model, body, None).await
 }
 
 pub(crate) fn find_model(state: &AppState, owner: &str, name: &str) -> ApiResult<Arc<Model>> {
@@ -103,12 +103,14 @@ pub(crate) fn find_model(state: &AppState, owner: &str, name: &str) -> ApiResult
         })
 }
 
-async fn create_prediction(
+/// Creates a prediction of `model` (through `deployment`, `owner/name`, if given).
+pub(crate) async fn create_prediction(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
     model: Arc<Model>,
     body: CreateBody,
+    deployment: Option<String>,
 ) -> ApiResult<Response> {
     let input = body.input.ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidInput, "input is required (a JSON object)")
@@ -144,7 +146,7 @@ async fn create_prediction(
         price: if caller.admin { None } else { model.price },
         max_active: limits.max_active,
     };
-    let creation = state.service.create(request).await?;
+    let creation = state.service.create_through(request, deployment).await?;
     let (status, replayed) = match &creation {
         Creation::Created(_) => (StatusCode::CREATED, false),
         Creation::Replayed(_) => (StatusCode::OK, true),
@@ -336,18 +338,18 @@ async fn list(
         .iter()
         .map(|p| PredictionJson::new(public, &p.value))
         .collect();
-    let next = next_page(
-        &format!("{public}/v1/predictions"),
-        page.next.as_ref(),
-        &[
+    let (next, previous) = crate::pages::Route {
+        url: format!("{public}/v1/predictions"),
+        filters: &[
             ("status", params.status.as_deref()),
             ("created_after", params.created_after.as_deref()),
             ("created_before", params.created_before.as_deref()),
         ],
-        params.limit.map(|_| limit),
-    );
+        limit: params.limit.map(|_| limit),
+    }
+    .links(query.after.as_ref(), page.next.as_ref(), &page.items);
     Ok(Json(serde_json::json!({
-        "previous": null,
+        "previous": previous,
         "next": next,
         "results": results,
     }))
@@ -369,31 +371,6 @@ pub(crate) fn status_param(status: Option<&str>) -> ApiResult<Option<Status>> {
         .transpose()
 }
 
-/// The `next` URL of a list page: `route` continued after `cursor`, keeping the client's
-/// filters and, if the client gave one, its `limit`; `None` on the last page.
-pub(crate) fn next_page(
-    route: &str,
-    cursor: Option<&Cursor>,
-    filters: &[(&str, Option<&str>)],
-    limit: Option<usize>,
-) -> Option<String> {
-    let cursor = cursor?;
-    let mut url = format!("{route}?cursor={}", encode_cursor(cursor));
-    for (key, value) in filters {
-        if let Some(value) = value {
-            url.push_str(&format!("&{key}={}", urlencode(value)));
-        }
-    }
-    if let Some(limit) = limit {
-        url.push_str(&format!("&limit={limit}"));
-    }
-    Some(url)
-}
-
-fn urlencode(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
 fn parse_time(field: &str, text: &str) -> ApiResult<Timestamp> {
     Timestamp::parse_rfc3339(text).map_err(|_| {
         ApiError::new(
@@ -404,9 +381,12 @@ fn parse_time(field: &str, text: &str) -> ApiResult<Timestamp> {
     })
 }
 
+/// A cursor as text: `v1:` (after the position) or `b1:` (before it), the creation time in
+/// microseconds and the record id, in URL-safe base64.
 pub(crate) fn encode_cursor(cursor: &Cursor) -> String {
     URL_SAFE_NO_PAD.encode(format!(
-        "v1:{}:{}",
+        "{}:{}:{}",
+        if cursor.backward { "b1" } else { "v1" },
         cursor.created_at.as_micros(),
         cursor.id
     ))
@@ -423,12 +403,19 @@ pub(crate) fn decode_cursor(text: &str) -> ApiResult<Cursor> {
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = text.splitn(3, ':');
-    let (Some("v1"), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(direction @ ("v1" | "b1")), Some(micros), Some(id)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
         return Err(invalid());
     };
+    // Record ids: a prediction's, a file's, or `owner/name` forms (workflows, deployments).
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(invalid());
+    }
     Ok(Cursor {
         created_at: Timestamp::from_micros(micros.parse().map_err(|_| invalid())?),
-        id: PredictionId::parse(id).map_err(|_| invalid())?.to_string(),
+        id: id.to_owned(),
+        backward: direction == "b1",
     })
 }
 
@@ -593,8 +580,15 @@ mod tests {
         let c = Cursor {
             created_at: Timestamp::from_micros(123),
             id: "abc".into(),
+            backward: false,
         };
         assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
+        let back = Cursor {
+            id: "acme/web".into(),
+            backward: true,
+            ..c
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&back)).unwrap(), back);
         for bad in ["", "!!", "djE6eDp5", &URL_SAFE_NO_PAD.encode("v2:1:abc")] {
             assert_eq!(
                 decode_cursor(bad).unwrap_err().code(),

@@ -534,18 +534,19 @@ async fn list(
 ) -> ApiResult<Response> {
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let asked = after.clone();
     // The admin token sees every account's files.
     let owner = (!caller.admin).then_some(&caller.account);
     let page = state.service.files().list(owner, after, limit).await?;
     let public = &state.config.public_url;
     let results: Vec<_> = page.items.iter().map(|f| file_json(&state, f)).collect();
-    let next = crate::predictions::next_page(
-        &format!("{public}/v1/files"),
-        page.next.as_ref(),
-        &[],
-        params.limit.map(|_| limit),
-    );
-    Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
+    let (next, previous) = crate::pages::Route {
+        url: format!("{public}/v1/files"),
+        filters: &[],
+        limit: params.limit.map(|_| limit),
+    }
+    .links(asked.as_ref(), page.next.as_ref(), &page.items);
+    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -88,6 +88,8 @@ pub struct PredictionJson<'a> {
     run: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment: Option<&'a str>,
 }
 
 fn empty_object() -> &'static Value {
@@ -190,6 +192,7 @@ impl<'a> PredictionJson<'a> {
             batch: p.batch.as_deref(),
             run: p.run.as_deref(),
             node: p.node.as_deref(),
+            deployment: p.deployment.as_deref(),
         }
     }
 

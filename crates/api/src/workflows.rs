@@ -32,7 +32,7 @@ use augur_core::{AccountId, Caller, ModelName, WebhookEvent, WebhookEvents};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
 use crate::predictions::{
-    check_create_rate, creation_response, decode_cursor, idempotency_key, next_page, parse_webhook,
+    check_create_rate, creation_response, decode_cursor, idempotency_key, parse_webhook,
     status_param,
 };
 
@@ -214,12 +214,14 @@ async fn list(
 ) -> ApiResult<Response> {
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let asked = after.clone();
     let first_page = after.is_none();
     let page = state
         .service
         .list_workflows(&caller.account, after, limit)
         .await?;
     let mut items = page.items;
+    let own = items.len();
     // The operator's workflows, which every account may run, follow on the first page.
     if first_page && caller.account != AccountId::admin() {
         let shared = state
@@ -235,13 +237,14 @@ async fn list(
     }
     let public = &state.config.public_url;
     let results: Vec<_> = items.iter().map(WorkflowJson::new).collect();
-    let next = next_page(
-        &format!("{public}/v1/workflows"),
-        page.next.as_ref(),
-        &[],
-        params.limit.map(|_| limit),
-    );
-    Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
+    // Links from the caller's own workflows (the operator's only follow on the first page).
+    let (next, previous) = crate::pages::Route {
+        url: format!("{public}/v1/workflows"),
+        filters: &[],
+        limit: params.limit.map(|_| limit),
+    }
+    .links(asked.as_ref(), page.next.as_ref(), &items[..own]);
+    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
 }
 
 async fn read(
@@ -328,19 +331,20 @@ async fn list_runs(
     let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let asked = after.clone();
     let page = state
         .service
         .list_runs(Some(&caller.account), status, after, limit)
         .await?;
     let public = &state.config.public_url;
     let results: Vec<_> = page.items.iter().map(|r| RunJson::new(public, r)).collect();
-    let next = next_page(
-        &format!("{public}/v1/runs"),
-        page.next.as_ref(),
-        &[("status", params.status.as_deref())],
-        params.limit.map(|_| limit),
-    );
-    Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
+    let (next, previous) = crate::pages::Route {
+        url: format!("{public}/v1/runs"),
+        filters: &[("status", params.status.as_deref())],
+        limit: params.limit.map(|_| limit),
+    }
+    .links(asked.as_ref(), page.next.as_ref(), &page.items);
+    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
 }
 
 async fn cancel_run(

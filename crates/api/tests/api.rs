@@ -663,12 +663,15 @@ async fn list_pages_with_absolute_next_urls_and_filters() {
     }
     ids.reverse();
     let mut seen = Vec::new();
+    let mut pages = Vec::new();
     let mut url = "/v1/predictions?limit=3".to_owned();
     loop {
         let page = app.get(&url).await;
         assert_eq!(page.status, StatusCode::OK);
         let page = page.json();
-        assert!(page["previous"].is_null());
+        // Only the first page has nothing before it.
+        assert_eq!(page["previous"].is_null(), pages.is_empty(), "{page}");
+        pages.push(page["results"].clone());
         for p in page["results"].as_array().unwrap() {
             seen.push(p["id"].as_str().unwrap().to_owned());
         }
@@ -685,6 +688,22 @@ async fn list_pages_with_absolute_next_urls_and_filters() {
         }
     }
     assert_eq!(seen, ids);
+    // Back from the last page through `previous`: the same pages, with filters and limit.
+    let mut back = Vec::new();
+    loop {
+        let page = app.get(&url).await.json();
+        back.push(page["results"].clone());
+        match page["previous"].as_str() {
+            Some(previous) => {
+                assert!(previous.contains("limit=3"), "{previous}");
+                url = previous.strip_prefix(BASE).unwrap().to_owned();
+            }
+            None => break,
+        }
+        assert!(back.len() <= pages.len(), "previous does not end");
+    }
+    back.reverse();
+    assert_eq!(back, pages);
     let starting = app.get("/v1/predictions?status=starting").await.json();
     assert_eq!(starting["results"].as_array().unwrap().len(), 7);
     let none = app.get("/v1/predictions?status=failed").await.json();
@@ -964,6 +983,7 @@ async fn openapi_document_lists_every_route() {
             .replace("{owner}/{name}", "augur/echo")
             .replace("{id}", "x")
             .replace("{version}", "x")
+            .replace("{slug}", "x")
             .replace("{key}", "x");
         let reply = app.get(&concrete).await;
         if reply.status == StatusCode::NOT_FOUND || reply.status == StatusCode::METHOD_NOT_ALLOWED {

@@ -450,7 +450,7 @@ impl Predictions {
             write.ops.push(Op::Insert(p.to_record()?));
             write
                 .effects
-                .push(jobs::enqueue(&id, owner, &request.model, now));
+                .push(jobs::enqueue(&id, owner, request.model.as_str(), now));
             if let Some(hold) = &p.hold {
                 write
                     .effects

@@ -46,6 +46,12 @@ pub enum Error {
     /// A blueprint, or a run's input, is refused: the field and why.
     #[error(transparent)]
     InvalidBlueprint(crate::workflow::BlueprintError),
+    /// No such deployment (or it is another account's).
+    #[error("deployment {0} not found")]
+    DeploymentNotFound(String),
+    /// The account already has a deployment with that name.
+    #[error("deployment {0} already exists")]
+    DeploymentExists(String),
     /// No such account.
     #[error("account {0} not found")]
     AccountNotFound(AccountId),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::id::{AccountId, LeaseToken, ModelName, PredictionId, WorkerId};
+use crate::id::{AccountId, LeaseToken, PredictionId, WorkerId};
 use crate::store::{
     self, Claim, ClaimRequest, DynStore, Effect, Finish, ItemLease, Lane, NewItem, Outcome,
     QueueStats,
@@ -63,7 +63,7 @@ impl Lease {
     pub fn claimed_at_create(
         prediction_id: &PredictionId,
         owner: &AccountId,
-        model: &ModelName,
+        queue: &str,
         worker: &WorkerId,
         lease_for: Duration,
         now: Timestamp,
@@ -73,11 +73,11 @@ impl Lease {
             token: LeaseToken::generate(),
             expires_at: now.plus(lease_for),
         };
-        let new = new_item(prediction_id, owner, model, now, Some(claim.clone()));
+        let new = new_item(prediction_id, owner, queue, now, Some(claim.clone()));
         let lease = Lease {
             job: Job {
                 prediction_id: prediction_id.clone(),
-                queue: model.to_string(),
+                queue: queue.to_owned(),
                 attempts: 1,
                 run_at: now,
             },
@@ -108,7 +108,7 @@ impl Lease {
 fn new_item(
     prediction_id: &PredictionId,
     owner: &AccountId,
-    model: &ModelName,
+    queue: &str,
     run_at: Timestamp,
     claimed: Option<Claim>,
 ) -> NewItem {
@@ -116,7 +116,7 @@ fn new_item(
         lane: Lane::Jobs,
         id: prediction_id.to_string(),
         group: prediction_id.key(),
-        topic: model.to_string(),
+        topic: queue.to_owned(),
         owner: owner.clone(),
         payload: String::new(),
         run_at,
@@ -125,18 +125,18 @@ fn new_item(
     }
 }
 
-/// The effect that queues a prediction's job, claimable from `run_at` (replacing a job it
-/// already has).
+/// The effect that queues a prediction's job on `queue` (its model, or its deployment's topic:
+/// [`crate::Prediction::queue`]), claimable from `run_at` (replacing a job it already has).
 pub fn enqueue(
     prediction_id: &PredictionId,
     owner: &AccountId,
-    model: &ModelName,
+    queue: &str,
     run_at: Timestamp,
 ) -> Effect {
     Effect::Enqueue(Box::new(new_item(
         prediction_id,
         owner,
-        model,
+        queue,
         run_at,
         None,
     )))

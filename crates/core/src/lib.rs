@@ -21,6 +21,7 @@ pub mod account;
 pub mod accounts;
 pub mod batch;
 pub mod credits;
+pub mod deployment;
 pub mod error;
 pub mod file;
 pub mod hub;

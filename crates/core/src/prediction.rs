@@ -95,6 +95,20 @@ pub struct Prediction {
     /// Its node in that run's blueprint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The deployment it was created through (`owner/name`), if any: its job is queued on the
+    /// deployment's topic ([`crate::deployment::Deployment::queue`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+}
+
+impl Prediction {
+    /// The queue topic of its job: its deployment's, or its model's.
+    pub fn queue(&self) -> String {
+        match &self.deployment {
+            Some(d) => format!("{}{d}", crate::deployment::QUEUE_PREFIX),
+            None => self.model.to_string(),
+        }
+    }
 }
 
 /// Logs longer than this lose their oldest part, so a chatty model cannot grow a record without
@@ -134,6 +148,7 @@ impl Prediction {
             batch: None,
             run: None,
             node: None,
+            deployment: None,
             attempts: 0,
             stream_token: new_secret_token(),
             external_id: None,
@@ -276,7 +291,7 @@ impl Serialize for Body<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.0;
-        let mut b = s.serialize_struct("Prediction", 22)?;
+        let mut b = s.serialize_struct("Prediction", 23)?;
         b.serialize_field("id", &p.id)?;
         b.serialize_field("owner", &p.owner)?;
         b.serialize_field("model", &p.model)?;
@@ -311,6 +326,9 @@ impl Serialize for Body<'_> {
         }
         if let Some(node) = &p.node {
             b.serialize_field("node", node)?;
+        }
+        if let Some(deployment) = &p.deployment {
+            b.serialize_field("deployment", deployment)?;
         }
         b.end()
     }

@@ -331,8 +331,18 @@ impl Predictions {
     /// the same parameters) returns the earlier prediction; one that reuses an id or key with
     /// different parameters is refused.
     pub async fn create(&self, request: CreateRequest) -> Result<Creation> {
+        self.create_through(request, None).await
+    }
+
+    /// Like [`Predictions::create`], through `deployment` (`owner/name`) if given: the
+    /// prediction records it, and its job goes on the deployment's queue topic.
+    pub async fn create_through(
+        &self,
+        request: CreateRequest,
+        deployment: Option<String>,
+    ) -> Result<Creation> {
         for _ in 0..MAX_CREATE_ATTEMPTS {
-            match self.try_create(&request).await? {
+            match self.try_create(&request, deployment.as_deref()).await? {
                 Some(creation) => return Ok(creation),
                 None => tokio::task::yield_now().await,
             }
@@ -343,7 +353,11 @@ impl Predictions {
     }
 
     /// One attempt at [`Predictions::create`]; `None` if it must start over.
-    async fn try_create(&self, request: &CreateRequest) -> Result<Option<Creation>> {
+    async fn try_create(
+        &self,
+        request: &CreateRequest,
+        deployment: Option<&str>,
+    ) -> Result<Option<Creation>> {
         let now = Timestamp::now();
         if let Some(id) = &request.id
             && self.id_is_retired(id, now)
@@ -370,6 +384,7 @@ impl Predictions {
             prediction.hold = Some(Hold { price, reserved });
         }
         prediction.limited = request.max_active.is_some();
+        prediction.deployment = deployment.map(str::to_owned);
 
         let key = request.idempotency_key.as_ref().map(|key| IdempotencyKey {
             owner: request.owner.clone(),
@@ -385,24 +400,21 @@ impl Predictions {
         if let Some(key) = &key {
             write.ops.push(Op::Insert(key.to_record()?));
         }
-        let queue = request.model.to_string();
+        let queue = prediction.queue();
         let slot = self.dispatch.get().and_then(|d| d.reserve(&queue));
         let (lease, enqueue) = match &slot {
             Some(slot) => {
                 let (lease, effect) = Lease::claimed_at_create(
                     &id,
                     &request.owner,
-                    &request.model,
+                    &queue,
                     slot.worker(),
                     slot.lease_for(),
                     now,
                 );
                 (Some(lease), effect)
             }
-            None => (
-                None,
-                jobs::enqueue(&id, &request.owner, &request.model, now),
-            ),
+            None => (None, jobs::enqueue(&id, &request.owner, &queue, now)),
         };
         write.effects.push(enqueue);
         write.effects.push(Effect::count(counters::CREATED, 1));

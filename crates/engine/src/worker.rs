@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use augur_core::deployment::Deployment;
 use augur_core::jobs::{Jobs, Lease};
 use augur_core::{
     Dispatch, Event, Logs, Prediction, PredictionId, Predictions, Slot, Timestamp, WorkerId,
@@ -129,7 +130,14 @@ struct Inner {
     /// account's new predictions pass everyone's queued ones (and lift the queue's
     /// fair-queuing clock to the busy account's rank, sending other accounts to the back).
     backlogged: AtomicBool,
+    /// The concurrency limits of deployments' queues (`max_instances`, within the model's own
+    /// limit), as last read from their records, and when: re-read after
+    /// [`DEPLOYMENT_LIMIT_TTL`], so a new release's limit applies within it.
+    deployment_limits: Mutex<HashMap<String, (Option<usize>, Instant)>>,
 }
+
+/// How long a deployment's limit is trusted before it is read again.
+const DEPLOYMENT_LIMIT_TTL: Duration = Duration::from_secs(2);
 
 type Direct = (Lease, RunningGuard);
 
@@ -186,6 +194,7 @@ impl Worker {
                 active: AtomicUsize::new(0),
                 direct: Mutex::new(None),
                 backlogged: AtomicBool::new(false),
+                deployment_limits: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -237,6 +246,7 @@ impl Worker {
                 .concurrency
                 .saturating_sub(inner.active.load(Ordering::Acquire));
             if free > 0 {
+                inner.refresh_deployment_limits(None).await;
                 let claimed = inner
                     .jobs
                     .claim(
@@ -253,6 +263,11 @@ impl Worker {
                 }
                 match claimed {
                     Ok(leases) if !leases.is_empty() => {
+                        inner
+                            .refresh_deployment_limits(Some(
+                                leases.iter().map(|l| l.job.queue.as_str()).collect(),
+                            ))
+                            .await;
                         for lease in leases {
                             // One claim can return more jobs of a model than its limit
                             // allows; hand the excess back (the queue is excluded next time).
@@ -585,10 +600,83 @@ impl Worker {
 
 impl Inner {
     fn limit_of(&self, queue: &str) -> Option<usize> {
-        augur_core::ModelName::parse(queue)
+        if Deployment::parse_queue(queue).is_some() {
+            // A deployment whose limit was never read counts as full: its jobs go through
+            // the queue until a claim reads it.
+            let limits = self
+                .deployment_limits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            return limits.get(queue).map_or(Some(0), |(limit, _)| *limit);
+        }
+        self.model_limit(queue)
+    }
+
+    fn model_limit(&self, model: &str) -> Option<usize> {
+        augur_core::ModelName::parse(model)
             .ok()
             .and_then(|name| self.models.get(&name))
             .and_then(|m| m.settings.concurrency)
+    }
+
+    /// Reads the limits of deployments' queues that are unknown or older than
+    /// [`DEPLOYMENT_LIMIT_TTL`]: those of `claimed` jobs, or with `None` those running here.
+    async fn refresh_deployment_limits(&self, claimed: Option<Vec<&str>>) {
+        let queues: Vec<String> = match claimed {
+            Some(queues) => queues.into_iter().map(str::to_owned).collect(),
+            None => self
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned()
+                .collect(),
+        };
+        for queue in queues {
+            let Some((owner, name)) = Deployment::parse_queue(&queue) else {
+                continue;
+            };
+            let fresh = self
+                .deployment_limits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&queue)
+                .is_some_and(|(_, at)| at.elapsed() < DEPLOYMENT_LIMIT_TTL);
+            if fresh {
+                continue;
+            }
+            let limit = match self.service.find_deployment(&owner, &name).await {
+                Ok(Some(d)) => {
+                    let release = &d.current_release;
+                    let own = release.configuration.max_instances as usize;
+                    Some(
+                        self.model_limit(release.model.as_str())
+                            .map_or(own, |m| m.min(own)),
+                    )
+                }
+                // Deleted: its queued predictions still run, limited by the worker only.
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(deployment = %format!("{owner}/{name}"), error = %e, "cannot read a deployment's limit");
+                    // Keep what was known, else run one at a time until it can be read.
+                    let known = self
+                        .deployment_limits
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&queue)
+                        .map(|(limit, _)| *limit);
+                    known.unwrap_or(Some(1))
+                }
+            };
+            let mut limits = self
+                .deployment_limits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if limits.len() > 10_000 {
+                limits.retain(|_, (_, at)| at.elapsed() < DEPLOYMENT_LIMIT_TTL);
+            }
+            limits.insert(queue, (limit, Instant::now()));
+        }
     }
 
     /// The queues whose model runs at its concurrency limit.

@@ -47,7 +47,7 @@ pub fn enqueue_now(p: &Prediction) -> Effect {
 
 /// The effect that queues `p`'s job, claimable from `run_at`.
 pub fn enqueue_at(p: &Prediction, run_at: Timestamp) -> Effect {
-    jobs::enqueue(&p.id, &p.owner, &p.model, run_at)
+    jobs::enqueue(&p.id, &p.owner, p.model.as_str(), run_at)
 }
 
 /// A write inserting `p` with `effects`.

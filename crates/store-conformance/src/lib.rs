@@ -15,6 +15,7 @@
 
 mod changes;
 mod credits;
+mod deployments;
 mod files;
 pub mod fixtures;
 mod ledger;
@@ -25,6 +26,7 @@ mod workflows;
 
 pub use changes::*;
 pub use credits::*;
+pub use deployments::*;
 pub use files::*;
 pub use ledger::*;
 pub use outbox::*;
@@ -76,6 +78,7 @@ macro_rules! conformance_suite {
             delete_removes_record_items_and_events,
             list_pages_newest_first_without_gaps,
             list_filters_combine,
+            list_pages_back_without_gaps,
             expire_leaves_tombstones,
             old_tombstones_are_deleted_and_their_ids_never_reused,
             expired_records_of_delete_kinds_are_absent,
@@ -127,6 +130,9 @@ macro_rules! conformance_suite {
             migration_round_trips_every_section,
             a_join_starts_once_when_its_parents_settle_at_once,
             reconcile_restores_lost_work_once,
+            deployments_round_trip_and_racing_updates_get_their_own_releases,
+            deployments_stay_within_their_account,
+            deployment_predictions_queue_on_their_own_topic,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

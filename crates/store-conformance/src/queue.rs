@@ -339,7 +339,7 @@ pub async fn enqueue_claimed_creates_a_leased_item(store: DynStore) {
     let (lease, effect) = jobs::Lease::claimed_at_create(
         &p.id,
         &p.owner,
-        &p.model,
+        p.model.as_str(),
         &me,
         Duration::from_millis(400),
         Timestamp::now(),

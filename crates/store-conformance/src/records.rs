@@ -29,6 +29,7 @@ pub async fn insert_then_get_round_trips(store: DynStore) {
     p.metrics.extra.insert("custom".into(), json!(1.5));
     p.deadline = Some(Timestamp::from_micros(1_700_000_000_000_000));
     p.external_id = Some("upstream-1".into());
+    p.deployment = Some("acme/web".into());
     let rev = insert(&store, &p, vec![]).await;
     assert_eq!(rev, Revision::FIRST);
     let got = get(&store, &p.id).await.expect("present");
@@ -519,6 +520,73 @@ pub async fn list_pages_newest_first_without_gaps(store: DynStore) {
     }
     assert_eq!(seen, expected);
     assert_eq!(pages, 5);
+}
+
+/// Walking back with backward cursors, from the last page to the first, gives the forward
+/// pages exactly (ties included, another owner's records interleaved and skipped).
+pub async fn list_pages_back_without_gaps(store: DynStore) {
+    let owner = account("backlister");
+    let other = account("backother");
+    let base = Timestamp::now().as_micros();
+    for i in 0..23 {
+        let mut p = prediction_for(&owner);
+        // Pairs share a creation time so the id must break the tie.
+        p.created_at = Timestamp::from_micros(base + (i / 2) * 1000);
+        insert(&store, &p, vec![]).await;
+        let mut q = prediction_for(&other);
+        q.created_at = p.created_at;
+        insert(&store, &q, vec![]).await;
+    }
+    let query = |after: Option<Cursor>| ListQuery {
+        owner: Some(owner.clone()),
+        after,
+        ..ListQuery::of(Kind::Prediction, 5)
+    };
+    let ids = |page: &augur_core::store::Page| -> Vec<String> {
+        page.items.iter().map(|s| s.record.key.id.clone()).collect()
+    };
+    let mut forward = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(&query(after.clone())).await.unwrap();
+        forward.push(page.clone());
+        match page.next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+        assert!(forward.len() < 10, "pagination does not end");
+    }
+    assert_eq!(forward.len(), 5);
+    // Back from the last page: each page before is the forward one, and the first page
+    // has no page before it.
+    let mut at = Cursor::before(&forward[4].items[0].record);
+    for expected in forward[..4].iter().rev() {
+        let page = store.list(&query(Some(at.clone()))).await.unwrap();
+        assert_eq!(ids(&page), ids(expected));
+        match page.next {
+            Some(c) => {
+                assert!(
+                    !std::ptr::eq(expected, &forward[0]),
+                    "the first page has none before"
+                );
+                assert!(c.backward, "{c:?}");
+                at = c;
+            }
+            None => {
+                assert!(std::ptr::eq(expected, &forward[0]), "ended early");
+                break;
+            }
+        }
+    }
+    // Back from the middle of a page: the five records just newer, newest first.
+    let middle = &forward[2].items[2].record;
+    let page = store
+        .list(&query(Some(Cursor::before(middle))))
+        .await
+        .unwrap();
+    let all: Vec<String> = forward.iter().flat_map(&ids).collect();
+    assert_eq!(ids(&page), all[7..12].to_vec());
+    assert!(page.next.is_some());
 }
 
 /// Kind, owner, status, parent and creation-range filters combine.

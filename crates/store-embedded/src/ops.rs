@@ -732,12 +732,22 @@ pub(crate) fn list(
         sql.push_str(" AND created_at < ?");
         values.push(Value::Integer(before.as_micros()));
     }
+    let backward = query.after.as_ref().is_some_and(|c| c.backward);
     if let Some(cursor) = &query.after {
-        sql.push_str(" AND (created_at, id) < (?, ?)");
+        sql.push_str(if backward {
+            " AND (created_at, id) > (?, ?)"
+        } else {
+            " AND (created_at, id) < (?, ?)"
+        });
         values.push(Value::Integer(cursor.created_at.as_micros()));
         values.push(Value::Text(cursor.id.clone()));
     }
-    sql.push_str(" AND (gone_at IS NULL OR gone_at > ?) ORDER BY created_at DESC, id DESC LIMIT ?");
+    // Outward from the position: newest first forward, oldest first backward.
+    sql.push_str(if backward {
+        " AND (gone_at IS NULL OR gone_at > ?) ORDER BY created_at ASC, id ASC LIMIT ?"
+    } else {
+        " AND (gone_at IS NULL OR gone_at > ?) ORDER BY created_at DESC, id DESC LIMIT ?"
+    });
     values.push(Value::Integer(now.as_micros()));
     // One more than asked, to learn whether a next page exists.
     values.push(Value::Integer(sql_int(limit).saturating_add(1)));
@@ -748,13 +758,19 @@ pub(crate) fn list(
     let mut next = None;
     while let Some(row) = rows.next()? {
         if items.len() == limit {
-            next = items.last().map(|(last, _)| Cursor {
-                created_at: last.created_at,
-                id: last.key.id.clone(),
+            next = items.last().map(|(last, _)| {
+                if backward {
+                    Cursor::before(last)
+                } else {
+                    Cursor::after(last)
+                }
             });
             break;
         }
         items.push(read_record(row)?);
+    }
+    if backward {
+        items.reverse();
     }
     Ok((items, next))
 }

@@ -167,7 +167,7 @@ async fn jobs_claimed_at_create_are_claimable_at_once_after_reopen() {
         let (_lease, effect) = augur_core::jobs::Lease::claimed_at_create(
             &p.id,
             &p.owner,
-            &p.model,
+            p.model.as_str(),
             &WorkerId::generate(),
             LONG,
             Timestamp::now(),

@@ -827,14 +827,21 @@ pub(crate) fn list(query: &ListQuery) -> String {
     if query.created_before.is_some() {
         conditions.push(format!("created_at < {}::timestamptz", next()));
     }
+    // Outward from the position: newest first forward, oldest first backward.
+    let (compare, order) = match &query.after {
+        Some(c) if c.backward => (">", "ASC"),
+        _ => ("<", "DESC"),
+    };
     if query.after.is_some() {
         let (a, b) = (next(), next());
-        conditions.push(format!("(created_at, id) < ({a}::timestamptz, {b}::text)"));
+        conditions.push(format!(
+            "(created_at, id) {compare} ({a}::timestamptz, {b}::text)"
+        ));
     }
     let limit = next();
     format!(
         "SELECT {RECORD_COLUMNS} FROM records WHERE {} AND {PRESENT} \
-         ORDER BY created_at DESC, id DESC LIMIT {limit}::bigint",
+         ORDER BY created_at {order}, id {order} LIMIT {limit}::bigint",
         conditions.join(" AND ")
     )
 }
@@ -1004,6 +1011,7 @@ mod tests {
             after: Some(Cursor {
                 created_at: augur_core::Timestamp::EPOCH,
                 id: "x".into(),
+                backward: false,
             }),
             ..ListQuery::of(Kind::Prediction, 5)
         };
@@ -1085,6 +1093,7 @@ mod tests {
         let cursor = augur_core::store::Cursor {
             created_at: augur_core::Timestamp::now(),
             id: "p500".into(),
+            backward: false,
         };
         let mut list_owner = list_kind.clone();
         list_owner.owner = Some(augur_core::AccountId::parse("owner7").unwrap());

@@ -355,15 +355,22 @@ impl RecordStore for PostgresStore {
         let rows = self.query(&sql::list(query), &params).await?;
         let mut items: Vec<Arc<Stored>> = Vec::with_capacity(rows.len().min(limit));
         let mut next = None;
+        let backward = query.after.as_ref().is_some_and(|c| c.backward);
         for row in &rows {
             if items.len() == limit {
-                next = items.last().map(|last| Cursor {
-                    created_at: last.record.created_at,
-                    id: last.record.key.id.clone(),
+                next = items.last().map(|last| {
+                    if backward {
+                        Cursor::before(&last.record)
+                    } else {
+                        Cursor::after(&last.record)
+                    }
                 });
                 break;
             }
             items.push(Arc::new(stored_from_row(row)?));
+        }
+        if backward {
+            items.reverse();
         }
         Ok(Page { items, next })
     }

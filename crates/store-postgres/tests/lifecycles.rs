@@ -36,7 +36,7 @@ async fn lifecycle(store: &DynStore, worker: &WorkerId) {
     let (_, job) = jobs::Lease::claimed_at_create(
         &p.id,
         &owner,
-        &p.model,
+        p.model.as_str(),
         worker,
         Duration::from_secs(60),
         now,

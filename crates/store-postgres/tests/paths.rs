@@ -82,18 +82,18 @@ fn update(p: &Prediction, expected: u64, effects: Vec<Effect>) -> Write {
 /// The job of `p`: due now, due later, or claimed at once, by `n`.
 fn job(p: &Prediction, n: usize, now: Timestamp) -> Effect {
     match n % 3 {
-        0 => jobs::enqueue(&p.id, &p.owner, &p.model, now),
+        0 => jobs::enqueue(&p.id, &p.owner, p.model.as_str(), now),
         1 => jobs::enqueue(
             &p.id,
             &p.owner,
-            &p.model,
+            p.model.as_str(),
             now.plus(Duration::from_secs(3600)),
         ),
         _ => {
             jobs::Lease::claimed_at_create(
                 &p.id,
                 &p.owner,
-                &p.model,
+                p.model.as_str(),
                 &WorkerId::parse("worker-paths").unwrap(),
                 Duration::from_secs(3600),
                 now,

@@ -635,10 +635,11 @@ return out
 "#;
 
 /// One shard's part of a listing: walks an index newest first from `max` down to `min`
-/// (`ZREVRANGEBYLEX` bounds), keeping records that pass the filters, until it has `want`,
-/// the index ends or it looked at `cap` entries. KEYS: the tag. ARGV: kind, index (after
-/// `T:i:<kind>:`), max, min, want, cap, owner (`''` = any), status and parent (`''` = any,
-/// else `+` and the text). Returns `{exhausted, last entry looked at, records}`.
+/// (`ZREVRANGEBYLEX` bounds), or with direction `b` oldest first from `min` up to `max`,
+/// keeping records that pass the filters, until it has `want`, the index ends or it looked
+/// at `cap` entries. KEYS: the tag. ARGV: kind, index (after `T:i:<kind>:`), max, min, want,
+/// cap, owner (`''` = any), status and parent (`''` = any, else `+` and the text), direction
+/// (`f` or `b`). Returns `{exhausted, last entry looked at, records}`.
 const LIST: &str = r#"
 local T, kind = KEYS[1], ARGV[1]
 local idx = T .. ':i:' .. kind .. ':' .. ARGV[2]
@@ -647,7 +648,12 @@ local own, st, pa = ARGV[7], string.sub(ARGV[8], 2), string.sub(ARGV[9], 2)
 local out, scanned, last, done = {}, 0, '', false
 while #out < want and scanned < cap do
   local n = math.min(want - #out + 8, cap - scanned)
-  local batch = redis.call('ZREVRANGEBYLEX', idx, max, min, 'LIMIT', 0, n)
+  local batch
+  if ARGV[10] == 'b' then
+    batch = redis.call('ZRANGEBYLEX', idx, min, max, 'LIMIT', 0, n)
+  else
+    batch = redis.call('ZREVRANGEBYLEX', idx, max, min, 'LIMIT', 0, n)
+  end
   for _, m in ipairs(batch) do
     scanned = scanned + 1
     last = m
@@ -666,7 +672,7 @@ while #out < want and scanned < cap do
     done = true
     break
   end
-  max = '(' .. last
+  if ARGV[10] == 'b' then min = '(' .. last else max = '(' .. last end
 end
 return {done and '1' or '0', last, out}
 "#;

@@ -498,18 +498,37 @@ impl Inner {
     pub(crate) async fn list(&self, query: &ListQuery) -> Result<Page, Error> {
         let limit = clamp_limit(query.limit);
         let want = limit.saturating_add(1).min(MAX_LIMIT);
-        // Index members sort like `(created_at, id)`: the range is one lexicographic range.
-        let mut upper = query.created_before.map(created_bound);
-        if let Some(c) = &query.after {
-            let cursor = created_key(c.created_at, &c.id);
-            if upper.as_ref().is_none_or(|u| cursor < *u) {
-                upper = Some(cursor);
+        // Index members sort like `(created_at, id)`: the range is one lexicographic range,
+        // walked outward from the cursor (down going forward, up going backward).
+        let backward = query.after.as_ref().is_some_and(|c| c.backward);
+        let cursor = query
+            .after
+            .as_ref()
+            .map(|c| created_key(c.created_at, &c.id));
+        let before = query.created_before.map(created_bound);
+        let after = query.created_after.map(created_bound);
+        let (max, min) = if backward {
+            let min = match (&cursor, after) {
+                (Some(c), Some(a)) if a > *c => format!("[{a}"),
+                (Some(c), _) => format!("({c}"),
+                (None, a) => a.map_or_else(|| "-".to_owned(), |a| format!("[{a}")),
+            };
+            (
+                before.map_or_else(|| "+".to_owned(), |b| format!("({b}")),
+                min,
+            )
+        } else {
+            let mut upper = before;
+            if let Some(c) = cursor
+                && upper.as_ref().is_none_or(|u| c < *u)
+            {
+                upper = Some(c);
             }
-        }
-        let max = upper.map_or_else(|| "+".to_owned(), |u| format!("({u}"));
-        let min = query
-            .created_after
-            .map_or_else(|| "-".to_owned(), |a| format!("[{}", created_bound(a)));
+            (
+                upper.map_or_else(|| "+".to_owned(), |u| format!("({u}")),
+                after.map_or_else(|| "-".to_owned(), |a| format!("[{a}")),
+            )
+        };
         let owner = query.owner.as_ref().map(AccountId::as_str);
         let index = match (&query.parent, owner, &query.status) {
             (Some(parent), _, _) => format!("p:{parent}"),
@@ -542,6 +561,7 @@ impl Inner {
                     .arg(owner.unwrap_or(""))
                     .arg(status_filter)
                     .arg(parent_filter)
+                    .arg(if backward { "b" } else { "f" })
                     .invoke_async(&mut conn)
                     .await?;
                 let [exhausted, last, records] = array(&reply, "list")? else {
@@ -562,29 +582,54 @@ impl Inner {
             }
         }))
         .await?;
-        // Entries above the highest frontier are complete in every shard: the page is the
-        // newest `limit` of them.
-        let frontier = per_shard.iter().filter_map(|(_, f)| f.clone()).max();
+        // Entries above the highest frontier (below the lowest, going backward) are complete
+        // in every shard: the page is the `limit` of them nearest the cursor.
+        let frontiers = per_shard.iter().filter_map(|(_, f)| f.clone());
+        let frontier = if backward {
+            frontiers.min()
+        } else {
+            frontiers.max()
+        };
         let mut candidates: Vec<(String, Arc<Stored>)> = per_shard
             .into_iter()
             .flat_map(|(records, _)| records)
             .map(|s| (created_key(s.record.created_at, &s.record.key.id), s))
-            .filter(|(position, _)| frontier.as_ref().is_none_or(|f| position >= f))
+            .filter(|(position, _)| {
+                frontier.as_ref().is_none_or(|f| {
+                    if backward {
+                        position <= f
+                    } else {
+                        position >= f
+                    }
+                })
+            })
             .collect();
-        candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        if backward {
+            candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        } else {
+            candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        }
         let more = candidates.len() > limit;
         candidates.truncate(limit);
         let next = if more {
             candidates.last().map(|(_, s)| Cursor {
                 created_at: s.record.created_at,
                 id: s.record.key.id.clone(),
+                backward,
             })
         } else if let Some(f) = frontier {
             let (created_at, id) = parse_created_key(&f)?;
-            Some(Cursor { created_at, id })
+            Some(Cursor {
+                created_at,
+                id,
+                backward,
+            })
         } else {
             None
         };
+        if backward {
+            candidates.reverse();
+        }
         Ok(Page {
             items: candidates.into_iter().map(|(_, s)| s).collect(),
             next,

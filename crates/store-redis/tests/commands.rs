@@ -129,7 +129,7 @@ async fn lifecycle_create(store: &DynStore, p: &Prediction) {
     let (_, job) = jobs::Lease::claimed_at_create(
         &p.id,
         &p.owner,
-        &p.model,
+        p.model.as_str(),
         &WorkerId::generate(),
         LONG,
         Timestamp::now(),

@@ -72,7 +72,7 @@ async fn every_account_lives_in_one_slot() {
             jobs::Lease::claimed_at_create(
                 &p.id,
                 owner,
-                &p.model,
+                p.model.as_str(),
                 &WorkerId::generate(),
                 LONG,
                 Timestamp::now(),

@@ -528,30 +528,39 @@ impl RecordStore for MemoryStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Page> {
+        use std::ops::Bound;
         let now = Timestamp::now();
         let inner = self.lock();
         let limit = query.limit.max(1);
         let mut items: Vec<Arc<Stored>> = Vec::with_capacity(limit.min(1024));
         let mut next = None;
-        let lower = (query.kind, Timestamp::from_micros(i64::MIN), String::new());
-        let upper = match &query.after {
-            Some(c) => std::ops::Bound::Excluded((query.kind, c.created_at, c.id.clone())),
-            None => std::ops::Bound::Included((
-                query.kind,
-                Timestamp::from_micros(i64::MAX),
-                "\u{10ffff}".to_owned(),
-            )),
+        let lowest = (query.kind, Timestamp::from_micros(i64::MIN), String::new());
+        let highest = (
+            query.kind,
+            Timestamp::from_micros(i64::MAX),
+            "\u{10ffff}".to_owned(),
+        );
+        let backward = query.after.as_ref().is_some_and(|c| c.backward);
+        let at = |c: &Cursor| (query.kind, c.created_at, c.id.clone());
+        let range = match &query.after {
+            Some(c) if c.backward => (Bound::Excluded(at(c)), Bound::Included(highest)),
+            Some(c) => (Bound::Included(lowest), Bound::Excluded(at(c))),
+            None => (Bound::Included(lowest), Bound::Included(highest)),
         };
-        for (_, created_at, id) in inner
-            .by_created
-            .range((std::ops::Bound::Included(lower), upper))
-            .rev()
-        {
-            if query.created_before.is_some_and(|b| *created_at >= b) {
-                continue;
-            }
-            if query.created_after.is_some_and(|a| *created_at < a) {
-                break;
+        let range = inner.by_created.range(range);
+        // Outward from the position: newest first forward, oldest first backward.
+        let walk: Box<dyn Iterator<Item = _>> = if backward {
+            Box::new(range)
+        } else {
+            Box::new(range.rev())
+        };
+        for (_, created_at, id) in walk {
+            let too_new = query.created_before.is_some_and(|b| *created_at >= b);
+            let too_old = query.created_after.is_some_and(|a| *created_at < a);
+            match (backward, too_new, too_old) {
+                (false, _, true) | (true, true, _) => break,
+                (_, true, _) | (_, _, true) => continue,
+                _ => {}
             }
             let Some((record, revision)) = inner.records.get(&(query.kind, id.clone())) else {
                 continue;
@@ -561,13 +570,17 @@ impl RecordStore for MemoryStore {
             }
             if items.len() == limit {
                 let last = &items[limit - 1].record;
-                next = Some(Cursor {
-                    created_at: last.created_at,
-                    id: last.key.id.clone(),
+                next = Some(if backward {
+                    Cursor::before(last)
+                } else {
+                    Cursor::after(last)
                 });
                 break;
             }
             items.push(Arc::new(Stored::new(record.clone(), *revision)));
+        }
+        if backward {
+            items.reverse();
         }
         Ok(Page { items, next })
     }

@@ -28,6 +28,8 @@ pub enum Kind {
     Account,
     /// A batch of predictions ([`crate::batch::Batch`]); its items name it as their parent.
     Batch,
+    /// A deployment ([`crate::deployment::Deployment`]): a named route to a model version.
+    Deployment,
     /// An uploaded file's metadata ([`crate::file::FileObject`]); its bytes are in an object
     /// store.
     File,
@@ -57,9 +59,10 @@ pub enum OnExpiry {
 impl Kind {
     /// Every kind, in [`Kind::as_str`] order, which is also their `Ord` order (the order of
     /// exports).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Account,
         Kind::Batch,
+        Kind::Deployment,
         Kind::File,
         Kind::IdempotencyKey,
         Kind::Prediction,
@@ -75,6 +78,7 @@ impl Kind {
             Kind::IdempotencyKey => "idempotency_key",
             Kind::Account => "account",
             Kind::Batch => "batch",
+            Kind::Deployment => "deployment",
             Kind::File => "file",
             Kind::Run => "run",
             Kind::Token => "token",
@@ -92,7 +96,9 @@ impl Kind {
         match self {
             // A file's tombstone tells the sweeper, on every backend, whose bytes to delete.
             Kind::Prediction | Kind::File => OnExpiry::RemoveData,
-            Kind::IdempotencyKey | Kind::Account | Kind::Token => OnExpiry::Delete,
+            Kind::IdempotencyKey | Kind::Account | Kind::Token | Kind::Deployment => {
+                OnExpiry::Delete
+            }
             // Batches never expire (they are the history); this applies if one is given a time.
             Kind::Batch | Kind::Run | Kind::Workflow => OnExpiry::Delete,
         }
@@ -479,13 +485,36 @@ pub struct Written {
     pub skipped_entries: Vec<String>,
 }
 
-/// A position in a listing: continue after the record with this creation time and id.
+/// A position in a listing: continue after the record with this creation time and id (the
+/// next, older page), or, `backward`, before it (the previous, newer page).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
-    /// Creation time of the last record returned.
+    /// Creation time of the record at the position.
     pub created_at: Timestamp,
-    /// Id of the last record returned.
+    /// Id of the record at the position.
     pub id: String,
+    /// False: the records older than the position (the page after it). True: the records
+    /// newer than it, the `limit` nearest to it (the page before it), still newest first.
+    pub backward: bool,
+}
+
+impl Cursor {
+    /// The position after `record` (older records).
+    pub fn after(record: &Record) -> Cursor {
+        Cursor {
+            created_at: record.created_at,
+            id: record.key.id.clone(),
+            backward: false,
+        }
+    }
+
+    /// The position before `record` (newer records).
+    pub fn before(record: &Record) -> Cursor {
+        Cursor {
+            backward: true,
+            ..Cursor::after(record)
+        }
+    }
 }
 
 /// A listing request. Results are newest first, ordered by `(created_at, id)` descending.
@@ -503,7 +532,8 @@ pub struct ListQuery {
     pub created_after: Option<Timestamp>,
     /// Only those created strictly before this time.
     pub created_before: Option<Timestamp>,
-    /// Continue after this record.
+    /// Continue from this position: after it (older records) or, with
+    /// [`Cursor::backward`], before it (newer ones).
     pub after: Option<Cursor>,
     /// At most this many results (at least 1).
     pub limit: usize,
@@ -546,7 +576,9 @@ impl ListQuery {
 pub struct Page {
     /// The records, newest first.
     pub items: Vec<Arc<Stored>>,
-    /// Where the next page starts; `None` on the last page.
+    /// Where the next page in the listing's direction starts; `None` at the end. Going
+    /// forward (older): after the last record. Going backward: before the first (newest)
+    /// record, a backward cursor, when newer records remain.
     pub next: Option<Cursor>,
 }
 
@@ -604,6 +636,9 @@ pub trait RecordStore: Send + Sync + fmt::Debug + 'static {
     ///   (`list_pages_newest_first_without_gaps`).
     /// - Filters by kind, owner, status, parent and creation range combine
     ///   (`list_filters_combine`).
+    /// - A backward cursor gives the page before a position: the `limit` records nearest it
+    ///   on the newer side, newest first, and a backward `next` while newer ones remain, so
+    ///   walking back repeats the forward pages exactly (`list_pages_back_without_gaps`).
     async fn list(&self, query: &ListQuery) -> Result<Page>;
 
     /// Applies retention to up to `limit` records whose `expires_at` is at or before `now`

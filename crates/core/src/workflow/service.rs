@@ -120,7 +120,7 @@ fn start_effects(
                 let (lease, effect) = jobs::Lease::claimed_at_create(
                     &p.id,
                     &p.owner,
-                    &p.model,
+                    p.model.as_str(),
                     slot.worker(),
                     slot.lease_for(),
                     now,
@@ -130,7 +130,7 @@ fn start_effects(
             }
             None => write
                 .effects
-                .push(jobs::enqueue(&p.id, &p.owner, &p.model, now)),
+                .push(jobs::enqueue(&p.id, &p.owner, p.model.as_str(), now)),
         }
         if let Some(hold) = &p.hold {
             reserved += hold.reserved;
@@ -555,7 +555,7 @@ impl Predictions {
                     if let Ok(p) = self.get(pid).await {
                         write
                             .effects
-                            .push(jobs::enqueue(pid, owner, &p.value.model, now));
+                            .push(jobs::enqueue(pid, owner, p.value.model.as_str(), now));
                     }
                 }
                 write.effects.extend(completion(&plan.run, now)?);
