@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use augur_core::batch::{Batch, BatchCreation, BatchRequest, Counts};
 use augur_core::file::FileObject;
+use augur_core::store::Cursor;
 use augur_core::{Caller, ModelName, WebhookEvent, WebhookEvents};
 use augur_engine::Model;
 
@@ -325,23 +326,34 @@ async fn items(
     let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let page = state
-        .service
-        .batch_items(&batch.value, status, after, limit)
-        .await?;
     let public = &state.config.public_url;
-    let results: Vec<_> = page
-        .items
-        .iter()
-        .map(|p| crate::wire::PredictionJson::new(public, p))
-        .collect();
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        after,
+        |after, limit| {
+            let (service, batch) = (&state.service, &batch.value);
+            async move {
+                let page = service.batch_items(batch, status, after, limit).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |p: &Arc<augur_core::Prediction>, out: &mut Vec<u8>| {
+            crate::paging::write_json(out, &crate::wire::PredictionJson::new(public, p).listed());
+            Cursor {
+                created_at: p.created_at,
+                id: p.id.to_string(),
+            }
+        },
+    )
+    .await?;
     let next = next_page(
         &format!("{public}/v1/batches/{}/predictions", batch.value.id),
         page.next.as_ref(),
         &[("status", params.status.as_deref())],
         params.limit.map(|_| limit),
     );
-    Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
+    Ok(page.into_response(next))
 }
 
 async fn cancel(

@@ -25,6 +25,7 @@ pub mod error;
 mod files;
 mod models;
 mod ops;
+mod paging;
 pub mod payments;
 mod predictions;
 mod replicate_hooks;
@@ -77,6 +78,9 @@ pub struct ApiConfig {
     /// `GET /v1/webhooks/default/secret`; by default derived from the admin token (see
     /// [`ApiConfig::derived_webhook_secret`]).
     pub webhook_secret: Secret,
+    /// A list page stops taking items once its JSON reaches this many bytes (at least one item
+    /// is always listed); its `next` URL continues from there.
+    pub list_page_bytes: usize,
 }
 
 impl ApiConfig {
@@ -92,6 +96,7 @@ impl ApiConfig {
             max_batch_body_bytes: 16 << 20,
             admin_token,
             max_body_bytes: 1 << 20,
+            list_page_bytes: paging::DEFAULT_PAGE_BYTES,
             max_wait: Duration::from_secs(60),
         }
     }

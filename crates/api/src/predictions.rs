@@ -325,13 +325,32 @@ async fn list(
         after: params.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
     };
-    let page = state.service.list(&query).await?;
     let public = &state.config.public_url;
-    let results: Vec<_> = page
-        .items
-        .iter()
-        .map(|p| PredictionJson::new(public, &p.value))
-        .collect();
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        query.after.clone(),
+        |after, limit| {
+            let query = PredictionQuery {
+                after,
+                limit,
+                ..query.clone()
+            };
+            let service = &state.service;
+            async move {
+                let page = service.list(&query).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |p: &augur_core::Versioned<Arc<augur_core::Prediction>>, out: &mut Vec<u8>| {
+            crate::paging::write_json(out, &PredictionJson::new(public, &p.value).listed());
+            Cursor {
+                created_at: p.value.created_at,
+                id: p.value.id.to_string(),
+            }
+        },
+    )
+    .await?;
     let next = next_page(
         &format!("{public}/v1/predictions"),
         page.next.as_ref(),
@@ -342,12 +361,7 @@ async fn list(
         ],
         params.limit.map(|_| limit),
     );
-    Ok(Json(serde_json::json!({
-        "previous": null,
-        "next": next,
-        "results": results,
-    }))
-    .into_response())
+    Ok(page.into_response(next))
 }
 
 /// The `status` filter of a prediction listing, if given.

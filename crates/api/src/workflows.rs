@@ -24,6 +24,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use augur_core::store::Cursor;
 use augur_core::workflow::{
     Blueprint, NodeRun, Run, RunCreation, RunRequest, Workflow, WorkflowPut,
 };
@@ -324,19 +325,34 @@ async fn list_runs(
     let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let page = state
-        .service
-        .list_runs(Some(&caller.account), status, after, limit)
-        .await?;
     let public = &state.config.public_url;
-    let results: Vec<_> = page.items.iter().map(|r| RunJson::new(public, r)).collect();
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        after,
+        |after, limit| {
+            let (service, owner) = (&state.service, &caller.account);
+            async move {
+                let page = service.list_runs(Some(owner), status, after, limit).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |r: &Run, out: &mut Vec<u8>| {
+            crate::paging::write_json(out, &RunJson::new(public, r));
+            Cursor {
+                created_at: r.created_at,
+                id: r.id.clone(),
+            }
+        },
+    )
+    .await?;
     let next = next_page(
         &format!("{public}/v1/runs"),
         page.next.as_ref(),
         &[("status", params.status.as_deref())],
         params.limit.map(|_| limit),
     );
-    Ok(Json(json!({"previous": null, "next": next, "results": results})).into_response())
+    Ok(page.into_response(next))
 }
 
 async fn cancel_run(
