@@ -51,11 +51,11 @@ where
     let mut count = 0;
     loop {
         let remaining = limit - count;
-        let round = if count == 0 {
-            remaining.min(FIRST_ROUND)
-        } else {
-            let per_item = (results.len() / count).max(1);
-            (budget.saturating_sub(results.len()) / per_item + 1).clamp(1, remaining)
+        let round = match results.len().checked_div(count) {
+            None => remaining.min(FIRST_ROUND),
+            Some(per_item) => {
+                (budget.saturating_sub(results.len()) / per_item.max(1) + 1).clamp(1, remaining)
+            }
         };
         let (items, next) = fetch(after.take(), round).await?;
         let fetched = items.len();
