@@ -330,24 +330,30 @@ async fn items(
     let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let asked = after.clone();
-    let page = state
-        .service
-        .batch_items(&batch.value, status, after, limit)
-        .await?;
     let public = &state.config.public_url;
-    let results: Vec<_> = page
-        .items
-        .iter()
-        .map(|p| crate::wire::PredictionJson::new(public, p))
-        .collect();
-    let (next, previous) = crate::pages::Route {
+    let asked = after.clone();
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        after,
+        |after, limit| {
+            let (service, batch) = (&state.service, &batch.value);
+            async move {
+                let page = service.batch_items(batch, status, after, limit).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |p: &Arc<augur_core::Prediction>, out: &mut Vec<u8>| {
+            crate::paging::write_json(out, &crate::wire::PredictionJson::new(public, p).listed());
+        },
+    )
+    .await?;
+    let route = crate::pages::Route {
         url: format!("{public}/v1/batches/{}/predictions", batch.value.id),
         filters: &[("status", params.status.as_deref())],
         limit: params.limit.map(|_| limit),
-    }
-    .links(asked.as_ref(), page.next.as_ref(), &page.items);
-    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
+    };
+    Ok(page.into_response(&route, asked.as_ref()))
 }
 
 async fn cancel(

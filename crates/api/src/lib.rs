@@ -31,6 +31,7 @@ mod limits;
 mod models;
 pub mod ops;
 mod pages;
+mod paging;
 pub mod payments;
 mod predictions;
 mod replicate_hooks;
@@ -91,6 +92,9 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Who may read `/metrics` and `/readyz`'s detail on this router.
     pub ops: ops::OpsAccess,
+    /// A list page stops taking items once its JSON reaches this many bytes (at least one item
+    /// is always listed); its `next` URL continues from there.
+    pub list_page_bytes: usize,
 }
 
 impl ApiConfig {
@@ -106,6 +110,7 @@ impl ApiConfig {
             max_batch_body_bytes: 16 << 20,
             admin_token,
             max_body_bytes: 1 << 20,
+            list_page_bytes: paging::DEFAULT_PAGE_BYTES,
             max_wait: Duration::from_secs(60),
             destinations: augur_outbound::Policy::default(),
             request_timeout: Duration::from_secs(30),

@@ -53,7 +53,8 @@ impl<T: Listed> Listed for Versioned<T> {
     }
 }
 
-fn cursor_at(item: &impl Listed, backward: bool) -> Cursor {
+/// The cursor at `item`, in either direction.
+pub(crate) fn cursor_at(item: &impl Listed, backward: bool) -> Cursor {
     let (created_at, id) = item.position();
     Cursor {
         created_at,
@@ -104,17 +105,27 @@ impl Route<'_> {
         next: Option<&Cursor>,
         items: &[T],
     ) -> (Option<String>, Option<String>) {
+        let first = items.first().map(|i| cursor_at(i, false));
+        let last = items.last().map(|i| cursor_at(i, false));
+        self.links_at(asked, next, first.as_ref(), last.as_ref())
+    }
+
+    /// [`Route::links`] for a page whose first and last items stand at `first` and `last`.
+    pub(crate) fn links_at(
+        &self,
+        asked: Option<&Cursor>,
+        next: Option<&Cursor>,
+        first: Option<&Cursor>,
+        last: Option<&Cursor>,
+    ) -> (Option<String>, Option<String>) {
         match asked {
             // The first page has nothing before it.
             None => (next.map(|c| self.link(Some(c))), None),
             Some(asked) if !asked.backward => {
-                let before = items.first().map_or_else(
-                    || Cursor {
-                        backward: true,
-                        ..asked.clone()
-                    },
-                    |first| cursor_at(first, true),
-                );
+                let before = Cursor {
+                    backward: true,
+                    ..first.unwrap_or(asked).clone()
+                };
                 (
                     next.map(|c| self.link(Some(c))),
                     Some(self.link(Some(&before))),
@@ -124,8 +135,11 @@ impl Route<'_> {
                 // Going back: the store's `next` is the page before this one (if any); the
                 // page after starts after this one's last item. An empty page (its items
                 // went away) leads to the first page.
-                let after = match items.last() {
-                    Some(last) => self.link(Some(&cursor_at(last, false))),
+                let after = match last {
+                    Some(last) => self.link(Some(&Cursor {
+                        backward: false,
+                        ..last.clone()
+                    })),
                     None => self.link(None),
                 };
                 (Some(after), next.map(|c| self.link(Some(c))))

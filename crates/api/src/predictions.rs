@@ -331,14 +331,29 @@ async fn list(
         after: params.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
     };
-    let page = state.service.list(&query).await?;
     let public = &state.config.public_url;
-    let results: Vec<_> = page
-        .items
-        .iter()
-        .map(|p| PredictionJson::new(public, &p.value))
-        .collect();
-    let (next, previous) = crate::pages::Route {
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        query.after.clone(),
+        |after, limit| {
+            let query = PredictionQuery {
+                after,
+                limit,
+                ..query.clone()
+            };
+            let service = &state.service;
+            async move {
+                let page = service.list(&query).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |p: &augur_core::Versioned<Arc<augur_core::Prediction>>, out: &mut Vec<u8>| {
+            crate::paging::write_json(out, &PredictionJson::new(public, &p.value).listed());
+        },
+    )
+    .await?;
+    let route = crate::pages::Route {
         url: format!("{public}/v1/predictions"),
         filters: &[
             ("status", params.status.as_deref()),
@@ -346,14 +361,8 @@ async fn list(
             ("created_before", params.created_before.as_deref()),
         ],
         limit: params.limit.map(|_| limit),
-    }
-    .links(query.after.as_ref(), page.next.as_ref(), &page.items);
-    Ok(Json(serde_json::json!({
-        "previous": previous,
-        "next": next,
-        "results": results,
-    }))
-    .into_response())
+    };
+    Ok(page.into_response(&route, query.after.as_ref()))
 }
 
 /// The `status` filter of a prediction listing, if given.

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -13,31 +14,56 @@ use augur_core::{Metrics, Prediction, PredictionId, Revision, Status, WebhookEve
 
 /// The rendered JSON of recently read predictions, keyed by id, revision and whether the data
 /// was masked as removed: a status read of an unchanged prediction serves the same bytes
-/// without serializing again. Any change bumps the revision, so an entry is never stale.
+/// without serializing again. Any change bumps the revision, so an entry is never stale. The
+/// cache is bounded by the bytes it holds.
 pub struct Rendered {
-    cache: Cache<(PredictionId, u64, bool), Bytes>,
+    cache: Cache<RenderedKey, Bytes, ByLength>,
+}
+
+type RenderedKey = (PredictionId, u64, bool);
+
+/// Weighs a rendered prediction by its length plus its entry and key.
+#[derive(Clone, Copy, Debug)]
+struct ByLength;
+
+impl Weighter<RenderedKey, Bytes> for ByLength {
+    fn weight(&self, key: &RenderedKey, value: &Bytes) -> u64 {
+        (128 + key.0.as_str().len() + value.len()) as u64
+    }
 }
 
 impl std::fmt::Debug for Rendered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rendered")
             .field("entries", &self.cache.len())
+            .field("bytes", &self.cache.weight())
             .finish()
     }
 }
 
 impl Default for Rendered {
+    /// 32 MiB.
     fn default() -> Self {
-        Self::new(4096)
+        Self::new(32 << 20)
     }
 }
 
 impl Rendered {
-    /// A cache of up to `capacity` rendered predictions.
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of rendered predictions holding up to `bytes` (0 turns it off).
+    pub fn new(bytes: u64) -> Self {
         Self {
-            cache: Cache::new(capacity.max(1)),
+            // Rendered predictions are typically a few KiB.
+            cache: Cache::with_weighter(
+                usize::try_from(bytes / 4096).unwrap_or(usize::MAX).max(1),
+                bytes.max(1),
+                ByLength,
+            ),
         }
+    }
+
+    /// The bytes its entries weigh now.
+    pub fn weight(&self) -> u64 {
+        self.cache.weight()
     }
 
     /// The JSON under `public_url` of the prediction `p` at `revision`, from the cache or
@@ -64,7 +90,9 @@ pub struct PredictionJson<'a> {
     version: &'a str,
     input: &'a Value,
     output: Option<Cow<'a, Value>>,
-    logs: &'a str,
+    /// Left out of list items, as Replicate's list endpoint does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logs: Option<&'a str>,
     error: Option<&'a str>,
     status: Status,
     created_at: String,
@@ -174,7 +202,7 @@ impl<'a> PredictionJson<'a> {
                 .output
                 .as_ref()
                 .map(|output| augur_core::output::render(public_url, output)),
-            logs: &p.logs,
+            logs: Some(&p.logs),
             error: p.error.as_deref(),
             status: p.status,
             created_at: p.created_at.to_rfc3339(),
@@ -194,6 +222,13 @@ impl<'a> PredictionJson<'a> {
             node: p.node.as_deref(),
             deployment: p.deployment.as_deref(),
         }
+    }
+
+    /// The form list pages show: without `logs` (Replicate's list items have none; read the
+    /// prediction for them), so that a page of chatty predictions stays small.
+    pub fn listed(mut self) -> Self {
+        self.logs = None;
+        self
     }
 
     /// The form `Prefer: wait` answers with while the prediction is still running: status

@@ -331,20 +331,30 @@ async fn list_runs(
     let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let asked = after.clone();
-    let page = state
-        .service
-        .list_runs(Some(&caller.account), status, after, limit)
-        .await?;
     let public = &state.config.public_url;
-    let results: Vec<_> = page.items.iter().map(|r| RunJson::new(public, r)).collect();
-    let (next, previous) = crate::pages::Route {
+    let asked = after.clone();
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        after,
+        |after, limit| {
+            let (service, owner) = (&state.service, &caller.account);
+            async move {
+                let page = service.list_runs(Some(owner), status, after, limit).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |p: &Run, out: &mut Vec<u8>| {
+            crate::paging::write_json(out, &RunJson::new(public, p));
+        },
+    )
+    .await?;
+    let route = crate::pages::Route {
         url: format!("{public}/v1/runs"),
         filters: &[("status", params.status.as_deref())],
         limit: params.limit.map(|_| limit),
-    }
-    .links(asked.as_ref(), page.next.as_ref(), &page.items);
-    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
+    };
+    Ok(page.into_response(&route, asked.as_ref()))
 }
 
 async fn cancel_run(

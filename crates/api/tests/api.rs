@@ -43,6 +43,16 @@ fn state() -> AppState {
 
 /// The API's state at `public_url` over `store` and `files`.
 fn state_on(public_url: &str, store: augur_core::store::DynStore, files: OutputFiles) -> AppState {
+    state_with(public_url, store, files, |_| {})
+}
+
+/// [`state_on`] with its configuration changed by `tweak`.
+fn state_with(
+    public_url: &str,
+    store: augur_core::store::DynStore,
+    files: OutputFiles,
+    tweak: impl FnOnce(&mut ApiConfig),
+) -> AppState {
     let mut models = ModelRegistry::new();
     augur_engine::builtin::register(&mut models);
     // augur/demo-image costs 3 credits; augur/echo stays free.
@@ -53,6 +63,7 @@ fn state_on(public_url: &str, store: augur_core::store::DynStore, files: OutputF
     ));
     let mut config = ApiConfig::new(public_url, Secret::new(TOKEN));
     config.max_body_bytes = 64 * 1024;
+    tweak(&mut config);
     let models = Arc::new(models);
     AppState::new(AppParts {
         rendered: Default::default(),
@@ -1618,4 +1629,121 @@ async fn a_batch_is_its_accounts_alone() {
         .await
         .json();
     assert_eq!(again, canceled);
+}
+
+/// Once a prediction's logs pass the 1 MiB window, each further line is streamed (and kept in
+/// the event log) as that line alone, not as the whole window again.
+#[tokio::test]
+async fn log_lines_past_the_window_stream_only_what_is_new() {
+    use augur_core::{Event, Logs, PredictionId};
+    let app = app();
+    let p = app.create_echo(json!({"text": "x"})).await;
+    let id = PredictionId::parse(p["id"].as_str().unwrap()).unwrap();
+    let service = &app.state.service;
+    let line = format!("{}\n", "y".repeat(99));
+    let big = line.repeat(augur_core::prediction::MAX_LOGS_BYTES / line.len() + 1_000);
+    service
+        .transition(&id, &Event::processing().with_logs(Logs::Append(big)))
+        .await
+        .unwrap();
+    let log_bytes = |events: &[augur_core::store::StreamEvent]| -> usize {
+        events.iter().map(|e| e.event.data.len()).sum()
+    };
+    let before = log_bytes(&service.read_events(&id, None, 10_000).await.unwrap());
+    for i in 0..20 {
+        service
+            .transition(
+                &id,
+                &Event::processing().with_logs(Logs::Append(format!("line {i}\n"))),
+            )
+            .await
+            .unwrap();
+    }
+    service
+        .transition(&id, &Event::succeeded(json!("ok")))
+        .await
+        .unwrap();
+    let events = service.read_events(&id, None, 10_000).await.unwrap();
+    let grown = log_bytes(&events) - before;
+    assert!(
+        grown < 1_000,
+        "the event log grew by {grown} bytes for 20 lines"
+    );
+
+    let token = p["urls"]["stream"].as_str().unwrap();
+    let path = token.strip_prefix(BASE).unwrap();
+    let reply = app
+        .send(Request::get(path).body(Body::empty()).unwrap())
+        .await;
+    let text = String::from_utf8(reply.body).unwrap();
+    let logs: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: logs\n"))
+        .collect();
+    assert_eq!(logs.len(), 21, "the window, then one event per line");
+    for (i, event) in logs[1..].iter().enumerate() {
+        assert!(event.ends_with(&format!("data: line {i}")), "{event:?}");
+        assert!(
+            event.len() < 100,
+            "a {}-byte event for one line",
+            event.len()
+        );
+    }
+    // The record still holds the last 1 MiB, ending with the new lines.
+    let got = app.get(&format!("/v1/predictions/{id}")).await.json();
+    let logs = got["logs"].as_str().unwrap();
+    assert_eq!(logs.len(), augur_core::prediction::MAX_LOGS_BYTES);
+    assert!(logs.ends_with("line 18\nline 19\n"));
+}
+
+/// A list page ends at its byte budget however high its `limit`, `next` continues right
+/// after the last item shown, and items leave out `logs` (as Replicate's do).
+#[tokio::test]
+async fn list_pages_end_at_their_byte_budget() {
+    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
+    let app = app_on(state_with(
+        BASE,
+        store,
+        OutputFiles::in_memory(BASE),
+        |config| config.list_page_bytes = 8 * 1024,
+    ));
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let p = app
+            .create_echo(json!({"i": i, "text": "x".repeat(2_000)}))
+            .await;
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse();
+    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
+    let mut url = "/v1/predictions?limit=100".to_owned();
+    loop {
+        let reply = app.get(&url).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            reply.body.len() < 8 * 1024 + 3_000,
+            "{} bytes",
+            reply.body.len()
+        );
+        let page = reply.json();
+        let results = page["results"].as_array().unwrap();
+        sizes.push(results.len());
+        for p in results {
+            assert!(p.get("logs").is_none(), "{p}");
+            assert_eq!(p["input"]["text"].as_str().unwrap().len(), 2_000);
+            seen.push(p["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(next.contains("limit=100"), "{next}");
+                url = next.strip_prefix(BASE).unwrap().to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    assert!(sizes.iter().all(|&n| n <= 4), "{sizes:?}");
+    // A read of the prediction still has its logs.
+    let p = app.get(&format!("/v1/predictions/{}", ids[0])).await.json();
+    assert_eq!(p["logs"], "");
 }

@@ -27,13 +27,7 @@ pub const PROGRESS_WEBHOOK_INTERVAL: Duration = Duration::from_millis(500);
 /// and `done` once it settled.
 pub fn stream_events(prev: Option<&Prediction>, next: &Prediction) -> Vec<StreamEventData> {
     let mut events = Vec::new();
-    let prev_logs = prev.map_or("", |p| p.logs.as_str());
-    let fresh_logs = match next.logs.strip_prefix(prev_logs) {
-        Some(fresh) => fresh,
-        // Replaced rather than appended to: send it whole.
-        None => next.logs.as_str(),
-    };
-    let fresh_logs = fresh_logs.trim_end_matches('\n');
+    let fresh_logs = fresh_logs(prev, next).trim_end_matches('\n');
     if !fresh_logs.is_empty() {
         events.push(event(StreamEventKind::Logs, fresh_logs.to_owned()));
     }
@@ -70,6 +64,26 @@ pub fn stream_events(prev: Option<&Prediction>, next: &Prediction) -> Vec<Stream
         events.push(event(StreamEventKind::Done, done.to_owned()));
     }
     events
+}
+
+/// The log text `next` has that `prev` had not: what follows the end of `prev`'s window in
+/// `next`'s (the windows are placed by `logs_start`, so this holds once the head is being
+/// dropped too), or all of `next`'s window if it does not continue `prev`'s (replaced).
+fn fresh_logs<'a>(prev: Option<&Prediction>, next: &'a Prediction) -> &'a str {
+    let Some(prev) = prev else {
+        return &next.logs;
+    };
+    let continued = || {
+        // Both in `next`'s window: where `prev`'s ends, and where their overlap starts.
+        let end = usize::try_from(
+            (prev.logs_start + prev.logs.len() as u64).checked_sub(next.logs_start)?,
+        )
+        .ok()?;
+        let skip = usize::try_from(next.logs_start.checked_sub(prev.logs_start)?).ok()?;
+        let overlap = prev.logs.get(skip..)?;
+        (next.logs.get(..end)? == overlap).then(|| &next.logs[end..])
+    };
+    continued().unwrap_or(&next.logs)
 }
 
 fn event(kind: StreamEventKind, data: String) -> StreamEventData {
@@ -230,6 +244,39 @@ mod tests {
 
     fn kinds(events: &[StreamEventData]) -> Vec<(StreamEventKind, &str)> {
         events.iter().map(|e| (e.kind, e.data.as_str())).collect()
+    }
+
+    #[test]
+    fn logs_past_the_window_are_sent_as_what_is_new() {
+        use crate::state::{Event, Logs};
+        let a = prediction();
+        let big = "x".repeat(crate::prediction::MAX_LOGS_BYTES) + "\n";
+        let step = |p: &Prediction, logs: Logs| match p
+            .apply(&Event::processing().with_logs(logs), Timestamp::now())
+        {
+            Ok(crate::state::Applied::Changed(next)) => *next,
+            other => panic!("{other:?}"),
+        };
+        let b = step(&a, Logs::Append(big.clone()));
+        assert_eq!(b.logs_start, 1);
+        let c = step(&b, Logs::Append("one\n".into()));
+        assert_eq!(
+            kinds(&stream_events(Some(&b), &c)),
+            vec![(StreamEventKind::Logs, "one")]
+        );
+        // Cog's cumulative reports slide the window the same way.
+        let d = step(&c, Logs::Cumulative(format!("{big}one\ntwo\n")));
+        assert_eq!(
+            kinds(&stream_events(Some(&c), &d)),
+            vec![(StreamEventKind::Logs, "two")]
+        );
+        // Logs replaced rather than continued are sent whole.
+        let other = "z".repeat(crate::prediction::MAX_LOGS_BYTES + 100);
+        let e = step(&d, Logs::Cumulative(other.clone()));
+        assert_eq!(
+            kinds(&stream_events(Some(&d), &e)),
+            vec![(StreamEventKind::Logs, &other[100..])]
+        );
     }
 
     #[test]

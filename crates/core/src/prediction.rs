@@ -34,6 +34,11 @@ pub struct Prediction {
     /// Everything the model logged, capped at [`MAX_LOGS_BYTES`] (the head is dropped).
     #[serde(default)]
     pub logs: String,
+    /// Where `logs` starts in everything the model logged: the bytes dropped from the head so
+    /// far. With it a change's new log text is known even once the window slides, so stream
+    /// events carry only that (see [`crate::notices::stream_events`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub logs_start: u64,
     /// Why it failed, when it did.
     #[serde(default)]
     pub error: Option<String>,
@@ -132,6 +137,7 @@ impl Prediction {
             input,
             output: None,
             logs: String::new(),
+            logs_start: 0,
             error: None,
             status: Status::Starting,
             created_at: Timestamp::now(),
@@ -170,6 +176,7 @@ impl Prediction {
         self.input = Value::Null;
         self.output = None;
         self.logs = String::new();
+        self.logs_start = 0;
         self.data_removed = true;
     }
 
@@ -243,6 +250,7 @@ impl Entity for Prediction {
                         input: &self.input,
                         output: &self.output,
                         logs: &self.logs,
+                        logs_start: self.logs_start,
                     })
                 })
                 .transpose()?,
@@ -257,6 +265,7 @@ impl Entity for Prediction {
                 p.input = data.input;
                 p.output = data.output;
                 p.logs = data.logs;
+                p.logs_start = data.logs_start;
             }
             None => p.remove_data(),
         }
@@ -271,6 +280,12 @@ struct DataRef<'a> {
     input: &'a Value,
     output: &'a Option<Value>,
     logs: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    logs_start: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Deserialize)]
@@ -281,6 +296,8 @@ struct Data {
     output: Option<Value>,
     #[serde(default)]
     logs: String,
+    #[serde(default)]
+    logs_start: u64,
 }
 
 /// A prediction's body: every field but the data, under the names `Prediction` derives (so a

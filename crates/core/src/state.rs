@@ -263,7 +263,7 @@ impl Prediction {
         let mut next = self.clone();
         next.status = event.status;
         if let Some(logs) = &event.logs {
-            merge_logs(&mut next.logs, logs);
+            merge_logs(&mut next.logs, &mut next.logs_start, logs);
         }
         if let Some(output) = &event.output {
             next.output = Some(output.clone());
@@ -320,13 +320,23 @@ impl Prediction {
     }
 }
 
-fn merge_logs(current: &mut String, logs: &Logs) {
+/// Adds `logs` to the window `current`, which starts at byte `start` of everything logged,
+/// keeping at most [`MAX_LOGS_BYTES`] (the head is dropped and `start` moves past it).
+fn merge_logs(current: &mut String, start: &mut u64, logs: &Logs) {
     match logs {
         Logs::Append(more) => current.push_str(more),
         Logs::Cumulative(all) => {
-            let stale = all.len() <= current.len() && current.starts_with(all.as_str());
+            // Everything logged so far, from byte 0: stale if it ends within what is kept and
+            // agrees with it.
+            let end = *start + current.len() as u64;
+            let stale = all.len() as u64 <= end
+                && usize::try_from(*start)
+                    .ok()
+                    .and_then(|from| all.get(from.min(all.len())..))
+                    .is_some_and(|tail| current.starts_with(tail));
             if !stale {
                 current.clone_from(all);
+                *start = 0;
             }
         }
     }
@@ -336,6 +346,7 @@ fn merge_logs(current: &mut String, logs: &Logs) {
             cut += 1;
         }
         current.drain(..cut);
+        *start += cut as u64;
     }
 }
 
@@ -551,9 +562,36 @@ mod tests {
     #[test]
     fn logs_are_capped_keeping_the_tail() {
         let mut logs = "é".repeat(MAX_LOGS_BYTES / 2);
-        merge_logs(&mut logs, &Logs::Append("tail".into()));
+        let mut start = 0;
+        merge_logs(&mut logs, &mut start, &Logs::Append("tail".into()));
         assert!(logs.len() <= MAX_LOGS_BYTES);
         assert!(logs.ends_with("tail"));
+        assert_eq!(start as usize + logs.len(), MAX_LOGS_BYTES + 4);
+    }
+
+    #[test]
+    fn a_cumulative_report_within_the_window_is_stale_once_it_slid() {
+        let all = format!("{}b\n", "a".repeat(MAX_LOGS_BYTES));
+        let (mut logs, mut start) = (String::new(), 0);
+        merge_logs(&mut logs, &mut start, &Logs::Cumulative(all.clone()));
+        assert_eq!(start, 2);
+        assert_eq!(logs, all[2..]);
+        // The same report again, or an older one, changes nothing.
+        merge_logs(&mut logs, &mut start, &Logs::Cumulative(all.clone()));
+        merge_logs(
+            &mut logs,
+            &mut start,
+            &Logs::Cumulative(all[..10].to_owned()),
+        );
+        assert_eq!((start, logs.as_str()), (2, &all[2..]));
+        // A longer one slides the window on.
+        merge_logs(
+            &mut logs,
+            &mut start,
+            &Logs::Cumulative(format!("{all}c\n")),
+        );
+        assert_eq!(start, 4);
+        assert!(logs.ends_with("b\nc\n"));
     }
 
     fn arb_event() -> impl Strategy<Value = Event> {

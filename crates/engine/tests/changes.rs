@@ -23,7 +23,7 @@ fn node(shared: &Arc<MemoryStore>, stop: &CancellationToken) -> Node {
     // A cache that would never expire on its own: only announcements keep it fresh.
     let cache = Arc::new(CachedStore::new(
         shared.clone(),
-        100,
+        augur_core::store::cached::CacheBudget::bytes(1 << 20),
         Some(Duration::from_secs(3600)),
     ));
     let store: DynStore = cache.clone();

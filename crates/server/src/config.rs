@@ -52,8 +52,16 @@ pub struct Config {
     pub retention: Duration,
     /// Largest request body in bytes (`AUGUR_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
-    /// Predictions kept in the read cache (`AUGUR_CACHE_ENTRIES`; 0 turns it off).
+    /// Records kept in the read cache at most (`AUGUR_CACHE_ENTRIES`; 0 turns it off); the
+    /// cache is bounded by `cache_bytes` too.
     pub cache_entries: usize,
+    /// Memory the caches may hold, in bytes (`AUGUR_CACHE_BYTES`; 0 turns them off): three
+    /// quarters for the read cache of records (weighed with what they decode into), one
+    /// quarter for the rendered JSON of predictions.
+    pub cache_bytes: u64,
+    /// A list page stops taking items once its JSON reaches this many bytes
+    /// (`AUGUR_LIST_PAGE_BYTES`); its `next` URL continues from there.
+    pub list_page_bytes: usize,
     /// For a store shared by several nodes, how stale a cached read may be at most
     /// (`AUGUR_CACHE_MAX_STALENESS`; other nodes' writes invalidate entries sooner through
     /// the store's announcements; 0 turns the cache off for shared stores). A store only this
@@ -215,6 +223,8 @@ impl Default for Config {
             retention: Duration::from_secs(3600),
             max_body_bytes: 1 << 20,
             cache_entries: 10_000,
+            cache_bytes: 128 << 20,
+            list_page_bytes: 4 << 20,
             cache_max_staleness: Duration::from_secs(5),
             store_fallback: None,
             store_breaker_failures: 3,
@@ -462,6 +472,16 @@ impl Config {
                 .parse()
                 .with_context(|| format!("AUGUR_CACHE_ENTRIES must be a number, got {v:?}"))?;
         }
+        if let Some(v) = var("AUGUR_CACHE_BYTES") {
+            self.cache_bytes = v
+                .parse()
+                .with_context(|| format!("AUGUR_CACHE_BYTES must be a number, got {v:?}"))?;
+        }
+        if let Some(v) = var("AUGUR_LIST_PAGE_BYTES") {
+            self.list_page_bytes = v
+                .parse()
+                .with_context(|| format!("AUGUR_LIST_PAGE_BYTES must be a number, got {v:?}"))?;
+        }
         if let Some(v) = var("AUGUR_CACHE_MAX_STALENESS") {
             self.cache_max_staleness = humantime::parse_duration(&v).with_context(|| {
                 format!("AUGUR_CACHE_MAX_STALENESS must be a duration such as 5s, got {v:?}")
@@ -568,6 +588,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
+        }
+        if self.list_page_bytes < 1024 {
+            bail!("list_page_bytes must be at least 1024");
         }
         if let Some(url) = &self.public_url {
             let shown = augur_core::redact::url(url);

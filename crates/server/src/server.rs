@@ -16,7 +16,7 @@ use augur_api::payments::PaymentsConfig;
 use augur_api::{ApiConfig, AppParts, AppState};
 use augur_core::outbox::Payload;
 use augur_core::store::DynStore;
-use augur_core::store::cached::CachedStore;
+use augur_core::store::cached::{CacheBudget, CachedStore};
 use augur_core::store::fallback::{Breaker, FallbackStore};
 use augur_core::store::metered::MeteredStore;
 use augur_core::{Accounts, AccountsConfig, Credits, Predictions, Secret, ServiceConfig};
@@ -100,6 +100,7 @@ pub async fn serve(
 
     let mut api_config = ApiConfig::new(public_url.clone(), admin_token);
     api_config.max_body_bytes = config.max_body_bytes;
+    api_config.list_page_bytes = config.list_page_bytes;
     api_config.max_file_bytes = config.file_max_bytes;
     api_config.max_batch_items = config.batch_max_items;
     api_config.file_expiry = config.file_expiry;
@@ -133,7 +134,7 @@ pub async fn serve(
             .collect(),
     });
     let state = AppState::new(AppParts {
-        rendered: Default::default(),
+        rendered: augur_api::wire::Rendered::new(rendered_cache_bytes(&config)),
         service: service.clone(),
         accounts: accounts.clone(),
         credits: Credits::new(stack.store.clone()),
@@ -272,6 +273,12 @@ fn webhook_body(public_url: String) -> augur_webhooks::Render {
     })
 }
 
+/// The part of `cache_bytes` for rendered prediction JSON (a quarter); the rest is the read
+/// cache's.
+fn rendered_cache_bytes(config: &Config) -> u64 {
+    config.cache_bytes / 4
+}
+
 /// The decorated store the service uses: metrics on every backend call, the read fallback if
 /// configured, and the read cache (exact for a store only this process writes; bounded
 /// staleness, plus invalidation by announcements, for a shared one).
@@ -298,13 +305,18 @@ impl StoreStack {
             };
             store = Arc::new(FallbackStore::with_breaker(store, secondary, breaker));
         }
-        let cache = match (shared, config.cache_entries) {
-            (_, 0) => None,
-            (false, entries) => Some(Arc::new(CachedStore::exclusive(store.clone(), entries))),
+        let budget = CacheBudget {
+            bytes: config.cache_bytes - rendered_cache_bytes(config),
+            entries: Some(config.cache_entries),
+        };
+        let off = config.cache_entries == 0 || budget.bytes == 0;
+        let cache = match (shared, off) {
+            (_, true) => None,
+            (false, false) => Some(Arc::new(CachedStore::exclusive(store.clone(), budget))),
             (true, _) if config.cache_max_staleness.is_zero() => None,
-            (true, entries) => Some(Arc::new(CachedStore::new(
+            (true, false) => Some(Arc::new(CachedStore::new(
                 store.clone(),
-                entries,
+                budget,
                 Some(config.cache_max_staleness),
             ))),
         };

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use augur_core::store::DynStore;
-use augur_core::store::cached::CachedStore;
+use augur_core::store::cached::{CacheBudget, CachedStore};
 use augur_core::store::memory::MemoryStore;
 
 async fn setup() -> Option<DynStore> {
     Some(Arc::new(CachedStore::exclusive(
         Arc::new(MemoryStore::new()),
-        1000,
+        CacheBudget::bytes(16 << 20),
     )))
 }
 

@@ -15,6 +15,11 @@
 //! through the cache is not decoded at all when its writer hands over the value it encoded
 //! ([`RecordStore::remember_decoded`]).
 //!
+//! The cache is bounded by bytes, not entries: an entry weighs its record's text plus an
+//! estimate of what that text decodes into ([`footprint`]), at least `bytes / entries` each
+//! when an entry count is configured too. A record heavier than a shard of the budget is not
+//! cached at all; reads of it go to the store.
+//!
 //! Hits and misses are counted as `augur_cache_reads_total{result}`.
 
 use std::any::Any;
@@ -23,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
 use super::{
@@ -42,8 +48,8 @@ fn id_of(key: &Key) -> Id {
 
 #[derive(Clone)]
 enum Entry {
-    /// A record at its revision, cached at `at`.
-    Value(Arc<Stored>, Instant),
+    /// A record at its revision, cached at `at`, weighing `weight` bytes ([`footprint`]).
+    Value(Arc<Stored>, Instant, u64),
     /// No record cached; records below this revision must not be.
     Floor(Revision),
 }
@@ -51,8 +57,104 @@ enum Entry {
 impl Entry {
     fn revision(&self) -> Revision {
         match self {
-            Entry::Value(v, _) => v.revision,
+            Entry::Value(v, ..) => v.revision,
             Entry::Floor(r) => *r,
+        }
+    }
+
+    /// A record cached now.
+    fn value(record: Arc<Stored>) -> Self {
+        let weight = footprint(&record.record);
+        Entry::Value(record, Instant::now(), weight)
+    }
+}
+
+/// Bytes an entry holds besides its record's text: the entry, its key and the record's
+/// small fields.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// What caching `record` may cost in memory, in bytes: its text, and an upper estimate of
+/// the values it decodes into ([`decoded_estimate`]).
+pub fn footprint(record: &super::Record) -> u64 {
+    let text = record.key.id.len()
+        + record.owner.as_str().len()
+        + record.status.as_ref().map_or(0, String::len)
+        + record.parent.as_ref().map_or(0, String::len)
+        + record.body.len()
+        + record.data.as_ref().map_or(0, String::len);
+    let decoded =
+        decoded_estimate(&record.body) + record.data.as_deref().map_or(0, decoded_estimate);
+    ENTRY_OVERHEAD + text as u64 + decoded
+}
+
+/// An upper estimate of the heap a JSON text takes once decoded into `serde_json::Value`s
+/// (its strings' bytes, a slot per value with room for the vector to grow, a tree node per
+/// object), from one pass over the text. Small texts decode into a few times their size;
+/// a hostile one such as `[{},{},…]` into a hundred times, which is why entries are not
+/// weighed by their text alone.
+pub fn decoded_estimate(json: &str) -> u64 {
+    /// A value's slot in its array or object, with room for growth.
+    const SLOT: u64 = 80;
+    /// A `BTreeMap` leaf node, allocated for every non-empty object (and counted for empty
+    /// ones, to stay an upper bound).
+    const NODE: u64 = 640;
+    let (mut slots, mut objects) = (0u64, 0u64);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' => slots += 1,
+                b'{' => {
+                    slots += 1;
+                    objects += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    json.len() as u64 + slots * SLOT + objects * NODE
+}
+
+/// Weighs entries by [`footprint`], at least `min` each (the budget divided by an entry
+/// limit).
+#[derive(Clone, Copy, Debug)]
+struct ByBytes {
+    min: u64,
+}
+
+impl Weighter<Id, Entry> for ByBytes {
+    fn weight(&self, id: &Id, entry: &Entry) -> u64 {
+        let own = match entry {
+            Entry::Value(_, _, weight) => *weight,
+            Entry::Floor(_) => ENTRY_OVERHEAD + id.1.len() as u64,
+        };
+        own.max(self.min)
+    }
+}
+
+/// How much a [`CachedStore`] may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheBudget {
+    /// Bytes of records (and what they decode into), estimated by [`footprint`].
+    pub bytes: u64,
+    /// Records at most, if bounded by count too.
+    pub entries: Option<usize>,
+}
+
+impl CacheBudget {
+    /// A budget of `bytes`.
+    pub fn bytes(bytes: u64) -> Self {
+        Self {
+            bytes,
+            entries: None,
         }
     }
 }
@@ -63,7 +165,7 @@ const STRIPES: usize = 64;
 /// The read cache decorator.
 pub struct CachedStore {
     inner: DynStore,
-    cache: Cache<Id, Entry>,
+    cache: Cache<Id, Entry, ByBytes>,
     ttl: Option<Duration>,
     stripes: Vec<Mutex<()>>,
 }
@@ -73,20 +175,31 @@ impl std::fmt::Debug for CachedStore {
         f.debug_struct("CachedStore")
             .field("inner", &self.inner)
             .field("entries", &self.cache.len())
-            .field("capacity", &self.cache.capacity())
+            .field("bytes", &self.cache.weight())
+            .field("capacity_bytes", &self.cache.capacity())
             .field("ttl", &self.ttl)
             .finish()
     }
 }
 
 impl CachedStore {
-    /// A cache of up to `capacity` records in front of `inner`. `ttl` bounds how long an
-    /// entry is trusted (`None`: until this process writes it; only right for a store this
-    /// process alone writes).
-    pub fn new(inner: DynStore, capacity: usize, ttl: Option<Duration>) -> Self {
+    /// A cache within `budget` in front of `inner`. `ttl` bounds how long an entry is
+    /// trusted (`None`: until this process writes it; only right for a store this process
+    /// alone writes).
+    pub fn new(inner: DynStore, budget: CacheBudget, ttl: Option<Duration>) -> Self {
+        let bytes = budget.bytes.max(1);
+        let min = budget
+            .entries
+            .map_or(0, |entries| bytes.div_ceil(entries.max(1) as u64));
+        // Room for the shard count: records are typically a few KiB.
+        let estimated = budget
+            .entries
+            .unwrap_or(usize::MAX)
+            .min(usize::try_from(bytes / 4096).unwrap_or(usize::MAX))
+            .max(1);
         Self {
             inner,
-            cache: Cache::new(capacity.max(1)),
+            cache: Cache::with_weighter(estimated, bytes, ByBytes { min }),
             ttl,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
@@ -102,8 +215,13 @@ impl CachedStore {
 
     /// A cache that trusts its entries until this process writes them: right only when
     /// `inner.capabilities().shared` is false.
-    pub fn exclusive(inner: DynStore, capacity: usize) -> Self {
-        Self::new(inner, capacity, None)
+    pub fn exclusive(inner: DynStore, budget: CacheBudget) -> Self {
+        Self::new(inner, budget, None)
+    }
+
+    /// The bytes its entries weigh now ([`footprint`]).
+    pub fn weight(&self) -> u64 {
+        self.cache.weight()
     }
 
     /// Forgets everything (announcements may have been missed).
@@ -125,7 +243,7 @@ impl CachedStore {
         let id = id_of(key);
         let _guard = self.lock(&id);
         match self.cache.get(&id) {
-            Some(Entry::Value(existing, _)) if existing.revision >= revision => {}
+            Some(Entry::Value(existing, ..)) if existing.revision >= revision => {}
             Some(Entry::Floor(floor)) if floor >= revision => {}
             Some(_) => {
                 self.cache.remove(&id);
@@ -141,12 +259,12 @@ impl CachedStore {
         let id = id_of(&record.record.key);
         let _guard = self.lock(&id);
         let stale = match self.cache.get(&id) {
-            Some(Entry::Value(existing, _)) => existing.revision > record.revision,
+            Some(Entry::Value(existing, ..)) => existing.revision > record.revision,
             Some(Entry::Floor(floor)) => floor > record.revision,
             None => false,
         };
         if !stale {
-            self.cache.insert(id, Entry::Value(record, Instant::now()));
+            self.cache.insert(id, Entry::value(record));
         }
     }
 
@@ -155,8 +273,8 @@ impl CachedStore {
         let id = id_of(&record.record.key);
         let _guard = self.lock(&id);
         match self.cache.get(&id) {
-            Some(Entry::Value(existing, _)) if existing.revision > record.revision => {}
-            _ => self.cache.insert(id, Entry::Value(record, Instant::now())),
+            Some(Entry::Value(existing, ..)) if existing.revision > record.revision => {}
+            _ => self.cache.insert(id, Entry::value(record)),
         }
     }
 
@@ -179,7 +297,7 @@ impl CachedStore {
 
     fn cached(&self, key: &Key) -> Option<Arc<Stored>> {
         let hit = match self.cache.get(&id_of(key)) {
-            Some(Entry::Value(record, at))
+            Some(Entry::Value(record, at, _))
                 if self.ttl.is_none_or(|ttl| at.elapsed() < ttl)
                     && !record.record.is_gone_at(Timestamp::now()) =>
             {
@@ -230,7 +348,7 @@ impl RecordStore for CachedStore {
     }
 
     fn remember_decoded(&self, key: &Key, revision: Revision, value: Arc<dyn Any + Send + Sync>) {
-        if let Some(Entry::Value(stored, _)) = self.cache.get(&id_of(key))
+        if let Some(Entry::Value(stored, ..)) = self.cache.get(&id_of(key))
             && stored.revision == revision
         {
             stored.set_decoded(value);
@@ -393,7 +511,7 @@ mod tests {
 
     async fn setup() -> (Arc<Lossy>, CachedStore, Prediction) {
         let lossy = lossy();
-        let cached = CachedStore::exclusive(lossy.clone(), 100);
+        let cached = CachedStore::exclusive(lossy.clone(), CacheBudget::bytes(1 << 20));
         let p = prediction();
         cached.write(&insert(&p)).await.unwrap();
         (lossy, cached, p)
@@ -493,7 +611,11 @@ mod tests {
     #[tokio::test]
     async fn ttl_bounds_staleness_for_shared_stores() {
         let lossy = lossy();
-        let cached = CachedStore::new(lossy.clone(), 100, Some(Duration::from_millis(50)));
+        let cached = CachedStore::new(
+            lossy.clone(),
+            CacheBudget::bytes(1 << 20),
+            Some(Duration::from_millis(50)),
+        );
         let p = prediction();
         cached.write(&insert(&p)).await.unwrap();
         let mut other = p.clone();
@@ -512,7 +634,11 @@ mod tests {
     #[tokio::test]
     async fn an_announcement_drops_only_older_entries() {
         let lossy = lossy();
-        let cached = CachedStore::new(lossy.clone(), 100, Some(Duration::from_secs(60)));
+        let cached = CachedStore::new(
+            lossy.clone(),
+            CacheBudget::bytes(1 << 20),
+            Some(Duration::from_secs(60)),
+        );
         let p = prediction();
         cached.write(&insert(&p)).await.unwrap();
         // Its own write announced: the entry stays.
@@ -535,7 +661,11 @@ mod tests {
     #[tokio::test]
     async fn a_record_read_again_after_its_ttl_is_cached_again() {
         let lossy = lossy();
-        let cached = CachedStore::new(lossy.clone(), 100, Some(Duration::from_millis(50)));
+        let cached = CachedStore::new(
+            lossy.clone(),
+            CacheBudget::bytes(1 << 20),
+            Some(Duration::from_millis(50)),
+        );
         let p = prediction();
         cached.write(&insert(&p)).await.unwrap();
         read(&cached, &p).await;
@@ -550,5 +680,73 @@ mod tests {
             read(&cached, &p).await;
         }
         assert_eq!(lossy.reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_within_its_byte_budget() {
+        let lossy = lossy();
+        let budget = 8 << 20;
+        let cached = CachedStore::exclusive(lossy.clone(), CacheBudget::bytes(budget));
+        let mut ps = Vec::new();
+        for i in 0..100 {
+            let mut p = prediction();
+            p.input = serde_json::json!({ "prompt": format!("{i}{}", "x".repeat(100_000)) });
+            cached.write(&insert(&p)).await.unwrap();
+            read(&cached, &p).await;
+            ps.push(p);
+        }
+        assert!(
+            cached.weight() <= budget,
+            "{} bytes cached",
+            cached.weight()
+        );
+        assert!(
+            cached.weight() > budget / 2,
+            "{} bytes cached",
+            cached.weight()
+        );
+        // Every record still reads back, from the store when no longer cached.
+        for p in &ps {
+            assert_eq!(read(&cached, p).await.1.input, p.input);
+        }
+        // A record heavier than a shard of the budget is never cached.
+        let mut huge = prediction();
+        huge.input = serde_json::json!({ "prompt": "x".repeat(2 << 20) });
+        cached.write(&insert(&huge)).await.unwrap();
+        let reads = lossy.reads.load(Ordering::SeqCst);
+        read(&cached, &huge).await;
+        read(&cached, &huge).await;
+        assert_eq!(lossy.reads.load(Ordering::SeqCst), reads + 2);
+    }
+
+    #[tokio::test]
+    async fn an_entry_limit_still_bounds_the_count() {
+        let cached = CachedStore::exclusive(
+            lossy(),
+            CacheBudget {
+                bytes: 64 << 20,
+                entries: Some(100),
+            },
+        );
+        for _ in 0..1000 {
+            cached.write(&insert(&prediction())).await.unwrap();
+        }
+        assert!(cached.cache.len() <= 100, "{} entries", cached.cache.len());
+    }
+
+    #[test]
+    fn a_json_tree_is_weighed_by_what_it_decodes_into() {
+        // Text: a string weighs about its length.
+        let text = format!("{{\"prompt\":\"{}\"}}", "x".repeat(10_000));
+        let estimate = decoded_estimate(&text);
+        assert!((10_000..12_000).contains(&estimate), "{estimate}");
+        // Structural characters inside strings do not count.
+        let quoted = format!("{{\"prompt\":\"{}\\\"\"}}", "{,[".repeat(1_000));
+        assert!(decoded_estimate(&quoted) < 5_000);
+        // Many small objects decode into far more than their text, and the estimate says so.
+        let tree = format!("[{}{{}}]", "{},".repeat(10_000));
+        let decoded: serde_json::Value = serde_json::from_str(&tree).unwrap();
+        assert_eq!(decoded.as_array().unwrap().len(), 10_001);
+        assert!(decoded_estimate(&tree) > 100 * tree.len() as u64);
     }
 }
