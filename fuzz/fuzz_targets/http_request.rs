@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::http::Request;
 use libfuzzer_sys::fuzz_target;
 
-const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "QUERY"];
+const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "QUERY",
+];
 
 /// Route shapes; `*` is replaced by a fuzzed segment.
 const PATHS: &[&str] = &[
@@ -116,10 +118,16 @@ fuzz_target!(|input: Input| {
     }
     let mut builder = Request::builder().method(method).uri(path.as_str());
     if input.admin {
-        builder = builder.header("authorization", format!("Bearer {}", augur_fuzz::ADMIN_TOKEN));
+        builder = builder.header(
+            "authorization",
+            format!("Bearer {}", augur_fuzz::ADMIN_TOKEN),
+        );
     }
     for (name, value) in input.headers.iter().take(8) {
-        builder = builder.header(HEADERS[usize::from(*name) % HEADERS.len()], value.as_slice());
+        builder = builder.header(
+            HEADERS[usize::from(*name) % HEADERS.len()],
+            value.as_slice(),
+        );
     }
     let Ok(request) = builder.body(Body::from(input.body)) else {
         return; // the http crate refuses it: it never reaches the server

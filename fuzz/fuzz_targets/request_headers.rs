@@ -44,6 +44,10 @@ fuzz_target!(|h: Headers| {
     let Some(request) = create(&h) else {
         return; // bytes the http crate refuses as a header value never reach the server
     };
-    let setup = if h.twice { create(&h).into_iter().collect() } else { Vec::new() };
+    let setup = if h.twice {
+        create(&h).into_iter().collect()
+    } else {
+        Vec::new()
+    };
     augur_fuzz::Api::shared().send(setup, request);
 });

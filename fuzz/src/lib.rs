@@ -80,9 +80,13 @@ impl Api {
                 let _ = app.clone().oneshot(r).await;
             }
             let described = format!("{} {}", request.method(), request.uri());
-            let response = app.oneshot(request).await.expect("the router is infallible");
+            let response = app
+                .oneshot(request)
+                .await
+                .expect("the router is infallible");
             let status = response.status();
-            let body = match tokio::time::timeout(BODY_WINDOW, response.into_body().collect()).await {
+            let body = match tokio::time::timeout(BODY_WINDOW, response.into_body().collect()).await
+            {
                 Ok(Ok(collected)) => collected.to_bytes().to_vec(),
                 Ok(Err(e)) => panic!("{described}: the body failed: {e}"),
                 Err(_) => Vec::new(), // an open stream
@@ -109,7 +113,12 @@ fn check(described: &str, status: StatusCode, body: &[u8]) {
 }
 
 /// A request with the admin token, a JSON body and `headers`.
-pub fn request(method: &str, uri: &str, headers: &[(&str, &[u8])], body: Vec<u8>) -> Option<Request<Body>> {
+pub fn request(
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &[u8])],
+    body: Vec<u8>,
+) -> Option<Request<Body>> {
     let mut builder = Request::builder()
         .method(method)
         .uri(uri)
@@ -124,7 +133,10 @@ pub fn request(method: &str, uri: &str, headers: &[(&str, &[u8])], body: Vec<u8>
 /// The Standard Webhooks headers of a payment webhook carrying `body`, signed with
 /// [`PAYMENTS_SECRET`] now.
 pub fn payment_signature(msg_id: &str, body: &[u8]) -> (String, String) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let secret = WebhookSecret::parse(PAYMENTS_SECRET).expect("a valid secret");
     (now.to_string(), secret.sign(msg_id, now, body))
 }
