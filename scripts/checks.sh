@@ -11,8 +11,8 @@
 #   are fetched. Advisories are not checked: the RustSec database is a download from outside
 #   the package registries.
 # - features: every feature of the server builds on its own (`cargo hack check
-#   --each-feature`, which also tries no features at all), so a backend's code never leans on
-#   another backend's feature.
+#   --each-feature`, which also tries no features at all; all of them together is clippy's
+#   build), so a backend's code never leans on another backend's feature.
 # Tools missing from ~/.cargo/bin are installed from crates.io (`cargo install --locked`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +54,8 @@ check_features() {
     install_if_missing hack cargo-hack
     # `check` only: metadata, no code generation, so it costs a fraction of a build and shares
     # the dependencies clippy has already checked; it never replaces the test build's binaries.
-    cargo hack check -p augur-server --each-feature --locked --quiet
+    # `--all-features` is left out: clippy has just checked exactly that.
+    cargo hack check -p augur-server --each-feature --exclude-all-features --locked --quiet
 }
 
 selected=("$@")
