@@ -19,9 +19,12 @@
 #   crates/server/tests/js/package-lock.json, `npm ci`), with Node.js and npm from Debian's
 #   packages when missing; only the tests use Node, never Augur itself.
 # Then it runs the Rust tests once, in the dev profile with every backend compiled in (one
-# build, no rebuilds).
+# build, no rebuilds). A full run (no arguments) first runs each fuzz target for a few seconds
+# (scripts/fuzz.sh; AUGUR_FUZZ_SECONDS sets how long, 0 skips it), so that the test
+# runner's summary stays the last thing printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/toolchain.sh
 
 # shellcheck source=scripts/services/redis.sh
 source scripts/services/redis.sh
@@ -62,6 +65,11 @@ if [ ! -f "$js/node_modules/.package-lock.json" ] ||
         echo "   npm ci failed; the JS client tests will fail"
 fi
 export AUGUR_E2E_REQUIRED="${AUGUR_E2E_REQUIRED:-1}"
+
+if [ $# -eq 0 ] && [ "${AUGUR_FUZZ_SECONDS:-5}" != 0 ]; then
+    echo "== fuzzing each target for ${AUGUR_FUZZ_SECONDS:-5} s (scripts/fuzz.sh)"
+    scripts/fuzz.sh "${AUGUR_FUZZ_SECONDS:-5}"
+fi
 
 echo "== running the Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -933,6 +933,56 @@ async fn stream_works_with_the_url_token_and_ends_with_done() {
     assert_eq!(authed.status, StatusCode::OK);
 }
 
+/// The document names every status the server answers with that schemathesis can reach with
+/// any request (scripts/schemathesis.sh): a 401 on every operation behind the token, a 400
+/// and a 415 on every operation with a JSON body, a 400 on every operation with a query.
+#[tokio::test]
+async fn openapi_document_names_the_generic_errors_of_every_operation() {
+    let app = app();
+    let spec = app.get("/openapi.json").await.json();
+    let default_security = spec["security"].as_array().unwrap().clone();
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let security = op["security"].as_array().unwrap_or(&default_security);
+            let needs_token = !security.is_empty()
+                && security
+                    .iter()
+                    .all(|req| !req.as_object().unwrap().is_empty());
+            if needs_token {
+                assert!(
+                    responses.contains_key("401"),
+                    "{method} {path} lacks its 401"
+                );
+            }
+            if op["requestBody"]["content"]["application/json"].is_object() {
+                for code in ["400", "415"] {
+                    assert!(
+                        responses.contains_key(code),
+                        "{method} {path} lacks its {code}"
+                    );
+                }
+            }
+            let has_query = op["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            if has_query {
+                assert!(
+                    responses.contains_key("400"),
+                    "{method} {path} lacks its 400"
+                );
+            }
+            if let Some(limit) = op["parameters"].as_array().and_then(|ps| {
+                ps.iter()
+                    .find(|p| p["in"] == "query" && p["name"] == "limit")
+            }) {
+                assert_eq!(limit["schema"]["minimum"], 1, "{method} {path} limit");
+                assert_eq!(limit["schema"]["maximum"], 1000, "{method} {path} limit");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
     let app = app();

@@ -59,7 +59,8 @@ impl Lease {
         self.item.expires_at
     }
 
-    /// A lease the creating node holds from the start ([`Jobs::enqueue_claimed`]).
+    /// A lease the creating node holds from the start, with the effect that queues the job
+    /// already claimed by `worker` (the claimed form of [`enqueue`]).
     pub fn claimed_at_create(
         prediction_id: &PredictionId,
         owner: &AccountId,

@@ -9,7 +9,7 @@
 //! - [`account`], [`accounts`]: accounts and API tokens, and the service over them.
 //! - [`credits`]: prices, holds, settlements and the credit operations.
 //! - [`idempotency`]: idempotency keys as records.
-//! - [`file`]: uploaded files' metadata as records, and the [`file::Files`] handle.
+//! - [`mod@file`]: uploaded files' metadata as records, and the [`file::Files`] handle.
 //! - [`output`]: output files as `/files/<key>` references in stored outputs, rendered as
 //!   absolute URLs for clients.
 //! - [`hub`]: in-process change notifications.

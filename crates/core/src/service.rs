@@ -1,4 +1,4 @@
-//! [`Predictions`]: the business operations on predictions, over any [`Store`].
+//! [`Predictions`]: the business operations on predictions, over any [`Store`](crate::store::Store).
 //!
 //! This is where a request becomes a stored prediction with its job, and where a report
 //! becomes a transition: read, apply the state machine, compare-and-set with the transition's

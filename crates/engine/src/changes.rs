@@ -10,7 +10,7 @@
 //! Metrics: `augur_store_announcements_subscribed` (1 while subscribed) and
 //! `augur_store_announcements_total{kind}`.
 //!
-//! [`Store::subscribe`]: augur_core::store::Store::subscribe
+//! [`Store::subscribe`]: augur_core::store::AdminStore::subscribe
 
 use std::future::Future;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! only ever go to the primary.
 //!
 //! This is the seeds' `getStatusWithFallback`, done so that it cannot split the data: a read
-//! that fails on the primary with a retryable error ([`Error::is_retryable`]) is answered by the
+//! that fails on the primary with a retryable error ([`Error::is_retryable`](super::Error::is_retryable)) is answered by the
 //! secondary (typically a read replica, or a store kept in step by `augur migrate`), and is
 //! counted as `augur_store_fallback_reads_total{operation}`. A write that fails on the primary
 //! fails loudly: it is never sent to the secondary, where it would fork the history. The
