@@ -4,7 +4,7 @@
 //! `/metrics` and `/readyz`'s detail (the store, the queue, a store error's text) are for the
 //! operator: [`OpsAccess`] says who else may read them on the API's router. A caller without
 //! that right gets `/readyz`'s status alone (`ready` or 503) and a 401 from `/metrics`. On a
-//! listener of their own ([`trusted_routes`]) they are open.
+//! listener of their own (`trusted_routes`) they are open.
 
 use std::time::Duration;
 
