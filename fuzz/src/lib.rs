@@ -79,6 +79,7 @@ impl Api {
             for r in setup {
                 let _ = app.clone().oneshot(r).await;
             }
+            let head = request.method() == axum::http::Method::HEAD;
             let described = format!("{} {}", request.method(), request.uri());
             let response = app
                 .oneshot(request)
@@ -91,7 +92,8 @@ impl Api {
                 Ok(Err(e)) => panic!("{described}: the body failed: {e}"),
                 Err(_) => Vec::new(), // an open stream
             };
-            check(&described, status, &body);
+            // An answer to HEAD has no body (the router drops it), errors included.
+            check(&described, status, if head { b"{}" } else { &body });
             (status, body)
         })
     }
