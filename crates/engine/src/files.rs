@@ -1042,9 +1042,12 @@ mod tests {
                 .import_urls(&id, Value::String(url))
                 .await
                 .unwrap_err();
+            // Credentials, query values and the fragment masked, as everywhere.
             assert_eq!(
                 err.to_string(),
-                format!("cannot import output {base}{path}: {reason}")
+                format!(
+                    "cannot import output http://user:***@{host}{path}?token=***#***: {reason}"
+                )
             );
         }
         for (path, needle) in [
