@@ -162,16 +162,19 @@ impl Pair {
         page["results"].as_array().unwrap().clone()
     }
 
-    /// The one upstream prediction of `model`.
+    /// The one upstream prediction of `model`, read whole (list items leave out `logs`).
     async fn upstream_prediction(&self, model: &str) -> Value {
-        let mut found: Vec<Value> = self
+        let found: Vec<Value> = self
             .upstream_predictions()
             .await
             .into_iter()
             .filter(|p| p["model"] == model)
             .collect();
         assert_eq!(found.len(), 1, "{found:?}");
-        found.remove(0)
+        let id = found[0]["id"].as_str().unwrap();
+        let (status, prediction) = get(&self.up, &format!("/v1/predictions/{id}")).await;
+        assert_eq!(status, 200, "{prediction}");
+        prediction
     }
 }
 
