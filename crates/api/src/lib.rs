@@ -219,8 +219,12 @@ pub fn router(state: AppState) -> Router {
             &state,
             state.config.max_batch_body_bytes,
         ))
-        // Uploads stream their bodies under limits of their own, with no request timeout.
-        .merge(uploads::upload_routes())
+        // Uploads check their size as they stream, with no request timeout.
+        .merge(limits::apply_streaming(
+            uploads::upload_routes(),
+            &state,
+            uploads::DRAIN_LIMIT,
+        ))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
