@@ -211,8 +211,11 @@ export async function render(main, params, ctx) {
   await loadItems();
 
   if (!TERMINAL.has(batch.status)) {
+    // A stream of its own, closed at `done` so that it is not reopened once the end is known.
+    const stream = new AbortController();
+    signal.addEventListener('abort', () => stream.abort());
     openStream(`/v1/batches/${encodeURIComponent(id)}/stream`, {
-      signal,
+      signal: stream.signal,
       onEvent(type, data) {
         if (type !== 'batch' && type !== 'done') return;
         const next = eventJson(data);
@@ -220,9 +223,10 @@ export async function render(main, params, ctx) {
         batch = next;
         showSummary();
         refresh.request();
+        if (type === 'done') stream.abort();
       },
       onError(err) {
-        if (isAbort(err) || signal.aborted) return;
+        if (isAbort(err) || stream.signal.aborted) return;
         message.replaceChildren(errorBox(err));
       },
     });

@@ -197,8 +197,11 @@ export async function render(main, params) {
   showAll();
 
   if (!TERMINAL.has(run.status)) {
+    // A stream of its own, closed at `done` so that it is not reopened once the end is known.
+    const stream = new AbortController();
+    signal.addEventListener('abort', () => stream.abort());
     openStream(`/v1/runs/${encodeURIComponent(id)}/stream`, {
-      signal,
+      signal: stream.signal,
       onEvent(type, data) {
         const value = eventJson(data);
         if (!value) return;
@@ -209,10 +212,11 @@ export async function render(main, params) {
         } else if ((type === 'run' || type === 'done') && value.id === id) {
           run = value;
           showAll();
+          if (type === 'done') stream.abort();
         }
       },
       onError(err) {
-        if (isAbort(err) || signal.aborted) return;
+        if (isAbort(err) || stream.signal.aborted) return;
         message.replaceChildren(errorBox(err));
       },
     });
