@@ -143,3 +143,21 @@ async fn a_second_account_cannot_find_the_first_accounts_prediction_by_its_url()
     let server = server(&dir, &[]);
     run_scenario(&server, "isolation.mjs", &[]).await;
 }
+
+/// The benchmark's short version (bench/dashboard.sh runs it with 100,000): with 2,000
+/// stored predictions every page renders within its limit.
+#[tokio::test]
+async fn pages_render_quickly_with_two_thousand_stored_predictions() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    let out = run_scenario(
+        &server,
+        "bench_dashboard.mjs",
+        &[("AUGUR_BENCH_SEED", "2000"), ("AUGUR_BENCH_RUNS", "3")],
+    )
+    .await;
+    assert!(out.contains("bench dashboard {"), "{out}");
+}

@@ -120,10 +120,15 @@ export async function render(main, _params, ctx) {
       h('th', { scope: 'col', class: 'hide-narrow' }, 'Created'), h('th', { scope: 'col', class: 'num' }, 'Duration'),
       showAccount ? h('th', { scope: 'col', class: 'hide-narrow' }, 'Account') : null)),
     tbody));
-  const empty = emptyState(
-    filters.status || filters.model || filters.account ? 'No predictions match these filters.' : 'No predictions yet.',
-    h('a', { class: 'button primary', href: '/models' }, 'Run a model'));
   const nextCursor = cursorOf(page.next);
+  // A model filter scans a bounded number of predictions per page: an empty page with a next
+  // link means "none among those looked at", not "none at all".
+  const empty = nextCursor
+    ? emptyState('None of the predictions looked at for this page match. Older ones may.',
+      h('button', { type: 'button', class: 'button primary', onClick: () => go({ cursor: nextCursor }) }, 'Keep looking'))
+    : emptyState(
+      filters.status || filters.model || filters.account ? 'No predictions match these filters.' : 'No predictions yet.',
+      h('a', { class: 'button primary', href: '/models' }, 'Run a model'));
   const draw = () => mount(body,
     rows.size ? table : empty,
     (cursor || nextCursor) ? pager({
