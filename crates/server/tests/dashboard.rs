@@ -161,3 +161,13 @@ async fn pages_render_quickly_with_two_thousand_stored_predictions() {
     .await;
     assert!(out.contains("bench dashboard {"), "{out}");
 }
+
+#[tokio::test]
+async fn a_predictions_webhook_attempts_are_shown_and_redelivered_from_its_page() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[("AUGUR_WEBHOOK_BACKOFF_BASE", "100ms")]);
+    run_scenario(&server, "webhooks.mjs", &[]).await;
+}

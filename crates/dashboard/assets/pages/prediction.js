@@ -140,7 +140,8 @@ export async function render(main, params, ctx) {
     mount(timelineSlot, timeline(p));
     mount(outputSlot, p.data_removed ? emptyState('The output was removed by retention.') : renderOutput(p.output));
     mount(errorSlot, p.error ? h('div', { class: 'callout callout-error' }, h('strong', {}, 'Error'), h('pre', {}, p.error)) : null);
-    logState.textContent = isTerminal(p.status) ? '' : 'Streaming live…';
+    logState.textContent = isTerminal(p.status) ? (logText ? '' : 'It logged nothing.') : 'Streaming live…';
+    logs.hidden = isTerminal(p.status) && !logText;
   };
 
   cancelButton.addEventListener('click', async () => {
