@@ -3,8 +3,8 @@
 // GET /v1/admin/status and refreshed every few seconds; and accounts: a page of them with
 // their credits, a form to create one and a form to grant credits.
 
-import { api, whoami } from '../lib/api.js';
-import { h, fmtTime, errorBox, ensureCss } from '../lib/ui.js';
+import { api, whoami } from '/ui/lib/api.js';
+import { h, errorBox, ensureCss, mount } from '/ui/lib/ui.js';
 import { loading, pageLinks, pageQuery, timeEl, isAbort, on } from './parts.js';
 
 const REFRESH_MS = 5000;
@@ -69,7 +69,7 @@ function healthView(s) {
         h('p', { class: 'small' }, `${store.status === 'ok' ? 'Answering' : store.status} · probe ${store.probe_ms} ms`),
         h(
           'p',
-          { class: 'small muted' },
+          { class: 'hint' },
           [store.durable ? 'durable' : 'not durable', store.native_ttl ? 'native expiry' : 'expiry by sweeper']
             .join(' · '),
         ),
@@ -79,7 +79,7 @@ function healthView(s) {
         { class: 'card stat', 'data-stat': 'queue' },
         h('h3', {}, 'Queue'),
         h('p', { class: 'stat-value' }, String(s.queue.jobs.total)),
-        h('p', { class: 'small' }, `${s.queue.jobs.ready} ready · ${s.queue.jobs.leased} running`),
+        h('p', { class: 'small' }, `${s.queue.jobs.ready} ready · ${s.queue.jobs.leased} leased · ${s.queue.jobs.delayed} delayed`),
       ),
       h(
         'div',
@@ -109,7 +109,7 @@ function healthView(s) {
         ),
       ),
     ),
-    h('div', { class: 'table-scroll' }, lanesTable(s.queue)),
+    h('div', { class: 'table-wrap' }, lanesTable(s.queue)),
   );
 }
 
@@ -122,7 +122,7 @@ function modelsView(s) {
     {},
     h(
       'div',
-      { class: 'table-scroll' },
+      { class: 'table-wrap' },
       h(
         'table',
         { class: 'table models-table' },
@@ -143,7 +143,7 @@ function modelsView(s) {
                 'th',
                 { scope: 'row' },
                 h('a', { href: `/models/${m.name}` }, m.name),
-                m.description ? h('div', { class: 'small muted' }, m.description) : null,
+                m.description ? h('div', { class: 'hint' }, m.description) : null,
               ),
               h('td', { class: 'num', 'data-field': 'queued' }, String(m.queued)),
               h('td', { class: 'num', 'data-field': 'running' }, String(m.running)),
@@ -161,7 +161,7 @@ function modelsView(s) {
     ),
     h(
       'p',
-      { class: 'small muted' },
+      { class: 'hint' },
       'Queued: predictions still starting; running: processing; counted over every account from the store.',
       note.length ? ` (${note.join(', ')}.)` : '',
     ),
@@ -175,20 +175,21 @@ function field(id, labelText, control) {
 
 export async function render(main, _params, ctx) {
   ensureCss('admin');
+  ctx?.setTitle?.('Admin');
   const controller = new AbortController();
   const signal = controller.signal;
-  main.replaceChildren(loading('Loading…'));
+  mount(main, loading('Loading…'));
 
   let me = ctx?.me ?? null;
   try {
     me = me ?? (await whoami());
   } catch (err) {
     if (isAbort(err)) return () => {};
-    main.replaceChildren(errorBox(err));
+    mount(main, errorBox(err));
     return () => controller.abort();
   }
   if (!isAdmin(me)) {
-    main.replaceChildren(
+    mount(main,
       h(
         'section',
         { class: 'card not-found', role: 'alert' },
@@ -202,7 +203,7 @@ export async function render(main, _params, ctx) {
   const health = h('div', {}, loading('Loading health…'));
   const models = h('div', {}, loading('Loading models…'));
   const accounts = h('div', {}, loading('Loading accounts…'));
-  const updated = h('p', { class: 'small muted', 'aria-live': 'off' });
+  const updated = h('p', { class: 'hint', 'aria-live': 'off' });
 
   // Create an account.
   const createMsg = h('div', { 'aria-live': 'polite' });
@@ -239,7 +240,7 @@ export async function render(main, _params, ctx) {
     grantMsg,
   );
 
-  main.replaceChildren(
+  mount(main,
     h(
       'section',
       { class: 'page admin-page' },
@@ -263,15 +264,15 @@ export async function render(main, _params, ctx) {
     try {
       const s = await api('/v1/admin/status', { signal });
       if (signal.aborted) return;
-      health.replaceChildren(healthView(s));
-      models.replaceChildren(modelsView(s));
+      mount(health, healthView(s));
+      mount(models, modelsView(s));
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every ${REFRESH_MS / 1000} s.`;
       failedOnce = false;
     } catch (err) {
       if (isAbort(err) || signal.aborted) return;
       // The store being down is what this page is for: say so where health goes.
-      health.replaceChildren(errorBox(err));
-      if (!failedOnce) models.replaceChildren();
+      mount(health, errorBox(err));
+      if (!failedOnce) mount(models);
       failedOnce = true;
     }
     if (!signal.aborted) timer = setTimeout(loadStatus, REFRESH_MS);
@@ -301,7 +302,7 @@ export async function render(main, _params, ctx) {
       { 'data-account': a.username },
       h('th', { scope: 'row', class: 'mono' }, a.username),
       h('td', {}, a.name ?? ''),
-      h('td', {}, timeEl(a.created_at, fmtTime)),
+      h('td', {}, timeEl(a.created_at)),
       credits,
       h('td', {}, grant),
     );
@@ -315,11 +316,11 @@ export async function render(main, _params, ctx) {
         signal,
       });
       if (signal.aborted) return;
-      accounts.replaceChildren(
+      mount(accounts,
         page.results.length
           ? h(
               'div',
-              { class: 'table-scroll' },
+              { class: 'table-wrap' },
               h(
                 'table',
                 { class: 'table accounts-table' },
@@ -336,29 +337,29 @@ export async function render(main, _params, ctx) {
                 h('tbody', {}, ...page.results.map(accountRow)),
               ),
             )
-          : h('p', { class: 'empty-state' }, 'No accounts yet.'),
+          : h('p', { class: 'empty' }, 'No accounts yet.'),
         pageLinks(page, 'Account pages') ?? '',
       );
     } catch (err) {
-      if (!isAbort(err) && !signal.aborted) accounts.replaceChildren(errorBox(err));
+      if (!isAbort(err) && !signal.aborted) mount(accounts, errorBox(err));
     }
   };
 
   on(createForm, 'submit', async (event) => {
     event.preventDefault();
-    createMsg.replaceChildren();
+    mount(createMsg);
     createButton.disabled = true;
     try {
       const body = { username: newUsername.value.trim() };
       if (newName.value.trim()) body.name = newName.value.trim();
       const a = await api('/v1/accounts', { method: 'POST', body, signal });
-      createMsg.replaceChildren(h('p', { class: 'success', role: 'status' }, `Account ${a.username} created.`));
+      mount(createMsg, h('p', { class: 'success', role: 'status' }, `Account ${a.username} created.`));
       newUsername.value = '';
       newName.value = '';
       grantUser.value = a.username;
       await loadAccounts();
     } catch (err) {
-      if (!isAbort(err)) createMsg.replaceChildren(errorBox(err));
+      if (!isAbort(err)) mount(createMsg, errorBox(err));
     } finally {
       createButton.disabled = false;
     }
@@ -366,11 +367,11 @@ export async function render(main, _params, ctx) {
 
   on(grantForm, 'submit', async (event) => {
     event.preventDefault();
-    grantMsg.replaceChildren();
+    mount(grantMsg);
     const username = grantUser.value.trim();
     const amount = Number(grantAmount.value);
     if (!Number.isInteger(amount) || amount <= 0) {
-      grantMsg.replaceChildren(h('p', { class: 'error', role: 'alert' }, 'Credits must be a whole number above 0.'));
+      mount(grantMsg, h('p', { class: 'error', role: 'alert' }, 'Credits must be a whole number above 0.'));
       return;
     }
     grantButton.disabled = true;
@@ -378,7 +379,7 @@ export async function render(main, _params, ctx) {
       const body = { amount, reason: 'grant' };
       if (grantMemo.value.trim()) body.memo = grantMemo.value.trim();
       const c = await api(`/v1/accounts/${encodeURIComponent(username)}/credits`, { method: 'POST', body, signal });
-      grantMsg.replaceChildren(
+      mount(grantMsg,
         h(
           'p',
           { class: 'success', role: 'status', 'data-result': 'granted' },
@@ -390,7 +391,7 @@ export async function render(main, _params, ctx) {
       const row = accounts.querySelector(`tr[data-account="${CSS.escape(username)}"] [data-field="credits"]`);
       if (row) row.textContent = `${c.available} available`;
     } catch (err) {
-      if (!isAbort(err)) grantMsg.replaceChildren(errorBox(err));
+      if (!isAbort(err)) mount(grantMsg, errorBox(err));
     } finally {
       grantButton.disabled = false;
     }

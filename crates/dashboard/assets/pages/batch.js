@@ -2,9 +2,9 @@
 // GET /v1/batches/{id}/stream, and a grid of its items (thumbnails for pictures) that fills in
 // as they settle; a status filter and cursor pages (server-side); cancel.
 
-import { api } from '../lib/api.js';
-import { openStream } from '../lib/sse.js';
-import { h, statusBadge, fmtTime, fmtDuration, errorBox, progressBar, ensureCss } from '../lib/ui.js';
+import { api } from '/ui/lib/api.js';
+import { openStream } from '/ui/lib/sse.js';
+import { h, statusBadge, fmtDuration, secondsBetween, errorBox, progressBar, ensureCss, mount } from '/ui/lib/ui.js';
 import {
   loading,
   notFound,
@@ -63,7 +63,7 @@ function summary(b, onCancel) {
   const terminal = TERMINAL.has(b.status);
   const duration =
     b.completed_at && b.created_at
-      ? fmtDuration(new Date(b.completed_at) - new Date(b.created_at))
+      ? fmtDuration(secondsBetween(b.created_at, b.completed_at))
       : null;
   return h(
     'div',
@@ -86,9 +86,9 @@ function summary(b, onCancel) {
       h('dt', {}, 'Items'),
       h('dd', {}, countsText(b.counts)),
       h('dt', {}, 'Created'),
-      h('dd', {}, timeEl(b.created_at, fmtTime)),
+      h('dd', {}, timeEl(b.created_at)),
       h('dt', {}, 'Completed'),
-      h('dd', {}, timeEl(b.completed_at, fmtTime), duration ? ` (${duration})` : ''),
+      h('dd', {}, timeEl(b.completed_at), duration ? ` (${duration})` : ''),
     ),
   );
 }
@@ -115,17 +115,18 @@ function filterForm(current, ctx) {
 export async function render(main, params, ctx) {
   ensureCss('batch');
   const id = params.id;
+  ctx?.setTitle?.(`Batch ${id}`);
   const controller = new AbortController();
   const signal = controller.signal;
-  main.replaceChildren(loading('Loading batch…'));
+  mount(main, loading('Loading batch…'));
 
   let batch;
   try {
     batch = await api(`/v1/batches/${encodeURIComponent(id)}`, { signal });
   } catch (err) {
     if (isAbort(err)) return () => {};
-    main.replaceChildren(
-      err.status === 404 ? notFound('batch', '/batches', 'All batches') : errorBox(err),
+    mount(main,
+      err.status === 404 ? notFound('batch', { href: '/batches', label: 'All batches' }) : errorBox(err),
     );
     return () => controller.abort();
   }
@@ -141,7 +142,7 @@ export async function render(main, params, ctx) {
   const cancel = async (event) => {
     const button = event.currentTarget;
     button.disabled = true;
-    message.replaceChildren();
+    mount(message);
     try {
       batch = await api(`/v1/batches/${encodeURIComponent(id)}/cancel`, { method: 'POST', signal });
       showSummary();
@@ -149,10 +150,10 @@ export async function render(main, params, ctx) {
     } catch (err) {
       if (isAbort(err)) return;
       button.disabled = false;
-      message.replaceChildren(errorBox(err));
+      mount(message, errorBox(err));
     }
   };
-  const showSummary = () => summaryBox.replaceChildren(summary(batch, cancel));
+  const showSummary = () => mount(summaryBox, summary(batch, cancel));
 
   const loadItems = async () => {
     try {
@@ -161,10 +162,10 @@ export async function render(main, params, ctx) {
         signal,
       });
       if (signal.aborted) return;
-      itemsState.replaceChildren();
+      mount(itemsState);
       if (page.results.length === 0) {
-        itemsState.replaceChildren(
-          h('p', { class: 'empty-state' }, status ? `No ${status} items.` : 'No items on this page.'),
+        mount(itemsState,
+          h('p', { class: 'empty' }, status ? `No ${status} items.` : 'No items on this page.'),
         );
       }
       // Replace cells in place, so pictures already shown are not reloaded.
@@ -175,17 +176,17 @@ export async function render(main, params, ctx) {
           ? before
           : itemCell(p);
       });
-      grid.replaceChildren(...cells);
-      pager.replaceChildren(pageLinks(page, 'Item pages') ?? '');
+      mount(grid, ...cells);
+      mount(pager, pageLinks(page, 'Item pages') ?? '');
     } catch (err) {
       if (isAbort(err) || signal.aborted) return;
-      itemsState.replaceChildren(errorBox(err));
+      mount(itemsState, errorBox(err));
     }
   };
   const refresh = throttled(loadItems, 500);
 
   showSummary();
-  main.replaceChildren(
+  mount(main,
     h(
       'section',
       { class: 'page batch-page' },
@@ -227,7 +228,7 @@ export async function render(main, params, ctx) {
       },
       onError(err) {
         if (isAbort(err) || stream.signal.aborted) return;
-        message.replaceChildren(errorBox(err));
+        mount(message, errorBox(err));
       },
     });
   }

@@ -1,8 +1,8 @@
 // /batches: the account's batches, newest first, a page at a time (server-side cursors), each
 // with its progress bar; refreshed every few seconds while a batch on the page is unfinished.
 
-import { api } from '../lib/api.js';
-import { h, statusBadge, fmtTime, errorBox, progressBar, ensureCss } from '../lib/ui.js';
+import { api } from '/ui/lib/api.js';
+import { h, statusBadge, errorBox, progressBar, ensureCss, mount } from '/ui/lib/ui.js';
 import { loading, pageLinks, pageQuery, settled, countsText, timeEl, isAbort } from './parts.js';
 
 const PAGE = 20;
@@ -21,17 +21,17 @@ function row(b) {
       'td',
       { class: 'batch-progress-cell' },
       progressBar(done, b.total),
-      h('span', { class: 'small muted' }, `${done} of ${b.total} · ${countsText(b.counts)}`),
+      h('span', { class: 'hint' }, `${done} of ${b.total} · ${countsText(b.counts)}`),
     ),
-    h('td', {}, timeEl(b.created_at, fmtTime)),
-    h('td', {}, timeEl(b.completed_at, fmtTime)),
+    h('td', {}, timeEl(b.created_at)),
+    h('td', {}, timeEl(b.completed_at)),
   );
 }
 
 function table(page) {
   return h(
     'div',
-    { class: 'table-scroll' },
+    { class: 'table-wrap' },
     h(
       'table',
       { class: 'table batches-table' },
@@ -52,11 +52,12 @@ function table(page) {
   );
 }
 
-export async function render(main) {
+export async function render(main, _params, ctx) {
+  ctx?.setTitle?.('Batches');
   ensureCss('batches');
   const controller = new AbortController();
   const body = h('div', {}, loading('Loading batches…'));
-  main.replaceChildren(
+  mount(main,
     h(
       'section',
       { class: 'page batches-page' },
@@ -80,21 +81,21 @@ export async function render(main) {
       });
       if (controller.signal.aborted) return;
       if (page.results.length === 0) {
-        body.replaceChildren(
+        mount(body,
           h(
             'div',
-            { class: 'empty-state card' },
+            { class: 'empty' },
             h('p', {}, cursor ? 'No batches on this page.' : 'No batches yet.'),
             h(
               'p',
-              { class: 'muted small' },
+              { class: 'hint' },
               'Create one with POST /v1/batches {"model": "owner/name", "inputs": [{...}, ...]}.',
             ),
           ),
           pageLinks(page, 'Batch pages') ?? '',
         );
       } else {
-        body.replaceChildren(table(page), pageLinks(page, 'Batch pages') ?? '');
+        mount(body, table(page), pageLinks(page, 'Batch pages') ?? '');
       }
       if (page.results.some((b) => !TERMINAL.has(b.status))) {
         timer = setTimeout(() => load(false), REFRESH_MS);
@@ -102,7 +103,7 @@ export async function render(main) {
     } catch (err) {
       if (isAbort(err) || controller.signal.aborted) return;
       // A failed background refresh keeps the table and says so; a failed first load replaces it.
-      if (first) body.replaceChildren(errorBox(err));
+      if (first) mount(body, errorBox(err));
       else {
         body.querySelector('.error-retry')?.remove();
         const box = errorBox(err);

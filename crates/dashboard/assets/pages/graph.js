@@ -82,10 +82,12 @@ function clip(text, max) {
  * Draws the graph of `nodes` (the blueprint's, by name). Options:
  * - `status(name)`: a node's status, which colours it and is written in its box;
  * - `href(name)`: a link for a node's box (its prediction);
- * - `label`: the accessible name of the drawing.
+ * - `label`: the accessible name of the drawing;
+ * - `navigate(url)`: follows a node's link without a reload (the app's router does not
+ *   handle SVG links, whose `href` is not a string).
  * Returns `{ element, update(name) }`: `update` re-reads a node's status and link.
  */
-export function drawGraph(nodes, { status, href, label = 'Workflow graph' } = {}) {
+export function drawGraph(nodes, { status, href, label = 'Workflow graph', navigate } = {}) {
   const deps = dependencies(nodes);
   const columns = layers(deps);
   const rows = Math.max(1, ...columns.map((c) => c.length));
@@ -109,7 +111,8 @@ export function drawGraph(nodes, { status, href, label = 'Workflow graph' } = {}
     viewBox: `0 0 ${width} ${height}`,
     width,
     height,
-    role: 'img',
+    // A group, not an image: its node boxes are links, which an image may not contain.
+    role: 'group',
     'aria-label': label,
   });
   root.append(
@@ -173,6 +176,14 @@ export function drawGraph(nodes, { status, href, label = 'Workflow graph' } = {}
       svg('title', {}, `${name}: ${node.model ?? ''}`),
     );
     const link = svg('a', { class: 'wf-node-link' }, group);
+    link.addEventListener('click', (event) => {
+      const url = link.getAttribute('href');
+      if (!url || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      // Handled here, before the router's document listener sees an SVG link it cannot read.
+      event.preventDefault();
+      if (navigate) navigate(url);
+      else location.assign(url);
+    });
     layer.append(link);
     boxes[name] = { link, group, statusText };
   }
@@ -186,13 +197,9 @@ export function drawGraph(nodes, { status, href, label = 'Workflow graph' } = {}
     if (s) box.group.setAttribute('data-status', s);
     box.statusText.textContent = s ?? '';
     const url = href ? href(name) : null;
-    if (url) {
-      box.link.setAttribute('href', url);
-      box.link.setAttribute('aria-label', `${name}: ${s ?? ''}, open its prediction`);
-    } else {
-      box.link.removeAttribute('href');
-      box.link.removeAttribute('aria-label');
-    }
+    // The link's name is its visible text (node, model, status), as screen readers read it.
+    if (url) box.link.setAttribute('href', url);
+    else box.link.removeAttribute('href');
   };
   Object.keys(boxes).forEach(update);
 

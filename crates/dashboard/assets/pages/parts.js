@@ -1,33 +1,12 @@
-// Small pieces the batches, workflows, runs and admin pages share: "not found", cursor pages
-// with previous/next links kept in the page's URL, output thumbnails, throttled refreshes.
+// Small pieces the batches, workflows, runs and admin pages share beyond lib/ui.js: cursor
+// pages with previous/next links kept in the page's URL, output thumbnails, throttled
+// refreshes, navigation through the router.
 
-import { h } from '../lib/ui.js';
+import { h } from '/ui/lib/ui.js';
 
-/** The "not found" page for an object this account may not see (or that does not exist). */
-export function notFound(what, backHref, backText) {
-  return h(
-    'section',
-    { class: 'card not-found', role: 'alert' },
-    h('h1', {}, 'Not found'),
-    h('p', {}, `There is no ${what} with this id that this account may see.`),
-    backHref ? h('p', {}, h('a', { href: backHref }, backText)) : null,
-  );
-}
-
-/** The loading placeholder, announced to screen readers. */
-export function loading(text = 'Loading…') {
-  return h('p', { class: 'loading', role: 'status', 'aria-live': 'polite' }, text);
-}
-
-/** The `cursor` query parameter of an API page link (`next` / `previous`), or null. */
-export function cursorOf(url) {
-  if (!url) return null;
-  try {
-    return new URL(url, location.origin).searchParams.get('cursor');
-  } catch {
-    return null;
-  }
-}
+export { notFound, loading, timeEl } from '/ui/lib/ui.js';
+export { cursorOf } from '/ui/lib/api.js';
+import { cursorOf } from '/ui/lib/api.js';
 
 /** The page's own query parameters. */
 export function pageQuery() {
@@ -157,12 +136,6 @@ export function countsText(counts) {
     if (counts?.[k]) parts.push(`${counts[k]} ${k}`);
   }
   return parts.join(', ') || 'no items';
-}
-
-/** A `<time>` element for an RFC 3339 timestamp, shown by `fmt`. */
-export function timeEl(iso, fmt) {
-  if (!iso) return h('span', { class: 'muted' }, '—');
-  return h('time', { datetime: iso }, fmt(iso));
 }
 
 /** Adds an event listener and returns the element, for use inside `h(...)` trees. */

@@ -2,9 +2,9 @@
 // GET /v1/runs/{id}/stream (`node`, `run`, `done` events); each node links to its
 // prediction(s); the run's input, output and error; cancel.
 
-import { api } from '../lib/api.js';
-import { openStream } from '../lib/sse.js';
-import { h, statusBadge, fmtTime, fmtDuration, renderOutput, errorBox, ensureCss } from '../lib/ui.js';
+import { api } from '/ui/lib/api.js';
+import { openStream } from '/ui/lib/sse.js';
+import { h, statusBadge, fmtDuration, secondsBetween, renderOutput, errorBox, ensureCss, mount } from '/ui/lib/ui.js';
 import { loading, notFound, timeEl, isAbort, eventJson, on } from './parts.js';
 import { drawGraph } from './graph.js';
 
@@ -29,19 +29,20 @@ function predictionLinks(ids) {
   );
 }
 
-export async function render(main, params) {
+export async function render(main, params, ctx) {
   ensureCss('workflows');
   const id = params.id;
+  ctx?.setTitle?.(`Run ${id}`);
   const controller = new AbortController();
   const signal = controller.signal;
-  main.replaceChildren(loading('Loading run…'));
+  mount(main, loading('Loading run…'));
 
   let run;
   try {
     run = await api(`/v1/runs/${encodeURIComponent(id)}`, { signal });
   } catch (err) {
     if (isAbort(err)) return () => {};
-    main.replaceChildren(err.status === 404 ? notFound('run', '/workflows', 'Workflows') : errorBox(err));
+    mount(main, err.status === 404 ? notFound('run', { href: '/workflows', label: 'Workflows and runs' }) : errorBox(err));
     return () => controller.abort();
   }
 
@@ -65,6 +66,7 @@ export async function render(main, params) {
 
   const graph = drawGraph(nodes, {
     label: `Graph of run ${id}, coloured by node status`,
+    navigate: ctx?.navigate,
     status: (name) => run.nodes[name]?.status,
     href: (name) => {
       const ids = run.nodes[name]?.prediction_ids ?? [];
@@ -80,23 +82,23 @@ export async function render(main, params) {
   const cancel = async (event) => {
     const button = event.currentTarget;
     button.disabled = true;
-    message.replaceChildren();
+    mount(message);
     try {
       run = await api(`/v1/runs/${encodeURIComponent(id)}/cancel`, { method: 'POST', signal });
       showAll();
     } catch (err) {
       if (isAbort(err)) return;
       button.disabled = false;
-      message.replaceChildren(errorBox(err));
+      mount(message, errorBox(err));
     }
   };
 
   const showHeader = () => {
     const duration =
       run.completed_at && run.created_at
-        ? fmtDuration(new Date(run.completed_at) - new Date(run.created_at))
+        ? fmtDuration(secondsBetween(run.created_at, run.completed_at))
         : null;
-    header.replaceChildren(
+    mount(header,
       h(
         'div',
         { class: 'card run-summary', 'data-status': run.status },
@@ -114,11 +116,11 @@ export async function render(main, params) {
           h('dt', {}, 'Workflow'),
           h('dd', {}, h('a', { href: `/workflows/${run.workflow}` }, run.workflow), ` (version ${run.version})`),
           h('dt', {}, 'Created'),
-          h('dd', {}, timeEl(run.created_at, fmtTime)),
+          h('dd', {}, timeEl(run.created_at)),
           h('dt', {}, 'Started'),
-          h('dd', {}, timeEl(run.started_at, fmtTime)),
+          h('dd', {}, timeEl(run.started_at)),
           h('dt', {}, 'Completed'),
-          h('dd', {}, timeEl(run.completed_at, fmtTime), duration ? ` (${duration})` : ''),
+          h('dd', {}, timeEl(run.completed_at), duration ? ` (${duration})` : ''),
         ),
       ),
     );
@@ -144,7 +146,7 @@ export async function render(main, params) {
   };
 
   const showResult = () => {
-    result.replaceChildren(
+    mount(result,
       h('h2', { id: 'run-io-heading' }, 'Input and output'),
       h('h3', {}, 'Input'),
       h('pre', { class: 'json' }, JSON.stringify(run.input ?? {}, null, 2)),
@@ -162,7 +164,7 @@ export async function render(main, params) {
     showResult();
   };
 
-  main.replaceChildren(
+  mount(main,
     h(
       'section',
       { class: 'page run-page' },
@@ -177,7 +179,7 @@ export async function render(main, params) {
         h('h2', { id: 'run-nodes-heading' }, 'Nodes'),
         h(
           'div',
-          { class: 'table-scroll' },
+          { class: 'table-wrap' },
           h(
             'table',
             { class: 'table nodes-table' },
@@ -217,7 +219,7 @@ export async function render(main, params) {
       },
       onError(err) {
         if (isAbort(err) || stream.signal.aborted) return;
-        message.replaceChildren(errorBox(err));
+        mount(message, errorBox(err));
       },
     });
   }

@@ -2,8 +2,8 @@
 // `after`), each node's model and input, and a form that starts a run (fields from the
 // blueprint's input schema) and opens the run's page.
 
-import { api } from '../lib/api.js';
-import { h, fmtTime, errorBox, ensureCss } from '../lib/ui.js';
+import { api } from '/ui/lib/api.js';
+import { h, errorBox, ensureCss, mount } from '/ui/lib/ui.js';
 import { loading, notFound, timeEl, isAbort, on, go } from './parts.js';
 import { drawGraph, dependencies } from './graph.js';
 
@@ -15,7 +15,7 @@ function inputFields(schema) {
     const id = `run-input-${key}`;
     const type = Array.isArray(prop.type) ? prop.type.find((t) => t !== 'null') : prop.type;
     const label = h('label', { for: id }, key, required.has(key) ? ' (required)' : '');
-    const hint = prop.description ? h('p', { class: 'small muted', id: `${id}-hint` }, prop.description) : null;
+    const hint = prop.description ? h('p', { class: 'hint', id: `${id}-hint` }, prop.description) : null;
     const common = { id, name: key, 'data-type': type ?? 'string' };
     if (hint) common['aria-describedby'] = `${id}-hint`;
     let control;
@@ -111,12 +111,12 @@ function runForm(w, ctx) {
   );
   on(form, 'submit', async (event) => {
     event.preventDefault();
-    message.replaceChildren();
+    mount(message);
     let input;
     try {
       input = readInput(form, schema);
     } catch (err) {
-      message.replaceChildren(h('p', { class: 'error', role: 'alert' }, err.message));
+      mount(message, h('p', { class: 'error', role: 'alert' }, err.message));
       return;
     }
     submit.disabled = true;
@@ -129,7 +129,7 @@ function runForm(w, ctx) {
       go(`/runs/${encodeURIComponent(run.id)}`, ctx);
     } catch (err) {
       submit.disabled = false;
-      message.replaceChildren(errorBox(err));
+      mount(message, errorBox(err));
     }
   });
   return form;
@@ -139,7 +139,7 @@ function nodesTable(w) {
   const deps = dependencies(w.nodes);
   return h(
     'div',
-    { class: 'table-scroll' },
+    { class: 'table-wrap' },
     h(
       'table',
       { class: 'table nodes-table' },
@@ -161,7 +161,7 @@ function nodesTable(w) {
               'td',
               {},
               h('a', { href: `/models/${node.model}` }, node.model),
-              node.for_each ? h('div', { class: 'small muted' }, `for each ${node.for_each}`) : null,
+              node.for_each ? h('div', { class: 'hint' }, `for each ${node.for_each}`) : null,
             ),
             h('td', {}, deps[name].length ? deps[name].join(', ') : h('span', { class: 'muted' }, 'nothing')),
             h('td', {}, h('pre', { class: 'json small' }, JSON.stringify(node.input ?? {}, null, 2))),
@@ -176,7 +176,8 @@ export async function render(main, params, ctx) {
   ensureCss('workflows');
   const controller = new AbortController();
   const full = `${params.owner}/${params.name}`;
-  main.replaceChildren(loading('Loading workflow…'));
+  ctx?.setTitle?.(full);
+  mount(main, loading('Loading workflow…'));
   let w;
   try {
     w = await api(`/v1/workflows/${encodeURIComponent(params.owner)}/${encodeURIComponent(params.name)}`, {
@@ -184,13 +185,13 @@ export async function render(main, params, ctx) {
     });
   } catch (err) {
     if (isAbort(err)) return () => {};
-    main.replaceChildren(
-      err.status === 404 ? notFound('workflow', '/workflows', 'All workflows') : errorBox(err),
+    mount(main,
+      err.status === 404 ? notFound('workflow', { href: '/workflows', label: 'All workflows' }) : errorBox(err),
     );
     return () => controller.abort();
   }
   const graph = drawGraph(w.nodes, { label: `Graph of workflow ${full}` });
-  main.replaceChildren(
+  mount(main,
     h(
       'section',
       { class: 'page workflow-page' },
@@ -199,9 +200,9 @@ export async function render(main, params, ctx) {
       w.description ? h('p', {}, w.description) : null,
       h(
         'p',
-        { class: 'small muted' },
+        { class: 'hint' },
         `Version ${w.version} · updated `,
-        timeEl(w.updated_at, fmtTime),
+        timeEl(w.updated_at),
         w.output !== undefined ? ` · output: ${JSON.stringify(w.output)}` : '',
       ),
       h('section', { 'aria-labelledby': 'graph-heading' }, h('h2', { id: 'graph-heading' }, 'Graph'), graph.element),

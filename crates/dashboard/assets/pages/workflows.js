@@ -1,8 +1,8 @@
 // /workflows: the blueprints this account may run (its own, then the operator's shared ones),
 // each with a small drawing of its graph, and the account's recent runs (server-side pages).
 
-import { api } from '../lib/api.js';
-import { h, statusBadge, fmtTime, errorBox, ensureCss } from '../lib/ui.js';
+import { api } from '/ui/lib/api.js';
+import { h, statusBadge, errorBox, ensureCss, mount } from '/ui/lib/ui.js';
 import { loading, pageLinks, pageQuery, timeEl, isAbort, cursorOf, hrefWith } from './parts.js';
 import { drawGraph } from './graph.js';
 
@@ -20,9 +20,9 @@ function workflowCard(w) {
     w.description ? h('p', {}, w.description) : null,
     h(
       'p',
-      { class: 'small muted' },
+      { class: 'hint' },
       `${count} node${count === 1 ? '' : 's'} · version ${w.version} · updated `,
-      timeEl(w.updated_at, fmtTime),
+      timeEl(w.updated_at),
     ),
     graph.element,
   );
@@ -31,7 +31,7 @@ function workflowCard(w) {
 function runsTable(page) {
   return h(
     'div',
-    { class: 'table-scroll' },
+    { class: 'table-wrap' },
     h(
       'table',
       { class: 'table runs-table' },
@@ -55,8 +55,8 @@ function runsTable(page) {
             h('td', {}, h('a', { href: `/runs/${encodeURIComponent(r.id)}`, class: 'mono' }, r.id)),
             h('td', {}, h('a', { href: `/workflows/${r.workflow}` }, r.workflow)),
             h('td', {}, statusBadge(r.status)),
-            h('td', {}, timeEl(r.created_at, fmtTime)),
-            h('td', {}, timeEl(r.completed_at, fmtTime)),
+            h('td', {}, timeEl(r.created_at)),
+            h('td', {}, timeEl(r.completed_at)),
           ),
         ),
       ),
@@ -64,13 +64,14 @@ function runsTable(page) {
   );
 }
 
-export async function render(main) {
+export async function render(main, _params, ctx) {
+  ctx?.setTitle?.('Workflows');
   ensureCss('workflows');
   const controller = new AbortController();
   const signal = controller.signal;
   const blueprints = h('div', {}, loading('Loading workflows…'));
   const runs = h('div', {}, loading('Loading runs…'));
-  main.replaceChildren(
+  mount(main,
     h(
       'section',
       { class: 'page workflows-page' },
@@ -90,18 +91,18 @@ export async function render(main) {
       const cursor = pageQuery().get('wcursor');
       const page = await api('/v1/workflows', { query: cursor ? { cursor } : {}, signal });
       if (page.results.length === 0) {
-        blueprints.replaceChildren(
+        mount(blueprints,
           h(
             'div',
-            { class: 'empty-state card' },
+            { class: 'empty' },
             h('p', {}, 'No workflows yet.'),
-            h('p', { class: 'muted small' }, 'Create one with POST /v1/workflows and its blueprint as the body.'),
+            h('p', { class: 'hint' }, 'Create one with POST /v1/workflows and its blueprint as the body.'),
           ),
         );
         return;
       }
       const next = cursorOf(page.next);
-      blueprints.replaceChildren(
+      mount(blueprints,
         h('ul', { class: 'workflow-list' }, ...page.results.map(workflowCard)),
         next || cursor
           ? h(
@@ -113,7 +114,7 @@ export async function render(main) {
           : '',
       );
     } catch (err) {
-      if (!isAbort(err) && !signal.aborted) blueprints.replaceChildren(errorBox(err));
+      if (!isAbort(err) && !signal.aborted) mount(blueprints, errorBox(err));
     }
   };
 
@@ -124,14 +125,14 @@ export async function render(main) {
         query: { limit: RUNS_PAGE, ...(cursor ? { cursor } : {}) },
         signal,
       });
-      runs.replaceChildren(
+      mount(runs,
         page.results.length
           ? runsTable(page)
-          : h('p', { class: 'empty-state' }, cursor ? 'No runs on this page.' : 'No runs yet.'),
+          : h('p', { class: 'empty' }, cursor ? 'No runs on this page.' : 'No runs yet.'),
         pageLinks(page, 'Run pages') ?? '',
       );
     } catch (err) {
-      if (!isAbort(err) && !signal.aborted) runs.replaceChildren(errorBox(err));
+      if (!isAbort(err) && !signal.aborted) mount(runs, errorBox(err));
     }
   };
 
