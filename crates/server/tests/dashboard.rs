@@ -171,3 +171,33 @@ async fn a_predictions_webhook_attempts_are_shown_and_redelivered_from_its_page(
     let server = server(&dir, &[("AUGUR_WEBHOOK_BACKOFF_BASE", "100ms")]);
     run_scenario(&server, "webhooks.mjs", &[]).await;
 }
+
+#[tokio::test]
+async fn a_twenty_item_batch_fills_in_live_on_its_page() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    run_scenario(&server, "batch_live.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn a_workflow_runs_graph_completes_live_on_its_page() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    run_scenario(&server, "workflow_run.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn the_admin_page_shows_health_and_grants_credits() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    run_scenario(&server, "admin.mjs", &[]).await;
+}
