@@ -1,15 +1,15 @@
 // Watch a 20-item batch fill in live: the batch page shows its grid before the items finish,
 // and every item's picture appears through the batch stream, without a reload; the history
-// lists it with a full progress bar; another account finds it "Not found". Axe checks both
-// pages.
+// lists it with a full progress bar; a slow batch is canceled from its page; another account
+// finds a batch "Not found". Axe checks both pages, on a laptop and on a phone in dark mode.
 
 import { assert, checkA11y, scenario, screenshot, signIn, unique } from './lib.mjs';
 
 await scenario('batch_live', async (t) => {
   const owner = await t.api.account(unique('batcher'), 0);
-  // Items take 0.3 s to 6 s (3 steps of 100 ms to 2 s), so the grid is seen filling in.
+  // Items take 0.45 s to 9 s (3 steps of 150 ms to 3 s), so the grid is seen filling in.
   const inputs = Array.from({ length: 20 }, (_, i) => ({
-    prompt: `tile ${i}`, width: 32, height: 32, steps: 3, step_ms: 100 + i * 100,
+    prompt: `tile ${i}`, width: 32, height: 32, steps: 3, step_ms: 150 + i * 150,
   }));
   const batch = await owner.api.ok('POST', '/v1/batches', { model: 'augur/demo-image', inputs }, 201);
   assert(batch.total === 20, `the batch has ${batch.total} items, not 20`);
@@ -52,6 +52,24 @@ await scenario('batch_live', async (t) => {
   assert(overflow <= 1, `the batch page is ${overflow}px wider than a phone's screen`);
   await screenshot(phone.page, 'batch-phone-dark');
   await checkA11y(phone.page, 'batch page on a phone, dark');
+
+  // Cancel from the page: a slow batch ends canceled, its items with it, live.
+  const slow = await owner.api.ok('POST', '/v1/batches', {
+    model: 'augur/demo-image',
+    inputs: Array.from({ length: 4 }, (_, i) => ({ prompt: `slow ${i}`, width: 16, height: 16, steps: 100, step_ms: 200 })),
+  }, 201);
+  await p.goto(`/batches/${slow.id}`);
+  await page.getByRole('button', { name: 'Cancel batch' }).click();
+  await page.locator('.batch-summary[data-status="canceled"]').waitFor({ timeout: 30000 });
+  await page.waitForFunction(
+    () => document.querySelectorAll('.batch-grid li[data-status="canceled"]').length === 4,
+    null,
+    { timeout: 30000 },
+  );
+  assert((await page.getByRole('button', { name: 'Cancel batch' }).count()) === 0, 'a canceled batch still offers Cancel');
+  const canceled = await owner.api.ok('GET', `/v1/batches/${slow.id}`, undefined, 200);
+  assert(canceled.status === 'canceled' && canceled.counts.canceled === 4, `the API says ${JSON.stringify(canceled)}`);
+  await screenshot(page, 'batch-canceled');
 
   // Another account: not found, and nothing of the batch shown.
   const other = await t.api.account(unique('onlooker'), 0);
