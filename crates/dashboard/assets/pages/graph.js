@@ -1,27 +1,15 @@
 // A workflow's graph drawn as SVG: one box per node, an arrow from each node to those that
 // use it (its input's `{{ nodes.<name>.output }}` references, its `for_each`, and `after`).
 // Shared by the workflow page (the blueprint) and the run page (coloured by node status).
-// Built with DOM calls only (never innerHTML), so names from the blueprint cannot inject markup.
+// Built with lib/ui.js's `svg()` (never innerHTML), so names from the blueprint cannot inject markup.
 
-const SVG_NS = 'http://www.w3.org/2000/svg';
+import { svg } from '/ui/lib/ui.js';
+
 const NODE_W = 180;
 const NODE_H = 56;
 const GAP_X = 72;
 const GAP_Y = 20;
 const PAD = 12;
-
-/** Creates an SVG element with attributes and children (strings become text). */
-export function svg(tag, attrs = {}, ...children) {
-  const el = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v !== undefined && v !== null && v !== false) el.setAttribute(k, String(v));
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined || c === false) continue;
-    el.append(typeof c === 'string' || typeof c === 'number' ? document.createTextNode(String(c)) : c);
-  }
-  return el;
-}
 
 const REFERENCE = /\{\{\s*nodes\.([A-Za-z0-9_-]+)\.output/g;
 
