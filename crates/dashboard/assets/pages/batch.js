@@ -29,31 +29,39 @@ const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'completed_with_err
 const STATUSES = ['starting', 'processing', 'succeeded', 'failed', 'canceled'];
 
 function itemCell(p) {
-  const picture = p.status === 'succeeded' ? imageOf(p.output) : null;
-  const text = p.status === 'succeeded' ? previewOf(p.output) : p.error ?? '';
+  const done = p.status === 'succeeded';
+  const picture = done ? imageOf(p.output) : null;
+  const text = done ? previewOf(p.output) : p.error ?? (p.status === 'canceled' ? 'Canceled' : '');
+  // A picture, else what the item said (its output or its error), else a placeholder while
+  // it runs.
+  let face;
+  if (picture) {
+    face = h('img', {
+      src: picture,
+      alt: `Output of prediction ${p.id}`,
+      loading: 'lazy',
+      decoding: 'async',
+      width: 160,
+      height: 160,
+    });
+  } else if (text) {
+    face = h('span', { class: 'batch-item-face batch-item-text small' }, text);
+  } else {
+    face = h('span', { class: 'batch-item-face batch-item-placeholder', 'aria-hidden': 'true' });
+  }
   return h(
     'li',
     { class: `batch-item status-${p.status}`, 'data-prediction': p.id, 'data-status': p.status },
     h(
       'a',
       { href: `/predictions/${encodeURIComponent(p.id)}`, class: 'batch-item-link' },
-      picture
-        ? h('img', {
-            src: picture,
-            alt: `Output of prediction ${p.id}`,
-            loading: 'lazy',
-            decoding: 'async',
-            width: 160,
-            height: 160,
-          })
-        : h('span', { class: 'batch-item-placeholder', 'aria-hidden': 'true' }, text ? '' : '…'),
+      face,
       h(
         'span',
         { class: 'batch-item-caption' },
         statusBadge(p.status),
-        h('span', { class: 'mono small' }, p.id.slice(-8)),
+        h('span', { class: 'mono small', title: p.id }, p.id.slice(-8)),
       ),
-      !picture && text ? h('span', { class: 'batch-item-text small' }, text) : null,
     ),
   );
 }

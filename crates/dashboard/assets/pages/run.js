@@ -10,8 +10,9 @@ import { drawGraph } from './graph.js';
 
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
 
-function predictionLinks(ids) {
-  if (!ids?.length) return h('span', { class: 'muted' }, 'none yet');
+function predictionLinks(ids, status) {
+  const settled = ['succeeded', 'failed', 'canceled', 'skipped'].includes(status);
+  if (!ids?.length) return h('span', { class: 'muted' }, settled ? 'none' : 'none yet');
   return h(
     'ul',
     { class: 'inline-list' },
@@ -133,7 +134,7 @@ export async function render(main, params, ctx) {
       { 'data-node': name, 'data-status': n.status },
       h('th', { scope: 'row' }, name),
       h('td', {}, statusBadge(n.status)),
-      h('td', {}, predictionLinks(n.prediction_ids)),
+      h('td', {}, predictionLinks(n.prediction_ids, n.status)),
       h('td', {}, n.error ? h('span', { class: 'error' }, n.error) : ''),
     );
   };
