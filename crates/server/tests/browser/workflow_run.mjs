@@ -12,10 +12,11 @@ await scenario('workflow_run', async (t) => {
     name,
     description: 'one image, two variants, a contact sheet',
     input_schema: { type: 'object', required: ['prompt'], properties: { prompt: { type: 'string' } } },
+    // The first node takes 4 s, so the run's page opens on a graph still in progress.
     nodes: {
       draw: {
         model: 'augur/demo-image',
-        input: { prompt: '{{ input.prompt }}', width: 48, height: 48, steps: 10, step_ms: 200 },
+        input: { prompt: '{{ input.prompt }}', width: 48, height: 48, steps: 20, step_ms: 200 },
       },
       left: { model: 'augur/echo', input: { image: '{{ nodes.draw.output }}', side: 'left' } },
       right: { model: 'augur/echo', input: { image: '{{ nodes.draw.output }}', side: 'right' } },
