@@ -1,5 +1,6 @@
 // /workflows: the blueprints this account may run (its own, then the operator's shared ones),
-// each with a small drawing of its graph, and the account's recent runs (server-side pages).
+// each with a small drawing of its graph, and the account's recent runs (server-side pages,
+// refreshed every few seconds while one on the page is still going).
 
 import { api } from '/ui/lib/api.js';
 import { h, statusBadge, errorBox, ensureCss, mount } from '/ui/lib/ui.js';
@@ -7,6 +8,7 @@ import { loading, pageLinks, pageQuery, timeEl, isAbort, cursorOf, hrefWith } fr
 import { drawGraph } from './graph.js';
 
 const RUNS_PAGE = 20;
+const RUNS_REFRESH_MS = 3000;
 
 function workflowCard(w) {
   const href = `/workflows/${encodeURIComponent(w.owner)}/${encodeURIComponent(w.name.split('/')[1] ?? w.name)}`;
@@ -118,7 +120,10 @@ export async function render(main, _params, ctx) {
     }
   };
 
+  // Runs still going are refreshed every few seconds, so their status changes in place.
+  let timer = null;
   const loadRuns = async () => {
+    timer = null;
     try {
       const cursor = pageQuery().get('cursor');
       const page = await api('/v1/runs', {
@@ -131,11 +136,16 @@ export async function render(main, _params, ctx) {
           : h('p', { class: 'empty' }, cursor ? 'No runs on this page.' : 'No runs yet.'),
         pageLinks(page, 'Run pages') ?? '',
       );
+      const going = page.results.some((r) => !['succeeded', 'failed', 'canceled'].includes(r.status));
+      if (going && !signal.aborted) timer = setTimeout(loadRuns, RUNS_REFRESH_MS);
     } catch (err) {
       if (!isAbort(err) && !signal.aborted) mount(runs, errorBox(err));
     }
   };
 
   await Promise.all([loadBlueprints(), loadRuns()]);
-  return () => controller.abort();
+  return () => {
+    controller.abort();
+    if (timer !== null) clearTimeout(timer);
+  };
 }

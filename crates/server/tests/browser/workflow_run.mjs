@@ -1,7 +1,7 @@
 // Watch a workflow run's graph complete: the blueprint's graph is drawn (4 nodes, 4 edges
 // from its references), a run started from the page's form opens the run's page, whose nodes
-// turn to succeeded live through the run's stream, each linking to its prediction. Axe checks
-// the workflows, workflow and run pages.
+// turn to succeeded live through the run's stream, each linking to its prediction, while the
+// workflows page's list of runs follows it too. Axe checks the workflows, workflow and run pages.
 
 import { assert, checkA11y, scenario, screenshot, signIn, unique } from './lib.mjs';
 
@@ -52,6 +52,13 @@ await scenario('workflow_run', async (t) => {
   const first = await page.$$eval('.run-page .wf-node', (ns) => ns.map((n) => n.dataset.status));
   assert(!first.every((s) => s === 'succeeded'), 'the run was already complete when its page opened');
   console.log(`  node statuses when the run page opened: ${first.join(', ')}`);
+  const runId = new URL(page.url()).pathname.split('/').pop();
+
+  // Meanwhile the workflows page lists the run, and follows it to the end without a reload.
+  const list = await t.openPage();
+  await signIn(list, owner.token, '/workflows');
+  await list.page.locator(`tr[data-run="${runId}"]`).waitFor();
+  await list.page.evaluate(() => { window.sameDocument = true; });
   await page.waitForFunction(
     () => document.querySelectorAll('.run-page .wf-node[data-status="succeeded"]').length === 4
       && document.querySelector('.run-summary')?.dataset.status === 'succeeded',
@@ -61,7 +68,6 @@ await scenario('workflow_run', async (t) => {
   assert(await page.evaluate(() => window.sameDocument === true), 'the run page reloaded');
 
   // Each node links to its prediction.
-  const runId = new URL(page.url()).pathname.split('/').pop();
   const run = await owner.api.ok('GET', `/v1/runs/${runId}`, undefined, 200);
   const links = await page.$$eval('.run-page .wf-node-link', (as) => as.map((a) => a.getAttribute('href')));
   for (const [node, n] of Object.entries(run.nodes)) {
@@ -77,9 +83,9 @@ await scenario('workflow_run', async (t) => {
   await page.waitForURL((url) => url.pathname === `/predictions/${draw}`);
   assert(await page.evaluate(() => window.sameDocument === true), 'following a node reloaded the page');
 
-  // The run is listed on the workflows page.
-  await p.goto('/workflows');
-  await page.locator(`tr[data-run="${runId}"][data-status="succeeded"]`).waitFor();
-  await screenshot(page, 'workflows');
-  await checkA11y(page, 'workflows page');
+  // The workflows page shows the run succeeded, without a reload.
+  await list.page.locator(`tr[data-run="${runId}"][data-status="succeeded"]`).waitFor({ timeout: 15000 });
+  assert(await list.page.evaluate(() => window.sameDocument === true), 'the workflows page reloaded');
+  await screenshot(list.page, 'workflows');
+  await checkA11y(list.page, 'workflows page');
 });
