@@ -3,7 +3,7 @@
 // once), list, revoke. Credits and the ledger's first page refresh when one of the account's
 // predictions settles (through `/v1/events`), since that is when credits move.
 
-import { api, ApiError, cursorOf, getToken, whoami } from '/ui/lib/api.js';
+import { api, ApiError, clearToken, cursorOf, getToken, whoami } from '/ui/lib/api.js';
 import { openStream } from '/ui/lib/sse.js';
 import { h, ensureCss, errorBox, emptyState, timeEl, pager, copyButton, isTerminal, shortId } from '/ui/lib/ui.js';
 
@@ -82,7 +82,7 @@ function ledgerCard() {
   const row = (e) => {
     const ref = e.reference
       ? PREDICTION_REASONS.has(e.reason)
-        ? h('a', { href: `/predictions/${encodeURIComponent(e.reference)}`, title: e.reference, 'aria-label': `Prediction ${e.reference}` }, `Prediction ${shortId(e.reference)}`)
+        ? h('a', { href: `/predictions/${encodeURIComponent(e.reference)}`, title: e.reference }, `Prediction ${shortId(e.reference)}`)
         : e.reference
       : null;
     return h(
@@ -161,7 +161,7 @@ function ledgerCard() {
 // ---------------------------------------------------------------------------------------------
 // Tokens
 
-function tokensCard(signal) {
+function tokensCard(signal, navigate) {
   const list = h('div', { class: 'token-list' }, h('p', { class: 'loading', role: 'status' }, 'Loading tokens…'));
   const shown = h('div', { class: 'token-shown', 'aria-live': 'polite' });
   const nameInput = h('input', { id: 'token-name', name: 'token_name', type: 'text', maxlength: '100', placeholder: 'e.g. laptop', autocomplete: 'off', 'aria-describedby': 'token-name-error' });
@@ -201,8 +201,9 @@ function tokensCard(signal) {
         try {
           await api(`/v1/account/tokens/${encodeURIComponent(t.id)}`, { method: 'DELETE', signal });
           if (t.id === mine) {
-            // This session's token no longer works: the next call sends us to sign in.
-            location.assign('/signin');
+            // This session's token no longer works: sign out.
+            clearToken();
+            navigate('/signin');
             return;
           }
           load();
@@ -343,7 +344,7 @@ export async function render(main, _params, ctx) {
   }
   const credits = creditsCard();
   const ledger = ledgerCard();
-  const tokens = tokensCard(signal);
+  const tokens = tokensCard(signal, ctx.navigate);
   main.replaceChildren(
     h('h1', {}, 'Account'),
     h('p', { class: 'muted account-who' }, me.name && me.name !== me.username ? `${me.name} (${me.username})` : me.username),

@@ -333,8 +333,17 @@ function shellQuote(text) {
   return `'${text.replaceAll("'", "'\\''")}'`;
 }
 
-/** The curl, Python and JavaScript that make the same prediction. */
-export function snippets(origin, model, input) {
+/** How the model's output comes back: `file` (one URL), `files` (a list of URLs), or null. */
+export function outputShape(openapi) {
+  const out = openapi?.components?.schemas?.Output;
+  if (out?.type === 'string' && out.format === 'uri') return 'file';
+  if (out?.type === 'array' && out.items?.type === 'string' && out.items.format === 'uri') return 'files';
+  return null;
+}
+
+/** The curl, Python and JavaScript that make the same prediction (the clients hand output
+ *  files back as file objects: the code prints their URLs). */
+export function snippets(origin, model, input, shape = null) {
   const body = JSON.stringify({ input }, null, 2);
   const curl = [
     `curl -s -X POST ${shellQuote(`${origin}/v1/models/${model}/predictions`)} \\`,
@@ -353,7 +362,7 @@ export function snippets(origin, model, input) {
     `    base_url=${JSON.stringify(origin)},`,
     ')',
     `output = client.run(${JSON.stringify(model)}, input=${pyLiteral(input)})`,
-    'print(output)',
+    shape === 'files' ? 'print([str(item) for item in output])' : 'print(output)',
   ].join('\n');
   const js = [
     'import Replicate from "replicate";',
@@ -365,7 +374,13 @@ export function snippets(origin, model, input) {
     `const output = await replicate.run(${JSON.stringify(model)}, {`,
     `  input: ${JSON.stringify(input, null, 2).replaceAll('\n', '\n  ')},`,
     '});',
-    'console.log(output);',
+    // The client hands https file URLs back as FileOutput objects, others as strings: both
+    // print as their URL through String().
+    shape === 'file'
+      ? 'console.log(String(output));'
+      : shape === 'files'
+        ? 'console.log(output.map(String));'
+        : 'console.log(output);',
   ].join('\n');
   return [
     { id: 'curl', label: 'curl', code: curl },
@@ -474,7 +489,7 @@ function runPanel(created, ctrl, onSettled) {
     progress.replaceChildren(...(p ? [progressBar(p.done, p.total)] : []));
   };
   const showLogs = () => {
-    logs.textContent = logText || '(no logs yet)';
+    logs.textContent = logText || (settled ? '(no logs)' : '(no logs yet)');
     logs.scrollTop = logs.scrollHeight;
   };
   const settle = (p) => {
@@ -695,7 +710,7 @@ export async function render(main, params, ctx) {
           submit.disabled = false;
         }),
       );
-      code.replaceChildren(snippetTabs(snippets(location.origin, model, input)));
+      code.replaceChildren(snippetTabs(snippets(location.origin, model, input, outputShape(info.latest_version?.openapi_schema))));
       if (isTerminal(created.status)) submit.disabled = false;
     } catch (err) {
       submit.disabled = false;
