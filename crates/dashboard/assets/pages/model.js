@@ -96,7 +96,7 @@ function humanize(key) {
 // The form
 
 /** The control and its label and hints for one field; `read()` later collects its value. */
-function fieldControl(f) {
+export function fieldControl(f) {
   const id = `in-${f.key}`;
   const kind = fieldKind(f);
   const hintId = `${id}-hint`;
@@ -304,7 +304,7 @@ function freeformControl() {
 // Files, snippets
 
 /** Uploads one file through the files API (multipart `content`), answering its URL. */
-async function uploadFile(file, signal) {
+export async function uploadFile(file, signal) {
   const form = new FormData();
   form.append('content', file, file.name);
   const uploaded = await api('/v1/files', { method: 'POST', body: form, signal });

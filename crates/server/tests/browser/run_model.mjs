@@ -4,8 +4,9 @@
 // the picture on the same page, without a reload; the curl, Python and JavaScript snippets for
 // what was just run are shown, and they work: each makes the same picture (the model is
 // deterministic for a prompt, seed and size). The schema reader also handles Cog's shapes
-// (enums behind `allOf`/`$ref`, optional values as `anyOf` with null, files, lists). Axe
-// checks the models page, the form and the result.
+// (enums behind `allOf`/`$ref`, optional values as `anyOf` with null, files, lists), and a
+// file input uploads through the files API and passes the file by its URL. Axe checks the
+// models page, the form and the result.
 
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -196,4 +197,23 @@ await scenario('run-model', async (t) => {
     ['extra', 'json', false, null, null],
     ['fast', 'checkbox', false, true, null],
   ]), `Cog's schema shapes are read: ${JSON.stringify(read)}`);
+
+  // A file input uploads through the files API and passes the file by its URL, which a
+  // prediction of this account accepts.
+  const uploaded = await page.evaluate(async () => {
+    const m = await import('/ui/pages/model.js');
+    const control = m.fieldControl({ key: 'image', type: 'string', format: 'uri', required: true });
+    const files = new DataTransfer();
+    files.items.add(new File([new Uint8Array([1, 2, 3, 4, 5])], 'five.bin', { type: 'application/octet-stream' }));
+    control.control.files = files.files;
+    return control.read((_key, file) => m.uploadFile(file));
+  });
+  assert(new URL(uploaded).pathname.startsWith('/v1/files/'), `the file input's value is the upload's URL: ${uploaded}`);
+  const file = await alice.api.ok('GET', new URL(uploaded).pathname);
+  assert(file.size === 5 && file.name === 'five.bin', `the upload is this account's file: ${JSON.stringify(file)}`);
+  const echoed = await alice.api.predict('augur/echo', { image: uploaded });
+  const done = await alice.api.waitFor(echoed.id);
+  // The model gets the file's bytes (built-in models see them as a data URI).
+  assert(done.status === 'succeeded' && done.output.image === `data:application/octet-stream;base64,${Buffer.from([1, 2, 3, 4, 5]).toString('base64')}`,
+    `a prediction takes it, and the model gets its bytes: ${JSON.stringify(done)}`);
 });
