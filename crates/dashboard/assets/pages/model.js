@@ -638,6 +638,17 @@ export async function render(main, params, ctx) {
   const result = h('div', { class: 'run-result' });
   const code = h('div', { class: 'run-code' });
   const price = priceText(info.price);
+  // What the account can spend, beside the price (an account's own; the admin has none).
+  const balance = h('span', { class: 'model-balance' });
+  const showBalance = async () => {
+    if (!info.price || ctx.me?.admin) return;
+    try {
+      const c = await api('/v1/account/credits', { signal: page.signal });
+      balance.replaceChildren(' You have ', h('a', { href: '/account' }, `${c.available} available`), '.');
+    } catch {
+      // The price still shows; the balance is a convenience.
+    }
+  };
 
   const clearErrors = () => {
     formError.replaceChildren();
@@ -704,14 +715,16 @@ export async function render(main, params, ctx) {
         body: { input },
         signal: ctrl.signal,
       });
-      formStatus.textContent = '';
+      formStatus.textContent = 'Running…';
       result.replaceChildren(
         runPanel(created, ctrl, () => {
           submit.disabled = false;
+          formStatus.textContent = '';
+          showBalance();
         }),
       );
+      showBalance();
       code.replaceChildren(snippetTabs(snippets(location.origin, model, input, outputShape(info.latest_version?.openapi_schema))));
-      if (isTerminal(created.status)) submit.disabled = false;
     } catch (err) {
       submit.disabled = false;
       formStatus.textContent = '';
@@ -733,11 +746,13 @@ export async function render(main, params, ctx) {
       'p',
       { class: 'muted model-meta' },
       price ? `Costs ${price}.` : 'Free to run.',
+      balance,
       info.latest_version?.id
         ? [' Version ', h('code', { title: info.latest_version.id }, info.latest_version.id.slice(0, 12)), '.']
         : '',
     ),
     h('div', { class: 'run-layout' }, form, h('div', { class: 'run-side' }, result, code)),
   );
+  showBalance();
   return cleanup;
 }

@@ -118,6 +118,24 @@ await scenario('run-model', async (t) => {
   await checkA11y(page, 'the run result');
   await screenshot(page, 'model-run-result');
 
+  // A long run can be canceled from the result.
+  await field('steps').fill('100');
+  await field('step_ms').fill('200');
+  await page.getByRole('button', { name: 'Run' }).click();
+  await page.locator('.run-logs', { hasText: '/100' }).waitFor({ timeout: 15000 });
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await page.locator('.run-head [data-status="canceled"]').waitFor({ timeout: 15000 });
+  const canceledId = (await page.locator('.run-link').getAttribute('href')).split('/').pop();
+  assert((await alice.api.ok('GET', `/v1/predictions/${canceledId}`)).status === 'canceled', 'the API says canceled');
+  assert(!(await page.getByRole('button', { name: 'Run' }).isDisabled()), 'the form can run again');
+  await screenshot(page, 'model-run-canceled');
+
+  // Back to the first run's input, to check its snippets.
+  await field('steps').fill('8');
+  await field('step_ms').fill('150');
+  await page.getByRole('button', { name: 'Run' }).click();
+  await page.locator('.run-head [data-status="succeeded"]').waitFor({ timeout: 30000 });
+
   // The snippets: what was just run, in curl, Python and JavaScript; each makes the same picture.
   const snippet = async (tab) => {
     await page.getByRole('tab', { name: tab }).click();
