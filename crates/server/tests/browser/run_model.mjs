@@ -29,7 +29,7 @@ function run(what, command, args, env, input) {
 }
 
 await scenario('run-model', async (t) => {
-  // Credits, in case the server prices the model.
+  // Credits: the server prices the model.
   const alice = await t.api.account(unique('runner'), 100);
   const p = await t.openPage();
   const { page } = p;
@@ -40,6 +40,9 @@ await scenario('run-model', async (t) => {
   await card.waitFor();
   assert((await card.innerText()).includes('Draws a deterministic abstract PNG'), 'the description is shown');
   assert((await page.locator('.model-card').count()) >= 2, 'both built-in models are listed');
+  // The server prices demo-image per second (dashboard.rs); echo stays free.
+  assert((await card.innerText()).includes('Costs 2 credits a second of run time (at most 10 seconds)'), 'the price is shown');
+  assert((await page.locator('.model-card', { hasText: 'augur/echo' }).innerText()).includes('Free to run'), 'echo is free');
   await checkA11y(page, 'the models page');
   await screenshot(page, 'models-list');
   await page.getByLabel('Filter models').fill('returns input');
@@ -68,6 +71,8 @@ await scenario('run-model', async (t) => {
   const seed = await attrs('seed');
   assert(seed.type === 'number' && seed.value === '' && !seed.required, `seed is optional and empty: ${JSON.stringify(seed)}`);
   assert((await page.locator('.run-form [name]').count()) === 6, 'one field per input');
+  const credits = await alice.api.ok('GET', '/v1/account/credits');
+  await page.locator('.model-meta', { hasText: `You have ${credits.available} available` }).waitFor();
   await checkA11y(page, 'the run form');
 
   // Out of bounds: refused next to the field, before any request.
