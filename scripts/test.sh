@@ -15,9 +15,11 @@
 #   from PyPI (scripts/requirements-test.txt), used by the end-to-end tests of the real binary
 #   (AUGUR_TEST_PYTHON), and moto's S3-compatible server for the files tests on S3;
 #   AUGUR_E2E_REQUIRED=1 makes a missing interpreter a failure instead of a skip.
-# - the official Replicate JS client (npm `replicate`, pinned by
-#   crates/server/tests/js/package-lock.json, `npm ci`), with Node.js and npm from Debian's
-#   packages when missing; only the tests use Node, never Augur itself.
+# - the official Replicate JS client (npm `replicate`) and, for the dashboard's browser tests,
+#   `playwright-core` and `axe-core`, pinned by crates/server/tests/js/package-lock.json
+#   (`npm ci`), with Node.js and npm from Debian's packages when missing; only the tests use
+#   Node, never Augur itself. Playwright drives Debian's `chromium` (installed when missing;
+#   AUGUR_CHROMIUM names another binary), never a browser build of its own.
 # Then it runs the Rust tests once, in the dev profile with every backend compiled in (one
 # build, no rebuilds). A full run (no arguments) first runs each fuzz target for a few seconds
 # (scripts/fuzz.sh; AUGUR_FUZZ_SECONDS sets how long, 0 skips it), so that the test
@@ -63,6 +65,13 @@ if [ ! -f "$js/node_modules/.package-lock.json" ] ||
     fi
     (cd "$js" && npm ci --no-audit --no-fund --loglevel=error) ||
         echo "   npm ci failed; the JS client tests will fail"
+fi
+if ! command -v "${AUGUR_CHROMIUM:-/usr/bin/chromium}" >/dev/null 2>&1; then
+    echo "== installing Debian's chromium for the dashboard's browser tests"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null 2>&1 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } ||
+        echo "   chromium could not be installed; the dashboard's browser tests will fail"
 fi
 export AUGUR_E2E_REQUIRED="${AUGUR_E2E_REQUIRED:-1}"
 

@@ -95,8 +95,11 @@ where
         }
         match next {
             Some(cursor) if fetched > 0 && !backward => after = Some(cursor),
+            // The end; or, going back, the store's cursor to the page before; or a round
+            // that found nothing within its scan budget (a filtered listing), whose cursor
+            // continues the scan on the next page.
             next => {
-                page.next = if backward { next } else { None };
+                page.next = next;
                 return Ok(page.finish());
             }
         }

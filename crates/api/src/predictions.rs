@@ -5,6 +5,8 @@
 //! (`status`, `created_after`, `created_before`, `limit`).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::Extension;
@@ -305,7 +307,19 @@ struct ListParams {
     created_after: Option<String>,
     created_before: Option<String>,
     limit: Option<usize>,
+    /// Only this model's (`owner/name`).
+    model: Option<String>,
+    /// Only this account's (the admin token's filter; an account may name only itself).
+    account: Option<String>,
 }
+
+/// The most records one `GET /v1/predictions?model=` page reads while looking for matches: the
+/// store has no index by model, so the filter scans, and a page whose scan runs out lists what
+/// it found (maybe nothing) with a `next` link that continues the scan.
+pub(crate) const MODEL_SCAN_BUDGET: usize = 2000;
+
+/// Records read per store round of a model scan.
+const MODEL_SCAN_ROUND: usize = 250;
 
 async fn list(
     State(state): State<AppState>,
@@ -314,9 +328,14 @@ async fn list(
 ) -> ApiResult<Response> {
     let status = status_param(params.status.as_deref())?;
     let limit = crate::error::page_limit(params.limit)?;
-    let query = PredictionQuery {
+    let model = params.model.as_deref().map(model_param).transpose()?;
+    let owner = match params.account.as_deref() {
+        Some(account) => Some(account_param(&caller, account)?),
         // The admin token sees every account's predictions.
-        owner: (!caller.admin).then(|| caller.account.clone()),
+        None => (!caller.admin).then(|| caller.account.clone()),
+    };
+    let query = PredictionQuery {
+        owner,
         status,
         created_after: params
             .created_after
@@ -332,6 +351,7 @@ async fn list(
         limit,
     };
     let public = &state.config.public_url;
+    let scanned = AtomicUsize::new(0);
     let page = crate::paging::fill(
         limit,
         state.config.list_page_bytes,
@@ -343,9 +363,16 @@ async fn list(
                 ..query.clone()
             };
             let service = &state.service;
+            let model = model.as_ref();
+            let scanned = &scanned;
             async move {
-                let page = service.list(&query).await?;
-                Ok((page.items, page.next))
+                match model {
+                    None => {
+                        let page = service.list(&query).await?;
+                        Ok((page.items, page.next))
+                    }
+                    Some(model) => scan_for_model(service, query, model, scanned).await,
+                }
             }
         },
         |p: &augur_core::Versioned<Arc<augur_core::Prediction>>, out: &mut Vec<u8>| {
@@ -359,10 +386,98 @@ async fn list(
             ("status", params.status.as_deref()),
             ("created_after", params.created_after.as_deref()),
             ("created_before", params.created_before.as_deref()),
+            ("model", params.model.as_deref()),
+            ("account", params.account.as_deref()),
         ],
         limit: params.limit.map(|_| limit),
     };
     Ok(page.into_response(&route, query.after.as_ref()))
+}
+
+/// Reads up to `query.limit` predictions of `model` from `query.after` on, scanning at most
+/// [`MODEL_SCAN_BUDGET`] records for the whole page (`scanned` counts them across rounds).
+/// The cursor returned continues right after the last record looked at: after the last match
+/// when the page is full, else after the last record scanned (so nothing is skipped or
+/// listed twice). A backward cursor takes one store read, filtered.
+async fn scan_for_model(
+    service: &augur_core::Predictions,
+    query: PredictionQuery,
+    model: &ModelName,
+    scanned: &AtomicUsize,
+) -> ApiResult<(
+    Vec<augur_core::Versioned<Arc<augur_core::Prediction>>>,
+    Option<Cursor>,
+)> {
+    let wanted = query.limit;
+    if query.after.as_ref().is_some_and(|c| c.backward) {
+        let page = service.list(&query).await?;
+        scanned.fetch_add(page.items.len(), Relaxed);
+        let items = page
+            .items
+            .into_iter()
+            .filter(|p| p.value.model == *model)
+            .collect();
+        return Ok((items, page.next));
+    }
+    let mut found = Vec::new();
+    let mut after = query.after.clone();
+    loop {
+        let budget = MODEL_SCAN_BUDGET.saturating_sub(scanned.load(Relaxed));
+        if budget == 0 {
+            return Ok((found, after));
+        }
+        let page = service
+            .list(&PredictionQuery {
+                after: after.clone(),
+                limit: MODEL_SCAN_ROUND.min(budget),
+                ..query.clone()
+            })
+            .await?;
+        for item in page.items {
+            scanned.fetch_add(1, Relaxed);
+            after = Some(crate::pages::cursor_at(&item, false));
+            if item.value.model == *model {
+                found.push(item);
+                if found.len() == wanted {
+                    return Ok((found, after));
+                }
+            }
+        }
+        if page.next.is_none() {
+            return Ok((found, None));
+        }
+        after = page.next;
+    }
+}
+
+/// The `model` filter: `owner/name`.
+fn model_param(text: &str) -> ApiResult<ModelName> {
+    ModelName::parse(text).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("model must be a model name such as augur/demo-image, got {text:?}"),
+        )
+        .with_field("model")
+    })
+}
+
+/// The `account` filter: any account for the admin token; an account may name only itself.
+fn account_param(caller: &Caller, text: &str) -> ApiResult<augur_core::AccountId> {
+    let account = augur_core::AccountId::parse(text).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("account must be a username, got {text:?}"),
+        )
+        .with_field("account")
+    })?;
+    if !caller.admin && account != caller.account {
+        return Err(ApiError::new(
+            ErrorCode::AdminRequired,
+            "account= names another account; only the admin token lists other accounts' predictions",
+        )
+        .with_field("account"));
+    }
+    Ok(account)
 }
 
 /// The `status` filter of a prediction listing, if given.

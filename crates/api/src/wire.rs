@@ -118,6 +118,21 @@ pub struct PredictionJson<'a> {
     node: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deployment: Option<&'a str>,
+    /// Augur's extension: the account that owns it (only it and the admin ever see it).
+    account: &'a str,
+    /// Augur's extension: what it costs, for a priced model (`None` when free).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<CostJson>,
+}
+
+/// A prediction's cost: the price it was created at, the credits its create reserved, and,
+/// once settled, what it was charged.
+#[derive(Debug, Serialize)]
+struct CostJson {
+    price: augur_core::credits::Price,
+    reserved: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    charged: Option<i64>,
 }
 
 fn empty_object() -> &'static Value {
@@ -221,6 +236,12 @@ impl<'a> PredictionJson<'a> {
             run: p.run.as_deref(),
             node: p.node.as_deref(),
             deployment: p.deployment.as_deref(),
+            account: p.owner.as_str(),
+            cost: p.hold.map(|hold| CostJson {
+                price: hold.price,
+                reserved: hold.reserved,
+                charged: hold.charged,
+            }),
         }
     }
 

@@ -1801,3 +1801,130 @@ async fn list_pages_end_at_their_byte_budget() {
     let p = app.get(&format!("/v1/predictions/{}", ids[0])).await.json();
     assert_eq!(p["logs"], "");
 }
+
+#[tokio::test]
+async fn list_filters_by_model_and_by_account_for_the_admin() {
+    let app = app();
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let id = |reply: Reply| reply.json()["id"].as_str().unwrap().to_owned();
+    let a1 = id(app.create_as(&alice, "augur/echo").await);
+    let b1 = id(app.create_as(&bob, "augur/echo").await);
+    let d1 = app
+        .post(
+            "/v1/models/augur/demo-image/predictions",
+            json!({"input": {"prompt": "p", "width": 8, "height": 8, "steps": 1, "step_ms": 1}}),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ids = |page: Value| -> Vec<String> {
+        page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let demo = app.get("/v1/predictions?model=augur/demo-image").await;
+    assert_eq!(ids(demo.json()), [d1.clone()]);
+    let echo = app.get("/v1/predictions?model=augur/echo").await.json();
+    assert_eq!(ids(echo), [b1.clone(), a1.clone()]);
+    // The admin lists one account's; every item names its account.
+    let of_alice = app.get("/v1/predictions?account=alice").await.json();
+    assert_eq!(of_alice["results"][0]["account"], "alice");
+    assert_eq!(ids(of_alice), [a1.clone()]);
+    let both = app
+        .get("/v1/predictions?account=bob&model=augur/echo&limit=1")
+        .await
+        .json();
+    assert_eq!(ids(both), [b1]);
+    // An account may name itself, not another.
+    let own = app
+        .call("GET", "/v1/predictions?account=alice", &alice, None)
+        .await;
+    assert_eq!(ids(own.json()), [a1]);
+    app.call("GET", "/v1/predictions?account=alice", &bob, None)
+        .await
+        .assert_error(403, "admin_required", "account=");
+    app.get("/v1/predictions?model=not-a-model")
+        .await
+        .assert_error(400, "invalid_query", "model must be a model name");
+    app.get("/v1/predictions?account=Not%20Valid")
+        .await
+        .assert_error(400, "invalid_query", "account must be a username");
+    assert!(d1.len() > 10);
+}
+
+#[tokio::test]
+async fn a_model_filter_scans_a_bounded_number_of_records_per_page_and_continues() {
+    let app = app();
+    let demo = app
+        .post(
+            "/v1/models/augur/demo-image/predictions",
+            json!({"input": {"prompt": "p", "width": 8, "height": 8, "steps": 1, "step_ms": 1}}),
+        )
+        .await
+        .json();
+    // More newer records than one page may scan, none of them the model's.
+    for i in 0..2100 {
+        app.create_echo(json!({"i": i})).await;
+    }
+    let first = app
+        .get("/v1/predictions?model=augur/demo-image&limit=5")
+        .await
+        .json();
+    assert_eq!(first["results"], json!([]), "the scan stops at its budget");
+    let next = first["next"]
+        .as_str()
+        .expect("a next link continues the scan");
+    assert!(next.contains("model=augur%2Fdemo-image"), "{next}");
+    let second = app.get(next.strip_prefix(BASE).unwrap()).await.json();
+    assert_eq!(second["results"][0]["id"], demo["id"]);
+    assert_eq!(second["results"].as_array().unwrap().len(), 1);
+    assert!(second["next"].is_null(), "{second}");
+}
+
+#[tokio::test]
+async fn a_priced_prediction_shows_its_cost_reserved_then_charged() {
+    let app = app_with_worker();
+    let alice = app.account("alice").await;
+    let grant = app
+        .call(
+            "POST",
+            "/v1/accounts/alice/credits",
+            TOKEN,
+            Some(json!({"amount": 10, "reason": "grant"})),
+        )
+        .await;
+    assert_eq!(grant.status, StatusCode::OK, "{}", grant.json());
+    let created = app.create_as(&alice, "augur/demo-image").await.json();
+    assert_eq!(created["account"], "alice");
+    assert_eq!(
+        created["cost"],
+        json!({"price": {"per_prediction": 3}, "reserved": 3})
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut settled = Value::Null;
+    for _ in 0..200 {
+        settled = app
+            .call("GET", &format!("/v1/predictions/{id}"), &alice, None)
+            .await
+            .json();
+        if settled["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(settled["status"], "succeeded", "{settled}");
+    assert_eq!(settled["cost"]["charged"], 3, "{settled}");
+    // Free predictions (the admin's) carry no cost.
+    assert!(
+        app.create_echo(json!({"text": "x"}))
+            .await
+            .get("cost")
+            .is_none()
+    );
+}

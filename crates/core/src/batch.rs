@@ -443,7 +443,11 @@ impl Predictions {
             if let Some(price) = request.price {
                 let reserved = price.reserve();
                 if reserved > 0 {
-                    p.hold = Some(Hold { price, reserved });
+                    p.hold = Some(Hold {
+                        price,
+                        reserved,
+                        charged: None,
+                    });
                     reserved_total += reserved;
                 }
             }

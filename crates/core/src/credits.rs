@@ -105,6 +105,21 @@ pub struct Hold {
     pub price: Price,
     /// What its create reserved.
     pub reserved: i64,
+    /// What it cost, once settled: the credits its `charge` entry spent (0 for a refund).
+    /// Set in the write that settles it, so a reader sees the cost without the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged: Option<i64>,
+}
+
+impl Hold {
+    /// The hold a create at `price` takes: the price's most, not yet settled.
+    pub fn new(price: Price) -> Self {
+        Self {
+            price,
+            reserved: price.reserve(),
+            charged: None,
+        }
+    }
 }
 
 /// What a prediction canceled after it started costs (Replicate charges the time it ran).
@@ -351,10 +366,7 @@ mod tests {
             per_second,
             max_seconds,
         };
-        Hold {
-            price,
-            reserved: price.reserve(),
-        }
+        Hold::new(price)
     }
 
     fn amounts(entries: &[LedgerEntry]) -> Vec<(Reason, i64, i64)> {
@@ -403,10 +415,7 @@ mod tests {
 
     #[test]
     fn failures_and_early_cancels_refund_whole() {
-        let hold = Hold {
-            price: Price::PerPrediction { per_prediction: 5 },
-            reserved: 5,
-        };
+        let hold = Hold::new(Price::PerPrediction { per_prediction: 5 });
         for p in [
             prediction(Status::Failed, true, Some(3.0)),
             prediction(Status::Canceled, false, None),

@@ -381,7 +381,11 @@ impl Predictions {
         prediction.deadline = request.deadline;
         let reserve = request.price.map(|p| p.reserve()).filter(|r| *r > 0);
         if let (Some(price), Some(reserved)) = (request.price, reserve) {
-            prediction.hold = Some(Hold { price, reserved });
+            prediction.hold = Some(Hold {
+                price,
+                reserved,
+                charged: None,
+            });
         }
         prediction.limited = request.max_active.is_some();
         prediction.deployment = deployment.map(str::to_owned);
@@ -671,12 +675,19 @@ impl Predictions {
                 effects.push(jobs::complete(id));
                 effects.push(Effect::count(counters::SETTLED, 1));
                 effects.push(Effect::count(counters::settled_as(next.status), 1));
-                if let Some(hold) = &next.hold {
-                    effects.extend(
-                        credits::settlement(&next, hold, self.config.canceled_after_start, now)
-                            .into_iter()
-                            .map(|e| Effect::Post(Box::new(e))),
-                    );
+                if let Some(hold) = next.hold {
+                    let entries =
+                        credits::settlement(&next, &hold, self.config.canceled_after_start, now);
+                    let charged = entries
+                        .iter()
+                        .filter(|e| e.reason == crate::store::Reason::Charge)
+                        .map(|e| -e.delta)
+                        .sum();
+                    next.hold = Some(Hold {
+                        charged: Some(charged),
+                        ..hold
+                    });
+                    effects.extend(entries.into_iter().map(|e| Effect::Post(Box::new(e))));
                 }
                 if next.limited {
                     effects.push(Effect::count(

@@ -45,6 +45,10 @@ pub struct Config {
     /// start-up as the admin's and runnable by every account (`AUGUR_WORKFLOWS_DIR`; default:
     /// `workflows/` beside the config file, if there is one).
     pub workflows_dir: Option<PathBuf>,
+    /// Serve the dashboard's assets from this directory, read on every request, instead of
+    /// the copies built into the binary (`AUGUR_DASHBOARD_DIR`; for working on the pages:
+    /// edit, reload, no rebuild).
+    pub dashboard_dir: Option<PathBuf>,
     /// Jobs run at once by this node's worker (`AUGUR_WORKERS`).
     pub workers: usize,
     /// How long settled predictions keep their input, output and logs (`AUGUR_RETENTION`).
@@ -218,6 +222,7 @@ impl Default for Config {
             file_max_bytes: 100 << 20,
             batch_max_items: augur_core::batch::DEFAULT_MAX_ITEMS,
             workflows_dir: None,
+            dashboard_dir: None,
             file_expiry: Duration::from_secs(24 * 3600),
             workers: 64,
             retention: Duration::from_secs(3600),
@@ -441,6 +446,9 @@ impl Config {
         }
         if let Some(v) = var("AUGUR_WORKFLOWS_DIR") {
             self.workflows_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("AUGUR_DASHBOARD_DIR") {
+            self.dashboard_dir = Some(PathBuf::from(v));
         }
         if let Some(v) = var("AUGUR_BATCH_MAX_ITEMS") {
             self.batch_max_items = v

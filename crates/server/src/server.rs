@@ -224,7 +224,13 @@ pub async fn serve(
         }
         None => None,
     };
-    let app = augur_api::router(state);
+    // The dashboard's pages and assets beside the API; the API keeps the fallback (its JSON
+    // 404), so no API path is ever answered with a page.
+    let app =
+        augur_api::router(state).merge(augur_dashboard::router(augur_dashboard::DashboardConfig {
+            public_url: public_url.clone(),
+            assets_dir: config.dashboard_dir.clone(),
+        }));
     tracing::info!(store = backend_name, %public_url, "augur listening");
     // Tests and scripts read this line to learn the port.
     println!("augur listening on {public_url}");

@@ -612,7 +612,11 @@ impl Run {
         if let Some(price) = info.price.filter(|_| !self.free) {
             let reserved = price.reserve();
             if reserved > 0 {
-                p.hold = Some(Hold { price, reserved });
+                p.hold = Some(Hold {
+                    price,
+                    reserved,
+                    charged: None,
+                });
             }
         }
         Ok(p)
