@@ -108,7 +108,7 @@ function ledgerCard() {
         table.replaceChildren(
           h(
             'div',
-            { class: 'table-wrap' },
+            { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Ledger entries' },
             h(
               'table',
               { class: 'ledger-entries' },
@@ -242,7 +242,7 @@ function tokensCard(signal, navigate) {
       list.replaceChildren(
         h(
           'div',
-          { class: 'table-wrap' },
+          { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Token list' },
           h(
           'table',
           { class: 'token-table' },

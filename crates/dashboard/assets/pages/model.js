@@ -432,9 +432,8 @@ function snippetTabs(items) {
           id: `snippet-${item.id}`,
           'aria-labelledby': `snippet-tab-${item.id}`,
           class: 'snippet',
-          tabindex: '0',
         },
-        h('pre', {}, code),
+        h('pre', { tabindex: '0', 'aria-label': `${item.label} code` }, code),
         h('div', { class: 'snippet-actions' }, copyButton(item.code, `Copy the ${item.label} code`)),
       ),
     );

@@ -6,7 +6,7 @@
 // deterministic for a prompt, seed and size). The schema reader also handles Cog's shapes
 // (enums behind `allOf`/`$ref`, optional values as `anyOf` with null, files, lists), and a
 // file input uploads through the files API and passes the file by its URL. Axe checks the
-// models page, the form and the result.
+// models page, the form and the result (also on a phone in the dark).
 
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -239,4 +239,19 @@ await scenario('run-model', async (t) => {
   // The model gets the file's bytes (built-in models see them as a data URI).
   assert(done.status === 'succeeded' && done.output.image === `data:application/octet-stream;base64,${Buffer.from([1, 2, 3, 4, 5]).toString('base64')}`,
     `a prediction takes it, and the model gets its bytes: ${JSON.stringify(done)}`);
+
+  // On a phone, in the dark: the form and the result fit the screen and pass axe.
+  const phone = await t.openPage({ viewport: { width: 390, height: 844 }, colorScheme: 'dark' });
+  await signIn(phone, alice.token, '/models/augur/demo-image');
+  const on = phone.page;
+  await on.locator('[name="prompt"]').fill('a small fox');
+  await on.locator('[name="steps"]').fill('2');
+  await on.locator('[name="width"]').fill('32');
+  await on.locator('[name="height"]').fill('32');
+  await on.getByRole('button', { name: 'Run' }).click();
+  await on.locator('.run-output img').waitFor({ timeout: 30000 });
+  const wide = await on.evaluate(() => document.documentElement.scrollWidth);
+  assert(wide <= 390, `nothing makes the page wider than the phone: ${wide}px`);
+  await checkA11y(on, 'the run result on a phone, dark');
+  await screenshot(on, 'model-run-phone-dark');
 });

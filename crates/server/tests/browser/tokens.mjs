@@ -1,7 +1,7 @@
 // API tokens on the account page: create one (shown once, and it works against the API), see
 // it listed, revoke it (it no longer works against the API), and revoke the token this session
 // signed in with (which signs out). The admin token's account page says it has no account.
-// Axe checks the page with a new token shown.
+// Axe checks the page with a new token shown, and on a phone in the dark.
 
 import { BASE, assert, checkA11y, scenario, screenshot, signIn, unique } from './lib.mjs';
 
@@ -64,4 +64,15 @@ await scenario('tokens', async (t) => {
   await signIn(admin, t.api.token, '/account');
   await admin.page.getByText('admin token, which has no account of its own').waitFor();
   await checkA11y(admin.page, 'the account page as the admin');
+
+  // On a phone, in the dark: the account page fits and passes axe.
+  const bob = await t.api.account(unique('phone'), 0);
+  const phone = await t.openPage({ viewport: { width: 390, height: 844 }, colorScheme: 'dark' });
+  await signIn(phone, bob.token, '/account');
+  await phone.page.locator('.token-table tbody tr').first().waitFor();
+  await phone.page.locator('.ledger-entries').waitFor();
+  const wide = await phone.page.evaluate(() => document.documentElement.scrollWidth);
+  assert(wide <= 390, `nothing makes the page wider than the phone: ${wide}px`);
+  await checkA11y(phone.page, 'the account page on a phone, dark');
+  await screenshot(phone.page, 'account-phone-dark');
 });
