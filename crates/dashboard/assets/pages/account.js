@@ -324,11 +324,13 @@ export async function render(main, _params, ctx) {
   main.replaceChildren(h('h1', {}, 'Account'), h('p', { class: 'loading', role: 'status' }, 'Loading…'));
   let me;
   try {
-    me = await whoami();
+    me = ctx.me ?? (await whoami());
   } catch (err) {
-    if (!signal.aborted) main.replaceChildren(h('h1', {}, 'Account'), errorBox(err));
+    // Another page may have been drawn meanwhile: leave it alone.
+    if (ctx.current) main.replaceChildren(h('h1', {}, 'Account'), errorBox(err));
     return () => controller.abort();
   }
+  if (!ctx.current) return () => controller.abort();
   if (me.admin || (me.type === 'organization' && me.name === 'Administrator')) {
     main.replaceChildren(
       h('h1', {}, 'Account'),

@@ -612,13 +612,15 @@ export async function render(main, params, ctx) {
   try {
     info = await api(`/v1/models/${encodeURIComponent(owner)}/${encodeURIComponent(name)}`, { signal: page.signal });
   } catch (err) {
-    if (page.signal.aborted) return cleanup;
+    // Another page may have been drawn meanwhile: leave it alone.
+    if (page.signal.aborted || !ctx.current) return cleanup;
     if (err instanceof ApiError && err.status === 404) {
       ctx.setTitle('Not found');
       main.replaceChildren(notFound('model', { href: '/models', label: 'See the models this server runs' }));
     } else main.replaceChildren(h('h1', {}, model), errorBox(err));
     return cleanup;
   }
+  if (!ctx.current) return cleanup;
 
   const schema = inputFields(info.latest_version?.openapi_schema);
   const controls = schema.freeform ? [freeformControl()] : schema.fields.map(fieldControl);

@@ -53,10 +53,12 @@ export async function render(main, _params, ctx) {
   try {
     page = await api('/v1/models', { signal: controller.signal });
   } catch (err) {
-    if (controller.signal.aborted) return undefined;
+    // Another page may have been drawn meanwhile: leave it alone.
+    if (controller.signal.aborted || !ctx.current) return undefined;
     main.replaceChildren(h('h1', {}, 'Run a model'), errorBox(err));
     return undefined;
   }
+  if (!ctx.current) return undefined;
   const models = page.results ?? [];
   const list = h('ul', { class: 'model-grid', 'aria-label': 'Models' });
   const count = h('p', { class: 'muted', role: 'status', 'aria-live': 'polite' });
