@@ -1829,23 +1829,23 @@ async fn list_filters_by_model_and_by_account_for_the_admin() {
             .collect()
     };
     let demo = app.get("/v1/predictions?model=augur/demo-image").await;
-    assert_eq!(ids(demo.json()), [d1.clone()]);
+    assert_eq!(ids(demo.json()), [d1.as_str()]);
     let echo = app.get("/v1/predictions?model=augur/echo").await.json();
-    assert_eq!(ids(echo), [b1.clone(), a1.clone()]);
+    assert_eq!(ids(echo), [b1.as_str(), a1.as_str()]);
     // The admin lists one account's; every item names its account.
     let of_alice = app.get("/v1/predictions?account=alice").await.json();
     assert_eq!(of_alice["results"][0]["account"], "alice");
-    assert_eq!(ids(of_alice), [a1.clone()]);
+    assert_eq!(ids(of_alice), [a1.as_str()]);
     let both = app
         .get("/v1/predictions?account=bob&model=augur/echo&limit=1")
         .await
         .json();
-    assert_eq!(ids(both), [b1]);
+    assert_eq!(ids(both), [b1.as_str()]);
     // An account may name itself, not another.
     let own = app
         .call("GET", "/v1/predictions?account=alice", &alice, None)
         .await;
-    assert_eq!(ids(own.json()), [a1]);
+    assert_eq!(ids(own.json()), [a1.as_str()]);
     app.call("GET", "/v1/predictions?account=alice", &bob, None)
         .await
         .assert_error(403, "admin_required", "account=");
