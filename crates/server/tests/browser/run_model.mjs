@@ -5,7 +5,8 @@
 // what was just run are shown, and they work: each makes the same picture (the model is
 // deterministic for a prompt, seed and size). The schema reader also handles Cog's shapes
 // (enums behind `allOf`/`$ref`, optional values as `anyOf` with null, files, lists), and a
-// file input uploads through the files API and passes the file by its URL. Axe checks the
+// file input uploads through the files API and passes the file by its URL. A model that takes
+// any object gets a JSON box; an unknown model is "Not found". Axe checks the
 // models page, the form and the result (also on a phone in the dark).
 
 import { spawnSync } from 'node:child_process';
@@ -239,6 +240,23 @@ await scenario('run-model', async (t) => {
   // The model gets the file's bytes (built-in models see them as a data URI).
   assert(done.status === 'succeeded' && done.output.image === `data:application/octet-stream;base64,${Buffer.from([1, 2, 3, 4, 5]).toString('base64')}`,
     `a prediction takes it, and the model gets its bytes: ${JSON.stringify(done)}`);
+
+  // A model that takes any object gets one JSON box; bad JSON is refused next to it.
+  await page.goto(`${BASE}/models/augur/echo`);
+  const box = page.locator('textarea[name="input"]');
+  await box.waitFor();
+  await box.fill('{"text": ');
+  await page.getByRole('button', { name: 'Run' }).click();
+  await page.locator('[data-field="input"] .field-error', { hasText: 'not valid JSON' }).waitFor();
+  await box.fill('{"text": "hello", "n": [1, 2]}');
+  await page.getByRole('button', { name: 'Run' }).click();
+  await page.locator('.run-output pre', { hasText: '"hello"' }).waitFor({ timeout: 15000 });
+  await checkA11y(page, 'the echo form and result');
+
+  // A model this server does not run: "Not found", in words.
+  p.expectStatus(404, '/v1/models/nobody/nothing');
+  await page.goto(`${BASE}/models/nobody/nothing`);
+  await page.getByRole('heading', { name: 'Not found' }).waitFor();
 
   // On a phone, in the dark: the form and the result fit the screen and pass axe.
   const phone = await t.openPage({ viewport: { width: 390, height: 844 }, colorScheme: 'dark' });
