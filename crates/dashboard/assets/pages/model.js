@@ -725,6 +725,8 @@ export async function render(main, params, ctx) {
         }),
       );
       showBalance();
+      // On a narrow screen the result is below the form: bring it into view.
+      if (window.matchMedia('(max-width: 900px)').matches) result.scrollIntoView({ block: 'start' });
       code.replaceChildren(snippetTabs(snippets(location.origin, model, input, outputShape(info.latest_version?.openapi_schema))));
     } catch (err) {
       submit.disabled = false;
