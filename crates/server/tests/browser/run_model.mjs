@@ -222,6 +222,30 @@ await scenario('run-model', async (t) => {
     ['fast', 'checkbox', false, true, null],
   ]), `Cog's schema shapes are read: ${JSON.stringify(read)}`);
 
+  // The controls those shapes get read back typed values: a menu of numbers answers a number,
+  // a checkbox a boolean, a list one value a line.
+  const values = await page.evaluate(async () => {
+    const m = await import('/ui/pages/model.js');
+    const size = m.fieldControl({ key: 'size', type: 'integer', enum: [256, 512, 1024], default: 512 });
+    const fast = m.fieldControl({ key: 'fast', type: 'boolean', default: true });
+    const seeds = m.fieldControl({ key: 'seeds', type: 'array', items: { type: 'integer' } });
+    const before = [size.control.tagName, size.control.options.length, size.read(), fast.control.type, fast.read()];
+    size.control.value = '2';
+    fast.control.checked = false;
+    seeds.control.value = '3\n 5 \n\n8';
+    const bad = m.fieldControl({ key: 'seeds', type: 'array', items: { type: 'integer' } });
+    bad.control.value = '1\n1.5';
+    let refused = null;
+    try {
+      bad.read();
+    } catch (e) {
+      refused = e.message;
+    }
+    return [...before, size.read(), fast.read(), seeds.read(), refused];
+  });
+  assert(JSON.stringify(values) === JSON.stringify(['SELECT', 3, 512, 'checkbox', true, 1024, false, [3, 5, 8], 'Seeds has "1.5", which is not a whole number']),
+    `the controls read typed values: ${JSON.stringify(values)}`);
+
   // A file input uploads through the files API and passes the file by its URL, which a
   // prediction of this account accepts.
   const uploaded = await page.evaluate(async () => {
