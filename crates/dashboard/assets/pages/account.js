@@ -163,7 +163,7 @@ function ledgerCard() {
 
 function tokensCard(signal, navigate) {
   const list = h('div', { class: 'token-list' }, h('p', { class: 'loading', role: 'status' }, 'Loading tokens…'));
-  const shown = h('div', { class: 'token-shown', 'aria-live': 'polite' });
+  const shown = h('div', { class: 'token-shown' });
   const nameInput = h('input', { id: 'token-name', name: 'token_name', type: 'text', maxlength: '100', placeholder: 'e.g. laptop', autocomplete: 'off', 'aria-describedby': 'token-name-error' });
   const nameError = h('p', { id: 'token-name-error', class: 'field-error', 'aria-live': 'polite' });
   const create = h('button', { type: 'submit', class: 'button primary' }, 'Create token');
@@ -287,7 +287,7 @@ function tokensCard(signal, navigate) {
       shown.replaceChildren(
         h(
           'div',
-          { class: 'notice new-token', role: 'status' },
+          { class: 'notice new-token' },
           h('label', { for: 'new-token' }, `Your new token “${t.name}”`),
           h('div', { class: 'token-value' }, value, copyButton(t.token, 'Copy')),
           h('p', { id: 'new-token-hint' }, h('strong', {}, 'Copy it now: it is not shown again.'), ' Anyone with it can act as this account.'),
