@@ -114,6 +114,59 @@ fn server(dir: &tempfile::TempDir, env: &[(&str, &str)]) -> TestServer {
     TestServer::start(&dir.path().join("data"), env)
 }
 
+/// Without a browser: the real binary serves the shell and the assets beside the API, the
+/// API's unknown paths stay JSON 404s, and `AUGUR_DASHBOARD_DIR` serves another directory.
+#[tokio::test]
+async fn the_server_serves_the_dashboard_beside_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{}/predictions/x", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(page.text().await.unwrap().contains("/ui/app.js"));
+    let script = http
+        .get(format!("{}/ui/lib/api.js", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    for path in ["/v1/nothing-here", "/nothing-here", "/ui/nothing.js"] {
+        let missing = http
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404, "{path}");
+        let body: serde_json::Value = missing.json().await.unwrap();
+        assert_eq!(body["code"], "route_not_found", "{path}: {body}");
+    }
+    drop(server);
+
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    std::fs::write(assets.join("index.html"), "<p>from disk</p>").unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &dir2.path().join("data"),
+        &[("AUGUR_DASHBOARD_DIR", assets.to_str().unwrap())],
+    );
+    let page = http.get(format!("{}/", server.url)).send().await.unwrap();
+    assert_eq!(page.text().await.unwrap(), "<p>from disk</p>");
+}
+
 #[tokio::test]
 async fn signing_in_and_out_in_a_browser() {
     if !browser_ready() {
