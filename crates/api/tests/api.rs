@@ -869,7 +869,11 @@ async fn models_are_described_with_their_schema() {
         })
         .collect();
     assert_eq!(names, ["augur/demo-image", "augur/echo"]);
+    // The price says what a prediction costs (the dashboard shows it); a free model's is null.
+    assert_eq!(models["results"][0]["price"], json!({"per_prediction": 3}));
+    assert_eq!(models["results"][1]["price"], Value::Null);
     let model = app.get("/v1/models/augur/demo-image").await.json();
+    assert_eq!(model["price"], json!({"per_prediction": 3}));
     let version = &model["latest_version"];
     let schema = &version["openapi_schema"]["components"]["schemas"]["Input"];
     assert_eq!(schema["required"], json!(["prompt"]));
