@@ -58,7 +58,12 @@ await scenario('predictions', async (t) => {
   const dark = await t.openPage({ colorScheme: 'dark', viewport: { width: 390, height: 844 } });
   await signIn(dark, bob.token, `/predictions/${done.id}`);
   await dark.page.locator('.output-media img').waitFor();
-  assert(await dark.page.locator('.output-media img').evaluate((img) => img.complete && img.naturalWidth > 0), 'the image loaded');
+  // The element appears before its bytes arrive: wait for them (a picture that never loads
+  // fails this wait, and the failed request fails the scenario).
+  await dark.page.waitForFunction(() => {
+    const img = document.querySelector('.output-media img');
+    return img && img.complete && img.naturalWidth > 0;
+  }, null, { timeout: 10000 });
   await dark.page.locator('.timeline').filter({ hasText: 'Succeeded' }).waitFor();
   await checkA11y(dark.page, 'settled prediction, dark, phone');
   await screenshot(dark.page, 'prediction-succeeded-dark-phone');
