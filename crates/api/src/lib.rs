@@ -12,6 +12,7 @@
 //! - `/internal/cog/...`: callbacks from Cog model servers (per-prediction and per-model
 //!   tokens, checked before the body is read).
 //! - `/internal/replicate/...`: webhooks from upstream Replicate APIs (per-prediction tokens).
+//! - `/v1/admin/status`: the operator's health and per-model figures ([`admin`]).
 //! - `/healthz`, `/readyz`, `/metrics`, `/openapi.json`: operations ([`ops`]); also alone on a
 //!   listener of their own ([`ops_router`]).
 //!
@@ -19,6 +20,7 @@
 //! [`error`] only. The API never names a store backend.
 
 mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod batches;
 pub mod callbacks;
@@ -198,6 +200,7 @@ pub fn router(state: AppState) -> Router {
         .merge(compat::routes())
         .merge(webhooks::routes())
         .merge(accounts::routes())
+        .merge(admin::routes())
         .merge(stream::account_routes())
         .merge(uploads::routes())
         .merge(workflows::routes())
@@ -219,8 +222,12 @@ pub fn router(state: AppState) -> Router {
             &state,
             state.config.max_batch_body_bytes,
         ))
-        // Uploads stream their bodies under limits of their own, with no request timeout.
-        .merge(uploads::upload_routes())
+        // Uploads check their size as they stream, with no request timeout.
+        .merge(limits::apply_streaming(
+            uploads::upload_routes(),
+            &state,
+            uploads::DRAIN_LIMIT,
+        ))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -1,7 +1,8 @@
-//! Limits every API route shares (uploads and model servers' callbacks keep their own):
-//! a request body is read to its end even when the handler ignores it, a body declared longer
-//! than the route's limit is refused before the handler runs, and a request that takes too long
-//! is answered with a timeout.
+//! Limits every API route shares (model servers' callbacks keep their own): a request body is
+//! read to its end even when the handler ignores it, a body declared longer than the route's
+//! limit is refused before the handler runs, and a request that takes too long is answered with
+//! a timeout. Uploads ([`apply_streaming`]) check their own size as they stream and have no
+//! timeout, but what they leave of a refused body is read here like every other route's.
 //!
 //! Why the body: hyper reuses a connection only once the request's body has been read. A
 //! handler that never reads it (`POST .../cancel` sent with `{}`, as many clients do) left
@@ -44,19 +45,50 @@ pub(crate) fn apply(
     state: &AppState,
     max_body: usize,
 ) -> Router<AppState> {
-    routes.route_layer(middleware::from_fn_with_state(
+    layer(
+        routes,
         Limits {
             state: state.clone(),
-            max_body: max_body as u64,
+            max_body: Some(max_body as u64),
+            drain_max: max_body as u64,
+            timeout: true,
         },
-        enforce,
-    ))
+    )
+}
+
+/// Puts on `routes` (uploads, which read and check their bodies as they stream them and may
+/// take as long as the client needs) only the reading of what a handler leaves of a body: up to
+/// `drain_max` bytes are read before the answer, a longer rest is read in the background behind
+/// a `Connection: close` answer.
+pub(crate) fn apply_streaming(
+    routes: Router<AppState>,
+    state: &AppState,
+    drain_max: u64,
+) -> Router<AppState> {
+    layer(
+        routes,
+        Limits {
+            state: state.clone(),
+            max_body: None,
+            drain_max,
+            timeout: false,
+        },
+    )
+}
+
+fn layer(routes: Router<AppState>, limits: Limits) -> Router<AppState> {
+    routes.route_layer(middleware::from_fn_with_state(limits, enforce))
 }
 
 #[derive(Clone)]
 struct Limits {
     state: AppState,
-    max_body: u64,
+    /// A body declared longer is refused before the handler runs.
+    max_body: Option<u64>,
+    /// The most bytes of an unread rest read before the answer goes out.
+    drain_max: u64,
+    /// Whether the handler's answer is bounded by the request timeout.
+    timeout: bool,
 }
 
 /// Refuses a body declared too long, runs the handler within the request timeout, then reads
@@ -64,20 +96,25 @@ struct Limits {
 async fn enforce(State(limits): State<Limits>, request: Request, next: Next) -> Response {
     let declared = declared_length(request.headers());
     let awaits_continue = awaits_continue(request.headers());
-    if let Some(length) = declared.filter(|&n| n > limits.max_body) {
+    if let Some((length, max)) = declared.zip(limits.max_body).filter(|(n, max)| n > max) {
         let refusal = ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!(
-                "the request body is {length} bytes, longer than this route's limit of {} bytes",
-                limits.max_body
+                "the request body is {length} bytes, longer than this route's limit of {max} bytes"
             ),
         )
-        .with("limit", limits.max_body)
+        .with("limit", max)
         .into_response();
         let (_, body) = request.into_parts();
-        return close_after(refusal, (!awaits_continue).then_some(body), limits.max_body);
+        return close_after(
+            refusal,
+            (!awaits_continue).then_some(body),
+            limits.drain_max,
+        );
     }
-    let timeout = request_timeout(&limits.state, request.headers());
+    let timeout = limits
+        .timeout
+        .then(|| request_timeout(&limits.state, request.headers()));
     if request.body().is_end_stream() {
         return within(timeout, next.run(request)).await;
     }
@@ -97,20 +134,20 @@ async fn enforce(State(limits): State<Limits>, request: Request, next: Next) -> 
     if awaits_continue && !polled {
         // hyper sends `100 Continue` only when the body is read: the client has sent nothing
         // and the connection closes cleanly after the answer.
-        return close_after(response, None, limits.max_body);
+        return close_after(response, None, limits.drain_max);
     }
     let closing = response
         .headers()
         .get(header::CONNECTION)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    if closing || body.size_hint().lower() > limits.max_body {
+    if closing || body.size_hint().lower() > limits.drain_max {
         // Not worth waiting for (a timed-out request's body, a long one): answer at once.
-        return close_after(response, Some(body), limits.max_body);
+        return close_after(response, Some(body), limits.drain_max);
     }
-    if drain(body, limits.max_body).await {
+    if drain(body, limits.drain_max).await {
         response
     } else {
-        close_after(response, None, limits.max_body)
+        close_after(response, None, limits.drain_max)
     }
 }
 
@@ -129,7 +166,11 @@ fn request_timeout(state: &AppState, headers: &HeaderMap) -> Duration {
     }
 }
 
-async fn within(timeout: Duration, answer: impl Future<Output = Response>) -> Response {
+/// `answer`, or a timeout error if it takes longer than `timeout` (if there is one).
+async fn within(timeout: Option<Duration>, answer: impl Future<Output = Response>) -> Response {
+    let Some(timeout) = timeout else {
+        return answer.await;
+    };
     match tokio::time::timeout(timeout, answer).await {
         Ok(response) => response,
         Err(_) => {
@@ -188,7 +229,7 @@ async fn drain(body: Body, max: u64) -> bool {
 }
 
 /// The body's declared length, if it has one (not chunked).
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

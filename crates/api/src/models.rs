@@ -1,4 +1,6 @@
-//! `/v1/models`: the models this server runs, in Replicate's model and version shapes; their
+//! `/v1/models`: the models this server runs, in Replicate's model and version shapes (plus
+//! Augur's `price`: what a prediction costs in credits, null when free, so that a client (the
+//! dashboard's run form) can say so before it runs); their
 //! search (`QUERY /v1/models`, a text body, as the official clients send it); and
 //! `/v1/collections`, whose one collection, [`ALL_COLLECTION`], holds every model (Augur has no
 //! curated collections).
@@ -51,6 +53,7 @@ fn model_json(state: &AppState, model: &Model) -> Value {
         "cover_image_url": null,
         "default_example": null,
         "latest_version": version_json(model),
+        "price": model.price,
     })
 }
 

@@ -5,20 +5,21 @@
 //! used unless `filename` or `type` fields say otherwise) and `metadata` (JSON), streams the
 //! bytes through a SHA-256 and a size limit into the object store in parts (an upload never sits
 //! whole in memory), then records the file; a refused upload's bytes are deleted. It
-//! authenticates inside the handler, not in a layer, so that no error answer (a bad token, a
-//! file too large, a malformed body) breaks the client's connection ([`refuse`]): a small rest
-//! of the body is read before the answer, so the connection stays open; a large or endless rest
-//! (a `Content-Length` beyond the limit is refused before any of the body is read) is answered
-//! at once with `Connection: close` while the body is read and thrown away in the background,
-//! up to a bound, so that a client still writing reads the answer instead of a reset; and a
-//! client waiting for `100 Continue` gets the answer without ever being asked for the body.
+//! authenticates inside the handler, not in a layer, and no error answer (a bad token, a file
+//! too large, a malformed body) breaks the client's connection: what the handler leaves of the
+//! body is read by [`crate::limits`] ([`DRAIN_LIMIT`]), as on every route. A small rest is read
+//! before the answer, so the connection stays open; a large or endless rest (a `Content-Length`
+//! beyond the limit is refused before any of the body is read) is answered at once with
+//! `Connection: close` while it is read and thrown away in the background, up to a bound, so
+//! that a client still writing reads the answer instead of a reset; and a client waiting for
+//! `100 Continue` gets the answer without ever being asked for the body.
 //!
 //! Another account's file is a 404, like a missing one. Served bytes carry
 //! `X-Content-Type-Options: nosniff` and a sandboxing `Content-Security-Policy`, and any type a
 //! browser would run (HTML, SVG, XML, scripts) is sent as an attachment ([`safe_headers`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Extension;
 use axum::body::Body;
@@ -41,9 +42,7 @@ use crate::predictions::decode_cursor;
 
 /// Most bytes read and thrown away after an error, so that the client can read the answer; a
 /// longer body gets the answer with `Connection: close`.
-const DRAIN_LIMIT: u64 = 64 << 20;
-/// How long draining may take.
-const DRAIN_TIME: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN_LIMIT: u64 = 64 << 20;
 /// The largest `metadata` field.
 const MAX_METADATA_BYTES: usize = 64 << 10;
 /// Room in a request's body beside the file itself: the multipart framing and the small
@@ -97,108 +96,14 @@ fn not_found(id: &str) -> ApiError {
 }
 
 async fn upload(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let body = Arc::new(tokio::sync::Mutex::new(Incoming {
-        stream: body.into_data_stream(),
-        read: 0,
-        polled: false,
-        over_limit: false,
-    }));
-    match receive(&state, &headers, body.clone()).await {
-        Ok(response) => response,
-        Err(error) => refuse(error, &headers, body).await,
-    }
+    receive(&state, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
-
-/// The request's body as it is read: how much, and whether it went past the limit on a whole
-/// body ([`body_limit`]).
-struct Incoming {
-    stream: axum::body::BodyDataStream,
-    /// Bytes read so far.
-    read: u64,
-    /// Whether reading started (which is when a client waiting for `100 Continue` gets it).
-    polled: bool,
-    /// Whether the body went past [`body_limit`] (reading stopped there).
-    over_limit: bool,
-}
-
-type SharedBody = Arc<tokio::sync::Mutex<Incoming>>;
 
 /// The longest body an acceptable upload can have.
 fn body_limit(state: &AppState) -> u64 {
     state.config.max_file_bytes.saturating_add(FORM_OVERHEAD)
-}
-
-/// The body's declared length, if it has one (not chunked).
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Answers a refused upload without breaking the client's connection.
-///
-/// - A client that waits for `100 Continue` before sending the body (`Expect: 100-continue`,
-///   as curl does for large bodies) and was not yet asked for it is answered at once with
-///   `Connection: close`: hyper sends `100 Continue` only when the body is read, so the client
-///   never sends it and the connection closes cleanly.
-/// - A rest of the body that is known to be small is read and thrown away first (up to
-///   [`DRAIN_LIMIT`] and [`DRAIN_TIME`]), then answered; the connection stays open.
-/// - A rest that is large (a declared length beyond [`DRAIN_LIMIT`]) or unknown after a file
-///   went past the limit (chunked, so possibly endless) is answered at once with `Connection:
-///   close`, and read and thrown away in the background up to the same bounds before the
-///   connection closes (a lingering close): a client that reads while it writes gets the
-///   answer at once, one that writes first gets it if its body fits the bounds, and nobody is
-///   reset with the answer unread because the server closed under unread bytes.
-async fn refuse(error: ApiError, headers: &HeaderMap, body: SharedBody) -> Response {
-    let too_large = error.code() == ErrorCode::PayloadTooLarge;
-    let mut response = error.into_response();
-    let (read, polled) = {
-        let incoming = body.lock().await;
-        (incoming.read, incoming.polled)
-    };
-    let awaits_continue = headers
-        .get(header::EXPECT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    let rest = declared_length(headers).map(|len| len.saturating_sub(read));
-    let close = |response: &mut Response| {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    };
-    if awaits_continue && !polled {
-        close(&mut response);
-    } else if rest.map_or(too_large, |rest| rest > DRAIN_LIMIT) {
-        close(&mut response);
-        tokio::spawn(async move { drain(&body).await });
-    } else if !drain(&body).await {
-        close(&mut response);
-    }
-    response
-}
-
-/// Reads what is left of the body, up to [`DRAIN_LIMIT`] and [`DRAIN_TIME`]; true if it was
-/// read to its end.
-async fn drain(body: &SharedBody) -> bool {
-    let read_all = async {
-        let mut incoming = body.lock().await;
-        incoming.polled = true;
-        let mut seen = 0u64;
-        while let Some(chunk) = incoming.stream.next().await {
-            match chunk {
-                Ok(chunk) => seen += chunk.len() as u64,
-                Err(_) => return false,
-            }
-            if seen > DRAIN_LIMIT {
-                return false;
-            }
-        }
-        true
-    };
-    tokio::time::timeout(DRAIN_TIME, read_all)
-        .await
-        .unwrap_or(false)
 }
 
 /// The 413 for a body longer than [`body_limit`]: `length` bytes long, or found longer as it
@@ -229,7 +134,9 @@ struct Upload {
     metadata: Option<Value>,
 }
 
-async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> ApiResult<Response> {
+/// Authenticates, then streams the multipart body into the object store; an error leaves the
+/// rest of the body to [`limits`](crate::limits), which reads it before or after the answer.
+async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
     let caller = crate::auth::check(state, headers).await?;
     let boundary = headers
         .get(header::CONTENT_TYPE)
@@ -242,27 +149,26 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
             )
         })?;
     // Refused before a byte of the body is read: it cannot hold an acceptable upload.
-    if let Some(length) = declared_length(headers).filter(|&n| n > body_limit(state)) {
+    if let Some(length) = crate::limits::declared_length(headers).filter(|&n| n > body_limit(state))
+    {
         return Err(body_too_large(state, Some(length)));
     }
     let limit = body_limit(state);
-    let body = futures::stream::unfold(stream.clone(), move |stream| async move {
-        let mut incoming = stream.lock().await;
-        incoming.polled = true;
-        if incoming.over_limit {
-            return None;
-        }
-        let next = incoming.stream.next().await;
-        if let Some(Ok(chunk)) = &next {
-            incoming.read += chunk.len() as u64;
-            if incoming.read > limit {
-                // A chunked body (or one longer than it said): stop here.
-                incoming.over_limit = true;
-                return Some((Err(axum::Error::new("body too large")), stream.clone()));
+    let over_limit = Arc::new(AtomicBool::new(false));
+    let mut read = 0u64;
+    let body = body.into_data_stream().map({
+        let over_limit = over_limit.clone();
+        move |chunk| {
+            if let Ok(chunk) = &chunk {
+                read += chunk.len() as u64;
+                if read > limit {
+                    // A chunked body (or one longer than it said): stop here.
+                    over_limit.store(true, Ordering::Relaxed);
+                    return Err(axum::Error::new("body too large"));
+                }
             }
+            chunk
         }
-        drop(incoming);
-        next.map(|item| (item, stream))
     });
     let multipart = multer::Multipart::new(body, boundary);
     let id = FileObject::generate_id(&caller.account);
@@ -270,14 +176,26 @@ async fn receive(state: &AppState, headers: &HeaderMap, stream: SharedBody) -> A
     let upload = match read_fields(state, multipart, &object_key).await {
         Ok(upload) => upload,
         Err(e) => {
-            let e = if stream.lock().await.over_limit {
+            // The bytes may have been stored before a later field failed.
+            if let Err(e) = state.files.delete_upload(&object_key).await {
+                tracing::warn!(file_id = %id, error = %e, "cannot delete a refused upload's bytes");
+            }
+            let e = if over_limit.load(Ordering::Relaxed) {
                 body_too_large(state, None)
             } else {
                 e
             };
-            // The bytes may have been stored before a later field failed.
-            if let Err(e) = state.files.delete_upload(&object_key).await {
-                tracing::warn!(file_id = %id, error = %e, "cannot delete a refused upload's bytes");
+            if e.code() == ErrorCode::PayloadTooLarge
+                && crate::limits::declared_length(headers).is_none()
+            {
+                // The rest of a chunked body may be endless: answer at once, and let the
+                // limits read it (up to a bound) in the background before the connection
+                // closes.
+                let mut response = e.into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Ok(response);
             }
             return Err(e);
         }

@@ -869,7 +869,11 @@ async fn models_are_described_with_their_schema() {
         })
         .collect();
     assert_eq!(names, ["augur/demo-image", "augur/echo"]);
+    // The price says what a prediction costs (the dashboard shows it); a free model's is null.
+    assert_eq!(models["results"][0]["price"], json!({"per_prediction": 3}));
+    assert_eq!(models["results"][1]["price"], Value::Null);
     let model = app.get("/v1/models/augur/demo-image").await.json();
+    assert_eq!(model["price"], json!({"per_prediction": 3}));
     let version = &model["latest_version"];
     let schema = &version["openapi_schema"]["components"]["schemas"]["Input"];
     assert_eq!(schema["required"], json!(["prompt"]));
@@ -1005,6 +1009,7 @@ async fn openapi_document_lists_every_route() {
         "/v1/account/tokens/{id}",
         "/v1/account/credits",
         "/v1/account/ledger",
+        "/v1/admin/status",
         "/v1/payments/webhook",
         "/v1/files",
         "/v1/files/{id}",
@@ -1251,6 +1256,74 @@ async fn account_routes_answer_replicates_shape_and_refuse_non_admins() {
     .assert_error(422, "invalid_request", "account id");
     let listed = app.call("GET", "/v1/accounts", TOKEN, None).await.json();
     assert_eq!(listed["results"][0]["username"], "alice");
+}
+
+/// `GET /v1/admin/status` counts each model's queued and running predictions over every
+/// account, shows the store and the queue's lanes, and is the admin's alone.
+#[tokio::test]
+async fn admin_status_counts_models_queues_and_refuses_non_admins() {
+    use augur_core::{Event, PredictionId};
+    let app = app();
+    let alice = app.account("alice").await;
+    let bob = app.account("bob").await;
+    let first = app.create_as(&alice, "augur/echo").await.json();
+    app.create_as(&alice, "augur/echo").await;
+    app.create_as(&bob, "augur/echo").await;
+    let drawn = app.create_as(&bob, "augur/demo-image").await;
+    assert_eq!(drawn.status, StatusCode::CREATED, "{}", drawn.json());
+    let id = PredictionId::parse(first["id"].as_str().unwrap()).unwrap();
+    app.state
+        .service
+        .transition(&id, &Event::processing())
+        .await
+        .unwrap();
+
+    let status = app.get("/v1/admin/status").await;
+    assert_eq!(status.status, StatusCode::OK);
+    let status = status.json();
+    assert_eq!(status["store"]["backend"], "memory", "{status}");
+    assert_eq!(status["store"]["status"], "ok", "{status}");
+    assert!(status["store"]["probe_ms"].as_f64().unwrap() >= 0.0);
+    let model = |name: &str| -> Value {
+        status["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {status}"))
+            .clone()
+    };
+    let echo = model("augur/echo");
+    assert_eq!((&echo["queued"], &echo["running"]), (&json!(2), &json!(1)));
+    assert!(echo["concurrency"].is_null(), "{echo}");
+    let image = model("augur/demo-image");
+    assert_eq!(
+        (&image["queued"], &image["running"]),
+        (&json!(1), &json!(0))
+    );
+    let jobs = &status["queue"]["jobs"];
+    assert_eq!(jobs["total"], 4, "{status}");
+    assert_eq!(status["webhook_backlog"], 0, "{status}");
+    assert_eq!(
+        status["counters"]["predictions_created_total"], 4,
+        "{status}"
+    );
+    assert_eq!(status["counted"]["queued_truncated"], false);
+    // Per-account counters stay out of the operator's totals.
+    assert!(
+        status["counters"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.contains('@')),
+        "{status}"
+    );
+
+    app.call("GET", "/v1/admin/status", &alice, None)
+        .await
+        .assert_error(403, "admin_required", "admin token");
+    let anonymous = app.get_without_token("/v1/admin/status").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

@@ -224,3 +224,75 @@ async fn a_predictions_webhook_attempts_are_shown_and_redelivered_from_its_page(
     let server = server(&dir, &[("AUGUR_WEBHOOK_BACKOFF_BASE", "100ms")]);
     run_scenario(&server, "webhooks.mjs", &[]).await;
 }
+
+#[tokio::test]
+async fn a_twenty_item_batch_fills_in_live_on_its_page() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    run_scenario(&server, "batch_live.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn a_workflow_runs_graph_completes_live_on_its_page() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    run_scenario(&server, "workflow_run.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn the_admin_page_shows_health_and_grants_credits() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    run_scenario(&server, "admin.mjs", &[]).await;
+}
+
+/// Prices augur/demo-image per second (2 credits, at most 10 s: a create holds 20), so a run
+/// is charged and the pages show prices and charges; augur/echo stays free.
+const PRICED_DEMO_IMAGE: &str =
+    "[[models]]\nname = \"augur/demo-image\"\nprice = { per_second = 2, max_seconds = 10 }\n";
+
+/// A server on a fresh embedded store whose demo-image is priced ([`PRICED_DEMO_IMAGE`]).
+fn priced_server(dir: &tempfile::TempDir) -> TestServer {
+    let config = dir.path().join("augur.toml");
+    std::fs::write(&config, PRICED_DEMO_IMAGE).unwrap();
+    server(dir, &[("AUGUR_CONFIG", config.to_str().unwrap())])
+}
+
+#[tokio::test]
+async fn a_model_runs_from_its_generated_form_and_its_picture_appears_without_a_reload() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = priced_server(&dir);
+    run_scenario(&server, "run_model.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn the_account_page_shows_credits_moving_and_the_ledger_entry_of_a_charge() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = priced_server(&dir);
+    run_scenario(&server, "ledger.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn a_token_is_created_shown_once_and_revoked_so_the_api_refuses_it() {
+    if !browser_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir, &[]);
+    run_scenario(&server, "tokens.mjs", &[]).await;
+}

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use serde_json::json;
 
 /// A size-limited tmpfs, unmounted on drop.
 struct Tmpfs {
@@ -51,66 +50,12 @@ impl Drop for Tmpfs {
     }
 }
 
-#[derive(Debug, Default)]
-struct Load {
-    acked: Vec<String>,
-    refused: usize,
-    /// The JSON of one refusal.
-    refusal: Option<serde_json::Value>,
-    /// Anything else (status and body, or the client's error).
-    other: Vec<String>,
-}
-
-fn spawn_load(
-    api: common::Api,
-    load: Arc<Mutex<Load>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    let blob = "x".repeat(48 * 1024);
-    tokio::spawn(async move {
-        while !stop.load(Ordering::SeqCst) {
-            let response = api
-                .http
-                .post(format!("{}/v1/models/augur/echo/predictions", api.base))
-                .bearer_auth(common::TOKEN)
-                .json(&json!({"input": {"blob": blob}}))
-                .timeout(Duration::from_secs(20))
-                .send()
-                .await;
-            match response {
-                Ok(r) if r.status().as_u16() == 201 => {
-                    let body: serde_json::Value = r.json().await.unwrap();
-                    let id = body["id"].as_str().unwrap().to_owned();
-                    load.lock().unwrap().acked.push(id);
-                }
-                Ok(r) if r.status().as_u16() == 503 => {
-                    let retry_after = r.headers().contains_key("retry-after");
-                    let body: serde_json::Value = r.json().await.unwrap_or_default();
-                    {
-                        let mut load = load.lock().unwrap();
-                        if retry_after {
-                            load.refused += 1;
-                            load.refusal.get_or_insert(body);
-                        } else {
-                            load.other.push(format!("503 without Retry-After: {body}"));
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(r) => {
-                    let status = r.status();
-                    let body = r.text().await.unwrap_or_default();
-                    load.lock().unwrap().other.push(format!("{status}: {body}"));
-                }
-                Err(e) => load
-                    .lock()
-                    .unwrap()
-                    .other
-                    .push(format!("request failed: {e}")),
-            }
-        }
-    })
-}
+/// The full-disk test's load: inputs of 48 KiB, so that the disk fills quickly.
+const PACE: common::load::Pace = common::load::Pace {
+    blob_bytes: 48 * 1024,
+    timeout: Duration::from_secs(20),
+    pause: Duration::ZERO,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_refuses_writes_and_service_returns_once_space_is_freed() {
@@ -132,10 +77,10 @@ async fn a_full_disk_refuses_writes_and_service_returns_once_space_is_freed() {
     let server = TestServer::start(&disk.dir, &[("AUGUR_WORKERS", "4")]);
     let api = server.client();
 
-    let load = Arc::new(Mutex::new(Load::default()));
+    let load = Arc::new(Mutex::new(common::load::Load::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..4)
-        .map(|_| spawn_load(api.clone(), load.clone(), stop.clone()))
+        .map(|_| common::load::spawn(api.clone(), PACE, load.clone(), stop.clone()))
         .collect();
 
     let started = Instant::now();

@@ -225,25 +225,13 @@ async fn slow_clients_are_cut_and_do_not_starve_a_normal_request() {
     let api = server.client();
 
     // 300 connections that send half a request head and then nothing.
-    let mut slow = Vec::new();
-    for _ in 0..300 {
-        let mut raw = Raw::connect(&server.url).await;
-        raw.write(b"POST /v1/predictions HTTP/1.1\r\nHost: augur\r\nContent-")
-            .await
-            .unwrap();
-        slow.push(raw);
-    }
-    let started = Instant::now();
-    let (status, p) = api
-        .create("augur/echo", json!({"text": "through"}))
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{p}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "a create took {:?} beside 300 slow clients",
-        started.elapsed()
-    );
+    let mut slow = stalled(
+        &server,
+        300,
+        b"POST /v1/predictions HTTP/1.1\r\nHost: augur\r\nContent-",
+    )
+    .await;
+    create_within(&api, Duration::from_secs(2), "beside 300 slow clients").await;
     // Each stalled head is cut after the header timeout.
     let waited = Instant::now();
     for raw in &mut slow {
@@ -283,24 +271,40 @@ async fn a_full_server_takes_new_clients_as_slow_ones_are_cut() {
     let api = server.client();
     // 200 connections that send part of a request head, four times as many as the server
     // holds at once: the create below waits in the kernel's backlog behind them.
-    let mut slow = Vec::new();
-    for _ in 0..200 {
+    let _slow = stalled(
+        &server,
+        200,
+        b"GET /v1/predictions HTTP/1.1\r\nHost: augur\r\n",
+    )
+    .await;
+    // Four waves of 50 slow clients, each cut after a second, are ahead of it.
+    create_within(&api, Duration::from_secs(10), "behind 200 slow clients").await;
+}
+
+/// `count` connections to `server` that each send `head` (part of a request head) and then
+/// nothing.
+async fn stalled(server: &TestServer, count: usize, head: &[u8]) -> Vec<Raw> {
+    let mut slow = Vec::with_capacity(count);
+    for _ in 0..count {
         let mut raw = Raw::connect(&server.url).await;
-        raw.write(b"GET /v1/predictions HTTP/1.1\r\nHost: augur\r\n")
-            .await
-            .unwrap();
+        raw.write(head).await.unwrap();
         slow.push(raw);
     }
+    slow
+}
+
+/// Creates a prediction, which must be acknowledged within `limit` (`beside` says what else the
+/// server had to handle).
+async fn create_within(api: &common::Api, limit: Duration, beside: &str) {
     let started = Instant::now();
     let (status, p) = api
-        .create("augur/echo", json!({"text": "waited its turn"}))
+        .create("augur/echo", json!({"text": beside}))
         .await
         .unwrap();
     assert_eq!(status, 201, "{p}");
-    // Four waves of 50 slow clients, each cut after a second, are ahead of it.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "a create waited {:?} behind 200 slow clients",
+        started.elapsed() < limit,
+        "a create took {:?} {beside}",
         started.elapsed()
     );
 }

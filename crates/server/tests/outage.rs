@@ -18,46 +18,12 @@ use common::throwaway::Postgres;
 use common::throwaway::Redis;
 use serde_json::json;
 
-#[derive(Default, Debug)]
-struct Load {
-    acked: Vec<String>,
-    unavailable_with_retry_after: usize,
-    other_failures: usize,
-}
-
-/// Creates predictions, one every few milliseconds, until `stop` is set.
-fn spawn_load(
-    api: common::Api,
-    load: Arc<Mutex<Load>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut i = 0;
-        while !stop.load(Ordering::SeqCst) {
-            i += 1;
-            let response = api
-                .http
-                .post(format!("{}/v1/models/augur/echo/predictions", api.base))
-                .bearer_auth(common::TOKEN)
-                .json(&json!({"input": {"i": i}}))
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await;
-            match response {
-                Ok(r) if r.status().as_u16() == 201 => {
-                    let body: serde_json::Value = r.json().await.unwrap();
-                    let id = body["id"].as_str().unwrap().to_owned();
-                    load.lock().unwrap().acked.push(id);
-                }
-                Ok(r) if r.status().as_u16() == 503 && r.headers().contains_key("retry-after") => {
-                    load.lock().unwrap().unavailable_with_retry_after += 1;
-                }
-                _ => load.lock().unwrap().other_failures += 1,
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-}
+/// The outage tests' load: small inputs, a create every few milliseconds.
+const PACE: common::load::Pace = common::load::Pace {
+    blob_bytes: 0,
+    timeout: Duration::from_secs(10),
+    pause: Duration::from_millis(5),
+};
 
 async fn readyz(api: &common::Api) -> u16 {
     match api
@@ -95,9 +61,9 @@ async fn outage(store_url: &str, crash: impl FnOnce(), restart: impl FnOnce()) {
     let api = server.client();
     assert_eq!(readyz(&api).await, 200);
 
-    let load = Arc::new(Mutex::new(Load::default()));
+    let load = Arc::new(Mutex::new(common::load::Load::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let task = spawn_load(api.clone(), load.clone(), stop.clone());
+    let task = common::load::spawn(api.clone(), PACE, load.clone(), stop.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     crash();
@@ -116,11 +82,11 @@ async fn outage(store_url: &str, crash: impl FnOnce(), restart: impl FnOnce()) {
     eprintln!(
         "outage noticed after {noticed:?}, recovered {recovered:?} after the restart; {} acknowledged, {} answered 503 + Retry-After, {} other failures",
         load.acked.len(),
-        load.unavailable_with_retry_after,
-        load.other_failures
+        load.refused,
+        load.other.len()
     );
     assert!(
-        load.unavailable_with_retry_after > 0,
+        load.refused > 0,
         "writes during the outage were not answered 503 with Retry-After: {load:?}"
     );
     assert!(load.acked.len() > 20, "too little load: {load:?}");

@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod hooks;
+pub mod load;
 pub mod money;
 #[cfg(feature = "s3")]
 pub mod moto;
