@@ -29,8 +29,9 @@ const CONCURRENCY: usize = 8;
 ///
 /// heap ≤ base + `AUGUR_CACHE_BYTES` + `AUGUR_LIST_PAGE_BYTES` × 2 × lists in flight
 ///        + Σ over requests in flight of (16 × body + 3 × structure),
-/// resident ≤ heap + the embedded store's read map (256 MiB) + the binary's pages (at most
-///        its file's size) + 16 MiB of libraries (all file-backed),
+/// resident ≤ heap + the embedded store's read maps (256 MiB for each of its 5 connections)
+///        + the binary's pages (at most its file's size) + 16 MiB of libraries (all
+///        file-backed),
 ///
 /// where a body's structure is what its values take decoded besides its text, at most 8 MiB
 /// (`augur_core::json_shape`, refused beyond by the API).
@@ -44,8 +45,10 @@ impl Budget {
     /// `AUGUR_LIST_PAGE_BYTES` (4 MiB) per list in flight, counted twice: the page's text
     /// and the records of the round being rendered.
     const PAGE: u64 = 2 * 4;
-    /// The embedded store's read map (`mmap_size`), resident but file-backed.
-    const STORE_MAP: u64 = 256;
+    /// The embedded store's read maps, resident but file-backed: its writer and 4 readers
+    /// each map up to 256 MiB of the database file (`mmap_size`), and a page mapped by
+    /// several counts once per map.
+    const STORE_MAP: u64 = 5 * 256;
     /// Shared libraries and SQLite's WAL index, besides the binary's own pages.
     const LIBRARIES: u64 = 16;
 
