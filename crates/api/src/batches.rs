@@ -301,23 +301,27 @@ async fn list(
     let limit = crate::error::page_limit(params.limit)?;
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let asked = after.clone();
-    let page = state
-        .service
-        .list_batches(&caller.account, after, limit)
-        .await?;
     let public = &state.config.public_url;
-    let results: Vec<_> = page
-        .items
-        .iter()
-        .map(|b| BatchJson::new(public, b))
-        .collect();
-    let (next, previous) = crate::pages::Route {
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        after,
+        |after, limit| {
+            let (service, owner) = (&state.service, &caller.account);
+            async move {
+                let page = service.list_batches(owner, after, limit).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |b: &Batch, out: &mut Vec<u8>| crate::paging::write_json(out, &BatchJson::new(public, b)),
+    )
+    .await?;
+    let route = crate::pages::Route {
         url: format!("{public}/v1/batches"),
         filters: &[],
         limit: params.limit.map(|_| limit),
-    }
-    .links(asked.as_ref(), page.next.as_ref(), &page.items);
-    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
+    };
+    Ok(page.into_response(&route, asked.as_ref()))
 }
 
 async fn items(

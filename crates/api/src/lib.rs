@@ -29,6 +29,7 @@ mod compat;
 mod deployments;
 pub mod error;
 mod files;
+mod json_bounds;
 mod limits;
 mod models;
 pub mod ops;

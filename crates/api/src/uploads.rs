@@ -455,16 +455,28 @@ async fn list(
     let asked = after.clone();
     // The admin token sees every account's files.
     let owner = (!caller.admin).then_some(&caller.account);
-    let page = state.service.files().list(owner, after, limit).await?;
-    let public = &state.config.public_url;
-    let results: Vec<_> = page.items.iter().map(|f| file_json(&state, f)).collect();
-    let (next, previous) = crate::pages::Route {
-        url: format!("{public}/v1/files"),
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        after,
+        |after, limit| {
+            let files = state.service.files();
+            async move {
+                let page = files.list(owner, after, limit).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |f: &Arc<FileObject>, out: &mut Vec<u8>| {
+            crate::paging::write_json(out, &file_json(&state, f));
+        },
+    )
+    .await?;
+    let route = crate::pages::Route {
+        url: format!("{}/v1/files", state.config.public_url),
         filters: &[],
         limit: params.limit.map(|_| limit),
-    }
-    .links(asked.as_ref(), page.next.as_ref(), &page.items);
-    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
+    };
+    Ok(page.into_response(&route, asked.as_ref()))
 }
 
 #[derive(Debug, Deserialize)]

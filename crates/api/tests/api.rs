@@ -1997,3 +1997,45 @@ async fn a_priced_prediction_shows_its_cost_reserved_then_charged() {
             .is_none()
     );
 }
+
+/// The batch list is bounded by bytes the way the prediction list is: a page ends at its
+/// byte budget however high its `limit`, and `next` continues right after the last batch
+/// shown, so every batch is listed once.
+#[tokio::test]
+async fn the_batch_list_ends_its_pages_at_their_byte_budget() {
+    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
+    let app = app_on(state_with(
+        BASE,
+        store,
+        OutputFiles::in_memory(BASE),
+        |config| config.list_page_bytes = 1024,
+    ));
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        let reply = app
+            .post(
+                "/v1/batches",
+                json!({"model": "augur/echo", "inputs": [{"i": i}]}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json());
+        ids.push(reply.json()["id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse();
+    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
+    let mut url = "/v1/batches?limit=100".to_owned();
+    loop {
+        let reply = app.get(&url).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let page = reply.json();
+        let results = page["results"].as_array().unwrap();
+        sizes.push(results.len());
+        seen.extend(results.iter().map(|b| b["id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => url = next.strip_prefix(BASE).unwrap().to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    assert!(sizes.len() > 1 && sizes.iter().all(|&n| n < 9), "{sizes:?}");
+}

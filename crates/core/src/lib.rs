@@ -28,6 +28,7 @@ pub mod hub;
 pub mod id;
 pub mod idempotency;
 pub mod jobs;
+pub mod json_shape;
 pub mod notices;
 pub mod ops;
 pub mod outbox;

@@ -88,39 +88,11 @@ pub fn footprint(record: &super::Record) -> u64 {
 }
 
 /// An upper estimate of the heap a JSON text takes once decoded into `serde_json::Value`s
-/// (its strings' bytes, a slot per value with room for the vector to grow, a tree node per
-/// object), from one pass over the text. Small texts decode into a few times their size;
-/// a hostile one such as `[{},{},…]` into a hundred times, which is why entries are not
-/// weighed by their text alone.
+/// ([`crate::json_shape::JsonShape::decoded_bytes`], one pass over the text). Small texts
+/// decode into a few times their size; a hostile one such as `[{},{},…]` into a hundred
+/// times, which is why entries are not weighed by their text alone.
 pub fn decoded_estimate(json: &str) -> u64 {
-    /// A value's slot in its array or object, with room for growth.
-    const SLOT: u64 = 80;
-    /// A `BTreeMap` leaf node, allocated for every non-empty object (and counted for empty
-    /// ones, to stay an upper bound).
-    const NODE: u64 = 640;
-    let (mut slots, mut objects) = (0u64, 0u64);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json.as_bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b',' | b'[' => slots += 1,
-                b'{' => {
-                    slots += 1;
-                    objects += 1;
-                }
-                _ => {}
-            }
-        }
-    }
-    json.len() as u64 + slots * SLOT + objects * NODE
+    crate::json_shape::JsonShape::of(json.as_bytes()).decoded_bytes()
 }
 
 /// Weighs entries by [`footprint`], at least `min` each (the budget divided by an entry

@@ -50,7 +50,11 @@ impl TestServer {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_augur"));
+        // `AUGUR_TEST_BIN` runs a test on another build of the binary (an older one, for a
+        // "before" figure).
+        let binary = std::env::var_os("AUGUR_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_augur").into());
+        let mut command = Command::new(binary);
         command
             .arg("serve")
             .env_clear()
