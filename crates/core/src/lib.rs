@@ -28,6 +28,7 @@ pub mod hub;
 pub mod id;
 pub mod idempotency;
 pub mod jobs;
+pub mod node;
 pub mod notices;
 pub mod ops;
 pub mod outbox;
