@@ -7,8 +7,9 @@
 //! `processing` is running), over every account and so every node sharing the store, not from
 //! one node's memory. The count reads at most [`COUNT_LIMIT`] predictions of each status and
 //! says when it stopped there (`"truncated": true`), so the route stays cheap however deep the
-//! queue is. It does not list the nodes sharing a store: nodes do not register anywhere, so
-//! only the store's `shared` capability says whether others may exist.
+//! queue is. `nodes` lists the nodes serving from the store, from the records each keeps
+//! renewed ([`augur_core::node`]): a node that crashed drops out within
+//! [`augur_core::node::TTL`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -154,6 +155,23 @@ async fn status(
             "running": running.get(name).copied().unwrap_or(0),
         }));
     }
+    let nodes: Vec<Value> = state
+        .service
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|n| {
+            json!({
+                "id": n.id,
+                "hostname": n.hostname,
+                "version": n.version,
+                "public_url": n.public_url,
+                "models": n.models,
+                "started_at": n.started_at.to_rfc3339(),
+                "last_seen": n.last_seen.to_rfc3339(),
+            })
+        })
+        .collect();
     let capabilities = ops.capabilities();
     Ok(Json(json!({
         "store": {
@@ -173,6 +191,7 @@ async fn status(
         "webhook_backlog": webhooks.ready + webhooks.leased + webhooks.delayed,
         "counters": counters,
         "models": models,
+        "nodes": nodes,
         "counted": {
             "limit": COUNT_LIMIT,
             "queued_truncated": queued_truncated,

@@ -29,6 +29,7 @@ pub mod id;
 pub mod idempotency;
 pub mod jobs;
 pub mod json_shape;
+pub mod node;
 pub mod notices;
 pub mod ops;
 pub mod outbox;

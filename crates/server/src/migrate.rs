@@ -322,11 +322,15 @@ async fn copy(from: &DynStore, to: &DynStore, options: &Options) -> Result<()> {
         let bar = bar(options, &format!("copying {}", section.as_str()));
         loop {
             let page = from.export(section, after.as_ref(), batch).await?;
+            let last = page
+                .last()
+                .map(Exported::position)
+                .filter(|_| page.len() == batch);
+            let page: Vec<Exported> = page.into_iter().filter(migrated).collect();
             to.import(&page).await?;
             bar.inc(page.len() as u64);
-            let mark = match page.last() {
-                Some(last) if page.len() == batch => {
-                    let position = last.position();
+            let mark = match last {
+                Some(position) => {
                     let mark = Mark::After(position_parts(&position));
                     after = Some(position);
                     mark
@@ -345,7 +349,15 @@ async fn copy(from: &DynStore, to: &DynStore, options: &Options) -> Result<()> {
     Ok(())
 }
 
-/// Counts and hashes everything a store holds, in the order the contract defines.
+/// Whether `piece` moves to the target store: everything but the records of the nodes serving
+/// from the source ([`augur_core::node`]), which describe those nodes, not the data, and may
+/// expire while the command runs.
+fn migrated(piece: &Exported) -> bool {
+    !matches!(piece, Exported::Record { record, .. } if record.key.kind == Kind::Node)
+}
+
+/// Counts and hashes everything a store holds, in the order the contract defines (nodes'
+/// records left out: see [`migrated`]).
 async fn fingerprint(store: &DynStore, options: &Options, what: &str) -> Result<Summary> {
     let bar = bar(options, what);
     let batch = options.batch.max(1);
@@ -356,13 +368,13 @@ async fn fingerprint(store: &DynStore, options: &Options, what: &str) -> Result<
         let mut after: Option<Position> = None;
         loop {
             let page = store.export(section, after.as_ref(), batch).await?;
-            for piece in &page {
+            for piece in page.iter().filter(|piece| migrated(piece)) {
                 hash_piece(&mut hash, piece)?;
                 if let Exported::Record { record, .. } = piece {
                     *summary.records.entry(record.key.kind.as_str()).or_default() += 1;
                 }
+                count += 1;
             }
-            count += page.len() as u64;
             bar.inc(page.len() as u64);
             match page.last() {
                 Some(last) if page.len() == batch => after = Some(last.position()),

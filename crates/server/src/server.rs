@@ -149,6 +149,13 @@ pub async fn serve(
     });
 
     let stop = CancellationToken::new();
+    // This node's record, renewed while it runs, so every node can tell which are alive.
+    let node = augur_core::node::Node::starting(
+        &public_url,
+        models.iter().map(|m| m.name.to_string()).collect(),
+    );
+    let node_id = node.id.clone();
+    let node_task = service.keep_announcing(node);
     let worker = Worker::new(
         service.clone(),
         models,
@@ -258,6 +265,10 @@ pub async fn serve(
     wake_task.abort();
     if let Some(task) = listener_task {
         let _ = task.await;
+    }
+    node_task.abort();
+    if let Err(e) = service.withdraw_node(&node_id).await {
+        tracing::warn!(node = %node_id, error = %e, "cannot remove this node's record; it expires by itself");
     }
     drop(service);
     stack.store.close().await;

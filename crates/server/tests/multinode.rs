@@ -445,6 +445,26 @@ async fn prefer_wait_hears_another_node_at_once(backend: Backend) {
 // A node stopped with SIGTERM hands its jobs back: the other node takes them at once, not
 // after the 30 s lease.
 
+/// The ids of the nodes `GET /v1/admin/status` lists as alive.
+async fn nodes(api: &common::Api) -> Vec<String> {
+    let status: serde_json::Value = api
+        .http
+        .get(format!("{}/v1/admin/status", api.base))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    status["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes in {status}"))
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn sigterm_hands_work_to_the_other_node_at_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let mut a = TestServer::start_on(&backend.url, &dir.path().join("a"), &[]);
@@ -468,9 +488,19 @@ async fn sigterm_hands_work_to_the_other_node_at_once(backend: Backend) {
         p["status"] == "processing"
     })
     .await;
+    // Both nodes are listed as alive; a node that stops cleanly removes itself at once.
+    assert_eq!(nodes(&api_b).await.len(), 2, "{}", backend.name);
+    let a_id = nodes(&api_a).await;
     let (clean, _) = a.terminate();
     assert!(clean, "node A did not stop cleanly");
     let handed_over = Instant::now();
+    let left = nodes(&api_b).await;
+    assert_eq!(
+        left.len(),
+        1,
+        "{}: {left:?} after A stopped ({a_id:?})",
+        backend.name
+    );
     for id in &ids {
         let p = api_b.settled(id, Duration::from_secs(25)).await;
         assert_eq!(p["status"], "succeeded", "{p}");

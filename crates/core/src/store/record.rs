@@ -35,6 +35,9 @@ pub enum Kind {
     File,
     /// An `Idempotency-Key` and the prediction it created.
     IdempotencyKey,
+    /// A node serving from the store ([`crate::node::Node`]): short-lived, renewed while the
+    /// node runs, never migrated.
+    Node,
     /// A prediction ([`crate::Prediction`]).
     Prediction,
     /// A workflow run ([`crate::workflow::Run`]); its node predictions name it as their
@@ -59,12 +62,13 @@ pub enum OnExpiry {
 impl Kind {
     /// Every kind, in [`Kind::as_str`] order, which is also their `Ord` order (the order of
     /// exports).
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Account,
         Kind::Batch,
         Kind::Deployment,
         Kind::File,
         Kind::IdempotencyKey,
+        Kind::Node,
         Kind::Prediction,
         Kind::Run,
         Kind::Token,
@@ -80,6 +84,7 @@ impl Kind {
             Kind::Batch => "batch",
             Kind::Deployment => "deployment",
             Kind::File => "file",
+            Kind::Node => "node",
             Kind::Run => "run",
             Kind::Token => "token",
             Kind::Workflow => "workflow",
@@ -96,7 +101,7 @@ impl Kind {
         match self {
             // A file's tombstone tells the sweeper, on every backend, whose bytes to delete.
             Kind::Prediction | Kind::File => OnExpiry::RemoveData,
-            Kind::IdempotencyKey | Kind::Account | Kind::Token | Kind::Deployment => {
+            Kind::IdempotencyKey | Kind::Account | Kind::Token | Kind::Deployment | Kind::Node => {
                 OnExpiry::Delete
             }
             // Batches never expire (they are the history); this applies if one is given a time.

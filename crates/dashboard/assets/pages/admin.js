@@ -4,7 +4,7 @@
 // their credits, a form to create one and a form to grant credits.
 
 import { api, whoami } from '/ui/lib/api.js';
-import { h, errorBox, ensureCss, mount } from '/ui/lib/ui.js';
+import { h, errorBox, ensureCss, mount, fmtTime } from '/ui/lib/ui.js';
 import { loading, pageLinks, pageQuery, timeEl, isAbort, on } from './parts.js';
 
 const REFRESH_MS = 5000;
@@ -99,17 +99,49 @@ function healthView(s) {
         'div',
         { class: 'card stat', 'data-stat': 'nodes' },
         h('h3', {}, 'Nodes'),
-        h('p', { class: 'stat-value' }, store.shared ? 'Shared store' : 'One node'),
+        h('p', { class: 'stat-value' }, String((s.nodes ?? []).length)),
         h(
           'p',
           { class: 'small' },
           store.shared
-            ? `Other Augur nodes may serve this store${store.change_notifications ? ' (changes are announced to all)' : ''}; nodes are not registered, so they are not listed.`
-            : 'This store belongs to this process alone.',
+            ? `serving from this shared store${store.change_notifications ? ' (changes are announced to all)' : ''}`
+            : 'this store belongs to this process alone',
         ),
       ),
     ),
     h('div', { class: 'table-wrap' }, lanesTable(s.queue)),
+    h('div', { class: 'table-wrap' }, nodesTable(s.nodes ?? [])),
+  );
+}
+
+/** The nodes serving from the store: each renews its record every 10 s; one that stopped
+ * without saying so drops out 30 s after its last renewal. */
+function nodesTable(nodes) {
+  return h(
+    'table',
+    { class: 'table nodes-table' },
+    h('caption', {}, 'Nodes (alive within the last 30 s)'),
+    h(
+      'thead',
+      {},
+      h('tr', {}, ...['Node', 'Host', 'Version', 'Models', 'Started', 'Last seen'].map((t) => h('th', { scope: 'col' }, t))),
+    ),
+    h(
+      'tbody',
+      {},
+      ...nodes.map((n) =>
+        h(
+          'tr',
+          { 'data-node': n.id },
+          h('th', { scope: 'row' }, h('code', {}, n.id)),
+          h('td', {}, n.hostname ?? '—'),
+          h('td', {}, n.version),
+          h('td', {}, String(n.models.length)),
+          h('td', {}, fmtTime(n.started_at)),
+          h('td', {}, fmtTime(n.last_seen)),
+        ),
+      ),
+    ),
   );
 }
 

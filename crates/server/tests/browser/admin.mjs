@@ -24,6 +24,9 @@ await scenario('admin', async (t) => {
     const n = (f) => Number(row.querySelector(`[data-field="${f}"]`).textContent);
     return n('running') + n('queued') >= 1;
   }, null, { timeout: 15000 });
+  // This server is the one node serving its store.
+  const nodeRows = await page.locator('.nodes-table tbody tr').count();
+  assert(nodeRows === 1, `the nodes table lists ${nodeRows} nodes, not 1`);
   await screenshot(page, 'admin');
   await checkA11y(page, 'admin page');
   await busy.api.ok('POST', `/v1/predictions/${running.id}/cancel`, undefined, 200);
