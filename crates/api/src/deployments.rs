@@ -320,16 +320,28 @@ async fn list(
     let asked = after.clone();
     // The admin token sees every account's deployments.
     let owner = (!caller.admin).then_some(&caller.account);
-    let page = state.service.list_deployments(owner, after, limit).await?;
-    let public = &state.config.public_url;
-    let results: Vec<_> = page.items.iter().map(DeploymentJson::new).collect();
-    let (next, previous) = crate::pages::Route {
-        url: format!("{public}/v1/deployments"),
+    let page = crate::paging::fill(
+        limit,
+        state.config.list_page_bytes,
+        after,
+        |after, limit| {
+            let service = &state.service;
+            async move {
+                let page = service.list_deployments(owner, after, limit).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |d: &Deployment, out: &mut Vec<u8>| {
+            crate::paging::write_json(out, &DeploymentJson::new(d));
+        },
+    )
+    .await?;
+    let route = crate::pages::Route {
+        url: format!("{}/v1/deployments", state.config.public_url),
         filters: &[],
         limit: params.limit.map(|_| limit),
-    }
-    .links(asked.as_ref(), page.next.as_ref(), &page.items);
-    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
+    };
+    Ok(page.into_response(&route, asked.as_ref()))
 }
 
 async fn create_prediction_through(

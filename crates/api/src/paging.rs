@@ -117,6 +117,28 @@ impl Filled {
         self
     }
 
+    /// Appends `items` after the page's own while it is under `budget` bytes (items that
+    /// follow a listing on its first page, such as the operator's shared workflows; they do
+    /// not move the page's links).
+    pub(crate) fn extend_within<T>(
+        &mut self,
+        budget: usize,
+        items: impl IntoIterator<Item = T>,
+        render: impl Fn(&T, &mut Vec<u8>),
+    ) {
+        self.results.pop();
+        for item in items {
+            if self.results.len() >= budget {
+                break;
+            }
+            if self.results.len() > 1 {
+                self.results.push(b',');
+            }
+            render(&item, &mut self.results);
+        }
+        self.results.push(b']');
+    }
+
     /// The list answer, `{"previous":…,"next":…,"results":[…]}`, with the links of `route`
     /// for a page the client asked at `asked`.
     pub(crate) fn into_response(self, route: &Route<'_>, asked: Option<&Cursor>) -> Response {

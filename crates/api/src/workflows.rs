@@ -216,35 +216,54 @@ async fn list(
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     let asked = after.clone();
     let first_page = after.is_none();
-    let page = state
-        .service
-        .list_workflows(&caller.account, after, limit)
-        .await?;
-    let mut items = page.items;
-    let own = items.len();
-    // The operator's workflows, which every account may run, follow on the first page.
+    let budget = state.config.list_page_bytes;
+    let public = &state.config.public_url;
+    // The names on the page, so that the operator's workflows of the same name are not listed
+    // again after them.
+    let own_names = std::sync::Mutex::new(std::collections::HashSet::new());
+    let mut page = crate::paging::fill(
+        limit,
+        budget,
+        after,
+        |after, limit| {
+            let (service, owner) = (&state.service, &caller.account);
+            async move {
+                let page = service.list_workflows(owner, after, limit).await?;
+                Ok((page.items, page.next))
+            }
+        },
+        |w: &Workflow, out: &mut Vec<u8>| {
+            own_names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(w.blueprint.name.clone());
+            crate::paging::write_json(out, &WorkflowJson::new(w));
+        },
+    )
+    .await?;
+    // The operator's workflows, which every account may run, follow on the first page, within
+    // the same byte budget; the links are the caller's own workflows'.
     if first_page && caller.account != AccountId::admin() {
         let shared = state
             .service
             .list_workflows(&AccountId::admin(), None, 100)
             .await?;
-        let shared: Vec<Workflow> = shared
-            .items
-            .into_iter()
-            .filter(|w| !items.iter().any(|o| o.blueprint.name == w.blueprint.name))
-            .collect();
-        items.extend(shared);
+        let own_names = own_names.into_inner().unwrap_or_else(|e| e.into_inner());
+        page.extend_within(
+            budget,
+            shared
+                .items
+                .into_iter()
+                .filter(|w| !own_names.contains(&w.blueprint.name)),
+            |w, out| crate::paging::write_json(out, &WorkflowJson::new(w)),
+        );
     }
-    let public = &state.config.public_url;
-    let results: Vec<_> = items.iter().map(WorkflowJson::new).collect();
-    // Links from the caller's own workflows (the operator's only follow on the first page).
-    let (next, previous) = crate::pages::Route {
+    let route = crate::pages::Route {
         url: format!("{public}/v1/workflows"),
         filters: &[],
         limit: params.limit.map(|_| limit),
-    }
-    .links(asked.as_ref(), page.next.as_ref(), &items[..own]);
-    Ok(Json(json!({"previous": previous, "next": next, "results": results})).into_response())
+    };
+    Ok(page.into_response(&route, asked.as_ref()))
 }
 
 async fn read(

@@ -2039,3 +2039,62 @@ async fn the_batch_list_ends_its_pages_at_their_byte_budget() {
     assert_eq!(seen, ids);
     assert!(sizes.len() > 1 && sizes.iter().all(|&n| n < 9), "{sizes:?}");
 }
+
+/// The workflow list is bounded by bytes like the others: with a small page budget, every
+/// blueprint is still listed once across pages, and the operator's shared blueprints that
+/// follow an account's own on its first page stay within the budget too.
+#[tokio::test]
+async fn the_workflow_list_ends_its_pages_at_their_byte_budget() {
+    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
+    let app = app_on(state_with(
+        BASE,
+        store,
+        OutputFiles::in_memory(BASE),
+        |config| config.list_page_bytes = 1024,
+    ));
+    let mut names = Vec::new();
+    for i in 0..9 {
+        let name = format!("admin/flow{i}");
+        let reply = app
+            .post(
+                "/v1/workflows",
+                json!({
+                    "name": name,
+                    "nodes": {"only": {"model": "augur/echo", "input": {"text": "x".repeat(200), "i": i}}},
+                    "output": "{{ nodes.only.output }}",
+                }),
+            )
+            .await;
+        assert!(reply.status.is_success(), "{}", reply.json());
+        names.push(name);
+    }
+    names.reverse();
+    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
+    let mut url = "/v1/workflows?limit=100".to_owned();
+    loop {
+        let reply = app.get(&url).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
+        let page = reply.json();
+        let results = page["results"].as_array().unwrap();
+        sizes.push(results.len());
+        seen.extend(
+            results
+                .iter()
+                .map(|w| w["name"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => url = next.strip_prefix(BASE).unwrap().to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, names);
+    assert!(sizes.len() > 1 && sizes.iter().all(|&n| n < 9), "{sizes:?}");
+
+    // An account with none of its own sees the operator's, as many as fit the budget.
+    let alice = app.account("alice").await;
+    let reply = app.call("GET", "/v1/workflows", &alice, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let shown = reply.json()["results"].as_array().unwrap().len();
+    assert!((1..9).contains(&shown), "{shown} of the operator's 9 shown");
+    assert!(reply.body.len() < 2 * 1024, "{} bytes", reply.body.len());
+}
