@@ -301,6 +301,7 @@ async fn credits_of(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreditsBody {
+    #[serde(deserialize_with = "augur_core::whole::deserialize")]
     amount: i64,
     #[serde(default)]
     reason: Option<String>,
