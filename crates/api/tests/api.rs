@@ -983,6 +983,26 @@ async fn openapi_document_names_the_generic_errors_of_every_operation() {
     }
 }
 
+/// A method `/v1/models` does not take is a 405 that names the ones it does (RFC 9110), as
+/// every other route's is (schemathesis' `unsupported_method` check).
+#[tokio::test]
+async fn models_root_names_its_methods_in_a_405() {
+    let app = app();
+    let reply = app
+        .send(
+            Request::builder()
+                .method("TRACE")
+                .uri("/v1/models")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers["allow"], "GET,HEAD,QUERY");
+    assert_eq!(reply.json()["code"], "method_not_allowed");
+}
+
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
     let app = app();
