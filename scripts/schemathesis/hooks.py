@@ -72,3 +72,16 @@ schemathesis.openapi.format(
     "event-id",
     st.builds(lambda r, i: f"{r}:{i}", st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)),
 )
+
+# `format: media-type` (a file's `type`): `type/subtype` of RFC 6838 token characters, maybe
+# with parameters, as `is_media_type` in crates/api/src/uploads.rs reads it.
+_TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789!#$&-^_.+", min_size=1, max_size=20)
+schemathesis.openapi.format(
+    "media-type",
+    st.builds(
+        lambda a, b, p: f"{a}/{b}{p}",
+        _TOKEN,
+        _TOKEN,
+        st.sampled_from(["", "; charset=utf-8"]),
+    ),
+)

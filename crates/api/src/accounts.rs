@@ -114,8 +114,19 @@ struct CreateBody {
     username: String,
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits_object")]
     limits: Option<Limits>,
+}
+
+/// `limits` as the document has it: an object or `null`. (A derived struct would also take a
+/// list of its fields in order, `[null, null]`, which no client means.)
+fn limits_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Limits>, D::Error> {
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        Some(map) => serde_json::from_value(serde_json::Value::Object(map))
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
 }
 
 async fn create(
@@ -176,7 +187,7 @@ async fn get_one(
 struct UpdateBody {
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits_object")]
     limits: Option<Limits>,
 }
 

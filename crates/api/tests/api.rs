@@ -1007,7 +1007,7 @@ async fn models_root_names_its_methods_in_a_405() {
 async fn openapi_document_lists_every_route() {
     let app = app();
     let spec = app.get("/openapi.json").await.json();
-    assert_eq!(spec["openapi"], "3.1.0");
+    assert_eq!(spec["openapi"], "3.2.0");
     let paths = spec["paths"].as_object().unwrap();
     for path in [
         "/v1/predictions",
