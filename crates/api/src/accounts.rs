@@ -323,6 +323,9 @@ struct CreditsBody {
     id: Option<String>,
 }
 
+/// The largest credit change one request makes, either way.
+const MAX_CREDIT_CHANGE: u64 = 1_000_000_000_000_000;
+
 async fn post_credits(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -331,6 +334,14 @@ async fn post_credits(
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
     let account = visible_account(&state, &caller, &username).await?;
+    // A bound on one change keeps balances and holds far from i64's ends (i64::MIN was a 500).
+    if body.amount.unsigned_abs() > MAX_CREDIT_CHANGE {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("amount must be between -{MAX_CREDIT_CHANGE} and {MAX_CREDIT_CHANGE}"),
+        )
+        .with_field("amount"));
+    }
     let reason = match body.reason.as_deref().unwrap_or("grant") {
         "grant" if body.amount > 0 => Reason::Grant,
         "grant" => {

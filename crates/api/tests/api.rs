@@ -1403,6 +1403,30 @@ async fn priced_predictions_reserve_charge_and_refuse_with_402() {
     )
     .await
     .assert_error(402, "insufficient_credits", "100");
+    // Amounts past the bound of one change, to i64's ends, are refused, never a 500, and so is
+    // a body that is a list (schemathesis sent each).
+    for amount in [
+        json!(i64::MIN),
+        json!(i64::MAX),
+        json!(1_000_000_000_000_001_i64),
+    ] {
+        app.call(
+            "POST",
+            "/v1/accounts/alice/credits",
+            TOKEN,
+            Some(json!({"amount": amount, "reason": "adjust"})),
+        )
+        .await
+        .assert_error(422, "invalid_request", "amount must be between");
+    }
+    app.call(
+        "POST",
+        "/v1/accounts/alice/credits",
+        TOKEN,
+        Some(json!([5, "grant"])),
+    )
+    .await
+    .assert_error(422, "invalid_request", "object");
     app.call(
         "POST",
         "/v1/accounts/alice/credits",
