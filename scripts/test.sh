@@ -22,8 +22,10 @@
 #   AUGUR_CHROMIUM names another binary), never a browser build of its own.
 # Then it runs the Rust tests once, in the dev profile with every backend compiled in (one
 # build, no rebuilds). A full run (no arguments) first runs each fuzz target for a few seconds
-# (scripts/fuzz.sh; AUGUR_FUZZ_SECONDS sets how long, 0 skips it), so that the test
-# runner's summary stays the last thing printed.
+# (scripts/fuzz.sh; AUGUR_FUZZ_SECONDS sets how long, 0 skips it) and checks the served
+# OpenAPI document with schemathesis (scripts/schemathesis.sh, about a minute;
+# AUGUR_SCHEMATHESIS=0 skips it), so that the test runner's summary stays the last thing
+# printed; a schemathesis finding still fails the run, after the Rust tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/toolchain.sh
@@ -80,9 +82,24 @@ if [ $# -eq 0 ] && [ "${AUGUR_FUZZ_SECONDS:-5}" != 0 ]; then
     scripts/fuzz.sh "${AUGUR_FUZZ_SECONDS:-5}"
 fi
 
-echo "== running the Rust tests"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --all-features --locked --no-fail-fast "$@"
-else
-    cargo test --workspace --all-features --locked --no-fail-fast "$@"
+# The OpenAPI document against the real server (scripts/schemathesis.sh: every check, seed 1,
+# bounded in time). A finding fails the run, but only at the end, so that one run shows the
+# Rust tests' results too. AUGUR_SCHEMATHESIS=0 skips it.
+schemathesis_status=0
+if [ $# -eq 0 ] && [ "${AUGUR_SCHEMATHESIS:-1}" != 0 ]; then
+    echo "== checking the OpenAPI document with schemathesis (scripts/schemathesis.sh)"
+    scripts/schemathesis.sh || schemathesis_status=$?
 fi
+
+echo "== running the Rust tests"
+tests_status=0
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --all-features --locked --no-fail-fast "$@" || tests_status=$?
+else
+    cargo test --workspace --all-features --locked --no-fail-fast "$@" || tests_status=$?
+fi
+if [ "$schemathesis_status" != 0 ]; then
+    echo "== schemathesis found problems (exit status $schemathesis_status; its report is above)"
+    [ "$tests_status" != 0 ] || tests_status=$schemathesis_status
+fi
+exit "$tests_status"

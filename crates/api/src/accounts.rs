@@ -116,8 +116,19 @@ struct CreateBody {
     username: String,
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits_object")]
     limits: Option<Limits>,
+}
+
+/// `limits` as the document has it: an object or `null`. (A derived struct would also take a
+/// list of its fields in order, `[null, null]`, which no client means.)
+fn limits_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Limits>, D::Error> {
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        Some(map) => serde_json::from_value(serde_json::Value::Object(map))
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
 }
 
 async fn create(
@@ -178,7 +189,7 @@ async fn get_one(
 struct UpdateBody {
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits_object")]
     limits: Option<Limits>,
 }
 
@@ -303,6 +314,7 @@ async fn credits_of(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreditsBody {
+    #[serde(deserialize_with = "augur_core::whole::deserialize")]
     amount: i64,
     #[serde(default)]
     reason: Option<String>,
@@ -313,6 +325,9 @@ struct CreditsBody {
     id: Option<String>,
 }
 
+/// The largest credit change one request makes, either way.
+const MAX_CREDIT_CHANGE: u64 = 1_000_000_000_000_000;
+
 async fn post_credits(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -321,6 +336,14 @@ async fn post_credits(
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
     let account = visible_account(&state, &caller, &username).await?;
+    // A bound on one change keeps balances and holds far from i64's ends (i64::MIN was a 500).
+    if body.amount.unsigned_abs() > MAX_CREDIT_CHANGE {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("amount must be between -{MAX_CREDIT_CHANGE} and {MAX_CREDIT_CHANGE}"),
+        )
+        .with_field("amount"));
+    }
     let reason = match body.reason.as_deref().unwrap_or("grant") {
         "grant" if body.amount > 0 => Reason::Grant,
         "grant" => {

@@ -99,7 +99,9 @@ struct CreateDeploymentBody {
     model: Option<String>,
     version: Option<String>,
     hardware: Option<String>,
+    #[serde(default, deserialize_with = "augur_core::whole::option")]
     min_instances: Option<u32>,
+    #[serde(default, deserialize_with = "augur_core::whole::option")]
     max_instances: Option<u32>,
 }
 
@@ -110,7 +112,9 @@ struct UpdateDeploymentBody {
     model: Option<String>,
     version: Option<String>,
     hardware: Option<String>,
+    #[serde(default, deserialize_with = "augur_core::whole::option")]
     min_instances: Option<u32>,
+    #[serde(default, deserialize_with = "augur_core::whole::option")]
     max_instances: Option<u32>,
 }
 

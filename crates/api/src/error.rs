@@ -529,8 +529,8 @@ where
                     || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
         if !is_json {
-            return match Json::<T>::from_request(req, state).await {
-                Ok(Json(value)) => Ok(AppJson(value)),
+            return match Json::<JsonObject<T>>::from_request(req, state).await {
+                Ok(Json(JsonObject(value))) => Ok(AppJson(value)),
                 Err(rejection) => Err(rejection.into()),
             };
         }
@@ -538,10 +538,32 @@ where
             .await
             .map_err(|rejection| ApiError::from(JsonRejection::from(rejection)))?;
         crate::json_bounds::check(&bytes)?;
-        match Json::<T>::from_bytes(&bytes) {
-            Ok(Json(value)) => Ok(AppJson(value)),
+        match Json::<JsonObject<T>>::from_bytes(&bytes) {
+            Ok(Json(JsonObject(value))) => Ok(AppJson(value)),
             Err(rejection) => Err(rejection.into()),
         }
+    }
+}
+
+/// A body that must be a JSON object, as every [`AppJson`] body is documented. A derived
+/// struct alone would also take a list of its fields in order (`[null, null]`), which no
+/// client means (schemathesis sent one and it was accepted).
+struct JsonObject<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+            .map(JsonObject)
     }
 }
 

@@ -98,9 +98,17 @@ async fn models_root(
             })
             .into_response()
         }
-        _ => crate::error::method_not_allowed(method, uri)
-            .await
-            .into_response(),
+        _ => {
+            let mut response = crate::error::method_not_allowed(method, uri)
+                .await
+                .into_response();
+            // RFC 9110: a 405 names the methods the resource takes.
+            response.headers_mut().insert(
+                axum::http::header::ALLOW,
+                axum::http::HeaderValue::from_static("GET,HEAD,QUERY"),
+            );
+            response
+        }
     }
 }
 

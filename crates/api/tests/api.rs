@@ -987,11 +987,31 @@ async fn openapi_document_names_the_generic_errors_of_every_operation() {
     }
 }
 
+/// A method `/v1/models` does not take is a 405 that names the ones it does (RFC 9110), as
+/// every other route's is (schemathesis' `unsupported_method` check).
+#[tokio::test]
+async fn models_root_names_its_methods_in_a_405() {
+    let app = app();
+    let reply = app
+        .send(
+            Request::builder()
+                .method("TRACE")
+                .uri("/v1/models")
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers["allow"], "GET,HEAD,QUERY");
+    assert_eq!(reply.json()["code"], "method_not_allowed");
+}
+
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
     let app = app();
     let spec = app.get("/openapi.json").await.json();
-    assert_eq!(spec["openapi"], "3.1.0");
+    assert_eq!(spec["openapi"], "3.2.0");
     let paths = spec["paths"].as_object().unwrap();
     for path in [
         "/v1/predictions",
@@ -1456,6 +1476,30 @@ async fn priced_predictions_reserve_charge_and_refuse_with_402() {
     )
     .await
     .assert_error(402, "insufficient_credits", "100");
+    // Amounts past the bound of one change, to i64's ends, are refused, never a 500, and so is
+    // a body that is a list (schemathesis sent each).
+    for amount in [
+        json!(i64::MIN),
+        json!(i64::MAX),
+        json!(1_000_000_000_000_001_i64),
+    ] {
+        app.call(
+            "POST",
+            "/v1/accounts/alice/credits",
+            TOKEN,
+            Some(json!({"amount": amount, "reason": "adjust"})),
+        )
+        .await
+        .assert_error(422, "invalid_request", "amount must be between");
+    }
+    app.call(
+        "POST",
+        "/v1/accounts/alice/credits",
+        TOKEN,
+        Some(json!([5, "grant"])),
+    )
+    .await
+    .assert_error(422, "invalid_request", "object");
     app.call(
         "POST",
         "/v1/accounts/alice/credits",

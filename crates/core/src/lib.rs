@@ -14,6 +14,7 @@
 //!   absolute URLs for clients.
 //! - [`hub`]: in-process change notifications.
 //! - [`notices`]: the stream events and webhook messages a change makes.
+//! - [`whole`]: whole numbers read from JSON as JSON Schema reads them (`2.0` is `2`).
 //!
 //! This crate does no I/O of its own and names no backend.
 
@@ -41,6 +42,7 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod time;
+pub mod whole;
 pub mod workflow;
 
 pub use accounts::{Accounts, AccountsConfig, Caller};
