@@ -2042,18 +2042,46 @@ async fn a_priced_prediction_shows_its_cost_reserved_then_charged() {
     );
 }
 
+/// An app whose list pages end at 1 KiB.
+fn small_pages_app() -> App {
+    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
+    app_on(state_with(
+        BASE,
+        store,
+        OutputFiles::in_memory(BASE),
+        |config| config.list_page_bytes = 1024,
+    ))
+}
+
+/// Follows a list's `next` links from `url` to the end: every item's `field`, and each page's
+/// length.
+async fn walk_pages(app: &App, url: &str, field: &str) -> (Vec<String>, Vec<usize>) {
+    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
+    let mut url = url.to_owned();
+    loop {
+        let reply = app.get(&url).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
+        let page = reply.json();
+        let results = page["results"].as_array().unwrap();
+        sizes.push(results.len());
+        seen.extend(
+            results
+                .iter()
+                .map(|item| item[field].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => url = next.strip_prefix(BASE).unwrap().to_owned(),
+            None => return (seen, sizes),
+        }
+    }
+}
+
 /// The batch list is bounded by bytes the way the prediction list is: a page ends at its
 /// byte budget however high its `limit`, and `next` continues right after the last batch
 /// shown, so every batch is listed once.
 #[tokio::test]
 async fn the_batch_list_ends_its_pages_at_their_byte_budget() {
-    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
-    let app = app_on(state_with(
-        BASE,
-        store,
-        OutputFiles::in_memory(BASE),
-        |config| config.list_page_bytes = 1024,
-    ));
+    let app = small_pages_app();
     let mut ids = Vec::new();
     for i in 0..9 {
         let reply = app
@@ -2066,20 +2094,7 @@ async fn the_batch_list_ends_its_pages_at_their_byte_budget() {
         ids.push(reply.json()["id"].as_str().unwrap().to_owned());
     }
     ids.reverse();
-    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
-    let mut url = "/v1/batches?limit=100".to_owned();
-    loop {
-        let reply = app.get(&url).await;
-        assert_eq!(reply.status, StatusCode::OK);
-        let page = reply.json();
-        let results = page["results"].as_array().unwrap();
-        sizes.push(results.len());
-        seen.extend(results.iter().map(|b| b["id"].as_str().unwrap().to_owned()));
-        match page["next"].as_str() {
-            Some(next) => url = next.strip_prefix(BASE).unwrap().to_owned(),
-            None => break,
-        }
-    }
+    let (seen, sizes) = walk_pages(&app, "/v1/batches?limit=100", "id").await;
     assert_eq!(seen, ids);
     assert!(sizes.len() > 1 && sizes.iter().all(|&n| n < 9), "{sizes:?}");
 }
@@ -2089,13 +2104,7 @@ async fn the_batch_list_ends_its_pages_at_their_byte_budget() {
 /// follow an account's own on its first page stay within the budget too.
 #[tokio::test]
 async fn the_workflow_list_ends_its_pages_at_their_byte_budget() {
-    let store: augur_core::store::DynStore = Arc::new(MemoryStore::new());
-    let app = app_on(state_with(
-        BASE,
-        store,
-        OutputFiles::in_memory(BASE),
-        |config| config.list_page_bytes = 1024,
-    ));
+    let app = small_pages_app();
     let mut names = Vec::new();
     for i in 0..9 {
         let name = format!("admin/flow{i}");
@@ -2113,24 +2122,7 @@ async fn the_workflow_list_ends_its_pages_at_their_byte_budget() {
         names.push(name);
     }
     names.reverse();
-    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
-    let mut url = "/v1/workflows?limit=100".to_owned();
-    loop {
-        let reply = app.get(&url).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
-        let page = reply.json();
-        let results = page["results"].as_array().unwrap();
-        sizes.push(results.len());
-        seen.extend(
-            results
-                .iter()
-                .map(|w| w["name"].as_str().unwrap().to_owned()),
-        );
-        match page["next"].as_str() {
-            Some(next) => url = next.strip_prefix(BASE).unwrap().to_owned(),
-            None => break,
-        }
-    }
+    let (seen, sizes) = walk_pages(&app, "/v1/workflows?limit=100", "name").await;
     assert_eq!(seen, names);
     assert!(sizes.len() > 1 && sizes.iter().all(|&n| n < 9), "{sizes:?}");
 
