@@ -269,6 +269,19 @@ async fn read_fields(
                         .collect(),
                 );
             }
+            name @ ("filename" | "type" | "metadata")
+                if match name {
+                    "filename" => upload.filename.is_some(),
+                    "type" => upload.content_type.is_some(),
+                    _ => upload.metadata.is_some(),
+                } =>
+            {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("the {name} field is given more than once; send it once"),
+                )
+                .with_field(name));
+            }
             "filename" => upload.filename = Some(small_text(&mut field, "filename").await?),
             "type" => upload.content_type = Some(small_text(&mut field, "type").await?),
             "metadata" => {

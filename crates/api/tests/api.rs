@@ -1656,6 +1656,28 @@ async fn files_need_a_token_and_html_is_served_as_an_attachment() {
     );
     let missing = app.get("/v1/files/0123456789abcdefghijklmnop").await;
     missing.assert_error(404, "file_not_found", "not found");
+
+    // A small field sent twice is refused, not settled by whichever came last.
+    for name in ["filename", "type", "metadata"] {
+        let value = if name == "metadata" {
+            "{}"
+        } else {
+            "text/plain"
+        };
+        let field = format!(
+            "--b0undary\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        );
+        let (content_type, body) = multipart(b"hello", &field.repeat(2));
+        let twice = Request::post("/v1/files")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let reply = app.send(twice).await;
+        assert_eq!(reply.json()["field"], name, "{}", reply.json());
+        reply.assert_error(reply.status.as_u16(), "invalid_request", "more than once");
+        assert!(reply.status.is_client_error());
+    }
 }
 
 /// A batch request that is wrong in any way is refused with a 422 (or 404 for a model that
