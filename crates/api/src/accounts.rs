@@ -29,7 +29,6 @@ use augur_core::{AccountId, Caller, Timestamp};
 use crate::AppState;
 use crate::auth::require_admin;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
-use crate::predictions::decode_cursor;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -160,8 +159,7 @@ async fn list(
     AppQuery(params): AppQuery<PageParams>,
 ) -> ApiResult<Response> {
     require_admin(&caller)?;
-    let limit = crate::error::page_limit(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (limit, after) = crate::paging::start(params.limit, params.cursor.as_deref())?;
     let asked = after.clone();
     let page = state.accounts.list(after, limit).await?;
     let public = &state.config.public_url;

@@ -32,8 +32,8 @@ use augur_engine::Model;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
 use crate::predictions::{
-    check_create_rate, check_file_inputs, creation_response, decode_cursor, find_model,
-    idempotency_key, parse_webhook, status_param,
+    check_create_rate, check_file_inputs, creation_response, find_model, idempotency_key,
+    parse_webhook, status_param,
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -298,8 +298,7 @@ async fn list(
         )
         .with_field("status"));
     }
-    let limit = crate::error::page_limit(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (limit, after) = crate::paging::start(params.limit, params.cursor.as_deref())?;
     let asked = after.clone();
     let public = &state.config.public_url;
     let page = crate::paging::fill(
@@ -332,8 +331,7 @@ async fn items(
 ) -> ApiResult<Response> {
     let batch = visible(&state, &caller, &id).await?;
     let status = status_param(params.status.as_deref())?;
-    let limit = crate::error::page_limit(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (limit, after) = crate::paging::start(params.limit, params.cursor.as_deref())?;
     let public = &state.config.public_url;
     let asked = after.clone();
     let page = crate::paging::fill(

@@ -23,7 +23,7 @@ use augur_core::{AccountId, Caller, ModelName, Timestamp};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
-use crate::predictions::{CreateBody, create_prediction, creation_response, decode_cursor};
+use crate::predictions::{CreateBody, create_prediction, creation_response};
 
 /// The one hardware SKU: wherever the operator runs each model.
 pub(crate) const HARDWARE_SKU: &str = "default";
@@ -308,19 +308,12 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    cursor: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    AppQuery(params): AppQuery<ListParams>,
+    AppQuery(params): AppQuery<crate::paging::PageParams>,
 ) -> ApiResult<Response> {
-    let limit = crate::error::page_limit(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (limit, after) = crate::paging::start(params.limit, params.cursor.as_deref())?;
     let asked = after.clone();
     // The admin token sees every account's deployments.
     let owner = (!caller.admin).then_some(&caller.account);

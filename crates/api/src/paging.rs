@@ -11,12 +11,30 @@ use std::future::Future;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use augur_core::store::Cursor;
 
 use crate::error::ApiResult;
 use crate::pages::{Listed, Route};
+
+/// The query of a list with no filters: `cursor` and `limit`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageParams {
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<usize>,
+}
+
+/// Where a page starts, from a list's `limit` and `cursor` query parameters: its size (at most
+/// a page's most) and the cursor it continues from; a 400 for either when it is invalid.
+pub(crate) fn start(
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> ApiResult<(usize, Option<Cursor>)> {
+    let limit = crate::error::page_limit(limit)?;
+    let after = cursor.map(crate::predictions::decode_cursor).transpose()?;
+    Ok((limit, after))
+}
 
 /// The default byte budget of a list page.
 pub(crate) const DEFAULT_PAGE_BYTES: usize = 4 << 20;

@@ -38,7 +38,6 @@ use augur_core::{AccountId, Caller, Timestamp};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppPath, AppQuery, ErrorCode};
-use crate::predictions::decode_cursor;
 
 /// Most bytes read and thrown away after an error, so that the client can read the answer; a
 /// longer body gets the answer with `Connection: close`.
@@ -452,19 +451,12 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    cursor: Option<String>,
-    limit: Option<usize>,
-}
-
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    AppQuery(params): AppQuery<ListParams>,
+    AppQuery(params): AppQuery<crate::paging::PageParams>,
 ) -> ApiResult<Response> {
-    let limit = crate::error::page_limit(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (limit, after) = crate::paging::start(params.limit, params.cursor.as_deref())?;
     let asked = after.clone();
     // The admin token sees every account's files.
     let owner = (!caller.admin).then_some(&caller.account);

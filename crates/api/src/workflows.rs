@@ -32,8 +32,7 @@ use augur_core::{AccountId, Caller, ModelName, WebhookEvent, WebhookEvents};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, AppJson, AppPath, AppQuery, ErrorCode};
 use crate::predictions::{
-    check_create_rate, creation_response, decode_cursor, idempotency_key, parse_webhook,
-    status_param,
+    check_create_rate, creation_response, idempotency_key, parse_webhook, status_param,
 };
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -212,8 +211,7 @@ async fn list(
     Extension(caller): Extension<Caller>,
     AppQuery(params): AppQuery<ListParams>,
 ) -> ApiResult<Response> {
-    let limit = crate::error::page_limit(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (limit, after) = crate::paging::start(params.limit, params.cursor.as_deref())?;
     let asked = after.clone();
     let first_page = after.is_none();
     let budget = state.config.list_page_bytes;
@@ -348,8 +346,7 @@ async fn list_runs(
     AppQuery(params): AppQuery<ListParams>,
 ) -> ApiResult<Response> {
     let status = status_param(params.status.as_deref())?;
-    let limit = crate::error::page_limit(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let (limit, after) = crate::paging::start(params.limit, params.cursor.as_deref())?;
     let public = &state.config.public_url;
     let asked = after.clone();
     let page = crate::paging::fill(
