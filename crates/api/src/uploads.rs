@@ -484,7 +484,10 @@ async fn list(
     Ok(page.into_response(&route, asked.as_ref()))
 }
 
+/// A download's query: the signed URL's three parameters and nothing else (a stray key is a
+/// 400, as the document's `additionalProperties: false` says, rather than silently ignored).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DownloadParams {
     expiry: Option<i64>,
     owner: Option<String>,
