@@ -37,13 +37,15 @@ schemathesis.openapi.format(
     ),
 )
 
-# `format: json` (a file's `metadata` field): JSON text, any document.
+# `format: json-object` (a file's `metadata` field): JSON text of an object.
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
     max_leaves=8,
 )
-schemathesis.openapi.format("json", _JSON.map(json.dumps))
+schemathesis.openapi.format(
+    "json-object", st.dictionaries(st.text(max_size=10), _JSON, max_size=3).map(json.dumps)
+)
 
 # `format: duration-text` (`Cancel-After`): 1 s to 7 days in humantime's units, as
 # `parse_duration` reads them.

@@ -285,13 +285,22 @@ async fn read_fields(
             "type" => upload.content_type = Some(small_text(&mut field, "type").await?),
             "metadata" => {
                 let text = small_text(&mut field, "metadata").await?;
-                let value = serde_json::from_str(&text).map_err(|e| {
+                let value: Value = serde_json::from_str(&text).map_err(|e| {
                     ApiError::new(
                         ErrorCode::InvalidRequest,
-                        format!("metadata must be JSON: {e}"),
+                        format!("metadata must be a JSON object: {e}"),
                     )
                     .with_field("metadata")
                 })?;
+                // An object, as a file's `metadata` is shown: `null`, a list or a number
+                // would read as a different field in every client.
+                if !value.is_object() {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        "metadata must be a JSON object (`{...}`)",
+                    )
+                    .with_field("metadata"));
+                }
                 upload.metadata = Some(value);
             }
             // Fields the API does not know are read and ignored.

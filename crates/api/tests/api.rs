@@ -1663,6 +1663,28 @@ async fn files_need_a_token_and_html_is_served_as_an_attachment() {
     let missing = app.get("/v1/files/0123456789abcdefghijklmnop").await;
     missing.assert_error(404, "file_not_found", "not found");
 
+    // Metadata is a JSON object: `null` (schemathesis's multipart text for a null), a list or
+    // a number is refused naming the field, and nothing is stored.
+    for value in ["null", "[1]", "7", "\"text\""] {
+        let field = format!(
+            "--b0undary\r\ncontent-disposition: form-data; name=\"metadata\"\r\n\r\n{value}\r\n"
+        );
+        let (content_type, body) = multipart(b"hello", &field);
+        let request = Request::post("/v1/files")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let reply = app.send(request).await;
+        assert_eq!(
+            reply.json()["field"],
+            "metadata",
+            "{value}: {}",
+            reply.json()
+        );
+        reply.assert_error(422, "invalid_request", "JSON object");
+    }
+
     // A small field sent twice is refused, not settled by whichever came last.
     for name in ["filename", "type", "metadata"] {
         let value = if name == "metadata" {
