@@ -51,9 +51,14 @@ impl StoreUrl {
                 Ok(StoreUrl::Postgres(url.to_owned()))
             }
             "postgres" | "postgresql" => Err(missing("postgres")),
-            "cloudflare" | "cloudflare+http" if cfg!(feature = "cloudflare") => {
+            #[cfg(feature = "cloudflare")]
+            "cloudflare" | "cloudflare+http" => {
+                // Checked here, so that `config check` names a missing secret or plain HTTP
+                // to a remote host before anything connects.
+                augur_store_cloudflare::CloudflareOptions::from_url(url)?;
                 Ok(StoreUrl::Cloudflare(url.to_owned()))
             }
+            #[cfg(not(feature = "cloudflare"))]
             "cloudflare" | "cloudflare+http" => Err(missing("cloudflare")),
             other => bail!(
                 "unknown store scheme {other:?} in {}; use embedded://<dir>, memory://, redis://…, postgres://… or cloudflare://…",

@@ -239,10 +239,12 @@ fn parse_url(url: &str) -> Result<CloudflareOptions, Error> {
         }
     }
     let Some(secret) = secret else {
-        return Err(bad(format!(
-            "it names no secret: give the Worker's AUGUR_STORE_SECRET as the password \
-             ({SCHEME}:SECRET@host) or as the `secret` option"
-        )));
+        return Err(bad(
+            "it names no secret: give the Worker's AUGUR_STORE_SECRET as the URL's password \
+             (an empty user name, then `:`, the secret and `@` before the host) or as the \
+             `secret` option"
+                .into(),
+        ));
     };
     let scheme = if http { "http://" } else { "https://" };
     Ok(CloudflareOptions {
