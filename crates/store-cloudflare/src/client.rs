@@ -275,6 +275,14 @@ pub(crate) fn refusal(method: &'static str, status: u16, body: &[u8]) -> Error {
             String::new()
         }
     });
+    let message = if code == "unauthorized" {
+        format!(
+            "{message} (check that the store URL's secret is the Worker's AUGUR_STORE_SECRET \
+             and that this machine's clock is right)"
+        )
+    } else {
+        message
+    };
     let code = if code.is_empty() {
         // Not the Worker's answer (a proxy's, a missing route): unexpected, so unavailable.
         format!("http {status}")
