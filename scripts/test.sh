@@ -9,8 +9,10 @@
 #   already running on their usual ports, or throwaway ones on free loopback ports, installed
 #   from Debian's packages when missing; their URLs go to AUGUR_TEST_REDIS_URL,
 #   AUGUR_TEST_REDIS_CLUSTER_URL and AUGUR_TEST_POSTGRES_URL, and what it started is stopped
-#   on exit. With AUGUR_STORE_TESTS_REQUIRED=1 (set by .ci/run) a backend test whose server
-#   is missing fails instead of skipping.
+#   on exit. The Cloudflare store's Worker (cloudflare/) runs on a local workerd
+#   (scripts/services/cloudflare.sh: `wrangler dev`, pinned by cloudflare/package-lock.json),
+#   its URL in AUGUR_TEST_CLOUDFLARE_URL. With AUGUR_STORE_TESTS_REQUIRED=1 (set by .ci/run) a
+#   backend test whose server is missing fails instead of skipping.
 # - a Python virtualenv with the official Replicate client and the Cog model server (coglet),
 #   from PyPI (scripts/requirements-test.txt), used by the end-to-end tests of the real binary
 #   (AUGUR_TEST_PYTHON), and moto's S3-compatible server for the files tests on S3;
@@ -34,18 +36,24 @@ scripts/toolchain.sh
 source scripts/services/redis.sh
 # shellcheck source=scripts/services/postgres.sh
 source scripts/services/postgres.sh
+# shellcheck source=scripts/services/cloudflare.sh
+source scripts/services/cloudflare.sh
 cleanup() {
     augur_redis_down || true
     augur_postgres_down || true
+    augur_cloudflare_down || true
 }
 trap cleanup EXIT
 
-echo "== starting or finding Redis, Redis Cluster and PostgreSQL"
+echo "== starting or finding Redis, Redis Cluster, PostgreSQL and the Cloudflare Worker"
 augur_redis_up
 augur_postgres_up
+augur_cloudflare_up
 echo "   redis:         $AUGUR_TEST_REDIS_URL"
 echo "   redis cluster: $AUGUR_TEST_REDIS_CLUSTER_URL"
 echo "   postgres:      ${AUGUR_TEST_POSTGRES_URL%%\?*}"
+# The URL holds the Worker's secret: shown masked.
+echo "   cloudflare:    ${AUGUR_TEST_CLOUDFLARE_URL%%\?*}" | sed 's/:[^:@/]*@/:***@/'
 
 venv="${AUGUR_TEST_VENV:-$PWD/target/test-venv}"
 if ! "$venv/bin/python" -c 'import replicate, standardwebhooks, cog, coglet, moto.server' >/dev/null 2>&1; then

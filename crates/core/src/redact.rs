@@ -29,6 +29,9 @@ const PLAIN_QUERY_KEYS: &[&str] = &[
     "timeout_ms",
     "sync",
     "db",
+    "namespace",
+    "timeout",
+    "pool",
 ];
 
 /// Environment variables whose values are shown in a command's argv.

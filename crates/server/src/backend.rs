@@ -20,6 +20,9 @@ pub enum StoreUrl {
     Redis(String),
     /// `postgres://…` or `postgresql://…`: shared by many nodes.
     Postgres(String),
+    /// `cloudflare://…` or `cloudflare+http://…` (loopback only): Durable Objects through
+    /// Augur's Worker, shared by many nodes.
+    Cloudflare(String),
 }
 
 impl StoreUrl {
@@ -27,7 +30,7 @@ impl StoreUrl {
     pub fn parse(url: &str) -> Result<Self> {
         let Some((scheme, _)) = url.split_once("://") else {
             bail!(
-                "store URL {:?} has no scheme; use embedded://<dir>, memory://, redis://… or postgres://…",
+                "store URL {:?} has no scheme; use embedded://<dir>, memory://, redis://…, postgres://… or cloudflare://…",
                 redact_url(url)
             );
         };
@@ -48,8 +51,17 @@ impl StoreUrl {
                 Ok(StoreUrl::Postgres(url.to_owned()))
             }
             "postgres" | "postgresql" => Err(missing("postgres")),
+            #[cfg(feature = "cloudflare")]
+            "cloudflare" | "cloudflare+http" => {
+                // Checked here, so that `config check` names a missing secret or plain HTTP
+                // to a remote host before anything connects.
+                augur_store_cloudflare::CloudflareOptions::from_url(url)?;
+                Ok(StoreUrl::Cloudflare(url.to_owned()))
+            }
+            #[cfg(not(feature = "cloudflare"))]
+            "cloudflare" | "cloudflare+http" => Err(missing("cloudflare")),
             other => bail!(
-                "unknown store scheme {other:?} in {}; use embedded://<dir>, memory://, redis://… or postgres://…",
+                "unknown store scheme {other:?} in {}; use embedded://<dir>, memory://, redis://…, postgres://… or cloudflare://…",
                 redact_url(url)
             ),
         }
@@ -200,6 +212,11 @@ pub async fn open(url: &str) -> Result<OpenedStore> {
             store: Arc::new(augur_store_redis::RedisStore::connect(&url).await?),
             data_dir: None,
         }),
+        #[cfg(feature = "cloudflare")]
+        StoreUrl::Cloudflare(url) => Ok(OpenedStore {
+            store: Arc::new(augur_store_cloudflare::CloudflareStore::connect(&url).await?),
+            data_dir: None,
+        }),
         #[allow(unreachable_patterns)]
         _ => unreachable!("StoreUrl::parse refuses the backends this build lacks"),
     }
@@ -207,7 +224,8 @@ pub async fn open(url: &str) -> Result<OpenedStore> {
 
 /// Opens a store only to read from it (the fallback store): Redis and PostgreSQL connect
 /// without writing anything, so that a read-only replica or a hot standby can be opened.
-/// The embedded and memory stores are opened as usual (a file is never read-only replicated).
+/// The embedded, memory and Cloudflare stores are opened as usual (a file is never read-only
+/// replicated; connecting to the Worker writes nothing).
 pub async fn open_read_only(url: &str) -> Result<DynStore> {
     match StoreUrl::parse(url)? {
         #[cfg(feature = "postgres")]
@@ -282,10 +300,13 @@ mod tests {
             "redis://h:6379/0",
             "redis+cluster://a:1,b:2",
             "postgres://u@h/db",
+            "cloudflare://:s@w.example/",
+            "cloudflare+http://:s@127.0.0.1:8787/",
         ] {
             let parsed = StoreUrl::parse(url);
             let built = match url.split_once(':').map(|(scheme, _)| scheme) {
                 Some("redis" | "redis+cluster") => cfg!(feature = "redis"),
+                Some("cloudflare" | "cloudflare+http") => cfg!(feature = "cloudflare"),
                 _ => cfg!(feature = "postgres"),
             };
             match parsed {
@@ -305,5 +326,9 @@ mod tests {
             "redis://:***@host:6379/0"
         );
         assert_eq!(redact_url("embedded://./d"), "embedded://./d");
+        assert_eq!(
+            redact_url("cloudflare://:pw@w.example/?namespace=n&secret=pw2&timeout=5"),
+            "cloudflare://:***@w.example/?namespace=n&secret=***&timeout=5"
+        );
     }
 }

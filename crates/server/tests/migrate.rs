@@ -247,6 +247,37 @@ async fn a_round_trip_through_postgres_and_redis_changes_nothing() {
     assert!(before == after, "the round trip changed the records");
 }
 
+/// 10,000 predictions travel embedded → Cloudflare (the Worker on a local workerd) →
+/// embedded, verified at both hops, and arrive identical.
+#[cfg(feature = "cloudflare")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_through_cloudflare_changes_nothing() {
+    let Some(cloudflare) = common::backends::cloudflare() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first = format!("embedded://{}", dir.path().join("first").display());
+    let last = format!("embedded://{}", dir.path().join("last").display());
+    let store: DynStore = Arc::new(EmbeddedStore::open_url(&first).unwrap());
+    fill(store, 10_000).await;
+    for (from, to) in [(&first, &cloudflare.url), (&cloudflare.url, &last)] {
+        let out = migrate(&["--from", from, "--to", to, "--batch", "1000"], dir.path());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{} -> {}: {stdout}\n{}",
+            common::backends::redact(from),
+            common::backends::redact(to),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("verified: 10000 predictions"), "{stdout}");
+    }
+    let before = all_predictions(&first).await;
+    let after = all_predictions(&last).await;
+    assert_eq!(before.len(), 10_000);
+    assert!(before == after, "the round trip changed the records");
+}
+
 /// `augur migrate` with `envs` set.
 fn migrate_with(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_augur"))

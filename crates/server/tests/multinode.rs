@@ -1,5 +1,5 @@
-//! Several real `augur` nodes (and racing processes) on one shared store: Redis, Redis Cluster
-//! and PostgreSQL. Each test runs in a fresh namespace (key prefix or schema).
+//! Several real `augur` nodes (and racing processes) on one shared store: Redis, Redis Cluster,
+//! PostgreSQL and Cloudflare (the Worker on a local workerd). Each test runs in a fresh namespace (key prefix or schema).
 
 mod common;
 
@@ -541,6 +541,17 @@ macro_rules! for_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $test() {
                     if let Some(backend) = super::backends::postgres() {
+                        super::$test(backend).await;
+                    }
+                }
+            )*
+        }
+        #[cfg(feature = "cloudflare")]
+        mod cloudflare {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    if let Some(backend) = super::backends::cloudflare() {
                         super::$test(backend).await;
                     }
                 }

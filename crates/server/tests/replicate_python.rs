@@ -78,3 +78,14 @@ fn replicate_python_client_on_redis_cluster() {
     let server = TestServer::start_on(&backend.url, dir.path(), &[]);
     run_checks(&python, &server);
 }
+
+#[cfg(feature = "cloudflare")]
+#[test]
+fn replicate_python_client_on_cloudflare() {
+    let (Some(python), Some(backend)) = (common::python(), common::backends::cloudflare()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on(&backend.url, dir.path(), &[]);
+    run_checks(&python, &server);
+}

@@ -45,3 +45,28 @@ pub fn postgres() -> Option<Backend> {
         url: with_option(&base, "schema", &namespace()),
     })
 }
+
+/// The Cloudflare backend (`AUGUR_TEST_CLOUDFLARE_URL`, a running Worker), in a fresh
+/// namespace (the URL's `namespace` option replaced).
+pub fn cloudflare() -> Option<Backend> {
+    let base = augur_store_conformance::skip_unless_configured("AUGUR_TEST_CLOUDFLARE_URL")?;
+    let (main, query) = base.split_once('?').unwrap_or((&base, ""));
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("namespace="))
+        .collect();
+    let main = if rest.is_empty() {
+        main.to_owned()
+    } else {
+        format!("{main}?{}", rest.join("&"))
+    };
+    Some(Backend {
+        name: "cloudflare",
+        url: with_option(&main, "namespace", &namespace()),
+    })
+}
+
+/// A store URL with its secrets masked, for messages.
+pub fn redact(url: &str) -> String {
+    augur_core::redact::url(url)
+}
