@@ -195,7 +195,7 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
 
     case "expire": {
       const now = v.int(o.now, "now");
-      let left = Math.max(0, v.nat(o.limit, "limit"));
+      let left = v.count(o.limit, "limit");
       await fanNonce(ns, nonce);
       const keys: Key[] = [];
       const start = rotation++;
@@ -210,8 +210,8 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
     case "claim": {
       const lane = v.lane(o.lane, "lane");
       const worker = v.str(o.worker, "worker");
-      const leaseFor = v.nat(o.lease_for, "lease_for");
-      const max = v.nat(o.max, "max");
+      const leaseFor = v.count(o.lease_for, "lease_for");
+      const max = Math.min(v.count(o.max, "max"), 10_000);
       const exclude = v.arr(o.exclude_topics, "exclude_topics").map((t, i) => v.str(t, `exclude_topics[${i}]`));
       await fanNonce(ns, nonce);
       if (max === 0) return { leases: [] };
@@ -235,7 +235,7 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
 
     case "renew": {
       const lease = v.itemLease(o.lease, "lease");
-      const extendBy = v.nat(o.extend_by, "extend_by");
+      const extendBy = v.count(o.extend_by, "extend_by");
       return unwrap(await ns.shard(shardOfAccount(lease.item.owner)).renew(nonce, lease, extendBy));
     }
 
@@ -279,7 +279,7 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
         if (a.length !== 2) badRequest("after: expected [revision, index]");
         after = [v.nat(a[0], "after[0]"), v.nat(a[1], "after[1]")];
       }
-      const limit = v.nat(o.limit, "limit");
+      const limit = Math.min(v.count(o.limit, "limit"), 1_000_000);
       return follow(ns, stream, nonce, (k, n) => ns.shard(k).readEvents(n, stream, after, limit), { events: [] });
     }
 
@@ -290,8 +290,8 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
 
     case "ledger": {
       const account = v.str(o.account, "account");
-      const before = v.optInt(o.before, "before");
-      const limit = v.nat(o.limit, "limit");
+      const before = o.before === null || o.before === undefined ? null : v.count(o.before, "before");
+      const limit = Math.min(v.count(o.limit, "limit"), 1_000_000);
       return unwrap(await ns.shard(shardOfAccount(account)).ledger(nonce, account, before, limit));
     }
 
@@ -307,7 +307,7 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
     case "export": {
       const section = v.section(o.section);
       const after = v.position(o.after);
-      const limit = Math.max(1, v.nat(o.limit, "limit"));
+      const limit = Math.max(1, Math.min(v.count(o.limit, "limit"), 1_000_000));
       await fanNonce(ns, nonce);
       let pieces = (await all((k) => ns.shard(k).export(null, section, after, limit))).flatMap(unwrap);
       if (section === "counters") {
@@ -329,9 +329,9 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
     }
 
     case "changes": {
-      const after = v.optInt(o.after, "after");
+      const after = o.after === null || o.after === undefined ? null : v.count(o.after, "after");
       const epoch = v.optStr(o.epoch, "epoch");
-      const waitMs = Math.min(30_000, v.nat(o.wait_ms, "wait_ms"));
+      const waitMs = Math.min(30_000, v.count(o.wait_ms, "wait_ms"));
       await fanNonce(ns, nonce);
       return ns.notifier().changes(after, epoch, waitMs);
     }

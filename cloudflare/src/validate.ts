@@ -65,6 +65,15 @@ export function nat(v: unknown, what: string): number {
   return n;
 }
 
+/**
+ * A count or limit (a Rust `usize`/`u64`, possibly beyond 2^53 as in `usize::MAX`): any
+ * non-negative number, clamped to 2^53 - 1.
+ */
+export function count(v: unknown, what: string): number {
+  if (typeof v !== "number" || !(v >= 0) || Math.floor(v) !== v) badRequest(`${what}: expected a non-negative integer`);
+  return Math.min(v, Number.MAX_SAFE_INTEGER);
+}
+
 export function bool(v: unknown, what: string): boolean {
   if (typeof v !== "boolean") badRequest(`${what}: expected a boolean`);
   return v;
@@ -225,7 +234,7 @@ export function listQuery(v: unknown): ListQuery {
     created_after: optInt(o.created_after, "created_after"),
     created_before: optInt(o.created_before, "created_before"),
     after: cursor(o.after, "after"),
-    limit: Math.max(1, nat(o.limit, "limit")),
+    limit: Math.max(1, Math.min(count(o.limit, "limit"), 1_000_000)),
   };
 }
 
