@@ -11,6 +11,9 @@
 #   AUGUR_TEST_REDIS_CLUSTER_URL and AUGUR_TEST_POSTGRES_URL, and what it started is stopped
 #   on exit. With AUGUR_STORE_TESTS_REQUIRED=1 (set by .ci/run) a backend test whose server
 #   is missing fails instead of skipping.
+# - the Cloudflare store's Worker (cloudflare/, npm wrangler pinned by its package-lock.json)
+#   on a local workerd with a random secret (scripts/services/cloudflare.sh); its store URL
+#   goes to AUGUR_TEST_CLOUDFLARE_URL.
 # - a Python virtualenv with the official Replicate client and the Cog model server (coglet),
 #   from PyPI (scripts/requirements-test.txt), used by the end-to-end tests of the real binary
 #   (AUGUR_TEST_PYTHON), and moto's S3-compatible server for the files tests on S3;
@@ -34,9 +37,12 @@ scripts/toolchain.sh
 source scripts/services/redis.sh
 # shellcheck source=scripts/services/postgres.sh
 source scripts/services/postgres.sh
+# shellcheck source=scripts/services/cloudflare.sh
+source scripts/services/cloudflare.sh
 cleanup() {
     augur_redis_down || true
     augur_postgres_down || true
+    augur_cloudflare_down || true
 }
 trap cleanup EXIT
 
@@ -76,6 +82,14 @@ if ! command -v "${AUGUR_CHROMIUM:-/usr/bin/chromium}" >/dev/null 2>&1; then
         echo "   chromium could not be installed; the dashboard's browser tests will fail"
 fi
 export AUGUR_E2E_REQUIRED="${AUGUR_E2E_REQUIRED:-1}"
+
+# The Cloudflare store's Worker on a local workerd (needs Node, installed above).
+echo "== starting the Cloudflare store's Worker (wrangler dev, scripts/services/cloudflare.sh)"
+if augur_cloudflare_up; then
+    echo "   cloudflare:    ${AUGUR_TEST_CLOUDFLARE_BASE%%:*}://127.0.0.1:${AUGUR_TEST_CLOUDFLARE_BASE##*@127.0.0.1:}"
+else
+    echo "   the Worker did not start; the Cloudflare store's tests will skip or fail"
+fi
 
 if [ $# -eq 0 ] && [ "${AUGUR_FUZZ_SECONDS:-5}" != 0 ]; then
     echo "== fuzzing each target for ${AUGUR_FUZZ_SECONDS:-5} s (scripts/fuzz.sh)"
