@@ -337,7 +337,7 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
     }
 
     default:
-      refuse(404, "bad_request", { message: `unknown method ${JSON.stringify(method)}` });
+      refuse(400, "bad_request", { message: `unknown method ${JSON.stringify(method)}` });
   }
 }
 
@@ -417,7 +417,7 @@ async function handle(request: Request, env: Env): Promise<Response> {
   const url = new URL(request.url);
   const parts = url.pathname.split("/");
   // ["", "ns", namespace, method] or ["", "ns", namespace, "api", "predictions", id]
-  if (parts.length < 4 || parts[1] !== "ns") return json(404, { error: "bad_request", message: "no such route" });
+  if (parts.length < 4 || parts[1] !== "ns") return json(400, { error: "bad_request", message: "no such route" });
   let name: string;
   try {
     name = decodeURIComponent(parts[2]);
@@ -428,7 +428,7 @@ async function handle(request: Request, env: Env): Promise<Response> {
   const ns = new Namespace(env, name);
 
   if (parts.length === 6 && parts[3] === "api" && parts[4] === "predictions") {
-    if (request.method !== "GET") return json(405, { error: "bad_request", message: "use GET" });
+    if (request.method !== "GET") return json(400, { error: "bad_request", message: "use GET" });
     let id: string;
     try {
       id = decodeURIComponent(parts[5]);
@@ -437,8 +437,8 @@ async function handle(request: Request, env: Env): Promise<Response> {
     }
     return status(env, ns, id);
   }
-  if (parts.length !== 4) return json(404, { error: "bad_request", message: "no such route" });
-  if (request.method !== "POST") return json(405, { error: "bad_request", message: "use POST" });
+  if (parts.length !== 4) return json(400, { error: "bad_request", message: "no such route" });
+  if (request.method !== "POST") return json(400, { error: "bad_request", message: "use POST" });
 
   const secret = env.AUGUR_STORE_SECRET;
   if (!secret) return json(500, { error: "internal", message: "AUGUR_STORE_SECRET is not set" });
