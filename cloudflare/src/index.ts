@@ -130,6 +130,11 @@ async function follow<T>(
   return isForward(second) ? missing : second;
 }
 
+/** The shard that records a fan-out's nonce. */
+function nonceShard(nonce: string): number {
+  return fnv1a32(nonce) % SHARDS;
+}
+
 async function fanNonce(ns: Namespace, nonce: string): Promise<void> {
   unwrap(await ns.shard(fnv1a32(nonce) % SHARDS).useNonce(nonce));
 }
@@ -179,8 +184,10 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
       if (q.owner !== null) {
         rows = unwrap(await ns.shard(shardOfAccount(q.owner)).list(nonce, q));
       } else {
-        await fanNonce(ns, nonce);
-        rows = (await all((k) => ns.shard(k).list(null, q))).flatMap(unwrap);
+        // Read-only fan-outs record the nonce in the nonce shard's part of the call (a replay
+        // is refused before anything is answered).
+        const nk = nonceShard(nonce);
+        rows = (await all((k) => ns.shard(k).list(k === nk ? nonce : null, q))).flatMap(unwrap);
       }
       rows.sort(backward ? (a, b) => cmpNewest(b, a) : cmpNewest);
       let next = null;
@@ -213,13 +220,17 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
       const leaseFor = v.count(o.lease_for, "lease_for");
       const max = Math.min(v.count(o.max, "max"), 10_000);
       const exclude = v.arr(o.exclude_topics, "exclude_topics").map((t, i) => v.str(t, `exclude_topics[${i}]`));
-      await fanNonce(ns, nonce);
-      if (max === 0) return { leases: [] };
+      if (max === 0) {
+        await fanNonce(ns, nonce);
+        return { leases: [] };
+      }
       const start = rotation++ % SHARDS;
       const place = (k: number) => (k - start + SHARDS) % SHARDS;
-      // Which shards hold the lowest ranks, then claim that many in each.
-      const peeked = await all((k) => ns.shard(k).peek(null, lane, max, exclude));
-      const candidates = peeked.flatMap((res, k) => unwrap(res).map((c) => ({ ...c, k })));
+      // Which shards hold the lowest ranks (read only; the nonce shard records the nonce),
+      // then claim that many in each.
+      const nk = nonceShard(nonce);
+      const peeked = await all((k) => ns.shard(k).peek(k === nk ? nonce : null, lane, max, exclude));
+      const candidates = peeked.map(unwrap).flatMap((list, k) => list.map((c) => ({ ...c, k })));
       candidates.sort((a, b) => cmpNum(a.rank, b.rank) || cmpNum(place(a.k), place(b.k)) || cmpNum(a.order, b.order));
       const wanted = new Map<number, number>();
       for (const c of candidates.slice(0, max)) wanted.set(c.k, (wanted.get(c.k) ?? 0) + 1);
@@ -263,8 +274,8 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
 
     case "queue_stats": {
       const lane = v.lane(o.lane, "lane");
-      await fanNonce(ns, nonce);
-      const stats = (await all((k) => ns.shard(k).queueStats(null, lane))).map(unwrap);
+      const nk = nonceShard(nonce);
+      const stats = (await all((k) => ns.shard(k).queueStats(k === nk ? nonce : null, lane))).map(unwrap);
       return stats.reduce(
         (a, b) => ({ ready: a.ready + b.ready, leased: a.leased + b.leased, delayed: a.delayed + b.delayed }),
         { ready: 0, leased: 0, delayed: 0 },
@@ -296,9 +307,9 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
     }
 
     case "counters": {
-      await fanNonce(ns, nonce);
+      const nk = nonceShard(nonce);
       const sums = new Map<string, number>();
-      for (const res of await all((k) => ns.shard(k).counters(null))) {
+      for (const res of await all((k) => ns.shard(k).counters(k === nk ? nonce : null))) {
         for (const [name, value] of unwrap(res) as [string, number][]) sums.set(name, (sums.get(name) ?? 0) + value);
       }
       return { counters: [...sums].sort((a, b) => cmpStr(a[0], b[0])) };
@@ -308,8 +319,10 @@ async function dispatch(ns: Namespace, method: string, body: unknown, nonce: str
       const section = v.section(o.section);
       const after = v.position(o.after);
       const limit = Math.max(1, Math.min(v.count(o.limit, "limit"), 1_000_000));
-      await fanNonce(ns, nonce);
-      let pieces = (await all((k) => ns.shard(k).export(null, section, after, limit))).flatMap(unwrap);
+      const nk = nonceShard(nonce);
+      let pieces = (await all((k) => ns.shard(k).export(k === nk ? nonce : null, section, after, limit))).flatMap(
+        unwrap,
+      );
       if (section === "counters") {
         const sums = new Map<string, number>();
         for (const p of pieces) {
