@@ -402,6 +402,10 @@ async function importPieces(ns: Namespace, pieces: Exported[]): Promise<void> {
 
 /** `GET /ns/{ns}/api/predictions/{id}`: the seeds' status shape, from KV or the shard. */
 async function status(env: Env, ns: Namespace, id: string): Promise<Response> {
+  // KV keys are at most 512 bytes; no prediction id comes near that.
+  if (id.length === 0 || new TextEncoder().encode(id).length > 256) {
+    return json(404, { error: "not_found", message: "no such prediction" }, { "x-augur-source": "object" });
+  }
   const kvKey = `${ns.name}/prediction/${id}`;
   const cached = await env.STATUS.get(kvKey);
   if (cached !== null) {
