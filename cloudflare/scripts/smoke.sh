@@ -48,6 +48,10 @@ entry() { # id delta held reason
 }
 
 expect hello 200 '"protocol":1' "$(call hello '{}')"
+if [ "$failed" != 0 ]; then
+    echo "smoke: the Worker does not answer hello; stopping"
+    exit 1
+fi
 
 # write: insert with every effect, then the refusals.
 expect write 200 '"revisions":[1]' "$(call write '{"account":"'"$acct"'","ops":[{"insert":'"$(rec starting null '"{\"output\":null}"')"'}],"effects":[{"enqueue":'"$(item jobs p1 null)"'},{"enqueue":'"$(item webhooks w1 null)"'},{"enqueue":'"$(item webhooks w2 null)"'},{"count":{"name":"made","delta":1,"limit":3}},{"append_events":{"stream":'"$key"',"events":[{"kind":"logs","data":"hi"}]}},{"post":'"$(entry g1 10 0 grant)"'},{"post":'"$(entry r1 0 4 reserve)"'}]}')"

@@ -383,6 +383,14 @@ export class StoreShard extends DurableObject<Env> {
     return res;
   }
 
+  /**
+   * Runs a read: in a transaction when it must record a nonce, else as it is (synchronous
+   * code in an object is never interleaved with another request's, so its reads agree).
+   */
+  private read<T>(nonce: string | null, f: () => T): Res<T> {
+    return nonce === null ? attempt(f) : this.tx(nonce, f);
+  }
+
   /** Announces changes to the namespace's notifier and mirrors predictions, after commit. */
   private after(ns: string, changes: Change[], mirrored: Rec[]): void {
     if (changes.length > 0) {
@@ -444,9 +452,8 @@ export class StoreShard extends DurableObject<Env> {
   private forwardOwner(key: Key): string | null {
     const f = this.first("SELECT owner FROM forwards WHERE kind = ? AND id = ?", key.kind, key.id);
     if (!f) return null;
-    const owner = s(f.owner);
-    // A forward to this very shard would loop; it means nothing.
-    return owner;
+    // The Worker does not follow a forward to the shard that answered it.
+    return s(f.owner);
   }
 
   // ---- records ------------------------------------------------------------------------------
@@ -687,7 +694,7 @@ export class StoreShard extends DurableObject<Env> {
   }
 
   async get(nonce: string | null, key: Key): Promise<Res<{ stored: Stored | null } | Forward>> {
-    return this.tx(nonce, () => {
+    return this.read(nonce, () => {
       const r = this.first(
         `SELECT ${RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ? AND (gone_at IS NULL OR gone_at > ?)`,
         key.kind,
@@ -706,7 +713,7 @@ export class StoreShard extends DurableObject<Env> {
    * order (newest first forward, oldest first backward).
    */
   async list(nonce: string | null, query: ListQuery): Promise<Res<Stored[]>> {
-    return this.tx(nonce, () => {
+    return this.read(nonce, () => {
       let sql = `SELECT ${RECORD_COLUMNS} FROM records WHERE kind = ?`;
       const values: unknown[] = [query.kind];
       if (query.parent !== null) {
@@ -860,7 +867,7 @@ export class StoreShard extends DurableObject<Env> {
 
   /** The ranks of up to `max` claimable items (what a claim here would take first). */
   async peek(nonce: string | null, lane: string, max: number, exclude: string[]): Promise<Res<Candidate[]>> {
-    return this.tx(nonce, () =>
+    return this.read(nonce, () =>
       this.candidates(lane, max, exclude, nowMicros()).map((r) => ({ rank: n(r.rank), order: n(r.rid) })),
     );
   }
@@ -999,7 +1006,7 @@ export class StoreShard extends DurableObject<Env> {
   }
 
   async items(nonce: string | null, lane: string, group: Key): Promise<Res<{ items: Item[] } | Forward>> {
-    return this.tx(nonce, () => {
+    return this.read(nonce, () => {
       const rows = this.rows(
         `SELECT ${ITEM_COLUMNS} FROM items WHERE lane = ? AND group_kind = ? AND group_id = ? ORDER BY seq`,
         lane,
@@ -1044,7 +1051,7 @@ export class StoreShard extends DurableObject<Env> {
   }
 
   async queueStats(nonce: string | null, lane: string): Promise<Res<{ ready: number; leased: number; delayed: number }>> {
-    return this.tx(nonce, () => {
+    return this.read(nonce, () => {
       const now = nowMicros();
       const r = this.first(
         `SELECT
@@ -1071,7 +1078,7 @@ export class StoreShard extends DurableObject<Env> {
     after: [number, number] | null,
     limit: number,
   ): Promise<Res<{ events: StreamEvent[] } | Forward>> {
-    return this.tx(nonce, () => {
+    return this.read(nonce, () => {
       const [revision, index] = after ?? [0, -1];
       const rows = this.rows(
         "SELECT revision, idx, kind, data FROM events WHERE stream_kind = ? AND stream_id = ? AND (revision, idx) > (?, ?) ORDER BY revision, idx LIMIT ?",
@@ -1091,14 +1098,14 @@ export class StoreShard extends DurableObject<Env> {
   }
 
   async balance(nonce: string | null, account: string): Promise<Res<Balance>> {
-    return this.tx(nonce, () => {
+    return this.read(nonce, () => {
       const t = this.ledgerTotals(account);
       return { balance: t.balance, reserved: t.reserved };
     });
   }
 
   async ledger(nonce: string | null, account: string, before: number | null, limit: number): Promise<Res<{ entries: Posted[] }>> {
-    return this.tx(nonce, () => ({
+    return this.read(nonce, () => ({
       entries: this.rows(
         "SELECT account, seq, id, delta, held, reason, reference, memo, at, balance, reserved FROM ledger WHERE account = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
         account,
@@ -1109,7 +1116,7 @@ export class StoreShard extends DurableObject<Env> {
   }
 
   async counters(nonce: string | null): Promise<Res<[string, number][]>> {
-    return this.tx(nonce, () =>
+    return this.read(nonce, () =>
       this.rows("SELECT name, value FROM counters ORDER BY name").map((r) => [s(r.name), n(r.value)] as [string, number]),
     );
   }
@@ -1117,7 +1124,7 @@ export class StoreShard extends DurableObject<Env> {
   // ---- export and import ------------------------------------------------------------------------
 
   async export(nonce: string | null, section: string, after: Position | null, limit: number): Promise<Res<Exported[]>> {
-    return this.tx(nonce, () => {
+    return this.read(nonce, () => {
       const lim = Math.max(1, limit);
       switch (section) {
         case "records": {
@@ -1182,7 +1189,6 @@ export class StoreShard extends DurableObject<Env> {
    */
   async import(pieces: Exported[], clearCounters: string[]): Promise<Res<{ forwarded: [string, Exported][] }>> {
     return this.tx(null, () => {
-      const now = nowMicros();
       const forwarded: [string, Exported][] = [];
       const ledgers = new Set<string>();
       for (const piece of pieces) {
@@ -1243,7 +1249,6 @@ export class StoreShard extends DurableObject<Env> {
         }
       }
       for (const name of clearCounters) this.run("DELETE FROM counters WHERE name = ?", name);
-      void now;
       return { forwarded };
     });
   }
