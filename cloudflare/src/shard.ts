@@ -299,12 +299,29 @@ export class StoreShard extends DurableObject<Env> {
   /** KV mirror writes that failed (never fails a write; visible in `stats`). */
   private mirrorErrors = 0;
 
+  /** Whether the tables exist: they are made by the first write, so that a fan-out over a
+   * fresh namespace's shards (16 new objects) costs no schema creation. */
+  private schemaReady = false;
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    ctx.blockConcurrencyWhile(async () => {
+  }
+
+  /** True if the tables exist (checked once per object start while they do not). */
+  private hasSchema(): boolean {
+    if (!this.schemaReady) {
+      this.schemaReady = this.first("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'nonces'") !== null;
+    }
+    return this.schemaReady;
+  }
+
+  /** Creates the tables unless they exist (idempotent). */
+  private ensureSchema(): void {
+    if (!this.hasSchema()) {
       this.sql.exec(SCHEMA);
-    });
+      this.schemaReady = true;
+    }
   }
 
   // ---- plumbing -------------------------------------------------------------------------
@@ -347,6 +364,7 @@ export class StoreShard extends DurableObject<Env> {
   }
 
   async alarm(): Promise<void> {
+    this.ensureSchema();
     this.run("DELETE FROM nonces WHERE at < ?", Date.now() - NONCE_KEEP_MS);
     const left = this.first("SELECT MIN(at) AS at FROM nonces");
     if (left && left.at !== null) {
@@ -363,6 +381,7 @@ export class StoreShard extends DurableObject<Env> {
    */
   private tx<T>(nonce: string | null, f: () => T): Res<T> {
     let res: Res<T>;
+    this.ensureSchema();
     try {
       res = this.ctx.storage.transactionSync(() => {
         if (nonce !== null) this.recordNonce(nonce);
@@ -387,8 +406,10 @@ export class StoreShard extends DurableObject<Env> {
    * Runs a read: in a transaction when it must record a nonce, else as it is (synchronous
    * code in an object is never interleaved with another request's, so its reads agree).
    */
-  private read<T>(nonce: string | null, f: () => T): Res<T> {
-    return nonce === null ? attempt(f) : this.tx(nonce, f);
+  private read<T>(nonce: string | null, f: () => T, empty: T): Res<T> {
+    if (nonce !== null) return this.tx(nonce, f);
+    // A shard nothing was ever written to holds nothing.
+    return this.hasSchema() ? attempt(f) : ok(empty);
   }
 
   /** Announces changes to the namespace's notifier and mirrors predictions, after commit. */
@@ -705,7 +726,7 @@ export class StoreShard extends DurableObject<Env> {
       const owner = this.forwardOwner(key);
       if (owner !== null) return { forward: owner };
       return { stored: null };
-    });
+    }, { stored: null });
   }
 
   /**
@@ -746,7 +767,7 @@ export class StoreShard extends DurableObject<Env> {
         : " AND (gone_at IS NULL OR gone_at > ?) ORDER BY created_at DESC, id DESC LIMIT ?";
       values.push(nowMicros(), Math.max(1, query.limit) + 1);
       return this.rows(sql, ...values).map(readRecord);
-    });
+    }, []);
   }
 
   async expire(ns: string, nonce: string | null, now: number, limit: number): Promise<Res<Key[]>> {
@@ -868,8 +889,7 @@ export class StoreShard extends DurableObject<Env> {
   /** The ranks of up to `max` claimable items (what a claim here would take first). */
   async peek(nonce: string | null, lane: string, max: number, exclude: string[]): Promise<Res<Candidate[]>> {
     return this.read(nonce, () =>
-      this.candidates(lane, max, exclude, nowMicros()).map((r) => ({ rank: n(r.rank), order: n(r.rid) })),
-    );
+      this.candidates(lane, max, exclude, nowMicros()).map((r) => ({ rank: n(r.rank), order: n(r.rid) })), []);
   }
 
   async claim(
@@ -1018,7 +1038,7 @@ export class StoreShard extends DurableObject<Env> {
         if (owner !== null) return { forward: owner };
       }
       return { items: rows.map(readItem) };
-    });
+    }, { items: [] });
   }
 
   async requeue(ns: string, nonce: string | null, lane: string, group: Key, id: string): Promise<Res<Record<string, never> | Forward>> {
@@ -1067,7 +1087,7 @@ export class StoreShard extends DurableObject<Env> {
       const leased = n(r.leased);
       const ready = n(r.ready);
       return { ready, leased, delayed: n(r.pending) - ready - leased };
-    });
+    }, { ready: 0, leased: 0, delayed: 0 });
   }
 
   // ---- events, ledgers, counters --------------------------------------------------------------
@@ -1094,14 +1114,14 @@ export class StoreShard extends DurableObject<Env> {
         if (owner !== null) return { forward: owner };
       }
       return { events: rows.map(readEvent) };
-    });
+    }, { events: [] });
   }
 
   async balance(nonce: string | null, account: string): Promise<Res<Balance>> {
     return this.read(nonce, () => {
       const t = this.ledgerTotals(account);
       return { balance: t.balance, reserved: t.reserved };
-    });
+    }, { balance: 0, reserved: 0 });
   }
 
   async ledger(nonce: string | null, account: string, before: number | null, limit: number): Promise<Res<{ entries: Posted[] }>> {
@@ -1112,13 +1132,12 @@ export class StoreShard extends DurableObject<Env> {
         before ?? Number.MAX_SAFE_INTEGER,
         Math.max(1, limit),
       ).map(readPosted),
-    }));
+    }), { entries: [] });
   }
 
   async counters(nonce: string | null): Promise<Res<[string, number][]>> {
     return this.read(nonce, () =>
-      this.rows("SELECT name, value FROM counters ORDER BY name").map((r) => [s(r.name), n(r.value)] as [string, number]),
-    );
+      this.rows("SELECT name, value FROM counters ORDER BY name").map((r) => [s(r.name), n(r.value)] as [string, number]), []);
   }
 
   // ---- export and import ------------------------------------------------------------------------
@@ -1179,7 +1198,7 @@ export class StoreShard extends DurableObject<Env> {
           );
         }
       }
-    });
+    }, []);
   }
 
   /**
@@ -1255,6 +1274,7 @@ export class StoreShard extends DurableObject<Env> {
 
   /** Health of this object (for debugging): row counts and mirror errors. */
   async stats(): Promise<Record<string, number>> {
+    this.ensureSchema();
     const count = (table: string) => n((this.first(`SELECT COUNT(*) AS c FROM ${table}`) as Row).c);
     return {
       records: count("records"),
