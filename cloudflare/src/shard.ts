@@ -888,8 +888,11 @@ export class StoreShard extends DurableObject<Env> {
 
   /** The ranks of up to `max` claimable items (what a claim here would take first). */
   async peek(nonce: string | null, lane: string, max: number, exclude: string[]): Promise<Res<Candidate[]>> {
-    return this.read(nonce, () =>
-      this.candidates(lane, max, exclude, nowMicros()).map((r) => ({ rank: n(r.rank), order: n(r.rid) })), []);
+    return this.read(
+      nonce,
+      () => this.candidates(lane, max, exclude, nowMicros()).map((r) => ({ rank: n(r.rank), order: n(r.rid) })),
+      [],
+    );
   }
 
   async claim(
@@ -1136,8 +1139,12 @@ export class StoreShard extends DurableObject<Env> {
   }
 
   async counters(nonce: string | null): Promise<Res<[string, number][]>> {
-    return this.read(nonce, () =>
-      this.rows("SELECT name, value FROM counters ORDER BY name").map((r) => [s(r.name), n(r.value)] as [string, number]), []);
+    return this.read(
+      nonce,
+      () =>
+        this.rows("SELECT name, value FROM counters ORDER BY name").map((r) => [s(r.name), n(r.value)] as [string, number]),
+      [],
+    );
   }
 
   // ---- export and import ------------------------------------------------------------------------
