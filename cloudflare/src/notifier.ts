@@ -30,6 +30,11 @@ export class StoreNotifier extends DurableObject<Env> {
   private ring: Change[] = [];
   private waiters = new Set<() => void>();
 
+  /** Answers at once: `hello` wakes the notifier with it. */
+  async ping(): Promise<boolean> {
+    return true;
+  }
+
   async publish(changes: Change[]): Promise<void> {
     for (const change of changes) {
       this.ring.push(change);

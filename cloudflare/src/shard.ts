@@ -440,6 +440,11 @@ export class StoreShard extends DurableObject<Env> {
 
   // ---- nonces and forwards ----------------------------------------------------------------
 
+  /** Answers at once: `hello` wakes every shard of a namespace with it. */
+  async ping(): Promise<boolean> {
+    return true;
+  }
+
   /** Records a fan-out request's nonce (401 on a replay). */
   async useNonce(nonce: string): Promise<Res<null>> {
     return this.tx(nonce, () => null);
