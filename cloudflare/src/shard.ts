@@ -559,17 +559,20 @@ export class StoreShard extends DurableObject<Env> {
           if (r.key.kind === "prediction") mirrored.push(r);
         } else if ("update" in op) {
           const { record, expected } = op.update;
-          // The status shape changes with the status (started, settled, output, error): an
-          // update that keeps it (logs, streamed output) is not mirrored, which also keeps
-          // KV's one write per second per key for the changes that matter.
+          // An update that leaves the status shape as it was (logs, most streamed output)
+          // would put the same value: it is skipped, which keeps KV's one write per second
+          // per key for the changes the route shows.
           const before =
             record.key.kind === "prediction"
-              ? this.first("SELECT status FROM records WHERE kind = ? AND id = ?", record.key.kind, record.key.id)
+              ? this.first(`SELECT ${RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ?`, record.key.kind, record.key.id)
               : null;
           this.putRecord(record, expected + 1);
           written.revisions.push(expected + 1);
           changes.push({ record: { key: record.key, revision: expected + 1 } });
-          if (before !== null && ns_(before.status) !== record.status) mirrored.push(record);
+          if (before !== null) {
+            const old = JSON.stringify(predictionStatus(readRecord(before).record));
+            if (old !== JSON.stringify(predictionStatus(record))) mirrored.push(record);
+          }
         } else {
           const key = op.delete;
           const r = this.first("SELECT revision, owner FROM records WHERE kind = ? AND id = ?", key.kind, key.id);
