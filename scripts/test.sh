@@ -45,15 +45,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== starting or finding Redis, Redis Cluster, PostgreSQL and the Cloudflare Worker"
+echo "== starting or finding Redis, Redis Cluster and PostgreSQL"
 augur_redis_up
 augur_postgres_up
-augur_cloudflare_up
 echo "   redis:         $AUGUR_TEST_REDIS_URL"
 echo "   redis cluster: $AUGUR_TEST_REDIS_CLUSTER_URL"
 echo "   postgres:      ${AUGUR_TEST_POSTGRES_URL%%\?*}"
-# The URL holds the Worker's secret: shown masked.
-echo "   cloudflare:    ${AUGUR_TEST_CLOUDFLARE_URL%%\?*}" | sed 's/:[^:@/]*@/:***@/'
 
 venv="${AUGUR_TEST_VENV:-$PWD/target/test-venv}"
 if ! "$venv/bin/python" -c 'import replicate, standardwebhooks, cog, coglet, moto.server' >/dev/null 2>&1; then
@@ -84,6 +81,14 @@ if ! command -v "${AUGUR_CHROMIUM:-/usr/bin/chromium}" >/dev/null 2>&1; then
         echo "   chromium could not be installed; the dashboard's browser tests will fail"
 fi
 export AUGUR_E2E_REQUIRED="${AUGUR_E2E_REQUIRED:-1}"
+
+# The Cloudflare store's Worker on a local workerd (needs Node, installed above).
+echo "== starting the Cloudflare store's Worker (wrangler dev, scripts/services/cloudflare.sh)"
+if augur_cloudflare_up; then
+    echo "   cloudflare:    ${AUGUR_TEST_CLOUDFLARE_BASE%%:*}://127.0.0.1:${AUGUR_TEST_CLOUDFLARE_BASE##*@127.0.0.1:}"
+else
+    echo "   the Worker did not start; the Cloudflare store's tests will skip or fail"
+fi
 
 if [ $# -eq 0 ] && [ "${AUGUR_FUZZ_SECONDS:-5}" != 0 ]; then
     echo "== fuzzing each target for ${AUGUR_FUZZ_SECONDS:-5} s (scripts/fuzz.sh)"
