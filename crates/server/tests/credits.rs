@@ -149,7 +149,7 @@ async fn kill_9_under_priced_load_keeps_every_ledger_balanced() {
 }
 
 /// Two nodes share `backend`; one is killed mid-load and restarted.
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "cloudflare"))]
 async fn two_nodes_killed_under_priced_load(backend: common::backends::Backend) {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path());
@@ -190,6 +190,15 @@ async fn two_nodes_on_redis_killed_under_priced_load_keep_ledgers_balanced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_on_postgres_killed_under_priced_load_keep_ledgers_balanced() {
     let Some(backend) = common::backends::postgres() else {
+        return;
+    };
+    two_nodes_killed_under_priced_load(backend).await;
+}
+
+#[cfg(feature = "cloudflare")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_cloudflare_killed_under_priced_load_keep_ledgers_balanced() {
+    let Some(backend) = common::backends::cloudflare() else {
         return;
     };
     two_nodes_killed_under_priced_load(backend).await;
