@@ -41,8 +41,11 @@
 # machine's cores (2 on the development machine).
 #
 # Run from anywhere:  bench/cloudflare.sh   (env: ROUNDS=3 TRIALS=20 WRITERS=50 DURATION=10s
-#                     CONNECTIONS=64 LIFE_SECONDS=10 LIFE_CONCURRENCY=64 PARTS="a b c d")
+#                     CONNECTIONS=64 LIFE_SECONDS=10 LIFE_CONCURRENCY=64 PARTS="a b c d";
+#                     DIRECT=1 sends parts a-c to the reference Worker's own workerd socket
+#                     instead of through wrangler dev's proxy, a second workerd in front of it)
 # Raw output: bench/results/raw/cloudflare-<time>/; summary: bench/results/cloudflare.md
+# (DIRECT=1: cloudflare-direct.md)
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -113,6 +116,7 @@ start_seeds() {
     for ((i = 0; i < 600; i++)); do
         if curl -s "$SEEDS_URL/bare/none" 2>/dev/null | grep -q 'Prediction not found'; then
             log "reference Worker at $SEEDS_URL (wrangler dev, process group $SEEDS_PGID)"
+            [ "${DIRECT:-0}" = 1 ] && direct_url "$port" "$inspector"
             return 0
         fi
         kill -0 "$SEEDS_PGID" 2>/dev/null || { cat "$RUN/seeds-wrangler.log" >&2; return 1; }
@@ -120,6 +124,27 @@ start_seeds() {
     done
     log "the reference Worker did not start:"
     cat "$RUN/seeds-wrangler.log" >&2
+    return 1
+}
+
+# direct_url ENTRY_PORT INSPECTOR_PORT: with DIRECT=1, SEEDS_URL becomes the Worker's own
+# workerd socket instead of wrangler's proxy (a second workerd in front of it, which costs
+# about twice the Worker's CPU per request): found among the group's workerd listening
+# sockets as the one that answers the Worker's own 404.
+direct_url() {
+    local pid port
+    for pid in $(ps -o pid= -g "$SEEDS_PGID"); do
+        [ "$(ps -o comm= -p "$pid")" = workerd ] || continue
+        for port in $(ss -ltnpH 2>/dev/null | grep "pid=$pid," | awk '{ print $4 }' | sed 's/.*://'); do
+            [ "$port" = "$1" ] || [ "$port" = "$2" ] && continue
+            if curl -s -m 2 "http://127.0.0.1:$port/bare/none" 2>/dev/null | grep -q 'Prediction not found'; then
+                SEEDS_URL="http://127.0.0.1:$port"
+                log "DIRECT=1: the Worker's own workerd at $SEEDS_URL"
+                return 0
+            fi
+        done
+    done
+    log "DIRECT=1: could not find the Worker's own workerd socket"
     return 1
 }
 
@@ -360,7 +385,7 @@ EOF
 fi
 
 # shellcheck disable=SC2086
-summary="$RESULTS/cloudflare.md"
+summary="$RESULTS/cloudflare$([ "${DIRECT:-0}" = 1 ] && echo -direct).md"
 {
     echo "# Cloudflare (workerd, local): the seeds' design as written, and Augur's Cloudflare backend"
     echo
@@ -369,6 +394,7 @@ summary="$RESULTS/cloudflare.md"
     echo "node: $(node --version); wrangler: $(cd "$SEEDS" && npx wrangler --version 2>/dev/null | tail -1); workerd inside wrangler dev (two workerd processes: wrangler's proxy and the Worker)"
     echo "command: ROUNDS=$ROUNDS TRIALS=$TRIALS WRITERS=$WRITERS DURATION=$DURATION CONNECTIONS=$CONNECTIONS LIFE_SECONDS=$LIFE_SECONDS LIFE_CONCURRENCY=$LIFE_CONCURRENCY PARTS=\"$PARTS\" bench/cloudflare.sh"
     echo "wrk, node (the drivers), wrangler's proxy and workerd share the machine's $(nproc) cores"
+    [ "${DIRECT:-0}" = 1 ] && echo "DIRECT=1: parts a-c sent to the Worker's own workerd socket, not through wrangler dev's proxy"
     echo "1-minute load average before/after each read and lifecycle measurement: ${LOADS% }"
     echo '```'
     echo
