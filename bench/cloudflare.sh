@@ -158,6 +158,7 @@ setup_read() {
 }
 
 LOADS=""
+declare -A SOCKERR
 declare -A RACE_MULTI RACE_LOST RACE_WINNERS RACE_MAXW RPS P50 P99 LPS LP50 LP99
 SEED_PARTS=""
 for p in a b c; do [[ " $PARTS " == *" $p "* ]] && SEED_PARTS+="$p "; done
@@ -213,10 +214,12 @@ if [[ " $PARTS " == *" b "* ]]; then
             wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$BENCH_DIR/wrk-report.lua" \
                 "${RURL[$target]}" >"$out"
             j="$(wrk_json "$out")"
-            if [ "$(jq '.non2xx + .socket_errors' <<<"$j")" != 0 ]; then
+            if [ "$(jq '.non2xx' <<<"$j")" != 0 ]; then
                 log "errors in $out: $j"
                 exit 1
             fi
+            # Socket errors (workerd resetting a connection under load) are counted, not fatal.
+            SOCKERR[$target]=$((${SOCKERR[$target]:-0} + $(jq .socket_errors <<<"$j")))
             LOADS+="$load_before/$(cut -d' ' -f1 /proc/loadavg) "
             RPS[$target]+="$(jq .rps <<<"$j") "
             P50[$target]+="$(jq .p50_ms <<<"$j") "
@@ -411,10 +414,10 @@ summary="$RESULTS/cloudflare$([ "${DIRECT:-0}" = 1 ] && echo -direct).md"
     if [[ " $PARTS " == *" b "* ]]; then
         echo "## b. status reads: the seeds' GET /api/predictions/{id}, wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
         echo
-        echo "| route | requests/s (per round) | median requests/s | median p50 | median p99 |"
-        echo "|---|---|---|---|---|"
+        echo "| route | requests/s (per round) | median requests/s | median p50 | median p99 | socket errors (all rounds) |"
+        echo "|---|---|---|---|---|---|"
         for target in kv do bare; do
-            echo "| $target | ${RPS[$target]% } | $(median ${RPS[$target]}) | $(median ${P50[$target]}) ms | $(median ${P99[$target]}) ms |"
+            echo "| $target | ${RPS[$target]% } | $(median ${RPS[$target]}) | $(median ${P50[$target]}) ms | $(median ${P99[$target]}) ms | ${SOCKERR[$target]:-0} |"
         done
         echo
         echo "bare: the same $(wc -c <"$RUN/read-kv.json") bytes from the Worker's memory, no storage (the reference)."
