@@ -116,7 +116,7 @@ start_seeds() {
     for ((i = 0; i < 600; i++)); do
         if curl -s "$SEEDS_URL/bare/none" 2>/dev/null | grep -q 'Prediction not found'; then
             log "reference Worker at $SEEDS_URL (wrangler dev, process group $SEEDS_PGID)"
-            [ "${DIRECT:-0}" = 1 ] && direct_url "$port" "$inspector"
+            if [ "${DIRECT:-0}" = 1 ]; then direct_url "$port" "$inspector"; fi
             return 0
         fi
         kill -0 "$SEEDS_PGID" 2>/dev/null || { cat "$RUN/seeds-wrangler.log" >&2; return 1; }
@@ -161,7 +161,9 @@ LOADS=""
 declare -A SOCKERR
 declare -A RACE_MULTI RACE_LOST RACE_WINNERS RACE_MAXW RPS P50 P99 LPS LP50 LP99
 SEED_PARTS=""
-for p in a b c; do [[ " $PARTS " == *" $p "* ]] && SEED_PARTS+="$p "; done
+for p in a b c; do
+    if [[ " $PARTS " == *" $p "* ]]; then SEED_PARTS+="$p "; fi
+done
 
 if [ -n "$SEED_PARTS" ]; then
     start_seeds
@@ -388,7 +390,9 @@ EOF
 fi
 
 # shellcheck disable=SC2086
-summary="$RESULTS/cloudflare$([ "${DIRECT:-0}" = 1 ] && echo -direct).md"
+suffix=""
+if [ "${DIRECT:-0}" = 1 ]; then suffix="-direct"; fi
+summary="$RESULTS/cloudflare$suffix.md"
 {
     echo "# Cloudflare (workerd, local): the seeds' design as written, and Augur's Cloudflare backend"
     echo
@@ -397,7 +401,7 @@ summary="$RESULTS/cloudflare$([ "${DIRECT:-0}" = 1 ] && echo -direct).md"
     echo "node: $(node --version); wrangler: $(cd "$SEEDS" && npx wrangler --version 2>/dev/null | tail -1); workerd inside wrangler dev (two workerd processes: wrangler's proxy and the Worker)"
     echo "command: ROUNDS=$ROUNDS TRIALS=$TRIALS WRITERS=$WRITERS DURATION=$DURATION CONNECTIONS=$CONNECTIONS LIFE_SECONDS=$LIFE_SECONDS LIFE_CONCURRENCY=$LIFE_CONCURRENCY PARTS=\"$PARTS\" bench/cloudflare.sh"
     echo "wrk, node (the drivers), wrangler's proxy and workerd share the machine's $(nproc) cores"
-    [ "${DIRECT:-0}" = 1 ] && echo "DIRECT=1: parts a-c sent to the Worker's own workerd socket, not through wrangler dev's proxy"
+    [ "${DIRECT:-0}" != 1 ] || echo "DIRECT=1: parts a-c sent to the Worker's own workerd socket, not through wrangler dev's proxy"
     echo "1-minute load average before/after each read and lifecycle measurement: ${LOADS% }"
     echo '```'
     echo
