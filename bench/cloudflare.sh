@@ -383,6 +383,8 @@ EOF
             j="$(drive_json "$out")"
             D_RACE[multi]+="$(jq .trials_with_more_than_one_winner <<<"$j") "
             D_RACE[lost]+="$(jq .lost_total <<<"$j") "
+            D_RACE[errors]+="$(jq .errors_total <<<"$j") "
+            D_RACE[finals]+="$(jq -c .final_states <<<"$j") "
             log "d race round $round: $(jq -c '{trials_with_more_than_one_winner, lost_total, final_states}' <<<"$j")"
         done
         stop_started "$AUGUR_PID"
@@ -452,6 +454,8 @@ summary="$RESULTS/cloudflare$suffix.md"
             echo "| Augur whole lifecycles, augur/echo, Prefer: wait (/s) | ${D_LPS[augur]% } | $(median ${D_LPS[augur]}) | $(median ${D_LP50[augur]}) ms | $(median ${D_LP99[augur]}) ms |"
             echo "| race: trials with > 1 winner, of $TRIALS | ${D_RACE[multi]% } | $(median ${D_RACE[multi]}) | | |"
             echo "| race: lost acknowledged writes | ${D_RACE[lost]% } | $(median ${D_RACE[lost]}) | | |"
+            echo
+            echo "race: requests that failed (no answer or 5xx) per round: ${D_RACE[errors]% }; final states per round: ${D_RACE[finals]% }"
         fi
         echo
     fi
