@@ -20,7 +20,8 @@
 //! shards puts each partition in one shard and commits every write in one step there.
 //!
 //! Backends in this workspace: [`memory::MemoryStore`] (tests), `augur-store-embedded`
-//! (SQLite, the default), `augur-store-redis`, `augur-store-postgres`. Every backend passes the
+//! (SQLite, the default), `augur-store-redis`, `augur-store-postgres`, `augur-store-cloudflare`
+//! (Durable Objects, through the Worker in `cloudflare/`). Every backend passes the
 //! `augur-store-conformance` suite; each `# Behavior` bullet names the conformance test that
 //! pins it. Decorators ([`cached`], [`fallback`], [`metered`]) forward what they do not change
 //! with [`forward_store!`](crate::forward_store).
