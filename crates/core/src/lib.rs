@@ -35,6 +35,7 @@ pub mod notices;
 pub mod ops;
 pub mod outbox;
 pub mod output;
+pub mod percent;
 pub mod prediction;
 pub mod redact;
 pub mod secret;

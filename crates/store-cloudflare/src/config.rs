@@ -168,7 +168,7 @@ fn parse_url(url: &str) -> Result<CloudflareOptions, Error> {
     let mut secret = match userinfo {
         Some(userinfo) => {
             let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
-            let password = percent_decode(password).map_err(|r| bad(r.into()))?;
+            let password = augur_core::percent::decode(password).map_err(|r| bad(r.into()))?;
             (!password.is_empty()).then_some(password)
         }
         None => None,
@@ -190,7 +190,7 @@ fn parse_url(url: &str) -> Result<CloudflareOptions, Error> {
                 if namespace.is_some() {
                     return Err(twice(key));
                 }
-                let value = percent_decode(value).map_err(|r| bad(r.into()))?;
+                let value = augur_core::percent::decode(value).map_err(|r| bad(r.into()))?;
                 check_namespace(&value)
                     .map_err(|r| bad(format!("invalid value {value:?} for `namespace` ({r})")))?;
                 namespace = Some(value);
@@ -204,7 +204,7 @@ fn parse_url(url: &str) -> Result<CloudflareOptions, Error> {
                         "the secret is given twice (as the password and as `secret`)".into(),
                     ));
                 }
-                let value = percent_decode(value).map_err(|r| bad(r.into()))?;
+                let value = augur_core::percent::decode(value).map_err(|r| bad(r.into()))?;
                 secret_option = true;
                 secret = (!value.is_empty()).then_some(value);
             }
@@ -322,28 +322,6 @@ fn is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::Ipv4Addr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(text: &str) -> Result<String, &'static str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("a `%` is not followed by two hex digits")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "a value is not UTF-8 once decoded")
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ fn parse_url(url: &str) -> Result<EmbeddedOptions, Error> {
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
     };
-    let path = percent_decode(path).map_err(|reason| bad(reason.into()))?;
+    let path = augur_core::percent::decode(path).map_err(|reason| bad(reason.into()))?;
     if path.is_empty() {
         return Err(bad(
             "it names no directory (e.g. embedded://./augur-data)".into()
@@ -163,28 +163,6 @@ fn parse_url(url: &str) -> Result<EmbeddedOptions, Error> {
         }
     }
     Ok(options)
-}
-
-/// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(text: &str) -> Result<String, &'static str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("a `%` is not followed by two hex digits")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "the directory is not UTF-8 once decoded")
 }
 
 #[cfg(test)]

@@ -155,7 +155,7 @@ fn parse_url(text: &str) -> Result<PostgresOptions, Error> {
         )));
     }
     let decode = |what: &str, part: &str| -> Result<String, Error> {
-        percent_decode(part).map_err(|reason| bad(format!("the {what} {reason}")))
+        augur_core::percent::decode(part).map_err(|reason| bad(format!("the {what}: {reason}")))
     };
     let user = decode("user", url.username())?;
     if user.is_empty() {
@@ -263,28 +263,6 @@ fn valid_schema(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.len() <= MAX_SCHEMA_LEN
         && !name.starts_with("pg_")
-}
-
-/// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(text: &str) -> Result<String, &'static str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("has a `%` not followed by two hex digits")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "is not UTF-8 once decoded")
 }
 
 #[cfg(test)]

@@ -220,7 +220,8 @@ fn parse_url(url: &str) -> Result<RedisOptions, Error> {
                 if prefix.is_some() {
                     return Err(bad("the option `prefix` is given twice".into()));
                 }
-                let value = percent_decode(value).map_err(|reason| bad(reason.into()))?;
+                let value =
+                    augur_core::percent::decode(value).map_err(|reason| bad(reason.into()))?;
                 if value.is_empty()
                     || value
                         .chars()
@@ -269,28 +270,6 @@ fn has_port(host: &str) -> bool {
         },
     };
     port.parse::<u16>().is_ok()
-}
-
-/// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(text: &str) -> Result<String, &'static str> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("a `%` is not followed by two hex digits")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "an option is not UTF-8 once decoded")
 }
 
 #[cfg(test)]
