@@ -86,6 +86,9 @@ export AUGUR_E2E_REQUIRED="${AUGUR_E2E_REQUIRED:-1}"
 echo "== starting the Cloudflare store's Worker (wrangler dev, scripts/services/cloudflare.sh)"
 if augur_cloudflare_up; then
     echo "   cloudflare:    ${AUGUR_TEST_CLOUDFLARE_BASE%%:*}://127.0.0.1:${AUGUR_TEST_CLOUDFLARE_BASE##*@127.0.0.1:}"
+    # wrangler bundles without type checks; the Worker's TypeScript is checked here.
+    echo "== type-checking the Worker (tsc --noEmit in cloudflare/)"
+    (cd cloudflare && node_modules/.bin/tsc --noEmit) || { echo "the Worker does not type-check" >&2; exit 1; }
 else
     echo "   the Worker did not start; the Cloudflare store's tests will skip or fail"
 fi

@@ -47,6 +47,13 @@ const NONCE_KEEP_MS = 600_000;
 
 type Row = Record<string, SqlStorageValue>;
 
+/**
+ * When a pending item becomes claimable: its due time, or its lease's end if it is leased
+ * (microseconds). The alarm looks these up through the partial index `items_by_wake`, which
+ * is on exactly this expression.
+ */
+const WAKE = "MAX(COALESCE(due_at, 0), COALESCE(lease_expires_at, 0))";
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS records (
   kind TEXT NOT NULL, id TEXT NOT NULL, partition INTEGER NOT NULL, owner TEXT NOT NULL,
@@ -96,6 +103,8 @@ CREATE TABLE IF NOT EXISTS ledger_totals (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY NOT NULL, at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS nonces_by_age ON nonces (at);
+CREATE INDEX IF NOT EXISTS items_by_wake ON items (${WAKE}) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 `;
 
 const RECORD_COLUMNS =
@@ -295,7 +304,11 @@ export function predictionStatus(record: Rec): Record<string, unknown> | null {
 
 export class StoreShard extends DurableObject<Env> {
   private sql: SqlStorage;
-  private alarmPending = false;
+  /** The alarm this object set (epoch ms), or null if unknown (as after a restart). */
+  private alarmAt: number | null = null;
+  /** The namespace this shard belongs to, learnt from the first call that names it (the
+   * alarm needs it to reach the namespace's notifier); kept in `meta`. */
+  private namespace: string | null = null;
   /** KV mirror writes that failed (never fails a write; visible in `stats`). */
   private mirrorErrors = 0;
 
@@ -311,7 +324,8 @@ export class StoreShard extends DurableObject<Env> {
   /** True if the tables exist (checked once per object start while they do not). */
   private hasSchema(): boolean {
     if (!this.schemaReady) {
-      this.schemaReady = this.first("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'nonces'") !== null;
+      // `meta` is the newest table: an object made by an older Worker gets the rest here too.
+      this.schemaReady = this.first("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'meta'") !== null;
     }
     return this.schemaReady;
   }
@@ -347,31 +361,68 @@ export class StoreShard extends DurableObject<Env> {
     this.run("INSERT INTO nonces (nonce, at) VALUES (?, ?)", nonce, Date.now());
   }
 
-  private ensureAlarm(): void {
-    if (this.alarmPending) return;
-    this.alarmPending = true;
+  /**
+   * Sets the alarm for the earliest thing that will need it: a pending item becoming claimable
+   * (its delay or its lease running out), so that Augur's nodes hear of it at once rather than
+   * at their next poll; or the oldest nonce to forget. Every deadline is read from the tables,
+   * so replacing a stored alarm by this one never loses one. Two index seeks; the alarm itself
+   * is only written when the deadline moves earlier than the one already set.
+   */
+  private planAlarm(): void {
+    const nowMs = Date.now();
+    const deadlines: number[] = [];
+    const nonce = this.first("SELECT MIN(at) AS at FROM nonces");
+    if (nonce && nonce.at !== null) deadlines.push(n(nonce.at) + NONCE_KEEP_MS + 1000);
+    const wake = this.first(`SELECT MIN(${WAKE}) AS at FROM items WHERE status = 'pending' AND ${WAKE} > ?`, nowMicros());
+    // A millisecond late, so that the item is claimable when the alarm runs.
+    if (wake && wake.at !== null) deadlines.push(Math.ceil(n(wake.at) / 1000) + 1);
+    if (deadlines.length === 0) return;
+    const next = Math.max(Math.min(...deadlines), nowMs);
+    if (this.alarmAt !== null && this.alarmAt <= next) return;
+    this.alarmAt = next;
     this.ctx.waitUntil(
-      (async () => {
-        try {
-          if ((await this.ctx.storage.getAlarm()) === null) {
-            await this.ctx.storage.setAlarm(Date.now() + NONCE_KEEP_MS);
-          }
-        } catch {
-          this.alarmPending = false;
-        }
-      })(),
+      this.ctx.storage.setAlarm(next).catch(() => {
+        this.alarmAt = null;
+      }),
     );
   }
 
+  /**
+   * Announces the lanes whose items became claimable since the last alarm (a lease ran out, a
+   * delay ended), forgets old nonces, and sets the next alarm. Retention is not done here: an
+   * expired prediction's output files and an expired file's bytes live in Augur's object
+   * storage, which Augur's sweeper deletes in the pass that calls `expire`.
+   */
   async alarm(): Promise<void> {
-    this.ensureSchema();
+    this.alarmAt = null;
+    if (!this.hasSchema()) return;
     this.run("DELETE FROM nonces WHERE at < ?", Date.now() - NONCE_KEEP_MS);
-    const left = this.first("SELECT MIN(at) AS at FROM nonces");
-    if (left && left.at !== null) {
-      await this.ctx.storage.setAlarm(n(left.at) + NONCE_KEEP_MS + 1000);
-    } else {
-      this.alarmPending = false;
+    const now = nowMicros();
+    const since = Number(this.meta("woken_until") ?? "0");
+    const lanes = this.rows(
+      `SELECT DISTINCT lane FROM items WHERE status = 'pending' AND ${WAKE} > ? AND ${WAKE} <= ?`,
+      since,
+      now,
+    ).map((r) => s(r.lane));
+    this.setMeta("woken_until", String(now));
+    const ns = this.namespace ?? this.meta("namespace");
+    if (ns !== null && lanes.length > 0) {
+      this.after(
+        ns,
+        lanes.map((work) => ({ work })),
+        [],
+      );
     }
+    this.planAlarm();
+  }
+
+  private meta(name: string): string | null {
+    const row = this.first("SELECT value FROM meta WHERE name = ?", name);
+    return row ? s(row.value) : null;
+  }
+
+  private setMeta(name: string, value: string): void {
+    this.run("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", name, value);
   }
 
   /**
@@ -398,7 +449,7 @@ export class StoreShard extends DurableObject<Env> {
         }
       }
     }
-    if (nonce !== null) this.ensureAlarm();
+    this.planAlarm();
     return res;
   }
 
@@ -414,6 +465,14 @@ export class StoreShard extends DurableObject<Env> {
 
   /** Announces changes to the namespace's notifier and mirrors predictions, after commit. */
   private after(ns: string, changes: Change[], mirrored: Rec[]): void {
+    if (this.namespace !== ns) {
+      this.namespace = ns;
+      try {
+        if (this.meta("namespace") !== ns) this.setMeta("namespace", ns);
+      } catch {
+        this.namespace = null;
+      }
+    }
     if (changes.length > 0) {
       const notifier = this.env.NOTIFIER.get(this.env.NOTIFIER.idFromName(`${ns}/notifier`));
       this.ctx.waitUntil(
