@@ -19,7 +19,10 @@
 #                  the end). Per run: trials with more than one winner, lost writes in all.
 #   b. reads       the seeds' status route GET /MODE/api/predictions/{id} on one succeeded
 #                  prediction, kv, do and bare (the same bytes from memory), wrk -t2 -c64
-#                  -d10s --latency, interleaved, ROUNDS rounds.
+#                  -d10s --latency, interleaved, ROUNDS rounds. With d in PARTS also
+#                  "mirror": Augur's store Worker's KV-mirrored route
+#                  GET /ns/{namespace}/api/predictions/{id} on one succeeded prediction stored
+#                  by a signed write (bench/cloudflare/staleness.mjs put), in the same rounds.
 #   c. lifecycles  drive.mjs lifecycles: 64 loops for 10 s, each lifecycle create, update to
 #                  processing (checked), a progress update (PATCH), terminal succeeded
 #                  (checked), read (must say succeeded): 5 requests; kv, do, and bare (the same
@@ -35,7 +38,9 @@
 #                  created == settled after each run); the seeds' race through Augur's HTTP API
 #                  (drive.mjs augur-race: a fake Cog model server, then per trial WRITERS
 #                  concurrent requests on one running prediction, half cancels, half
-#                  completions as coglet's webhook; exactly one terminal state may win).
+#                  completions as coglet's webhook; exactly one terminal state may win);
+#                  the KV mirror's staleness (bench/cloudflare/staleness.mjs, ROUNDS × TRIALS
+#                  acknowledged updates, each read back until the route shows it).
 #
 # wrk, node (the race and lifecycle drivers), wrangler's proxy and workerd all share the
 # machine's cores (2 on the development machine).
@@ -165,6 +170,44 @@ for p in a b c; do
     if [[ " $PARTS " == *" $p "* ]]; then SEED_PARTS+="$p "; fi
 done
 
+# The Cloudflare feature of this tree's server, if it has one (part d needs it).
+feature=""
+if [ -f "$ROOT/scripts/services/cloudflare.sh" ]; then
+    for f in cloudflare store-cloudflare; do
+        if grep -q "^$f *=" "$ROOT/crates/server/Cargo.toml" 2>/dev/null; then feature="$f"; break; fi
+    done
+fi
+
+# start_store_worker: Augur's store Worker (scripts/services/cloudflare.sh), once; sets
+# worker_base (its http://host:port) and namespace.
+start_store_worker() {
+    [ "${CF_SERVICES_UP:-0}" = 1 ] && return 0
+    # shellcheck source=/dev/null
+    source "$ROOT/scripts/services/cloudflare.sh"
+    augur_cloudflare_up
+    CF_SERVICES_UP=1
+    # The Worker's base URL and namespace, from the store URL (cloudflare[+http]://[:SECRET@]host[:port][/path][?namespace=NS&...]).
+    read -r worker_base namespace < <(python3 - "$AUGUR_TEST_CLOUDFLARE_URL" <<'EOF'
+import sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+scheme = "http" if u.scheme.endswith("+http") else "https"
+host = u.hostname + (f":{u.port}" if u.port else "")
+ns = urllib.parse.parse_qs(u.query).get("namespace", ["augur"])[0]
+print(f"{scheme}://{host}{u.path.rstrip('/')}", ns)
+EOF
+    )
+    log "store Worker at $worker_base, namespace $namespace"
+}
+
+# b's fourth target, with part d: the store Worker's KV-mirrored status route, its own
+# wrangler dev beside the reference's, measured in the same rounds as the seeds' KV route.
+MIRROR=0
+if [[ " $PARTS " == *" b "* ]] && [[ " $PARTS " == *" d "* ]] && [ -n "$feature" ]; then
+    start_store_worker
+    node "$BENCH_DIR/cloudflare/staleness.mjs" "$AUGUR_TEST_CLOUDFLARE_URL" put read-1
+    MIRROR=1
+fi
+
 if [ -n "$SEED_PARTS" ]; then
     start_seeds
     wait_quiet
@@ -203,13 +246,20 @@ if [[ " $PARTS " == *" b "* ]]; then
     log "status body: $(cat "$RUN/read-kv.json")"
     declare -A RURL=([kv]="$SEEDS_URL/kv/api/predictions/read-1" [do]="$SEEDS_URL/do/api/predictions/read-1"
         [bare]="$SEEDS_URL/bare/api/predictions/read-1")
-    for target in kv do bare; do wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${RURL[$target]}" >/dev/null; done
+    READ_TARGETS=(kv do bare)
+    if [ "$MIRROR" = 1 ]; then
+        RURL[mirror]="$worker_base/ns/$namespace/api/predictions/read-1"
+        curl -sf "${RURL[mirror]}" >"$RUN/read-mirror.json"
+        log "mirror status body: $(cat "$RUN/read-mirror.json")"
+        READ_TARGETS+=(mirror)
+    fi
+    for target in "${READ_TARGETS[@]}"; do wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${RURL[$target]}" >/dev/null; done
     for ((round = 1; round <= ROUNDS; round++)); do
-        case $((round % 3)) in
-            1) order=(kv do bare) ;;
-            2) order=(bare kv do) ;;
-            0) order=(do bare kv) ;;
-        esac
+        # Each target goes first in turn.
+        order=()
+        for ((k = 0; k < ${#READ_TARGETS[@]}; k++)); do
+            order+=("${READ_TARGETS[$(((round - 1 + k) % ${#READ_TARGETS[@]}))]}")
+        done
         for target in "${order[@]}"; do
             out="$RUN/reads-round$round-$target.txt"
             load_before="$(cut -d' ' -f1 /proc/loadavg)"
@@ -281,36 +331,16 @@ fi
 
 # d. Augur on its Cloudflare backend.
 D_NOTE=""
-declare -A D_RPS D_P50 D_P99 D_LPS D_LP50 D_LP99 D_RACE
+declare -A D_RPS D_P50 D_P99 D_LPS D_LP50 D_LP99 D_RACE D_STALE
 if [[ " $PARTS " == *" d "* ]]; then
-    feature=""
-    if [ -f "$ROOT/scripts/services/cloudflare.sh" ]; then
-        for f in cloudflare store-cloudflare; do
-            if grep -q "^$f *=" "$ROOT/crates/server/Cargo.toml" 2>/dev/null; then feature="$f"; break; fi
-        done
-    fi
     if [ -z "$feature" ]; then
         D_NOTE="not measured: this tree has no scripts/services/cloudflare.sh or no cloudflare feature in crates/server/Cargo.toml"
         log "part d: $D_NOTE"
     else
         log "building augur with --features $feature (release)"
         (cd "$ROOT" && cargo build --release -q -p augur-server --features "$feature")
-        # shellcheck source=/dev/null
-        source "$ROOT/scripts/services/cloudflare.sh"
-        augur_cloudflare_up
-        CF_SERVICES_UP=1
+        start_store_worker
         store_url="$AUGUR_TEST_CLOUDFLARE_URL"
-        # The Worker's base URL and namespace, from the store URL (cloudflare[+http]://[:SECRET@]host[:port][/path][?namespace=NS&...]).
-        read -r worker_base namespace < <(python3 - "$store_url" <<'EOF'
-import sys, urllib.parse
-u = urllib.parse.urlsplit(sys.argv[1])
-scheme = "http" if u.scheme.endswith("+http") else "https"
-host = u.hostname + (f":{u.port}" if u.port else "")
-ns = urllib.parse.parse_qs(u.query).get("namespace", ["augur"])[0]
-print(f"{scheme}://{host}{u.path.rstrip('/')}", ns)
-EOF
-        )
-        log "store Worker at $worker_base, namespace $namespace"
         wait_quiet
 
         # Reads: Augur's GET /v1/predictions/{id} and the Worker's KV-mirrored status route.
@@ -388,6 +418,17 @@ EOF
             log "d race round $round: $(jq -c '{trials_with_more_than_one_winner, lost_total, final_states}' <<<"$j")"
         done
         stop_started "$AUGUR_PID"
+
+        # The KV mirror's staleness after an acknowledged write (bench/cloudflare/staleness.mjs).
+        for ((round = 1; round <= ROUNDS; round++)); do
+            out="$RUN/d-staleness-round$round.json"
+            node "$BENCH_DIR/cloudflare/staleness.mjs" "$store_url" "$TRIALS" >"$out"
+            D_STALE[stale]+="$(jq .stale_reads "$out") "
+            D_STALE[trials]+="$(jq .trials_with_stale_reads "$out") "
+            D_STALE[median]+="$(jq .fresh_after_ms_median "$out") "
+            D_STALE[max]+="$(jq .fresh_after_ms_max "$out") "
+            log "d staleness round $round: $(cat "$out")"
+        done
     fi
 fi
 
@@ -422,11 +463,14 @@ summary="$RESULTS/cloudflare$suffix.md"
         echo
         echo "| route | requests/s (per round) | median requests/s | median p50 | median p99 | socket errors (all rounds) |"
         echo "|---|---|---|---|---|---|"
-        for target in kv do bare; do
+        for target in "${READ_TARGETS[@]}"; do
             echo "| $target | ${RPS[$target]% } | $(median ${RPS[$target]}) | $(median ${P50[$target]}) ms | $(median ${P99[$target]}) ms | ${SOCKERR[$target]:-0} |"
         done
         echo
         echo "bare: the same $(wc -c <"$RUN/read-kv.json") bytes from the Worker's memory, no storage (the reference)."
+        if [ "$MIRROR" = 1 ]; then
+            echo "mirror: Augur's store Worker (its own wrangler dev), GET /ns/{ns}/api/predictions/{id} answered from KV ($(wc -c <"$RUN/read-mirror.json") bytes); no Augur node running."
+        fi
         echo
     fi
     if [[ " $PARTS " == *" c "* ]]; then
@@ -456,6 +500,8 @@ summary="$RESULTS/cloudflare$suffix.md"
             echo "| race: lost acknowledged writes | ${D_RACE[lost]% } | $(median ${D_RACE[lost]}) | | |"
             echo
             echo "race: requests that failed (no answer or 5xx) per round: ${D_RACE[errors]% }; final states per round: ${D_RACE[finals]% }"
+            echo
+            echo "KV mirror staleness ($TRIALS acknowledged updates per round, one reader reading back to back): stale reads per round ${D_STALE[stale]% } (trials with any: ${D_STALE[trials]% }); first fresh read after the acknowledgement, median per round ${D_STALE[median]% } ms, slowest per round ${D_STALE[max]% } ms"
         fi
         echo
     fi
