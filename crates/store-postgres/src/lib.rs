@@ -4,6 +4,7 @@
 
 mod admin;
 mod codec;
+mod combine;
 mod config;
 mod error;
 mod notify;

@@ -324,3 +324,65 @@ async fn records_holding_nul_characters_round_trip() {
     assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
     assert!(store.get(&odd.key).await.unwrap().is_none());
 }
+
+/// 96 concurrent creates on one account, each reserving 1 credit of the 32 it has: the
+/// account's writes are combined into shared transactions (each in its own savepoint), and
+/// still exactly 32 are created, 64 refused with nothing of theirs stored, and the ledger
+/// balances. Refusals in the middle of a combined transaction roll back only themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_accounts_concurrent_ledger_writes_commit_together_and_refuse_alone() {
+    use augur_core::store::{Balance, DynStore, Effect, Reason, Write};
+    use augur_store_conformance::fixtures::{account, insert_write, prediction_for};
+    use augur_store_conformance::ledger::{assert_balanced, entry, posting};
+    use std::sync::Arc;
+
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let dynamic: DynStore = store.inner.clone();
+    let a = account("combined");
+    dynamic
+        .write(&posting(&a, vec![entry(&a, "grant", 32, 0, Reason::Grant)]))
+        .await
+        .unwrap();
+    let before = store.inner.combined_writes();
+    let tasks: Vec<_> = (0..96)
+        .map(|_| {
+            let (store, a) = (Arc::clone(&dynamic), a.clone());
+            tokio::spawn(async move {
+                let p = prediction_for(&a);
+                let reserve = entry(&a, &format!("reserve:{}", p.id), 0, 1, Reason::Reserve);
+                let write: Write = insert_write(&p, vec![Effect::Post(Box::new(reserve))]);
+                (p.id, store.write(&write).await)
+            })
+        })
+        .collect();
+    let (mut created, mut refused) = (Vec::new(), Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            (id, Ok(_)) => created.push(id),
+            (id, Err(Error::InsufficientCredits { .. })) => refused.push(id),
+            (_, Err(e)) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!((created.len(), refused.len()), (32, 64));
+    for id in &created {
+        assert!(get(&*dynamic, id).await.is_some(), "{id} was created");
+    }
+    for id in &refused {
+        assert!(get(&*dynamic, id).await.is_none(), "{id} was refused whole");
+    }
+    let totals = assert_balanced(&dynamic, &a).await;
+    assert_eq!(
+        totals,
+        Balance {
+            balance: 32,
+            reserved: 32
+        }
+    );
+    let combined = store.inner.combined_writes() - before;
+    assert!(
+        combined > 0,
+        "96 concurrent writes of one account were never combined"
+    );
+}
