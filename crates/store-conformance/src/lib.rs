@@ -18,7 +18,7 @@ mod credits;
 mod deployments;
 mod files;
 pub mod fixtures;
-pub mod ledger;
+mod ledger;
 mod outbox;
 mod queue;
 mod records;

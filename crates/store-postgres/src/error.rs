@@ -62,10 +62,6 @@ pub(crate) enum Error {
     /// collided with vanished before it could be read); another try will likely pass.
     #[error("{0}")]
     Contended(String),
-    /// The transaction this write was combined into failed as a whole (`combine`): its
-    /// connection, its commit, or another write in it that could not be rolled back alone.
-    #[error("{0}")]
-    Shared(String),
 }
 
 /// The SQLSTATE of `augur_refuse` (migration 0003).
@@ -130,7 +126,7 @@ impl Error {
                 // failed connection check: all may pass.
                 _ => Class::Unavailable,
             },
-            Error::Closed | Error::Contended(_) | Error::Shared(_) => Class::Unavailable,
+            Error::Closed | Error::Contended(_) => Class::Unavailable,
             Error::Decode { .. } => Class::Corrupt,
             Error::Contract(_)
             | Error::Refused(_)

@@ -4,7 +4,6 @@
 
 mod admin;
 mod codec;
-mod combine;
 mod config;
 mod error;
 mod notify;

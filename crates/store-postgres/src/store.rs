@@ -30,7 +30,6 @@ use crate::codec::{
     Param, Ts, account_from_sql, column, key_from_row, revision_from_sql, revision_to_sql, sql_int,
     stored_from_row, u64_from_sql, unescape,
 };
-use crate::combine::Combiner;
 use crate::config::PostgresOptions;
 use crate::error::Error;
 use crate::{notify, schema, sql};
@@ -55,8 +54,6 @@ pub struct PostgresStore {
     pub(crate) fused: AtomicU64,
     /// Announcements on their way to [`announcer`]'s task.
     announcements: mpsc::UnboundedSender<String>,
-    /// Combines each account's concurrent ledger-posting writes into one commit.
-    pub(crate) combiner: Combiner,
 }
 
 impl PostgresStore {
@@ -132,7 +129,6 @@ impl PostgresStore {
             closed: watch::channel(false).0,
             general_only,
             fused: AtomicU64::new(0),
-            combiner: Combiner::default(),
         })
     }
 
@@ -160,13 +156,6 @@ impl PostgresStore {
     #[doc(hidden)]
     pub fn fused_writes(&self) -> u64 {
         self.fused.load(Ordering::Relaxed)
-    }
-
-    /// How many writes committed in a transaction shared with other writes of their account
-    /// (see `combine`). For tests that check that writes were combined.
-    #[doc(hidden)]
-    pub fn combined_writes(&self) -> u64 {
-        self.combiner.combined_writes()
     }
 
     /// Stops handing out connections and ends every subscription's stream. Operations after
@@ -222,21 +211,8 @@ pub(crate) async fn transaction(
     client: &Object,
     steps: &[Step<'_>],
 ) -> Result<Vec<Vec<Row>>, Error> {
-    pipelined(client, steps, "BEGIN", "COMMIT", "ROLLBACK").await
-}
-
-/// Sends `open`, `steps` and then `close` (or `abort`, when a statement could not be sent)
-/// together, and answers as [`transaction`] does; `transaction` is this with `BEGIN` and
-/// `COMMIT`, and a write combined with others is this with a savepoint (`combine`).
-pub(crate) async fn pipelined(
-    client: &Object,
-    steps: &[Step<'_>],
-    open: &str,
-    close: &str,
-    abort: &str,
-) -> Result<Vec<Vec<Row>>, Error> {
     let statements = try_join_all(steps.iter().map(|(sql, _)| client.prepare_cached(sql))).await?;
-    let mut begin = std::pin::pin!(client.batch_execute(open));
+    let mut begin = std::pin::pin!(client.batch_execute("BEGIN"));
     let begun = futures::poll!(begin.as_mut());
     let mut queries: Vec<_> = statements
         .iter()
@@ -249,7 +225,7 @@ pub(crate) async fn pipelined(
         // An error the server did not send: the request may not have gone out.
         unsent |= matches!(&*query, MaybeDone::Done(Err(e)) if e.as_db_error().is_none());
     }
-    let end = client.batch_execute(if unsent { abort } else { close });
+    let end = client.batch_execute(if unsent { "ROLLBACK" } else { "COMMIT" });
     // Everything is awaited together: the connection hands each response to its request's
     // future, and waits while one it is given is not taken.
     let begin = async move {

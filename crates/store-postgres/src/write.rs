@@ -12,10 +12,6 @@
 //!   statement per operation and per queue effect, the guards, the other effects, `COMMIT`),
 //!   each check refusing with `augur_refuse`, which aborts the rest. Every write can take it.
 //!
-//! A write that posts to its account's ledger takes the general path through `combine`,
-//! which makes the account's concurrent such writes in one transaction (a savepoint each, one
-//! commit), since each of them holds the account's totals row until it commits.
-//!
 //! The fused statement hands a write over to the general path when it cannot decide alone (an
 //! item to complete or replace lies in another group, the new record's advisory lock is held
 //! by a queue write, a stray item waits in a new record's group, an enqueued id is taken, two
@@ -148,7 +144,7 @@ enum OpPlan<'w> {
 
 /// A write, encoded for either path.
 #[derive(Debug)]
-pub(crate) struct Plan<'w> {
+struct Plan<'w> {
     write: &'w Write,
     account: &'w str,
     ops: Vec<OpPlan<'w>>,
@@ -216,7 +212,7 @@ fn effect_index(n: usize) -> i32 {
 }
 
 impl<'w> Plan<'w> {
-    pub(crate) fn new(write: &'w Write) -> Result<Self, Error> {
+    fn new(write: &'w Write) -> Result<Self, Error> {
         let mut ops = Vec::with_capacity(write.ops.len());
         let mut lock_names = Vec::new();
         let mut op_keys: BTreeSet<(&'static str, &'w str)> = BTreeSet::new();
@@ -366,12 +362,6 @@ impl<'w> Plan<'w> {
         lanes.dedup();
         plan.work = lanes;
         Ok(plan)
-    }
-
-    /// True if the write posts entries to its account's ledger (it then locks the account's
-    /// totals until it commits, and is combined with the account's other such writes).
-    pub(crate) fn posts_to_ledger(&self) -> bool {
-        !self.posts.id.is_empty()
     }
 
     /// The fused statement's shape, if the write is one it makes (see the module docs).
@@ -550,15 +540,7 @@ impl PostgresStore {
             }
         }
         for _ in 0..MAX_TRIES {
-            let made = if plan.posts_to_ledger() {
-                if *self.closed.borrow() {
-                    return Err(Error::Closed);
-                }
-                self.combiner.write(&self.pool, write).await
-            } else {
-                self.write_general(&plan).await
-            };
-            match made {
+            match self.write_general(&plan).await {
                 Ok((written, announced)) => {
                     self.announce(plan.changes(&announced));
                     return Ok(written);
@@ -659,27 +641,10 @@ impl PostgresStore {
         }
     }
 
-    async fn write_general(&self, plan: &Plan<'_>) -> Result<Outcome, Error> {
-        let general = Statements::new(plan);
-        let results = self.transaction(&general.steps).await?;
-        general.outcome(plan, &results)
-    }
-}
-
-/// What a write that committed answers, and the revisions it announces.
-pub(crate) type Outcome = (Written, Vec<Option<Revision>>);
-
-/// A write's statements on the general path, and where their results are.
-pub(crate) struct Statements<'p> {
-    pub(crate) steps: Vec<Step<'p>>,
-    /// Per operation, the step whose result is a delete's last revision.
-    op_steps: Vec<Option<usize>>,
-    /// The step of the ledger posts, if any.
-    post_step: Option<usize>,
-}
-
-impl<'p> Statements<'p> {
-    pub(crate) fn new(plan: &'p Plan<'_>) -> Self {
+    async fn write_general(
+        &self,
+        plan: &Plan<'_>,
+    ) -> Result<(Written, Vec<Option<Revision>>), Error> {
         let account = &plan.account;
         let mut steps: Vec<Step<'_>> = Vec::new();
         if !plan.lock_names.is_empty() || !plan.lock_items.0.is_empty() {
@@ -791,7 +756,7 @@ impl<'p> Statements<'p> {
                 ],
             ));
         }
-        let post_step = posts.then_some(steps.len());
+        let post_step = steps.len();
         if posts {
             let p = &plan.posts;
             steps.push((
@@ -809,24 +774,12 @@ impl<'p> Statements<'p> {
                 ],
             ));
         }
-        Statements {
-            steps,
-            op_steps,
-            post_step,
-        }
-    }
-
-    /// The write's answer from its statements' results.
-    pub(crate) fn outcome(
-        &self,
-        plan: &Plan<'_>,
-        results: &[Vec<tokio_postgres::Row>],
-    ) -> Result<Outcome, Error> {
+        let results = self.transaction(&steps).await?;
         // What each operation announces: its revision after the write, or for a delete of a
         // record that was there, the one after its last.
         let mut announced = Vec::with_capacity(plan.ops.len());
         let mut revisions = Vec::with_capacity(plan.ops.len());
-        for (op, step) in plan.write.ops.iter().zip(&self.op_steps) {
+        for (op, step) in plan.write.ops.iter().zip(&op_steps) {
             let (revision, announce) = match (op, step) {
                 (Op::Insert(_), _) => (Some(Revision::FIRST), Some(Revision::FIRST)),
                 (Op::Update { expected, .. }, _) => (Some(expected.next()), Some(expected.next())),
@@ -844,7 +797,7 @@ impl<'p> Statements<'p> {
             revisions.push(revision);
             announced.push(announce);
         }
-        let skipped_entries = if let Some(post_step) = self.post_step {
+        let skipped_entries = if posts {
             results[post_step]
                 .iter()
                 .map(|row| row.try_get::<_, String>(0).map_err(Error::from))
