@@ -106,6 +106,43 @@ pub async fn claims_are_fair_across_accounts(store: DynStore) {
     assert_eq!(rest, backlog[2..4].iter().collect::<Vec<_>>());
 }
 
+/// Many records and their items queued by one write (a batch) are ranked as if queued one
+/// write at a time: in order, and another account's first item still goes right after the
+/// first of them, not behind them all.
+pub async fn items_queued_by_one_write_are_ranked_one_after_another(store: DynStore) {
+    let (busy, quiet) = (account("batch"), account("quiet"));
+    let backlog: Vec<_> = (0..20).map(|_| prediction_for(&busy)).collect();
+    let write = augur_core::store::Write {
+        account: busy.clone(),
+        ops: backlog
+            .iter()
+            .map(|p| augur_core::store::Op::Insert(p.to_record().expect("encodes")))
+            .collect(),
+        effects: backlog.iter().map(enqueue_now).collect(),
+    };
+    store.write(&write).await.expect("the batch's write");
+    let backlog: Vec<String> = backlog.iter().map(|p| p.id.to_string()).collect();
+    let w = WorkerId::generate();
+    let first = claim_jobs(&store, &w, LONG, 2).await;
+    assert_eq!(
+        first.iter().map(|l| l.item.id.clone()).collect::<Vec<_>>(),
+        backlog[..2].to_vec()
+    );
+    let newcomer = prediction_for(&quiet);
+    insert(&store, &newcomer, vec![enqueue_now(&newcomer)]).await;
+    let next = claim_jobs(&store, &w, LONG, 3).await;
+    let ids: Vec<String> = next.iter().map(|l| l.item.id.clone()).collect();
+    assert!(
+        ids[..2].contains(&newcomer.id.to_string()),
+        "the other account's item waited behind the batch: {ids:?}"
+    );
+    let rest: Vec<&String> = ids
+        .iter()
+        .filter(|id| **id != newcomer.id.as_str())
+        .collect();
+    assert_eq!(rest, backlog[2..4].iter().collect::<Vec<_>>());
+}
+
 /// Items of excluded topics are skipped.
 pub async fn claim_skips_excluded_topics(store: DynStore) {
     let mut busy = prediction();

@@ -134,6 +134,32 @@ pub async fn a_write_of_several_records_is_atomic(store: DynStore) {
     );
 }
 
+/// A write inserting several predictions, one of which exists, is `Exists` naming that one
+/// (the first taken in operation order), and writes none of them.
+pub async fn a_run_of_inserts_with_one_taken_writes_nothing(store: DynStore) {
+    let owner = crate::fixtures::account("run");
+    let taken = crate::fixtures::prediction_for(&owner);
+    insert(&store, &taken, vec![]).await;
+    let fresh: Vec<_> = (0..4)
+        .map(|_| crate::fixtures::prediction_for(&owner))
+        .collect();
+    let mut write = insert_write(&fresh[0], vec![enqueue_now(&fresh[0])]);
+    for p in [&fresh[1], &taken, &fresh[2], &fresh[3]] {
+        write.ops.push(Op::Insert(p.to_record().unwrap()));
+    }
+    let refused = store.write(&write).await;
+    assert!(
+        matches!(&refused, Err(Error::Exists(k)) if *k == taken.key()),
+        "{refused:?}"
+    );
+    for p in &fresh {
+        assert!(
+            get(&store, &p.id).await.is_none(),
+            "no part of it was written"
+        );
+    }
+}
+
 /// Keys are per kind: a record of another kind with the same id is another record.
 pub async fn kinds_are_separate_namespaces(store: DynStore) {
     let p = prediction();

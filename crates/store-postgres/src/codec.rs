@@ -266,6 +266,69 @@ impl<'a> RecordRow<'a> {
     }
 }
 
+/// Records to insert in one statement ([`crate::sql::INSERT_RECORDS`]): each column an
+/// array, and each record's operation index (for the refusal).
+#[derive(Debug, Default)]
+pub(crate) struct RecordRows<'a> {
+    kind: Vec<&'static str>,
+    id: Vec<&'a str>,
+    partition: Vec<i16>,
+    owner: Vec<&'a str>,
+    created_at: Vec<Ts>,
+    status: Vec<Option<&'a str>>,
+    parent: Vec<Option<&'a str>>,
+    expires_at: Vec<Option<Ts>>,
+    data_removed: Vec<bool>,
+    sweep_at: Vec<Option<Ts>>,
+    gone_at: Vec<Option<Ts>>,
+    body: Vec<&'a str>,
+    data: Vec<Option<&'a str>>,
+    index: Vec<i32>,
+}
+
+impl<'a> RecordRows<'a> {
+    pub(crate) fn push(&mut self, row: &RecordRow<'a>, index: i32) {
+        self.kind.push(row.kind);
+        self.id.push(row.id);
+        self.partition.push(row.partition);
+        self.owner.push(row.owner);
+        self.created_at.push(row.created_at);
+        self.status.push(row.status);
+        self.parent.push(row.parent);
+        self.expires_at.push(row.expires_at);
+        self.data_removed.push(row.data_removed);
+        self.sweep_at.push(row.sweep_at);
+        self.gone_at.push(row.gone_at);
+        self.body.push(row.body);
+        self.data.push(row.data);
+        self.index.push(index);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    /// The 14 arrays (`$1` … `$14` of [`crate::sql::INSERT_RECORDS`]).
+    pub(crate) fn params(&self) -> [Param<'_>; 14] {
+        [
+            &self.kind,
+            &self.id,
+            &self.partition,
+            &self.owner,
+            &self.created_at,
+            &self.status,
+            &self.parent,
+            &self.expires_at,
+            &self.data_removed,
+            &self.sweep_at,
+            &self.gone_at,
+            &self.body,
+            &self.data,
+            &self.index,
+        ]
+    }
+}
+
 /// The columns of a stored record, in the order [`stored_from_row`] reads them.
 pub(crate) const RECORD_COLUMNS: &str = "kind, id, partition, owner, created_at, status, parent, \
      expires_at, data_removed, revision, body, data";

@@ -99,6 +99,27 @@ pub(crate) static INSERT_RECORD: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Inserts records (`$1` … `$13`, each column an array, as [`INSERT_RECORD`] takes them one
+/// by one; `$14` their operation indexes) unless a key is taken; refuses with `{"op": <the
+/// first such operation's index>, "exists": true}` if one is. For runs of inserts of kinds
+/// that keep a tombstone (nothing to clear first), such as a batch's predictions.
+pub(crate) static INSERT_RECORDS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[], \
+         $5::timestamptz[], $6::text[], $7::text[], $8::timestamptz[], $9::boolean[], \
+         $10::timestamptz[], $11::timestamptz[], $12::text[], $13::text[], $14::int[]) \
+         AS v(kind, id, partition, owner, created_at, status, parent, expires_at, data_removed, \
+         sweep_at, gone_at, body, data, n)), \
+         w AS (INSERT INTO records ({RECORD_WRITE_COLUMNS}, revision, body, data) \
+         SELECT v.kind || ':' || v.id, v.kind, v.id, v.partition, v.owner, v.created_at, \
+         v.status, v.parent, v.expires_at, v.data_removed, v.sweep_at, v.gone_at, 1, v.body, \
+         v.data FROM v ORDER BY v.n ON CONFLICT (key) DO NOTHING RETURNING key) \
+         SELECT augur_refuse(jsonb_build_object('op', min(v.n), 'exists', true)::text) FROM v \
+         WHERE v.kind || ':' || v.id NOT IN (SELECT w.key FROM w) \
+         HAVING count(*) > 0"
+    )
+});
+
 /// Removes record `($1, $2)` if it is gone (expired, of a kind that retention deletes), with
 /// its items and events, so that an insert can take its key. Runs under the key's advisory
 /// lock; no fused write touches such records.
@@ -276,7 +297,8 @@ const NQ_COLUMNS: &str =
     "lane, id, gk, gid, gp, owner, topic, payload, run_at, replace, worker, token, expires";
 
 /// The `WITH` queries that enqueue the items of relation `nq` ([`NQ_COLUMNS`]; at most one per
-/// lane), as [`augur_core::store::NewItem`] says: an item whose `(lane, id)` is taken replaces
+/// lane, or with `numbered`, any number of unclaimed items in distinct groups with distinct
+/// ids, in the order of `nq`'s `ord` column), as [`augur_core::store::NewItem`] says: an item whose `(lane, id)` is taken replaces
 /// the one there if `replace` (in place, so that it conflicts with nothing), and is dropped
 /// otherwise. A new item is numbered one past its group's last, ranked one past the larger of
 /// its topic's clock and its account's last rank, and is its group's head if no other item of
@@ -286,7 +308,17 @@ const NQ_COLUMNS: &str =
 ///
 /// `eq_prev` holds what it replaced (or what made it be dropped) and `eq_ins` what it wrote;
 /// see [`enqueue_refusals`].
-fn enqueue_ctes(fair: Fair) -> String {
+///
+/// Several items of one account, lane and topic are ranked one after another (the `k`-th
+/// written gets the rank the first would get, plus `k - 1`), as if enqueued one at a time.
+fn enqueue_ctes(fair: Fair, numbered: bool) -> String {
+    let rank = if numbered {
+        format!(
+            "{RANK} + row_number() OVER (PARTITION BY n.lane, n.topic, n.owner ORDER BY n.ord) - 1"
+        )
+    } else {
+        RANK.to_owned()
+    };
     let mut sql = format!(
         "eq_prev AS (SELECT i.lane, i.id, i.group_kind, i.group_id, i.head FROM items i \
          JOIN nq n ON i.lane = n.lane AND i.id = n.id), \
@@ -297,7 +329,7 @@ fn enqueue_ctes(fair: Fair) -> String {
          COALESCE((SELECT max(g.seq) FROM items g WHERE g.group_kind = n.gk \
          AND g.group_id = n.gid AND g.lane = n.lane), 0) + 1, \
          'pending', CASE WHEN n.worker IS NULL THEN 0 ELSE 1 END, '[]'::jsonb, n.run_at, now(), \
-         {RANK}, \
+         {rank}, \
          CASE WHEN b.behind THEN NULL WHEN GREATEST(n.run_at, n.expires) <= now() THEN 'ready' \
          ELSE 'waiting' END, \
          CASE WHEN NOT b.behind AND GREATEST(n.run_at, n.expires) > now() \
@@ -383,16 +415,16 @@ fn fair_ctes(fair: Fair) -> String {
     if fair.unclaimed {
         sql += &format!(
             ", eq_last AS (INSERT INTO queue_last AS q (lane, topic, owner, shard, last) \
-             SELECT lane, topic, owner, {FAIR_SHARD}, rank FROM eq_ins WHERE NOT claimed \
-             ON CONFLICT (lane, topic, owner, shard) DO UPDATE \
+             SELECT lane, topic, owner, {FAIR_SHARD}, max(rank) FROM eq_ins WHERE NOT claimed \
+             GROUP BY lane, topic, owner ON CONFLICT (lane, topic, owner, shard) DO UPDATE \
              SET last = GREATEST(q.last, EXCLUDED.last))"
         );
     }
     if fair.claimed {
         sql += &format!(
             ", eq_clock AS (INSERT INTO queue_clocks AS q (lane, topic, shard, clock) \
-             SELECT lane, topic, {FAIR_SHARD}, rank FROM eq_ins WHERE claimed \
-             ON CONFLICT (lane, topic, shard) DO UPDATE \
+             SELECT lane, topic, {FAIR_SHARD}, max(rank) FROM eq_ins WHERE claimed \
+             GROUP BY lane, topic ON CONFLICT (lane, topic, shard) DO UPDATE \
              SET clock = GREATEST(q.clock, EXCLUDED.clock))"
         );
     }
@@ -404,24 +436,25 @@ fn fair_ctes(fair: Fair) -> String {
 /// an item it replaced lies in a group the write does not hold (`foreign`).
 fn enqueue_refusals() -> (&'static str, &'static str) {
     (
-        "EXISTS (SELECT 1 FROM nq n WHERE n.replace AND NOT EXISTS \
-         (SELECT 1 FROM eq_ins i WHERE i.lane = n.lane AND i.id = n.id))",
+        "EXISTS (SELECT 1 FROM nq n WHERE n.replace \
+         AND (n.lane, n.id) NOT IN (SELECT i.lane, i.id FROM eq_ins i))",
         "EXISTS (SELECT 1 FROM eq_prev p JOIN nq n ON n.lane = p.lane AND n.id = p.id \
          WHERE n.replace AND (p.group_kind <> n.gk OR p.group_id <> n.gid))",
     )
 }
 
-/// Enqueues one item (`$1` … `$13`, arrays of one, in [`NQ_COLUMNS`] order) in a write's
-/// transaction, under its group's lock; refuses with `{"retry": "race"}` if it lost a race
-/// for its id.
+/// Enqueues items (`$1` … `$13`, arrays in [`NQ_COLUMNS`] order: one item, or unclaimed
+/// items that replace nothing, in distinct groups and with distinct ids) in a write's
+/// transaction, under their groups' locks; refuses with `{"retry": "race"}` if an item lost a
+/// race for its id.
 pub(crate) static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
     let (lost, _) = enqueue_refusals();
     format!(
         "WITH nq AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
          $5::smallint[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::boolean[], \
-         $11::text[], $12::bigint[], $13::timestamptz[]) AS u({NQ_COLUMNS})), {} \
-         SELECT augur_refuse('{{\"retry\": \"race\"}}') WHERE {lost}",
-        enqueue_ctes(Fair::ANY)
+         $11::text[], $12::bigint[], $13::timestamptz[]) WITH ORDINALITY AS u({NQ_COLUMNS}, ord)), \
+         {} SELECT augur_refuse('{{\"retry\": \"race\"}}') WHERE {lost}",
+        enqueue_ctes(Fair::ANY, true)
     )
 });
 
@@ -547,7 +580,7 @@ fn build_fused(shape: FusedShape) -> String {
         let p: Vec<String> = (0..9).map(|_| next()).collect();
         let ctes = match shape.write {
             FusedWrite::Insert => enqueue_new_group_ctes(fair),
-            FusedWrite::Update => enqueue_ctes(fair),
+            FusedWrite::Update => enqueue_ctes(fair, false),
         };
         sql += &format!(
             ", nq AS (SELECT u.lane, u.id, w.kind AS gk, w.id AS gid, w.partition AS gp, \
@@ -1242,7 +1275,21 @@ mod tests {
                     "queue_clocks_pkey",
                     "queue_last_pkey",
                 ],
-                false,
+                // Sorts the statement's own new items (to number their ranks), no table's.
+                true,
+            ),
+            (
+                INSERT_RECORDS.clone(),
+                "ARRAY['prediction', 'prediction'], ARRAY['p-a', 'p-b'], \
+                     ARRAY[8, 8]::smallint[], ARRAY['owner8', 'owner8'], ARRAY[now(), now()], \
+                     ARRAY['starting', 'starting'], ARRAY[NULL, NULL]::text[], \
+                     ARRAY[NULL, NULL]::timestamptz[], ARRAY[false, false], \
+                     ARRAY[NULL, NULL]::timestamptz[], ARRAY[NULL, NULL]::timestamptz[], \
+                     ARRAY['{}', '{}'], ARRAY['{}', '{}'], ARRAY[1, 2]"
+                    .into(),
+                vec!["records_pkey"],
+                // Sorts the statement's own rows (by operation), no table's.
+                true,
             ),
             (
                 fused_update.to_owned(),

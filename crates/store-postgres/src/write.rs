@@ -11,6 +11,9 @@
 //! - **general**: the write's statements pipelined in one transaction (`BEGIN`, locks, one
 //!   statement per operation and per queue effect, the guards, the other effects, `COMMIT`),
 //!   each check refusing with `augur_refuse`, which aborts the rest. Every write can take it.
+//!   A run of consecutive inserts is one statement ([`sql::INSERT_RECORDS`]), and so is a run
+//!   of consecutive unclaimed enqueues in distinct groups: a batch of a thousand predictions
+//!   is a handful of statements, not two thousand.
 //!
 //! The fused statement hands a write over to the general path when it cannot decide alone (an
 //! item to complete or replace lies in another group, the new record's advisory lock is held
@@ -18,7 +21,7 @@
 //! writes number one group at once), and tries again when its compare-and-set saw a record
 //! that was bumped after its snapshot.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use augur_core::Revision;
@@ -26,8 +29,8 @@ use augur_core::store::{self, Change, Effect, Lane, NewItem, OnExpiry, Op, Write
 use serde_json::Value;
 
 use crate::codec::{
-    Param, RecordRow, Ts, encode_event_data, revision_from_sql, revision_to_sql, storable,
-    token_to_sql,
+    Param, RecordRow, RecordRows, Ts, encode_event_data, revision_from_sql, revision_to_sql,
+    storable, token_to_sql,
 };
 use crate::error::Error;
 use crate::sql::{self, Fair, FusedShape, FusedWrite};
@@ -55,14 +58,33 @@ struct Enqueues<'w> {
     worker: Vec<Option<&'w str>>,
     token: Vec<Option<i64>>,
     expires: Vec<Option<Ts>>,
+    /// The items' `(lane, id)` and `(lane, group)`, which [`Enqueues::takes`] checks.
+    ids: HashSet<(&'static str, &'w str)>,
+    groups: HashSet<(&'static str, &'static str, &'w str)>,
 }
 
 impl<'w> Enqueues<'w> {
+    /// True if `item` can join these items in one [`sql::ENQUEUE`]: all of them (and it) are
+    /// unclaimed, and its group and id in its lane are not among theirs.
+    fn takes(&self, item: &NewItem) -> bool {
+        item.claimed.is_none()
+            && self.worker.iter().all(Option::is_none)
+            && !self.ids.contains(&(item.lane.as_str(), item.id.as_str()))
+            && !self.groups.contains(&(
+                item.lane.as_str(),
+                item.group.kind.as_str(),
+                item.group.id.as_str(),
+            ))
+    }
+
     fn push(&mut self, item: &'w NewItem) -> Result<(), Error> {
         storable("an item id", &item.id)?;
         storable("an item topic", &item.topic)?;
         storable("an item payload", &item.payload)?;
         storable("an item group", &item.group.id)?;
+        self.ids.insert((item.lane.as_str(), &item.id));
+        self.groups
+            .insert((item.lane.as_str(), item.group.kind.as_str(), &item.group.id));
         self.lane.push(item.lane.as_str());
         self.id.push(&item.id);
         self.gk.push(item.group.kind.as_str());
@@ -169,6 +191,9 @@ struct Plan<'w> {
     work: Vec<Lane>,
     /// The operations as [`sql::PRECHECK`] takes them, if a key appears in several.
     precheck: Option<Precheck<'w>>,
+    /// Runs of two or more consecutive inserts that clear nothing first, each made by one
+    /// [`sql::INSERT_RECORDS`]: the index of its first operation, and its rows.
+    insert_runs: Vec<(usize, RecordRows<'w>)>,
 }
 
 /// Operations, as the arrays [`sql::PRECHECK`] takes.
@@ -254,9 +279,27 @@ impl<'w> Plan<'w> {
             }
             p
         });
+        let mut insert_runs: Vec<(usize, RecordRows<'w>)> = Vec::new();
+        let mut run: Option<(usize, RecordRows<'w>)> = None;
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                OpPlan::Insert {
+                    row,
+                    index,
+                    clear_gone: false,
+                } => run
+                    .get_or_insert_with(|| (i, RecordRows::default()))
+                    .1
+                    .push(row, *index),
+                _ => insert_runs.extend(run.take()),
+            }
+        }
+        insert_runs.extend(run);
+        insert_runs.retain(|(_, rows)| rows.len() >= 2);
         let mut plan = Plan {
             write,
             precheck,
+            insert_runs,
             account: write.account.as_str(),
             ops,
             lock_names,
@@ -278,8 +321,16 @@ impl<'w> Plan<'w> {
         for (n, effect) in write.effects.iter().enumerate() {
             match effect {
                 Effect::Enqueue(item) => {
-                    let mut one = Enqueues::default();
-                    one.push(item)?;
+                    // Consecutive unclaimed new items in distinct groups go in one statement
+                    // (a batch's thousand predictions: one `ENQUEUE`, not a thousand).
+                    match plan.queue.last_mut() {
+                        Some(QueueStep::Enqueue(many)) if many.takes(item) => many.push(item)?,
+                        _ => {
+                            let mut one = Enqueues::default();
+                            one.push(item)?;
+                            plan.queue.push(QueueStep::Enqueue(Box::new(one)));
+                        }
+                    }
                     let group = (item.group.kind.as_str(), item.group.id.as_str());
                     plan.lock_names.push(format!("{} {}", group.0, group.1));
                     if !op_keys.contains(&group) && bumped.insert(group) {
@@ -290,7 +341,6 @@ impl<'w> Plan<'w> {
                         plan.lock_items.0.push(item.lane.as_str());
                         plan.lock_items.1.push(&item.id);
                     }
-                    plan.queue.push(QueueStep::Enqueue(Box::new(one)));
                 }
                 Effect::Complete { lane, id } => {
                     storable("an item id", id)?;
@@ -672,7 +722,17 @@ impl PostgresStore {
         }
         // Where each delete's result is: the revision it announces.
         let mut op_steps: Vec<Option<usize>> = Vec::with_capacity(plan.ops.len());
-        for op in &plan.ops {
+        let mut runs = plan.insert_runs.iter().peekable();
+        let mut in_run_until = 0;
+        for (i, op) in plan.ops.iter().enumerate() {
+            if let Some((_, rows)) = runs.next_if(|(first, _)| *first == i) {
+                steps.push((sql::INSERT_RECORDS.as_str(), rows.params().to_vec()));
+                in_run_until = i + rows.len();
+            }
+            if i < in_run_until {
+                op_steps.push(None);
+                continue;
+            }
             match op {
                 OpPlan::Insert {
                     row,
