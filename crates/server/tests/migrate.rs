@@ -247,8 +247,10 @@ async fn a_round_trip_through_postgres_and_redis_changes_nothing() {
     assert!(before == after, "the round trip changed the records");
 }
 
-/// 10,000 predictions travel embedded → Cloudflare (the Worker on a local workerd) →
-/// embedded, verified at both hops, and arrive identical.
+/// 2,000 predictions travel embedded → Cloudflare (the Worker on a local workerd) →
+/// embedded, verified at both hops, and arrive identical. (The 10,000 of the PostgreSQL and
+/// Redis round trip took 19 s here; 2,000 still span two pages of every section at
+/// `--batch 1000`.)
 #[cfg(feature = "cloudflare")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_trip_through_cloudflare_changes_nothing() {
@@ -259,7 +261,7 @@ async fn a_round_trip_through_cloudflare_changes_nothing() {
     let first = format!("embedded://{}", dir.path().join("first").display());
     let last = format!("embedded://{}", dir.path().join("last").display());
     let store: DynStore = Arc::new(EmbeddedStore::open_url(&first).unwrap());
-    fill(store, 10_000).await;
+    fill(store, 2_000).await;
     for (from, to) in [(&first, &cloudflare.url), (&cloudflare.url, &last)] {
         let out = migrate(&["--from", from, "--to", to, "--batch", "1000"], dir.path());
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -270,11 +272,11 @@ async fn a_round_trip_through_cloudflare_changes_nothing() {
             common::backends::redact(to),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("verified: 10000 predictions"), "{stdout}");
+        assert!(stdout.contains("verified: 2000 predictions"), "{stdout}");
     }
     let before = all_predictions(&first).await;
     let after = all_predictions(&last).await;
-    assert_eq!(before.len(), 10_000);
+    assert_eq!(before.len(), 2_000);
     assert!(before == after, "the round trip changed the records");
 }
 
