@@ -3,7 +3,7 @@
 //! timeouts and broken connections are `Unavailable` (retryable); a refused signature or a
 //! request the Worker cannot read is `Other` (never retried: retrying cannot cure it).
 
-use augur_core::store;
+use augur_core::store::{self, ErrorClass};
 
 /// The name this backend reports in errors and metrics.
 pub(crate) const BACKEND: &str = "cloudflare";
@@ -55,32 +55,26 @@ pub(crate) enum Error {
     Config(String),
 }
 
-/// How a private error maps onto the contract's error classes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    Unavailable,
-    Corrupt,
-    Other,
-}
-
 /// The class of a refusal code that is not a domain error (PROTOCOL.md's error table): any
 /// code it does not name, like any unexpected answer, is `Unavailable`.
-fn refusal_class(code: &str) -> Class {
+fn refusal_class(code: &str) -> ErrorClass {
     match code {
-        "unauthorized" | "bad_request" => Class::Other,
-        c if c.starts_with("malformed ") => Class::Other,
-        "corrupt" => Class::Corrupt,
-        _ => Class::Unavailable,
+        "unauthorized" | "bad_request" => ErrorClass::Other,
+        c if c.starts_with("malformed ") => ErrorClass::Other,
+        "corrupt" => ErrorClass::Corrupt,
+        _ => ErrorClass::Unavailable,
     }
 }
 
 impl Error {
-    fn class(&self) -> Class {
+    fn class(&self) -> ErrorClass {
         match self {
-            Error::Connect { .. } | Error::Transport { .. } | Error::Closed => Class::Unavailable,
+            Error::Connect { .. } | Error::Transport { .. } | Error::Closed => {
+                ErrorClass::Unavailable
+            }
             Error::Refused { code, .. } => refusal_class(code),
             Error::Contract(_) | Error::Answer { .. } | Error::Protocol(_) | Error::Config(_) => {
-                Class::Other
+                ErrorClass::Other
             }
         }
     }
@@ -93,7 +87,7 @@ impl Error {
 
     /// True if retrying the same call later may succeed.
     pub(crate) fn is_retryable(&self) -> bool {
-        self.class() == Class::Unavailable
+        self.class() == ErrorClass::Unavailable
     }
 }
 
@@ -102,22 +96,7 @@ impl From<Error> for store::Error {
         if let Error::Contract(e) = e {
             return e;
         }
-        let class = e.class();
-        let source = Box::new(e);
-        match class {
-            Class::Unavailable => store::Error::Unavailable {
-                backend: BACKEND,
-                source,
-            },
-            Class::Corrupt => store::Error::Corrupt {
-                backend: BACKEND,
-                source,
-            },
-            Class::Other => store::Error::Other {
-                backend: BACKEND,
-                source,
-            },
-        }
+        store::Error::classified(e.class(), BACKEND, e)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use augur_core::store::{self, Key};
+use augur_core::store::{self, ErrorClass, Key};
 use augur_core::{AccountId, Revision};
 use rusqlite::ErrorCode;
 
@@ -97,27 +97,18 @@ pub(crate) enum Error {
     Config(String),
 }
 
-/// How a private error maps onto the contract's error classes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Class {
-    Unavailable,
-    NoSpace,
-    Corrupt,
-    Other,
-}
-
 impl Error {
-    fn class(&self) -> Class {
+    fn class(&self) -> ErrorClass {
         match self {
             Error::Sqlite(e) => sqlite_class(e),
             Error::Batch(inner) => inner.class(),
             Error::RolledBack | Error::Closed | Error::WriterGone | Error::Locked { .. } => {
-                Class::Unavailable
+                ErrorClass::Unavailable
             }
             Error::Decode(_) | Error::OutOfRange { .. } | Error::InvalidStored { .. } => {
-                Class::Corrupt
+                ErrorClass::Corrupt
             }
-            Error::SchemaTooNew { .. } | Error::Upgrade(_) => Class::Corrupt,
+            Error::SchemaTooNew { .. } | Error::Upgrade(_) => ErrorClass::Corrupt,
             Error::NotFound(_)
             | Error::Exists(_)
             | Error::Conflict { .. }
@@ -127,32 +118,32 @@ impl Error {
             | Error::Encode(_)
             | Error::Internal(_)
             | Error::Join(_)
-            | Error::Config(_) => Class::Other,
+            | Error::Config(_) => ErrorClass::Other,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
-                Class::NoSpace
+                ErrorClass::NoSpace
             }
-            Error::Io { .. } => Class::Other,
+            Error::Io { .. } => ErrorClass::Other,
         }
     }
 }
 
-fn sqlite_class(e: &rusqlite::Error) -> Class {
+fn sqlite_class(e: &rusqlite::Error) -> ErrorClass {
     match e.sqlite_error_code() {
         Some(
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
             | ErrorCode::OutOfMemory
             | ErrorCode::CannotOpen,
-        ) => Class::Unavailable,
-        Some(ErrorCode::DiskFull) => Class::NoSpace,
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Class::Corrupt,
-        Some(_) => Class::Other,
+        ) => ErrorClass::Unavailable,
+        Some(ErrorCode::DiskFull) => ErrorClass::NoSpace,
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => ErrorClass::Corrupt,
+        Some(_) => ErrorClass::Other,
         None => match e {
             rusqlite::Error::FromSqlConversionFailure(..)
             | rusqlite::Error::IntegralValueOutOfRange(..)
             | rusqlite::Error::InvalidColumnType(..)
-            | rusqlite::Error::Utf8Error(..) => Class::Corrupt,
-            _ => Class::Other,
+            | rusqlite::Error::Utf8Error(..) => ErrorClass::Corrupt,
+            _ => ErrorClass::Other,
         },
     }
 }
@@ -182,28 +173,7 @@ impl From<Error> for store::Error {
                 needed,
             },
             Error::LimitReached { counter, limit } => store::Error::LimitReached { counter, limit },
-            other => {
-                let class = other.class();
-                let source = Box::new(other);
-                match class {
-                    Class::Unavailable => store::Error::Unavailable {
-                        backend: BACKEND,
-                        source,
-                    },
-                    Class::NoSpace => store::Error::NoSpace {
-                        backend: BACKEND,
-                        source,
-                    },
-                    Class::Corrupt => store::Error::Corrupt {
-                        backend: BACKEND,
-                        source,
-                    },
-                    Class::Other => store::Error::Other {
-                        backend: BACKEND,
-                        source,
-                    },
-                }
-            }
+            other => store::Error::classified(other.class(), BACKEND, other),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! `Other`. Errors of the contract itself (a revision conflict, a lost lease) pass through
 //! unchanged.
 
-use augur_core::store;
+use augur_core::store::{self, ErrorClass};
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
 
@@ -107,56 +107,47 @@ impl From<store::Error> for Error {
     }
 }
 
-/// How a private error maps onto the contract's error classes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    Unavailable,
-    NoSpace,
-    Corrupt,
-    Other,
-}
-
 impl Error {
-    fn class(&self) -> Class {
+    fn class(&self) -> ErrorClass {
         match self {
             Error::Postgres(e) => postgres_class(e),
             Error::Pool(e) => match e {
                 deadpool_postgres::PoolError::Backend(e) => postgres_class(e),
                 // Timeouts (no free connection, or a connect that hangs), a closed pool, or a
                 // failed connection check: all may pass.
-                _ => Class::Unavailable,
+                _ => ErrorClass::Unavailable,
             },
-            Error::Closed | Error::Contended(_) => Class::Unavailable,
-            Error::Decode { .. } => Class::Corrupt,
+            Error::Closed | Error::Contended(_) => ErrorClass::Unavailable,
+            Error::Decode { .. } => ErrorClass::Corrupt,
             Error::Contract(_)
             | Error::Refused(_)
             | Error::BuildPool(_)
             | Error::Encode(_)
             | Error::SchemaTooNew { .. }
             | Error::SchemaTooOld { .. }
-            | Error::Config(_) => Class::Other,
+            | Error::Config(_) => ErrorClass::Other,
         }
     }
 }
 
 /// Classifies a driver error: by SQLSTATE when the server sent one, else by what failed.
-fn postgres_class(e: &tokio_postgres::Error) -> Class {
+fn postgres_class(e: &tokio_postgres::Error) -> ErrorClass {
     if let Some(state) = e.code() {
         return sqlstate_class(state);
     }
     if e.is_closed() || source_is_io(e) {
-        return Class::Unavailable;
+        return ErrorClass::Unavailable;
     }
     // The driver has no public error kind; these are its messages for a failed connect and a
     // connect timeout (`tokio_postgres::error::Kind::{Connect, Timeout}`).
     let text = e.to_string();
     if text.starts_with("error connecting to server") || text.starts_with("timeout") {
-        return Class::Unavailable;
+        return ErrorClass::Unavailable;
     }
     if text.starts_with("error deserializing column") {
-        return Class::Corrupt;
+        return ErrorClass::Corrupt;
     }
-    Class::Other
+    ErrorClass::Other
 }
 
 fn source_is_io(e: &tokio_postgres::Error) -> bool {
@@ -170,15 +161,15 @@ fn source_is_io(e: &tokio_postgres::Error) -> bool {
     false
 }
 
-fn sqlstate_class(state: &SqlState) -> Class {
+fn sqlstate_class(state: &SqlState) -> ErrorClass {
     let code = state.code();
     if *state == SqlState::DISK_FULL {
-        return Class::NoSpace;
+        return ErrorClass::NoSpace;
     }
     // Class 08: connection exceptions; 53: insufficient resources (too many connections,
     // out of memory, disk full); 57P0x: the server is shutting down or starting up.
     if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") {
-        return Class::Unavailable;
+        return ErrorClass::Unavailable;
     }
     if *state == SqlState::T_R_SERIALIZATION_FAILURE
         || *state == SqlState::T_R_DEADLOCK_DETECTED
@@ -188,40 +179,19 @@ fn sqlstate_class(state: &SqlState) -> Class {
         || *state == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
     {
         // A read-only transaction means we reached a standby (a failover in progress).
-        return Class::Unavailable;
+        return ErrorClass::Unavailable;
     }
     if *state == SqlState::DATA_CORRUPTED || *state == SqlState::INDEX_CORRUPTED {
-        return Class::Corrupt;
+        return ErrorClass::Corrupt;
     }
-    Class::Other
+    ErrorClass::Other
 }
 
 impl From<Error> for store::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Contract(e) => e,
-            other => {
-                let class = other.class();
-                let source = Box::new(other);
-                match class {
-                    Class::Unavailable => store::Error::Unavailable {
-                        backend: BACKEND,
-                        source,
-                    },
-                    Class::NoSpace => store::Error::NoSpace {
-                        backend: BACKEND,
-                        source,
-                    },
-                    Class::Corrupt => store::Error::Corrupt {
-                        backend: BACKEND,
-                        source,
-                    },
-                    Class::Other => store::Error::Other {
-                        backend: BACKEND,
-                        source,
-                    },
-                }
-            }
+            other => store::Error::classified(other.class(), BACKEND, other),
         }
     }
 }
@@ -242,17 +212,20 @@ mod tests {
             SqlState::CONNECTION_FAILURE,
             SqlState::READ_ONLY_SQL_TRANSACTION,
         ] {
-            assert_eq!(sqlstate_class(&state), Class::Unavailable, "{state:?}");
+            assert_eq!(sqlstate_class(&state), ErrorClass::Unavailable, "{state:?}");
         }
-        assert_eq!(sqlstate_class(&SqlState::DISK_FULL), Class::NoSpace);
-        assert_eq!(sqlstate_class(&SqlState::DATA_CORRUPTED), Class::Corrupt);
+        assert_eq!(sqlstate_class(&SqlState::DISK_FULL), ErrorClass::NoSpace);
+        assert_eq!(
+            sqlstate_class(&SqlState::DATA_CORRUPTED),
+            ErrorClass::Corrupt
+        );
         for state in [
             SqlState::UNIQUE_VIOLATION,
             SqlState::SYNTAX_ERROR,
             SqlState::INVALID_PASSWORD,
             SqlState::UNDEFINED_TABLE,
         ] {
-            assert_eq!(sqlstate_class(&state), Class::Other, "{state:?}");
+            assert_eq!(sqlstate_class(&state), ErrorClass::Other, "{state:?}");
         }
     }
 

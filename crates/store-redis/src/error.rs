@@ -1,6 +1,6 @@
 //! The backend's private error type and its one conversion into [`augur_core::store::Error`].
 
-use augur_core::store;
+use augur_core::store::{self, ErrorClass};
 use redis::{ErrorKind, ServerErrorKind};
 
 /// The name this backend reports in errors and metrics.
@@ -40,42 +40,33 @@ pub(crate) enum Error {
     Config(String),
 }
 
-/// How a private error maps onto the contract's error classes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    Unavailable,
-    NoSpace,
-    Corrupt,
-    Other,
-}
-
 impl Error {
-    fn class(&self) -> Class {
+    fn class(&self) -> ErrorClass {
         match self {
             Error::Redis(e) => redis_class(e),
-            Error::Closed => Class::Unavailable,
-            Error::Decode(_) | Error::InvalidStored { .. } => Class::Corrupt,
+            Error::Closed => ErrorClass::Unavailable,
+            Error::Decode(_) | Error::InvalidStored { .. } => ErrorClass::Corrupt,
             Error::Contract(_)
             | Error::Encode(_)
             | Error::Reply(_)
             | Error::Layout { .. }
-            | Error::Config(_) => Class::Other,
+            | Error::Config(_) => ErrorClass::Other,
         }
     }
 }
 
 /// Connection failures, timeouts, a server still loading its data, a cluster resharding or
 /// failing over, a script running too long or a full memory: all may pass by themselves.
-fn redis_class(e: &redis::RedisError) -> Class {
+fn redis_class(e: &redis::RedisError) -> ErrorClass {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        return Class::Unavailable;
+        return ErrorClass::Unavailable;
     }
     if e.code() == Some("OOM") {
         // maxmemory reached: writes are refused until memory is freed, reads go on.
-        return Class::NoSpace;
+        return ErrorClass::NoSpace;
     }
     match e.kind() {
-        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => Class::Unavailable,
+        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => ErrorClass::Unavailable,
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
             | ServerErrorKind::TryAgain
@@ -84,16 +75,16 @@ fn redis_class(e: &redis::RedisError) -> Class {
             | ServerErrorKind::ReadOnly
             | ServerErrorKind::Moved
             | ServerErrorKind::Ask,
-        ) => Class::Unavailable,
-        ErrorKind::Parse => Class::Corrupt,
+        ) => ErrorClass::Unavailable,
+        ErrorKind::Parse => ErrorClass::Corrupt,
         _ => match e.code() {
             // BUSY: another script runs too long; NOREPLICAS /
             // NOTREADY: the primary cannot take writes just now.
             Some(
                 "BUSY" | "NOREPLICAS" | "NOTREADY" | "LOADING" | "TRYAGAIN" | "CLUSTERDOWN"
                 | "MASTERDOWN" | "READONLY",
-            ) => Class::Unavailable,
-            _ => Class::Other,
+            ) => ErrorClass::Unavailable,
+            _ => ErrorClass::Other,
         },
     }
 }
@@ -103,26 +94,7 @@ impl From<Error> for store::Error {
         if let Error::Contract(e) = e {
             return e;
         }
-        let class = e.class();
-        let source = Box::new(e);
-        match class {
-            Class::Unavailable => store::Error::Unavailable {
-                backend: BACKEND,
-                source,
-            },
-            Class::NoSpace => store::Error::NoSpace {
-                backend: BACKEND,
-                source,
-            },
-            Class::Corrupt => store::Error::Corrupt {
-                backend: BACKEND,
-                source,
-            },
-            Class::Other => store::Error::Other {
-                backend: BACKEND,
-                source,
-            },
-        }
+        store::Error::classified(e.class(), BACKEND, e)
     }
 }
 

@@ -163,7 +163,36 @@ pub enum Error {
     },
 }
 
+/// Which of the contract's backend-failure errors a backend's private error is: each backend
+/// classifies its own errors and converts them with [`Error::classified`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// [`Error::Unavailable`]: retrying later may succeed.
+    Unavailable,
+    /// [`Error::NoSpace`]: the store is full.
+    NoSpace,
+    /// [`Error::Corrupt`]: stored data does not decode.
+    Corrupt,
+    /// [`Error::Other`].
+    Other,
+}
+
 impl Error {
+    /// The contract's error of `class` for `backend`'s private error `source`.
+    pub fn classified(
+        class: ErrorClass,
+        backend: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        let source = source.into();
+        match class {
+            ErrorClass::Unavailable => Error::Unavailable { backend, source },
+            ErrorClass::NoSpace => Error::NoSpace { backend, source },
+            ErrorClass::Corrupt => Error::Corrupt { backend, source },
+            ErrorClass::Other => Error::Other { backend, source },
+        }
+    }
+
     /// True if the same call may succeed later without any change.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::NoSpace { .. })
