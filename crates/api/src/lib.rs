@@ -178,8 +178,10 @@ pub struct AppParts {
 pub struct AppState(Arc<AppParts>);
 
 impl AppState {
-    /// Shares `parts` with every handler.
+    /// Shares `parts` with every handler, and gives the service the catalog, so that a
+    /// workflow node's settlement can advance its run in the same write.
     pub fn new(parts: AppParts) -> Self {
+        parts.service.set_catalog(parts.catalog.clone());
         Self(Arc::new(parts))
     }
 }

@@ -27,6 +27,7 @@ use crate::store::{
     self, Cursor, DynStore, Effect, Entity, Kind, Lane, ListQuery, Op, StoreExt, StreamEvent, Write,
 };
 use crate::time::Timestamp;
+use crate::workflow::Catalog;
 
 /// Settings of the prediction service.
 #[derive(Clone, Debug)]
@@ -257,6 +258,7 @@ pub struct Predictions {
     hub: Hub,
     config: Arc<ServiceConfig>,
     dispatch: Arc<OnceLock<Arc<dyn Dispatch>>>,
+    catalog: Arc<OnceLock<Arc<dyn Catalog>>>,
     notices: Arc<Notices>,
 }
 
@@ -268,8 +270,23 @@ impl Predictions {
             hub: Hub::new(),
             config: Arc::new(config),
             dispatch: Arc::default(),
+            catalog: Arc::default(),
             notices: Arc::default(),
         }
+    }
+
+    /// Lets a workflow node prediction's status change advance its run in the same write
+    /// (set once, by the server; without it every change goes through the run's advance
+    /// task).
+    pub fn set_catalog(&self, catalog: Arc<dyn Catalog>) {
+        if self.catalog.set(catalog).is_err() {
+            tracing::warn!("a workflow catalog was already set; keeping the first");
+        }
+    }
+
+    /// The models as workflow runs see them, once set.
+    pub(crate) fn catalog(&self) -> Option<Arc<dyn Catalog>> {
+        self.catalog.get().cloned()
     }
 
     /// Lets new predictions run in this process at once (set once, by the worker pool).
@@ -651,6 +668,12 @@ impl Predictions {
         events: &[Event],
         extra: &[Effect],
     ) -> Result<Transition> {
+        // A run advance rides along while that can succeed: after a lost compare-and-set it
+        // is planned again from a fresh read of the run. At most `FUSE_AT_MOST` settlements
+        // contend for the run record, so each loses at most that many times to the others;
+        // after that, or a refused reservation, the change is written alone and the run's
+        // advance task takes over.
+        let mut fuse_tries = 0;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let Some(current) = self.find(id).await? else {
                 return Err(Error::NotFound(id.clone()));
@@ -696,6 +719,7 @@ impl Predictions {
                     ));
                 }
             }
+            let mut fused = None;
             let tally = next.status != current.value.status
                 && match (&next.batch, &next.run) {
                     (Some(batch), _) => {
@@ -703,8 +727,13 @@ impl Predictions {
                         true
                     }
                     (None, Some(run)) => {
-                        effects.push(crate::workflow::advance_task(run, &next.owner, now));
-                        true
+                        if fuse_tries <= crate::workflow::FUSE_AT_MOST {
+                            fused = self.advance_in_write(&next, fuse_tries > 0, now).await?;
+                        }
+                        if fused.is_none() {
+                            effects.push(crate::workflow::advance_task(run, &next.owner, now));
+                        }
+                        fused.is_none()
                     }
                     (None, None) => false,
                 };
@@ -714,17 +743,25 @@ impl Predictions {
                 &next,
                 current.revision.0,
             )?);
+            let mut ops = vec![Op::Update {
+                record: next.to_record()?,
+                expected: current.revision,
+            }];
+            if let Some(advance) = &mut fused {
+                ops.append(&mut advance.ops);
+                effects.append(&mut advance.effects);
+            }
             let write = Write {
                 account: next.owner.clone(),
-                ops: vec![Op::Update {
-                    record: next.to_record()?,
-                    expected: current.revision,
-                }],
+                ops,
                 effects,
             };
             match self.store.write(&write).await {
                 Ok(_) => {
                     remember(&*self.store, &next, current.revision.next());
+                    if let Some(advance) = fused {
+                        advance.committed(self);
+                    }
                     let record = Versioned {
                         value: next,
                         revision: current.revision.next(),
@@ -743,7 +780,12 @@ impl Predictions {
                 }
                 Err(store::Error::Conflict { .. }) => {
                     self.notices.forget(id);
+                    fuse_tries = fuse_tries.saturating_add(usize::from(fused.is_some()));
                     tokio::task::yield_now().await;
+                }
+                Err(store::Error::InsufficientCredits { .. }) if fused.is_some() => {
+                    self.notices.forget(id);
+                    fuse_tries = usize::MAX;
                 }
                 Err(store::Error::NotFound(_)) => return Err(Error::NotFound(id.clone())),
                 Err(e) => return Err(e.into()),

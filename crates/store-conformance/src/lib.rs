@@ -131,6 +131,7 @@ macro_rules! conformance_suite {
             changes_are_announced,
             migration_round_trips_every_section,
             a_join_starts_once_when_its_parents_settle_at_once,
+            settlements_advance_their_runs_in_the_same_write,
             reconcile_restores_lost_work_once,
             deployments_round_trip_and_racing_updates_get_their_own_releases,
             deployments_stay_within_their_account,

@@ -1,6 +1,7 @@
 //! Conformance tests for workflow runs ([`augur_core::workflow`]) through `Predictions`: a
-//! join whose parents settle at once on many tasks while advances race starts once, and the
-//! reconciler, run twice at once, brings back a lost job and a lost node prediction once.
+//! join whose parents settle at once on many tasks while advances race starts once, the same
+//! when the settlements advance the run in their own writes, and the reconciler, run twice
+//! at once, brings back a lost job and a lost node prediction once.
 
 use std::sync::Arc;
 
@@ -195,6 +196,101 @@ pub async fn a_join_starts_once_when_its_parents_settle_at_once(store: DynStore)
         100 - 17,
         "17 predictions charged once each"
     );
+    assert_eq!(balance.reserved, 0);
+}
+
+/// With a catalog set (as the server sets it), node settlements advance their runs in their
+/// own writes: six parents of a join settle at once from six tasks on two services (two
+/// nodes, each with its own cache of the run record) and no advance is run; the join starts
+/// once, and its settlement starts the node after it, whose settlement settles the run with
+/// one `run.completed` message. The ledger balances.
+pub async fn settlements_advance_their_runs_in_the_same_write(store: DynStore) {
+    let owner = account("wf");
+    Credits::new(store.clone())
+        .post(&owner, Reason::Grant, 100, None, None)
+        .await
+        .unwrap();
+    let services: Vec<Predictions> = (0..2)
+        .map(|_| {
+            let service = Predictions::new(store.clone(), ServiceConfig::default());
+            service.set_catalog(Arc::new(Models));
+            service
+        })
+        .collect();
+    let mut nodes = serde_json::Map::new();
+    let mut refs = serde_json::Map::new();
+    for i in 0..6 {
+        nodes.insert(
+            format!("p{i}"),
+            json!({"model": "t/echo", "input": {"i": i}}),
+        );
+        refs.insert(
+            format!("p{i}"),
+            json!(format!("{{{{ nodes.p{i}.output }}}}")),
+        );
+    }
+    nodes.insert("join".into(), json!({"model": "t/echo", "input": refs}));
+    nodes.insert(
+        "after".into(),
+        json!({"model": "t/echo", "input": {"joined": "{{ nodes.join.output }}"}}),
+    );
+    let run = start(
+        &services[0],
+        &owner,
+        json!({"name": "c/fused", "nodes": nodes, "output": "{{ nodes.after.output }}"}),
+    )
+    .await;
+    let settle = |service: &Predictions, p: augur_core::PredictionId, output: Value| {
+        let service = service.clone();
+        async move {
+            service
+                .transition_all(&p, &[Event::processing(), Event::succeeded(output)], &[])
+                .await
+                .unwrap();
+        }
+    };
+    let parents: Vec<_> = (0..6)
+        .map(|i| run.nodes[&format!("p{i}")].items[0].ids[0].clone())
+        .collect();
+    let tasks: Vec<_> = parents
+        .iter()
+        .enumerate()
+        .map(|(i, p)| tokio::spawn(settle(&services[i % 2], p.clone(), json!(p.as_str()))))
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let joins = node_predictions(&store, &run, "join").await;
+    assert_eq!(joins.len(), 1, "the join started once, with no advance run");
+    for (i, parent) in parents.iter().enumerate() {
+        assert_eq!(joins[0].input[format!("p{i}")], json!(parent.as_str()));
+    }
+    settle(&services[1], joins[0].id.clone(), json!("sheet")).await;
+    let after = node_predictions(&store, &run, "after").await;
+    assert_eq!(
+        after.len(),
+        1,
+        "the join's settlement started the next node"
+    );
+    assert_eq!(after[0].input, json!({"joined": "sheet"}));
+    settle(&services[0], after[0].id.clone(), json!("done")).await;
+    let settled = services[1].get_run(None, &run.id).await.unwrap().value;
+    assert_eq!(settled.status, Status::Succeeded, "{settled:?}");
+    assert_eq!(settled.output, Some(json!("done")));
+    let messages = store
+        .items(Lane::Webhooks, &Run::key_of(&run.id))
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 1, "one run.completed");
+    // An advance (the task loop's, or a reconcile) finds nothing left to do.
+    let again = services[1]
+        .advance_run(&owner, &run.id, &Models, true)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(again, settled);
+    let balance = assert_balanced(&store, &owner).await;
+    assert_eq!(balance.balance, 100 - 8, "8 predictions charged once each");
     assert_eq!(balance.reserved, 0);
 }
 

@@ -19,6 +19,14 @@
 //!   (one loses the compare-and-set, re-reads, and finds the node started), and a join fires
 //!   once. The write that makes the run terminal enqueues its one `run.completed` message
 //!   (`msg_<run>_completed`).
+//! - **Advancing in the settlement's own write**: once the server has set a catalog
+//!   ([`Predictions::set_catalog`](crate::Predictions::set_catalog)), a node prediction's
+//!   status change in a run with few unsettled predictions (at most 8) does the same step
+//!   itself, observing only that prediction: the prediction's update, the run record's
+//!   compare-and-set and the predictions it starts are one write, and no advance task is
+//!   queued. A chain thus costs one write per node and no task claim. A lost compare-and-set
+//!   plans again from a fresh read; a refused reservation, or a wide fan-out, falls back to
+//!   the advance task above.
 //! - **Reconciling** (the same advance with `reconcile`) also re-creates node predictions
 //!   that are missing and re-queues jobs of unsettled node predictions that have none; a job
 //!   is queued without `replace`, so reconcilers on every node at once queue it once.
@@ -42,6 +50,7 @@ pub use blueprint::{
     Blueprint, BlueprintError, MAX_NODES, MAX_RETRIES, Node, OnFailure, Shape, is_valid_node_name,
 };
 pub use run::{ItemRun, MAX_FAN_OUT, NodeRun, NodeStatus, Observed, Plan, Run};
+pub(crate) use service::FUSE_AT_MOST;
 pub use service::{RunCreation, RunPage, RunRequest, WorkflowPut, run_target};
 
 use crate::credits::Price;

@@ -177,6 +177,38 @@ fn completion(run: &Run, now: Timestamp) -> Result<Option<Effect>> {
     }
 }
 
+/// Up to this many unsettled node predictions, a node prediction's status change advances
+/// its run in the write that makes the change ([`Predictions::advance_in_write`]); more (a
+/// fan-out) go through the run's advance task, so that their settlements do not all contend
+/// for the run record.
+pub(crate) const FUSE_AT_MOST: usize = 8;
+
+/// A run advance made part of a node prediction's transition: what the write must also
+/// carry, and what to do once it committed.
+pub(crate) struct FusedAdvance {
+    /// The run record's compare-and-set, and the started predictions' records.
+    pub(crate) ops: Vec<Op>,
+    /// The started predictions' effects, and the `run.completed` message.
+    pub(crate) effects: Vec<Effect>,
+    /// The run as the write stores it, and the revision it replaces.
+    run: Versioned<Run>,
+    start: Vec<Prediction>,
+    started: Started,
+}
+
+impl FusedAdvance {
+    /// After the write committed: remembers the run for the next node's settlement, and
+    /// starts the predictions it created.
+    pub(crate) fn committed(self, service: &Predictions) {
+        service.store().remember_decoded(
+            &Run::key_of(&self.run.value.id),
+            self.run.revision.next(),
+            Arc::new(self.run.value),
+        );
+        hand_over(service, &self.start, self.started);
+    }
+}
+
 impl Predictions {
     /// Stores `owner`'s blueprint after validating it: a new workflow at version 1, a new
     /// version when it changed, nothing when it is the same.
@@ -593,6 +625,76 @@ impl Predictions {
             }
         }
         Err(Error::Busy(format!("run {id}")))
+    }
+
+    /// The run advance that `prediction`'s change (from `before`) can carry in its own write,
+    /// if it can: a catalog is set ([`Predictions::set_catalog`]), the run has at most
+    /// [`FUSE_AT_MOST`] unsettled predictions, and the step cancels nothing (cancels are
+    /// transitions of their own). The step observes only this prediction: every other
+    /// prediction's change came with an advance of its own (fused, or the run's advance
+    /// task). `fresh` reads the run past the cache (after a lost compare-and-set). A write
+    /// refused for the credits the step reserves is made again without it, and the advance
+    /// task takes over.
+    pub(crate) async fn advance_in_write(
+        &self,
+        prediction: &Prediction,
+        fresh: bool,
+        now: Timestamp,
+    ) -> Result<Option<FusedAdvance>> {
+        let (Some(run_id), Some(catalog)) = (&prediction.run, self.catalog()) else {
+            return Ok(None);
+        };
+        let key = Run::key_of(run_id);
+        let current = if fresh {
+            match self.store().get_uncached(&key).await? {
+                Some(stored) => Some(Versioned {
+                    value: stored.decode::<Run>()?,
+                    revision: stored.revision,
+                }),
+                None => None,
+            }
+        } else {
+            self.store().get_entity::<Run>(&key).await?
+        };
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        let run = &*current.value;
+        if run.status.is_terminal() || run.owner != prediction.owner {
+            return Ok(None);
+        }
+        let unsettled = run.unsettled();
+        if unsettled.len() > FUSE_AT_MOST || !unsettled.contains(&prediction.id) {
+            return Ok(None);
+        }
+        let observed = HashMap::from([(
+            prediction.id.clone(),
+            Observed::Seen {
+                status: prediction.status,
+                output: prediction.output.clone(),
+                error: prediction.error.clone(),
+            },
+        )]);
+        let plan = run.plan(&observed, &*catalog, now, true);
+        if !plan.cancel.is_empty() || (plan.run == *run && plan.start.is_empty()) {
+            return Ok(None);
+        }
+        let mut write = Write::new(run.owner.clone()).op(Op::Update {
+            record: plan.run.to_record()?,
+            expected: current.revision,
+        });
+        let (_, started) = start_effects(self, &plan.start, &mut write, now)?;
+        write.effects.extend(completion(&plan.run, now)?);
+        Ok(Some(FusedAdvance {
+            ops: write.ops,
+            effects: write.effects,
+            run: Versioned {
+                value: plan.run,
+                revision: current.revision,
+            },
+            start: plan.start,
+            started,
+        }))
     }
 
     /// Cancels node predictions (each refunded by its own settlement); one that settled

@@ -439,6 +439,181 @@ async fn credits_are_reserved_stage_by_stage() {
     assert_eq!((balance.balance, balance.reserved), (0, 0));
 }
 
+/// A service whose node settlements advance their runs in the same write (the server's).
+fn fused_service() -> (Predictions, DynStore) {
+    let (service, store) = service();
+    service.set_catalog(Arc::new(TestCatalog));
+    (service, store)
+}
+
+/// Settles every starting prediction of the run as an echo of its input; how many.
+async fn settle_starting(service: &Predictions, run: &Run) -> usize {
+    let starting = predictions(service, run, Some(Status::Starting)).await;
+    for p in &starting {
+        service
+            .transition_all(&p.id, &[Event::processing(), echo(p)], &[])
+            .await
+            .unwrap();
+    }
+    starting.len()
+}
+
+/// The run's queued advance tasks.
+async fn advance_tasks(store: &DynStore, run: &Run) -> usize {
+    store
+        .items(Lane::Tasks, &Run::key_of(&run.id))
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_chain_advances_in_its_nodes_settlement_writes() {
+    let (service, store) = fused_service();
+    let owner = AccountId::admin();
+    let bp = blueprint(json!({
+        "name": "acme/chain",
+        "nodes": {
+            "a": {"model": "t/echo", "input": {"v": "{{ input.v }}"}},
+            "b": {"model": "t/echo", "input": {"v": "{{ nodes.a.output.v }}", "at": "b"}},
+            "c": {"model": "t/echo", "input": {"v": "{{ nodes.b.output.v }}", "at": "c"}}
+        },
+        "output": "{{ nodes.c.output }}"
+    }));
+    let run = start(&service, &owner, bp, json!({"v": 7})).await;
+    // No advance is ever called: each settlement starts the next node itself, and queues
+    // no advance task.
+    for node in ["a", "b", "c"] {
+        let before = service.get_run(None, &run.id).await.unwrap().value;
+        assert_eq!(before.nodes[node].status, NodeStatus::Starting, "{node}");
+        assert_eq!(settle_starting(&service, &run).await, 1, "{node}");
+        assert_eq!(advance_tasks(&store, &run).await, 0, "{node}");
+    }
+    let done = service.get_run(None, &run.id).await.unwrap().value;
+    assert_eq!(done.status, Status::Succeeded, "{done:?}");
+    assert_eq!(done.output, Some(json!({"v": 7, "at": "c"})));
+    assert!(
+        done.nodes
+            .values()
+            .all(|n| n.status == NodeStatus::Succeeded)
+    );
+    assert_eq!(predictions(&service, &run, None).await.len(), 3);
+    let messages = store
+        .items(Lane::Webhooks, &Run::key_of(&run.id))
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 1, "one run.completed");
+    // The task loop's advance finds nothing left to do.
+    let again = service
+        .advance_run(&owner, &run.id, &TestCatalog, true)
+        .await
+        .unwrap();
+    assert_eq!(again.value, done);
+}
+
+#[tokio::test]
+async fn parents_settling_at_once_start_their_join_once() {
+    let (service, store) = fused_service();
+    let owner = AccountId::admin();
+    let run = start(&service, &owner, variants(), json!({"prompt": "a cat"})).await;
+    assert_eq!(settle_starting(&service, &run).await, 1);
+    let parents = predictions(&service, &run, Some(Status::Starting)).await;
+    assert_eq!(parents.len(), 2);
+    let events: Vec<[Event; 2]> = parents
+        .iter()
+        .map(|p| [Event::processing(), echo(p)])
+        .collect();
+    let (left, right) = tokio::join!(
+        service.transition_all(&parents[0].id, &events[0], &[]),
+        service.transition_all(&parents[1].id, &events[1], &[]),
+    );
+    left.unwrap();
+    right.unwrap();
+    let sheet: Vec<_> = predictions(&service, &run, Some(Status::Starting)).await;
+    assert_eq!(sheet.len(), 1, "the join started once");
+    assert_eq!(sheet[0].node.as_deref(), Some("sheet"));
+    assert_eq!(settle_starting(&service, &run).await, 1);
+    let done = service.get_run(None, &run.id).await.unwrap().value;
+    assert_eq!(done.status, Status::Succeeded, "{done:?}");
+    assert_eq!(predictions(&service, &run, None).await.len(), 4);
+    assert_eq!(advance_tasks(&store, &run).await, 0);
+}
+
+#[tokio::test]
+async fn a_wide_fan_out_settles_through_the_advance_task() {
+    let (service, store) = fused_service();
+    let owner = AccountId::admin();
+    let bp = blueprint(json!({
+        "name": "acme/wide",
+        "nodes": {
+            "each": {"model": "t/echo", "for_each": "{{ input.xs }}", "input": {"p": "{{ item }}"}},
+            "join": {"model": "t/echo", "input": {"all": "{{ nodes.each.output }}"}}
+        },
+        "output": "{{ nodes.join.output.all }}"
+    }));
+    let xs: Vec<usize> = (0..FUSE_AT_MOST + 1).collect();
+    let run = start(&service, &owner, bp, json!({"xs": xs})).await;
+    let first = predictions(&service, &run, Some(Status::Starting)).await[0].clone();
+    service
+        .transition_all(&first.id, &[Event::processing(), echo(&first)], &[])
+        .await
+        .unwrap();
+    // More predictions running than a settlement advances by itself: the run record is
+    // left to the advance task.
+    assert_eq!(advance_tasks(&store, &run).await, 1);
+    let stored = service.get_run(None, &run.id).await.unwrap().value;
+    assert!(
+        stored.nodes["each"]
+            .items
+            .iter()
+            .all(|i| i.status == Status::Starting)
+    );
+    let done = drive(&service, &run, echo).await;
+    assert_eq!(done.status, Status::Succeeded);
+    assert_eq!(
+        done.output,
+        Some(json!(
+            xs.iter().map(|x| json!({"p": x})).collect::<Vec<_>>()
+        ))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_reservation_leaves_the_advance_to_the_task() {
+    let (service, store) = fused_service();
+    let owner = AccountId::parse("alice").unwrap();
+    crate::Credits::new(service.store().clone())
+        .post(&owner, crate::store::Reason::Grant, 1, None, None)
+        .await
+        .unwrap();
+    let bp = blueprint(json!({
+        "name": "acme/paid",
+        "nodes": {
+            "a": {"model": "t/paid", "input": {}},
+            "b": {"model": "t/paid", "input": {"x": "{{ nodes.a.output }}"}}
+        }
+    }));
+    let run = start(&service, &owner, bp, json!({})).await;
+    // The settlement commits although the next node's reservation is refused; the run
+    // record is not moved by it, and the advance task is queued instead.
+    assert_eq!(settle_starting(&service, &run).await, 1);
+    assert_eq!(advance_tasks(&store, &run).await, 1);
+    let stored = service.get_run(None, &run.id).await.unwrap().value;
+    assert_eq!(stored.nodes["b"].status, NodeStatus::Waiting);
+    let done = service
+        .advance_run(&owner, &run.id, &TestCatalog, false)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(done.status, Status::Failed);
+    assert_eq!(
+        done.error.as_deref(),
+        Some("node b failed: insufficient credits to start this node")
+    );
+    let balance = service.store().balance(&owner).await.unwrap();
+    assert_eq!((balance.balance, balance.reserved), (0, 0));
+}
+
 #[test]
 fn validation_names_the_node_and_field() {
     let cases = [
