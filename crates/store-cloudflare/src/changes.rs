@@ -12,9 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_core::store::{Change, ChangeStream};
-use futures::StreamExt;
-use tokio::sync::mpsc;
+use augur_core::store::{Change, ChangeSender, ChangeStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Method;
@@ -36,20 +34,16 @@ impl Inner {
         // The first poll does not wait: it fixes the position from which changes count, so
         // that every write after `subscribe` returns is announced.
         let first = self.poll(None, None, Duration::ZERO).await?;
-        let (tx, rx) = mpsc::channel(BUFFER);
+        let (tx, stream) = ChangeSender::channel(BUFFER);
         let task = Subscription {
             inner: Arc::clone(self),
             tx,
-            lagged: false,
             shutdown: self.shutdown.clone(),
             epoch: first.epoch,
             seq: first.seq,
         };
         tokio::spawn(task.run());
-        Ok(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|change| (change, rx))
-        })
-        .boxed())
+        Ok(stream)
     }
 
     async fn poll(
@@ -72,9 +66,7 @@ impl Inner {
 
 struct Subscription {
     inner: Arc<Inner>,
-    tx: mpsc::Sender<Change>,
-    /// Announcements were dropped because the subscriber fell behind.
-    lagged: bool,
+    tx: ChangeSender,
     shutdown: CancellationToken,
     epoch: String,
     seq: u64,
@@ -109,7 +101,7 @@ impl Subscription {
                         tracing::warn!(error = %e, "polling Cloudflare store changes failed");
                     }
                     failing = true;
-                    if !self.send(Change::Resync) {
+                    if !self.tx.send(Change::Resync) {
                         return;
                     }
                     let jitter = Duration::from_millis(rand::random_range(
@@ -128,7 +120,7 @@ impl Subscription {
 
     /// Forwards one answer's changes; false once the subscriber is gone.
     fn take(&mut self, answer: ChangesAnswer) -> bool {
-        if (answer.resync || answer.epoch != self.epoch) && !self.send(Change::Resync) {
+        if (answer.resync || answer.epoch != self.epoch) && !self.tx.send(Change::Resync) {
             return false;
         }
         self.epoch = answer.epoch;
@@ -136,7 +128,7 @@ impl Subscription {
         for change in answer.changes {
             match change.decode() {
                 Ok(change) => {
-                    if !self.send(change) {
+                    if !self.tx.send(change) {
                         return false;
                     }
                 }
@@ -146,25 +138,5 @@ impl Subscription {
             }
         }
         true
-    }
-
-    /// Queues a change (a `Resync` first if some were dropped); false once the subscriber
-    /// is gone.
-    fn send(&mut self, change: Change) -> bool {
-        if self.lagged {
-            match self.tx.try_send(Change::Resync) {
-                Ok(()) => self.lagged = false,
-                Err(mpsc::error::TrySendError::Full(_)) => return true,
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            }
-        }
-        match self.tx.try_send(change) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lagged = true;
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
     }
 }

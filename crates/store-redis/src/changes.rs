@@ -13,10 +13,9 @@
 use std::time::Duration;
 
 use augur_core::Revision;
-use augur_core::store::{Change, ChangeStream, Key, Kind, Lane, Partition};
+use augur_core::store::{Change, ChangeSender, ChangeStream, Key, Kind, Lane, Partition};
 use futures::StreamExt;
 use redis::aio::PubSub;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -33,20 +32,16 @@ impl Inner {
         let urls = self.options.connection_urls();
         let timeout = self.options.timeout.max(Duration::from_secs(1));
         let first = subscribe_any(&urls, &self.channel, timeout, 0).await?;
-        let (tx, rx) = mpsc::channel(BUFFER);
+        let (tx, stream) = ChangeSender::channel(BUFFER);
         let task = Subscription {
             urls,
             channel: self.channel.clone(),
             timeout,
             tx,
-            lagged: false,
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(task.run(first));
-        Ok(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|change| (change, rx))
-        })
-        .boxed())
+        Ok(stream)
     }
 }
 
@@ -84,9 +79,7 @@ struct Subscription {
     urls: Vec<String>,
     channel: String,
     timeout: Duration,
-    tx: mpsc::Sender<Change>,
-    /// Announcements were dropped because the subscriber fell behind.
-    lagged: bool,
+    tx: ChangeSender,
     shutdown: CancellationToken,
 }
 
@@ -123,11 +116,8 @@ impl Subscription {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             tracing::debug!("resubscribed to Redis announcements");
-            match self.tx.try_send(Change::Resync) {
-                Ok(()) => self.lagged = false,
-                // Sent with the next announcement, once there is room.
-                Err(mpsc::error::TrySendError::Full(_)) => self.lagged = true,
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            if !self.tx.resync() {
+                return;
             }
         }
     }
@@ -156,32 +146,12 @@ impl Subscription {
                         continue;
                     };
                     for change in payload.lines().filter_map(parse) {
-                        if !self.send(change) {
+                        if !self.tx.send(change) {
                             return false;
                         }
                     }
                 }
             }
-        }
-    }
-
-    /// Queues a change (a `Resync` first if some were dropped); false once the subscriber
-    /// is gone.
-    fn send(&mut self, change: Change) -> bool {
-        if self.lagged {
-            match self.tx.try_send(Change::Resync) {
-                Ok(()) => self.lagged = false,
-                Err(mpsc::error::TrySendError::Full(_)) => return true,
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            }
-        }
-        match self.tx.try_send(change) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lagged = true;
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }

@@ -14,7 +14,9 @@
 //! - [`QueueStore`]: claims, leases and outcomes of queue items.
 //! - [`EventStore`]: event logs.
 //! - [`LedgerStore`]: credit totals and ledgers.
-//! - [`AdminStore`]: capabilities, counters, announcements, export and import.
+//! - [`AdminStore`]: capabilities, counters, announcements, export and import. Backends that
+//!   forward announcements from a background task feed the subscriber's stream through a
+//!   [`ChangeSender`].
 //!
 //! The atomic unit is one account's [`Partition`]: a write never crosses it, so a backend that
 //! shards puts each partition in one shard and commits every write in one step there.
@@ -28,6 +30,7 @@
 
 mod admin;
 pub mod cached;
+mod changes;
 mod effect;
 mod entity;
 mod events;
@@ -42,6 +45,7 @@ mod record;
 use std::sync::Arc;
 
 pub use admin::{AdminStore, Capabilities, Change, ChangeStream, Exported, Position, Section};
+pub use changes::ChangeSender;
 pub use effect::Effect;
 pub use entity::{Entity, StoreExt, body_record, decode_json, encode_json};
 pub use events::{EventStore, StreamEvent, StreamEventData, StreamEventKind};
