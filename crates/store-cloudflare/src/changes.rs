@@ -3,7 +3,7 @@
 //! [`ChangeStream`].
 //!
 //! The task remembers the notifier's epoch and the last sequence number it saw. It yields
-//! [`Change::Resync`] when the notifier says so (the subscriber fell behind its buffer), when
+//! [`Change::Resync`](augur_core::store::Change::Resync) when the notifier says so (the subscriber fell behind its buffer), when
 //! the epoch changes (the notifier object restarted and forgot), and after a failed poll (then
 //! it backs off, up to [`MAX_BACKOFF`]), since announcements may have been missed. A
 //! subscriber that falls more than [`BUFFER`] announcements behind gets `Resync` instead of
@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_core::store::{Change, ChangeSender, ChangeStream};
+use augur_core::store::{ChangeSender, ChangeStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Method;
@@ -101,7 +101,7 @@ impl Subscription {
                         tracing::warn!(error = %e, "polling Cloudflare store changes failed");
                     }
                     failing = true;
-                    if !self.tx.send(Change::Resync) {
+                    if !self.tx.resync() {
                         return;
                     }
                     let jitter = Duration::from_millis(rand::random_range(
@@ -120,7 +120,7 @@ impl Subscription {
 
     /// Forwards one answer's changes; false once the subscriber is gone.
     fn take(&mut self, answer: ChangesAnswer) -> bool {
-        if (answer.resync || answer.epoch != self.epoch) && !self.tx.send(Change::Resync) {
+        if (answer.resync || answer.epoch != self.epoch) && !self.tx.resync() {
             return false;
         }
         self.epoch = answer.epoch;
