@@ -10,6 +10,8 @@
 #      chain    a run of NODES nodes, each referencing the previous one's output
 #      fan      a run of a NODES-item fan-out and a join (NODES + 1 predictions)
 #      plain    the reference: NODES echo creates with Prefer: wait, sent at once
+#      serial   a second reference: the same NODES creates one after another (as a chain's
+#               nodes follow each other: each its own commit, none sharing a write or a claim)
 #    Server CPU per prediction (from /proc/<pid>/task/*/schedstat, Augur plus the store's
 #    processes; also less the idle server's CPU rate over the window), store operations per
 #    prediction (from /metrics) and wall time. Target (issue 11): CPU per node at most 1.5x a plain prediction's.
@@ -109,7 +111,7 @@ one() {
 wait_quiet
 for ((round = 1; round <= ROUNDS; round++)); do
     for store in $OVERHEAD_STORES; do
-        for measure in $(rotate "$round" chain fan plain); do
+        for measure in $(rotate "$round" chain fan plain serial); do
             one "$round" "$store" "$measure"
         done
     done
@@ -176,7 +178,9 @@ summary="$RESULTS/workflows.md"
         row "plain: $NODES creates with Prefer: wait at once, server CPU per prediction (µs)" "$store" plain .cpu_us_per_prediction
         row "chain of $NODES: server CPU per node (µs)" "$store" chain .cpu_us_per_prediction
         row "fan-out of $NODES + join: server CPU per prediction (µs)" "$store" fan .cpu_us_per_prediction
+        row "serial: $NODES creates one after another, server CPU per prediction (µs)" "$store" serial .cpu_us_per_prediction
         ratio_row "**chain / plain, CPU per prediction** (target ≤ 1.5)" "$store" chain plain .cpu_us_per_prediction
+        ratio_row "chain / serial, CPU per prediction" "$store" chain serial .cpu_us_per_prediction
         ratio_row "**fan-out / plain, CPU per prediction** (target ≤ 1.5)" "$store" fan plain .cpu_us_per_prediction
         row "idle server's CPU (ms per s), measured before the chain" "$store" chain .idle_cpu_ms_per_s
         row "plain, less the idle rate over its window (µs per prediction)" "$store" plain .cpu_us_per_prediction_net
@@ -192,6 +196,7 @@ summary="$RESULTS/workflows.md"
         row "chain: store writes + finishes per node" "$store" chain '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0) | . * 100 | round / 100'
         row "fan-out: store writes + finishes per prediction" "$store" fan '(.store_ops_per_prediction.write // 0) + (.store_ops_per_prediction.finish // 0) | . * 100 | round / 100'
         row "plain: start → last answered (s)" "$store" plain .wall_s
+        row "serial: start → last answered (s)" "$store" serial .wall_s
         row "chain: request → run.completed (s)" "$store" chain .wall_s
         row "chain: per node (ms)" "$store" chain .wall_ms_per_prediction
         row "fan-out + join: request → run.completed (s)" "$store" fan .wall_s
@@ -217,7 +222,7 @@ summary="$RESULTS/workflows.md"
     done
     echo
     echo "Checks, per run: errors (runs not succeeded, creates not 201 + succeeded):" \
-        "$(for s in $OVERHEAD_STORES; do for m in chain fan plain; do col "$s" "$m" .errors; done; done | tr '\n' ' ')" \
+        "$(for s in $OVERHEAD_STORES; do for m in chain fan plain serial; do col "$s" "$m" .errors; done; done | tr '\n' ' ')" \
         "$(for s in $STORES; do for m in runs manual singles; do col "$s" "$m" .errors; done; done | tr '\n' ' ');" \
         "runs found by polling instead of their webhook: $(for s in $OVERHEAD_STORES; do col "$s" chain .polled; col "$s" fan .polled; done | tr '\n' ' ')$(for s in $STORES; do col "$s" runs .polled; done | tr '\n' ' ');" \
         "duplicate run.completed: $(for s in $STORES; do col "$s" runs .webhook_duplicates; done | tr '\n' ' ')."

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! workflows --url http://127.0.0.1:PORT --token ADMIN_TOKEN
-//!           --measure chain|fan|plain|runs|manual|singles
+//!           --measure chain|fan|plain|serial|runs|manual|singles
 //!           [--nodes 100] [--runs 200] [--clients 16] [--pids PID,PID] [--timeout 300]
 //! ```
 //!
@@ -22,12 +22,15 @@
 //! - **plain**: the reference: N `POST /v1/models/augur/echo/predictions` with `Prefer: wait`
 //!   sent at once (N tasks), timed from the start until the last answered with its prediction
 //!   settled.
+//! - **serial**: a second reference: the same N creates one after another, each sent when the
+//!   previous answered settled, as a chain's nodes follow each other (no two in one write or
+//!   one claim, each commit on its own).
 //!
 //!   Each reports the server's CPU time (`--pids`, their threads and child processes, from
 //!   `/proc/<pid>/task/*/schedstat` in nanoseconds) from just before the first request until
 //!   200 ms after the end (so that work finishing just after the answer is counted; the same
-//!   window for all three), and that CPU divided by the predictions made
-//!   (`cpu_us_per_prediction`: N for chain and plain, N + 1 for fan). Before the timed part it
+//!   window for all four), and that CPU divided by the predictions made
+//!   (`cpu_us_per_prediction`: N for chain, plain and serial, N + 1 for fan). Before the timed part it
 //!   measures the idle server's CPU for a second (`idle_cpu_ms_per_s`: its loops and timers);
 //!   `cpu_us_per_prediction_net` subtracts that rate over the measured window, which matters
 //!   when the window is long (a chain waits between its nodes).
@@ -71,6 +74,7 @@ enum Measure {
     Chain,
     Fan,
     Plain,
+    Serial,
     Runs,
     Manual,
     Singles,
@@ -82,6 +86,7 @@ impl Measure {
             "chain" => Self::Chain,
             "fan" => Self::Fan,
             "plain" => Self::Plain,
+            "serial" => Self::Serial,
             "runs" => Self::Runs,
             "manual" => Self::Manual,
             "singles" => Self::Singles,
@@ -94,6 +99,7 @@ impl Measure {
             Self::Chain => "chain",
             Self::Fan => "fan",
             Self::Plain => "plain",
+            Self::Serial => "serial",
             Self::Runs => "runs",
             Self::Manual => "manual",
             Self::Singles => "singles",
@@ -680,7 +686,7 @@ async fn main() {
             assert!(check_run(&run).is_none(), "warm-up variants run: {run}");
         }
         Measure::Manual => assert!(manual_variants(&bench, "warm-up").await),
-        Measure::Plain | Measure::Singles => {}
+        Measure::Plain | Measure::Serial | Measure::Singles => {}
     }
     eprintln!("warm-up done; measuring {}", args.measure.as_str());
 
@@ -735,18 +741,25 @@ async fn main() {
             let ops_after = store_ops(&bench.http, &args.url, &args.admin_token).await;
             result["store_ops_per_prediction"] = ops_per(&ops_before, &ops_after, predictions);
         }
-        Measure::Plain => {
-            let tasks: Vec<_> = (0..n)
-                .map(|i| {
-                    let bench = bench.clone();
-                    tokio::spawn(
-                        async move { bench.echo(json!({"text": format!("item {i}")})).await.0 },
-                    )
-                })
-                .collect();
+        Measure::Plain | Measure::Serial => {
             let mut errors = 0;
-            for task in tasks {
-                errors += usize::from(!task.await.expect("task"));
+            if args.measure == Measure::Serial {
+                for i in 0..n {
+                    let ok = bench.echo(json!({"text": format!("item {i}")})).await.0;
+                    errors += usize::from(!ok);
+                }
+            } else {
+                let tasks: Vec<_> = (0..n)
+                    .map(|i| {
+                        let bench = bench.clone();
+                        tokio::spawn(async move {
+                            bench.echo(json!({"text": format!("item {i}")})).await.0
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    errors += usize::from(!task.await.expect("task"));
+                }
             }
             let wall = start.elapsed();
             tokio::time::sleep(Duration::from_millis(200)).await;
