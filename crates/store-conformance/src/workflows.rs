@@ -80,19 +80,11 @@ async fn node_predictions(store: &DynStore, run: &Run, node: &str) -> Vec<Predic
         .collect()
 }
 
-/// Sixteen parents of one join settle at once from eight tasks, each followed by an advance,
-/// while four more tasks advance the run in a loop: the join is started once, the run settles
-/// once with one `run.completed` message, and the ledger balances.
-pub async fn a_join_starts_once_when_its_parents_settle_at_once(store: DynStore) {
-    let owner = account("wf");
-    Credits::new(store.clone())
-        .post(&owner, Reason::Grant, 100, None, None)
-        .await
-        .unwrap();
-    let service = Predictions::new(store.clone(), ServiceConfig::default());
+/// Blueprint nodes: `count` parents `p<i>` and a `join` whose input takes each one's output.
+fn parents_of_a_join(count: usize) -> serde_json::Map<String, Value> {
     let mut nodes = serde_json::Map::new();
     let mut refs = serde_json::Map::new();
-    for i in 0..16 {
+    for i in 0..count {
         nodes.insert(
             format!("p{i}"),
             json!({"model": "t/echo", "input": {"i": i}}),
@@ -103,6 +95,20 @@ pub async fn a_join_starts_once_when_its_parents_settle_at_once(store: DynStore)
         );
     }
     nodes.insert("join".into(), json!({"model": "t/echo", "input": refs}));
+    nodes
+}
+
+/// Sixteen parents of one join settle at once from eight tasks, each followed by an advance,
+/// while four more tasks advance the run in a loop: the join is started once, the run settles
+/// once with one `run.completed` message, and the ledger balances.
+pub async fn a_join_starts_once_when_its_parents_settle_at_once(store: DynStore) {
+    let owner = account("wf");
+    Credits::new(store.clone())
+        .post(&owner, Reason::Grant, 100, None, None)
+        .await
+        .unwrap();
+    let service = Predictions::new(store.clone(), ServiceConfig::default());
+    let nodes = parents_of_a_join(16);
     let run = start(
         &service,
         &owner,
@@ -217,19 +223,7 @@ pub async fn settlements_advance_their_runs_in_the_same_write(store: DynStore) {
             service
         })
         .collect();
-    let mut nodes = serde_json::Map::new();
-    let mut refs = serde_json::Map::new();
-    for i in 0..6 {
-        nodes.insert(
-            format!("p{i}"),
-            json!({"model": "t/echo", "input": {"i": i}}),
-        );
-        refs.insert(
-            format!("p{i}"),
-            json!(format!("{{{{ nodes.p{i}.output }}}}")),
-        );
-    }
-    nodes.insert("join".into(), json!({"model": "t/echo", "input": refs}));
+    let mut nodes = parents_of_a_join(6);
     nodes.insert(
         "after".into(),
         json!({"model": "t/echo", "input": {"joined": "{{ nodes.join.output }}"}}),

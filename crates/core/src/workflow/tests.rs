@@ -177,18 +177,23 @@ async fn the_four_node_blueprint_passes_outputs_along() {
     for p in &all {
         assert_eq!(p.run.as_deref(), Some(run.id.as_str()));
     }
+    assert_settled_once(&service, &store, &done).await;
+}
+
+/// `done` has its one `run.completed` message, and advancing it again (as the task loop or
+/// a reconcile would) changes nothing.
+async fn assert_settled_once(service: &Predictions, store: &DynStore, done: &Run) {
     let messages = store
-        .items(Lane::Webhooks, &Run::key_of(&run.id))
+        .items(Lane::Webhooks, &Run::key_of(&done.id))
         .await
         .unwrap();
-    assert_eq!(messages.len(), 1);
+    assert_eq!(messages.len(), 1, "one run.completed");
     assert_eq!(messages[0].id, done.completion_message_id());
-    // Advancing a settled run changes nothing.
     let again = service
-        .advance_run(&owner, &run.id, &TestCatalog, true)
+        .advance_run(&done.owner, &done.id, &TestCatalog, true)
         .await
         .unwrap();
-    assert_eq!(again.value, done);
+    assert_eq!(&again.value, done);
 }
 
 #[tokio::test]
@@ -498,17 +503,7 @@ async fn a_chain_advances_in_its_nodes_settlement_writes() {
             .all(|n| n.status == NodeStatus::Succeeded)
     );
     assert_eq!(predictions(&service, &run, None).await.len(), 3);
-    let messages = store
-        .items(Lane::Webhooks, &Run::key_of(&run.id))
-        .await
-        .unwrap();
-    assert_eq!(messages.len(), 1, "one run.completed");
-    // The task loop's advance finds nothing left to do.
-    let again = service
-        .advance_run(&owner, &run.id, &TestCatalog, true)
-        .await
-        .unwrap();
-    assert_eq!(again.value, done);
+    assert_settled_once(&service, &store, &done).await;
 }
 
 #[tokio::test]
