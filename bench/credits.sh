@@ -53,11 +53,16 @@ name = "augur/echo"
 price = { per_prediction = 1 }
 TOML
 
-# store_url STORE: a fresh namespace of STORE.
+# store_url STORE: a fresh namespace of STORE. Redis is emptied and its append-only file
+# rewritten first (redis_reset), so that earlier runs' data (a priced run leaves its ledger)
+# neither grows the AOF into an automatic rewrite mid-run nor slows later runs.
 store_url() {
     case "$1" in
         embedded) echo "embedded://$(temp_dir)/store" ;;
-        redis) echo "redis://127.0.0.1:$REDIS_PORT/0?prefix=b$RANDOM$RANDOM" ;;
+        redis)
+            redis_reset
+            echo "redis://127.0.0.1:$REDIS_PORT/0?prefix=b$RANDOM$RANDOM"
+            ;;
         postgres)
             local db="b$RANDOM$RANDOM"
             pg_sql postgres "CREATE DATABASE $db" >/dev/null
