@@ -669,10 +669,10 @@ impl Predictions {
         extra: &[Effect],
     ) -> Result<Transition> {
         // A run advance rides along while that can succeed: after a lost compare-and-set it
-        // is planned again from a fresh read of the run. At most `FUSE_AT_MOST` settlements
-        // contend for the run record, so each loses at most that many times to the others;
-        // after that, or a refused reservation, the change is written alone and the run's
-        // advance task takes over.
+        // is planned again from a fresh read of the run. Besides the occasional advance or
+        // cancel, at most `FUSE_AT_MOST` settlements contend for the run record; after more
+        // lost compare-and-sets than that, or a refused reservation, the change is written
+        // alone and the run's advance task takes over.
         let mut fuse_tries = 0;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let Some(current) = self.find(id).await? else {
