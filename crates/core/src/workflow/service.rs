@@ -627,7 +627,7 @@ impl Predictions {
         Err(Error::Busy(format!("run {id}")))
     }
 
-    /// The run advance that `prediction`'s change (from `before`) can carry in its own write,
+    /// The run advance that `prediction`'s change can carry in its own write,
     /// if it can: a catalog is set ([`Predictions::set_catalog`]), the run has at most
     /// [`FUSE_AT_MOST`] unsettled predictions, and the step cancels nothing (cancels are
     /// transitions of their own). The step observes only this prediction: every other
