@@ -496,7 +496,9 @@ pub(crate) enum FusedWrite {
 /// parameters that follow the previous one's, in this order: the items to enqueue (9 arrays:
 /// lanes, ids, topics, payloads, due times, replace flags, claim workers, tokens and expiries),
 /// the items to complete (lanes, ids), the counters (names, deltas), the events (kinds, data,
-/// escaped flags).
+/// escaped flags), the ledger entries (the account; 7 arrays: ids, deltas, helds, reasons,
+/// references, memos, times; then the sums of the deltas and of the helds, how many entries,
+/// and the least the account must have to spend before them, see [`Posting`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FusedShape {
     pub(crate) write: FusedWrite,
@@ -505,6 +507,48 @@ pub(crate) struct FusedShape {
     pub(crate) complete: bool,
     pub(crate) counts: bool,
     pub(crate) events: bool,
+    /// Ledger entries of the write's account, none posted before (see [`Posting`]).
+    pub(crate) posts: bool,
+}
+
+/// What the fused statement needs to know of a write's ledger entries beyond the entries
+/// themselves, computed once by the caller: the sums it moves the totals by, how many entries
+/// there are (the ledger numbers on by that), and `need`, the least `balance - reserved` the
+/// account must have before them so that no entry that lowers what it can spend leaves it
+/// below zero ([`GUARDS`]' rule: entry `k` with `delta_k - held_k < 0` is refused when
+/// `available + Σ_{j≤k} (delta_j - held_j) < 0`; so `need` is the largest
+/// `-Σ_{j≤k} (delta_j - held_j)` over those `k`, or `i64::MIN` when no entry lowers it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Posting {
+    pub(crate) delta: i64,
+    pub(crate) held: i64,
+    pub(crate) count: i64,
+    pub(crate) need: i64,
+}
+
+impl Posting {
+    /// The sums and the need of entries `(delta, held)` in effect order; `None` if a sum
+    /// overflows (such a write is left to the general path).
+    pub(crate) fn of(entries: impl IntoIterator<Item = (i64, i64)>) -> Option<Posting> {
+        let mut posting = Posting {
+            delta: 0,
+            held: 0,
+            count: 0,
+            need: i64::MIN,
+        };
+        let mut change = 0i64;
+        for (delta, held) in entries {
+            posting.delta = posting.delta.checked_add(delta)?;
+            posting.held = posting.held.checked_add(held)?;
+            posting.count += 1;
+            let own = delta.checked_sub(held)?;
+            change = change.checked_add(own)?;
+            if own < 0 {
+                posting.need = posting.need.max(change.checked_neg()?);
+            }
+        }
+        Some(posting)
+    }
 }
 
 /// One statement that makes a record write and applies its effects: a single round trip, and
@@ -524,8 +568,8 @@ pub(crate) struct FusedShape {
 /// the write instead. Rare, and it spares every fused write the arbiter checks and speculative
 /// insertion of an `ON CONFLICT` clause.
 pub(crate) fn fused(shape: FusedShape) -> &'static str {
-    // 128 shapes; each statement built once.
-    static BUILT: [OnceLock<String>; 128] = [const { OnceLock::new() }; 128];
+    // 256 shapes; each statement built once.
+    static BUILT: [OnceLock<String>; 256] = [const { OnceLock::new() }; 256];
     let fair = shape.enqueue.unwrap_or_default();
     let index = usize::from(shape.write == FusedWrite::Update)
         | usize::from(shape.enqueue.is_some()) << 1
@@ -533,7 +577,8 @@ pub(crate) fn fused(shape: FusedShape) -> &'static str {
         | usize::from(fair.unclaimed) << 3
         | usize::from(shape.complete) << 4
         | usize::from(shape.counts) << 5
-        | usize::from(shape.events) << 6;
+        | usize::from(shape.events) << 6
+        | usize::from(shape.posts) << 7;
     BUILT[index].get_or_init(|| build_fused(shape))
 }
 
@@ -627,6 +672,34 @@ fn build_fused(shape: FusedShape) -> String {
              u.escaped FROM w, unnest({kinds}::text[], {data}::text[], {escaped}::boolean[]) \
              WITH ORDINALITY AS u(kind, data, escaped, n))"
         );
+    }
+    if shape.posts {
+        let account = next();
+        let p: Vec<String> = (0..7).map(|_| next()).collect();
+        let (delta, held, count, need) = (next(), next(), next(), next());
+        // The totals row is locked by the update, and its condition is checked again on the
+        // row's latest version once the lock is granted: one account's postings are decided
+        // one at a time, as on the general path. An entry posted meanwhile by another write
+        // fails the insert on the ledger's unique key: the general path then skips it.
+        sql += &format!(
+            ", lp AS (SELECT u.* FROM unnest({}::text[], {}::bigint[], {}::bigint[], \
+             {}::text[], {}::text[], {}::text[], {}::timestamptz[]) WITH ORDINALITY \
+             AS u(id, delta, held, reason, reference, memo, at, n)), \
+             lt AS (UPDATE ledger_totals t SET balance = t.balance + {delta}::bigint, \
+             reserved = t.reserved + {held}::bigint, seq = t.seq + {count}::bigint FROM w \
+             WHERE t.account = {account}::text AND t.balance - t.reserved >= {need}::bigint \
+             AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.account = {account}::text \
+             AND l.id = ANY({}::text[])) RETURNING t.balance, t.reserved, t.seq), \
+             fx_post AS (INSERT INTO ledger (account, seq, id, delta, held, reason, \
+             reference, memo, at, balance_after, reserved_after) \
+             SELECT {account}::text, lt.seq - {count}::bigint + lp.n, lp.id, lp.delta, lp.held, \
+             lp.reason, lp.reference, lp.memo, lp.at, \
+             lt.balance - {delta}::bigint + sum(lp.delta) OVER o, \
+             lt.reserved - {held}::bigint + sum(lp.held) OVER o \
+             FROM lt, lp WINDOW o AS (ORDER BY lp.n))",
+            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[0],
+        );
+        refusals.push("(EXISTS (SELECT 1 FROM w) AND NOT EXISTS (SELECT 1 FROM lt))".to_owned());
     }
     let refused = if refusals.is_empty() {
         "NULL::boolean".to_owned()
@@ -1069,6 +1142,7 @@ mod tests {
             complete: true,
             counts: true,
             events: true,
+            posts: false,
         });
         // 14 for the write, 9 + 2 + 2 + 3 for the effects.
         assert!(all.contains("$30::boolean[]"), "{all}");
@@ -1079,9 +1153,41 @@ mod tests {
             complete: false,
             counts: false,
             events: false,
+            posts: false,
         });
         assert!(!bare.contains("$14"), "{bare}");
         assert!(bare.ends_with("NULL::boolean"), "{bare}");
+        let priced = fused(FusedShape {
+            write: FusedWrite::Update,
+            enqueue: None,
+            complete: true,
+            counts: true,
+            events: true,
+            posts: true,
+        });
+        // 14 for the write, 2 + 2 + 3 for the effects, 1 + 7 + 4 for the entries.
+        assert!(priced.contains("$33::bigint AND NOT EXISTS"), "{priced}");
+        assert!(!priced.contains("$34"), "{priced}");
+    }
+
+    #[test]
+    fn a_posting_needs_what_its_lowest_point_takes() {
+        let none = Posting::of([]).unwrap();
+        assert_eq!((none.delta, none.held, none.count), (0, 0, 0));
+        assert_eq!(none.need, i64::MIN);
+        // A reservation of 3: the account needs 3 to spend.
+        assert_eq!(Posting::of([(0, 3)]).unwrap().need, 3);
+        // A charge of 2 out of a hold of 5, then the rest released: neither lowers what the
+        // account can spend, so it needs nothing.
+        let settle = Posting::of([(-2, -2), (0, -3)]).unwrap();
+        assert_eq!((settle.delta, settle.held, settle.count), (-2, -5, 2));
+        assert_eq!(settle.need, i64::MIN);
+        // A grant of 5, then reservations of 3 and 4: the lowest point is 5 - 7 = -2.
+        let p = Posting::of([(5, 0), (0, 3), (0, 4)]).unwrap();
+        assert_eq!(p.need, 2);
+        // A reservation before the grant: the first entry's point decides.
+        assert_eq!(Posting::of([(0, 4), (5, 0)]).unwrap().need, 4);
+        assert!(Posting::of([(i64::MAX, 0), (1, 0)]).is_none());
     }
 
     /// `EXPLAIN`s every statement whose cost could grow with the data, on a schema filled
@@ -1145,6 +1251,7 @@ mod tests {
             complete: true,
             counts: true,
             events: true,
+            posts: false,
         });
         let fused_insert = fused(FusedShape {
             write: FusedWrite::Insert,
@@ -1152,6 +1259,7 @@ mod tests {
             complete: false,
             counts: true,
             events: true,
+            posts: false,
         });
         let enqueue_args = format!(
             "{}, {}, {}, {}, ARRAY[now()], ARRAY[false], ARRAY[NULL]::text[], \

@@ -5,9 +5,9 @@
 //!
 //! - **fused**: one statement ([`sql::fused`]) for the common writes: one record of a kind
 //!   that keeps a tombstone inserted or compare-and-set, with queue effects on that record's
-//!   own group (at most one item per lane enqueued or completed), unlimited counters and the
-//!   record's events. A prediction's create, start and settlement are this, with or without a
-//!   webhook message.
+//!   own group (at most one item per lane enqueued or completed), unlimited counters, the
+//!   record's events and the account's ledger entries. A prediction's create, start and
+//!   settlement are this, with or without a webhook message, priced or free.
 //! - **general**: the write's statements pipelined in one transaction (`BEGIN`, locks, one
 //!   statement per operation and per queue effect, the guards, the other effects, `COMMIT`),
 //!   each check refusing with `augur_refuse`, which aborts the rest. Every write can take it.
@@ -18,7 +18,8 @@
 //! The fused statement hands a write over to the general path when it cannot decide alone (an
 //! item to complete or replace lies in another group, the new record's advisory lock is held
 //! by a queue write, a stray item waits in a new record's group, an enqueued id is taken, two
-//! writes number one group at once), and tries again when its compare-and-set saw a record
+//! writes number one group at once, a ledger entry was posted before or the account cannot
+//! afford its entries or has no totals yet), and tries again when its compare-and-set saw a record
 //! that was bumped after its snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -33,7 +34,7 @@ use crate::codec::{
     storable, token_to_sql,
 };
 use crate::error::Error;
-use crate::sql::{self, Fair, FusedShape, FusedWrite};
+use crate::sql::{self, Fair, FusedShape, FusedWrite, Posting};
 use crate::store::{PostgresStore, Step};
 
 /// How often a write starts over after a race it cannot report (a record bumped by a queue
@@ -444,12 +445,21 @@ impl<'w> Plan<'w> {
                         return None;
                     }
                 }
-                Effect::Count { limit: Some(_), .. } | Effect::Post(_) => return None,
-                Effect::Count { .. } | Effect::AppendEvents { .. } => {}
+                Effect::Count { limit: Some(_), .. } => return None,
+                Effect::Count { .. } | Effect::AppendEvents { .. } | Effect::Post(_) => {}
             }
         }
         if enqueued.intersection(&completed).next().is_some() {
             return None;
+        }
+        let posts = !self.posts.id.is_empty();
+        if posts {
+            // An entry repeated within the write is skipped by the general path's rule, and
+            // sums that overflow are its to refuse.
+            let ids: BTreeSet<&str> = self.posts.id.iter().copied().collect();
+            if ids.len() < self.posts.id.len() || self.posting().is_none() {
+                return None;
+            }
         }
         Some(FusedShape {
             write,
@@ -457,7 +467,19 @@ impl<'w> Plan<'w> {
             complete: !completed.is_empty(),
             counts: !self.counts.0.is_empty(),
             events: !self.events.kind.is_empty(),
+            posts,
         })
+    }
+
+    /// The sums and the need of the write's ledger entries, as the fused statement takes them.
+    fn posting(&self) -> Option<Posting> {
+        Posting::of(
+            self.posts
+                .delta
+                .iter()
+                .copied()
+                .zip(self.posts.held.iter().copied()),
+        )
     }
 
     /// What committing the write announces: each record written, and the lanes with new
@@ -645,6 +667,29 @@ impl PostgresStore {
                 &plan.events.kind as Param<'_>,
                 &plan.events.data,
                 &plan.events.escaped,
+            ]);
+        }
+        let posting = plan.posting().unwrap_or(Posting {
+            delta: 0,
+            held: 0,
+            count: 0,
+            need: 0,
+        });
+        if shape.posts {
+            let p = &plan.posts;
+            params.extend([
+                &plan.account as Param<'_>,
+                &p.id,
+                &p.delta,
+                &p.held,
+                &p.reason,
+                &p.reference,
+                &p.memo,
+                &p.at,
+                &posting.delta,
+                &posting.held,
+                &posting.count,
+                &posting.need,
             ]);
         }
         let rows = match self.query(sql::fused(shape), &params).await {

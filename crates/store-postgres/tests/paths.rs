@@ -345,9 +345,123 @@ async fn fused_and_general_writes_leave_the_same_state() {
         .await
         .unwrap();
 
+    // A priced prediction's writes: the create reserves, the settlement charges part of the
+    // hold and releases the rest, with the queue effects, counters and events a lifecycle
+    // has. The account's totals exist (a grant, which has no record: general).
+    let payer = AccountId::parse("paths-payer").unwrap();
+    pair.write(
+        &Write::new(payer.clone()).effects([entry(&payer, "payer-grant", 10, 0, Reason::Grant)]),
+        false,
+    )
+    .await
+    .unwrap();
+    let priced = prediction(&payer, 110);
+    let reserve = entry(&payer, "reserve-110", 0, 4, Reason::Reserve);
+    let created = pair
+        .write(
+            &insert(
+                &priced,
+                vec![
+                    job(&priced, 0, now),
+                    Effect::count("paths_total", 1),
+                    reserve.clone(),
+                    events(&priced, "created"),
+                ],
+            ),
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(created.skipped_entries.is_empty());
+    let settled = pair
+        .write(
+            &update(
+                &priced,
+                1,
+                vec![
+                    jobs::complete(&priced.id),
+                    message(&priced, 0, now),
+                    entry(&payer, "charge-110", -1, -1, Reason::Charge),
+                    entry(&payer, "release-110", 0, -3, Reason::Release),
+                    events(&priced, "settled"),
+                ],
+            ),
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(settled.skipped_entries.is_empty());
+    // Two reservations in one create, the second beyond what is left (10 - 1 = 9): refused
+    // by the fused statement, decided by the general path, which names what is missing.
+    let greedy = prediction(&payer, 111);
+    let refused = pair
+        .write(
+            &insert(
+                &greedy,
+                vec![
+                    entry(&payer, "reserve-111a", 0, 5, Reason::Reserve),
+                    entry(&payer, "reserve-111b", 0, 5, Reason::Reserve),
+                ],
+            ),
+            false,
+        )
+        .await;
+    assert!(refused.unwrap_err().contains("credits available"));
+    // Exactly what is left: fused.
+    pair.write(
+        &insert(
+            &greedy,
+            vec![
+                entry(&payer, "reserve-111a", 0, 5, Reason::Reserve),
+                entry(&payer, "reserve-111b", 0, 4, Reason::Reserve),
+            ],
+        ),
+        true,
+    )
+    .await
+    .unwrap();
+    // An entry posted before (a repeated reservation) is skipped: the general path's.
+    let again = prediction(&payer, 112);
+    let repeated = pair
+        .write(&insert(&again, vec![reserve.clone()]), false)
+        .await
+        .unwrap();
+    assert_eq!(repeated.skipped_entries, vec!["reserve-110".to_owned()]);
+    // An entry repeated within the write, and an account without totals: general.
+    let twice = prediction(&payer, 113);
+    let grant = entry(&payer, "grant-113", 1, 0, Reason::Grant);
+    let skipped = pair
+        .write(&insert(&twice, vec![grant.clone(), grant]), false)
+        .await
+        .unwrap();
+    assert_eq!(skipped.skipped_entries, vec!["grant-113".to_owned()]);
+    let newcomer = AccountId::parse("paths-newcomer").unwrap();
+    let first = prediction(&newcomer, 114);
+    pair.write(
+        &insert(
+            &first,
+            vec![entry(&newcomer, "grant-114", 2, 0, Reason::Grant)],
+        ),
+        false,
+    )
+    .await
+    .unwrap();
+    // A compare-and-set that loses posts nothing.
+    let stale = pair
+        .write(
+            &update(
+                &priced,
+                1,
+                vec![entry(&payer, "late-110", 0, -1, Reason::Refund)],
+            ),
+            true,
+        )
+        .await;
+    assert!(stale.unwrap_err().contains("revision conflict"));
+
     // Shapes only the general path makes: an idempotency key with its prediction, a delete,
-    // ledger entries (one refused), a limited counter (one refused), and a write with a key
-    // in two operations.
+    // ledger entries without a record (one refused), a limited counter (one refused), and a
+    // write with a key in two operations.
     let c = prediction(&owners[0], 100);
     let key = IdempotencyKey {
         owner: owners[0].clone(),
