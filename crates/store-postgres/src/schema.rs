@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "contract_v2",
         sql: include_str!("../migrations/0003_contract_v2.sql"),
     },
+    Migration {
+        version: 4,
+        name: "ledger_entry_key",
+        sql: include_str!("../migrations/0004_ledger_entry_key.sql"),
+    },
 ];
 
 /// Creates the schema if missing and applies the migrations it has not seen, in one

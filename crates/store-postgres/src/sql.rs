@@ -227,7 +227,7 @@ pub(crate) const LOCK_COUNTERS: &str = "INSERT INTO counters AS c (name, shard, 
 pub(crate) const GUARDS: &str = "WITH e AS (SELECT * FROM \
      unnest($2::text[], $3::bigint[], $4::bigint[], $5::int[]) AS e(id, delta, held, n)), \
      f AS (SELECT e.* FROM e WHERE NOT EXISTS (SELECT 1 FROM ledger l \
-     WHERE l.account = $1::text AND l.id = e.id) \
+     WHERE l.account || ' ' || l.id = $1::text || ' ' || e.id) \
      AND e.n = (SELECT min(x.n) FROM e x WHERE x.id = e.id)), \
      t AS (SELECT COALESCE((SELECT balance - reserved FROM ledger_totals \
      WHERE account = $1::text), 0) AS available), \
@@ -255,7 +255,7 @@ pub(crate) const POST: &str = "WITH e AS (SELECT * FROM unnest($2::text[], $3::b
      $4::bigint[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::int[]) \
      AS e(id, delta, held, reason, reference, memo, at, n)), \
      f AS (SELECT e.* FROM e WHERE NOT EXISTS (SELECT 1 FROM ledger l \
-     WHERE l.account = $1::text AND l.id = e.id) \
+     WHERE l.account || ' ' || l.id = $1::text || ' ' || e.id) \
      AND e.n = (SELECT min(x.n) FROM e x WHERE x.id = e.id)), \
      t AS (SELECT balance, reserved, seq FROM ledger_totals WHERE account = $1::text), \
      r AS (SELECT f.*, t.seq + row_number() OVER w AS place, \
@@ -1485,11 +1485,7 @@ mod tests {
                 "'owner7', ARRAY['e5', 'new'], ARRAY[-1, 0]::bigint[], ARRAY[0, 1]::bigint[], \
                  ARRAY[0, 1], ARRAY['c@owner7'], ARRAY[1]::bigint[], ARRAY[5]::bigint[], ARRAY[2]"
                     .into(),
-                vec![
-                    "ledger_account_id_key",
-                    "ledger_totals_pkey",
-                    "counters_pkey",
-                ],
+                vec!["ledger_entry_key", "ledger_totals_pkey", "counters_pkey"],
                 true,
             ),
             (
@@ -1498,7 +1494,7 @@ mod tests {
                  ARRAY['grant', 'reserve'], ARRAY[NULL, NULL]::text[], \
                  ARRAY[NULL, NULL]::text[], ARRAY[now(), now()], ARRAY[0, 1]"
                     .into(),
-                vec!["ledger_account_id_key", "ledger_totals_pkey"],
+                vec!["ledger_entry_key", "ledger_totals_pkey"],
                 true,
             ),
             (
