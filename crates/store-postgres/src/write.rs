@@ -233,6 +233,22 @@ struct Posts<'w> {
     n: Vec<i32>,
 }
 
+impl Posts<'_> {
+    /// The entries' seven arrays, in the order [`sql::POST`] and the fused statement take
+    /// them: ids, deltas, helds, reasons, references, memos, times.
+    fn entries(&self) -> [Param<'_>; 7] {
+        [
+            &self.id,
+            &self.delta,
+            &self.held,
+            &self.reason,
+            &self.reference,
+            &self.memo,
+            &self.at,
+        ]
+    }
+}
+
 fn effect_index(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -676,17 +692,10 @@ impl PostgresStore {
             need: 0,
         });
         if shape.posts {
-            let p = &plan.posts;
+            params.push(&plan.account);
+            params.extend(plan.posts.entries());
             params.extend([
-                &plan.account as Param<'_>,
-                &p.id,
-                &p.delta,
-                &p.held,
-                &p.reason,
-                &p.reference,
-                &p.memo,
-                &p.at,
-                &posting.delta,
+                &posting.delta as Param<'_>,
                 &posting.held,
                 &posting.count,
                 &posting.need,
@@ -863,21 +872,10 @@ impl PostgresStore {
         }
         let post_step = steps.len();
         if posts {
-            let p = &plan.posts;
-            steps.push((
-                sql::POST,
-                vec![
-                    account,
-                    &p.id,
-                    &p.delta,
-                    &p.held,
-                    &p.reason,
-                    &p.reference,
-                    &p.memo,
-                    &p.at,
-                    &p.n,
-                ],
-            ));
+            let mut params = vec![account as Param<'_>];
+            params.extend(plan.posts.entries());
+            params.push(&plan.posts.n);
+            steps.push((sql::POST, params));
         }
         let results = self.transaction(&steps).await?;
         // What each operation announces: its revision after the write, or for a delete of a
