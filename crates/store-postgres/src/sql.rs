@@ -355,11 +355,9 @@ fn enqueue_ctes(fair: Fair, numbered: bool) -> String {
          RETURNING i.lane, i.id, i.topic, i.owner, i.rank, i.lease_token IS NOT NULL AS claimed), \
          eq_promote AS (UPDATE items g SET head = {HEAD_STATE}, visible_at = {HEAD_VISIBLE} \
          FROM eq_prev p JOIN nq n ON n.lane = p.lane AND n.id = p.id \
-         WHERE n.replace AND p.head IS NOT NULL AND g.group_kind = p.group_kind \
-         AND g.group_id = p.group_id AND g.lane = p.lane AND g.status = 'pending' \
-         AND g.id <> p.id AND g.seq = (SELECT min(x.seq) FROM items x \
-         WHERE x.group_kind = p.group_kind AND x.group_id = p.group_id AND x.lane = p.lane \
-         AND x.status = 'pending' AND x.id <> p.id))"
+         CROSS JOIN LATERAL ({next}) x \
+         WHERE n.replace AND p.head IS NOT NULL AND g.lane = x.lane AND g.id = x.id)",
+        next = next_in_group("p"),
     );
     sql += &fair_ctes(fair);
     sql
@@ -461,16 +459,27 @@ pub(crate) static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
 /// The `WITH` queries that remove the items of relation `cq` (`lane, id`; at most one per
 /// lane), whoever holds them: if one was its group's head, the oldest of the group's other
 /// pending items becomes the head. `cq_gone` holds what was removed.
+/// The oldest pending item of the group, in the lane, of the item `{item}` (a relation with
+/// `lane`, `id`, `group_kind`, `group_id`), other than that item: the head once it is gone or
+/// replaced. Read in `items_by_group`'s order with a limit, so that every plan takes that
+/// index: a join on the same conditions was planned, on young tables, as a scan of the
+/// primary key by `lane` alone, which reads every pending item of the lane.
+fn next_in_group(item: &str) -> String {
+    format!(
+        "SELECT x.lane, x.id FROM items x WHERE x.group_kind = {item}.group_kind \
+         AND x.group_id = {item}.group_id AND x.lane = {item}.lane AND x.status = 'pending' \
+         AND x.id <> {item}.id ORDER BY x.seq LIMIT 1"
+    )
+}
+
 fn complete_ctes() -> String {
     format!(
         "cq_gone AS (DELETE FROM items i USING cq WHERE i.lane = cq.lane AND i.id = cq.id \
          RETURNING i.lane, i.id, i.group_kind, i.group_id, i.head), \
          cq_promote AS (UPDATE items g SET head = {HEAD_STATE}, visible_at = {HEAD_VISIBLE} \
-         FROM cq_gone d WHERE d.head IS NOT NULL AND g.group_kind = d.group_kind \
-         AND g.group_id = d.group_id AND g.lane = d.lane AND g.status = 'pending' \
-         AND g.id <> d.id AND g.seq = (SELECT min(x.seq) FROM items x \
-         WHERE x.group_kind = d.group_kind AND x.group_id = d.group_id AND x.lane = d.lane \
-         AND x.status = 'pending' AND x.id <> d.id))"
+         FROM cq_gone d CROSS JOIN LATERAL ({NEXT_IN_GROUP}) x \
+         WHERE d.head IS NOT NULL AND g.lane = x.lane AND g.id = x.id)",
+        NEXT_IN_GROUP = next_in_group("d"),
     )
 }
 
@@ -715,16 +724,18 @@ fn build_fused(shape: FusedShape) -> String {
 
 /// Makes the oldest pending item of group `($2, $3)` in lane `$1` its head, and no other:
 /// touches only the rows whose marks change. After every change that may change the head,
-/// under the group's lock.
+/// under the group's lock. The group's items are read first, in `items_by_group`'s order (so
+/// that every plan takes that index: planned on young tables, a join on the same conditions
+/// read the primary key by `lane` alone, every pending item of the lane), and updated by key.
 pub(crate) static REHEAD: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE items i SET head = x.head, visible_at = x.visible_at \
-         FROM (SELECT g.lane, g.id, CASE WHEN g.seq = m.seq THEN {HEAD_STATE} END AS head, \
+        "WITH g AS MATERIALIZED (SELECT lane, id, seq, due_at, lease_expires_at FROM items \
+         WHERE group_kind = $2::text AND group_id = $3::text AND lane = $1::text \
+         AND status = 'pending' ORDER BY seq), \
+         x AS (SELECT g.lane, g.id, CASE WHEN g.seq = m.seq THEN {HEAD_STATE} END AS head, \
          CASE WHEN g.seq = m.seq THEN {HEAD_VISIBLE} END AS visible_at \
-         FROM items g, (SELECT min(seq) AS seq FROM items WHERE group_kind = $2::text \
-         AND group_id = $3::text AND lane = $1::text AND status = 'pending') m \
-         WHERE g.group_kind = $2::text AND g.group_id = $3::text AND g.lane = $1::text \
-         AND g.status = 'pending') x \
+         FROM g, (SELECT min(seq) AS seq FROM g) m) \
+         UPDATE items i SET head = x.head, visible_at = x.visible_at FROM x \
          WHERE i.lane = x.lane AND i.id = x.id \
          AND (i.head IS DISTINCT FROM x.head OR i.visible_at IS DISTINCT FROM x.visible_at)"
     )
@@ -1585,6 +1596,23 @@ mod tests {
                             *may_sort || !plan.contains("Sort"),
                             "{mode}: {sql}\nsorts:\n{plan}"
                         );
+                        // A key used in part reads every row that shares its first
+                        // column: the primary key of `items` by `lane` alone, every item of
+                        // the lane.
+                        let lines: Vec<&str> = plan.lines().collect();
+                        for (at, line) in lines.iter().enumerate() {
+                            if !line.contains("using items_pkey on items") {
+                                continue;
+                            }
+                            let cond = lines[at + 1..]
+                                .iter()
+                                .find(|l| l.contains("Index Cond:"))
+                                .unwrap_or_else(|| panic!("{mode}: {sql}\n{plan}"));
+                            assert!(
+                                cond.contains("id = "),
+                                "{mode}: {sql}\nuses items_pkey by lane alone:\n{plan}"
+                            );
+                        }
                         for line in plan.lines().filter(|l| l.contains("Seq Scan")) {
                             assert!(
                                 tiny.iter()
