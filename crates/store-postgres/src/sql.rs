@@ -356,7 +356,8 @@ fn enqueue_ctes(fair: Fair, numbered: bool) -> String {
          eq_promote AS (UPDATE items g SET head = {HEAD_STATE}, visible_at = {HEAD_VISIBLE} \
          FROM eq_prev p JOIN nq n ON n.lane = p.lane AND n.id = p.id \
          CROSS JOIN LATERAL ({next}) x \
-         WHERE n.replace AND p.head IS NOT NULL AND g.lane = x.lane AND g.id = x.id)",
+         WHERE n.replace AND p.head IS NOT NULL AND g.lane = x.lane AND g.id = x.id \
+         AND g.status = 'pending')",
         next = next_in_group("p"),
     );
     sql += &fair_ctes(fair);
@@ -478,7 +479,7 @@ fn complete_ctes() -> String {
          RETURNING i.lane, i.id, i.group_kind, i.group_id, i.head), \
          cq_promote AS (UPDATE items g SET head = {HEAD_STATE}, visible_at = {HEAD_VISIBLE} \
          FROM cq_gone d CROSS JOIN LATERAL ({NEXT_IN_GROUP}) x \
-         WHERE d.head IS NOT NULL AND g.lane = x.lane AND g.id = x.id)",
+         WHERE d.head IS NOT NULL AND g.lane = x.lane AND g.id = x.id AND g.status = 'pending')",
         NEXT_IN_GROUP = next_in_group("d"),
     )
 }
