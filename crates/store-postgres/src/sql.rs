@@ -457,9 +457,6 @@ pub(crate) static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The `WITH` queries that remove the items of relation `cq` (`lane, id`; at most one per
-/// lane), whoever holds them: if one was its group's head, the oldest of the group's other
-/// pending items becomes the head. `cq_gone` holds what was removed.
 /// The oldest pending item of the group, in the lane, of the item `{item}` (a relation with
 /// `lane`, `id`, `group_kind`, `group_id`), other than that item: the head once it is gone or
 /// replaced. Read in `items_by_group`'s order with a limit, so that every plan takes that
@@ -473,6 +470,9 @@ fn next_in_group(item: &str) -> String {
     )
 }
 
+/// The `WITH` queries that remove the items of relation `cq` (`lane, id`; at most one per
+/// lane), whoever holds them: if one was its group's head, the oldest of the group's other
+/// pending items becomes the head. `cq_gone` holds what was removed.
 fn complete_ctes() -> String {
     format!(
         "cq_gone AS (DELETE FROM items i USING cq WHERE i.lane = cq.lane AND i.id = cq.id \
@@ -691,8 +691,7 @@ fn build_fused(shape: FusedShape) -> String {
         // row's latest version once the lock is granted: one account's postings are decided
         // one at a time, as on the general path. An entry posted before (rare: a repeated
         // settlement loses its compare-and-set first) fails the insert on the ledger's unique
-        // key, and the general path skips it. Not looked up here: a generic plan made while
-        // the ledger was small reads every entry of the account to find one.
+        // key, and the general path skips it: so no write pays for looking its entries up.
         sql += &format!(
             ", lp AS (SELECT u.* FROM unnest({}::text[], {}::bigint[], {}::bigint[], \
              {}::text[], {}::text[], {}::text[], {}::timestamptz[]) WITH ORDINALITY \
@@ -1181,8 +1180,7 @@ mod tests {
         // 14 for the write, 2 + 2 + 3 for the effects, 1 + 7 + 4 for the entries.
         assert!(priced.contains(">= $33::bigint RETURNING"), "{priced}");
         assert!(!priced.contains("$34"), "{priced}");
-        // The ledger is only inserted into: a lookup of the entries, planned generically on a
-        // young table, read every entry of the account.
+        // The ledger is only inserted into: its unique key refuses a repeated entry.
         assert!(!priced.contains("FROM ledger "), "{priced}");
     }
 

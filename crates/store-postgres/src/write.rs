@@ -19,8 +19,8 @@
 //! item to complete or replace lies in another group, the new record's advisory lock is held
 //! by a queue write, a stray item waits in a new record's group, an enqueued id is taken, two
 //! writes number one group at once, a ledger entry was posted before or the account cannot
-//! afford its entries or has no totals yet), and tries again when its compare-and-set saw a record
-//! that was bumped after its snapshot.
+//! afford its entries or has no totals yet), and tries again when its compare-and-set saw a
+//! record that was bumped after its snapshot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -188,6 +188,9 @@ struct Plan<'w> {
     limited_names: Vec<&'w str>,
     events: Events<'w>,
     posts: Posts<'w>,
+    /// The sums and the need of `posts`, as the fused statement takes them; `None` if a sum
+    /// overflows (the general path refuses such a write).
+    posting: Option<Posting>,
     /// Lanes where the write queues claimable work (announced).
     work: Vec<Lane>,
     /// The operations as [`sql::PRECHECK`] takes them, if a key appears in several.
@@ -328,6 +331,7 @@ impl<'w> Plan<'w> {
             limited_names: Vec::new(),
             events: Events::default(),
             posts: Posts::default(),
+            posting: None,
             work: Vec::new(),
         };
         let mut counts: BTreeMap<&'w str, i64> = BTreeMap::new();
@@ -420,6 +424,13 @@ impl<'w> Plan<'w> {
             counts.into_values().collect(),
         );
         plan.limited_names = limited_names.into_iter().collect();
+        plan.posting = Posting::of(
+            plan.posts
+                .delta
+                .iter()
+                .copied()
+                .zip(plan.posts.held.iter().copied()),
+        );
         let mut lanes: Vec<Lane> = write
             .effects
             .iter()
@@ -473,7 +484,7 @@ impl<'w> Plan<'w> {
             // An entry repeated within the write is skipped by the general path's rule, and
             // sums that overflow are its to refuse.
             let ids: BTreeSet<&str> = self.posts.id.iter().copied().collect();
-            if ids.len() < self.posts.id.len() || self.posting().is_none() {
+            if ids.len() < self.posts.id.len() || self.posting.is_none() {
                 return None;
             }
         }
@@ -485,17 +496,6 @@ impl<'w> Plan<'w> {
             events: !self.events.kind.is_empty(),
             posts,
         })
-    }
-
-    /// The sums and the need of the write's ledger entries, as the fused statement takes them.
-    fn posting(&self) -> Option<Posting> {
-        Posting::of(
-            self.posts
-                .delta
-                .iter()
-                .copied()
-                .zip(self.posts.held.iter().copied()),
-        )
     }
 
     /// What committing the write announces: each record written, and the lanes with new
@@ -685,13 +685,7 @@ impl PostgresStore {
                 &plan.events.escaped,
             ]);
         }
-        let posting = plan.posting().unwrap_or(Posting {
-            delta: 0,
-            held: 0,
-            count: 0,
-            need: 0,
-        });
-        if shape.posts {
+        if let Some(posting) = plan.posting.as_ref().filter(|_| shape.posts) {
             params.push(&plan.account);
             params.extend(plan.posts.entries());
             params.extend([
