@@ -124,7 +124,8 @@ struct Inner {
     active: AtomicUsize,
     /// Where reserved slots send their lease to be run; `None` unless `run` is running.
     direct: Mutex<Option<mpsc::UnboundedSender<(Lease, RunningGuard)>>>,
-    /// True while the queue holds more jobs than this worker could take at its last claim.
+    /// True while the queue holds more jobs than this worker could take at its last claim, or
+    /// since a create found every slot taken and queued its prediction.
     /// New predictions then go through the queue, whose fair order decides who runs next,
     /// instead of taking a free slot at once: a slot taken at create would let a busy
     /// account's new predictions pass everyone's queued ones (and lift the queue's
@@ -768,7 +769,16 @@ impl Dispatch for Dispatcher {
         if self.inner.backlogged.load(Ordering::Acquire) {
             return None;
         }
-        let guard = RunningGuard::try_enter(&self.inner, queue)?;
+        let Some(guard) = RunningGuard::try_enter(&self.inner, queue) else {
+            // Every slot is taken, so this prediction waits in the queue: from now on new ones
+            // queue behind it until a claim finds the queue drained. Without this, a slot
+            // freed before the worker's next claim would go to whichever create came first,
+            // passing the queued ones and lifting the fair-queuing clock past them.
+            if self.inner.active.load(Ordering::Acquire) >= self.inner.options.concurrency {
+                self.inner.backlogged.store(true, Ordering::Release);
+            }
+            return None;
+        };
         Some(Box::new(DirectSlot {
             worker: self.inner.options.worker_id.clone(),
             lease_for: self.inner.options.lease_for,
