@@ -19,7 +19,7 @@
 //!
 //! A prediction is therefore run at least once and settled exactly once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,6 +131,10 @@ struct Inner {
     /// account's new predictions pass everyone's queued ones (and lift the queue's
     /// fair-queuing clock to the busy account's rank, sending other accounts to the back).
     backlogged: AtomicBool,
+    /// The same for queues with a concurrency limit of their own (models, deployments): those
+    /// whose jobs wait because the queue was full. A claim takes no more of them than the
+    /// queue has room for (see [`Inner::claim_size`]).
+    backlogged_queues: Mutex<HashSet<String>>,
     /// The concurrency limits of deployments' queues (`max_instances`, within the model's own
     /// limit), as last read from their records, and when: re-read after
     /// [`DEPLOYMENT_LIMIT_TTL`], so a new release's limit applies within it.
@@ -195,6 +199,7 @@ impl Worker {
                 active: AtomicUsize::new(0),
                 direct: Mutex::new(None),
                 backlogged: AtomicBool::new(false),
+                backlogged_queues: Mutex::new(HashSet::new()),
                 deployment_limits: Mutex::new(HashMap::new()),
             }),
         }
@@ -248,19 +253,19 @@ impl Worker {
                 .saturating_sub(inner.active.load(Ordering::Acquire));
             if free > 0 {
                 inner.refresh_deployment_limits(None).await;
+                let excluded = inner.full_queues();
+                let max = inner.claim_size(free, &excluded);
                 let claimed = inner
                     .jobs
                     .claim(
                         &inner.options.worker_id,
                         inner.options.lease_for,
-                        free,
-                        inner.full_queues(),
+                        max,
+                        excluded.clone(),
                     )
                     .await;
                 if let Ok(leases) = &claimed {
-                    inner
-                        .backlogged
-                        .store(leases.len() >= free, Ordering::Release);
+                    inner.claimed(leases.len() >= max, &excluded);
                 }
                 match claimed {
                     Ok(leases) if !leases.is_empty() => {
@@ -273,6 +278,7 @@ impl Worker {
                             // One claim can return more jobs of a model than its limit
                             // allows; hand the excess back (the queue is excluded next time).
                             if inner.is_full(&lease.job.queue) {
+                                inner.queued_behind(&lease.job.queue);
                                 let _ = inner.jobs.release(&lease, Timestamp::now()).await;
                                 continue;
                             }
@@ -690,6 +696,67 @@ impl Inner {
             .collect()
     }
 
+    /// How many jobs the next claim may take of `free` slots: no more than any backlogged
+    /// queue outside `excluded` has room for. A claim that took more would hand the excess
+    /// back, but would have lifted that queue's fair-queuing clock past them, sending the
+    /// next account to come behind the backlog.
+    fn claim_size(&self, free: usize, excluded: &[String]) -> usize {
+        let backlogged: Vec<String> = self
+            .backlogged_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|q| !excluded.contains(q))
+            .cloned()
+            .collect();
+        if backlogged.is_empty() {
+            return free;
+        }
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        backlogged
+            .iter()
+            .filter_map(|q| {
+                let limit = self.limit_of(q)?;
+                Some(limit.saturating_sub(running.get(q).copied().unwrap_or(0)))
+            })
+            .filter(|&room| room > 0)
+            .fold(free, usize::min)
+    }
+
+    /// Notes what a claim found: `filled` if it took as many jobs as it asked for (more may
+    /// wait). Otherwise every queue it did not exclude is drained.
+    fn claimed(&self, filled: bool, excluded: &[String]) {
+        self.backlogged.store(filled, Ordering::Release);
+        if !filled {
+            self.backlogged_queues
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|q| excluded.contains(q));
+        }
+    }
+
+    /// Notes that a job of `queue` waits in the queue because this worker had no room for it:
+    /// every slot taken, or the queue at its own limit.
+    fn queued_behind(&self, queue: &str) {
+        if self.active.load(Ordering::Acquire) >= self.options.concurrency {
+            self.backlogged.store(true, Ordering::Release);
+        }
+        if self.is_full(queue) {
+            self.backlogged_queues
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(queue.to_owned());
+        }
+    }
+
+    /// True while jobs of `queue` wait for room under its own limit.
+    fn is_backlogged(&self, queue: &str) -> bool {
+        self.backlogged_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(queue)
+    }
+
     fn is_full(&self, queue: &str) -> bool {
         let Some(limit) = self.limit_of(queue) else {
             return false;
@@ -766,17 +833,15 @@ impl Dispatch for Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
-        if self.inner.backlogged.load(Ordering::Acquire) {
+        if self.inner.backlogged.load(Ordering::Acquire) || self.inner.is_backlogged(queue) {
             return None;
         }
         let Some(guard) = RunningGuard::try_enter(&self.inner, queue) else {
-            // Every slot is taken, so this prediction waits in the queue: from now on new ones
-            // queue behind it until a claim finds the queue drained. Without this, a slot
-            // freed before the worker's next claim would go to whichever create came first,
-            // passing the queued ones and lifting the fair-queuing clock past them.
-            if self.inner.active.load(Ordering::Acquire) >= self.inner.options.concurrency {
-                self.inner.backlogged.store(true, Ordering::Release);
-            }
+            // This prediction waits in the queue: from now on new ones queue behind it until a
+            // claim finds the queue drained. Without this, a slot freed before the worker's
+            // next claim would go to whichever create came first, passing the queued ones and
+            // lifting the fair-queuing clock past them.
+            self.inner.queued_behind(queue);
             return None;
         };
         Some(Box::new(DirectSlot {

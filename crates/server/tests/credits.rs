@@ -471,21 +471,44 @@ async fn one_accounts_backlog_does_not_starve_another_on_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     // Two slots, so that a backlog forms.
     let server = TestServer::start(&dir.path().join("data"), &[("AUGUR_WORKERS", "2")]);
+    let input = json!({"prompt": "p", "width": 8, "height": 8, "steps": 1, "step_ms": 20});
+    assert_a_backlog_starves_nobody(&server, "augur/demo-image", input).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backlog_behind_a_models_own_limit_starves_nobody() {
+    // The server has its 64 slots; the model runs two at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("augur.toml");
+    std::fs::write(
+        &config,
+        "[[models]]\nname = \"acme/nap\"\nprovider = \"command\"\n\
+         command = [\"/bin/sh\", \"-c\", \"sleep 0.02; echo '{}'\"]\nconcurrency = 2\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[("AUGUR_CONFIG", config.as_str())],
+    );
+    assert_a_backlog_starves_nobody(&server, "acme/nap", json!({})).await;
+}
+
+/// One account queues 1,000 predictions of `model` (each about 20 ms, two at a time: a backlog
+/// of about ten seconds), then another account creates one: it must start next, not after
+/// the backlog.
+async fn assert_a_backlog_starves_nobody(server: &TestServer, model: &str, input: Value) {
     let admin = As::new(&server.url, TOKEN);
     let busy = As::new(&server.url, &admin.account("busy", 0).await);
     let quiet = As::new(&server.url, &admin.account("quiet", 0).await);
-    let input = json!({"prompt": "p", "width": 8, "height": 8, "steps": 1, "step_ms": 20});
-    // 1,000 predictions of 20 ms on two slots: a backlog of about ten seconds.
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (busy, input, next) = (busy.clone(), input.clone(), next.clone());
+            let model = model.to_owned();
             tokio::spawn(async move {
                 while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 1000 {
-                    let (status, body) = busy
-                        .try_create("augur/demo-image", input.clone())
-                        .await
-                        .unwrap();
+                    let (status, body) = busy.try_create(&model, input.clone()).await.unwrap();
                     assert_eq!(status, 201, "{body}");
                 }
             })
@@ -495,10 +518,7 @@ async fn one_accounts_backlog_does_not_starve_another_on_the_same_model() {
         t.await.unwrap();
     }
     let started = Instant::now();
-    let (status, mine) = quiet
-        .try_create("augur/demo-image", input.clone())
-        .await
-        .unwrap();
+    let (status, mine) = quiet.try_create(model, input).await.unwrap();
     assert_eq!(status, 201, "{mine}");
     let id = mine["id"].as_str().unwrap().to_owned();
     let mine = loop {
