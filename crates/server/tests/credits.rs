@@ -479,19 +479,20 @@ async fn one_accounts_backlog_does_not_starve_another_on_the_same_model() {
 async fn a_backlog_behind_a_models_own_limit_starves_nobody() {
     // The server has its 64 slots; the model runs two at a time.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("augur.toml");
-    std::fs::write(
-        &config,
+    let server = start_configured(
+        dir.path(),
         "[[models]]\nname = \"acme/nap\"\nprovider = \"command\"\n\
          command = [\"/bin/sh\", \"-c\", \"sleep 0.02; echo '{}'\"]\nconcurrency = 2\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &[("AUGUR_CONFIG", config.as_str())],
     );
     assert_a_backlog_starves_nobody(&server, "acme/nap", json!({})).await;
+}
+
+/// A server on an embedded store in `dir`, configured by `toml` (written to `dir/augur.toml`).
+fn start_configured(dir: &Path, toml: &str) -> TestServer {
+    let config = dir.join("augur.toml");
+    std::fs::write(&config, toml).unwrap();
+    let config = config.display().to_string();
+    TestServer::start(&dir.join("data"), &[("AUGUR_CONFIG", config.as_str())])
 }
 
 /// One account queues 1,000 predictions of `model` (each about 20 ms, two at a time: a backlog
@@ -580,16 +581,9 @@ async fn a_per_second_model_that_finishes_at_once_is_charged_its_started_second(
     // Echo reports nothing while it runs, so the worker writes its start and its success in one
     // step: the run still counts from when it was handed to the model.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("augur.toml");
-    std::fs::write(
-        &config,
+    let server = start_configured(
+        dir.path(),
         "[[models]]\nname = \"augur/echo\"\nprice = { per_second = 3, max_seconds = 3 }\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let server = TestServer::start(
-        &dir.path().join("data"),
-        &[("AUGUR_CONFIG", config.as_str())],
     );
     let admin = As::new(&server.url, TOKEN);
     let fay = As::new(&server.url, &admin.account("fay", 0).await);
