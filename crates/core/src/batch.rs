@@ -489,6 +489,9 @@ impl Predictions {
         if let Some(k) = &idempotency {
             write.ops.push(Op::Insert(k.to_record()?));
         }
+        // Before the write: a claim that runs right after it must already take no more of the
+        // items than their model has room for.
+        self.note_queued(request.model.as_str());
         match self.store().write(&write).await {
             Ok(_) => {
                 if crate::service::has_delivery(&write.effects) {

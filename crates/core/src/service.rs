@@ -208,6 +208,11 @@ pub const WAIT_RECHECK: Duration = Duration::from_secs(1);
 pub trait Dispatch: Send + Sync + fmt::Debug {
     /// Reserves a slot to run a job of `queue` now; `None` when none is free.
     fn reserve(&self, queue: &str) -> Option<Box<dyn Slot>>;
+
+    /// Notes that jobs of `queue` were just queued here without asking for a slot (a batch's
+    /// items), so that the pool takes them in the queue's fair order and, for a queue with a
+    /// limit of its own, no more at a time than it has room for.
+    fn queued(&self, _queue: &str) {}
 }
 
 /// A reserved slot of a [`Dispatch`]. Dropping it without [`Slot::start`] frees it.
@@ -325,6 +330,14 @@ impl Predictions {
     /// service's other modules: workflow runs start their nodes this way).
     pub(crate) fn reserve_slot(&self, queue: &str) -> Option<Box<dyn Slot>> {
         self.dispatch.get().and_then(|d| d.reserve(queue))
+    }
+
+    /// Tells the local worker pool that jobs of `queue` were queued without a slot
+    /// ([`Dispatch::queued`]).
+    pub(crate) fn note_queued(&self, queue: &str) {
+        if let Some(d) = self.dispatch.get() {
+            d.queued(queue);
+        }
     }
 
     /// The store, for the service's other modules (batches).

@@ -742,11 +742,16 @@ impl Inner {
             self.backlogged.store(true, Ordering::Release);
         }
         if self.is_full(queue) {
-            self.backlogged_queues
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(queue.to_owned());
+            self.mark_backlogged(queue);
         }
+    }
+
+    /// Marks `queue`, a queue with a limit of its own, as having jobs that wait for room.
+    fn mark_backlogged(&self, queue: &str) {
+        self.backlogged_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(queue.to_owned());
     }
 
     /// True while jobs of `queue` wait for room under its own limit.
@@ -826,6 +831,12 @@ struct Dispatcher {
 }
 
 impl Dispatch for Dispatcher {
+    fn queued(&self, queue: &str) {
+        if self.inner.limit_of(queue).is_some() {
+            self.inner.mark_backlogged(queue);
+        }
+    }
+
     fn reserve(&self, queue: &str) -> Option<Box<dyn Slot>> {
         let tx = self
             .inner

@@ -472,19 +472,35 @@ async fn one_accounts_backlog_does_not_starve_another_on_the_same_model() {
     // Two slots, so that a backlog forms.
     let server = TestServer::start(&dir.path().join("data"), &[("AUGUR_WORKERS", "2")]);
     let input = json!({"prompt": "p", "width": 8, "height": 8, "steps": 1, "step_ms": 20});
-    assert_a_backlog_starves_nobody(&server, "augur/demo-image", input).await;
+    assert_a_backlog_starves_nobody(&server, "augur/demo-image", input, Backlog::Creates).await;
 }
+
+/// A model that takes about 20 ms and runs two at a time, whatever the server's slots.
+const NAP_MODEL: &str = "[[models]]\nname = \"acme/nap\"\nprovider = \"command\"\n\
+    command = [\"/bin/sh\", \"-c\", \"sleep 0.02; echo '{}'\"]\nconcurrency = 2\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backlog_behind_a_models_own_limit_starves_nobody() {
     // The server has its 64 slots; the model runs two at a time.
     let dir = tempfile::tempdir().unwrap();
-    let server = start_configured(
-        dir.path(),
-        "[[models]]\nname = \"acme/nap\"\nprovider = \"command\"\n\
-         command = [\"/bin/sh\", \"-c\", \"sleep 0.02; echo '{}'\"]\nconcurrency = 2\n",
-    );
-    assert_a_backlog_starves_nobody(&server, "acme/nap", json!({})).await;
+    let server = start_configured(dir.path(), NAP_MODEL);
+    assert_a_backlog_starves_nobody(&server, "acme/nap", json!({}), Backlog::Creates).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_behind_a_models_own_limit_starves_nobody() {
+    // The batch's 1,000 items are queued in one write, with no slot asked for.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_configured(dir.path(), NAP_MODEL);
+    assert_a_backlog_starves_nobody(&server, "acme/nap", json!({}), Backlog::Batch).await;
+}
+
+/// How the busy account queues its 1,000 predictions.
+enum Backlog {
+    /// One create at a time, from 16 clients.
+    Creates,
+    /// One batch.
+    Batch,
 }
 
 /// A server on an embedded store in `dir`, configured by `toml` (written to `dir/augur.toml`).
@@ -498,25 +514,45 @@ fn start_configured(dir: &Path, toml: &str) -> TestServer {
 /// One account queues 1,000 predictions of `model` (each about 20 ms, two at a time: a backlog
 /// of about ten seconds), then another account creates one: it must start next, not after
 /// the backlog.
-async fn assert_a_backlog_starves_nobody(server: &TestServer, model: &str, input: Value) {
+async fn assert_a_backlog_starves_nobody(
+    server: &TestServer,
+    model: &str,
+    input: Value,
+    backlog: Backlog,
+) {
     let admin = As::new(&server.url, TOKEN);
     let busy = As::new(&server.url, &admin.account("busy", 0).await);
     let quiet = As::new(&server.url, &admin.account("quiet", 0).await);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (busy, input, next) = (busy.clone(), input.clone(), next.clone());
-            let model = model.to_owned();
-            tokio::spawn(async move {
-                while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 1000 {
-                    let (status, body) = busy.try_create(&model, input.clone()).await.unwrap();
-                    assert_eq!(status, 201, "{body}");
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
+    match backlog {
+        Backlog::Creates => {
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let (busy, input, next) = (busy.clone(), input.clone(), next.clone());
+                    let model = model.to_owned();
+                    tokio::spawn(async move {
+                        while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 1000 {
+                            let (status, body) =
+                                busy.try_create(&model, input.clone()).await.unwrap();
+                            assert_eq!(status, 201, "{body}");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+        Backlog::Batch => {
+            let (status, body) = busy
+                .call(
+                    "POST",
+                    "/v1/batches",
+                    Some(json!({"model": model, "inputs": vec![input.clone(); 1000]})),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
     }
     let started = Instant::now();
     let (status, mine) = quiet.try_create(model, input).await.unwrap();
