@@ -581,21 +581,12 @@ async fn assert_a_backlog_starves_nobody(
         mine["started_at"].as_str().unwrap().to_owned(),
     );
     let (mut still_queued, mut overtook) = (0, 0);
-    let mut path = "/v1/predictions?limit=1000".to_owned();
-    loop {
-        let (status, page) = busy.call("GET", &path, None).await;
-        assert_eq!(status, 200, "{page}");
-        for p in page["results"].as_array().unwrap() {
-            match p["started_at"].as_str() {
-                None => still_queued += 1,
-                // RFC 3339 with a fixed number of digits, in UTC: ordered as text.
-                Some(at) if at > created.as_str() && at < ran.as_str() => overtook += 1,
-                Some(_) => {}
-            }
-        }
-        match page["next"].as_str() {
-            Some(next) => path = next.strip_prefix(&busy.base).unwrap().to_owned(),
-            None => break,
+    for p in busy.every("/v1/predictions?limit=1000").await {
+        match p["started_at"].as_str() {
+            None => still_queued += 1,
+            // RFC 3339 with a fixed number of digits, in UTC: ordered as text.
+            Some(at) if at > created.as_str() && at < ran.as_str() => overtook += 1,
+            Some(_) => {}
         }
     }
     eprintln!(

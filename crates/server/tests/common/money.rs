@@ -76,8 +76,14 @@ impl As {
 
     /// Every ledger entry of `username`, newest first.
     pub async fn ledger(&self, username: &str) -> Vec<Value> {
+        self.every(&format!("/v1/accounts/{username}/ledger?limit=1000"))
+            .await
+    }
+
+    /// Every result of a listing, from its first page at `path` through its `next` links.
+    pub async fn every(&self, path: &str) -> Vec<Value> {
         let mut out = Vec::new();
-        let mut path = format!("/v1/accounts/{username}/ledger?limit=1000");
+        let mut path = path.to_owned();
         loop {
             let (status, page) = self.call("GET", &path, None).await;
             assert_eq!(status, 200, "{page}");
