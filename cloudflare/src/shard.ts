@@ -1039,7 +1039,7 @@ export class StoreShard extends DurableObject<Env> {
       const now = nowMicros();
       const lane = lease.item.lane;
       const r = this.first(
-        "SELECT rowid AS rid, group_kind, group_id, seq, attempts FROM items WHERE lane = ? AND id = ? AND lease_token = ? AND lease_expires_at > ?",
+        "SELECT rowid AS rid, group_kind, group_id, seq, attempts, topic, rank FROM items WHERE lane = ? AND id = ? AND lease_token = ? AND lease_expires_at > ?",
         lane,
         lease.item.id,
         lease.token,
@@ -1094,6 +1094,16 @@ export class StoreShard extends DurableObject<Env> {
           attemptsText,
           r.rid,
         );
+        if (refund === 1 && at <= now) {
+          // Back in the queue at its rank: the clock its claim raised goes back below it.
+          this.run(
+            "UPDATE queue_ranks SET rank = ? WHERE lane = ? AND topic = ? AND owner = '' AND rank >= ?",
+            n(r.rank) - 1,
+            lane,
+            r.topic,
+            n(r.rank),
+          );
+        }
         work = lane;
       }
       return {} as Record<string, never>;

@@ -698,8 +698,9 @@ impl Inner {
 
     /// How many jobs the next claim may take of `free` slots: no more than any backlogged
     /// queue outside `excluded` has room for. A claim that took more would hand the excess
-    /// back, but would have lifted that queue's fair-queuing clock past them, sending the
-    /// next account to come behind the backlog.
+    /// back: the store then lowers the queue's fair-queuing clock again, but a newcomer
+    /// queued meanwhile would wait behind them, and the claim and hand-backs are wasted
+    /// writes.
     fn claim_size(&self, free: usize, excluded: &[String]) -> usize {
         let backlogged: Vec<String> = self
             .backlogged_queues

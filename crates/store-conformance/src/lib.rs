@@ -89,6 +89,8 @@ macro_rules! conformance_suite {
             claim_is_exclusive_until_lease_expires,
             claim_respects_run_at,
             claims_are_fair_across_accounts,
+            a_hand_back_gives_the_clock_back,
+            a_hand_back_for_later_keeps_the_clock,
             items_queued_by_one_write_are_ranked_one_after_another,
             claim_skips_excluded_topics,
             renew_extends_the_lease,

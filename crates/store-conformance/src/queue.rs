@@ -112,6 +112,98 @@ async fn assert_a_newcomer_goes_second(store: &DynStore, backlog: &[String], qui
     assert_eq!(rest, backlog[2..4].iter().collect::<Vec<_>>());
 }
 
+/// Items handed back at once (a claim that took more than a model had room for) go back to
+/// their places, and the fair-queuing clock their claim raised goes back with them: another
+/// account's next item is ranked among them, not behind them. One handed back for later (an
+/// asynchronous run to check on) leaves the clock where it is.
+pub async fn a_hand_back_gives_the_clock_back(store: DynStore) {
+    let (busy, quiet) = (account("busy"), account("quiet"));
+    let mut backlog = Vec::new();
+    for _ in 0..20 {
+        let p = prediction_for(&busy);
+        insert(&store, &p, vec![enqueue_now(&p)]).await;
+        backlog.push(p.id.to_string());
+    }
+    let w = WorkerId::generate();
+    let claimed = claim_jobs(&store, &w, LONG, 10).await;
+    assert_eq!(claimed.len(), 10);
+    // The first runs, the second is checked on later, the other eight go back.
+    let later = Timestamp::from_micros(Timestamp::now().as_micros() + 3_600_000_000);
+    store
+        .finish(&claimed[1], &finish(Outcome::Release(later)))
+        .await
+        .unwrap();
+    for lease in &claimed[2..] {
+        store
+            .finish(lease, &finish(Outcome::Release(Timestamp::now())))
+            .await
+            .unwrap();
+    }
+    let newcomer = prediction_for(&quiet);
+    insert(&store, &newcomer, vec![enqueue_now(&newcomer)]).await;
+    let next = claim_jobs(&store, &w, LONG, 3).await;
+    let ids: Vec<String> = next.iter().map(|l| l.item.id.clone()).collect();
+    assert!(
+        ids[..2].contains(&newcomer.id.to_string()),
+        "the other account's item waited behind the items handed back: {ids:?}"
+    );
+    let rest: Vec<&String> = ids
+        .iter()
+        .filter(|id| **id != newcomer.id.as_str())
+        .collect();
+    assert_eq!(rest, backlog[2..4].iter().collect::<Vec<_>>());
+}
+
+/// Items handed back for later (asynchronous runs to check on) keep the place their claim
+/// took: the clock stays, and another account's next item is ranked after the backlog's next.
+/// Only where both accounts share a clock (a store that shards by account keeps one per
+/// shard, and then the other account's item is ranked by its own).
+pub async fn a_hand_back_for_later_keeps_the_clock(store: DynStore) {
+    let (busy, quiet) = (account("busy"), account("quiet"));
+    let w = WorkerId::generate();
+    if !share_a_clock(&store, &w, &busy, &quiet).await {
+        eprintln!("the two accounts are ranked by clocks of their own: nothing to check");
+        return;
+    }
+    let mut backlog = Vec::new();
+    for _ in 0..20 {
+        let p = prediction_for(&busy);
+        insert(&store, &p, vec![enqueue_now(&p)]).await;
+        backlog.push(p.id.to_string());
+    }
+    let later = Timestamp::from_micros(Timestamp::now().as_micros() + 3_600_000_000);
+    for lease in claim_jobs(&store, &w, LONG, 10).await {
+        store
+            .finish(&lease, &finish(Outcome::Release(later)))
+            .await
+            .unwrap();
+    }
+    let newcomer = prediction_for(&quiet);
+    insert(&store, &newcomer, vec![enqueue_now(&newcomer)]).await;
+    let next = claim_jobs(&store, &w, LONG, 2).await;
+    let ids: Vec<String> = next.iter().map(|l| l.item.id.clone()).collect();
+    assert_eq!(ids, [backlog[10].clone(), newcomer.id.to_string()]);
+}
+
+/// Whether `a`'s and `b`'s items are ranked by one clock: `a` queues two items and one is
+/// claimed, then `b` queues one. By one clock, `b`'s ties with `a`'s second and goes after it
+/// (queued later); by a clock of its own, it goes first. Leaves all three claimed.
+async fn share_a_clock(store: &DynStore, w: &WorkerId, a: &AccountId, b: &AccountId) -> bool {
+    let (a1, a2, b1) = (prediction_for(a), prediction_for(a), prediction_for(b));
+    for p in [&a1, &a2] {
+        insert(store, p, vec![enqueue_now(p)]).await;
+    }
+    let first = claim_jobs(store, w, LONG, 1).await;
+    assert_eq!(first[0].item.id, a1.id.as_str());
+    insert(store, &b1, vec![enqueue_now(&b1)]).await;
+    let next: Vec<String> = claim_jobs(store, w, LONG, 2)
+        .await
+        .iter()
+        .map(|l| l.item.id.clone())
+        .collect();
+    next == [a2.id.to_string(), b1.id.to_string()]
+}
+
 /// Many records and their items queued by one write (a batch) are ranked as if queued one
 /// write at a time: in order, and another account's first item still goes right after the
 /// first of them, not behind them all.

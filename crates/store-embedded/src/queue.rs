@@ -681,6 +681,16 @@ pub(crate) fn finish(conn: &Connection, f: &FinishRequest) -> Result<(), Error> 
                 " WHERE rowid = ?1"
             ))?
             .execute(params![rowid, at.as_micros(), f.attempt, refund])?;
+            if refund == 1 && at.as_micros() <= now {
+                // Back in the queue at its rank: the clock its claim raised goes back below it.
+                conn.prepare_cached(
+                    "UPDATE queue_ranks SET rank = i.rank - 1 FROM items AS i \
+                     WHERE i.rowid = ?1 AND queue_ranks.lane = i.lane \
+                     AND queue_ranks.topic = i.topic AND queue_ranks.owner = '' \
+                     AND queue_ranks.rank >= i.rank",
+                )?
+                .execute([rowid])?;
+            }
         }
     }
     refresh_head(conn, lane, &group_kind, &group_id, now)

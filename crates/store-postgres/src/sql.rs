@@ -789,8 +789,10 @@ pub(crate) const RENEW: &str = "UPDATE items SET lease_expires_at = now() + $4::
 
 /// Ends the live lease `$3` of item `($1, $2)` with a retry or a hand-back: due again at `$4`,
 /// the claim refunded if `$5`, attempt `$6` (JSON, or NULL) recorded. The item stays where it
-/// is in its group, so no lock is needed. Returns a row if the lease was live.
-pub(crate) const RESCHEDULE: &str = "UPDATE items SET due_at = $4::timestamptz, \
+/// is in its group, so no lock is needed. A hand-back due now puts the item back in the queue
+/// at its rank, so its topic's clocks (every shard's) go back below that rank: the claim that
+/// raised them did not keep it. Returns a row if the lease was live.
+pub(crate) const RESCHEDULE: &str = "WITH u AS (UPDATE items SET due_at = $4::timestamptz, \
      claims = CASE WHEN $5::boolean THEN GREATEST(claims - 1, 0) ELSE claims END, \
      attempts = CASE WHEN $6::jsonb IS NULL THEN attempts \
      ELSE attempts || jsonb_build_array($6::jsonb) END, \
@@ -800,7 +802,11 @@ pub(crate) const RESCHEDULE: &str = "UPDATE items SET due_at = $4::timestamptz, 
      visible_at = CASE WHEN head IS NOT NULL AND $4::timestamptz > now() \
      THEN $4::timestamptz END \
      WHERE lane = $1::text AND id = $2::text AND lease_token = $3::bigint \
-     AND lease_expires_at > now() RETURNING 1";
+     AND lease_expires_at > now() RETURNING topic, rank), \
+     back AS (UPDATE queue_clocks c SET clock = u.rank - 1 FROM u \
+     WHERE $5::boolean AND $4::timestamptz <= now() AND c.lane = $1::text \
+     AND c.topic = u.topic AND c.clock >= u.rank) \
+     SELECT 1 FROM u";
 
 /// Ends the live lease `$3` of item `($1, $2)` with a final status `$4`, recording attempt `$5`
 /// (JSON, or NULL); refuses with `{"lease": "lost"}` if the lease is not live. Under the

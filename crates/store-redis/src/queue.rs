@@ -278,6 +278,7 @@ impl Inner {
             .arg(at.map_or_else(String::new, |t: Timestamp| t.as_micros().to_string()))
             .arg(attempt)
             .arg(if lane.keeps_finished() { "1" } else { "0" })
+            .arg(self.clock_tag(shard))
             .invoke_async(&mut conn)
             .await?;
         if done == 1 {

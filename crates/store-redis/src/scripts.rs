@@ -848,8 +848,9 @@ return exp
 
 /// Ends a live lease with an outcome. KEYS: the item's shard tag. ARGV: channel, lane, id,
 /// token, outcome (`done`, `retry`, `release`, `fail`, `fail_rest`), at (µs, retry/release),
-/// attempt (JSON, `''` = none), keeps (`1` if the lane keeps finished items).
-/// Returns 1, or 0 if the lease is lost.
+/// attempt (JSON, `''` = none), keeps (`1` if the lane keeps finished items), CT (the clock
+/// tag). A release due now puts the item back at its rank, so its topic's clock goes back
+/// below that rank. Returns 1, or 0 if the lease is lost.
 const FINISH: &str = r#"
 local T, lane, id, out = KEYS[1], ARGV[2], ARGV[3], ARGV[5]
 local ik = ikey(T, lane, id)
@@ -869,6 +870,11 @@ if out == 'retry' or out == 'release' then
   local w = place(T, lane, id, f[4], f[5], f[6], ARGV[6], head)
   redis.call('HSET', ik, 'd', ARGV[6], 'c', I(c), 'w', w)
   if a then redis.call('HSET', ik, 'a', a) end
+  if out == 'release' and tonumber(ARGV[6]) <= now_us() then
+    local fq, cf = ARGV[9] .. ':fq:' .. lane, 'c:' .. f[4]
+    local back = tonumber(f[5]) - 1
+    if (tonumber(redis.call('HGET', fq, cf)) or 0) > back then redis.call('HSET', fq, cf, I(back)) end
+  end
   publish(ARGV[1], {'w ' .. lane})
   return 1
 end

@@ -256,6 +256,8 @@ pub enum Outcome {
     Retry(Timestamp),
     /// Handed back, claimable again from this time; the claim does not count (a graceful
     /// shutdown, a claim beyond a model's limit, an asynchronous run to check on later).
+    /// Handed back due now, it also lowers its topic's fair-queuing clock below its rank: the
+    /// claim that raised the clock did not keep it, and a newcomer must not queue behind it.
     Release(Timestamp),
     /// Given up: [`ItemStatus::Failed`] (or removed, in lanes that keep nothing); with `rest`,
     /// the group's later pending items too.
@@ -289,7 +291,9 @@ pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     ///   on (`claim_is_exclusive_until_lease_expires`).
     /// - Items wait for their `run_at` (`claim_respects_run_at`).
     /// - An account's items go in the order queued and accounts take turns
-    ///   (`claims_are_fair_across_accounts`).
+    ///   (`claims_are_fair_across_accounts`); items handed back at once give back the place
+    ///   their claim took in that turn ([`Outcome::Release`], `a_hand_back_gives_the_clock_back`;
+    ///   handed back for later, they keep it: `a_hand_back_for_later_keeps_the_clock`).
     /// - Excluded topics are skipped (`claim_skips_excluded_topics`).
     /// - A group's items go one at a time in order (`groups_go_out_in_order`).
     /// - Concurrent claimers get each item once (`concurrent_claims_take_each_item_once`,
