@@ -146,6 +146,7 @@ export interface ItemLease {
 
 export type Outcome =
   | "done"
+  | "hand_back"
   | { retry: number }
   | { release: number }
   | { give_up: { rest: boolean } };

@@ -1054,7 +1054,7 @@ export class StoreShard extends DurableObject<Env> {
       }
       if (attemptRec !== null) attempts.push(attemptRec);
       const attemptsText = JSON.stringify(attempts);
-      if (outcome === "done" || "give_up" in outcome) {
+      if (outcome === "done" || (outcome !== "hand_back" && "give_up" in outcome)) {
         const status = outcome === "done" ? "done" : "failed";
         const rec = this.first("SELECT data_removed FROM records WHERE kind = ? AND id = ?", r.group_kind, r.group_id);
         const keep = keepsFinished(lane) && rec !== null && n(rec.data_removed) === 0;
@@ -1085,8 +1085,13 @@ export class StoreShard extends DurableObject<Env> {
         // The group's next item may go now.
         work = lane;
       } else {
-        const at = "retry" in outcome ? outcome.retry : outcome.release;
-        const refund = "release" in outcome ? 1 : 0;
+        const handBack = outcome === "hand_back";
+        let at = now;
+        let refund = 1;
+        if (outcome !== "hand_back") {
+          at = "retry" in outcome ? outcome.retry : outcome.release;
+          refund = "release" in outcome ? 1 : 0;
+        }
         this.run(
           "UPDATE items SET due_at = ?, claims = MAX(claims - ?, 0), lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, attempts = ? WHERE rowid = ?",
           at,
@@ -1094,7 +1099,7 @@ export class StoreShard extends DurableObject<Env> {
           attemptsText,
           r.rid,
         );
-        if (refund === 1 && at <= now) {
+        if (handBack) {
           // Back in the queue at its rank: the clock its claim raised goes back below it.
           this.run(
             "UPDATE queue_ranks SET rank = ? WHERE lane = ? AND topic = ? AND owner = '' AND rank >= ?",

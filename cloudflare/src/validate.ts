@@ -282,11 +282,12 @@ export function itemLease(v: unknown, what: string): ItemLease {
 
 export function outcome(v: unknown): Outcome {
   if (v === "done") return "done";
+  if (v === "hand_back") return "hand_back";
   const o = obj(v, "outcome");
   if ("retry" in o) return { retry: int(o.retry, "outcome.retry") };
   if ("release" in o) return { release: int(o.release, "outcome.release") };
   if ("give_up" in o) return { give_up: { rest: bool(obj(o.give_up, "outcome.give_up").rest, "outcome.give_up.rest") } };
-  badRequest("outcome: expected done, retry, release or give_up");
+  badRequest("outcome: expected done, hand_back, retry, release or give_up");
 }
 
 export function section(v: unknown): string {

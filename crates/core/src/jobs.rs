@@ -199,10 +199,16 @@ impl Jobs {
         self.end(lease, Outcome::Retry(run_at)).await
     }
 
-    /// Hands the lease back; the job is claimable again from `run_at` and the claim does not
-    /// count.
+    /// Hands the lease back for later; the job is claimable again from `run_at`, keeps the
+    /// place its claim took, and the claim does not count.
     pub async fn release(&self, lease: &Lease, run_at: Timestamp) -> store::Result<()> {
         self.end(lease, Outcome::Release(run_at)).await
+    }
+
+    /// Hands the job back to the queue at once, at its place in the fair order (a claim
+    /// beyond a model's limit, a graceful shutdown); the claim does not count.
+    pub async fn hand_back(&self, lease: &Lease) -> store::Result<()> {
+        self.end(lease, Outcome::HandBack).await
     }
 
     async fn end(&self, lease: &Lease, outcome: Outcome) -> store::Result<()> {

@@ -279,7 +279,7 @@ impl Worker {
                             // allows; hand the excess back (the queue is excluded next time).
                             if inner.is_full(&lease.job.queue) {
                                 inner.queued_behind(&lease.job.queue);
-                                let _ = inner.jobs.release(&lease, Timestamp::now()).await;
+                                let _ = inner.jobs.hand_back(&lease).await;
                                 continue;
                             }
                             let guard = RunningGuard::enter(inner.clone(), &lease.job.queue);
@@ -322,7 +322,7 @@ impl Worker {
             .take();
         direct_rx.close();
         while let Some((lease, _guard)) = direct_rx.recv().await {
-            let _ = inner.jobs.release(&lease, Timestamp::now()).await;
+            let _ = inner.jobs.hand_back(&lease).await;
         }
         stop.cancel();
         let drained = tokio::time::timeout(inner.options.shutdown_grace, async {
@@ -475,7 +475,7 @@ impl Worker {
                     }
                 }
                 _ = stop.cancelled() => {
-                    let _ = inner.jobs.release(lease, Timestamp::now()).await;
+                    let _ = inner.jobs.hand_back(lease).await;
                     return JobOutcome::Released;
                 }
                 end = &mut renew => {

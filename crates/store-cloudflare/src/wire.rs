@@ -513,6 +513,7 @@ pub(crate) enum WOutcome {
     Done,
     Retry(i64),
     Release(i64),
+    HandBack,
     GiveUp { rest: bool },
 }
 
@@ -522,6 +523,7 @@ impl From<&Outcome> for WOutcome {
             Outcome::Done => WOutcome::Done,
             Outcome::Retry(at) => WOutcome::Retry(at.as_micros()),
             Outcome::Release(at) => WOutcome::Release(at.as_micros()),
+            Outcome::HandBack => WOutcome::HandBack,
             Outcome::GiveUp { rest } => WOutcome::GiveUp { rest },
         }
     }
@@ -1116,6 +1118,7 @@ mod tests {
                 Outcome::Release(Timestamp::from_micros(4)),
                 json!({"release": 4}),
             ),
+            (Outcome::HandBack, json!("hand_back")),
             (
                 Outcome::GiveUp { rest: true },
                 json!({"give_up": {"rest": true}}),

@@ -112,10 +112,10 @@ async fn assert_a_newcomer_goes_second(store: &DynStore, backlog: &[String], qui
     assert_eq!(rest, backlog[2..4].iter().collect::<Vec<_>>());
 }
 
-/// Items handed back at once (a claim that took more than a model had room for) go back to
-/// their places, and the fair-queuing clock their claim raised goes back with them: another
-/// account's next item is ranked among them, not behind them. One handed back for later (an
-/// asynchronous run to check on) leaves the clock where it is.
+/// Items handed back at once ([`Outcome::HandBack`]: a claim that took more than a model had
+/// room for) go back to their places, and the fair-queuing clock their claim raised goes back
+/// with them: another account's next item is ranked among them, not behind them. One released
+/// for later (an asynchronous run to check on) leaves the clock where it is.
 pub async fn a_hand_back_gives_the_clock_back(store: DynStore) {
     let (busy, quiet) = (account("busy"), account("quiet"));
     let mut backlog = Vec::new();
@@ -135,7 +135,7 @@ pub async fn a_hand_back_gives_the_clock_back(store: DynStore) {
         .unwrap();
     for lease in &claimed[2..] {
         store
-            .finish(lease, &finish(Outcome::Release(Timestamp::now())))
+            .finish(lease, &finish(Outcome::HandBack))
             .await
             .unwrap();
     }
@@ -286,6 +286,7 @@ pub async fn renew_fails_after_lease_is_lost(store: DynStore) {
     for outcome in [
         Outcome::Retry(Timestamp::now()),
         Outcome::Release(Timestamp::now()),
+        Outcome::HandBack,
         Outcome::Done,
     ] {
         assert!(matches!(
@@ -312,6 +313,7 @@ pub async fn lapsed_leases_are_lost_even_when_unclaimed(store: DynStore) {
     for outcome in [
         Outcome::Retry(Timestamp::now()),
         Outcome::Release(Timestamp::now()),
+        Outcome::HandBack,
         Outcome::Done,
         Outcome::GiveUp { rest: false },
     ] {
@@ -387,6 +389,19 @@ pub async fn release_refunds_the_claim(store: DynStore) {
     })
     .await;
     assert_eq!(later.item.claims, 1);
+
+    // Handed back: claimable at once, not counted, and the lease is gone.
+    store
+        .finish(&later, &finish(Outcome::HandBack))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.finish(&later, &finish(Outcome::HandBack)).await,
+        Err(Error::LeaseLost)
+    ));
+    let back = claim_jobs(&store, &w, LONG, 1).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].item.claims, 1);
 }
 
 /// A `Complete` effect in a write removes the item, even while someone holds its lease.

@@ -672,16 +672,20 @@ pub(crate) fn finish(conn: &Connection, f: &FinishRequest) -> Result<(), Error> 
                     .execute(params![lane, group_kind, group_id, seq])?;
             }
         }
-        Outcome::Retry(at) | Outcome::Release(at) => {
-            let refund = i64::from(matches!(f.outcome, Outcome::Release(_)));
+        Outcome::Retry(_) | Outcome::Release(_) | Outcome::HandBack => {
+            let at = match f.outcome {
+                Outcome::Retry(at) | Outcome::Release(at) => at.as_micros(),
+                _ => now,
+            };
+            let refund = i64::from(!matches!(f.outcome, Outcome::Retry(_)));
             conn.prepare_cached(concat!(
                 "UPDATE items SET due_at = ?2, claims = MAX(claims - ?4, 0), lease_token = NULL, \
                  lease_worker = NULL, lease_expires_at = NULL, ",
                 attempt!(),
                 " WHERE rowid = ?1"
             ))?
-            .execute(params![rowid, at.as_micros(), f.attempt, refund])?;
-            if refund == 1 && at.as_micros() <= now {
+            .execute(params![rowid, at, f.attempt, refund])?;
+            if f.outcome == Outcome::HandBack {
                 // Back in the queue at its rank: the clock its claim raised goes back below it.
                 conn.prepare_cached(
                     "UPDATE queue_ranks SET rank = i.rank - 1 FROM items AS i \

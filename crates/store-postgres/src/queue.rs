@@ -29,8 +29,13 @@ impl PostgresStore {
         let token = token_to_sql(lease.token);
         let attempt: Option<Value> = finish.attempt.as_ref().map(encode_attempt).transpose()?;
         let (status, rest) = match finish.outcome {
-            Outcome::Retry(at) | Outcome::Release(at) => {
-                let release = matches!(finish.outcome, Outcome::Release(_));
+            Outcome::Retry(_) | Outcome::Release(_) | Outcome::HandBack => {
+                let at = match finish.outcome {
+                    Outcome::Retry(at) | Outcome::Release(at) => Some(Ts(at)),
+                    _ => None,
+                };
+                let refund = !matches!(finish.outcome, Outcome::Retry(_));
+                let hand_back = finish.outcome == Outcome::HandBack;
                 let rows = self
                     .query(
                         sql::RESCHEDULE,
@@ -38,9 +43,10 @@ impl PostgresStore {
                             &lane,
                             &item.id.as_str(),
                             &token,
-                            &Ts(at),
-                            &release,
+                            &at,
+                            &refund,
                             &attempt,
+                            &hand_back,
                         ],
                     )
                     .await?;

@@ -787,25 +787,26 @@ pub(crate) const RENEW: &str = "UPDATE items SET lease_expires_at = now() + $4::
      WHERE lane = $1::text AND id = $2::text AND lease_token = $3::bigint \
      AND lease_expires_at > now() RETURNING lease_expires_at";
 
-/// Ends the live lease `$3` of item `($1, $2)` with a retry or a hand-back: due again at `$4`,
-/// the claim refunded if `$5`, attempt `$6` (JSON, or NULL) recorded. The item stays where it
-/// is in its group, so no lock is needed. A hand-back due now puts the item back in the queue
-/// at its rank, so its topic's clocks (every shard's) go back below that rank: the claim that
-/// raised them did not keep it. Returns a row if the lease was live.
-pub(crate) const RESCHEDULE: &str = "WITH u AS (UPDATE items SET due_at = $4::timestamptz, \
+/// Ends the live lease `$3` of item `($1, $2)` with a retry or a hand-back: due again at `$4`
+/// (NULL: now), the claim refunded if `$5`, attempt `$6` (JSON, or NULL) recorded. The item
+/// stays where it is in its group, so no lock is needed. With `$7` (`Outcome::HandBack`) the
+/// item goes back to the queue at its rank, and its topic's clocks (every shard's) go back
+/// below that rank: the claim that raised them did not keep it. Returns a row if the lease was
+/// live.
+pub(crate) const RESCHEDULE: &str = "WITH u AS (UPDATE items \
+     SET due_at = COALESCE($4::timestamptz, now()), \
      claims = CASE WHEN $5::boolean THEN GREATEST(claims - 1, 0) ELSE claims END, \
      attempts = CASE WHEN $6::jsonb IS NULL THEN attempts \
      ELSE attempts || jsonb_build_array($6::jsonb) END, \
      lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
-     head = CASE WHEN head IS NULL THEN NULL WHEN $4::timestamptz <= now() THEN 'ready' \
-     ELSE 'waiting' END, \
+     head = CASE WHEN head IS NULL THEN NULL \
+     WHEN COALESCE($4::timestamptz, now()) <= now() THEN 'ready' ELSE 'waiting' END, \
      visible_at = CASE WHEN head IS NOT NULL AND $4::timestamptz > now() \
      THEN $4::timestamptz END \
      WHERE lane = $1::text AND id = $2::text AND lease_token = $3::bigint \
      AND lease_expires_at > now() RETURNING topic, rank), \
      back AS (UPDATE queue_clocks c SET clock = u.rank - 1 FROM u \
-     WHERE $5::boolean AND $4::timestamptz <= now() AND c.lane = $1::text \
-     AND c.topic = u.topic AND c.clock >= u.rank) \
+     WHERE $7::boolean AND c.lane = $1::text AND c.topic = u.topic AND c.clock >= u.rank) \
      SELECT 1 FROM u";
 
 /// Ends the live lease `$3` of item `($1, $2)` with a final status `$4`, recording attempt `$5`
@@ -1361,7 +1362,7 @@ mod tests {
             ),
             (
                 RESCHEDULE.into(),
-                "'jobs', 'p9', 7, now(), true, NULL".into(),
+                "'jobs', 'p9', 7, NULL, true, NULL, true".into(),
                 vec!["items_pkey"],
                 false,
             ),

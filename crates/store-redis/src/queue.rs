@@ -258,6 +258,7 @@ impl Inner {
             Outcome::Done => ("done", None),
             Outcome::Retry(at) => ("retry", Some(at)),
             Outcome::Release(at) => ("release", Some(at)),
+            Outcome::HandBack => ("hand_back", None),
             Outcome::GiveUp { rest: false } => ("fail", None),
             Outcome::GiveUp { rest: true } => ("fail_rest", None),
         };

@@ -847,10 +847,10 @@ return exp
 "#;
 
 /// Ends a live lease with an outcome. KEYS: the item's shard tag. ARGV: channel, lane, id,
-/// token, outcome (`done`, `retry`, `release`, `fail`, `fail_rest`), at (µs, retry/release),
-/// attempt (JSON, `''` = none), keeps (`1` if the lane keeps finished items), CT (the clock
-/// tag). A release due now puts the item back at its rank, so its topic's clock goes back
-/// below that rank. Returns 1, or 0 if the lease is lost.
+/// token, outcome (`done`, `retry`, `release`, `hand_back`, `fail`, `fail_rest`), at (µs,
+/// retry/release), attempt (JSON, `''` = none), keeps (`1` if the lane keeps finished items),
+/// CT (the clock tag). A hand-back is a release due now that also puts the item's topic's
+/// clock back below its rank. Returns 1, or 0 if the lease is lost.
 const FINISH: &str = r#"
 local T, lane, id, out = KEYS[1], ARGV[2], ARGV[3], ARGV[5]
 local ik = ikey(T, lane, id)
@@ -863,14 +863,16 @@ if ARGV[7] ~= '' then
 end
 redis.call('ZREM', T .. ':ls:' .. lane, id)
 redis.call('HDEL', ik, 'k', 'kw', 'ke')
-if out == 'retry' or out == 'release' then
+if out == 'retry' or out == 'release' or out == 'hand_back' then
   local c = tonumber(f[9])
-  if out == 'release' and c > 0 then c = c - 1 end
+  if out ~= 'retry' and c > 0 then c = c - 1 end
+  local due = ARGV[6]
+  if out == 'hand_back' then due = I(now_us()) end
   local head = redis.call('ZRANGE', gkey(T, lane, g), 0, 0)[1] == id
-  local w = place(T, lane, id, f[4], f[5], f[6], ARGV[6], head)
-  redis.call('HSET', ik, 'd', ARGV[6], 'c', I(c), 'w', w)
+  local w = place(T, lane, id, f[4], f[5], f[6], due, head)
+  redis.call('HSET', ik, 'd', due, 'c', I(c), 'w', w)
   if a then redis.call('HSET', ik, 'a', a) end
-  if out == 'release' and tonumber(ARGV[6]) <= now_us() then
+  if out == 'hand_back' then
     local fq, cf = ARGV[9] .. ':fq:' .. lane, 'c:' .. f[4]
     local back = tonumber(f[5]) - 1
     if (tonumber(redis.call('HGET', fq, cf)) or 0) > back then redis.call('HSET', fq, cf, I(back)) end

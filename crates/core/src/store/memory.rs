@@ -712,13 +712,14 @@ impl QueueStore for MemoryStore {
             Outcome::Release(at) => {
                 e.item.claims = e.item.claims.saturating_sub(1);
                 e.item.due_at = Some(at);
-                if at <= now {
-                    // Back in the queue at its rank: the clock its claim raised goes back
-                    // below it.
-                    let (topic, rank) = (e.item.topic.clone(), e.rank);
-                    if let Some(clock) = inner.queue.clock.get_mut(&(lane, topic)) {
-                        *clock = (*clock).min(rank - 1);
-                    }
+            }
+            Outcome::HandBack => {
+                e.item.claims = e.item.claims.saturating_sub(1);
+                e.item.due_at = Some(now);
+                // Back in the queue at its rank: the clock its claim raised goes back below it.
+                let (topic, rank) = (e.item.topic.clone(), e.rank);
+                if let Some(clock) = inner.queue.clock.get_mut(&(lane, topic)) {
+                    *clock = (*clock).min(rank - 1);
                 }
             }
             Outcome::GiveUp { rest } => {
@@ -753,7 +754,10 @@ impl QueueStore for MemoryStore {
         }
         inner.queue.refresh_head(lane, &group);
         drop(inner);
-        if matches!(finish.outcome, Outcome::Retry(_) | Outcome::Release(_)) {
+        if matches!(
+            finish.outcome,
+            Outcome::Retry(_) | Outcome::Release(_) | Outcome::HandBack
+        ) {
             self.announce(Change::Work(lane));
         }
         Ok(())

@@ -254,11 +254,15 @@ pub enum Outcome {
     Done,
     /// Claimable again from this time; the claim counts as an attempt.
     Retry(Timestamp),
-    /// Handed back, claimable again from this time; the claim does not count (a graceful
-    /// shutdown, a claim beyond a model's limit, an asynchronous run to check on later).
-    /// Handed back due now, it also lowers its topic's fair-queuing clock below its rank: the
-    /// claim that raised the clock did not keep it, and a newcomer must not queue behind it.
+    /// Handed back for later, claimable again from this time (an asynchronous run to check
+    /// on, a model server at capacity, a task not due yet); the claim does not count. The
+    /// item keeps the place its claim took in its topic's fair order.
     Release(Timestamp),
+    /// Handed back to the queue at once (a claim beyond a model's limit, a graceful
+    /// shutdown): claimable again now, the claim does not count, and the place its claim took
+    /// goes back too: its topic's fair-queuing clock is lowered below the item's rank, so a
+    /// newcomer is not ranked behind an item nobody kept.
+    HandBack,
     /// Given up: [`ItemStatus::Failed`] (or removed, in lanes that keep nothing); with `rest`,
     /// the group's later pending items too.
     GiveUp {
@@ -292,7 +296,7 @@ pub trait QueueStore: Send + Sync + fmt::Debug + 'static {
     /// - Items wait for their `run_at` (`claim_respects_run_at`).
     /// - An account's items go in the order queued and accounts take turns
     ///   (`claims_are_fair_across_accounts`); items handed back at once give back the place
-    ///   their claim took in that turn ([`Outcome::Release`], `a_hand_back_gives_the_clock_back`;
+    ///   their claim took in that turn ([`Outcome::HandBack`], `a_hand_back_gives_the_clock_back`;
     ///   handed back for later, they keep it: `a_hand_back_for_later_keeps_the_clock`).
     /// - Excluded topics are skipped (`claim_skips_excluded_topics`).
     /// - A group's items go one at a time in order (`groups_go_out_in_order`).
