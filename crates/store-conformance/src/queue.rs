@@ -97,10 +97,21 @@ async fn assert_a_newcomer_goes_second(store: &DynStore, backlog: &[String], qui
         first.iter().map(|l| l.item.id.clone()).collect::<Vec<_>>(),
         backlog[..2].to_vec()
     );
+    assert_the_next_two_take_a_newcomer(store, &w, &backlog[2..4], quiet).await;
+}
+
+/// Queues one item for `quiet` and claims three: `quiet`'s must be among the first two, the
+/// others `next` (the backlog's next two, in order).
+async fn assert_the_next_two_take_a_newcomer(
+    store: &DynStore,
+    w: &WorkerId,
+    next: &[String],
+    quiet: &AccountId,
+) {
     let newcomer = prediction_for(quiet);
     insert(store, &newcomer, vec![enqueue_now(&newcomer)]).await;
-    let next = claim_jobs(store, &w, LONG, 3).await;
-    let ids: Vec<String> = next.iter().map(|l| l.item.id.clone()).collect();
+    let claimed = claim_jobs(store, w, LONG, 3).await;
+    let ids: Vec<String> = claimed.iter().map(|l| l.item.id.clone()).collect();
     assert!(
         ids[..2].contains(&newcomer.id.to_string()),
         "the other account's item waited behind the backlog: {ids:?}"
@@ -109,7 +120,7 @@ async fn assert_a_newcomer_goes_second(store: &DynStore, backlog: &[String], qui
         .iter()
         .filter(|id| **id != newcomer.id.as_str())
         .collect();
-    assert_eq!(rest, backlog[2..4].iter().collect::<Vec<_>>());
+    assert_eq!(rest, next.iter().collect::<Vec<_>>());
 }
 
 /// Items handed back at once ([`Outcome::HandBack`]: a claim that took more than a model had
@@ -139,19 +150,7 @@ pub async fn a_hand_back_gives_the_clock_back(store: DynStore) {
             .await
             .unwrap();
     }
-    let newcomer = prediction_for(&quiet);
-    insert(&store, &newcomer, vec![enqueue_now(&newcomer)]).await;
-    let next = claim_jobs(&store, &w, LONG, 3).await;
-    let ids: Vec<String> = next.iter().map(|l| l.item.id.clone()).collect();
-    assert!(
-        ids[..2].contains(&newcomer.id.to_string()),
-        "the other account's item waited behind the items handed back: {ids:?}"
-    );
-    let rest: Vec<&String> = ids
-        .iter()
-        .filter(|id| **id != newcomer.id.as_str())
-        .collect();
-    assert_eq!(rest, backlog[2..4].iter().collect::<Vec<_>>());
+    assert_the_next_two_take_a_newcomer(&store, &w, &backlog[2..4], &quiet).await;
 }
 
 /// Items handed back for later (asynchronous runs to check on) keep the place their claim
