@@ -567,22 +567,7 @@ async fn assert_a_backlog_another_node_finds_starves_nobody(
     let b = TestServer::start_on(&backend.url, &dir.path().join("b"), &env);
     let b_api = b.client();
     let started = Instant::now();
-    loop {
-        let metrics = b_api
-            .http
-            .get(format!("{}/metrics", b_api.base))
-            .send()
-            .await;
-        let ran = metrics
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with("augur_jobs_total{") && l.contains("outcome=\"succeeded\""));
-        if ran {
-            break;
-        }
+    while b_api.jobs_with_outcome("succeeded").await == 0 {
         assert!(started.elapsed() < Duration::from_secs(30), "b ran nothing");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

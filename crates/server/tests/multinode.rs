@@ -72,47 +72,6 @@ async fn all(store: &DynStore) -> Vec<augur_core::Prediction> {
     }
 }
 
-/// The sum over nodes of `augur_jobs_total{outcome="..."}`.
-async fn jobs_with_outcome(api: &common::Api, outcome: &str) -> i64 {
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let label = format!("outcome=\"{outcome}\"");
-    text.lines()
-        .filter(|l| l.starts_with("augur_jobs_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as i64)
-        .sum()
-}
-
-/// A gauge or counter without labels from a node's `/metrics`.
-async fn metric(api: &common::Api, name: &str) -> i64 {
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0, |v| v as i64)
-}
-
 async fn wait_for(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> bool) {
     let until = Instant::now() + deadline;
     while !check().await {
@@ -148,8 +107,8 @@ async fn two_nodes_drain_one_queue_once(backend: Backend) {
     .await;
     let (api_a, api_b) = (a.client(), b.client());
     let (done_a, done_b) = (
-        jobs_with_outcome(&api_a, "succeeded").await,
-        jobs_with_outcome(&api_b, "succeeded").await,
+        api_a.jobs_with_outcome("succeeded").await,
+        api_b.jobs_with_outcome("succeeded").await,
     );
     assert_eq!(done_a + done_b, n as i64, "jobs run: {done_a} + {done_b}");
     assert!(
@@ -411,7 +370,7 @@ async fn prefer_wait_hears_another_node_at_once(backend: Backend) {
         wait_for(
             "the node to subscribe to announcements",
             Duration::from_secs(30),
-            async || metric(api, "augur_store_announcements_subscribed").await == 1,
+            async || api.counter("augur_store_announcements_subscribed").await == 1,
         )
         .await;
     }

@@ -129,17 +129,12 @@ async fn assert_the_next_two_take_a_newcomer(
 /// for later (an asynchronous run to check on) leaves the clock where it is.
 pub async fn a_hand_back_gives_the_clock_back(store: DynStore) {
     let (busy, quiet) = (account("busy"), account("quiet"));
-    let mut backlog = Vec::new();
-    for _ in 0..20 {
-        let p = prediction_for(&busy);
-        insert(&store, &p, vec![enqueue_now(&p)]).await;
-        backlog.push(p.id.to_string());
-    }
+    let backlog = queue_for(&store, &busy, 20).await;
     let w = WorkerId::generate();
     let claimed = claim_jobs(&store, &w, LONG, 10).await;
     assert_eq!(claimed.len(), 10);
     // The first runs, the second is checked on later, the other eight go back.
-    let later = Timestamp::from_micros(Timestamp::now().as_micros() + 3_600_000_000);
+    let later = Timestamp::now().plus(Duration::from_secs(3600));
     store
         .finish(&claimed[1], &finish(Outcome::Release(later)))
         .await
@@ -153,6 +148,17 @@ pub async fn a_hand_back_gives_the_clock_back(store: DynStore) {
     assert_the_next_two_take_a_newcomer(&store, &w, &backlog[2..4], &quiet).await;
 }
 
+/// Queues `n` items of `owner`, one write each; returns their ids in that order.
+async fn queue_for(store: &DynStore, owner: &AccountId, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let p = prediction_for(owner);
+        insert(store, &p, vec![enqueue_now(&p)]).await;
+        ids.push(p.id.to_string());
+    }
+    ids
+}
+
 /// Items handed back for later (asynchronous runs to check on) keep the place their claim
 /// took: the clock stays, and another account's next item is ranked after the backlog's next.
 /// Only where both accounts share a clock (a store that shards by account keeps one per
@@ -164,13 +170,8 @@ pub async fn a_hand_back_for_later_keeps_the_clock(store: DynStore) {
         eprintln!("the two accounts are ranked by clocks of their own: nothing to check");
         return;
     }
-    let mut backlog = Vec::new();
-    for _ in 0..20 {
-        let p = prediction_for(&busy);
-        insert(&store, &p, vec![enqueue_now(&p)]).await;
-        backlog.push(p.id.to_string());
-    }
-    let later = Timestamp::from_micros(Timestamp::now().as_micros() + 3_600_000_000);
+    let backlog = queue_for(&store, &busy, 20).await;
+    let later = Timestamp::now().plus(Duration::from_secs(3600));
     for lease in claim_jobs(&store, &w, LONG, 10).await {
         store
             .finish(&lease, &finish(Outcome::Release(later)))

@@ -160,6 +160,29 @@ pub struct Api {
 }
 
 impl Api {
+    /// This node's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// This node's `augur_jobs_total{outcome="..."}`, summed over its other labels.
+    pub async fn jobs_with_outcome(&self, outcome: &str) -> i64 {
+        let text = self.metrics().await;
+        let label = format!("outcome=\"{outcome}\"");
+        text.lines()
+            .filter(|l| l.starts_with("augur_jobs_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as i64)
+            .sum()
+    }
+
     pub async fn create(&self, model: &str, input: Value) -> reqwest::Result<(u16, Value)> {
         let response = self
             .http
@@ -203,18 +226,11 @@ impl Api {
         }
     }
 
-    /// Reads a durable counter from `/metrics`.
+    /// Reads a counter or gauge without labels from `/metrics` (0 when absent).
     pub async fn counter(&self, name: &str) -> i64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
+        self.metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .find_map(|line| {
                 let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
                 rest.trim().parse::<f64>().ok()
